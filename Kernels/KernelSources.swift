@@ -1,0 +1,16 @@
+/// The OpenCL C sources of Nyquist, embedded in the binary at build time so that nothing is
+/// looked up on disk at run time (set `NYQUIST_KERNEL_DIR` to load them from a folder instead
+/// while developing kernels).
+public enum KernelSources {
+    /// Every embedded file by name (`blur_pool.cl`, `common.h`, ...).
+    public static let files: [String: String] = [
+        "common.h": text(PackageResources.common_h),
+        "copy.cl": text(PackageResources.copy_cl),
+        "window_pool.cl": text(PackageResources.window_pool_cl),
+        "blur_pool.cl": text(PackageResources.blur_pool_cl),
+    ]
+
+    private static func text(_ bytes: [UInt8]) -> String {
+        String(decoding: bytes, as: UTF8.self)
+    }
+}

@@ -1,0 +1,76 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "Nyquist",
+    products: [
+        .library(name: "Nyquist", targets: ["Nyquist"]),
+        .library(name: "NyquistReference", targets: ["NyquistReference"]),
+        .executable(name: "nyquist", targets: ["nyquist"]),
+        .executable(name: "nyquist-bench", targets: ["NyquistBench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "COpenCL",
+            path: "Sources/COpenCL",
+            providers: [.apt(["ocl-icd-opencl-dev", "opencl-headers"])]
+        ),
+        .target(name: "NyquistCL", dependencies: ["COpenCL"]),
+        .target(name: "NyquistCore"),
+        .target(name: "NyquistReference", dependencies: ["NyquistCore"]),
+        .target(
+            name: "NyquistKernels",
+            path: "Kernels",
+            exclude: ["README.md"],
+            resources: [
+                .embedInCode("common.h"),
+                .embedInCode("copy.cl"),
+                .embedInCode("window_pool.cl"),
+                .embedInCode("blur_pool.cl"),
+            ]
+        ),
+        .target(name: "Nyquist", dependencies: ["NyquistCL", "NyquistCore", "NyquistKernels"]),
+        .executableTarget(
+            name: "nyquist",
+            dependencies: [
+                "Nyquist", "NyquistReference",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "NyquistBench",
+            dependencies: [
+                "Nyquist", "NyquistReference",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Benchmarks/NyquistBench"
+        ),
+        .target(
+            name: "_NyquistTestSupport",
+            dependencies: ["NyquistCore"],
+            path: "Tests/_NyquistTestSupport"
+        ),
+        .testTarget(name: "NyquistCoreTests", dependencies: ["NyquistCore", "_NyquistTestSupport"]),
+        .testTarget(
+            name: "NyquistReferenceTests",
+            dependencies: [
+                "NyquistReference", "_NyquistTestSupport",
+                .product(name: "PropertyBased", package: "swift-property-based"),
+            ]
+        ),
+        .testTarget(name: "NyquistCLTests", dependencies: ["NyquistCL"]),
+        .testTarget(
+            name: "ParityTests",
+            dependencies: [
+                "Nyquist", "NyquistReference", "_NyquistTestSupport",
+                .product(name: "PropertyBased", package: "swift-property-based"),
+            ]
+        ),
+        .testTarget(name: "CLITests", dependencies: ["NyquistCore", "_NyquistTestSupport"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,39 @@
+/// The one error type of Nyquist's host-side code: bad configurations, shapes that do not fit,
+/// malformed files and size limits. OpenCL failures have their own `OpenCLError` in NyquistCL.
+///
+/// `message` is written for a person: it names the layer, the axis and the sizes involved, and
+/// where it can, what to do instead.
+public struct NyquistError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// What went wrong, coarsely; tests and callers switch on this, people read `message`.
+    public enum Kind: String, Sendable, Equatable {
+        /// An operator option is out of range (filter size 9, stride 0, ...).
+        case invalidConfiguration
+        /// A tensor's rank or sizes do not fit the operator (too small for its padding, wrong C).
+        case invalidShape
+        /// A file could not be parsed (NPY, safetensors): bad magic, header, dtype or length.
+        case invalidFile
+        /// A file could not be read or written.
+        case io
+        /// A tensor or intermediate would exceed the 2^31 element limit of 32-bit kernel indexing.
+        case sizeLimit
+        /// The request is valid but not supported by this build or device.
+        case unsupported
+        /// No usable compute device (no OpenCL platform, no device matching a name).
+        case deviceUnavailable
+        /// Learnable parameters are missing or misshapen.
+        case invalidParameters
+    }
+
+    /// The category of the failure.
+    public let kind: Kind
+    /// One line for a person, naming the sizes and values involved.
+    public let message: String
+
+    /// Creates an error of `kind` with a one-line explanation.
+    public init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+
+    public var description: String { message }
+}
