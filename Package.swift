@@ -29,7 +29,7 @@ let package = Package(
             resources: [
                 .embedInCode("common.h"),
                 .embedInCode("copy.cl"),
-                .embedInCode("window_pool.cl"),
+                .embedInCode("max_pool.cl"),
                 .embedInCode("blur_pool.cl"),
             ]
         ),

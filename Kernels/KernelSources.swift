@@ -6,7 +6,7 @@ public enum KernelSources {
     public static let files: [String: String] = [
         "common.h": text(PackageResources.common_h),
         "copy.cl": text(PackageResources.copy_cl),
-        "window_pool.cl": text(PackageResources.window_pool_cl),
+        "max_pool.cl": text(PackageResources.max_pool_cl),
         "blur_pool.cl": text(PackageResources.blur_pool_cl),
     ]
 

@@ -1,0 +1,152 @@
+// Separable weighted windows: BlurPool (binomial taps, any padding mode), AvgPool (box taps,
+// zero padding) and the fused MaxBlurPool (the same blur read through an on-the-fly 2x2 max).
+//
+// Every kernel reads per-axis tables built on the host (Sources/Nyquist/AxisTables.swift):
+//   forward  row_source[i * TAPS + u]        input row read by tap u of output row i (-1: zero)
+//            row_weight[i * TAPS + u]        that tap's weight
+//   backward row_target[a * FAN_IN_ROWS + p] p-th output row that reads input row a (-1: none)
+//            row_weight[a * FAN_IN_ROWS + p] the summed weight it reads it with
+// and the same for columns. Padding (reflect, replicate, circular, zero) is folded into the
+// tables, so the inner loops have no border branches and the backward pass is a gather: each
+// work item owns one input element and sums what it contributed to, with no atomics, in a
+// fixed order, so results are deterministic.
+//
+// Defines:
+//   TAPS          forward window size per axis (filter size k)
+//   FAN_IN_ROWS   backward table width along H (largest number of output rows reading a row)
+//   FAN_IN_COLS   backward table width along W
+//   MAX_MAP       1: the filtered map is the stride-1 2x2 max of x ((H-1) x (W-1), MaxBlurPool)
+//
+// Work-item mapping: global (columns, rows, planes) of the output (forward) or of the filtered
+// map (backward); each work item computes one element.
+#include "common.h"
+
+#ifndef TAPS
+#define TAPS 4
+#endif
+#ifndef FAN_IN_ROWS
+#define FAN_IN_ROWS 2
+#endif
+#ifndef FAN_IN_COLS
+#define FAN_IN_COLS 2
+#endif
+#ifndef MAX_MAP
+#define MAX_MAP 0
+#endif
+
+// Element (row, col) of the map being filtered, for in-range indices.
+inline float map_value(__global const float *image, int row, int col, int width) {
+#if MAX_MAP
+    __global const float *top = image + row * width + col;
+    float best = top[0];
+    float candidate = top[1];
+    best = replaces_maximum(candidate, best) ? candidate : best;
+    candidate = top[width];
+    best = replaces_maximum(candidate, best) ? candidate : best;
+    candidate = top[width + 1];
+    best = replaces_maximum(candidate, best) ? candidate : best;
+    return best;
+#else
+    return image[row * width + col];
+#endif
+}
+
+// height/width are the input's; out_height/out_width the output's.
+__kernel void weighted_window_forward(
+    __global const float *x, __global float *y,
+    __global const int *row_source, __global const float *row_weight,
+    __global const int *col_source, __global const float *col_weight,
+    int planes, int height, int width, int out_height, int out_width) {
+    int j = get_global_id(0);
+    int i = get_global_id(1);
+    int plane = get_global_id(2);
+    if (j >= out_width || i >= out_height || plane >= planes) return;
+    __global const float *image = x + plane * height * width;
+
+    int cols[TAPS];
+    float col_weights[TAPS];
+    for (int v = 0; v < TAPS; ++v) {
+        cols[v] = col_source[j * TAPS + v];
+        col_weights[v] = col_weight[j * TAPS + v];
+    }
+    float sum = 0.0f;
+    for (int u = 0; u < TAPS; ++u) {
+        int row = row_source[i * TAPS + u];
+        int safe_row = max(row, 0);
+        float row_sum = 0.0f;
+        for (int v = 0; v < TAPS; ++v) {
+            float value = map_value(image, safe_row, max(cols[v], 0), width);
+            row_sum += col_weights[v] * (cols[v] >= 0 ? value : 0.0f);
+        }
+        sum += row_weight[i * TAPS + u] * (row >= 0 ? row_sum : 0.0f);
+    }
+    y[plane_offset(plane, i, j, out_height, out_width)] = sum;
+}
+
+// Adjoint of weighted_window_forward with MAX_MAP 0: grad_map = A_rows^T grad_y A_cols.
+// height/width are the filtered map's (the input for blur/avg, the max map for MaxBlurPool).
+__kernel void weighted_window_backward(
+    __global const float *grad_y, __global float *grad_map,
+    __global const int *row_target, __global const float *row_weight,
+    __global const int *col_target, __global const float *col_weight,
+    int planes, int height, int width, int out_height, int out_width) {
+    int b = get_global_id(0);
+    int a = get_global_id(1);
+    int plane = get_global_id(2);
+    if (b >= width || a >= height || plane >= planes) return;
+    __global const float *gradient = grad_y + plane * out_height * out_width;
+
+    int cols[FAN_IN_COLS];
+    float col_weights[FAN_IN_COLS];
+    for (int q = 0; q < FAN_IN_COLS; ++q) {
+        cols[q] = col_target[b * FAN_IN_COLS + q];
+        col_weights[q] = col_weight[b * FAN_IN_COLS + q];
+    }
+    float sum = 0.0f;
+    for (int p = 0; p < FAN_IN_ROWS; ++p) {
+        int row = row_target[a * FAN_IN_ROWS + p];
+        __global const float *gradient_row = gradient + max(row, 0) * out_width;
+        float row_sum = 0.0f;
+        for (int q = 0; q < FAN_IN_COLS; ++q) {
+            float value = gradient_row[max(cols[q], 0)];
+            row_sum += col_weights[q] * (cols[q] >= 0 ? value : 0.0f);
+        }
+        sum += row_weight[a * FAN_IN_ROWS + p] * (row >= 0 ? row_sum : 0.0f);
+    }
+    grad_map[plane_offset(plane, a, b, height, width)] = sum;
+}
+
+// Second half of MaxBlurPool's backward: routes grad_map ((H-1) x (W-1)) to the first maximum
+// (row-major) of each 2x2 window of x. Each work item owns one input element (global: W, H,
+// planes) and gathers from the up to four windows that contain it.
+__kernel void max_map_backward(
+    __global const float *x, __global const float *grad_map, __global float *grad_x,
+    int planes, int height, int width) {
+    int b = get_global_id(0);
+    int a = get_global_id(1);
+    int plane = get_global_id(2);
+    if (b >= width || a >= height || plane >= planes) return;
+    __global const float *image = x + plane * height * width;
+    __global const float *gradient = grad_map + plane * (height - 1) * (width - 1);
+    float sum = 0.0f;
+    for (int dp = 0; dp < 2; ++dp) {
+        for (int dq = 0; dq < 2; ++dq) {
+            int p = a - 1 + dp;
+            int q = b - 1 + dq;
+            bool inside = p >= 0 && p < height - 1 && q >= 0 && q < width - 1;
+            int safe_p = clamp(p, 0, height - 2);
+            int safe_q = clamp(q, 0, width - 2);
+            __global const float *top = image + safe_p * width + safe_q;
+            // Window order (0,0), (0,1), (1,0), (1,1); this element is window entry (1-dp, 1-dq).
+            float best = top[0];
+            int winner = 0;
+            if (replaces_maximum(top[1], best)) { best = top[1]; winner = 1; }
+            if (replaces_maximum(top[width], best)) { best = top[width]; winner = 2; }
+            if (replaces_maximum(top[width + 1], best)) { winner = 3; }
+            int mine = (1 - dp) * 2 + (1 - dq);
+            float contribution = gradient[safe_p * (width - 1) + safe_q];
+            sum += (inside && winner == mine) ? contribution : 0.0f;
+        }
+    }
+    grad_x[plane_offset(plane, a, b, height, width)] = sum;
+}

@@ -1,0 +1,114 @@
+import NyquistCore
+
+/// BlurPool (Zhang 2019, "Making Convolutional Networks Shift-Invariant Again"): pads the input,
+/// filters every channel with the same binomial low-pass of size `filterSize`, and keeps every
+/// `stride`-th sample, which removes the aliasing of a plain strided subsampling.
+///
+/// Input N x C x H x W; output N x C x H' x W' with H' = floor((H + k - 1 + 2 padOffset - k) / s) + 1,
+/// which is ceil(H/2) for the default stride 2. Defaults match the published module
+/// (`antialiased-cnns`): filter size 4 ([1,3,3,1]), stride 2, reflect padding. No parameters.
+///
+/// ```swift
+/// let device = try Device.default()
+/// let pool = try BlurPool2D(channels: 64)
+/// let y = try pool(try DeviceTensor(x, on: device))
+/// ```
+public struct BlurPool2D: PoolingLayer {
+    /// The options (shared with `Reference.blurPool2D`).
+    public let configuration: BlurPool2DConfiguration
+
+    /// Builds the layer; throws ``NyquistError`` for a filter size outside 1...7, stride < 1, ...
+    public init(channels: Int, filterSize: Int = 4, stride: Int = 2, padding: PaddingMode = .reflect, padOffset: Int = 0)
+        throws
+    {
+        configuration = try BlurPool2DConfiguration(
+            channels: channels, filterSize: filterSize, stride: stride, padding: padding, padOffset: padOffset)
+    }
+
+    /// Builds the layer from a configuration.
+    public init(_ configuration: BlurPool2DConfiguration) {
+        self.configuration = configuration
+    }
+
+    public func forward(_ input: DeviceTensor, into output: DeviceTensor) throws {
+        let (inputShape, outputShape) = try validateForward(input, output)
+        try window(inputShape, outputShape).forward(
+            input, into: output, planes: inputShape.n * inputShape.c, inputHeight: inputShape.h,
+            inputWidth: inputShape.w, maxMap: false)
+    }
+
+    public func backward(_ gradOutput: DeviceTensor, _ saved: SavedForBackward, into gradInput: DeviceTensor) throws {
+        let (inputShape, outputShape) = try validateBackward(gradOutput, saved, gradInput)
+        try window(inputShape, outputShape).backward(gradOutput, into: gradInput, planes: inputShape.n * inputShape.c)
+    }
+
+    /// Training forward: BlurPool's backward needs only the input's shape, kept with the input.
+    func window(_ input: Shape4D, _ output: Shape4D) throws -> SeparableWindow {
+        try Self.window(configuration, mapHeight: input.h, mapWidth: input.w, output: output)
+    }
+
+    static func window(_ configuration: BlurPool2DConfiguration, mapHeight: Int, mapWidth: Int, output: Shape4D) throws
+        -> SeparableWindow
+    {
+        let taps: [Float] = try BinomialFilter.taps(size: configuration.filterSize)
+        let pads = configuration.pads
+        return SeparableWindow(
+            rows: SeparableWindow.axis(
+                size: mapHeight, outputSize: output.h, taps: taps, stride: configuration.stride, padBefore: pads.top,
+                mode: configuration.padding),
+            columns: SeparableWindow.axis(
+                size: mapWidth, outputSize: output.w, taps: taps, stride: configuration.stride, padBefore: pads.left,
+                mode: configuration.padding))
+    }
+}
+
+/// MaxBlurPool (Zhang 2019): max pooling with kernel 2 and stride 1, then BlurPool, computed by
+/// one fused kernel that takes each 2x2 maximum on the fly, so the (H-1) x (W-1) max map never
+/// exists in memory during inference. Output: BlurPool of an (H-1) x (W-1) map (56 x 56 from
+/// 112 x 112 with the defaults). Needs H, W >= 2.
+///
+/// Backward materialises the gradient of the max map once ((H-1) x (W-1) floats, freed on
+/// return) and routes it to the first maximum of each 2x2 window.
+public struct MaxBlurPool2D: PoolingLayer {
+    /// The options (shared with `Reference.maxBlurPool2D`).
+    public let configuration: MaxBlurPool2DConfiguration
+
+    /// Builds the layer; defaults match the published module (filter 4, stride 2, reflect).
+    public init(channels: Int, filterSize: Int = 4, stride: Int = 2, padding: PaddingMode = .reflect, padOffset: Int = 0)
+        throws
+    {
+        configuration = try MaxBlurPool2DConfiguration(
+            channels: channels, filterSize: filterSize, stride: stride, padding: padding, padOffset: padOffset)
+    }
+
+    /// Builds the layer from a configuration.
+    public init(_ configuration: MaxBlurPool2DConfiguration) {
+        self.configuration = configuration
+    }
+
+    public func forward(_ input: DeviceTensor, into output: DeviceTensor) throws {
+        let (inputShape, outputShape) = try validateForward(input, output)
+        let map = try configuration.maxMapShape(for: inputShape)
+        try BlurPool2D.window(configuration.blur, mapHeight: map.h, mapWidth: map.w, output: outputShape).forward(
+            input, into: output, planes: inputShape.n * inputShape.c, inputHeight: inputShape.h,
+            inputWidth: inputShape.w, maxMap: true)
+    }
+
+    public func backward(_ gradOutput: DeviceTensor, _ saved: SavedForBackward, into gradInput: DeviceTensor) throws {
+        let (inputShape, outputShape) = try validateBackward(gradOutput, saved, gradInput)
+        let map = try configuration.maxMapShape(for: inputShape)
+        let planes = inputShape.n * inputShape.c
+        let device = gradOutput.device
+        let gradMap = try DeviceTensor(shape: map.dimensions, on: device)
+        try BlurPool2D.window(configuration.blur, mapHeight: map.h, mapWidth: map.w, output: outputShape).backward(
+            gradOutput, into: gradMap, planes: planes)
+        let program = try device.program("blur_pool.cl")
+        try device.context.dispatch(
+            "max_map_backward", in: program,
+            arguments: [
+                .buffer(saved.input.buffer), .buffer(gradMap.buffer), .buffer(gradInput.buffer),
+                .int(planes), .int(inputShape.h), .int(inputShape.w),
+            ],
+            global: [inputShape.w, inputShape.h, planes])
+    }
+}

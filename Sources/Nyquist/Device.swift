@@ -1,0 +1,113 @@
+import NyquistCL
+import NyquistCore
+import NyquistKernels
+import Synchronization
+
+/// A compute device that runs Nyquist's operators: one OpenCL device with its own context,
+/// profiling queue, program cache and cache of padding tables.
+///
+/// Create one per device and share it: building the kernels for an operator costs about half a
+/// second the first time and nothing afterwards.
+///
+/// `@unchecked Sendable`: the OpenCL state lives in ``OpenCLContext`` (itself synchronised) and
+/// the table cache is behind a mutex; nothing else is mutable.
+public final class Device: @unchecked Sendable, CustomStringConvertible {
+    /// The OpenCL context, queue and counters (builds, cache hits, allocations).
+    public let context: OpenCLContext
+    private let tables = Mutex<[AxisGeometry: AxisTableBuffers]>([:])
+
+    /// Opens `device`.
+    public init(_ device: OpenCLDevice) throws {
+        context = try OpenCLContext(device: device)
+    }
+
+    /// Opens the device that `spec` names: an index into ``all()`` or a substring of the
+    /// device or platform name ("pthread", "NVIDIA", "GPU").
+    public convenience init(named spec: String) throws {
+        try self.init(OpenCLDevice.select(spec))
+    }
+
+    /// The default device: the one `NYQUIST_DEVICE` names if set, else the first GPU, else the
+    /// first OpenCL device of any kind.
+    public static func `default`() throws -> Device {
+        try Device(OpenCLDevice.select(nil))
+    }
+
+    /// Every OpenCL device on this machine (not opened).
+    public static func all() throws -> [OpenCLDevice] {
+        try OpenCLDevice.all()
+    }
+
+    /// Facts about the device (name, type, driver, memory sizes).
+    public var info: OpenCLDevice { context.device }
+
+    /// The device name, e.g. "NVIDIA H100" or "pthread-haswell-AMD EPYC".
+    public var name: String { context.device.name }
+
+    public var description: String { context.device.description }
+
+    /// Runs `body` and returns its value with the summed kernel time, in seconds, of the
+    /// kernels it enqueued (from OpenCL profiling events; transfers and host time excluded).
+    public func measure<T>(_ body: () throws -> T) throws -> (value: T, kernelSeconds: Double) {
+        let (value, nanoseconds) = try context.measure(body)
+        return (value, Double(nanoseconds) * 1e-9)
+    }
+
+    /// Waits for every queued command.
+    public func synchronize() throws {
+        try context.finish()
+    }
+
+    // MARK: Internals shared by the operators
+
+    /// The program built from kernel file `file` with `defines`, from the cache when possible.
+    func program(_ file: String, defines: [String: Int] = [:]) throws -> OpenCLProgram {
+        let source = try KernelLibrary.source(of: file)
+        let options = (["-cl-std=CL1.2"] + defines.sorted { $0.key < $1.key }.map { "-D\($0.key)=\($0.value)" })
+            .joined(separator: " ")
+        return try context.program(source: source, options: options)
+    }
+
+    /// Device copies of the padding tables for one axis, built once per geometry.
+    func axisTables(_ geometry: AxisGeometry) throws -> AxisTableBuffers {
+        if let cached = tables.withLock({ $0[geometry] }) { return cached }
+        let built = try AxisTableBuffers(AxisTables(geometry), context: context)
+        return tables.withLock { cache in
+            if let raced = cache[geometry] { return raced }
+            cache[geometry] = built
+            return built
+        }
+    }
+}
+
+/// The OpenCL C sources, from the binary or from `NYQUIST_KERNEL_DIR`, with `#include "x"` lines
+/// replaced by the included file so each program is one self-contained string.
+enum KernelLibrary {
+    static func source(of file: String) throws -> String {
+        let text = try raw(file)
+        var lines: [Substring] = []
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            let trimmed = line.drop { $0 == " " }
+            if trimmed.hasPrefix("#include \""), let name = trimmed.split(separator: "\"").dropFirst().first {
+                lines.append(Substring(try raw(String(name))))
+            } else {
+                lines.append(line)
+            }
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    private static func raw(_ file: String) throws -> String {
+        if let directory = environment("NYQUIST_KERNEL_DIR"), !directory.isEmpty {
+            let path = directory.hasSuffix("/") ? directory + file : directory + "/" + file
+            guard let text = readTextFile(path) else {
+                throw OpenCLError(call: "loadKernelSource", code: 0, detail: "cannot read \(path) (NYQUIST_KERNEL_DIR)")
+            }
+            return text
+        }
+        guard let text = KernelSources.files[file] else {
+            throw OpenCLError(call: "loadKernelSource", code: 0, detail: "no embedded kernel file \(file)")
+        }
+        return text
+    }
+}

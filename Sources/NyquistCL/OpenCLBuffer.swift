@@ -1,0 +1,35 @@
+import COpenCL
+
+/// A device memory object, released when the last reference goes away.
+///
+/// `@unchecked Sendable`: the handle is immutable after `init`, OpenCL memory objects may be
+/// used from any host thread, and every command that touches one is enqueued under the owning
+/// ``OpenCLContext``'s lock.
+public final class OpenCLBuffer: @unchecked Sendable {
+    let handle: cl_mem
+    /// Size in bytes.
+    public let byteCount: Int
+    /// The context it was allocated in.
+    public let context: OpenCLContext
+    /// The buffer this one is a sub-buffer of (kept alive while the view exists).
+    public let parent: OpenCLBuffer?
+    /// Byte offset into `parent` (0 when this is not a sub-buffer).
+    public let parentOffset: Int
+
+    init(handle: cl_mem, byteCount: Int, context: OpenCLContext, parent: OpenCLBuffer? = nil, parentOffset: Int = 0) {
+        self.handle = handle
+        self.byteCount = byteCount
+        self.context = context
+        self.parent = parent
+        self.parentOffset = parentOffset
+    }
+
+    deinit {
+        // Releasing while commands are queued is safe: OpenCL defers the free until they finish.
+        clReleaseMemObject(handle)
+        context.noteRelease(isSubBuffer: parent != nil)
+    }
+
+    /// Number of `Float`s the buffer holds.
+    public var floatCount: Int { byteCount / MemoryLayout<Float>.stride }
+}

@@ -1,0 +1,346 @@
+import COpenCL
+import Synchronization
+
+/// An OpenCL context and in-order profiling command queue on one device, with the program
+/// cache and the allocation counters that the tests read.
+///
+/// `@unchecked Sendable`: the context and queue handles are immutable and thread safe in
+/// OpenCL; everything mutable (cache, counters, kernel argument state, timing session) is
+/// touched only inside `state`'s mutex, and every enqueue happens inside it, so two threads
+/// never set arguments on the same `cl_kernel` at once.
+public final class OpenCLContext: @unchecked Sendable {
+    /// The device this context drives.
+    public let device: OpenCLDevice
+    let context: cl_context
+    let queue: cl_command_queue
+    private let state = Mutex(State())
+
+    /// Counters that tests assert on (no rebuild on a second call, no hidden buffers).
+    public struct Statistics: Sendable, Equatable {
+        /// Programs compiled from source.
+        public var builds = 0
+        /// Program requests answered from the cache.
+        public var cacheHits = 0
+        /// Device buffers ever allocated (sub-buffers not counted).
+        public var allocations = 0
+        /// Device buffers currently alive (sub-buffers not counted).
+        public var liveBuffers = 0
+        /// Kernel launches.
+        public var launches = 0
+    }
+
+    private struct ProgramKey: Hashable {
+        let source: String
+        let options: String
+    }
+
+    private struct State {
+        var programs: [ProgramKey: OpenCLProgram] = [:]
+        var statistics = Statistics()
+        var timingEvents: [cl_event]? = nil
+    }
+
+    /// Creates a context and a profiling queue on `device`.
+    public init(device: OpenCLDevice) throws {
+        self.device = device
+        var status: cl_int = CL_SUCCESS
+        var deviceID: cl_device_id? = device.id
+        let properties: [cl_context_properties] = [
+            cl_context_properties(CL_CONTEXT_PLATFORM), cl_context_properties(Int(bitPattern: device.platformID)), 0,
+        ]
+        let created = clCreateContext(properties, 1, &deviceID, nil, nil, &status)
+        try check(status, "clCreateContext", device.name)
+        guard let created else { throw OpenCLError(call: "clCreateContext", code: CL_INVALID_CONTEXT) }
+        let createdQueue = clCreateCommandQueue(
+            created, device.id, cl_command_queue_properties(CL_QUEUE_PROFILING_ENABLE), &status)
+        guard status == CL_SUCCESS, let createdQueue else {
+            clReleaseContext(created)
+            throw OpenCLError(call: "clCreateCommandQueue", code: status, detail: device.name)
+        }
+        context = created
+        queue = createdQueue
+    }
+
+    deinit {
+        clFinish(queue)
+        state.withLock { $0.programs.removeAll() }
+        clReleaseCommandQueue(queue)
+        clReleaseContext(context)
+    }
+
+    /// A snapshot of the counters.
+    public var statistics: Statistics { state.withLock { $0.statistics } }
+
+    /// Forgets every cached program (the next request rebuilds).
+    public func clearProgramCache() {
+        state.withLock { $0.programs.removeAll() }
+    }
+
+    // MARK: Buffers
+
+    /// Allocates `byteCount` bytes of device memory (at least 1 byte is allocated for 0).
+    public func makeBuffer(byteCount: Int) throws -> OpenCLBuffer {
+        guard byteCount >= 0, byteCount <= device.maxAllocationSize else {
+            throw OpenCLError(
+                call: "clCreateBuffer", code: CL_INVALID_BUFFER_SIZE,
+                detail: "\(byteCount) bytes requested; the device allows \(device.maxAllocationSize) per buffer")
+        }
+        var status: cl_int = CL_SUCCESS
+        let handle = clCreateBuffer(context, cl_mem_flags(CL_MEM_READ_WRITE), max(byteCount, 4), nil, &status)
+        try check(status, "clCreateBuffer", "\(byteCount) bytes")
+        guard let handle else { throw OpenCLError(call: "clCreateBuffer", code: CL_MEM_OBJECT_ALLOCATION_FAILURE) }
+        state.withLock {
+            $0.statistics.allocations += 1
+            $0.statistics.liveBuffers += 1
+        }
+        return OpenCLBuffer(handle: handle, byteCount: byteCount, context: self)
+    }
+
+    /// A view of `byteCount` bytes of `parent` starting at `offset`, which must be a multiple of
+    /// ``baseAddressAlignment``.
+    public func makeSubBuffer(of parent: OpenCLBuffer, offset: Int, byteCount: Int) throws -> OpenCLBuffer {
+        var region = cl_buffer_region(origin: offset, size: byteCount)
+        var status: cl_int = CL_SUCCESS
+        let handle = clCreateSubBuffer(
+            parent.handle, cl_mem_flags(CL_MEM_READ_WRITE), cl_buffer_create_type(CL_BUFFER_CREATE_TYPE_REGION), &region,
+            &status)
+        try check(status, "clCreateSubBuffer", "offset \(offset), \(byteCount) bytes")
+        guard let handle else { throw OpenCLError(call: "clCreateSubBuffer", code: CL_INVALID_VALUE) }
+        return OpenCLBuffer(handle: handle, byteCount: byteCount, context: self, parent: parent, parentOffset: offset)
+    }
+
+    /// Alignment in bytes that sub-buffer offsets need (`CL_DEVICE_MEM_BASE_ADDR_ALIGN`).
+    public var baseAddressAlignment: Int {
+        var bits: cl_uint = 0
+        clGetDeviceInfo(device.id, cl_device_info(CL_DEVICE_MEM_BASE_ADDR_ALIGN), MemoryLayout<cl_uint>.size, &bits, nil)
+        return max(Int(bits) / 8, 4)
+    }
+
+    func noteRelease(isSubBuffer: Bool) {
+        guard !isSubBuffer else { return }
+        state.withLock { $0.statistics.liveBuffers -= 1 }
+    }
+
+    /// Copies `values` into `buffer` at element `offset` (blocking, so `values` may go away after).
+    public func write(_ values: [Float], to buffer: OpenCLBuffer, offset: Int = 0) throws {
+        let bytes = values.count * MemoryLayout<Float>.stride
+        guard offset >= 0, (offset * 4 + bytes) <= buffer.byteCount else {
+            throw OpenCLError(
+                call: "clEnqueueWriteBuffer", code: CL_INVALID_VALUE,
+                detail: "\(values.count) floats at \(offset) do not fit a \(buffer.byteCount)-byte buffer")
+        }
+        guard bytes > 0 else { return }
+        try state.withLock { _ in
+            try values.withUnsafeBytes { raw in
+                try check(
+                    clEnqueueWriteBuffer(queue, buffer.handle, cl_bool(CL_TRUE), offset * 4, bytes, raw.baseAddress, 0, nil, nil),
+                    "clEnqueueWriteBuffer")
+            }
+        }
+    }
+
+    /// Copies raw bytes (e.g. `Int32` tables) into `buffer` (blocking).
+    public func write<T>(bytesOf values: [T], to buffer: OpenCLBuffer) throws {
+        let bytes = values.count * MemoryLayout<T>.stride
+        guard bytes <= buffer.byteCount else {
+            throw OpenCLError(call: "clEnqueueWriteBuffer", code: CL_INVALID_VALUE, detail: "\(bytes) bytes do not fit")
+        }
+        guard bytes > 0 else { return }
+        try state.withLock { _ in
+            try values.withUnsafeBytes { raw in
+                try check(
+                    clEnqueueWriteBuffer(queue, buffer.handle, cl_bool(CL_TRUE), 0, bytes, raw.baseAddress, 0, nil, nil),
+                    "clEnqueueWriteBuffer")
+            }
+        }
+    }
+
+    /// Reads `count` floats from `buffer` (blocking; waits for the commands before it).
+    public func read(_ buffer: OpenCLBuffer, count: Int) throws -> [Float] {
+        guard count >= 0, count * 4 <= buffer.byteCount else {
+            throw OpenCLError(
+                call: "clEnqueueReadBuffer", code: CL_INVALID_VALUE,
+                detail: "\(count) floats requested from a \(buffer.byteCount)-byte buffer")
+        }
+        var values = [Float](repeating: 0, count: count)
+        guard count > 0 else { return values }
+        try state.withLock { _ in
+            try values.withUnsafeMutableBytes { raw in
+                try check(
+                    clEnqueueReadBuffer(queue, buffer.handle, cl_bool(CL_TRUE), 0, count * 4, raw.baseAddress, 0, nil, nil),
+                    "clEnqueueReadBuffer")
+            }
+        }
+        return values
+    }
+
+    /// Fills `buffer` with `value` on the device.
+    public func fill(_ buffer: OpenCLBuffer, with value: Float) throws {
+        var pattern = value
+        try state.withLock { _ in
+            try check(
+                clEnqueueFillBuffer(queue, buffer.handle, &pattern, 4, 0, buffer.byteCount / 4 * 4, 0, nil, nil),
+                "clEnqueueFillBuffer")
+        }
+    }
+
+    // MARK: Programs
+
+    /// Returns the program for `source` built with `options`, compiling it only on the first
+    /// request (the cache key is the full source text and the options, per context = per device).
+    public func program(source: String, options: String) throws -> OpenCLProgram {
+        let key = ProgramKey(source: source, options: options)
+        if let cached = state.withLock({ state -> OpenCLProgram? in
+            guard let program = state.programs[key] else { return nil }
+            state.statistics.cacheHits += 1
+            return program
+        }) {
+            return cached
+        }
+        let program = try build(source: source, options: options)
+        return state.withLock { state in
+            if let raced = state.programs[key] { return raced }
+            state.programs[key] = program
+            state.statistics.builds += 1
+            return program
+        }
+    }
+
+    private func build(source: String, options: String) throws -> OpenCLProgram {
+        var status: cl_int = CL_SUCCESS
+        let handle: cl_program? = source.withCString { text in
+            var pointer: UnsafePointer<CChar>? = text
+            var length = source.utf8.count
+            return clCreateProgramWithSource(context, 1, &pointer, &length, &status)
+        }
+        try check(status, "clCreateProgramWithSource")
+        guard let handle else { throw OpenCLError(call: "clCreateProgramWithSource", code: CL_INVALID_PROGRAM) }
+        var deviceID: cl_device_id? = device.id
+        let buildStatus = options.withCString { clBuildProgram(handle, 1, &deviceID, $0, nil, nil) }
+        if buildStatus != CL_SUCCESS {
+            let log = buildLog(handle)
+            clReleaseProgram(handle)
+            throw OpenCLError(call: "clBuildProgram", code: buildStatus, detail: "options \"\(options)\"\n\(log)")
+        }
+        return OpenCLProgram(handle: handle, options: options)
+    }
+
+    private func buildLog(_ program: cl_program) -> String {
+        var size = 0
+        guard clGetProgramBuildInfo(program, device.id, cl_program_build_info(CL_PROGRAM_BUILD_LOG), 0, nil, &size)
+            == CL_SUCCESS, size > 0
+        else { return "(no build log)" }
+        var bytes = [CChar](repeating: 0, count: size + 1)
+        clGetProgramBuildInfo(program, device.id, cl_program_build_info(CL_PROGRAM_BUILD_LOG), size, &bytes, nil)
+        return String(decoding: bytes.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    // MARK: Dispatch
+
+    /// Enqueues kernel `name` of `program` over `global` work items (1-3 dimensions; each size is
+    /// rounded up to a multiple of `local` when given, so kernels must bounds-check).
+    public func dispatch(
+        _ name: String, in program: OpenCLProgram, arguments: [KernelArgument], global: [Int], local: [Int]? = nil
+    ) throws {
+        guard !global.isEmpty, global.count <= 3, global.allSatisfy({ $0 > 0 }) else {
+            throw OpenCLError(call: "clEnqueueNDRangeKernel", code: CL_INVALID_GLOBAL_WORK_SIZE, detail: "\(name) \(global)")
+        }
+        var globalSizes = global
+        if let local {
+            for axis in global.indices { globalSizes[axis] = (global[axis] + local[axis] - 1) / local[axis] * local[axis] }
+        }
+        try state.withLock { state in
+            let kernel = try program.kernel(named: name)
+            for (index, argument) in arguments.enumerated() {
+                let status: cl_int
+                switch argument {
+                case .buffer(let buffer):
+                    var handle: cl_mem? = buffer.handle
+                    status = clSetKernelArg(kernel, cl_uint(index), MemoryLayout<cl_mem>.size, &handle)
+                case .int32(let value):
+                    var copy = value
+                    status = clSetKernelArg(kernel, cl_uint(index), 4, &copy)
+                case .float(let value):
+                    var copy = value
+                    status = clSetKernelArg(kernel, cl_uint(index), 4, &copy)
+                case .local(let bytes):
+                    status = clSetKernelArg(kernel, cl_uint(index), bytes, nil)
+                }
+                try check(status, "clSetKernelArg", "\(name) argument \(index)")
+            }
+            var event: cl_event? = nil
+            let status = globalSizes.withUnsafeBufferPointer { globalPointer in
+                if let local {
+                    return local.withUnsafeBufferPointer { localPointer in
+                        clEnqueueNDRangeKernel(
+                            queue, kernel, cl_uint(global.count), nil, globalPointer.baseAddress, localPointer.baseAddress, 0,
+                            nil, &event)
+                    }
+                }
+                return clEnqueueNDRangeKernel(
+                    queue, kernel, cl_uint(global.count), nil, globalPointer.baseAddress, nil, 0, nil, &event)
+            }
+            try check(status, "clEnqueueNDRangeKernel", "\(name) global \(globalSizes) local \(local ?? [])")
+            state.statistics.launches += 1
+            if let event {
+                if state.timingEvents != nil {
+                    state.timingEvents?.append(event)
+                } else {
+                    clReleaseEvent(event)
+                }
+            }
+        }
+    }
+
+    /// Waits until every enqueued command has finished.
+    public func finish() throws {
+        try check(clFinish(queue), "clFinish")
+    }
+
+    /// Runs `body`, waits for the kernels it enqueued, and returns their summed device time in
+    /// nanoseconds from profiling events (queue time and host overhead excluded).
+    ///
+    /// Sessions do not nest: a nested call's kernels are counted by the outer one only.
+    public func measure<T>(_ body: () throws -> T) throws -> (value: T, nanoseconds: UInt64) {
+        let nested = state.withLock { state -> Bool in
+            if state.timingEvents != nil { return true }
+            state.timingEvents = []
+            return false
+        }
+        if nested { return (try body(), 0) }
+        var events: [cl_event] = []
+        defer { for event in events { clReleaseEvent(event) } }
+        let value: T
+        do {
+            value = try body()
+            events = state.withLock { state in
+                let collected = state.timingEvents ?? []
+                state.timingEvents = nil
+                return collected
+            }
+        } catch {
+            events = state.withLock { state in
+                let collected = state.timingEvents ?? []
+                state.timingEvents = nil
+                return collected
+            }
+            throw error
+        }
+        try finish()
+        var total: UInt64 = 0
+        for event in events {
+            var start: cl_ulong = 0
+            var end: cl_ulong = 0
+            try check(
+                clGetEventProfilingInfo(
+                    event, cl_profiling_info(CL_PROFILING_COMMAND_START), MemoryLayout<cl_ulong>.size, &start, nil),
+                "clGetEventProfilingInfo")
+            try check(
+                clGetEventProfilingInfo(
+                    event, cl_profiling_info(CL_PROFILING_COMMAND_END), MemoryLayout<cl_ulong>.size, &end, nil),
+                "clGetEventProfilingInfo")
+            total += end >= start ? end - start : 0
+        }
+        return (value, total)
+    }
+}

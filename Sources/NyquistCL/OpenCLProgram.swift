@@ -1,0 +1,49 @@
+import COpenCL
+
+/// A program built for one device, with its kernels created on first use.
+///
+/// `@unchecked Sendable`: the program handle is immutable; the kernel objects, whose argument
+/// state is not thread safe, are created, configured and enqueued only while the owning
+/// ``OpenCLContext`` holds its dispatch lock.
+public final class OpenCLProgram: @unchecked Sendable {
+    let handle: cl_program
+    /// The build options it was compiled with (its `-D` specialisation).
+    public let options: String
+    private var kernels: [String: cl_kernel] = [:]
+
+    init(handle: cl_program, options: String) {
+        self.handle = handle
+        self.options = options
+    }
+
+    deinit {
+        for kernel in kernels.values { clReleaseKernel(kernel) }
+        clReleaseProgram(handle)
+    }
+
+    /// Returns the kernel called `name`; callers hold the context's dispatch lock.
+    func kernel(named name: String) throws -> cl_kernel {
+        if let kernel = kernels[name] { return kernel }
+        var status: cl_int = CL_SUCCESS
+        let kernel = name.withCString { clCreateKernel(handle, $0, &status) }
+        try check(status, "clCreateKernel", "kernel \(name)")
+        guard let kernel else { throw OpenCLError(call: "clCreateKernel", code: CL_INVALID_KERNEL, detail: name) }
+        kernels[name] = kernel
+        return kernel
+    }
+}
+
+/// One argument of a kernel launch.
+public enum KernelArgument {
+    /// A global-memory buffer (`__global T*`).
+    case buffer(OpenCLBuffer)
+    /// A 32-bit signed integer (`int`).
+    case int32(Int32)
+    /// A 32-bit float (`float`).
+    case float(Float)
+    /// Local memory of this many bytes (`__local T*`).
+    case local(Int)
+
+    /// Convenience for an `Int` that the caller has already checked fits 32 bits.
+    public static func int(_ value: Int) -> KernelArgument { .int32(Int32(truncatingIfNeeded: value)) }
+}
