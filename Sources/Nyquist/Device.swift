@@ -111,3 +111,18 @@ enum KernelLibrary {
         return text
     }
 }
+
+extension Device {
+    /// Copies `source` into `destination` with the bandwidth-baseline kernel (Kernels/copy.cl);
+    /// the benchmarks time it to get the device's practical memory roofline.
+    public func copy(_ source: DeviceTensor, into destination: DeviceTensor) throws {
+        guard source.count == destination.count, source.device === self, destination.device === self else {
+            throw NyquistError(
+                .invalidShape, "copy: \(source.shape) and \(destination.shape) must have equal sizes on this device")
+        }
+        try context.dispatch(
+            "copy_float4", in: try program("copy.cl"),
+            arguments: [.buffer(source.buffer), .buffer(destination.buffer), .int(source.count)],
+            global: [(source.count + 3) / 4])
+    }
+}

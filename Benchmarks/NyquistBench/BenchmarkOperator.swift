@@ -1,0 +1,131 @@
+import Nyquist
+import NyquistCore
+
+import Foundation
+
+/// One benchmarked operator: how to run its passes and how many bytes each pass must move at
+/// the least (every input read once, every output written once).
+struct BenchmarkOperator {
+    let name: String
+    let forward: (DeviceTensor) throws -> DeviceTensor
+    let training: (DeviceTensor) throws -> (DeviceTensor, SavedForBackward)
+    let backward: (DeviceTensor, SavedForBackward) throws -> DeviceTensor
+    /// Whether backward reads the saved input (max-based operators re-find their maxima).
+    let backwardReadsInput: Bool
+
+    static func make<Layer: PoolingLayer>(_ layer: Layer, backwardReadsInput: Bool) -> BenchmarkOperator {
+        BenchmarkOperator(
+            name: Layer.Configuration.operatorName, forward: { try layer($0) },
+            training: { try layer.forwardTraining($0) }, backward: { try layer.backward($0, $1).input },
+            backwardReadsInput: backwardReadsInput)
+    }
+
+    /// The operators with the options ResNet-style networks use; channels are filled per shape.
+    static var all: [Factory] {
+        [
+            Factory(name: "max-pool") { _ in make(try MaxPool2D(kernelSize: 3, stride: 2, padding: 1), backwardReadsInput: true) },
+            Factory(name: "avg-pool") { _ in make(try AvgPool2D(kernelSize: 2), backwardReadsInput: false) },
+            Factory(name: "blur-pool") { make(try BlurPool2D(channels: $0), backwardReadsInput: false) },
+            Factory(name: "max-blur-pool") { make(try MaxBlurPool2D(channels: $0), backwardReadsInput: true) },
+        ]
+    }
+
+    struct Factory {
+        let name: String
+        let build: (_ channels: Int) throws -> BenchmarkOperator
+
+        func measure(pass: String, input: DeviceTensor, shapeName: String, repeats: Int, copyBandwidth: Double) throws
+            -> BenchmarkRow
+        {
+            let benchmarkOperator = try build(input.shape[1])
+            let device = input.device
+            let output = try benchmarkOperator.forward(input)
+            let seconds: Double
+            let bytes: Int
+            if pass == "forward" {
+                seconds = try medianSeconds(device: device, repeats: repeats) { _ = try benchmarkOperator.forward(input) }
+                bytes = (input.count + output.count) * 4
+            } else {
+                let (trainingOutput, saved) = try benchmarkOperator.training(input)
+                let gradOutput = try DeviceTensor(shape: trainingOutput.shape, on: device)
+                try device.context.fill(gradOutput.buffer, with: 1)
+                seconds = try medianSeconds(device: device, repeats: repeats) {
+                    _ = try benchmarkOperator.backward(gradOutput, saved)
+                }
+                bytes = (output.count + input.count + (benchmarkOperator.backwardReadsInput ? input.count : 0)) * 4
+            }
+            let bandwidth = Double(bytes) / seconds / 1e9
+            return BenchmarkRow(
+                operatorName: name, pass: pass, shape: shapeName, dimensions: input.shape, milliseconds: seconds * 1e3,
+                gigabytesPerSecond: bandwidth, copyFraction: bandwidth / copyBandwidth)
+        }
+    }
+}
+
+/// Median kernel time of `body` over `repeats` runs after one warm-up run (which builds programs
+/// and padding tables), from profiling events.
+func medianSeconds(device: Device, repeats: Int, _ body: () throws -> Void) throws -> Double {
+    _ = try device.measure(body)
+    var times: [Double] = []
+    for _ in 0..<repeats {
+        times.append(try device.measure(body).kernelSeconds)
+    }
+    times.sort()
+    return max(times[times.count / 2], 1e-9)
+}
+
+/// One line of the results table.
+struct BenchmarkRow {
+    let operatorName: String
+    let pass: String
+    let shape: String
+    let dimensions: [Int]
+    let milliseconds: Double
+    let gigabytesPerSecond: Double
+    let copyFraction: Double
+
+    static func table(_ rows: [BenchmarkRow]) -> String {
+        var lines = [
+            pad("op", 15) + pad("pass", 10) + pad("shape", 20) + pad("N", 4) + pad("ms", 10) + pad("GB/s", 9) + "of copy",
+        ]
+        for row in rows {
+            lines.append(
+                pad(row.operatorName, 15) + pad(row.pass, 10) + pad(row.shape, 20) + pad("\(row.dimensions[0])", 4)
+                    + pad(fixed(row.milliseconds, 3), 10) + pad(fixed(row.gigabytesPerSecond, 1), 9)
+                    + fixed(row.copyFraction * 100, 0) + "%")
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    static func json(_ rows: [BenchmarkRow], device: String) -> String {
+        let entries = rows.map { row in
+            "  {\"op\": \"\(row.operatorName)\", \"pass\": \"\(row.pass)\", \"shape\": \(row.dimensions), "
+                + "\"ms\": \(row.milliseconds), \"gb_per_s\": \(row.gigabytesPerSecond), \"copy_fraction\": \(row.copyFraction)}"
+        }
+        return "{\"device\": \"\(device)\", \"rows\": [\n" + entries.joined(separator: ",\n") + "\n]}\n"
+    }
+}
+
+func pad(_ text: String, _ width: Int) -> String {
+    text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count)
+}
+
+func fixed(_ value: Double, _ digits: Int) -> String {
+    var scale = 1.0
+    for _ in 0..<digits { scale *= 10 }
+    let rounded = (value * scale).rounded() / scale
+    return digits == 0 ? String(Int(rounded)) : String(rounded)
+}
+
+/// Overwrites one progress line on stderr.
+func printProgress(_ text: String) {
+    FileHandle.standardError.write(Data(("\r\u{1B}[K" + text).utf8))
+}
+
+func writeText(_ text: String, to path: String) throws {
+    do {
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+    } catch {
+        throw NyquistError(.io, "cannot write \(path): \(error.localizedDescription)")
+    }
+}

@@ -1,0 +1,138 @@
+import Nyquist
+import NyquistCL
+import NyquistCore
+import Testing
+import _NyquistTestSupport
+
+/// The device every parity test runs on (NYQUIST_DEVICE picks another). Without any OpenCL
+/// device the suite fails rather than skips: a parity suite that silently runs nothing would
+/// pass CI while checking nothing.
+enum TestDevice {
+    static let shared: Result<Device, any Error> = Result { try Device.default() }
+
+    static func get() throws -> Device {
+        try shared.get()
+    }
+}
+
+/// An output tensor placed inside a larger buffer whose two guard regions hold a sentinel, so
+/// a kernel that writes even one element outside its output is caught.
+struct GuardedTensor {
+    static let sentinel: Float = -7.0e30
+    let tensor: DeviceTensor
+    let parent: OpenCLBuffer
+    let guardCount: Int
+
+    init(shape: [Int], on device: Device) throws {
+        let count = try HostTensor.elementCount(of: shape)
+        guardCount = max(device.context.baseAddressAlignment / 4, 64)
+        parent = try device.context.makeBuffer(byteCount: (count + 2 * guardCount) * 4)
+        try device.context.fill(parent, with: Self.sentinel)
+        let view = try device.context.makeSubBuffer(of: parent, offset: guardCount * 4, byteCount: count * 4)
+        tensor = try DeviceTensor(shape: shape, buffer: view, device: device)
+    }
+
+    /// Indices of guard elements that no longer hold the sentinel.
+    func damagedGuards() throws -> [Int] {
+        let values = try tensor.device.context.read(parent, count: parent.floatCount)
+        let count = tensor.count
+        let guardIndices = Array(0..<guardCount) + Array((guardCount + count)..<(2 * guardCount + count))
+        return guardIndices.filter { values[$0] != Self.sentinel }
+    }
+}
+
+/// Per-operator tolerances, relative to the reference magnitude max|y_ref| (see docs/parity.md).
+///
+/// The device accumulates in Float, the reference in Double. A window sum of at most 7x7 = 49
+/// products with exact (dyadic) weights has a rounding error below 49 * 2^-24 * sum|w x|, and
+/// sum|w x| <= max|x|; with inputs uniform in [-1, 1] the output magnitude stays within a small
+/// factor of max|x|, so 1e-5 leaves a ~3x margin over the worst case. Max pooling only selects
+/// values, so its forward must match exactly.
+enum Tolerance {
+    static let maxPoolForward = 0.0
+    static let window = 1e-5
+}
+
+/// Everything a parity check needs from one operator: the device layer and the reference.
+struct ParityCase<Layer: PoolingLayer> {
+    let layer: Layer
+    let tolerance: Double
+    let backwardTolerance: Double
+    let reference: (HostTensor) throws -> HostTensor
+    let referenceBackward: (_ gradOutput: HostTensor, _ input: HostTensor) throws -> HostTensor
+
+    /// Forward, training forward and backward of `layer` on `shape` against the reference, with
+    /// guarded outputs; records issues naming the shape and configuration.
+    @discardableResult
+    func check(shape: [Int], seed: UInt64, input: HostTensor? = nil) throws -> WorstErrors {
+        let device = try TestDevice.get()
+        let label = "\(layer.configuration) on \(shape)"
+        let x = try input ?? randomTensor(shape, seed: seed)
+        let deviceInput = try DeviceTensor(x, on: device)
+
+        let expected: HostTensor
+        do {
+            expected = try reference(x)
+        } catch let referenceError as NyquistError {
+            // The device layer must refuse the same input with the same kind of error.
+            do {
+                _ = try layer(deviceInput)
+                Issue.record("\(label): reference threw \(referenceError) but the device layer did not")
+            } catch let deviceError as NyquistError {
+                #expect(deviceError.kind == referenceError.kind, "\(label): \(deviceError) vs \(referenceError)")
+            }
+            return WorstErrors()
+        }
+
+        // Inference forward into a guarded output.
+        let output = try GuardedTensor(shape: expected.shape, on: device)
+        try layer.forward(deviceInput, into: output.tensor)
+        let forward = Discrepancy(actual: try output.tensor.toHost().values, expected: expected.values)
+        #expect(forward.within(tolerance), "\(label) forward: \(forward)")
+        let forwardGuards = try output.damagedGuards()
+        #expect(forwardGuards.isEmpty, "\(label) forward wrote outside its output at guard slots \(forwardGuards.prefix(5))")
+
+        // Training forward gives the same output.
+        let (trainingOutput, saved) = try layer.forwardTraining(deviceInput)
+        let training = Discrepancy(actual: try trainingOutput.toHost().values, expected: expected.values)
+        #expect(training.within(tolerance), "\(label) training forward: \(training)")
+
+        // Backward against the reference's, into a guarded gradient.
+        let gradOutput = try randomTensor(expected.shape, seed: seed &+ 1)
+        let expectedGradient = try referenceBackward(gradOutput, x)
+        let gradient = try GuardedTensor(shape: x.shape, on: device)
+        try layer.backward(try DeviceTensor(gradOutput, on: device), saved, into: gradient.tensor)
+        let backward = Discrepancy(actual: try gradient.tensor.toHost().values, expected: expectedGradient.values)
+        #expect(backward.within(backwardTolerance), "\(label) backward: \(backward)")
+        let backwardGuards = try gradient.damagedGuards()
+        #expect(
+            backwardGuards.isEmpty, "\(label) backward wrote outside its gradient at guard slots \(backwardGuards.prefix(5))")
+        return WorstErrors(forward: forward.relativeError, backward: backward.relativeError)
+    }
+
+    /// Runs ``check(shape:seed:input:)`` over the whole spatial and batch/channel grid.
+    /// Returns the worst relative errors, which the tests print (docs/parity.md collects them).
+    @discardableResult
+    func checkGrid(channels: Int? = nil, seed: UInt64) throws -> WorstErrors {
+        var worst = WorstErrors()
+        for (index, (h, w)) in paritySpatialSizes.enumerated() {
+            for (n, c) in parityBatchChannels {
+                worst.merge(try check(shape: [n, channels ?? c, h, w], seed: seed &+ UInt64(index * 17 + n * 3 + c)))
+            }
+        }
+        return worst
+    }
+}
+
+/// Largest relative errors over a set of checks.
+struct WorstErrors: CustomStringConvertible {
+    var forward = 0.0
+    var backward = 0.0
+
+    mutating func merge(_ other: WorstErrors) {
+        forward = max(forward, other.forward)
+        backward = max(backward, other.backward)
+    }
+
+    var description: String { "worst relative error forward \(forward), backward \(backward)" }
+}
