@@ -177,9 +177,13 @@ public final class OpenCLContext: @unchecked Sendable {
     /// Fills `buffer` with `value` on the device.
     public func fill(_ buffer: OpenCLBuffer, with value: Float) throws {
         var pattern = value
+        let bytes = buffer.byteCount / 4 * 4
+        // Zero-size enqueues are not portable (PoCL accepts them, the spec does not promise it);
+        // read and write skip empty transfers the same way.
+        guard bytes > 0 else { return }
         try state.withLock { _ in
             try check(
-                clEnqueueFillBuffer(queue, buffer.handle, &pattern, 4, 0, buffer.byteCount / 4 * 4, 0, nil, nil),
+                clEnqueueFillBuffer(queue, buffer.handle, &pattern, 4, 0, bytes, 0, nil, nil),
                 "clEnqueueFillBuffer")
         }
     }
@@ -247,10 +251,28 @@ public final class OpenCLContext: @unchecked Sendable {
         }
         var globalSizes = global
         if let local {
+            // Checked here because the rounding below would trap on a zero or missing axis.
+            guard local.count == global.count, local.allSatisfy({ $0 > 0 }) else {
+                throw OpenCLError(
+                    call: "clEnqueueNDRangeKernel", code: CL_INVALID_WORK_GROUP_SIZE,
+                    detail: "\(name) local \(local) does not fit global \(global)")
+            }
             for axis in global.indices { globalSizes[axis] = (global[axis] + local[axis] - 1) / local[axis] * local[axis] }
         }
         try state.withLock { state in
             let kernel = try program.kernel(named: name)
+            // A cached kernel keeps the arguments of its previous launch, so a short list would
+            // silently reuse them (and possibly a buffer released since) instead of failing.
+            var expected: cl_uint = 0
+            try check(
+                clGetKernelInfo(
+                    kernel, cl_kernel_info(CL_KERNEL_NUM_ARGS), MemoryLayout<cl_uint>.size, &expected, nil),
+                "clGetKernelInfo", name)
+            guard arguments.count == Int(expected) else {
+                throw OpenCLError(
+                    call: "clEnqueueNDRangeKernel", code: CL_INVALID_KERNEL_ARGS,
+                    detail: "\(name) takes \(expected) argument(s), \(arguments.count) given")
+            }
             for (index, argument) in arguments.enumerated() {
                 let status: cl_int
                 switch argument {

@@ -48,7 +48,17 @@ public struct OpenCLDevice: Sendable, CustomStringConvertible {
     /// Every device of every OpenCL platform, GPUs first within each platform's listing order.
     ///
     /// With no platform at all (no ICD installed) the error says which packages to install.
+    ///
+    /// The platforms are enumerated once per process and the answer (or error) is shared: the ICD
+    /// loader of Debian 12 (ocl-icd 2.3) initialises without a lock, so concurrent first calls to
+    /// `clGetPlatformIDs` from parallel tests saw no devices or crashed inside the loader.
     public static func all() throws -> [OpenCLDevice] {
+        try enumeration.get()
+    }
+
+    private static let enumeration = Result<[OpenCLDevice], any Error> { try enumerate() }
+
+    private static func enumerate() throws -> [OpenCLDevice] {
         var platformCount: cl_uint = 0
         let status = clGetPlatformIDs(0, nil, &platformCount)
         if status == -1001 || platformCount == 0 {
