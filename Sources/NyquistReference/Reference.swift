@@ -33,7 +33,7 @@ public enum Reference {
         let shape = try Shape4D(x.shape, role: "input")
         let outputShape = try config.outputShape(for: shape)
         let y = try PlaneOperators.maxPool(
-            planes(x, shape), window: config.kernelSize, stride: config.stride, padding: config.padding)
+            try planes(x, shape), window: config.kernelSize, stride: config.stride, padding: config.padding)
         return try tensor(y, expected: outputShape, layer: MaxPool2DConfiguration.operatorName)
     }
 
@@ -54,7 +54,7 @@ public enum Reference {
         let outputShape = try config.outputShape(for: shape)
         try checkGradOutput(gradOutput, expected: outputShape, input: shape, layer: MaxPool2DConfiguration.operatorName)
         let gradInput = try PlaneOperators.maxPoolAdjoint(
-            planes(gradOutput, outputShape), input: planes(saved.input, shape), window: config.kernelSize,
+            try planes(gradOutput, outputShape), input: try planes(saved.input, shape), window: config.kernelSize,
             stride: config.stride, padding: config.padding)
         return try tensor(gradInput, expected: shape, layer: MaxPool2DConfiguration.operatorName)
     }
@@ -68,7 +68,7 @@ public enum Reference {
         let shape = try Shape4D(x.shape, role: "input")
         let outputShape = try config.outputShape(for: shape)
         let y = try PlaneOperators.avgPool(
-            planes(x, shape), window: config.kernelSize, stride: config.stride, padding: config.padding)
+            try planes(x, shape), window: config.kernelSize, stride: config.stride, padding: config.padding)
         return try tensor(y, expected: outputShape, layer: AvgPool2DConfiguration.operatorName)
     }
 
@@ -87,7 +87,7 @@ public enum Reference {
         let outputShape = try config.outputShape(for: shape)
         try checkGradOutput(gradOutput, expected: outputShape, input: shape, layer: AvgPool2DConfiguration.operatorName)
         let gradInput = try PlaneOperators.avgPoolAdjoint(
-            planes(gradOutput, outputShape), inputHeight: shape.h, inputWidth: shape.w, window: config.kernelSize,
+            try planes(gradOutput, outputShape), inputHeight: shape.h, inputWidth: shape.w, window: config.kernelSize,
             stride: config.stride, padding: config.padding)
         return try tensor(gradInput, expected: shape, layer: AvgPool2DConfiguration.operatorName)
     }
@@ -101,7 +101,7 @@ public enum Reference {
     {
         let shape = try Shape4D(x.shape, role: "input")
         let outputShape = try config.outputShape(for: shape)
-        let y = try blur(planes(x, shape), config)
+        let y = try blur(try planes(x, shape), config)
         return try tensor(y, expected: outputShape, layer: BlurPool2DConfiguration.operatorName)
     }
 
@@ -121,7 +121,7 @@ public enum Reference {
         let shape = try Shape4D(saved.input.shape, role: "saved input")
         let outputShape = try config.outputShape(for: shape)
         try checkGradOutput(gradOutput, expected: outputShape, input: shape, layer: BlurPool2DConfiguration.operatorName)
-        let gradInput = try blurAdjoint(planes(gradOutput, outputShape), inputHeight: shape.h, inputWidth: shape.w, config)
+        let gradInput = try blurAdjoint(try planes(gradOutput, outputShape), inputHeight: shape.h, inputWidth: shape.w, config)
         return try tensor(gradInput, expected: shape, layer: BlurPool2DConfiguration.operatorName)
     }
 
@@ -135,7 +135,7 @@ public enum Reference {
     ) throws -> Tensor<T> {
         let shape = try Shape4D(x.shape, role: "input")
         let outputShape = try config.outputShape(for: shape)
-        let maxMap = try PlaneOperators.maxPool(planes(x, shape), window: 2, stride: 1, padding: 0)
+        let maxMap = try PlaneOperators.maxPool(try planes(x, shape), window: 2, stride: 1, padding: 0)
         let y = try blur(maxMap, config.blur)
         return try tensor(y, expected: outputShape, layer: MaxBlurPool2DConfiguration.operatorName)
     }
@@ -159,9 +159,9 @@ public enum Reference {
             gradOutput, expected: outputShape, input: shape, layer: MaxBlurPool2DConfiguration.operatorName)
         let mapShape = try config.maxMapShape(for: shape)
         let gradMaxMap = try blurAdjoint(
-            planes(gradOutput, outputShape), inputHeight: mapShape.h, inputWidth: mapShape.w, config.blur)
+            try planes(gradOutput, outputShape), inputHeight: mapShape.h, inputWidth: mapShape.w, config.blur)
         let gradInput = try PlaneOperators.maxPoolAdjoint(
-            gradMaxMap, input: planes(saved.input, shape), window: 2, stride: 1, padding: 0)
+            gradMaxMap, input: try planes(saved.input, shape), window: 2, stride: 1, padding: 0)
         return try tensor(gradInput, expected: shape, layer: MaxBlurPool2DConfiguration.operatorName)
     }
 
@@ -196,7 +196,14 @@ public enum Reference {
     }
 
     /// The tensor's values as `Double` planes (one conversion, so every loop runs in `Double`).
-    static func planes<T: BinaryFloatingPoint & Sendable>(_ x: Tensor<T>, _ shape: Shape4D) -> Planes {
+    ///
+    /// `Tensor.values` is publicly mutable, so its count is checked against the shape here rather
+    /// than trusted: a mismatch would otherwise be read out of bounds.
+    static func planes<T: BinaryFloatingPoint & Sendable>(_ x: Tensor<T>, _ shape: Shape4D) throws -> Planes {
+        guard x.values.count == shape.count else {
+            throw NyquistError(
+                .invalidShape, "tensor of shape \(shape) holds \(x.values.count) values instead of \(shape.count)")
+        }
         let values: [Double]
         if let same = x.values as? [Double] {
             values = same

@@ -71,6 +71,15 @@ struct ShapeErrorTests {
         #expect(thrown.message.contains("rank 4"))
     }
 
+    @Test("A tensor whose values were resized after construction throws instead of being read out of bounds")
+    func resizedValues() throws {
+        var x = try Tensor<Double>(shape: [1, 1, 4, 4], repeating: 0)
+        x.values.removeLast()
+        let thrown = try error { _ = try Reference.avgPool2D(x, AvgPool2DConfiguration()) }
+        #expect(thrown.kind == .invalidShape)
+        #expect(thrown.message.contains("15"))
+    }
+
     @Test("A gradOutput of the wrong shape throws .invalidShape naming both shapes")
     func gradOutputMismatch() throws {
         let x = try Tensor<Double>(shape: [2, 3, 8, 8], repeating: 0)
