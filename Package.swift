@@ -65,7 +65,8 @@ let package = Package(
             dependencies: [
                 "NyquistReference", "_NyquistTestSupport",
                 .product(name: "PropertyBased", package: "swift-property-based"),
-            ]
+            ],
+            exclude: ["Fixtures"]
         ),
         .testTarget(name: "NyquistCLTests", dependencies: ["NyquistCL"]),
         .testTarget(
