@@ -54,7 +54,12 @@ let package = Package(
             dependencies: ["NyquistCore"],
             path: "Tests/_NyquistTestSupport"
         ),
-        .testTarget(name: "NyquistCoreTests", dependencies: ["NyquistCore", "_NyquistTestSupport"]),
+        .testTarget(
+            name: "NyquistCoreTests",
+            dependencies: ["NyquistCore", "_NyquistTestSupport"],
+            // Read through #filePath by the tests, not bundled as resources.
+            exclude: ["Fixtures"]
+        ),
         .testTarget(
             name: "NyquistReferenceTests",
             dependencies: [

@@ -80,11 +80,23 @@ public struct Padding2D: Sendable, Hashable, CustomStringConvertible {
 /// Output length of a window operator along one axis:
 /// `floor((size + padBefore + padAfter - window) / stride) + 1`.
 ///
-/// Throws when the padded axis is shorter than the window (the result would be < 1).
+/// Throws when the padded axis is shorter than the window (the result would be < 1). It also
+/// checks its own arguments, because it is public and a stride of 0 or a huge pad would
+/// otherwise trap instead of producing a typed error.
 public func windowOutputSize(
     size: Int, padBefore: Int, padAfter: Int, window: Int, stride: Int, axis: String, layer: String
 ) throws -> Int {
-    let padded = size + padBefore + padAfter
+    guard size >= 1, window >= 1, stride >= 1, padBefore >= 0, padAfter >= 0 else {
+        throw NyquistError(
+            .invalidConfiguration,
+            "\(layer): \(axis) window arithmetic needs size, window, stride >= 1 and pads >= 0; got size \(size), "
+                + "pads \(padBefore)+\(padAfter), window \(window), stride \(stride)")
+    }
+    let (partial, overflow1) = size.addingReportingOverflow(padBefore)
+    let (padded, overflow2) = partial.addingReportingOverflow(padAfter)
+    guard !overflow1, !overflow2 else {
+        throw NyquistError(.sizeLimit, "\(layer): \(axis) = \(size) padded by \(padBefore)+\(padAfter) overflows")
+    }
     guard padded >= window else {
         throw NyquistError(
             .invalidShape,
