@@ -30,14 +30,13 @@ struct Nyquist: ParsableCommand {
         }
         do {
             try command.run()
-        } catch let error as ExitCode {
-            exit(withError: error)
-        } catch let error as CleanExit {
-            exit(withError: error)
-        } catch {
+        } catch let error where CLIFailure.isReportable(error) {
             let failure = CLIFailure(error)
             Console.error("nyquist: error: \(failure.message)")
             Foundation.exit(failure.exitCode)
+        } catch {
+            // ArgumentParser's own outcomes (help, version, usage errors, exit codes).
+            exit(withError: error)
         }
     }
 }

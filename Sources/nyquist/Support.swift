@@ -41,6 +41,12 @@ struct CLIFailure: Error, CustomStringConvertible {
 
     var description: String { message }
 
+    /// True for the errors the CLI reports itself (its own, Nyquist's and OpenCL's); everything
+    /// else (help requests, usage errors, exit codes) is ArgumentParser's to report.
+    static func isReportable(_ error: any Error) -> Bool {
+        error is CLIFailure || error is NyquistError || error is OpenCLError
+    }
+
     /// Folds every line break (and the blanks around it) into a single space.
     static func oneLine(_ text: String) -> String {
         text.split(whereSeparator: \.isNewline)

@@ -34,6 +34,19 @@ struct DevicesAndDemoTests {
         #expect(outcome.standardError.contains("pocl-opencl-icd"), "\(outcome)")
     }
 
+    @Test(
+        "help exits 0 and describes the command",
+        arguments: [["--help"], ["run", "--help"], ["devices", "--help"], ["demo", "--help"], ["help", "run"]])
+    func help(_ arguments: [String]) throws {
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        let outcome = try workspace.run(arguments)
+        #expect(outcome.status == 0, "\(outcome)")
+        #expect(outcome.standardOutput.contains("OVERVIEW:"), "\(outcome)")
+        #expect(outcome.standardOutput.contains("USAGE: nyquist"), "\(outcome)")
+        #expect(!outcome.standardError.contains("error"), "\(outcome)")
+    }
+
     @Test("demo passes and prints a row for every operator")
     func demo() throws {
         let workspace = try Workspace()
