@@ -9,7 +9,7 @@ struct Demo: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run every operator on built-in inputs: parity and timing against the CPU reference.",
         discussion: """
-            Inputs: a zone plate (2x3x128x128) and seeded random tensors (8x32x56x56 and the odd \
+            Inputs: a zone plate (2x3x128x128) and seeded random tensors (8x64x56x56 and the odd \
             3x5x31x33). Each operator runs with its default options on the device (kernel time \
             from OpenCL profiling events, after one warm-up call so that program builds are not \
             counted) and on the CPU reference (host clock); one backward row per operator uses a \
@@ -79,7 +79,7 @@ struct Demo: ParsableCommand {
 
         var random = SplitMix64(seed: 0x4E59_5155_4953_5421)
         let zonePlate = Input(label: "zone plate", tensor: try Self.zonePlate(n: 2, c: 3, h: 128, w: 128))
-        let large = Input(label: "random", tensor: try random.tensor([8, 32, 56, 56]))
+        let large = Input(label: "random", tensor: try random.tensor([8, 64, 56, 56]))
         let odd = Input(label: "random", tensor: try random.tensor([3, 5, 31, 33]))
         var steps: [Step] = []
         for op in OperatorName.allCases {

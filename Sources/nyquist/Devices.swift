@@ -15,6 +15,11 @@ struct Devices: ParsableCommand {
 
     func run() throws {
         let devices = try Device.all()
+        guard !devices.isEmpty else {
+            throw CLIFailure(
+                "OpenCL platforms are installed but offer no device; install a driver, e.g. "
+                    + "`apt-get install pocl-opencl-icd` (CPU), and check with `clinfo -l`")
+        }
         let defaultIndex: Int?
         var note = "* default device"
         do {
