@@ -1,0 +1,246 @@
+import ArgumentParser
+import Foundation
+import Nyquist
+import NyquistCore
+
+/// `nyquist demo`: every operator on built-in inputs, on the device and on the CPU reference,
+/// with timings and the parity error of each.
+struct Demo: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run every operator on built-in inputs: parity and timing against the CPU reference.",
+        discussion: """
+            Inputs: a zone plate (2x3x128x128) and seeded random tensors (8x64x56x56 and the odd \
+            3x5x31x33). Each operator runs with its default options on the device (kernel time \
+            from OpenCL profiling events, after one warm-up call so that program builds are not \
+            counted) and on the CPU reference (host clock); one backward row per operator uses a \
+            seeded random output gradient. The error column is max |device - reference| / \
+            max |reference|; the command exits 1 when any exceeds 1e-4.
+            """)
+
+    @Option(help: ArgumentHelp(
+        "OpenCL device: an index from `nyquist devices` or a name substring.", valueName: "spec"))
+    var device: String?
+
+    @Flag(help: "Print the rows as JSON instead of a table.")
+    var json = false
+
+    /// Largest accepted max relative error.
+    static let tolerance = 1e-4
+
+    /// One measured line of the demo.
+    struct Row: Codable, Sendable {
+        /// Operator name (`blur-pool`).
+        var op: String
+        /// `forward` or `backward`.
+        var pass: String
+        /// The built-in input (`zone plate`, `random`).
+        var input: String
+        /// Input shape, `NxCxHxW`.
+        var shape: String
+        /// Output shape, `NxCxHxW`.
+        var outputShape: String
+        /// Device kernel time in milliseconds.
+        var deviceMilliseconds: Double
+        /// CPU reference time in milliseconds.
+        var referenceMilliseconds: Double
+        /// `referenceMilliseconds / deviceMilliseconds`.
+        var speedUp: Double
+        /// max |device - reference| / max |reference|.
+        var maxRelativeError: Double
+    }
+
+    /// The JSON document of `--json`.
+    struct Report: Codable, Sendable {
+        /// The device, as on the table's first line.
+        var device: String
+        /// Largest accepted max relative error.
+        var tolerance: Double
+        /// The measured rows.
+        var rows: [Row]
+    }
+
+    /// A built-in input.
+    private struct Input {
+        var label: String
+        var tensor: HostTensor
+    }
+
+    /// A step of the demo: an operator on an input, forward or backward.
+    private struct Step {
+        var op: OperatorName
+        var input: Input
+        var backward: Bool
+    }
+
+    func run() throws {
+        let device = try device.map { try Device(named: $0) } ?? Device.default()
+        let info = device.info
+        let deviceLine = "\(info.name) (\(info.typeName), \(info.platformName), driver \(info.driverVersion))"
+
+        var random = SplitMix64(seed: 0x4E59_5155_4953_5421)
+        let zonePlate = Input(label: "zone plate", tensor: try Self.zonePlate(n: 2, c: 3, h: 128, w: 128))
+        let large = Input(label: "random", tensor: try random.tensor([8, 64, 56, 56]))
+        let odd = Input(label: "random", tensor: try random.tensor([3, 5, 31, 33]))
+        var steps: [Step] = []
+        for op in OperatorName.allCases {
+            for input in [zonePlate, large, odd] { steps.append(Step(op: op, input: input, backward: false)) }
+            steps.append(Step(op: op, input: large, backward: true))
+        }
+
+        var rows: [Row] = []
+        for (index, step) in steps.enumerated() {
+            let shape = Format.shape(step.input.tensor.shape)
+            progress("[\(index + 1)/\(steps.count)] \(step.op.rawValue) \(shape) \(step.backward ? "backward" : "forward") ...")
+            rows.append(try measure(step, on: device, random: &random))
+        }
+        progress(nil)
+
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            let data = try encoder.encode(Report(device: deviceLine, tolerance: Self.tolerance, rows: rows))
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            print("device: \(deviceLine)")
+            var table = [["op", "pass", "input", "shape", "output", "device ms", "reference ms", "speed-up", "max rel err"]]
+            for row in rows {
+                table.append([
+                    row.op, row.pass, row.input, row.shape, row.outputShape, Format.fixed(row.deviceMilliseconds, 3),
+                    Format.fixed(row.referenceMilliseconds, 1), Format.fixed(row.speedUp, 1) + "x",
+                    Format.scientific(row.maxRelativeError),
+                ])
+            }
+            for line in Format.table(table, rightAligned: [5, 6, 7, 8]) { print(line) }
+        }
+
+        let failures = rows.filter { !($0.maxRelativeError <= Self.tolerance) }
+        guard failures.isEmpty else {
+            let list = failures.map {
+                "\($0.op) \($0.pass) \($0.shape) (\(Format.scientific($0.maxRelativeError)))"
+            }
+            throw CLIFailure(
+                "max relative error above \(Format.scientific(Self.tolerance)) for " + list.joined(separator: ", "))
+        }
+    }
+
+    /// Runs one step on the device (warm-up, then a profiled call) and on the reference.
+    private func measure(_ step: Step, on device: Device, random: inout SplitMix64) throws -> Row {
+        let x = step.input.tensor
+        let inputShape = try Shape4D(x.shape)
+        let pool = try OperatorOptions().makeOperator(step.op, channels: inputShape.c)
+        let outputShape = try pool.outputShape(for: inputShape)
+        let layer = pool.layer
+        let xDevice = try DeviceTensor(x, on: device)
+        let clock = ContinuousClock()
+
+        let deviceResult: HostTensor
+        let referenceResult: HostTensor
+        let deviceSeconds: Double
+        let referenceDuration: Duration
+        if step.backward {
+            let gradOutput = try random.tensor(outputShape.dimensions)
+            let gradOutputDevice = try DeviceTensor(gradOutput, on: device)
+            let (_, saved) = try layer.forwardTraining(xDevice)
+            _ = try layer.backward(gradOutputDevice, saved)
+            try device.synchronize()
+            let (gradients, seconds) = try device.measure { try layer.backward(gradOutputDevice, saved) }
+            deviceResult = try gradients.input.toHost()
+            deviceSeconds = seconds
+            let (_, referenceSaved) = try pool.referenceTraining(x)
+            var gradInput: HostTensor?
+            referenceDuration = try clock.measure { gradInput = try pool.referenceBackward(gradOutput, referenceSaved) }
+            guard let gradInput else { throw CLIFailure("the reference backward produced no result") }
+            referenceResult = gradInput
+        } else {
+            _ = try layer(xDevice)
+            try device.synchronize()
+            let (y, seconds) = try device.measure { try layer(xDevice) }
+            deviceResult = try y.toHost()
+            deviceSeconds = seconds
+            var output: HostTensor?
+            referenceDuration = try clock.measure { output = try pool.reference(x) }
+            guard let output else { throw CLIFailure("the reference forward produced no result") }
+            referenceResult = output
+        }
+
+        let referenceSeconds =
+            Double(referenceDuration.components.seconds) + Double(referenceDuration.components.attoseconds) * 1e-18
+        return Row(
+            op: step.op.rawValue, pass: step.backward ? "backward" : "forward", input: step.input.label,
+            shape: Format.shape(x.shape), outputShape: Format.shape(referenceResult.shape),
+            deviceMilliseconds: deviceSeconds * 1e3, referenceMilliseconds: referenceSeconds * 1e3,
+            speedUp: deviceSeconds > 0 ? referenceSeconds / deviceSeconds : 0,
+            maxRelativeError: try Self.maxRelativeError(deviceResult, referenceResult))
+    }
+
+    /// max |actual - expected| / max |expected| (the absolute error when `expected` is all zero);
+    /// NaN when the values disagree on NaN, infinite when the shapes differ.
+    static func maxRelativeError(_ actual: HostTensor, _ expected: HostTensor) throws -> Double {
+        guard actual.shape == expected.shape else { return .infinity }
+        var largestDifference = 0.0
+        var largestMagnitude = 0.0
+        for (a, e) in zip(actual.values, expected.values) {
+            let difference = abs(Double(a) - Double(e))
+            if difference.isNaN && !(a.isNaN && e.isNaN) { return .nan }
+            if difference > largestDifference { largestDifference = difference }
+            largestMagnitude = max(largestMagnitude, abs(Double(e)))
+        }
+        return largestMagnitude > 0 ? largestDifference / largestMagnitude : largestDifference
+    }
+
+    /// A zone plate, cos(pi * ((r - H/2)^2 + (c - W/2)^2) / H): its local frequency grows
+    /// linearly from the centre and passes the Nyquist limit near the edges. Every channel of
+    /// every sample holds the same image, shifted by one column per channel.
+    static func zonePlate(n: Int, c: Int, h: Int, w: Int) throws -> HostTensor {
+        try HostTensor(shape: [n, c, h, w]) { index in
+            let column = index % w
+            let row = (index / w) % h
+            let channel = (index / (w * h)) % c
+            let dr = Double(row) - Double(h) / 2
+            let dc = Double(column + channel) - Double(w) / 2
+            return Float(cos(Double.pi * (dr * dr + dc * dc) / Double(h)))
+        }
+    }
+
+    /// Shows `line` as the current progress on standard error (overwriting the previous one on a
+    /// terminal); `nil` clears it.
+    private func progress(_ line: String?) {
+        if Console.standardErrorIsTerminal {
+            Console.errorRaw("\r\u{1B}[2K" + (line ?? ""))
+        } else if let line {
+            Console.error(line)
+        }
+    }
+}
+
+/// SplitMix64 (Steele, Lea, Flood 2014): a small, seedable generator for reproducible inputs.
+struct SplitMix64: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+
+    /// A generator whose sequence is fixed by `seed`.
+    init(seed: UInt64) {
+        state = seed
+    }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// A uniform value in [-1, 1) with 24 random bits.
+    mutating func nextSymmetricFloat() -> Float {
+        Float(next() >> 40) * 0x1p-23 - 1
+    }
+
+    /// A tensor of `shape` with uniform values in [-1, 1).
+    mutating func tensor(_ shape: [Int]) throws -> HostTensor {
+        let count = try HostTensor.elementCount(of: shape)
+        var values: [Float] = []
+        values.reserveCapacity(count)
+        for _ in 0..<count { values.append(nextSymmetricFloat()) }
+        return try HostTensor(shape: shape, values: values)
+    }
+}

@@ -1,0 +1,42 @@
+import ArgumentParser
+import Foundation
+
+/// The `nyquist` command-line tool: lists OpenCL devices, runs one pooling operator on `.npy`
+/// files (on an OpenCL device or the CPU reference), and runs the built-in parity and timing demo.
+///
+/// Failures of the tool's own checks (bad files, shapes, option values, devices) print exactly one
+/// line, `nyquist: error: <message>`, on standard error and exit non-zero; ArgumentParser's own
+/// usage errors keep its format and exit code.
+@main
+struct Nyquist: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "nyquist",
+        abstract: "Anti-aliased pooling operators on OpenCL, with a CPU reference.",
+        discussion: """
+            Tensors are NCHW .npy files (little-endian float32 or float64 in, float32 out). \
+            The device comes from --device, else NYQUIST_DEVICE (an index or a name substring), \
+            else the first GPU, else the first OpenCL device.
+            """,
+        subcommands: [Devices.self, Run.self, Demo.self])
+
+    /// Parses the command line, runs the chosen subcommand and reports failures in the CLI's
+    /// one-line format.
+    static func main() {
+        var command: any ParsableCommand
+        do {
+            command = try parseAsRoot()
+        } catch {
+            exit(withError: error)
+        }
+        do {
+            try command.run()
+        } catch let error where CLIFailure.isReportable(error) {
+            let failure = CLIFailure(error)
+            Console.error("nyquist: error: \(failure.message)")
+            Foundation.exit(failure.exitCode)
+        } catch {
+            // ArgumentParser's own outcomes (help, version, usage errors, exit codes).
+            exit(withError: error)
+        }
+    }
+}
