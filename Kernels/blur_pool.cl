@@ -11,8 +11,14 @@
 // work item owns one input element and sums what it contributed to, with no atomics, in a
 // fixed order, so results are deterministic.
 //
+// The forward pass is split so that borders cost nothing in the bulk of the map: the host
+// launches weighted_window_interior over the outputs whose taps are all in range (affine
+// indices, taps from constant memory, no tables) and weighted_window_forward over the border
+// strips only, with a remapping of its work-item indices onto the strips.
+//
 // Defines:
 //   TAPS          forward window size per axis (filter size k)
+//   STRIDE        subsampling stride (interior kernel)
 //   FAN_IN_ROWS   backward table width along H (largest number of output rows reading a row)
 //   FAN_IN_COLS   backward table width along W
 //   MAX_MAP       1: the filtered map is the stride-1 2x2 max of x ((H-1) x (W-1), MaxBlurPool)
@@ -33,6 +39,9 @@
 #ifndef MAX_MAP
 #define MAX_MAP 0
 #endif
+#ifndef STRIDE
+#define STRIDE 2
+#endif
 
 // Element (row, col) of the map being filtered, for in-range indices.
 inline float map_value(__global const float *image, int row, int col, int width) {
@@ -51,22 +60,53 @@ inline float map_value(__global const float *image, int row, int col, int width)
 #endif
 }
 
+// Output rows/columns whose taps all fall inside the map. height/width are the input's.
+__kernel void weighted_window_interior(
+    __global const float *x, __global float *y, __constant float *taps,
+    int planes, int height, int width, int out_height, int out_width,
+    int row_begin, int rows, int col_begin, int cols, int pad_top, int pad_left) {
+    int jj = get_global_id(0);
+    int ii = get_global_id(1);
+    int plane = get_global_id(2);
+    if (jj >= cols || ii >= rows || plane >= planes) return;
+    int i = row_begin + ii;
+    int j = col_begin + jj;
+    __global const float *window =
+        x + plane * height * width + (STRIDE * i - pad_top) * width + (STRIDE * j - pad_left);
+    float sum = 0.0f;
+    for (int u = 0; u < TAPS; ++u) {
+        float row_sum = 0.0f;
+        for (int v = 0; v < TAPS; ++v) {
+            row_sum += taps[v] * map_value(window, u, v, width);
+        }
+        sum += taps[u] * row_sum;
+    }
+    y[plane_offset(plane, i, j, out_height, out_width)] = sum;
+}
+
+// Any outputs, through the axis tables. The work items cover `rows` x `cols` positions that are
+// remapped onto output rows/columns: index k maps to base + k + (k >= split ? jump : 0), which
+// lets one launch cover the left and right strips (or the top and bottom ones) together.
 // height/width are the input's; out_height/out_width the output's.
 __kernel void weighted_window_forward(
     __global const float *x, __global float *y,
     __global const int *row_source, __global const float *row_weight,
     __global const int *col_source, __global const float *col_weight,
-    int planes, int height, int width, int out_height, int out_width) {
-    int j = get_global_id(0);
-    int i = get_global_id(1);
+    int planes, int height, int width, int out_height, int out_width,
+    int rows, int row_base, int row_split, int row_jump,
+    int cols, int col_base, int col_split, int col_jump) {
+    int jj = get_global_id(0);
+    int ii = get_global_id(1);
     int plane = get_global_id(2);
-    if (j >= out_width || i >= out_height || plane >= planes) return;
+    if (jj >= cols || ii >= rows || plane >= planes) return;
+    int i = row_base + ii + (ii >= row_split ? row_jump : 0);
+    int j = col_base + jj + (jj >= col_split ? col_jump : 0);
     __global const float *image = x + plane * height * width;
 
-    int cols[TAPS];
+    int sources[TAPS];
     float col_weights[TAPS];
     for (int v = 0; v < TAPS; ++v) {
-        cols[v] = col_source[j * TAPS + v];
+        sources[v] = col_source[j * TAPS + v];
         col_weights[v] = col_weight[j * TAPS + v];
     }
     float sum = 0.0f;
@@ -75,8 +115,8 @@ __kernel void weighted_window_forward(
         int safe_row = max(row, 0);
         float row_sum = 0.0f;
         for (int v = 0; v < TAPS; ++v) {
-            float value = map_value(image, safe_row, max(cols[v], 0), width);
-            row_sum += col_weights[v] * (cols[v] >= 0 ? value : 0.0f);
+            float value = map_value(image, safe_row, max(sources[v], 0), width);
+            row_sum += col_weights[v] * (sources[v] >= 0 ? value : 0.0f);
         }
         sum += row_weight[i * TAPS + u] * (row >= 0 ? row_sum : 0.0f);
     }

@@ -39,6 +39,7 @@ struct NyquistBench: ParsableCommand {
             ]
         print("device: \(device.info.name) (\(device.info.typeName), \(device.info.platformName), driver \(device.info.driverVersion))")
         var rows: [BenchmarkRow] = []
+        var skipped: [String] = []
         let total = shapes.count * BenchmarkOperator.all.count * 2
         var done = 0
         for (name, shape) in shapes {
@@ -48,14 +49,22 @@ struct NyquistBench: ParsableCommand {
                 for pass in ["forward", "backward"] {
                     done += 1
                     printProgress("[\(done)/\(total)] \(benchmarkOperator.name) \(pass) \(name)")
-                    let row = try benchmarkOperator.measure(
-                        pass: pass, input: input, shapeName: name, repeats: repeats, copyBandwidth: copyBandwidth)
-                    rows.append(row)
+                    do {
+                        rows.append(
+                            try benchmarkOperator.measure(
+                                pass: pass, input: input, shapeName: name, repeats: repeats,
+                                copyBandwidth: copyBandwidth))
+                    } catch let error as NyquistError {
+                        // An operator that refuses a shape (reflect padding on a 2x2 map) is
+                        // reported, not fatal: the other rows are still worth having.
+                        skipped.append("\(benchmarkOperator.name) \(pass) \(name): \(error.message)")
+                    }
                 }
             }
         }
         printProgress("")
         print(BenchmarkRow.table(rows))
+        for line in skipped { print("skipped: \(line)") }
         if let json {
             try writeText(BenchmarkRow.json(rows, device: device.info.name), to: json)
         }

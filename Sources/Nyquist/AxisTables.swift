@@ -36,6 +36,10 @@ struct AxisTables {
     let target: [Int32]
     /// `inputSize * fanIn` summed weights of those reads.
     let targetWeight: [Float]
+    /// Outputs whose every tap reads input `stride * i + u - padBefore` (no padding involved):
+    /// the kernels compute these from affine indices without tables. Found by comparing the
+    /// tables with the affine formula, so it can never disagree with them.
+    let interior: Range<Int>
 
     init(_ geometry: AxisGeometry) {
         let window = geometry.taps.count
@@ -75,6 +79,24 @@ struct AxisTables {
                 targetWeight[input * fanIn + slot] = entry.weight
             }
         }
+        var longest = 0..<0
+        var runStart: Int? = nil
+        for output in 0...geometry.outputSize {
+            let affine =
+                output < geometry.outputSize
+                && (0..<window).allSatisfy { tap in
+                    let expected = geometry.stride * output + tap - geometry.padBefore
+                    return expected >= 0 && expected < geometry.inputSize
+                        && source[output * window + tap] == Int32(expected)
+                }
+            if affine {
+                if runStart == nil { runStart = output }
+            } else if let start = runStart {
+                if output - start > longest.count { longest = start..<output }
+                runStart = nil
+            }
+        }
+        self.interior = longest
         self.taps = window
         self.source = source
         self.weight = weight
@@ -89,6 +111,9 @@ final class AxisTableBuffers: @unchecked Sendable {
     // @unchecked Sendable: immutable after init; the buffers are only read by kernels.
     let taps: Int
     let fanIn: Int
+    let interior: Range<Int>
+    /// The tap weights alone (`taps` floats), for the interior kernels.
+    let tapWeights: OpenCLBuffer
     let source: OpenCLBuffer
     let weight: OpenCLBuffer
     let target: OpenCLBuffer
@@ -97,6 +122,9 @@ final class AxisTableBuffers: @unchecked Sendable {
     init(_ tables: AxisTables, context: OpenCLContext) throws {
         taps = tables.taps
         fanIn = tables.fanIn
+        interior = tables.interior
+        tapWeights = try context.makeBuffer(byteCount: tables.taps * 4)
+        try context.write(Array(tables.weight.prefix(tables.taps)), to: tapWeights)
         source = try context.makeBuffer(byteCount: tables.source.count * 4)
         weight = try context.makeBuffer(byteCount: tables.weight.count * 4)
         target = try context.makeBuffer(byteCount: tables.target.count * 4)

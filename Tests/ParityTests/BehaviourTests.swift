@@ -20,7 +20,9 @@ struct BehaviourTests {
 
     @Test("fused MaxBlurPool forward allocates only its output; a second call builds nothing")
     func fusedAllocatesNoIntermediate() throws {
-        let device = try TestDevice.get()
+        // A context of its own: other tests run in parallel on the shared one and would move
+        // its counters.
+        let device = try Device(TestDevice.get().info)
         let pool = try MaxBlurPool2D(channels: 8)
         let x = try DeviceTensor(randomTensor([2, 8, 64, 64], seed: 6), on: device)
         _ = try pool(x)  // builds the program and the constant padding tables
@@ -29,7 +31,9 @@ struct BehaviourTests {
         let after = device.context.statistics
         #expect(after.allocations - before.allocations == 1, "only the output may be allocated")
         #expect(after.builds == before.builds, "the second call must not rebuild")
-        #expect(after.launches - before.launches == 1, "one fused kernel, no separate max pass")
+        // Interior, left/right strips, top/bottom strips: all three are the fused kernel; a
+        // separate max pass would need a fourth launch and a map-sized buffer.
+        #expect(after.launches - before.launches == 3, "only the fused kernels run")
         let output = try GuardedTensor(shape: y.shape, on: device)
         let guardedBefore = device.context.statistics.allocations
         try pool.forward(x, into: output.tensor)
