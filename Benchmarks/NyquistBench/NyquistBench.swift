@@ -26,6 +26,9 @@ struct NyquistBench: ParsableCommand {
     @Option(help: "Also write the rows as JSON to this file.")
     var json: String?
 
+    @Option(help: "Also write a Markdown report (device, settings, table) to this file, e.g. Benchmarks/results/<device>.md.")
+    var markdown: String?
+
     func run() throws {
         let device = try device.map { try Device(named: $0) } ?? Device.default()
         let repeats = smoke ? 1 : max(repeats, 1)
@@ -44,7 +47,11 @@ struct NyquistBench: ParsableCommand {
         var done = 0
         for (name, shape) in shapes {
             let input = try DeviceTensor(HostTensor(shape: shape) { Float(($0 * 7919) % 1000) / 1000 }, on: device)
-            let copyBandwidth = try measureCopy(input, repeats: repeats)
+            let (copyBandwidth, copyMilliseconds) = try measureCopy(input, repeats: repeats)
+            rows.append(
+                BenchmarkRow(
+                    operatorName: "copy", pass: "baseline", shape: name, dimensions: shape,
+                    milliseconds: copyMilliseconds, gigabytesPerSecond: copyBandwidth, copyFraction: 1))
             for benchmarkOperator in BenchmarkOperator.all {
                 for pass in ["forward", "backward"] {
                     done += 1
@@ -65,16 +72,30 @@ struct NyquistBench: ParsableCommand {
         printProgress("")
         print(BenchmarkRow.table(rows))
         for line in skipped { print("skipped: \(line)") }
+        if let markdown {
+            let header = """
+                # nyquist-bench on \(device.info.name)
+
+                Device: \(device.info.name) (\(device.info.typeName), \(device.info.platformName), driver \(device.info.driverVersion)), \(device.info.computeUnits) compute units.
+                Median of \(repeats) repeats after one warm-up, kernel time from OpenCL profiling events.
+                GB/s counts every input read once and every output written once; "of copy" divides by the
+                bandwidth of Kernels/copy.cl on the same tensor in the same run.
+
+                ```
+                """
+            try writeText(header + "\n" + BenchmarkRow.table(rows) + "\n" + skipped.map { "skipped: \($0)\n" }.joined() + "```\n", to: markdown)
+        }
         if let json {
             try writeText(BenchmarkRow.json(rows, device: device.info.name), to: json)
         }
     }
 
-    private func measureCopy(_ input: DeviceTensor, repeats: Int) throws -> Double {
+    /// The copy kernel's bandwidth in GB/s (bytes read + written) and its time in ms.
+    private func measureCopy(_ input: DeviceTensor, repeats: Int) throws -> (Double, Double) {
         let output = try DeviceTensor(shape: input.shape, on: input.device)
         let seconds = try medianSeconds(device: input.device, repeats: repeats) {
             try input.device.copy(input, into: output)
         }
-        return Double(input.count * 8) / seconds / 1e9
+        return (Double(input.count * 8) / seconds / 1e9, seconds * 1e3)
     }
 }

@@ -30,6 +30,7 @@ public struct BlurPool2D: PoolingLayer {
         self.configuration = configuration
     }
 
+    /// Writes the forward result into `output` (shape from the configuration); allocates nothing.
     public func forward(_ input: DeviceTensor, into output: DeviceTensor) throws {
         let (inputShape, outputShape) = try validateForward(input, output)
         try window(inputShape, outputShape).forward(
@@ -37,6 +38,7 @@ public struct BlurPool2D: PoolingLayer {
             inputWidth: inputShape.w, maxMap: false)
     }
 
+    /// Writes the gradient with respect to the input into `gradInput` (the input's shape).
     public func backward(_ gradOutput: DeviceTensor, _ saved: SavedForBackward, into gradInput: DeviceTensor) throws {
         let (inputShape, outputShape) = try validateBackward(gradOutput, saved, gradInput)
         try window(inputShape, outputShape).backward(gradOutput, into: gradInput, planes: inputShape.n * inputShape.c)
@@ -86,6 +88,7 @@ public struct MaxBlurPool2D: PoolingLayer {
         self.configuration = configuration
     }
 
+    /// Writes the forward result into `output` (shape from the configuration); allocates nothing.
     public func forward(_ input: DeviceTensor, into output: DeviceTensor) throws {
         let (inputShape, outputShape) = try validateForward(input, output)
         let map = try configuration.maxMapShape(for: inputShape)
@@ -94,6 +97,7 @@ public struct MaxBlurPool2D: PoolingLayer {
             inputWidth: inputShape.w, maxMap: true)
     }
 
+    /// Writes the gradient with respect to the input into `gradInput` (the input's shape).
     public func backward(_ gradOutput: DeviceTensor, _ saved: SavedForBackward, into gradInput: DeviceTensor) throws {
         let (inputShape, outputShape) = try validateBackward(gradOutput, saved, gradInput)
         let map = try configuration.maxMapShape(for: inputShape)

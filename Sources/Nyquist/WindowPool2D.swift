@@ -19,6 +19,7 @@ public struct MaxPool2D: PoolingLayer {
         self.configuration = configuration
     }
 
+    /// Writes the forward result into `output` (shape from the configuration); allocates nothing.
     public func forward(_ input: DeviceTensor, into output: DeviceTensor) throws {
         let (inputShape, outputShape) = try validateForward(input, output)
         let device = input.device
@@ -34,6 +35,7 @@ public struct MaxPool2D: PoolingLayer {
             global: [outputShape.w, outputShape.h, inputShape.n * inputShape.c])
     }
 
+    /// Writes the gradient with respect to the input into `gradInput` (the input's shape).
     public func backward(_ gradOutput: DeviceTensor, _ saved: SavedForBackward, into gradInput: DeviceTensor) throws {
         let (inputShape, outputShape) = try validateBackward(gradOutput, saved, gradInput)
         let device = gradOutput.device
@@ -83,6 +85,7 @@ public struct AvgPool2D: PoolingLayer {
         self.configuration = configuration
     }
 
+    /// Writes the forward result into `output` (shape from the configuration); allocates nothing.
     public func forward(_ input: DeviceTensor, into output: DeviceTensor) throws {
         let (inputShape, outputShape) = try validateForward(input, output)
         try window(inputShape, outputShape).forward(
@@ -90,6 +93,7 @@ public struct AvgPool2D: PoolingLayer {
             inputWidth: inputShape.w, maxMap: false)
     }
 
+    /// Writes the gradient with respect to the input into `gradInput` (the input's shape).
     public func backward(_ gradOutput: DeviceTensor, _ saved: SavedForBackward, into gradInput: DeviceTensor) throws {
         let (inputShape, outputShape) = try validateBackward(gradOutput, saved, gradInput)
         try window(inputShape, outputShape).backward(gradOutput, into: gradInput, planes: inputShape.n * inputShape.c)

@@ -38,6 +38,7 @@ func requirePositive(_ value: Int, _ name: String, layer: String) throws {
 /// with -infinity. Backward routes each gradient to the first maximum of its window in
 /// row-major order; NaN in a window gives NaN (as PyTorch).
 public struct MaxPool2DConfiguration: OperatorConfiguration {
+    /// The operator's name in the CLI and in error messages.
     public static let operatorName = "max-pool"
     /// Window size k (square).
     public let kernelSize: Int
@@ -60,6 +61,7 @@ public struct MaxPool2DConfiguration: OperatorConfiguration {
         self.padding = padding
     }
 
+    /// The output shape for `input`; throws when the input does not fit (see ``OperatorConfiguration``).
     public func outputShape(for input: Shape4D) throws -> Shape4D {
         let layer = Self.operatorName
         let h = try windowOutputSize(
@@ -71,12 +73,14 @@ public struct MaxPool2DConfiguration: OperatorConfiguration {
         return output
     }
 
+    /// The options in one line, as the parity reports and the CLI print them.
     public var description: String { "max-pool k=\(kernelSize) s=\(stride) p=\(padding)" }
 }
 
 /// Average pooling (the baseline): window `kernelSize`, `stride`, zero `padding`; the divisor is
 /// always k*k, padded zeros included (PyTorch's default `count_include_pad=True`).
 public struct AvgPool2DConfiguration: OperatorConfiguration {
+    /// The operator's name in the CLI and in error messages.
     public static let operatorName = "avg-pool"
     /// Window size k (square).
     public let kernelSize: Int
@@ -99,6 +103,7 @@ public struct AvgPool2DConfiguration: OperatorConfiguration {
         self.padding = padding
     }
 
+    /// The output shape for `input`; throws when the input does not fit (see ``OperatorConfiguration``).
     public func outputShape(for input: Shape4D) throws -> Shape4D {
         let layer = Self.operatorName
         let h = try windowOutputSize(
@@ -110,6 +115,7 @@ public struct AvgPool2DConfiguration: OperatorConfiguration {
         return output
     }
 
+    /// The options in one line, as the parity reports and the CLI print them.
     public var description: String { "avg-pool k=\(kernelSize) s=\(stride) p=\(padding)" }
 }
 
@@ -117,6 +123,7 @@ public struct AvgPool2DConfiguration: OperatorConfiguration {
 /// `stride`. Padding is top = left = floor((k-1)/2) + padOffset and
 /// bottom = right = ceil((k-1)/2) + padOffset, so with stride 2 the output is ceil(H/2) x ceil(W/2).
 public struct BlurPool2DConfiguration: OperatorConfiguration {
+    /// The operator's name in the CLI and in error messages.
     public static let operatorName = "blur-pool"
     /// Channel count C the layer is built for (inputs must match).
     public let channels: Int
@@ -171,6 +178,7 @@ public struct BlurPool2DConfiguration: OperatorConfiguration {
         return try Shape4D(n: input.n, c: input.c, h: h, w: w)
     }
 
+    /// The output shape for `input`; throws when the input does not fit (see ``OperatorConfiguration``).
     public func outputShape(for input: Shape4D) throws -> Shape4D {
         try checkChannels(input, expected: channels)
         let output = try blurredShape(for: input, layer: Self.operatorName)
@@ -178,6 +186,7 @@ public struct BlurPool2DConfiguration: OperatorConfiguration {
         return output
     }
 
+    /// The options in one line, as the parity reports and the CLI print them.
     public var description: String {
         "blur-pool C=\(channels) k=\(filterSize) s=\(stride) \(padding.rawValue) offset=\(padOffset)"
     }
@@ -186,6 +195,7 @@ public struct BlurPool2DConfiguration: OperatorConfiguration {
 /// MaxBlurPool (Zhang 2019): max pool with kernel 2, stride 1 and no padding (H -> H-1), then
 /// BlurPool with the given filter, stride and padding. Needs H, W >= 2.
 public struct MaxBlurPool2DConfiguration: OperatorConfiguration {
+    /// The operator's name in the CLI and in error messages.
     public static let operatorName = "max-blur-pool"
     /// The blur applied to the (H-1) x (W-1) max map.
     public let blur: BlurPool2DConfiguration
@@ -210,6 +220,7 @@ public struct MaxBlurPool2DConfiguration: OperatorConfiguration {
         return try Shape4D(n: input.n, c: input.c, h: input.h - 1, w: input.w - 1)
     }
 
+    /// The output shape for `input`; throws when the input does not fit (see ``OperatorConfiguration``).
     public func outputShape(for input: Shape4D) throws -> Shape4D {
         try checkChannels(input, expected: channels)
         let output = try blur.blurredShape(for: try maxMapShape(for: input), layer: Self.operatorName)
@@ -217,6 +228,7 @@ public struct MaxBlurPool2DConfiguration: OperatorConfiguration {
         return output
     }
 
+    /// The options in one line, as the parity reports and the CLI print them.
     public var description: String {
         "max-blur-pool C=\(channels) k=\(blur.filterSize) s=\(blur.stride) \(blur.padding.rawValue) offset=\(blur.padOffset)"
     }
