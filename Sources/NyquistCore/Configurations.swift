@@ -34,47 +34,67 @@ func requirePositive(_ value: Int, _ name: String, layer: String) throws {
     }
 }
 
-/// Max pooling (the baseline): window `kernelSize`, `stride`, `padding` on every side filled
-/// with -infinity. Backward routes each gradient to the first maximum of its window in
-/// row-major order; NaN in a window gives NaN (as PyTorch).
-public struct MaxPool2DConfiguration: OperatorConfiguration {
-    /// The operator's name in the CLI and in error messages.
-    public static let operatorName = "max-pool"
-    /// Window size k (square).
-    public let kernelSize: Int
-    /// Stride s.
-    public let stride: Int
-    /// Padding p on each side; at most k/2 (PyTorch's rule), so every window sees an input value.
-    public let padding: Int
+/// The options max and average pooling share (PyTorch's kernel_size, stride, padding), with
+/// their validation and output size in one place.
+struct PoolingWindow: Sendable, Hashable {
+    let kernelSize: Int
+    let stride: Int
+    let padding: Int
 
-    /// Validates the options. `stride` defaults to `kernelSize`, as in PyTorch.
-    public init(kernelSize: Int = 2, stride: Int? = nil, padding: Int = 0) throws {
-        let layer = Self.operatorName
+    init(kernelSize: Int, stride: Int?, padding: Int, layer: String) throws {
         try requirePositive(kernelSize, "kernel size", layer: layer)
         try requirePositive(stride ?? kernelSize, "stride", layer: layer)
         guard padding >= 0 && padding <= kernelSize / 2 else {
             throw NyquistError(
-                .invalidConfiguration, "\(layer): padding \(padding) must be in 0...\(kernelSize / 2) (half the kernel \(kernelSize))")
+                .invalidConfiguration,
+                "\(layer): padding \(padding) must be in 0...\(kernelSize / 2) (half the kernel \(kernelSize))")
         }
         self.kernelSize = kernelSize
         self.stride = stride ?? kernelSize
         self.padding = padding
     }
 
+    func outputShape(for input: Shape4D, layer: String) throws -> Shape4D {
+        let h = try windowOutputSize(
+            size: input.h, padBefore: padding, padAfter: padding, window: kernelSize, stride: stride, axis: "H",
+            layer: layer)
+        let w = try windowOutputSize(
+            size: input.w, padBefore: padding, padAfter: padding, window: kernelSize, stride: stride, axis: "W",
+            layer: layer)
+        return try Shape4D(n: input.n, c: input.c, h: h, w: w)
+    }
+
+    func describe(_ layer: String) -> String { "\(layer) k=\(kernelSize) s=\(stride) p=\(padding)" }
+}
+
+/// Max pooling (the baseline): window `kernelSize`, `stride`, `padding` on every side filled
+/// with -infinity. Backward routes each gradient to the first maximum of its window in
+/// row-major order; NaN in a window gives NaN (as PyTorch).
+public struct MaxPool2DConfiguration: OperatorConfiguration {
+    /// The operator's name in the CLI and in error messages.
+    public static let operatorName = "max-pool"
+    private let window: PoolingWindow
+    /// Window size k (square).
+    public var kernelSize: Int { window.kernelSize }
+    /// Stride s.
+    public var stride: Int { window.stride }
+    /// Padding p on each side; at most k/2 (PyTorch's rule), so every window sees an input value.
+    public var padding: Int { window.padding }
+
+    /// Validates the options. `stride` defaults to `kernelSize`, as in PyTorch.
+    public init(kernelSize: Int = 2, stride: Int? = nil, padding: Int = 0) throws {
+        window = try PoolingWindow(kernelSize: kernelSize, stride: stride, padding: padding, layer: Self.operatorName)
+    }
+
     /// The output shape for `input`; throws when the input does not fit (see ``OperatorConfiguration``).
     public func outputShape(for input: Shape4D) throws -> Shape4D {
-        let layer = Self.operatorName
-        let h = try windowOutputSize(
-            size: input.h, padBefore: padding, padAfter: padding, window: kernelSize, stride: stride, axis: "H", layer: layer)
-        let w = try windowOutputSize(
-            size: input.w, padBefore: padding, padAfter: padding, window: kernelSize, stride: stride, axis: "W", layer: layer)
-        let output = try Shape4D(n: input.n, c: input.c, h: h, w: w)
+        let output = try window.outputShape(for: input, layer: Self.operatorName)
         try checkDeviceLimits(input: input, output: output)
         return output
     }
 
     /// The options in one line, as the parity reports and the CLI print them.
-    public var description: String { "max-pool k=\(kernelSize) s=\(stride) p=\(padding)" }
+    public var description: String { window.describe(Self.operatorName) }
 }
 
 /// Average pooling (the baseline): window `kernelSize`, `stride`, zero `padding`; the divisor is
@@ -82,41 +102,28 @@ public struct MaxPool2DConfiguration: OperatorConfiguration {
 public struct AvgPool2DConfiguration: OperatorConfiguration {
     /// The operator's name in the CLI and in error messages.
     public static let operatorName = "avg-pool"
+    private let window: PoolingWindow
     /// Window size k (square).
-    public let kernelSize: Int
+    public var kernelSize: Int { window.kernelSize }
     /// Stride s.
-    public let stride: Int
+    public var stride: Int { window.stride }
     /// Zero padding p on each side, at most k/2 (PyTorch's rule).
-    public let padding: Int
+    public var padding: Int { window.padding }
 
     /// Validates the options. `stride` defaults to `kernelSize`, as in PyTorch.
     public init(kernelSize: Int = 2, stride: Int? = nil, padding: Int = 0) throws {
-        let layer = Self.operatorName
-        try requirePositive(kernelSize, "kernel size", layer: layer)
-        try requirePositive(stride ?? kernelSize, "stride", layer: layer)
-        guard padding >= 0 && padding <= kernelSize / 2 else {
-            throw NyquistError(
-                .invalidConfiguration, "\(layer): padding \(padding) must be in 0...\(kernelSize / 2) (half the kernel \(kernelSize))")
-        }
-        self.kernelSize = kernelSize
-        self.stride = stride ?? kernelSize
-        self.padding = padding
+        window = try PoolingWindow(kernelSize: kernelSize, stride: stride, padding: padding, layer: Self.operatorName)
     }
 
     /// The output shape for `input`; throws when the input does not fit (see ``OperatorConfiguration``).
     public func outputShape(for input: Shape4D) throws -> Shape4D {
-        let layer = Self.operatorName
-        let h = try windowOutputSize(
-            size: input.h, padBefore: padding, padAfter: padding, window: kernelSize, stride: stride, axis: "H", layer: layer)
-        let w = try windowOutputSize(
-            size: input.w, padBefore: padding, padAfter: padding, window: kernelSize, stride: stride, axis: "W", layer: layer)
-        let output = try Shape4D(n: input.n, c: input.c, h: h, w: w)
+        let output = try window.outputShape(for: input, layer: Self.operatorName)
         try checkDeviceLimits(input: input, output: output)
         return output
     }
 
     /// The options in one line, as the parity reports and the CLI print them.
-    public var description: String { "avg-pool k=\(kernelSize) s=\(stride) p=\(padding)" }
+    public var description: String { window.describe(Self.operatorName) }
 }
 
 /// BlurPool (Zhang 2019): pad, depthwise binomial low-pass of size `filterSize`, subsample by

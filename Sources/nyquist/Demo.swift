@@ -212,35 +212,3 @@ struct Demo: ParsableCommand {
         }
     }
 }
-
-/// SplitMix64 (Steele, Lea, Flood 2014): a small, seedable generator for reproducible inputs.
-struct SplitMix64: RandomNumberGenerator, Sendable {
-    private var state: UInt64
-
-    /// A generator whose sequence is fixed by `seed`.
-    init(seed: UInt64) {
-        state = seed
-    }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// A uniform value in [-1, 1) with 24 random bits.
-    mutating func nextSymmetricFloat() -> Float {
-        Float(next() >> 40) * 0x1p-23 - 1
-    }
-
-    /// A tensor of `shape` with uniform values in [-1, 1).
-    mutating func tensor(_ shape: [Int]) throws -> HostTensor {
-        let count = try HostTensor.elementCount(of: shape)
-        var values: [Float] = []
-        values.reserveCapacity(count)
-        for _ in 0..<count { values.append(nextSymmetricFloat()) }
-        return try HostTensor(shape: shape, values: values)
-    }
-}

@@ -146,29 +146,6 @@ struct Workspace {
     }
 }
 
-/// Deterministic test data (SplitMix64).
-struct TestRandom {
-    var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// A tensor of `shape` with values uniform in [-1, 1).
-    mutating func tensor(_ shape: [Int]) throws -> HostTensor {
-        let count = shape.reduce(1, *)
-        var values: [Float] = []
-        values.reserveCapacity(count)
-        for _ in 0..<count { values.append(Float(next() >> 40) * 0x1p-23 - 1) }
-        return try HostTensor(shape: shape, values: values)
-    }
-}
 
 /// max |a - b| / max |b|.
 func maxRelativeError(_ a: HostTensor, _ b: HostTensor) -> Double {

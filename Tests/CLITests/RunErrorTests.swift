@@ -8,7 +8,7 @@ struct RunErrorTests {
     /// A workspace holding a valid 1x3x8x8 input `x.npy`.
     private func workspaceWithInput() throws -> Workspace {
         let workspace = try Workspace()
-        var random = TestRandom(seed: 5)
+        var random = SplitMix64(seed: 5)
         try workspace.write(random.tensor([1, 3, 8, 8]), "x.npy")
         return workspace
     }

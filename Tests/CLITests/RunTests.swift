@@ -31,7 +31,7 @@ struct RunTests {
     func backendsAgree(_ run: RunCase) throws {
         let workspace = try Workspace()
         defer { workspace.remove() }
-        var random = TestRandom(seed: 17)
+        var random = SplitMix64(seed: 17)
         try workspace.write(random.tensor(run.input), "x.npy")
         var outputs: [HostTensor] = []
         for backend in ["opencl", "reference"] {
@@ -55,7 +55,7 @@ struct RunTests {
         let workspace = try Workspace()
         defer { workspace.remove() }
         let run = try #require(RunCase.all.first { $0.op == op && $0.options.isEmpty })
-        var random = TestRandom(seed: 29)
+        var random = SplitMix64(seed: 29)
         try workspace.write(random.tensor(run.input), "x.npy")
         try workspace.write(random.tensor(run.output), "gy.npy")
         var results: [(HostTensor, HostTensor)] = []
@@ -81,7 +81,7 @@ struct RunTests {
     func trainingForward() throws {
         let workspace = try Workspace()
         defer { workspace.remove() }
-        var random = TestRandom(seed: 3)
+        var random = SplitMix64(seed: 3)
         try workspace.write(random.tensor([1, 4, 12, 12]), "x.npy")
         for arguments in [["--output", "plain.npy"], ["--output", "train.npy", "--train"]] {
             let outcome = try workspace.run(["run", "blur-pool", "--input", "x.npy"] + arguments)

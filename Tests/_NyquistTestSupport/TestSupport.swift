@@ -1,32 +1,9 @@
 import NyquistCore
 
-/// SplitMix64: a tiny, fast, seedable generator so every test input is reproducible from its
-/// seed on any platform (the standard library's generator is not seedable).
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    private var state: UInt64
-
-    /// A generator whose whole sequence is fixed by `seed`.
-    public init(seed: UInt64) { state = seed }
-
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// A uniform `Float` in `range`.
-    public mutating func uniform(_ range: ClosedRange<Float> = -1...1) -> Float {
-        let unit = Float(next() >> 40) / Float(1 << 24)
-        return range.lowerBound + unit * (range.upperBound - range.lowerBound)
-    }
-}
-
 /// A tensor of `shape` with values uniform in `range`, fixed by `seed`.
 public func randomTensor(_ shape: [Int], seed: UInt64, range: ClosedRange<Float> = -1...1) throws -> HostTensor {
     var generator = SplitMix64(seed: seed)
-    return try HostTensor(shape: shape) { _ in generator.uniform(range) }
+    return try generator.tensor(shape, range: range)
 }
 
 /// How far a device result is from the reference, in the terms the parity reports use.
