@@ -20,7 +20,12 @@ public struct Discrepancy: CustomStringConvertible, Sendable {
     public let nonFiniteMismatch: Bool
 
     /// Compares element-wise; non-finite values must match exactly (NaN with NaN, +Inf with +Inf).
-    public init(actual: [Float], expected: [Float]) {
+    ///
+    /// `magnitudeFloor` is the smallest reference magnitude errors are measured against. Window
+    /// operators pass max|input|: their rounding error is bounded by the size of the summed
+    /// terms, not by the result, so a result that cancels to almost nothing (a blur of +0.7 and
+    /// -0.7) must not turn a 1e-8 rounding error into a large "relative" one.
+    public init(actual: [Float], expected: [Float], magnitudeFloor: Double = 0) {
         precondition(actual.count == expected.count, "compare tensors of equal size")
         var maxError = 0.0
         var magnitude = 0.0
@@ -45,7 +50,7 @@ public struct Discrepancy: CustomStringConvertible, Sendable {
             squaredReference += e * e
         }
         maxAbsoluteError = maxError
-        referenceMagnitude = magnitude
+        referenceMagnitude = max(magnitude, magnitudeFloor)
         nmse = squaredReference > 0 ? squaredError / squaredReference : (squaredError > 0 ? .infinity : 0)
         worstIndex = worst
         nonFiniteMismatch = mismatch
@@ -69,3 +74,8 @@ public let paritySpatialSizes: [(h: Int, w: Int)] = [(1, 1), (2, 2), (3, 5), (7,
 
 /// Batch and channel counts that are not multiples of a work-group or vector width.
 public let parityBatchChannels: [(n: Int, c: Int)] = [(1, 1), (3, 5)]
+
+/// max |value| over the finite values of `tensor` (0 when there are none).
+public func finiteMagnitude(_ tensor: HostTensor) -> Double {
+    tensor.values.reduce(0.0) { $1.isFinite ? max($0, Double(abs($1))) : $0 }
+}
