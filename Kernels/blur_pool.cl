@@ -11,14 +11,14 @@
 // work item owns one input element and sums what it contributed to, with no atomics, in a
 // fixed order, so results are deterministic.
 //
-// The forward pass is split so that borders cost nothing in the bulk of the map: the host
-// launches weighted_window_interior over the outputs whose taps are all in range (affine
-// indices, taps from constant memory, no tables) and weighted_window_forward over the border
-// strips only, with a remapping of its work-item indices onto the strips.
+// Both passes are split so that borders cost nothing in the bulk of the map: the host launches
+// an *_interior kernel over the elements whose taps are all in range (affine indices, taps
+// from constant memory, no tables) and the table kernel over the border strips only, with a
+// remapping of its work-item indices onto the strips.
 //
 // Defines:
 //   TAPS          forward window size per axis (filter size k)
-//   STRIDE        subsampling stride (interior kernel)
+//   STRIDE        subsampling stride (interior kernels)
 //   FAN_IN_ROWS   backward table width along H (largest number of output rows reading a row)
 //   FAN_IN_COLS   backward table width along W
 //   MAX_MAP       1: the filtered map is the stride-1 2x2 max of x ((H-1) x (W-1), MaxBlurPool)
@@ -42,6 +42,8 @@
 #ifndef STRIDE
 #define STRIDE 2
 #endif
+// Outputs reading one interior map element per axis: ceil(TAPS / STRIDE).
+#define AFFINE_FAN ((TAPS + STRIDE - 1) / STRIDE)
 
 // Element (row, col) of the map being filtered, for in-range indices.
 inline float map_value(__global const float *image, int row, int col, int width) {
@@ -123,23 +125,69 @@ __kernel void weighted_window_forward(
     y[plane_offset(plane, i, j, out_height, out_width)] = sum;
 }
 
-// Adjoint of weighted_window_forward with MAX_MAP 0: grad_map = A_rows^T grad_y A_cols.
-// height/width are the filtered map's (the input for blur/avg, the max map for MaxBlurPool).
+// Adjoint of the forward pass on map elements away from the borders: element a receives from
+// the outputs i = (a + pad - u) / STRIDE of the taps u congruent to a + pad modulo STRIDE, at
+// most AFFINE_FAN of them per axis. Taps past TAPS (when STRIDE does not divide TAPS) are
+// masked with a select.
+__kernel void weighted_window_backward_interior(
+    __global const float *grad_y, __global float *grad_map, __constant float *taps,
+    int planes, int height, int width, int out_height, int out_width,
+    int row_begin, int rows, int col_begin, int cols, int pad_top, int pad_left) {
+    int jj = get_global_id(0);
+    int ii = get_global_id(1);
+    int plane = get_global_id(2);
+    if (jj >= cols || ii >= rows || plane >= planes) return;
+    int a = row_begin + ii;
+    int b = col_begin + jj;
+    __global const float *gradient = grad_y + plane * out_height * out_width;
+    int row_phase = (a + pad_top) % STRIDE;
+    int col_phase = (b + pad_left) % STRIDE;
+    int cols_read[AFFINE_FAN];
+    float col_weights[AFFINE_FAN];
+    bool col_valid[AFFINE_FAN];
+    for (int q = 0; q < AFFINE_FAN; ++q) {
+        int v = col_phase + q * STRIDE;
+        col_valid[q] = v < TAPS;
+        col_weights[q] = taps[min(v, TAPS - 1)];
+        cols_read[q] = max((b + pad_left - v) / STRIDE, 0);
+    }
+    float sum = 0.0f;
+    for (int p = 0; p < AFFINE_FAN; ++p) {
+        int u = row_phase + p * STRIDE;
+        __global const float *gradient_row = gradient + max((a + pad_top - u) / STRIDE, 0) * out_width;
+        float row_sum = 0.0f;
+        for (int q = 0; q < AFFINE_FAN; ++q) {
+            float value = gradient_row[cols_read[q]];
+            row_sum += col_valid[q] ? col_weights[q] * value : 0.0f;
+        }
+        sum += u < TAPS ? taps[min(u, TAPS - 1)] * row_sum : 0.0f;
+    }
+    grad_map[plane_offset(plane, a, b, height, width)] = sum;
+}
+
+// Adjoint of weighted_window_forward with MAX_MAP 0: grad_map = A_rows^T grad_y A_cols, through
+// the backward tables, for any elements; the host uses it for the border strips (work items
+// remapped as in weighted_window_forward). height/width are the filtered map's (the input for
+// blur/avg, the max map for MaxBlurPool).
 __kernel void weighted_window_backward(
     __global const float *grad_y, __global float *grad_map,
     __global const int *row_target, __global const float *row_weight,
     __global const int *col_target, __global const float *col_weight,
-    int planes, int height, int width, int out_height, int out_width) {
-    int b = get_global_id(0);
-    int a = get_global_id(1);
+    int planes, int height, int width, int out_height, int out_width,
+    int rows, int row_base, int row_split, int row_jump,
+    int cols, int col_base, int col_split, int col_jump) {
+    int jj = get_global_id(0);
+    int ii = get_global_id(1);
     int plane = get_global_id(2);
-    if (b >= width || a >= height || plane >= planes) return;
+    if (jj >= cols || ii >= rows || plane >= planes) return;
+    int a = row_base + ii + (ii >= row_split ? row_jump : 0);
+    int b = col_base + jj + (jj >= col_split ? col_jump : 0);
     __global const float *gradient = grad_y + plane * out_height * out_width;
 
-    int cols[FAN_IN_COLS];
+    int targets[FAN_IN_COLS];
     float col_weights[FAN_IN_COLS];
     for (int q = 0; q < FAN_IN_COLS; ++q) {
-        cols[q] = col_target[b * FAN_IN_COLS + q];
+        targets[q] = col_target[b * FAN_IN_COLS + q];
         col_weights[q] = col_weight[b * FAN_IN_COLS + q];
     }
     float sum = 0.0f;
@@ -148,8 +196,8 @@ __kernel void weighted_window_backward(
         __global const float *gradient_row = gradient + max(row, 0) * out_width;
         float row_sum = 0.0f;
         for (int q = 0; q < FAN_IN_COLS; ++q) {
-            float value = gradient_row[max(cols[q], 0)];
-            row_sum += col_weights[q] * (cols[q] >= 0 ? value : 0.0f);
+            float value = gradient_row[max(targets[q], 0)];
+            row_sum += col_weights[q] * (targets[q] >= 0 ? value : 0.0f);
         }
         sum += row_weight[a * FAN_IN_ROWS + p] * (row >= 0 ? row_sum : 0.0f);
     }

@@ -40,6 +40,9 @@ struct AxisTables {
     /// the kernels compute these from affine indices without tables. Found by comparing the
     /// tables with the affine formula, so it can never disagree with them.
     let interior: Range<Int>
+    /// Inputs whose readers are exactly the outputs (stride * i + u - padBefore = a) with tap
+    /// weights, i.e. untouched by padding: the backward kernels gather these without tables.
+    let backwardInterior: Range<Int>
 
     init(_ geometry: AxisGeometry) {
         let window = geometry.taps.count
@@ -79,30 +82,48 @@ struct AxisTables {
                 targetWeight[input * fanIn + slot] = entry.weight
             }
         }
-        var longest = 0..<0
-        var runStart: Int? = nil
-        for output in 0...geometry.outputSize {
-            let affine =
-                output < geometry.outputSize
-                && (0..<window).allSatisfy { tap in
-                    let expected = geometry.stride * output + tap - geometry.padBefore
-                    return expected >= 0 && expected < geometry.inputSize
-                        && source[output * window + tap] == Int32(expected)
-                }
-            if affine {
-                if runStart == nil { runStart = output }
-            } else if let start = runStart {
-                if output - start > longest.count { longest = start..<output }
-                runStart = nil
+        let longest = Self.longestRun(count: geometry.outputSize) { output in
+            (0..<window).allSatisfy { tap in
+                let expected = geometry.stride * output + tap - geometry.padBefore
+                return expected >= 0 && expected < geometry.inputSize && source[output * window + tap] == Int32(expected)
             }
         }
         self.interior = longest
+        self.backwardInterior = Self.longestRun(count: geometry.inputSize) { input in
+            var affine: [(output: Int, weight: Float)] = []
+            for tap in stride(from: window - 1, through: 0, by: -1) {
+                let shifted = input + geometry.padBefore - tap
+                guard shifted % geometry.stride == 0 else { continue }
+                // The interior kernel reads every tap of this phase, so each must name a real output.
+                let output = shifted / geometry.stride
+                guard shifted >= 0, output < geometry.outputSize else { return false }
+                affine.append((output, geometry.taps[tap]))
+            }
+            let actual = readers[input]
+            return !affine.isEmpty && affine.count == actual.count
+                && zip(affine, actual).allSatisfy { $0.output == $1.output && $0.weight == $1.weight }
+        }
         self.taps = window
         self.source = source
         self.weight = weight
         self.fanIn = fanIn
         self.target = target
         self.targetWeight = targetWeight
+    }
+
+    /// The longest run of consecutive indices in 0..<count for which `holds` is true.
+    static func longestRun(count: Int, where holds: (Int) -> Bool) -> Range<Int> {
+        var longest = 0..<0
+        var start: Int? = nil
+        for index in 0...count {
+            if index < count && holds(index) {
+                if start == nil { start = index }
+            } else if let first = start {
+                if index - first > longest.count { longest = first..<index }
+                start = nil
+            }
+        }
+        return longest
     }
 }
 
@@ -112,6 +133,7 @@ final class AxisTableBuffers: @unchecked Sendable {
     let taps: Int
     let fanIn: Int
     let interior: Range<Int>
+    let backwardInterior: Range<Int>
     /// The tap weights alone (`taps` floats), for the interior kernels.
     let tapWeights: OpenCLBuffer
     let source: OpenCLBuffer
@@ -123,6 +145,7 @@ final class AxisTableBuffers: @unchecked Sendable {
         taps = tables.taps
         fanIn = tables.fanIn
         interior = tables.interior
+        backwardInterior = tables.backwardInterior
         tapWeights = try context.makeBuffer(byteCount: tables.taps * 4)
         try context.write(Array(tables.weight.prefix(tables.taps)), to: tapWeights)
         source = try context.makeBuffer(byteCount: tables.source.count * 4)

@@ -46,6 +46,12 @@ public protocol PoolingLayer: Sendable {
     func forward(_ input: DeviceTensor, into output: DeviceTensor) throws
     /// Writes the gradient with respect to the input into `gradInput` (the input's shape).
     func backward(_ gradOutput: DeviceTensor, _ saved: SavedForBackward, into gradInput: DeviceTensor) throws
+    /// Training forward: the output and what backward needs. A requirement (with a default) so
+    /// that layers which save more than the input are called correctly through `any PoolingLayer`.
+    func forwardTraining(_ input: DeviceTensor) throws -> (output: DeviceTensor, saved: SavedForBackward)
+    /// Backward: gradients with respect to the input and parameters. A requirement (with a
+    /// default) so that layers with parameters are called correctly through `any PoolingLayer`.
+    func backward(_ gradOutput: DeviceTensor, _ saved: SavedForBackward) throws -> Gradients
 }
 
 extension PoolingLayer {

@@ -100,23 +100,63 @@ struct SeparableWindow {
             global: [columns.count, rows.count, planes])
     }
 
-    /// gradMap = adjoint of the window applied to gradOutput (gradMap has the filtered map's size).
+    /// gradMap = adjoint of the window applied to gradOutput (gradMap has the filtered map's
+    /// size), split into interior and border strips as ``forward(_:into:planes:inputHeight:inputWidth:maxMap:)``.
     func backward(_ gradOutput: DeviceTensor, into gradMap: DeviceTensor, planes: Int) throws {
         let device = gradOutput.device
         let rowTables = try device.axisTables(rows)
         let columnTables = try device.axisTables(columns)
         let program = try device.program(
-            "blur_pool.cl", defines: ["FAN_IN_ROWS": rowTables.fanIn, "FAN_IN_COLS": columnTables.fanIn])
+            "blur_pool.cl",
+            defines: [
+                "TAPS": rows.taps.count, "STRIDE": rows.stride, "FAN_IN_ROWS": rowTables.fanIn,
+                "FAN_IN_COLS": columnTables.fanIn,
+            ])
+        let shape: [KernelArgument] = [
+            .int(planes), .int(rows.inputSize), .int(columns.inputSize), .int(rows.outputSize), .int(columns.outputSize),
+        ]
+        let interiorRows = rowTables.backwardInterior
+        let interiorColumns = columnTables.backwardInterior
+        let square = rows.stride == columns.stride && rows.taps == columns.taps
+        guard square, !interiorRows.isEmpty, !interiorColumns.isEmpty else {
+            try dispatchBackwardTables(
+                program, gradOutput, gradMap, rowTables, columnTables, shape, planes: planes,
+                rows: Remap(count: rows.inputSize), columns: Remap(count: columns.inputSize))
+            return
+        }
         try device.context.dispatch(
+            "weighted_window_backward_interior", in: program,
+            arguments: [.buffer(gradOutput.buffer), .buffer(gradMap.buffer), .buffer(rowTables.tapWeights)] + shape + [
+                .int(interiorRows.lowerBound), .int(interiorRows.count), .int(interiorColumns.lowerBound),
+                .int(interiorColumns.count), .int(rows.padBefore), .int(columns.padBefore),
+            ],
+            global: [interiorColumns.count, interiorRows.count, planes])
+        let sideColumns = Remap(around: interiorColumns, count: columns.inputSize)
+        if sideColumns.count > 0 {
+            try dispatchBackwardTables(
+                program, gradOutput, gradMap, rowTables, columnTables, shape, planes: planes,
+                rows: Remap(count: rows.inputSize), columns: sideColumns)
+        }
+        let topAndBottom = Remap(around: interiorRows, count: rows.inputSize)
+        if topAndBottom.count > 0 {
+            try dispatchBackwardTables(
+                program, gradOutput, gradMap, rowTables, columnTables, shape, planes: planes, rows: topAndBottom,
+                columns: Remap(base: interiorColumns.lowerBound, count: interiorColumns.count))
+        }
+    }
+
+    private func dispatchBackwardTables(
+        _ program: OpenCLProgram, _ gradOutput: DeviceTensor, _ gradMap: DeviceTensor, _ rowTables: AxisTableBuffers,
+        _ columnTables: AxisTableBuffers, _ shape: [KernelArgument], planes: Int, rows: Remap, columns: Remap
+    ) throws {
+        try gradOutput.device.context.dispatch(
             "weighted_window_backward", in: program,
             arguments: [
                 .buffer(gradOutput.buffer), .buffer(gradMap.buffer),
                 .buffer(rowTables.target), .buffer(rowTables.targetWeight),
                 .buffer(columnTables.target), .buffer(columnTables.targetWeight),
-                .int(planes), .int(rows.inputSize), .int(columns.inputSize), .int(rows.outputSize),
-                .int(columns.outputSize),
-            ],
-            global: [columns.inputSize, rows.inputSize, planes])
+            ] + shape + rows.arguments + columns.arguments,
+            global: [columns.count, rows.count, planes])
     }
 }
 
