@@ -115,7 +115,9 @@ extension Reference {
         return (padded, geometry)
     }
 
-    /// The norm of each phase of each sample of even-sized `padded` planes, n-major.
+    /// The four phase norms (l2 as the norm itself, not its square) of each sample of `x`, after
+    /// the configured blur and parity pad: `[sample][phase]`. Tests use the gap between the two
+    /// largest to stay away from ties.
     public static func apsNorms(_ x: Tensor<Double>, _ config: APSPool2DConfiguration) throws -> [[Double]] {
         let shape = try Shape4D(x.shape, role: "input")
         _ = try config.outputShape(for: shape)
