@@ -238,6 +238,37 @@ struct PolyphaseParityTests {
                 + "losses \(worstLoss)")
     }
 
+    @Test("NaN and Inf propagate as in the reference (APS: the first NaN norm wins)")
+    func nonFinite() throws {
+        let device = try TestDevice.get()
+        var x = try randomTensor([3, 2, 6, 7], seed: 77)
+        x.values[5] = .nan  // sample 0, channel 0, row 0, column 5: phase p2 = (0,1)
+        x.values[2 * 42 + 13] = .infinity  // sample 1
+        x.values[2 * 42 + 50] = -.infinity  // sample 1, channel 1
+        for filterSize in [1, 3] {
+            for norm in PolyphaseNorm.allCases {
+                let config = try APSPool2DConfiguration(channels: 2, filterSize: filterSize, norm: norm)
+                let (expected, indices) = try Reference.apsPool2D(x, config)
+                // Unblurred, only p2 of sample 0 holds the NaN; the blur spreads it to every phase.
+                #expect(indices[0] == (filterSize == 1 ? 2 : 0), "\(config)")
+                let (y, chosen) = try APSPool2D(config)(try DeviceTensor(x, on: device), indices: nil)
+                #expect(try chosen.toHost().values.map { Int($0) } == indices, "\(config)")
+                let discrepancy = Discrepancy(actual: try y.toHost().values, expected: expected.values)
+                #expect(discrepancy.within(filterSize == 1 ? 0 : Tolerance.window), "\(config): \(discrepancy)")
+            }
+        }
+        let config = try TIPSPool2DConfiguration(channels: 2)
+        let layer = try TIPSPool2D(channels: 2, seed: 3)
+        let expected = try Reference.tipsPool2D(x, config, parameters: layer.parameters)
+        let outputs = try layer.outputs(try DeviceTensor(x, on: device))
+        for (name, actual, reference) in [
+            ("output", outputs.output, expected.output), ("psi", outputs.psi, expected.psi), ("tau", outputs.tau, expected.tau),
+        ] {
+            let discrepancy = Discrepancy(actual: try actual.toHost().values, expected: reference.values)
+            #expect(discrepancy.within(PolyphaseTolerance.tipsForward), "tips \(name): \(discrepancy)")
+        }
+    }
+
     @Test("tips-pool parameters: safetensors-style dictionaries are checked by name and shape")
     func tipsParameters() throws {
         let config = try TIPSPool2DConfiguration(channels: 4)
