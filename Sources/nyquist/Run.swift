@@ -13,7 +13,8 @@ struct Run: ParsableCommand {
             avg-pool take --kernel (default 2), --stride (default: the kernel) and --pad (default 0); \
             blur-pool and max-blur-pool take --filter-size (1...7, default 4), --stride (default 2), \
             --padding zero|reflect|replicate|circular (default reflect) and --pad-offset (default 0); \
-            aps-pool takes --filter-size (circular pre-blur, default 1 = none) and --norm l2|l1|linf; \
+            aps-pool takes --filter-size (circular pre-blur, default 1 = none), --norm l2|l1|linf and \
+            --indices (sample these phases instead of choosing); \
             tips-pool takes --kernel (odd, default 3), --params (conv1.weight, conv2.weight; default: \
             PyTorch's initialisation drawn from --seed), and for training --lambda-fm, --lambda-undo, \
             --max-shift and --shift-fill circular|zero (the L_undo shift is drawn from --seed). The \
@@ -58,6 +59,11 @@ struct Run: ParsableCommand {
 
     @Option(help: ArgumentHelp("Phase norm of aps-pool (default l2).", valueName: "l2|l1|linf"))
     var norm: String?
+
+    @Option(help: ArgumentHelp(
+        "aps-pool: phases to sample instead of choosing (N values in 0...3, e.g. another run's indices.npy).",
+        valueName: "indices.npy"))
+    var indices: String?
 
     @Option(help: "Weight of tips-pool's L_FM in the backward objective (default 0).")
     var lambdaFm: Double?
@@ -134,6 +140,9 @@ struct Run: ParsableCommand {
         if name != .tipsPool, let (option, _) = tipsOptions.first(where: \.1) {
             throw CLIFailure("option \(option) applies only to tips-pool")
         }
+        if name != .apsPool, indices != nil {
+            throw CLIFailure("option --indices applies only to aps-pool")
+        }
         let undo = try undoShift()
         let backend = try selectedBackend()
         if backend == .reference, device != nil {
@@ -148,6 +157,7 @@ struct Run: ParsableCommand {
         let x = try NPY.read(contentsOf: URL(fileURLWithPath: input))
         let inputShape = try Shape4D(x.shape, role: "input \(input)")
         if let params { options.parameters = try Safetensors.read(contentsOf: URL(fileURLWithPath: params)) }
+        let givenIndices = try indices.map { try readIndices($0, batch: inputShape.n) }
         let pool = try options.makeOperator(name, channels: inputShape.c)
         let outputShape = try pool.outputShape(for: inputShape)
         var gradOutputTensor: HostTensor?
@@ -168,7 +178,8 @@ struct Run: ParsableCommand {
         case (.opencl, false):
             result = try runDevice(pool, x, gradOutput: gradOutputTensor)
         case (_, true):
-            result = try runPolyphase(pool, x, gradOutput: gradOutputTensor, undo: undo, onDevice: backend == .opencl)
+            result = try runPolyphase(
+                pool, x, gradOutput: gradOutputTensor, undo: undo, givenIndices: givenIndices, onDevice: backend == .opencl)
         }
         if gradParams != nil && result.gradParameters == nil {
             throw CLIFailure("--grad-params needs --grad-output and --grad-input (a backward pass)")
@@ -214,14 +225,30 @@ struct Run: ParsableCommand {
     }
 
     /// aps-pool and tips-pool, on the device or the reference, with their extra outputs.
-    private func runPolyphase(_ pool: PoolOperator, _ x: HostTensor, gradOutput: HostTensor?, undo: MapShift?, onDevice: Bool)
-        throws -> Computed
-    {
+    /// The phase indices of `path`: `batch` whole numbers in 0...3.
+    private func readIndices(_ path: String, batch: Int) throws -> [Int] {
+        let tensor = try NPY.read(contentsOf: URL(fileURLWithPath: path))
+        guard tensor.shape == [batch] else {
+            throw CLIFailure(
+                "phase indices \(path) have shape \(Format.shape(tensor.shape)); expected \(batch) values (one per sample)")
+        }
+        return try tensor.values.map { value in
+            guard value.isFinite, value.rounded() == value, (0...3).contains(value) else {
+                throw CLIFailure("phase indices \(path) hold \(value); every index must be 0, 1, 2 or 3")
+            }
+            return Int(value)
+        }
+    }
+
+    private func runPolyphase(
+        _ pool: PoolOperator, _ x: HostTensor, gradOutput: HostTensor?, undo: MapShift?, givenIndices: [Int]?,
+        onDevice: Bool
+    ) throws -> Computed {
         let training = train || gradOutput != nil
         let weights = TIPSLossWeights(fm: lambdaFm ?? 0, undo: lambdaUndo ?? 0)
         switch (pool, onDevice) {
         case (.apsPool(let configuration), false):
-            let (y, indices, saved) = try Reference.apsPool2DTraining(x, configuration)
+            let (y, indices, saved) = try Reference.apsPool2DTraining(x, configuration, indices: givenIndices)
             let gradInput = try gradOutput.map { try Reference.apsPool2DBackward(gradOutput: $0, saved: saved, configuration) }
             return Computed(
                 output: y, gradInput: gradInput, where: "the CPU reference",
@@ -246,9 +273,12 @@ struct Run: ParsableCommand {
             let layer = APSPool2D(configuration)
             let xDevice = try DeviceTensor(x, on: device)
             let gradOutputDevice = try gradOutput.map { try DeviceTensor($0, on: device) }
+            let given = try givenIndices.map {
+                try DeviceTensor(HostTensor(shape: [$0.count], values: $0.map { Float($0) }), on: device)
+            }
             let ((y, indices, gradInput), seconds) = try device.measure {
                 () throws -> (DeviceTensor, DeviceTensor, DeviceTensor?) in
-                let (y, indices, saved) = try layer.forwardTraining(xDevice, indices: nil)
+                let (y, indices, saved) = try layer.forwardTraining(xDevice, indices: given)
                 return (y, indices, try gradOutputDevice.map { try layer.backward($0, saved).input })
             }
             return Computed(

@@ -149,10 +149,15 @@ struct RunErrorTests {
             PolyphaseErrorCase(op: "aps-pool", options: ["--params", "p.safetensors"], mention: "--params"),
             PolyphaseErrorCase(op: "tips-pool", options: ["--shift-fill", "mirror"], mention: "mirror"),
             PolyphaseErrorCase(op: "tips-pool", options: ["--grad-params", "gp.safetensors"], mention: "--grad-params"),
+            PolyphaseErrorCase(op: "blur-pool", options: ["--indices", "i.npy"], mention: "--indices"),
+            PolyphaseErrorCase(op: "aps-pool", options: ["--indices", "bad-count.npy"], mention: "bad-count.npy"),
+            PolyphaseErrorCase(op: "aps-pool", options: ["--indices", "bad-value.npy"], mention: "bad-value.npy"),
         ])
     func polyphaseOptionErrors(_ error: PolyphaseErrorCase) throws {
         let workspace = try workspaceWithInput()
         defer { workspace.remove() }
+        try workspace.write(try HostTensor(shape: [2], values: [0, 1]), "bad-count.npy")
+        try workspace.write(try HostTensor(shape: [1], values: [4]), "bad-value.npy")
         let outcome = try run(error.op, error.options, in: workspace)
         expectCLIError(outcome, in: workspace, outputs: ["y.npy", "gp.safetensors"], mentioning: error.mention)
     }

@@ -119,6 +119,17 @@ struct RunTests {
             losses.append(try JSONDecoder().decode([String: Double].self, from: json))
         }
         #expect(indices[0] == indices[1])
+        // Given indices (a residual shortcut reusing the main branch's phases) are sampled as given.
+        try workspace.write(try HostTensor(shape: [2], values: [3, 2]), "given.npy")
+        for backend in ["opencl", "reference"] {
+            let outcome = try workspace.run([
+                "run", "aps-pool", "--input", "x.npy", "--output", "g-\(backend).npy", "--indices", "given.npy",
+                "--extra", "given-\(backend)", "--backend", backend,
+            ])
+            #expect(outcome.status == 0, "\(outcome)")
+            #expect(try workspace.read("given-\(backend)/indices.npy").values == [3, 2])
+        }
+        #expect(try workspace.read("g-opencl.npy") == workspace.read("g-reference.npy"))
         #expect(maxRelativeError(taus[0], taus[1]) <= 1e-5)
         for name in ["conv1.weight", "conv2.weight"] {
             let device = try #require(gradients[0][name])
