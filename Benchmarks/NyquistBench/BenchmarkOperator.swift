@@ -27,6 +27,10 @@ struct BenchmarkOperator {
             Factory(name: "avg-pool") { _ in make(try AvgPool2D(kernelSize: 2), backwardReadsInput: false) },
             Factory(name: "blur-pool") { make(try BlurPool2D(channels: $0), backwardReadsInput: false) },
             Factory(name: "max-blur-pool") { make(try MaxBlurPool2D(channels: $0), backwardReadsInput: true) },
+            // Backward through the protocol's training forward saves no indices, so it re-chooses
+            // the phases from the input.
+            Factory(name: "aps-pool") { make(try APSPool2D(channels: $0), backwardReadsInput: true) },
+            Factory(name: "tips-pool") { make(try TIPSPool2D(channels: $0), backwardReadsInput: true) },
         ]
     }
 

@@ -8,9 +8,11 @@ enum OperatorName: String, CaseIterable, Sendable {
     case avgPool = "avg-pool"
     case blurPool = "blur-pool"
     case maxBlurPool = "max-blur-pool"
+    case apsPool = "aps-pool"
+    case tipsPool = "tips-pool"
 
     /// Names the contract reserves for operators this build does not implement yet.
-    static let planned = ["adaptive-blur-pool", "lift-down-pool", "lift-up-pool", "aps-pool", "tips-pool"]
+    static let planned = ["adaptive-blur-pool", "lift-down-pool", "lift-up-pool"]
 
     /// The operator called `name`; a failure with exit status 2 for a planned operator and a
     /// list of the valid names for anything else.
@@ -27,6 +29,22 @@ enum OperatorName: String, CaseIterable, Sendable {
 
     /// True for the window baselines (options --kernel, --stride, --pad).
     var isWindowBaseline: Bool { self == .maxPool || self == .avgPool }
+
+    /// True for the polyphase samplers (aps-pool, tips-pool), which have extra outputs.
+    var isPolyphase: Bool { self == .apsPool || self == .tipsPool }
+
+    /// The operator options that apply to this operator.
+    var ownOptionList: [String] {
+        switch self {
+        case .maxPool, .avgPool: ["--kernel", "--stride", "--pad"]
+        case .blurPool, .maxBlurPool: ["--filter-size", "--stride", "--padding", "--pad-offset"]
+        case .apsPool: ["--filter-size", "--norm"]
+        case .tipsPool: ["--kernel"]
+        }
+    }
+
+    /// ``ownOptionList`` as listed in errors.
+    var ownOptions: String { ownOptionList.joined(separator: ", ") }
 }
 
 /// One operator with validated options: the bridge from the CLI to the device layers and the
@@ -36,6 +54,9 @@ enum PoolOperator: Sendable {
     case avgPool(AvgPool2DConfiguration)
     case blurPool(BlurPool2DConfiguration)
     case maxBlurPool(MaxBlurPool2DConfiguration)
+    case apsPool(APSPool2DConfiguration)
+    /// TIPS with its weights (from --params, or the seeded default initialisation).
+    case tipsPool(TIPSPool2DConfiguration, parameters: [String: HostTensor])
 
     /// The operator's options as a short string (`blur-pool C=3 k=4 s=2 reflect offset=0`).
     var summary: String {
@@ -44,6 +65,8 @@ enum PoolOperator: Sendable {
         case .avgPool(let configuration): configuration.description
         case .blurPool(let configuration): configuration.description
         case .maxBlurPool(let configuration): configuration.description
+        case .apsPool(let configuration): configuration.description
+        case .tipsPool(let configuration, _): configuration.description
         }
     }
 
@@ -54,6 +77,8 @@ enum PoolOperator: Sendable {
         case .avgPool: .avgPool
         case .blurPool: .blurPool
         case .maxBlurPool: .maxBlurPool
+        case .apsPool: .apsPool
+        case .tipsPool: .tipsPool
         }
     }
 
@@ -64,6 +89,8 @@ enum PoolOperator: Sendable {
         case .avgPool(let configuration): try configuration.outputShape(for: input)
         case .blurPool(let configuration): try configuration.outputShape(for: input)
         case .maxBlurPool(let configuration): try configuration.outputShape(for: input)
+        case .apsPool(let configuration): try configuration.outputShape(for: input)
+        case .tipsPool(let configuration, _): try configuration.outputShape(for: input)
         }
     }
 
@@ -71,11 +98,15 @@ enum PoolOperator: Sendable {
 
     /// The OpenCL layer for these options.
     var layer: any PoolingLayer {
-        switch self {
-        case .maxPool(let configuration): MaxPool2D(configuration)
-        case .avgPool(let configuration): AvgPool2D(configuration)
-        case .blurPool(let configuration): BlurPool2D(configuration)
-        case .maxBlurPool(let configuration): MaxBlurPool2D(configuration)
+        get throws {
+            switch self {
+            case .maxPool(let configuration): MaxPool2D(configuration)
+            case .avgPool(let configuration): AvgPool2D(configuration)
+            case .blurPool(let configuration): BlurPool2D(configuration)
+            case .maxBlurPool(let configuration): MaxBlurPool2D(configuration)
+            case .apsPool(let configuration): APSPool2D(configuration)
+            case .tipsPool(let configuration, let parameters): try TIPSPool2D(configuration, parameters: parameters)
+            }
         }
     }
 
@@ -88,6 +119,9 @@ enum PoolOperator: Sendable {
         case .avgPool(let configuration): try Reference.avgPool2D(x, configuration)
         case .blurPool(let configuration): try Reference.blurPool2D(x, configuration)
         case .maxBlurPool(let configuration): try Reference.maxBlurPool2D(x, configuration)
+        case .apsPool(let configuration): try Reference.apsPool2D(x, configuration).output
+        case .tipsPool(let configuration, let parameters):
+            try Reference.tipsPool2D(x, configuration, parameters: parameters).output
         }
     }
 
@@ -98,6 +132,7 @@ enum PoolOperator: Sendable {
         case .avgPool(let configuration): try Reference.avgPool2DTraining(x, configuration)
         case .blurPool(let configuration): try Reference.blurPool2DTraining(x, configuration)
         case .maxBlurPool(let configuration): try Reference.maxBlurPool2DTraining(x, configuration)
+        case .apsPool, .tipsPool: (try reference(x), Reference.Saved(input: x))
         }
     }
 
@@ -112,6 +147,13 @@ enum PoolOperator: Sendable {
             try Reference.blurPool2DBackward(gradOutput: gradOutput, saved: saved, configuration)
         case .maxBlurPool(let configuration):
             try Reference.maxBlurPool2DBackward(gradOutput: gradOutput, saved: saved, configuration)
+        case .apsPool(let configuration):
+            try Reference.apsPool2DBackward(
+                gradOutput: gradOutput, saved: Reference.apsPool2DTraining(saved.input, configuration).saved, configuration)
+        case .tipsPool(let configuration, let parameters):
+            try Reference.tipsPool2DBackward(
+                gradOutput: gradOutput, saved: .init(input: saved.input, parameters: parameters, shift: nil), configuration
+            ).input
         }
     }
 }
@@ -130,18 +172,23 @@ struct OperatorOptions: Sendable {
     var padding: String?
     /// Extra padding of blur-pool / max-blur-pool.
     var padOffset: Int?
+    /// Phase norm name of aps-pool.
+    var norm: String?
+    /// Weights of tips-pool (nil: the default initialisation from `seed`).
+    var parameters: [String: HostTensor]?
+    /// Seed of tips-pool's default initialisation.
+    var seed: UInt64 = 0
 
     /// Builds the operator `name` for inputs with `channels` channels; throws one-line failures
     /// for options that do not apply to `name` and for values the configuration refuses.
     func makeOperator(_ name: OperatorName, channels: Int) throws -> PoolOperator {
-        let windowOptions: [(String, Bool)] = [("--kernel", kernel != nil), ("--pad", pad != nil)]
-        let blurOptions: [(String, Bool)] = [
+        let given: [(String, Bool)] = [
+            ("--kernel", kernel != nil), ("--stride", stride != nil), ("--pad", pad != nil),
             ("--filter-size", filterSize != nil), ("--padding", padding != nil), ("--pad-offset", padOffset != nil),
+            ("--norm", norm != nil),
         ]
-        let foreign = name.isWindowBaseline ? blurOptions : windowOptions
-        if let (option, _) = foreign.first(where: \.1) {
-            let own = name.isWindowBaseline ? "--kernel, --stride, --pad" : "--filter-size, --stride, --padding, --pad-offset"
-            throw CLIFailure("option \(option) does not apply to \(name.rawValue) (its options: \(own))")
+        if let (option, _) = given.first(where: { $0.1 && !name.ownOptionList.contains($0.0) }) {
+            throw CLIFailure("option \(option) does not apply to \(name.rawValue) (its options: \(name.ownOptions))")
         }
         switch name {
         case .maxPool:
@@ -158,7 +205,23 @@ struct OperatorOptions: Sendable {
                 try MaxBlurPool2DConfiguration(
                     channels: channels, filterSize: filterSize ?? 4, stride: stride ?? 2, padding: try paddingMode(),
                     padOffset: padOffset ?? 0))
+        case .apsPool:
+            return .apsPool(try APSPool2DConfiguration(channels: channels, filterSize: filterSize ?? 1, norm: try normValue()))
+        case .tipsPool:
+            let configuration = try TIPSPool2DConfiguration(channels: channels, kernelSize: kernel ?? 3)
+            let weights = parameters ?? configuration.defaultParameters(seed: seed)
+            try configuration.validate(parameters: weights)
+            return .tipsPool(configuration, parameters: weights.filter { configuration.parameterShapes[$0.key] != nil })
         }
+    }
+
+    /// The norm named by `--norm` (l2 when not given).
+    private func normValue() throws -> PolyphaseNorm {
+        guard let norm else { return .l2 }
+        guard let value = PolyphaseNorm(rawValue: norm) else {
+            throw CLIFailure("unknown norm '\(norm)'; use \(PolyphaseNorm.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        return value
     }
 
     /// The padding mode named by `--padding` (reflect when not given).

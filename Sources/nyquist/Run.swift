@@ -2,17 +2,27 @@ import ArgumentParser
 import Foundation
 import Nyquist
 import NyquistCore
+import NyquistReference
 
 /// `nyquist run OP`: one operator on `.npy` files, on an OpenCL device or the CPU reference.
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run one pooling operator on an .npy tensor.",
         discussion: """
-            OP is max-pool, avg-pool, blur-pool or max-blur-pool. max-pool and avg-pool take \
-            --kernel (default 2), --stride (default: the kernel) and --pad (default 0); blur-pool and \
-            max-blur-pool take --filter-size (1...7, default 4), --stride (default 2), --padding \
-            zero|reflect|replicate|circular (default reflect) and --pad-offset (default 0). The \
+            OP is max-pool, avg-pool, blur-pool, max-blur-pool, aps-pool or tips-pool. max-pool and \
+            avg-pool take --kernel (default 2), --stride (default: the kernel) and --pad (default 0); \
+            blur-pool and max-blur-pool take --filter-size (1...7, default 4), --stride (default 2), \
+            --padding zero|reflect|replicate|circular (default reflect) and --pad-offset (default 0); \
+            aps-pool takes --filter-size (circular pre-blur, default 1 = none), --norm l2|l1|linf and \
+            --indices (sample these phases instead of choosing); \
+            tips-pool takes --kernel (odd, default 3), --params (conv1.weight, conv2.weight; default: \
+            PyTorch's initialisation drawn from --seed), and for training --lambda-fm, --lambda-undo, \
+            --max-shift and --shift-fill circular|zero (the L_undo shift is drawn from --seed). The \
             channel count comes from the input (N, C, H, W).
+
+            --extra DIR writes aps-pool's phase indices (indices.npy, shape N) and tips-pool's psi.npy, \
+            tau.npy and, with --train or gradients, losses.json (L_FM and L_undo). --grad-params \
+            writes tips-pool's weight gradients as safetensors.
 
             With --grad-output and --grad-input the command also runs the training forward and \
             the backward pass and writes the gradient with respect to the input. Everything is \
@@ -47,6 +57,29 @@ struct Run: ParsableCommand {
     @Option(help: "Extra padding on every side for blur-pool / max-blur-pool (default 0).")
     var padOffset: Int?
 
+    @Option(help: ArgumentHelp("Phase norm of aps-pool (default l2).", valueName: "l2|l1|linf"))
+    var norm: String?
+
+    @Option(help: ArgumentHelp(
+        "aps-pool: phases to sample instead of choosing (N values in 0...3, e.g. another run's indices.npy).",
+        valueName: "indices.npy"))
+    var indices: String?
+
+    @Option(help: "Weight of tips-pool's L_FM in the backward objective (default 0).")
+    var lambdaFm: Double?
+
+    @Option(help: "Weight of tips-pool's L_undo in the backward objective (default 0).")
+    var lambdaUndo: Double?
+
+    @Option(help: "Largest |shift| of tips-pool's L_undo target on each axis (default 2).")
+    var maxShift: Int?
+
+    @Option(help: ArgumentHelp("Fill of tips-pool's L_undo shift (default circular).", valueName: "circular|zero"))
+    var shiftFill: String?
+
+    @Option(help: "Seed of tips-pool's default weights and of its L_undo shift (default 0).")
+    var seed: UInt64?
+
     @Option(help: ArgumentHelp("Where to compute (default opencl).", valueName: "opencl|reference"))
     var backend: String?
 
@@ -63,14 +96,15 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("Where to write the gradient with respect to the input.", valueName: "gx.npy"))
     var gradInput: String?
 
-    @Option(help: ArgumentHelp("Parameters (.safetensors); refused: these operators have none.", valueName: "file"))
+    @Option(help: ArgumentHelp("Parameters (.safetensors) of tips-pool; the others have none.", valueName: "file"))
     var params: String?
 
-    @Option(help: ArgumentHelp("Extra inputs; refused: these operators take none.", valueName: "dir"))
+    @Option(help: ArgumentHelp(
+        "Folder for extra outputs (aps-pool: indices; tips-pool: psi, tau, losses).", valueName: "dir"))
     var extra: String?
 
     @Option(help: ArgumentHelp(
-        "Where to write parameter gradients; refused: these operators have none.", valueName: "file"))
+        "Where to write parameter gradients (.safetensors) of tips-pool.", valueName: "file"))
     var gradParams: String?
 
     /// The computation the command performs, after every option has been checked.
@@ -88,15 +122,28 @@ struct Run: ParsableCommand {
         options.filterSize = filterSize
         options.padding = padding
         options.padOffset = padOffset
+        options.norm = norm
+        options.seed = seed ?? 0
         // Validate the options before touching any file (channels are checked again below).
         _ = try options.makeOperator(name, channels: 1)
 
         for (option, value, what) in [
             ("--params", params, "has no parameters"), ("--extra", extra, "takes no extra inputs"),
             ("--grad-params", gradParams, "has no parameters"),
-        ] where value != nil {
+        ] where value != nil && !(name == .tipsPool || (name == .apsPool && option == "--extra")) {
             throw CLIFailure("\(name.rawValue) \(what); \(option) does not apply")
         }
+        let tipsOptions: [(String, Bool)] = [
+            ("--lambda-fm", lambdaFm != nil), ("--lambda-undo", lambdaUndo != nil), ("--max-shift", maxShift != nil),
+            ("--shift-fill", shiftFill != nil), ("--seed", seed != nil),
+        ]
+        if name != .tipsPool, let (option, _) = tipsOptions.first(where: \.1) {
+            throw CLIFailure("option \(option) applies only to tips-pool")
+        }
+        if name != .apsPool, indices != nil {
+            throw CLIFailure("option --indices applies only to aps-pool")
+        }
+        let undo = try undoShift()
         let backend = try selectedBackend()
         if backend == .reference, device != nil {
             throw CLIFailure("--device applies only to --backend opencl")
@@ -109,6 +156,8 @@ struct Run: ParsableCommand {
 
         let x = try NPY.read(contentsOf: URL(fileURLWithPath: input))
         let inputShape = try Shape4D(x.shape, role: "input \(input)")
+        if let params { options.parameters = try Safetensors.read(contentsOf: URL(fileURLWithPath: params)) }
+        let givenIndices = try indices.map { try readIndices($0, batch: inputShape.n) }
         let pool = try options.makeOperator(name, channels: inputShape.c)
         let outputShape = try pool.outputShape(for: inputShape)
         var gradOutputTensor: HostTensor?
@@ -123,11 +172,17 @@ struct Run: ParsableCommand {
         }
 
         let result: Computed
-        switch backend {
-        case .reference:
+        switch (backend, name.isPolyphase) {
+        case (.reference, false):
             result = try runReference(pool, x, gradOutput: gradOutputTensor)
-        case .opencl:
+        case (.opencl, false):
             result = try runDevice(pool, x, gradOutput: gradOutputTensor)
+        case (_, true):
+            result = try runPolyphase(
+                pool, x, gradOutput: gradOutputTensor, undo: undo, givenIndices: givenIndices, onDevice: backend == .opencl)
+        }
+        if gradParams != nil && result.gradParameters == nil {
+            throw CLIFailure("--grad-params needs --grad-output and --grad-input (a backward pass)")
         }
         try write(result, gradientInputPath: gradientPaths?.input)
         var summary =
@@ -144,6 +199,118 @@ struct Run: ParsableCommand {
         var gradInput: HostTensor?
         var `where`: String
         var kernelSeconds: Double?
+        /// Extra outputs by file name (indices.npy, psi.npy, tau.npy).
+        var extras: [String: HostTensor] = [:]
+        /// Loss values for losses.json.
+        var losses: [String: Double]?
+        /// Parameter gradients by PyTorch name.
+        var gradParameters: [String: HostTensor]?
+    }
+
+    /// The L_undo shift of tips-pool, drawn from --seed, when its weight is non-zero or losses
+    /// are requested (a training run with --extra).
+    private func undoShift() throws -> MapShift? {
+        let fill: ShiftFill
+        if let shiftFill {
+            guard let value = ShiftFill(rawValue: shiftFill) else {
+                throw CLIFailure("unknown shift fill '\(shiftFill)'; use circular or zero")
+            }
+            fill = value
+        } else {
+            fill = .circular
+        }
+        let largest = maxShift ?? 2
+        var generator = try ShiftGenerator(seed: seed ?? 0, maxShiftH: largest, maxShiftW: largest, fill: fill)
+        return generator.next()
+    }
+
+    /// aps-pool and tips-pool, on the device or the reference, with their extra outputs.
+    /// The phase indices of `path`: `batch` whole numbers in 0...3.
+    private func readIndices(_ path: String, batch: Int) throws -> [Int] {
+        let tensor = try NPY.read(contentsOf: URL(fileURLWithPath: path))
+        guard tensor.shape == [batch] else {
+            throw CLIFailure(
+                "phase indices \(path) have shape \(Format.shape(tensor.shape)); expected \(batch) values (one per sample)")
+        }
+        return try tensor.values.map { value in
+            guard value.isFinite, value.rounded() == value, (0...3).contains(value) else {
+                throw CLIFailure("phase indices \(path) hold \(value); every index must be 0, 1, 2 or 3")
+            }
+            return Int(value)
+        }
+    }
+
+    private func runPolyphase(
+        _ pool: PoolOperator, _ x: HostTensor, gradOutput: HostTensor?, undo: MapShift?, givenIndices: [Int]?,
+        onDevice: Bool
+    ) throws -> Computed {
+        let training = train || gradOutput != nil
+        let weights = TIPSLossWeights(fm: lambdaFm ?? 0, undo: lambdaUndo ?? 0)
+        switch (pool, onDevice) {
+        case (.apsPool(let configuration), false):
+            let (y, indices, saved) = try Reference.apsPool2DTraining(x, configuration, indices: givenIndices)
+            let gradInput = try gradOutput.map { try Reference.apsPool2DBackward(gradOutput: $0, saved: saved, configuration) }
+            return Computed(
+                output: y, gradInput: gradInput, where: "the CPU reference",
+                extras: ["indices.npy": try HostTensor(shape: [indices.count], values: indices.map { Float($0) })])
+        case (.tipsPool(let configuration, let parameters), false):
+            let (result, saved) = try Reference.tipsPool2DTraining(x, configuration, parameters: parameters, shift: undo)
+            var computed = Computed(
+                output: result.output, where: "the CPU reference", extras: ["psi.npy": result.psi, "tau.npy": result.tau])
+            if training {
+                let losses = try Reference.tipsLosses(saved: saved, configuration)
+                computed.losses = ["fm": losses.fm, "undo": losses.undo ?? 0]
+            }
+            if let gradOutput {
+                let gradients = try Reference.tipsPool2DBackward(
+                    gradOutput: gradOutput, saved: saved, configuration, lossWeights: weights)
+                computed.gradInput = gradients.input
+                computed.gradParameters = gradients.parameters
+            }
+            return computed
+        case (.apsPool(let configuration), true):
+            let device = try device.map { try Device(named: $0) } ?? Device.default()
+            let layer = APSPool2D(configuration)
+            let xDevice = try DeviceTensor(x, on: device)
+            let gradOutputDevice = try gradOutput.map { try DeviceTensor($0, on: device) }
+            let given = try givenIndices.map {
+                try DeviceTensor(HostTensor(shape: [$0.count], values: $0.map { Float($0) }), on: device)
+            }
+            let ((y, indices, gradInput), seconds) = try device.measure {
+                () throws -> (DeviceTensor, DeviceTensor, DeviceTensor?) in
+                let (y, indices, saved) = try layer.forwardTraining(xDevice, indices: given)
+                return (y, indices, try gradOutputDevice.map { try layer.backward($0, saved).input })
+            }
+            return Computed(
+                output: try y.toHost(), gradInput: try gradInput?.toHost(), where: deviceDescription(device),
+                kernelSeconds: seconds, extras: ["indices.npy": try indices.toHost()])
+        case (.tipsPool(let configuration, let parameters), true):
+            let device = try device.map { try Device(named: $0) } ?? Device.default()
+            let layer = try TIPSPool2D(configuration, parameters: parameters)
+            let xDevice = try DeviceTensor(x, on: device)
+            let gradOutputDevice = try gradOutput.map { try DeviceTensor($0, on: device) }
+            let ((outputs, saved, gradients), seconds) = try device.measure {
+                () throws -> (TIPSOutputs, SavedForBackward, Gradients?) in
+                let (outputs, saved) = try layer.forwardTraining(xDevice, undoShift: undo)
+                return (outputs, saved, try gradOutputDevice.map { try layer.backward($0, saved, lossWeights: weights) })
+            }
+            var computed = Computed(
+                output: try outputs.output.toHost(), gradInput: try gradients?.input.toHost(), where: deviceDescription(device),
+                kernelSeconds: seconds, extras: ["psi.npy": try outputs.psi.toHost(), "tau.npy": try outputs.tau.toHost()])
+            if training {
+                let losses = try layer.losses(saved)
+                computed.losses = ["fm": losses.fm, "undo": losses.undo ?? 0]
+            }
+            if let gradients { computed.gradParameters = try gradients.parameters.mapValues { try $0.toHost() } }
+            return computed
+        default:
+            throw CLIFailure("\(pool.name.rawValue) is not a polyphase operator")
+        }
+    }
+
+    private func deviceDescription(_ device: Device) -> String {
+        let info = device.info
+        return "\(info.name) (\(info.typeName), \(info.platformName))"
     }
 
     private func selectedBackend() throws -> Backend {
@@ -175,7 +342,7 @@ struct Run: ParsableCommand {
 
     private func runDevice(_ pool: PoolOperator, _ x: HostTensor, gradOutput: HostTensor?) throws -> Computed {
         let device = try device.map { try Device(named: $0) } ?? Device.default()
-        let layer = pool.layer
+        let layer = try pool.layer
         let xDevice = try DeviceTensor(x, on: device)
         let gradOutputDevice = try gradOutput.map { try DeviceTensor($0, on: device) }
         let ((y, gradInput), seconds) = try device.measure { () throws -> (DeviceTensor, DeviceTensor?) in
@@ -190,17 +357,53 @@ struct Run: ParsableCommand {
             where: "\(info.name) (\(info.typeName), \(info.platformName))", kernelSeconds: seconds)
     }
 
-    /// Writes the output, then the input gradient; removes the output again when the second
-    /// write fails, so that a failed command leaves no file behind.
+    /// Writes the output, the input gradient, the extra outputs and the parameter gradients (each
+    /// file atomically); when one write fails, removes the files already written, so that a
+    /// failed command leaves no file behind.
     private func write(_ result: Computed, gradientInputPath: String?) throws {
+        var files: [(URL, () throws -> Void)] = []
         let outputURL = URL(fileURLWithPath: output)
-        try NPY.write(result.output, to: outputURL)
-        guard let gradientInputPath, let gradInput = result.gradInput else { return }
-        do {
-            try NPY.write(gradInput, to: URL(fileURLWithPath: gradientInputPath))
-        } catch {
-            try? FileManager.default.removeItem(at: outputURL)
-            throw error
+        files.append((outputURL, { try NPY.write(result.output, to: outputURL) }))
+        if let gradientInputPath, let gradInput = result.gradInput {
+            let url = URL(fileURLWithPath: gradientInputPath)
+            files.append((url, { try NPY.write(gradInput, to: url) }))
+        }
+        if let extra {
+            let folder = URL(fileURLWithPath: extra, isDirectory: true)
+            for (name, tensor) in result.extras.sorted(by: { $0.key < $1.key }) {
+                let url = folder.appendingPathComponent(name)
+                files.append((url, { try NPY.write(tensor, to: url) }))
+            }
+            if let losses = result.losses {
+                let url = folder.appendingPathComponent("losses.json")
+                files.append((url, {
+                    let encoder = JSONEncoder()
+                    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                    try encoder.encode(losses).write(to: url, options: .atomic)
+                }))
+            }
+        }
+        if let gradParams, let gradients = result.gradParameters {
+            let url = URL(fileURLWithPath: gradParams)
+            files.append((url, { try Safetensors.write(gradients, to: url) }))
+        }
+        if let extra {
+            do {
+                try FileManager.default.createDirectory(
+                    at: URL(fileURLWithPath: extra, isDirectory: true), withIntermediateDirectories: true)
+            } catch {
+                throw CLIFailure("cannot create the --extra folder \(extra): \(error.localizedDescription)")
+            }
+        }
+        var written: [URL] = []
+        for (url, write) in files {
+            do {
+                try write()
+                written.append(url)
+            } catch {
+                for url in written { try? FileManager.default.removeItem(at: url) }
+                throw error
+            }
         }
     }
 }

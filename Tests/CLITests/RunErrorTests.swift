@@ -129,6 +129,54 @@ struct RunErrorTests {
         expectCLIError(outcome, in: workspace, mentioning: option)
     }
 
+    /// A polyphase command line that must fail, and what its error must mention.
+    struct PolyphaseErrorCase: Sendable, CustomTestStringConvertible {
+        var op: String
+        var options: [String]
+        var mention: String
+        var testDescription: String { ([op] + options).joined(separator: " ") }
+    }
+
+    @Test(
+        "polyphase option errors",
+        arguments: [
+            PolyphaseErrorCase(op: "aps-pool", options: ["--norm", "l3"], mention: "l3"),
+            PolyphaseErrorCase(op: "aps-pool", options: ["--kernel", "3"], mention: "--kernel"),
+            PolyphaseErrorCase(op: "aps-pool", options: ["--filter-size", "8"], mention: "filter size 8"),
+            PolyphaseErrorCase(op: "tips-pool", options: ["--kernel", "4"], mention: "odd"),
+            PolyphaseErrorCase(op: "tips-pool", options: ["--norm", "l1"], mention: "--norm"),
+            PolyphaseErrorCase(op: "blur-pool", options: ["--lambda-fm", "1"], mention: "--lambda-fm"),
+            PolyphaseErrorCase(op: "aps-pool", options: ["--params", "p.safetensors"], mention: "--params"),
+            PolyphaseErrorCase(op: "tips-pool", options: ["--shift-fill", "mirror"], mention: "mirror"),
+            PolyphaseErrorCase(op: "tips-pool", options: ["--grad-params", "gp.safetensors"], mention: "--grad-params"),
+            PolyphaseErrorCase(op: "blur-pool", options: ["--indices", "i.npy"], mention: "--indices"),
+            PolyphaseErrorCase(op: "aps-pool", options: ["--indices", "bad-count.npy"], mention: "bad-count.npy"),
+            PolyphaseErrorCase(op: "aps-pool", options: ["--indices", "bad-value.npy"], mention: "bad-value.npy"),
+        ])
+    func polyphaseOptionErrors(_ error: PolyphaseErrorCase) throws {
+        let workspace = try workspaceWithInput()
+        defer { workspace.remove() }
+        try workspace.write(try HostTensor(shape: [2], values: [0, 1]), "bad-count.npy")
+        try workspace.write(try HostTensor(shape: [1], values: [4]), "bad-value.npy")
+        let outcome = try run(error.op, error.options, in: workspace)
+        expectCLIError(outcome, in: workspace, outputs: ["y.npy", "gp.safetensors"], mentioning: error.mention)
+    }
+
+    @Test("tips-pool parameters with a wrong shape or missing name")
+    func tipsBadParameters() throws {
+        let workspace = try workspaceWithInput()
+        defer { workspace.remove() }
+        try Safetensors.write(
+            ["conv1.weight": try HostTensor(shape: [3, 1, 3, 3], repeating: 0.1),
+             "conv2.weight": try HostTensor(shape: [3, 1, 1], repeating: 1)], to: workspace.url("bad.safetensors"))
+        let outcome = try run("tips-pool", ["--params", "bad.safetensors"], in: workspace)
+        expectCLIError(outcome, in: workspace, mentioning: "conv2.weight")
+        try Safetensors.write(
+            ["conv1.weight": try HostTensor(shape: [3, 1, 3, 3], repeating: 0.1)], to: workspace.url("missing.safetensors"))
+        let missing = try run("tips-pool", ["--params", "missing.safetensors"], in: workspace)
+        expectCLIError(missing, in: workspace, mentioning: "conv2.weight")
+    }
+
     @Test("gradient of the output with the wrong shape")
     func gradientShapeMismatch() throws {
         let workspace = try workspaceWithInput()
@@ -164,7 +212,7 @@ struct RunErrorTests {
 
     @Test(
         "operators of the contract not implemented yet exit 2",
-        arguments: ["adaptive-blur-pool", "lift-down-pool", "lift-up-pool", "aps-pool", "tips-pool"])
+        arguments: ["adaptive-blur-pool", "lift-down-pool", "lift-up-pool"])
     func notImplementedYet(_ op: String) throws {
         let workspace = try workspaceWithInput()
         defer { workspace.remove() }

@@ -22,6 +22,10 @@ struct RunCase: Sendable, CustomTestStringConvertible {
             input: [2, 3, 9, 10], output: [2, 3, 4, 4]),
         RunCase(op: "max-blur-pool", options: [], input: [2, 3, 9, 10], output: [2, 3, 4, 5]),
         RunCase(op: "max-blur-pool", options: ["--filter-size", "3", "--padding", "zero"], input: [2, 3, 9, 10], output: [2, 3, 4, 5]),
+        RunCase(op: "aps-pool", options: [], input: [2, 3, 9, 10], output: [2, 3, 5, 5]),
+        RunCase(op: "aps-pool", options: ["--filter-size", "4", "--norm", "linf"], input: [2, 3, 9, 10], output: [2, 3, 5, 5]),
+        RunCase(op: "tips-pool", options: [], input: [2, 3, 9, 10], output: [2, 3, 5, 5]),
+        RunCase(op: "tips-pool", options: ["--kernel", "5", "--seed", "4"], input: [2, 3, 9, 10], output: [2, 3, 5, 5]),
     ]
 }
 
@@ -50,7 +54,7 @@ struct RunTests {
 
     @Test(
         "--grad-output/--grad-input write the input gradient; backends agree",
-        arguments: ["max-pool", "avg-pool", "blur-pool", "max-blur-pool"])
+        arguments: ["max-pool", "avg-pool", "blur-pool", "max-blur-pool", "aps-pool", "tips-pool"])
     func gradients(_ op: String) throws {
         let workspace = try Workspace()
         defer { workspace.remove() }
@@ -75,6 +79,68 @@ struct RunTests {
         #expect(maxRelativeError(results[0].0, results[1].0) <= 1e-5)
         #expect(maxRelativeError(results[0].1, results[1].1) <= 1e-5)
         #expect(results[1].1.values.contains { $0 != 0 })
+    }
+
+    @Test("aps-pool and tips-pool write their extra outputs and tips-pool its weight gradients; backends agree")
+    func polyphaseExtras() throws {
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        var random = TestRandom(seed: 41)
+        try workspace.write(random.tensor([2, 3, 9, 10]), "x.npy")
+        try workspace.write(random.tensor([2, 3, 5, 5]), "gy.npy")
+        var indices: [HostTensor] = []
+        var taus: [HostTensor] = []
+        var gradients: [[String: HostTensor]] = []
+        var losses: [[String: Double]] = []
+        for backend in ["opencl", "reference"] {
+            let aps = try workspace.run([
+                "run", "aps-pool", "--input", "x.npy", "--output", "a-\(backend).npy", "--extra", "aps-\(backend)",
+                "--norm", "l1", "--backend", backend,
+            ])
+            #expect(aps.status == 0, "\(aps)")
+            let chosen = try workspace.read("aps-\(backend)/indices.npy")
+            #expect(chosen.shape == [2] && chosen.values.allSatisfy { [0, 1, 2, 3].contains($0) })
+            indices.append(chosen)
+            let tips = try workspace.run([
+                "run", "tips-pool", "--input", "x.npy", "--output", "t-\(backend).npy", "--extra", "tips-\(backend)",
+                "--grad-output", "gy.npy", "--grad-input", "gx-\(backend).npy", "--grad-params",
+                "gp-\(backend).safetensors", "--lambda-fm", "0.5", "--lambda-undo", "2", "--max-shift", "3",
+                "--shift-fill", "zero", "--seed", "9", "--backend", backend,
+            ])
+            #expect(tips.status == 0, "\(tips)")
+            #expect(try workspace.read("tips-\(backend)/psi.npy").shape == [2, 3, 10, 10])
+            let tau = try workspace.read("tips-\(backend)/tau.npy")
+            #expect(tau.shape == [2, 3, 4])
+            taus.append(tau)
+            let parameters = try Safetensors.read(contentsOf: workspace.url("gp-\(backend).safetensors"))
+            #expect(parameters["conv1.weight"]?.shape == [3, 1, 3, 3] && parameters["conv2.weight"]?.shape == [3, 1, 1, 1])
+            gradients.append(parameters)
+            let json = try Data(contentsOf: workspace.url("tips-\(backend)/losses.json"))
+            losses.append(try JSONDecoder().decode([String: Double].self, from: json))
+        }
+        #expect(indices[0] == indices[1])
+        // Given indices (a residual shortcut reusing the main branch's phases) are sampled as given.
+        try workspace.write(try HostTensor(shape: [2], values: [3, 2]), "given.npy")
+        for backend in ["opencl", "reference"] {
+            let outcome = try workspace.run([
+                "run", "aps-pool", "--input", "x.npy", "--output", "g-\(backend).npy", "--indices", "given.npy",
+                "--extra", "given-\(backend)", "--backend", backend,
+            ])
+            #expect(outcome.status == 0, "\(outcome)")
+            #expect(try workspace.read("given-\(backend)/indices.npy").values == [3, 2])
+        }
+        #expect(try workspace.read("g-opencl.npy") == workspace.read("g-reference.npy"))
+        #expect(maxRelativeError(taus[0], taus[1]) <= 1e-5)
+        for name in ["conv1.weight", "conv2.weight"] {
+            let device = try #require(gradients[0][name])
+            let reference = try #require(gradients[1][name])
+            #expect(maxRelativeError(device, reference) <= 1e-4, "\(name)")
+        }
+        for key in ["fm", "undo"] {
+            let device = try #require(losses[0][key])
+            let reference = try #require(losses[1][key])
+            #expect(abs(device - reference) <= 1e-5 * max(abs(reference), 1), "\(key)")
+        }
     }
 
     @Test("--train gives the same output as inference")

@@ -1,0 +1,435 @@
+// Polyphase sampling (SPEC.md section 5): APSPool2D and TIPSPool2D, forward and backward.
+//
+// Phases of an even-sized map by (row offset a, column offset b): k = a + 2 b, so p0 = (0,0),
+// p1 = (1,0), p2 = (0,1), p3 = (1,1).
+//
+// APS (odd sizes: padded row H copies row 0, padded column W copies column 0):
+//   aps_choose     one work-group of GROUP_SIZE items per SAMPLE; each item accumulates the four
+//                  phase norms of whole padded rows (row = item, item + GROUP_SIZE, ...), then a
+//                  fixed-shape tree reduction in local memory and item 0 picks the argmax (ties:
+//                  lowest k; the first NaN wins, as torch.argmax). Deterministic: the order of
+//                  every addition depends only on the sizes. NORM: 0 l2 (sum of squares, the same
+//                  order as the norm), 1 l1, 2 linf.
+//   aps_gather     global (out cols, out rows, planes): y = padded x at (2i + a, 2j + b).
+//   aps_scatter    global (cols, rows, planes) of the input: the gather's adjoint, as a gather
+//                  (each input element collects from the at most one padded position of the
+//                  chosen phase that copies it), so no atomics.
+//
+// TIPS (odd sizes: x' reflect-padded one row at the top / column at the left, x'(0) = x(1)):
+//   tips_psi          global (W', H', planes): psi = ReLU(k x k correlation, zero padding), NaN kept
+//   tips_tau          one work-group per plane: quadrant sums of psi (tree reduction), q, softmax
+//   tips_mix          global (W'/2, H'/2, planes): y = sum_k tau_k p_k
+//   tips_target       global (W', H', planes): T(x') = x' shifted by (dy, dx), wrapped or zero-filled
+//   tips_grad_tau     one work-group per plane: dtau (reduction), + L_FM, softmax adjoint ->
+//                     per-plane dq (already divided by the quadrant size and scaled by conv2) and
+//                     the plane's share of d conv2
+//   tips_grad_w2      global (C): d conv2 = sum over n of the plane shares, in order of n
+//   tips_grad_z       global (W', H', planes): dz = [psi > 0] (dq[quadrant] + L_undo term)
+//   tips_grad_w1      global (k*k, C): d conv1 by a serial sum over (n, r, s) in fixed order
+//   tips_grad_input   global (W, H, planes): dx as a gather over the x' positions that copy it
+//   tips_losses       global (planes): per-plane 1 - ||tau|| and sum (psi - T)^2 (host sums)
+//
+// Defines: GROUP_SIZE (power of two), NORM, KERNEL_SIZE (odd), SHIFT_FILL (0 circular, 1 zero).
+#include "common.h"
+
+#ifndef GROUP_SIZE
+#define GROUP_SIZE 64
+#endif
+#ifndef NORM
+#define NORM 0
+#endif
+#ifndef KERNEL_SIZE
+#define KERNEL_SIZE 3
+#endif
+#ifndef SHIFT_FILL
+#define SHIFT_FILL 0
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// APS
+
+// Adds one value to a running norm.
+inline float norm_accumulate(float total, float value) {
+#if NORM == 0
+    return total + value * value;
+#elif NORM == 1
+    return total + fabs(value);
+#else
+    const float magnitude = fabs(value);
+    // Keeps a NaN total; otherwise a NaN or larger magnitude replaces it.
+    return (!isnan(total) && (isnan(magnitude) || magnitude > total)) ? magnitude : total;
+#endif
+}
+
+// Joins two partial norms.
+inline float norm_combine(float total, float other) {
+#if NORM == 2
+    return (!isnan(total) && (isnan(other) || other > total)) ? other : total;
+#else
+    return total + other;
+#endif
+}
+
+__kernel __attribute__((reqd_work_group_size(GROUP_SIZE, 1, 1)))
+void aps_choose(__global const float *x, __global float *indices, int channels, int height, int width) {
+    __local float partial[4 * GROUP_SIZE];
+    const int sample = get_group_id(0);
+    const int item = get_local_id(0);
+    const int padded_height = height + (height & 1);
+    const int pairs = width / 2;
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    const int rows = channels * padded_height;
+    for (int row = item; row < rows; row += GROUP_SIZE) {
+        const int channel = row / padded_height;
+        const int r = row - channel * padded_height;
+        const int source_row = r < height ? r : 0;
+        __global const float *line = x + plane_offset(sample * channels + channel, source_row, 0, height, width);
+        float even = 0.0f;
+        float odd = 0.0f;
+        for (int j = 0; j < pairs; ++j) {
+            even = norm_accumulate(even, line[2 * j]);
+            odd = norm_accumulate(odd, line[2 * j + 1]);
+        }
+        if (width & 1) {
+            even = norm_accumulate(even, line[width - 1]);
+            odd = norm_accumulate(odd, line[0]);
+        }
+        const int a = r & 1;
+        acc[a] = norm_combine(acc[a], even);
+        acc[a + 2] = norm_combine(acc[a + 2], odd);
+    }
+    for (int k = 0; k < 4; ++k) partial[k * GROUP_SIZE + item] = acc[k];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int span = GROUP_SIZE / 2; span > 0; span >>= 1) {
+        if (item < span) {
+            for (int k = 0; k < 4; ++k) {
+                partial[k * GROUP_SIZE + item] =
+                    norm_combine(partial[k * GROUP_SIZE + item], partial[k * GROUP_SIZE + item + span]);
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (item == 0) {
+        int best = 0;
+        for (int k = 1; k < 4; ++k) {
+            best = replaces_maximum(partial[k * GROUP_SIZE], partial[best * GROUP_SIZE]) ? k : best;
+        }
+        indices[sample] = (float)best;
+    }
+}
+
+// The phase of `sample` as an int in 0...3 (NaN and out-of-range given indices are clamped, so
+// a bad index can never address memory outside the input).
+inline int phase_of(__global const float *indices, int sample) {
+    const float value = indices[sample];
+    return isnan(value) ? 0 : clamp((int)clamp(value, 0.0f, 3.0f), 0, 3);
+}
+
+__kernel void aps_gather(__global const float *x, __global const float *indices, __global float *y, int planes,
+                         int channels, int height, int width, int out_height, int out_width) {
+    const int j = get_global_id(0);
+    const int i = get_global_id(1);
+    const int plane = get_global_id(2);
+    if (j >= out_width || i >= out_height || plane >= planes) return;
+    const int phase = phase_of(indices, plane / channels);
+    const int r = 2 * i + (phase & 1);
+    const int s = 2 * j + (phase >> 1);
+    const int source_row = r < height ? r : 0;
+    const int source_col = s < width ? s : 0;
+    y[plane_offset(plane, i, j, out_height, out_width)] = x[plane_offset(plane, source_row, source_col, height, width)];
+}
+
+__kernel void aps_scatter(__global const float *grad_y, __global const float *indices, __global float *grad_x,
+                          int planes, int channels, int height, int width, int out_height, int out_width) {
+    const int s = get_global_id(0);
+    const int r = get_global_id(1);
+    const int plane = get_global_id(2);
+    if (s >= width || r >= height || plane >= planes) return;
+    const int phase = phase_of(indices, plane / channels);
+    const int a = phase & 1;
+    const int b = phase >> 1;
+    // The padded row that copies input row r with parity a: r itself, or (r = 0, H odd) row H.
+    const int padded_row = ((r & 1) == a) ? r : ((r == 0 && (height & 1)) ? height : -1);
+    const int padded_col = ((s & 1) == b) ? s : ((s == 0 && (width & 1)) ? width : -1);
+    const int source = (padded_row >= 0 && padded_col >= 0)
+                           ? plane_offset(plane, padded_row / 2, padded_col / 2, out_height, out_width)
+                           : -1;
+    grad_x[plane_offset(plane, r, s, height, width)] = load_or_zero(grad_y, source);
+}
+
+// ---------------------------------------------------------------------------------------------
+// TIPS
+
+// Input row of x' row r (x' has `pad` = H & 1 reflected rows on top; x'(0) = x(1) when padded).
+inline int tips_source(int r, int pad) {
+    const int q = r - pad;
+    return q < 0 ? 1 : q;
+}
+
+// Index of x'(r, s) within plane `plane` of x, or -1 outside x' (the correlation's zero padding).
+inline int tips_index(int plane, int r, int s, int height, int width) {
+    const int ph = height & 1;
+    const int pw = width & 1;
+    const bool inside = r >= 0 && r < height + ph && s >= 0 && s < width + pw;
+    return inside ? plane_offset(plane, tips_source(r, ph), tips_source(s, pw), height, width) : -1;
+}
+
+__kernel void tips_psi(__global const float *x, __global const float *w1, __global float *psi, int planes,
+                       int channels, int height, int width) {
+    const int s = get_global_id(0);
+    const int r = get_global_id(1);
+    const int plane = get_global_id(2);
+    const int hp = height + (height & 1);
+    const int wp = width + (width & 1);
+    if (s >= wp || r >= hp || plane >= planes) return;
+    const int p = (KERNEL_SIZE - 1) / 2;
+    __global const float *w = w1 + (plane % channels) * KERNEL_SIZE * KERNEL_SIZE;
+    float z = 0.0f;
+    for (int u = 0; u < KERNEL_SIZE; ++u) {
+        for (int v = 0; v < KERNEL_SIZE; ++v) {
+            z += w[u * KERNEL_SIZE + v] * load_or_zero(x, tips_index(plane, r + u - p, s + v - p, height, width));
+        }
+    }
+    psi[plane_offset(plane, r, s, hp, wp)] = (z > 0.0f || isnan(z)) ? z : 0.0f;
+}
+
+// Sums `values[0..<count]` of each of the four lanes over the work-group (fixed tree shape).
+inline void reduce4(__local float *partial, int item) {
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int span = GROUP_SIZE / 2; span > 0; span >>= 1) {
+        if (item < span) {
+            for (int k = 0; k < 4; ++k) partial[k * GROUP_SIZE + item] += partial[k * GROUP_SIZE + item + span];
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+}
+
+__kernel __attribute__((reqd_work_group_size(GROUP_SIZE, 1, 1)))
+void tips_tau(__global const float *psi, __global const float *w2, __global float *q, __global float *tau,
+              int channels, int padded_height, int padded_width) {
+    __local float partial[4 * GROUP_SIZE];
+    const int plane = get_group_id(0);
+    const int item = get_local_id(0);
+    const int hh = padded_height / 2;
+    const int hw = padded_width / 2;
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int r = item; r < padded_height; r += GROUP_SIZE) {
+        __global const float *line = psi + plane_offset(plane, r, 0, padded_height, padded_width);
+        float left = 0.0f;
+        float right = 0.0f;
+        for (int s = 0; s < hw; ++s) {
+            left += line[s];
+            right += line[hw + s];
+        }
+        const int top = r < hh ? 0 : 2;
+        acc[top] += left;
+        acc[top + 1] += right;
+    }
+    for (int k = 0; k < 4; ++k) partial[k * GROUP_SIZE + item] = acc[k];
+    reduce4(partial, item);
+    if (item == 0) {
+        const float scale = w2[plane % channels];
+        const float area = (float)(hh * hw);
+        float logits[4];
+        float largest = -INFINITY;
+        for (int k = 0; k < 4; ++k) {
+            const float mean = partial[k * GROUP_SIZE] / area;
+            q[plane * 4 + k] = mean;
+            logits[k] = mean * scale;
+            largest = fmax(largest, logits[k]);
+        }
+        float total = 0.0f;
+        for (int k = 0; k < 4; ++k) {
+            logits[k] = exp(logits[k] - largest);
+            total += logits[k];
+        }
+        for (int k = 0; k < 4; ++k) tau[plane * 4 + k] = logits[k] / total;
+    }
+}
+
+__kernel void tips_mix(__global const float *x, __global const float *tau, __global float *y, int planes, int height,
+                       int width) {
+    const int j = get_global_id(0);
+    const int i = get_global_id(1);
+    const int plane = get_global_id(2);
+    const int oh = (height + 1) / 2;
+    const int ow = (width + 1) / 2;
+    if (j >= ow || i >= oh || plane >= planes) return;
+    float sum = 0.0f;
+    for (int k = 0; k < 4; ++k) {
+        sum += tau[plane * 4 + k] * x[tips_index(plane, 2 * i + (k & 1), 2 * j + (k >> 1), height, width)];
+    }
+    y[plane_offset(plane, i, j, oh, ow)] = sum;
+}
+
+// Index within x of T(x')(r, s) = x'(r - dy, s - dx), wrapped (SHIFT_FILL 0) or -1 (zero fill).
+inline int tips_target_index(int plane, int r, int s, int dy, int dx, int height, int width) {
+    const int hp = height + (height & 1);
+    const int wp = width + (width & 1);
+    int sr = r - dy;
+    int ss = s - dx;
+#if SHIFT_FILL == 0
+    sr = ((sr % hp) + hp) % hp;
+    ss = ((ss % wp) + wp) % wp;
+#endif
+    return tips_index(plane, sr, ss, height, width);
+}
+
+__kernel void tips_target(__global const float *x, __global float *target, int planes, int height, int width, int dy,
+                          int dx) {
+    const int s = get_global_id(0);
+    const int r = get_global_id(1);
+    const int plane = get_global_id(2);
+    const int hp = height + (height & 1);
+    const int wp = width + (width & 1);
+    if (s >= wp || r >= hp || plane >= planes) return;
+    target[plane_offset(plane, r, s, hp, wp)] = load_or_zero(x, tips_target_index(plane, r, s, dy, dx, height, width));
+}
+
+__kernel __attribute__((reqd_work_group_size(GROUP_SIZE, 1, 1)))
+void tips_grad_tau(__global const float *x, __global const float *grad_y, __global const float *q,
+                   __global const float *tau, __global const float *w2, __global float *grad_q,
+                   __global float *grad_w2_share, int channels, int height, int width, float fm_scale) {
+    __local float partial[4 * GROUP_SIZE];
+    const int plane = get_group_id(0);
+    const int item = get_local_id(0);
+    const int oh = (height + 1) / 2;
+    const int ow = (width + 1) / 2;
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int i = item; i < oh; i += GROUP_SIZE) {
+        for (int j = 0; j < ow; ++j) {
+            const float g = grad_y[plane_offset(plane, i, j, oh, ow)];
+            for (int k = 0; k < 4; ++k) {
+                acc[k] += g * x[tips_index(plane, 2 * i + (k & 1), 2 * j + (k >> 1), height, width)];
+            }
+        }
+    }
+    for (int k = 0; k < 4; ++k) partial[k * GROUP_SIZE + item] = acc[k];
+    reduce4(partial, item);
+    if (item == 0) {
+        float t[4];
+        float g[4];
+        float norm = 0.0f;
+        for (int k = 0; k < 4; ++k) {
+            t[k] = tau[plane * 4 + k];
+            norm += t[k] * t[k];
+        }
+        norm = sqrt(norm);
+        float inner = 0.0f;
+        for (int k = 0; k < 4; ++k) {
+            g[k] = partial[k * GROUP_SIZE] - fm_scale * t[k] / norm;
+            inner += t[k] * g[k];
+        }
+        const float scale = w2[plane % channels];
+        const float area = (float)(((height + 1) / 2) * ((width + 1) / 2));
+        float share = 0.0f;
+        for (int k = 0; k < 4; ++k) {
+            const float grad_logit = t[k] * (g[k] - inner);
+            share += grad_logit * q[plane * 4 + k];
+            grad_q[plane * 4 + k] = grad_logit * scale / area;
+        }
+        grad_w2_share[plane] = share;
+    }
+}
+
+__kernel void tips_grad_w2(__global const float *share, __global float *grad_w2, int batch, int channels) {
+    const int channel = get_global_id(0);
+    if (channel >= channels) return;
+    float sum = 0.0f;
+    for (int n = 0; n < batch; ++n) sum += share[n * channels + channel];
+    grad_w2[channel] = sum;
+}
+
+__kernel void tips_grad_z(__global const float *psi, __global const float *grad_q, __global const float *target,
+                          __global float *grad_z, int planes, int padded_height, int padded_width, float undo_scale) {
+    const int s = get_global_id(0);
+    const int r = get_global_id(1);
+    const int plane = get_global_id(2);
+    if (s >= padded_width || r >= padded_height || plane >= planes) return;
+    const int index = plane_offset(plane, r, s, padded_height, padded_width);
+    const int quadrant = (r < padded_height / 2 ? 0 : 2) + (s < padded_width / 2 ? 0 : 1);
+    const float value = psi[index];
+    const float g = grad_q[plane * 4 + quadrant] + undo_scale * (value - target[index]);
+    grad_z[index] = value > 0.0f ? g : 0.0f;
+}
+
+__kernel void tips_grad_w1(__global const float *x, __global const float *grad_z, __global float *grad_w1, int batch,
+                           int channels, int height, int width) {
+    const int tap = get_global_id(0);
+    const int channel = get_global_id(1);
+    if (tap >= KERNEL_SIZE * KERNEL_SIZE || channel >= channels) return;
+    const int p = (KERNEL_SIZE - 1) / 2;
+    const int u = tap / KERNEL_SIZE;
+    const int v = tap - u * KERNEL_SIZE;
+    const int hp = height + (height & 1);
+    const int wp = width + (width & 1);
+    float sum = 0.0f;
+    for (int n = 0; n < batch; ++n) {
+        const int plane = n * channels + channel;
+        for (int r = 0; r < hp; ++r) {
+            for (int s = 0; s < wp; ++s) {
+                sum += grad_z[plane_offset(plane, r, s, hp, wp)] *
+                       load_or_zero(x, tips_index(plane, r + u - p, s + v - p, height, width));
+            }
+        }
+    }
+    grad_w1[channel * KERNEL_SIZE * KERNEL_SIZE + tap] = sum;
+}
+
+// Gradient at x'(r, s): the mixing term plus the correlation's adjoint.
+inline float tips_grad_padded(__global const float *grad_y, __global const float *tau, __global const float *grad_z,
+                              __global const float *w, int plane, int r, int s, int hp, int wp) {
+    const int k = (r & 1) + 2 * (s & 1);
+    float g = tau[plane * 4 + k] * grad_y[plane_offset(plane, r / 2, s / 2, hp / 2, wp / 2)];
+    const int p = (KERNEL_SIZE - 1) / 2;
+    for (int u = 0; u < KERNEL_SIZE; ++u) {
+        const int zr = r - u + p;
+        for (int v = 0; v < KERNEL_SIZE; ++v) {
+            const int zs = s - v + p;
+            const bool inside = zr >= 0 && zr < hp && zs >= 0 && zs < wp;
+            g += w[u * KERNEL_SIZE + v] * load_or_zero(grad_z, inside ? plane_offset(plane, zr, zs, hp, wp) : -1);
+        }
+    }
+    return g;
+}
+
+__kernel void tips_grad_input(__global const float *grad_y, __global const float *tau, __global const float *grad_z,
+                              __global const float *w1, __global float *grad_x, int planes, int channels, int height,
+                              int width) {
+    const int s = get_global_id(0);
+    const int r = get_global_id(1);
+    const int plane = get_global_id(2);
+    if (s >= width || r >= height || plane >= planes) return;
+    const int ph = height & 1;
+    const int pw = width & 1;
+    const int hp = height + ph;
+    const int wp = width + pw;
+    __global const float *w = w1 + (plane % channels) * KERNEL_SIZE * KERNEL_SIZE;
+    // x' rows that copy input row r: r + ph, and row 0 when r = 1 is reflected there.
+    const bool extra_row = ph && r == 1;
+    const bool extra_col = pw && s == 1;
+    float g = 0.0f;
+    if (extra_row && extra_col) g += tips_grad_padded(grad_y, tau, grad_z, w, plane, 0, 0, hp, wp);
+    if (extra_row) g += tips_grad_padded(grad_y, tau, grad_z, w, plane, 0, s + pw, hp, wp);
+    if (extra_col) g += tips_grad_padded(grad_y, tau, grad_z, w, plane, r + ph, 0, hp, wp);
+    g += tips_grad_padded(grad_y, tau, grad_z, w, plane, r + ph, s + pw, hp, wp);
+    grad_x[plane_offset(plane, r, s, height, width)] = g;
+}
+
+__kernel void tips_losses(__global const float *psi, __global const float *tau, __global const float *target,
+                          __global float *partial, int planes, int padded_height, int padded_width, int has_target) {
+    const int plane = get_global_id(0);
+    if (plane >= planes) return;
+    float norm = 0.0f;
+    for (int k = 0; k < 4; ++k) norm += tau[plane * 4 + k] * tau[plane * 4 + k];
+    float undo = 0.0f;
+    if (has_target) {
+        const int count = padded_height * padded_width;
+        for (int index = plane * count; index < (plane + 1) * count; ++index) {
+            const float d = psi[index] - target[index];
+            undo += d * d;
+        }
+    }
+    partial[2 * plane] = 1.0f - sqrt(norm);
+    partial[2 * plane + 1] = undo;
+}

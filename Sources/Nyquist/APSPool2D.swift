@@ -1,0 +1,164 @@
+import NyquistCL
+import NyquistCore
+
+/// APSPool2D (Chaman & Dokmanic 2021, "Truly shift-invariant CNNs"): adaptive polyphase
+/// sampling by 2, exactly invariant to circular shifts of even-sized inputs.
+///
+/// Optionally blurs (binomial filter of `filterSize`, stride 1, circular padding), pads odd sizes
+/// circularly by one row at the bottom / one column at the right, and keeps, for each SAMPLE,
+/// the one of the four phases p0 = (0,0), p1 = (1,0), p2 = (0,1), p3 = (1,1) with the largest
+/// `norm` over all channels (ties: lowest index; the first NaN norm wins). Output
+/// N x C x ceil(H/2) x ceil(W/2). No parameters.
+///
+/// The phase indices come back as a float tensor of shape [N] holding 0, 1, 2 or 3, and can be
+/// passed back in (so a residual shortcut samples the same phase as the main branch):
+///
+/// ```swift
+/// let pool = try APSPool2D(channels: 64)
+/// let (y, indices) = try pool(x, indices: nil)
+/// let (shortcut, _) = try APSPool2D(channels: 256)(z, indices: indices)
+/// ```
+///
+/// Given indices are not read back to the host for checking (that would stall the queue): the
+/// kernels clamp them to 0...3 (NaN reads as 0), so a bad index gives a wrong phase, never an
+/// out-of-bounds access. Norms are accumulated in Float on the device (l2 as a sum of squares,
+/// which overflows to +Inf for values above about 1e19, where the Double reference does not).
+public struct APSPool2D: PoolingLayer {
+    /// The options (shared with `Reference.apsPool2D`).
+    public let configuration: APSPool2DConfiguration
+
+    /// Builds the layer; the default is plain APS (no blur) with the l2 norm.
+    public init(channels: Int, filterSize: Int = 1, norm: PolyphaseNorm = .l2) throws {
+        configuration = try APSPool2DConfiguration(channels: channels, filterSize: filterSize, norm: norm)
+    }
+
+    /// Builds the layer from a configuration.
+    public init(_ configuration: APSPool2DConfiguration) {
+        self.configuration = configuration
+    }
+
+    /// Name of the saved phase indices in ``SavedForBackward/tensors``.
+    public static let indicesName = "indices"
+
+    public func forward(_ input: DeviceTensor, into output: DeviceTensor) throws {
+        let indices = try DeviceTensor(shape: [max(input.shape.first ?? 1, 1)], on: input.device)
+        try forward(input, into: output, indices: indices, given: false)
+    }
+
+    /// Forward into `output`; with `given` false the chosen phases are written to `indices`
+    /// (shape [N]), with `given` true they are read from it.
+    public func forward(_ input: DeviceTensor, into output: DeviceTensor, indices: DeviceTensor, given: Bool) throws {
+        let (inputShape, outputShape) = try validateForward(input, output)
+        try checkIndices(indices, inputShape, on: input.device)
+        let source = try blurred(input, inputShape)
+        let program = try self.program(input.device)
+        if !given { try choose(source, inputShape, indices: indices, program: program) }
+        try input.device.context.dispatch(
+            "aps_gather", in: program,
+            arguments: [
+                .buffer(source.buffer), .buffer(indices.buffer), .buffer(output.buffer), .int(inputShape.n * inputShape.c),
+                .int(inputShape.c), .int(inputShape.h), .int(inputShape.w), .int(outputShape.h), .int(outputShape.w),
+            ],
+            global: [outputShape.w, outputShape.h, inputShape.n * inputShape.c])
+    }
+
+    /// Inference forward returning the output and the phase indices; pass `indices` (shape [N],
+    /// from another APS layer) to sample those phases instead of choosing.
+    public func callAsFunction(_ input: DeviceTensor, indices given: DeviceTensor?) throws -> (
+        output: DeviceTensor, indices: DeviceTensor
+    ) {
+        let output = try DeviceTensor(shape: outputShape(for: input).dimensions, on: input.device)
+        let indices = try given ?? DeviceTensor(shape: [input.shape.first ?? 1], on: input.device)
+        try forward(input, into: output, indices: indices, given: given != nil)
+        return (output, indices)
+    }
+
+    /// Training forward: output, phase indices, and what backward needs (the input and the
+    /// indices, under ``indicesName``).
+    public func forwardTraining(_ input: DeviceTensor, indices given: DeviceTensor?) throws -> (
+        output: DeviceTensor, indices: DeviceTensor, saved: SavedForBackward
+    ) {
+        let (output, indices) = try self(input, indices: given)
+        return (output, indices, SavedForBackward(input: input, tensors: [Self.indicesName: indices]))
+    }
+
+    /// Gradient with respect to the input: each output gradient goes back to the element of the
+    /// chosen phase it copies (then through the odd-size pad and the blur's adjoint). Uses the
+    /// saved indices, or re-chooses from the saved input when there are none (the protocol's
+    /// `forwardTraining(_:)` saves only the input).
+    public func backward(_ gradOutput: DeviceTensor, _ saved: SavedForBackward, into gradInput: DeviceTensor) throws {
+        let (inputShape, outputShape) = try validateBackward(gradOutput, saved, gradInput)
+        let device = gradOutput.device
+        let program = try self.program(device)
+        let indices: DeviceTensor
+        if let savedIndices = saved.tensors[Self.indicesName] {
+            try checkIndices(savedIndices, inputShape, on: device)
+            indices = savedIndices
+        } else {
+            indices = try DeviceTensor(shape: [inputShape.n], on: device)
+            try choose(try blurred(saved.input, inputShape), inputShape, indices: indices, program: program)
+        }
+        let gradBlurred = configuration.blur == nil ? gradInput : try DeviceTensor(shape: gradInput.shape, on: device)
+        try device.context.dispatch(
+            "aps_scatter", in: program,
+            arguments: [
+                .buffer(gradOutput.buffer), .buffer(indices.buffer), .buffer(gradBlurred.buffer),
+                .int(inputShape.n * inputShape.c), .int(inputShape.c), .int(inputShape.h), .int(inputShape.w),
+                .int(outputShape.h), .int(outputShape.w),
+            ],
+            global: [inputShape.w, inputShape.h, inputShape.n * inputShape.c])
+        if let blur = configuration.blur {
+            try BlurPool2D(blur).backward(gradBlurred, SavedForBackward(input: saved.input), into: gradInput)
+        }
+    }
+
+    // MARK: Internals
+
+    /// Work-group size of the per-sample norm reduction: 64, or the device's largest power of two
+    /// below that.
+    static func groupSize(_ device: Device) -> Int {
+        var size = 64
+        while size > 1 && size > device.info.maxWorkGroupSize { size /= 2 }
+        return size
+    }
+
+    private func program(_ device: Device) throws -> OpenCLProgram {
+        let norm: Int
+        switch configuration.norm {
+        case .l2: norm = 0
+        case .l1: norm = 1
+        case .linf: norm = 2
+        }
+        return try device.program("polyphase.cl", defines: ["GROUP_SIZE": Self.groupSize(device), "NORM": norm])
+    }
+
+    private func blurred(_ input: DeviceTensor, _ shape: Shape4D) throws -> DeviceTensor {
+        guard let blur = configuration.blur else { return input }
+        let output = try DeviceTensor(shape: shape.dimensions, on: input.device)
+        try BlurPool2D(blur).forward(input, into: output)
+        return output
+    }
+
+    private func choose(_ source: DeviceTensor, _ shape: Shape4D, indices: DeviceTensor, program: OpenCLProgram)
+        throws
+    {
+        let group = Self.groupSize(source.device)
+        try source.device.context.dispatch(
+            "aps_choose", in: program,
+            arguments: [.buffer(source.buffer), .buffer(indices.buffer), .int(shape.c), .int(shape.h), .int(shape.w)],
+            global: [shape.n * group], local: [group])
+    }
+
+    private func checkIndices(_ indices: DeviceTensor, _ shape: Shape4D, on device: Device) throws {
+        guard indices.shape == [shape.n] else {
+            throw NyquistError(
+                .invalidShape,
+                "\(APSPool2DConfiguration.operatorName): phase indices have shape \(indices.shape), expected [\(shape.n)] "
+                    + "(one per sample)")
+        }
+        guard indices.device === device else {
+            throw NyquistError(
+                .invalidConfiguration, "\(APSPool2DConfiguration.operatorName): phase indices live on another device")
+        }
+    }
+}

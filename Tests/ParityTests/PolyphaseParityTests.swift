@@ -1,0 +1,288 @@
+import Nyquist
+import NyquistCore
+import NyquistReference
+import Testing
+import _NyquistTestSupport
+
+// APSPool2D and TIPSPool2D on the device against the CPU reference: forward (guarded), the
+// phase choice, training forward, backward (input and weights, with the TIPS losses), the loss
+// values, and APS's exact circular-shift invariance on the device.
+
+/// Tolerances of the polyphase operators, relative to max |reference|.
+///
+/// APS only copies values, so without a blur its forward and backward are exact; with a blur
+/// they inherit BlurPool's 1e-5. TIPS's forward is a k x k correlation, a quadrant mean and a
+/// 4-term mixture in Float: 1e-5 relative. Its weight gradients sum up to N * H' * W' products
+/// in Float (serially, in a fixed order), so they get 1e-4.
+enum PolyphaseTolerance {
+    static let tipsForward = 1e-5
+    static let tipsBackward = 1e-4
+}
+
+/// Smallest relative gap between the two largest phase norms of any sample (Double reference).
+func apsNormGap(_ x: HostTensor, _ config: APSPool2DConfiguration) throws -> [Double] {
+    try Reference.apsNorms(x.converted(to: Double.self), config).map { norms in
+        let sorted = norms.sorted(by: >)
+        return sorted[0] > 0 ? (sorted[0] - sorted[1]) / sorted[0] : 0
+    }
+}
+
+/// roll(x)[i, j] = x[(i - dy) mod H, (j - dx) mod W] on every plane.
+func rollPlanes(_ x: HostTensor, dy: Int, dx: Int) throws -> HostTensor {
+    let (h, w) = (x.shape[2], x.shape[3])
+    var values = x.values
+    for plane in 0..<(x.shape[0] * x.shape[1]) {
+        for i in 0..<h {
+            for j in 0..<w {
+                values[(plane * h + i) * w + j] = x.values[(plane * h + ((i - dy) % h + h) % h) * w + ((j - dx) % w + w) % w]
+            }
+        }
+    }
+    return try HostTensor(shape: x.shape, values: values)
+}
+
+@Suite("Polyphase: OpenCL vs reference")
+struct PolyphaseParityTests {
+    @Test("aps-pool", arguments: [1, 3, 4])
+    func aps(filterSize: Int) throws {
+        let device = try TestDevice.get()
+        var worst = WorstErrors()
+        var comparedChoices = 0
+        for norm in PolyphaseNorm.allCases {
+            for (n, c) in parityBatchChannels + [(5, 3)] {
+                let config = try APSPool2DConfiguration(channels: c, filterSize: filterSize, norm: norm)
+                let layer = APSPool2D(config)
+                for (index, size) in paritySpatialSizes.enumerated() {
+                    let shape = [n, c, size.h, size.w]
+                    let label = "\(config) on \(shape)"
+                    let x = try randomTensor(shape, seed: UInt64(300 + index * 7 + n))
+                    let (expected, expectedIndices) = try Reference.apsPool2D(x, config)
+                    let deviceInput = try DeviceTensor(x, on: device)
+                    // The device's own choice, wherever the reference's is not a near-tie.
+                    let (_, chosen) = try layer(deviceInput, indices: nil)
+                    let chosenIndices = try chosen.toHost().values.map { Int($0) }
+                    for (sample, gap) in try apsNormGap(x, config).enumerated() where gap > 1e-4 {
+                        comparedChoices += 1
+                        #expect(chosenIndices[sample] == expectedIndices[sample], "\(label) sample \(sample) choice")
+                    }
+                    // Forward with the reference's phases, into a guarded output.
+                    let given = try DeviceTensor(
+                        HostTensor(shape: [n], values: expectedIndices.map { Float($0) }), on: device)
+                    let output = try GuardedTensor(shape: expected.shape, on: device)
+                    try layer.forward(deviceInput, into: output.tensor, indices: given, given: true)
+                    let forward = Discrepancy(actual: try output.tensor.toHost().values, expected: expected.values)
+                    let tolerance = filterSize == 1 ? 0 : Tolerance.window
+                    #expect(forward.within(tolerance), "\(label) forward: \(forward)")
+                    #expect(try output.damagedGuards().isEmpty, "\(label) forward wrote outside its output")
+                    // Training forward and backward with the same phases.
+                    let (trainingOutput, _, saved) = try layer.forwardTraining(deviceInput, indices: given)
+                    let training = Discrepancy(actual: try trainingOutput.toHost().values, expected: expected.values)
+                    #expect(training.within(tolerance), "\(label) training forward: \(training)")
+                    let gradOutput = try randomTensor(expected.shape, seed: UInt64(400 + index))
+                    let expectedGradient = try Reference.apsPool2DBackward(
+                        gradOutput: gradOutput, saved: .init(input: x, indices: expectedIndices), config)
+                    let gradient = try GuardedTensor(shape: shape, on: device)
+                    try layer.backward(try DeviceTensor(gradOutput, on: device), saved, into: gradient.tensor)
+                    let backward = Discrepancy(actual: try gradient.tensor.toHost().values, expected: expectedGradient.values)
+                    #expect(backward.within(tolerance), "\(label) backward: \(backward)")
+                    #expect(try gradient.damagedGuards().isEmpty, "\(label) backward wrote outside its gradient")
+                    worst.merge(WorstErrors(forward: forward.relativeError, backward: backward.relativeError))
+                }
+            }
+        }
+        #expect(comparedChoices > 100)
+        print("aps-pool k=\(filterSize): \(worst), \(comparedChoices) phase choices compared")
+    }
+
+    @Test("aps-pool backward without saved indices re-chooses them")
+    func apsRechoose() throws {
+        let device = try TestDevice.get()
+        let config = try APSPool2DConfiguration(channels: 3, filterSize: 3, norm: .l1)
+        let x = try randomTensor([4, 3, 9, 10], seed: 5)
+        let (expected, indices) = try Reference.apsPool2D(x, config)
+        let deviceInput = try DeviceTensor(x, on: device)
+        let (output, saved) = try APSPool2D(config).forwardTraining(deviceInput)
+        #expect(Discrepancy(actual: try output.toHost().values, expected: expected.values).within(Tolerance.window))
+        let gradOutput = try randomTensor(expected.shape, seed: 6)
+        let gradient = try APSPool2D(config).backward(try DeviceTensor(gradOutput, on: device), saved).input
+        let expectedGradient = try Reference.apsPool2DBackward(
+            gradOutput: gradOutput, saved: .init(input: x, indices: indices), config)
+        #expect(Discrepancy(actual: try gradient.toHost().values, expected: expectedGradient.values).within(Tolerance.window))
+        let wrongShape = try DeviceTensor(shape: [3], on: device)
+        #expect(throws: NyquistError.self) { try APSPool2D(config)(deviceInput, indices: wrongShape) }
+    }
+
+    @Test("aps-pool on the device: a circular shift of the input shifts the output exactly, every shift in 4x4")
+    func apsExactness() throws {
+        // Same statement as the reference test: for even sizes and untied norms, the output for
+        // roll(x, dy, dx) equals, bit for bit, roll(y, floor((a* + dy)/2), floor((b* + dx)/2))
+        // per sample, with (a*, b*) the phase chosen for x, and the chosen phase moves to
+        // ((a* + dy) mod 2, (b* + dx) mod 2).
+        let device = try TestDevice.get()
+        var compared = 0
+        for shape in [[3, 4, 8, 6], [2, 5, 12, 16]] {
+            let x = try randomTensor(shape, seed: UInt64(shape[3]))
+            for filterSize in [1, 3, 4] {
+                for norm in PolyphaseNorm.allCases {
+                    let config = try APSPool2DConfiguration(channels: shape[1], filterSize: filterSize, norm: norm)
+                    let layer = APSPool2D(config)
+                    let (y, chosen) = try layer(try DeviceTensor(x, on: device), indices: nil)
+                    let yHost = try y.toHost()
+                    let indices = try chosen.toHost().values.map { Int($0) }
+                    let gaps = try apsNormGap(x, config)
+                    let (c, oh, ow) = (shape[1], yHost.shape[2], yHost.shape[3])
+                    for dy in 0..<4 {
+                        for dx in 0..<4 {
+                            let (ys, shiftedChosen) = try layer(
+                                try DeviceTensor(try rollPlanes(x, dy: dy, dx: dx), on: device), indices: nil)
+                            let ysHost = try ys.toHost()
+                            let shiftedIndices = try shiftedChosen.toHost().values.map { Int($0) }
+                            for sample in 0..<shape[0] where gaps[sample] > 1e-4 {
+                                compared += 1
+                                let (a, b) = (indices[sample] % 2, indices[sample] / 2)
+                                #expect(shiftedIndices[sample] == (a + dy) % 2 + 2 * ((b + dx) % 2))
+                                let slice = sample * c * oh * ow..<(sample + 1) * c * oh * ow
+                                let one = try HostTensor(shape: [1, c, oh, ow], values: Array(yHost.values[slice]))
+                                let expected = try rollPlanes(one, dy: (a + dy) / 2, dx: (b + dx) / 2)
+                                #expect(
+                                    Array(ysHost.values[slice]) == expected.values,
+                                    "\(config) \(shape) shift (\(dy), \(dx)) sample \(sample)")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        #expect(compared > 400)
+        print("aps-pool device exactness: \(compared) cases compared bit for bit")
+    }
+
+    @Test("tips-pool", arguments: [1, 3, 5])
+    func tips(kernelSize: Int) throws {
+        let device = try TestDevice.get()
+        var worstForward = 0.0
+        var worstBackward = 0.0
+        var worstLoss = 0.0
+        var shifts = try ShiftGenerator(seed: UInt64(kernelSize), maxShiftH: 3, maxShiftW: 2)
+        for (n, c) in parityBatchChannels + [(2, 6)] {
+            let config = try TIPSPool2DConfiguration(channels: c, kernelSize: kernelSize)
+            let layer = try TIPSPool2D(channels: c, kernelSize: kernelSize, seed: UInt64(c))
+            let parameters = layer.parameters
+            for (index, size) in paritySpatialSizes.enumerated() {
+                let shape = [n, c, size.h, size.w]
+                let label = "\(config) on \(shape)"
+                let x = try randomTensor(shape, seed: UInt64(500 + index * 5 + n))
+                let deviceInput = try DeviceTensor(x, on: device)
+                let expected: Reference.TIPSResult<Float>
+                do {
+                    expected = try Reference.tipsPool2D(x, config, parameters: parameters)
+                } catch let referenceError as NyquistError {
+                    let error = #expect(throws: NyquistError.self, "\(label)") { try layer(deviceInput) }
+                    #expect(error?.kind == referenceError.kind, "\(label)")
+                    continue
+                }
+                let output = try GuardedTensor(shape: expected.output.shape, on: device)
+                try layer.forward(deviceInput, into: output.tensor)
+                let forward = Discrepancy(actual: try output.tensor.toHost().values, expected: expected.output.values)
+                #expect(forward.within(PolyphaseTolerance.tipsForward), "\(label) forward: \(forward)")
+                #expect(try output.damagedGuards().isEmpty, "\(label) forward wrote outside its output")
+
+                let drawn = shifts.next()
+                let shift = MapShift(dy: drawn.dy, dx: drawn.dx, fill: index % 2 == 0 ? .circular : .zero)
+                let (outputs, saved) = try layer.forwardTraining(deviceInput, undoShift: shift)
+                for (name, actual, reference) in [
+                    ("training output", outputs.output, expected.output), ("psi", outputs.psi, expected.psi),
+                    ("tau", outputs.tau, expected.tau),
+                ] {
+                    let discrepancy = Discrepancy(actual: try actual.toHost().values, expected: reference.values)
+                    #expect(discrepancy.within(PolyphaseTolerance.tipsForward), "\(label) \(name): \(discrepancy)")
+                    worstForward = max(worstForward, discrepancy.relativeError)
+                }
+                let referenceSaved = Reference.TIPSSaved(input: x, parameters: parameters, shift: shift)
+                let expectedLosses = try Reference.tipsLosses(saved: referenceSaved, config)
+                let losses = try layer.losses(saved)
+                let lossError = max(
+                    abs(losses.fm - expectedLosses.fm) / max(abs(expectedLosses.fm), 1e-3),
+                    abs((losses.undo ?? .nan) - (expectedLosses.undo ?? 0)) / max(expectedLosses.undo ?? 0, 1e-3))
+                #expect(lossError < 1e-5, "\(label) losses \(losses) vs \(expectedLosses)")
+                worstLoss = max(worstLoss, lossError)
+
+                let weights = TIPSLossWeights(fm: 0.5, undo: 2)
+                let gradOutput = try randomTensor(expected.output.shape, seed: UInt64(600 + index))
+                let expectedGradients = try Reference.tipsPool2DBackward(
+                    gradOutput: gradOutput, saved: referenceSaved, config, lossWeights: weights)
+                let gradients = try layer.backward(try DeviceTensor(gradOutput, on: device), saved, lossWeights: weights)
+                var pairs = [("input", gradients.input, expectedGradients.input)]
+                for name in [TIPSPool2DConfiguration.conv1Name, TIPSPool2DConfiguration.conv2Name] {
+                    let actual = try #require(gradients.parameters[name])
+                    let reference = try #require(expectedGradients.parameters[name])
+                    pairs.append((name, actual, reference))
+                }
+                for (name, actual, reference) in pairs {
+                    #expect(actual.shape == reference.shape, "\(label) \(name) shape")
+                    let discrepancy = Discrepancy(actual: try actual.toHost().values, expected: reference.values)
+                    #expect(discrepancy.within(PolyphaseTolerance.tipsBackward), "\(label) grad \(name): \(discrepancy)")
+                    worstBackward = max(worstBackward, discrepancy.relativeError)
+                }
+                // The protocol's input-only backward agrees with the full one (no losses).
+                let plain = try GuardedTensor(shape: shape, on: device)
+                try layer.backward(try DeviceTensor(gradOutput, on: device), saved, into: plain.tensor)
+                let plainExpected = try Reference.tipsPool2DBackward(gradOutput: gradOutput, saved: referenceSaved, config)
+                let plainError = Discrepancy(actual: try plain.tensor.toHost().values, expected: plainExpected.input.values)
+                #expect(plainError.within(PolyphaseTolerance.tipsBackward), "\(label) plain backward: \(plainError)")
+                #expect(try plain.damagedGuards().isEmpty, "\(label) backward wrote outside its gradient")
+            }
+        }
+        print(
+            "tips-pool k=\(kernelSize): worst relative error forward \(worstForward), backward \(worstBackward), "
+                + "losses \(worstLoss)")
+    }
+
+    @Test("NaN and Inf propagate as in the reference (APS: the first NaN norm wins)")
+    func nonFinite() throws {
+        let device = try TestDevice.get()
+        var x = try randomTensor([3, 2, 6, 7], seed: 77)
+        x.values[5] = .nan  // sample 0, channel 0, row 0, column 5: phase p2 = (0,1)
+        x.values[2 * 42 + 13] = .infinity  // sample 1
+        x.values[2 * 42 + 50] = -.infinity  // sample 1, channel 1
+        for filterSize in [1, 3] {
+            for norm in PolyphaseNorm.allCases {
+                let config = try APSPool2DConfiguration(channels: 2, filterSize: filterSize, norm: norm)
+                let (expected, indices) = try Reference.apsPool2D(x, config)
+                // Unblurred, only p2 of sample 0 holds the NaN; the blur spreads it to every phase.
+                #expect(indices[0] == (filterSize == 1 ? 2 : 0), "\(config)")
+                let (y, chosen) = try APSPool2D(config)(try DeviceTensor(x, on: device), indices: nil)
+                #expect(try chosen.toHost().values.map { Int($0) } == indices, "\(config)")
+                let discrepancy = Discrepancy(actual: try y.toHost().values, expected: expected.values)
+                #expect(discrepancy.within(filterSize == 1 ? 0 : Tolerance.window), "\(config): \(discrepancy)")
+            }
+        }
+        let config = try TIPSPool2DConfiguration(channels: 2)
+        let layer = try TIPSPool2D(channels: 2, seed: 3)
+        let expected = try Reference.tipsPool2D(x, config, parameters: layer.parameters)
+        let outputs = try layer.outputs(try DeviceTensor(x, on: device))
+        for (name, actual, reference) in [
+            ("output", outputs.output, expected.output), ("psi", outputs.psi, expected.psi), ("tau", outputs.tau, expected.tau),
+        ] {
+            let discrepancy = Discrepancy(actual: try actual.toHost().values, expected: reference.values)
+            #expect(discrepancy.within(PolyphaseTolerance.tipsForward), "tips \(name): \(discrepancy)")
+        }
+    }
+
+    @Test("tips-pool parameters: safetensors-style dictionaries are checked by name and shape")
+    func tipsParameters() throws {
+        let config = try TIPSPool2DConfiguration(channels: 4)
+        var parameters = config.defaultParameters(seed: 1)
+        parameters["other.weight"] = try HostTensor(shape: [1], values: [0])
+        let layer = try TIPSPool2D(config, parameters: parameters)
+        #expect(Set(layer.parameters.keys) == [TIPSPool2DConfiguration.conv1Name, TIPSPool2DConfiguration.conv2Name])
+        parameters[TIPSPool2DConfiguration.conv2Name] = try HostTensor(shape: [4, 1, 1], repeating: 0)
+        let wrong = #expect(throws: NyquistError.self) { try TIPSPool2D(config, parameters: parameters) }
+        #expect(wrong?.kind == .invalidParameters)
+        parameters[TIPSPool2DConfiguration.conv2Name] = nil
+        let missing = #expect(throws: NyquistError.self) { try TIPSPool2D(config, parameters: parameters) }
+        #expect(missing?.kind == .invalidParameters)
+        #expect(config.defaultParameters(seed: 9) == config.defaultParameters(seed: 9))
+        #expect(config.defaultParameters(seed: 9) != config.defaultParameters(seed: 10))
+    }
+}
