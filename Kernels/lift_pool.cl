@@ -55,8 +55,13 @@ inline float odd_sample(__global const float *line, int j, int length, int step)
     return line[min(2 * j + 1, length - 1) * step];
 }
 
+// ReLU that propagates NaN (fmax(NaN, 0) would give 0), as PyTorch's relu does.
+inline float lift_relu(float a) {
+    return isnan(a) ? a : fmax(a, 0.0f);
+}
+
 inline float lift_activation(float a, float scale, float shift) {
-    return tanh(scale * fmax(a, 0.0f) + shift);
+    return tanh(scale * lift_relu(a) + shift);
 }
 
 // P(x_e)[j] for the line (j inside 0..M-1).
@@ -345,7 +350,7 @@ __kernel void lift_parameter_gradients(BACKWARD_BUFFERS, __global const float *g
         int base = plane * g.out_plane + line * g.out_line;
         // U at m: its output receives gA[m].
         float au = update_pre(d + base, m, g.band, os, cuw, ub[c]);
-        float ru = fmax(au, 0.0f);
+        float ru = lift_relu(au);
         float u = lift_activation(au, us[c], ut[c]);
         float gz = approximation_gradient(xl, s, gs, gy, flags, cu_scale, base, m, g.length, is, os) * (1.0f - u * u);
         float ga = au > 0.0f ? gz * us[c] : 0.0f;
@@ -360,7 +365,7 @@ __kernel void lift_parameter_gradients(BACKWARD_BUFFERS, __global const float *g
         sums[2 * KERNEL_SIZE + 5] += gz;
         // P at m: its output receives -gD[m].
         float ap = predict_pre(xl, m, g.length, g.band, is, cpw, pb[c]);
-        float rp = fmax(ap, 0.0f);
+        float rp = lift_relu(ap);
         float p = lift_activation(ap, ps[c], pt[c]);
         float gzp = -gdetail[base + m * os] * (1.0f - p * p);
         float gap = ap > 0.0f ? gzp * ps[c] : 0.0f;
@@ -528,10 +533,10 @@ __kernel void lift_up_parameter_gradients(__global const float *even, __global c
             sums[KERNEL_SIZE + 3 + t] += gau * (inside ? d_value : 0.0f);
         }
         sums[KERNEL_SIZE] += gap;
-        sums[KERNEL_SIZE + 1] += gzp * fmax(ap, 0.0f);
+        sums[KERNEL_SIZE + 1] += gzp * lift_relu(ap);
         sums[KERNEL_SIZE + 2] += gzp;
         sums[2 * KERNEL_SIZE + 3] += gau;
-        sums[2 * KERNEL_SIZE + 4] += gzu * fmax(au, 0.0f);
+        sums[2 * KERNEL_SIZE + 4] += gzu * lift_relu(au);
         sums[2 * KERNEL_SIZE + 5] += gzu;
     }
     for (int k = 0; k < GRADIENT_SLOTS; ++k) {

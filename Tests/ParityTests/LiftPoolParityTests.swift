@@ -280,6 +280,26 @@ struct LiftPoolParityTests {
         print("LiftUpPool backward parity K=\(kernelSize): worst relative error \(worst)")
     }
 
+    /// A NaN in the input reaches the same band positions on the device as in the reference (the
+    /// device's ReLU must not turn NaN into 0), and an Inf does not crash anything.
+    @Test func nanAndInfPropagate() throws {
+        let device = try TestDevice.get()
+        let config = try LiftPoolConfiguration(channels: 2, kernelSize: 3)
+        let params = Self.parameters(config, seed: 5)
+        let pool = try LiftDownPool2D(config, parameters: params, on: device)
+        var x = try randomTensor([1, 2, 9, 8], seed: 77)
+        x.values[20] = .nan
+        x.values[100] = .infinity
+        let (expected, _) = try Reference.liftDownPool2D(x, params, config)
+        let bands = try pool(try DeviceTensor(x, on: device))
+        for (name, actual, reference) in [("output", bands.output, expected.output), ("LL", bands.ll, expected.ll), ("HH", bands.hh, expected.hh)] {
+            let values = try actual.toHost().values
+            #expect(values.contains { $0.isNaN }, "\(name): the NaN was lost")
+            let discrepancy = Discrepancy(actual: values, expected: reference.values)
+            #expect(discrepancy.within(Self.tolerance), "\(name) with NaN/Inf: \(discrepancy)")
+        }
+    }
+
     @Test func rejectsMismatches() throws {
         let device = try TestDevice.get()
         let pool = try LiftDownPool2D(channels: 3, on: device)
