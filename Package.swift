@@ -32,6 +32,7 @@ let package = Package(
                 .embedInCode("max_pool.cl"),
                 .embedInCode("blur_pool.cl"),
                 .embedInCode("polyphase.cl"),
+                .embedInCode("lift_pool.cl"),
             ]
         ),
         .target(name: "Nyquist", dependencies: ["NyquistCL", "NyquistCore", "NyquistKernels"]),

@@ -9,6 +9,7 @@ public enum KernelSources {
         "max_pool.cl": text(PackageResources.max_pool_cl),
         "blur_pool.cl": text(PackageResources.blur_pool_cl),
         "polyphase.cl": text(PackageResources.polyphase_cl),
+        "lift_pool.cl": text(PackageResources.lift_pool_cl),
     ]
 
     private static func text(_ bytes: [UInt8]) -> String {

@@ -12,6 +12,8 @@ struct BenchmarkOperator {
     let backward: (DeviceTensor, SavedForBackward) throws -> DeviceTensor
     /// Whether backward reads the saved input (max-based operators re-find their maxima).
     let backwardReadsInput: Bool
+    /// How many output-sized tensors the forward writes (LiftDownPool: the output and 4 bands).
+    var forwardOutputs = 1
 
     static func make<Layer: PoolingLayer>(_ layer: Layer, backwardReadsInput: Bool) -> BenchmarkOperator {
         BenchmarkOperator(
@@ -20,35 +22,57 @@ struct BenchmarkOperator {
             backwardReadsInput: backwardReadsInput)
     }
 
+    /// LiftDownPool2D (K = 5): forward writes the output and the four bands; backward takes the
+    /// gradient of the output and the regulariser loss and reads the saved input and bands.
+    static func liftDownPool(channels: Int, device: Device) throws -> BenchmarkOperator {
+        let pool = try LiftDownPool2D(channels: channels, on: device)
+        let box = LiftSavedBox()
+        return BenchmarkOperator(
+            name: LiftPoolConfiguration.operatorName, forward: { try pool($0).output },
+            training: { input in
+                let (bands, _, saved) = try pool.forwardTraining(input)
+                box.saved = saved
+                return (bands.output, SavedForBackward(input: input))
+            },
+            backward: { gradOutput, _ in
+                guard let saved = box.saved else {
+                    throw NyquistError(.invalidConfiguration, "lift-down-pool benchmark: backward before the training forward")
+                }
+                return try pool.backward(saved, gradOutput: gradOutput).input
+            },
+            backwardReadsInput: true, forwardOutputs: 5)
+    }
+
     /// The operators with the options ResNet-style networks use; channels are filled per shape.
     static var all: [Factory] {
         [
-            Factory(name: "max-pool") { _ in make(try MaxPool2D(kernelSize: 3, stride: 2, padding: 1), backwardReadsInput: true) },
-            Factory(name: "avg-pool") { _ in make(try AvgPool2D(kernelSize: 2), backwardReadsInput: false) },
-            Factory(name: "blur-pool") { make(try BlurPool2D(channels: $0), backwardReadsInput: false) },
-            Factory(name: "max-blur-pool") { make(try MaxBlurPool2D(channels: $0), backwardReadsInput: true) },
+            Factory(name: "max-pool") { _, _ in make(try MaxPool2D(kernelSize: 3, stride: 2, padding: 1), backwardReadsInput: true) },
+            Factory(name: "avg-pool") { _, _ in make(try AvgPool2D(kernelSize: 2), backwardReadsInput: false) },
+            Factory(name: "blur-pool") { channels, _ in make(try BlurPool2D(channels: channels), backwardReadsInput: false) },
+            Factory(name: "max-blur-pool") { channels, _ in make(try MaxBlurPool2D(channels: channels), backwardReadsInput: true) },
             // Backward through the protocol's training forward saves no indices, so it re-chooses
             // the phases from the input.
-            Factory(name: "aps-pool") { make(try APSPool2D(channels: $0), backwardReadsInput: true) },
-            Factory(name: "tips-pool") { make(try TIPSPool2D(channels: $0), backwardReadsInput: true) },
+            Factory(name: "aps-pool") { channels, _ in make(try APSPool2D(channels: channels), backwardReadsInput: true) },
+            Factory(name: "tips-pool") { channels, _ in make(try TIPSPool2D(channels: channels), backwardReadsInput: true) },
+            Factory(name: "lift-down-pool") { channels, device in try liftDownPool(channels: channels, device: device) },
         ]
     }
 
     struct Factory {
         let name: String
-        let build: (_ channels: Int) throws -> BenchmarkOperator
+        let build: (_ channels: Int, _ device: Device) throws -> BenchmarkOperator
 
         func measure(pass: String, input: DeviceTensor, shapeName: String, repeats: Int, copyBandwidth: Double) throws
             -> BenchmarkRow
         {
-            let benchmarkOperator = try build(input.shape[1])
+            let benchmarkOperator = try build(input.shape[1], input.device)
             let device = input.device
             let output = try benchmarkOperator.forward(input)
             let seconds: Double
             let bytes: Int
             if pass == "forward" {
                 seconds = try medianSeconds(device: device, repeats: repeats) { _ = try benchmarkOperator.forward(input) }
-                bytes = (input.count + output.count) * 4
+                bytes = (input.count + benchmarkOperator.forwardOutputs * output.count) * 4
             } else {
                 let (trainingOutput, saved) = try benchmarkOperator.training(input)
                 let gradOutput = try DeviceTensor(shape: trainingOutput.shape, on: device)
@@ -64,6 +88,11 @@ struct BenchmarkOperator {
                 gigabytesPerSecond: bandwidth, copyFraction: bandwidth / copyBandwidth)
         }
     }
+}
+
+/// Holds LiftDownPool2D's saved state between the benchmark's training and backward closures.
+final class LiftSavedBox {
+    var saved: LiftDownPool2DSaved?
 }
 
 /// Median kernel time of `body` over `repeats` runs after one warm-up run (which builds programs

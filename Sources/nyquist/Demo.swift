@@ -14,7 +14,9 @@ struct Demo: ParsableCommand {
             3x5x31x33). Each operator runs with its default options on the device (kernel time \
             from OpenCL profiling events, after one warm-up call so that program builds are not \
             counted) and on the CPU reference (host clock); one backward row per operator uses a \
-            seeded random output gradient. The error column is max |device - reference| / \
+            seeded random output gradient. LiftDownPool (K = 5, seeded parameters) adds forward \
+            rows, a backward row on the odd input and a lift-up-pool row that reconstructs the \
+            odd input from the device's bands. The error column is max |device - reference| / \
             max |reference|; the command exits 1 when any exceeds 1e-4.
             """)
 
@@ -93,6 +95,12 @@ struct Demo: ParsableCommand {
             let shape = Format.shape(step.input.tensor.shape)
             progress("[\(index + 1)/\(steps.count)] \(step.op.rawValue) \(shape) \(step.backward ? "backward" : "forward") ...")
             rows.append(try measure(step, on: device, random: &random))
+        }
+        for input in [zonePlate, odd] {
+            for kind in ["forward", "backward", "reconstruction"] where kind == "forward" || input.label != "zone plate" {
+                progress("lift-down-pool \(Format.shape(input.tensor.shape)) \(kind) ...")
+                rows.append(try measureLift(kind, input, on: device, random: &random))
+            }
         }
         progress(nil)
 
@@ -192,6 +200,74 @@ struct Demo: ParsableCommand {
         let tied = zip(indices, norms).allSatisfy { index, norms in norms[index] >= (norms.max() ?? 0) * (1 - 1e-5) }
         guard tied else { return otherwise }
         return try Reference.apsPool2D(x, configuration, indices: indices).output
+    }
+
+    /// LiftDownPool2D (K = 5, seeded default parameters) on the device and the reference:
+    /// `forward` compares the pooled output, `backward` the input gradient (output gradient and
+    /// regulariser loss), `reconstruction` runs LiftUpPool2D on the device's bands (op
+    /// lift-up-pool) and compares with the reference's LiftUpPool2D of its own bands (both
+    /// reproduce the input). The reference's backward is slow in Double,
+    /// so the backward rows use the small odd input.
+    private func measureLift(_ kind: String, _ input: Input, on device: Device, random: inout SplitMix64) throws -> Row {
+        let x = input.tensor
+        let shape = try Shape4D(x.shape)
+        let configuration = try LiftPoolConfiguration(channels: shape.c)
+        let parameters = LiftPoolParameters<Float>(configuration, seed: 0)
+        let pool = try LiftDownPool2D(configuration, parameters: parameters, on: device)
+        let xDevice = try DeviceTensor(x, on: device)
+        let clock = ContinuousClock()
+        let deviceResult: HostTensor
+        var referenceResult: HostTensor?
+        let deviceSeconds: Double
+        let referenceDuration: Duration
+        switch kind {
+        case "backward":
+            let gradOutput = try random.tensor(configuration.outputShape(for: shape).dimensions)
+            let gradOutputDevice = try DeviceTensor(gradOutput, on: device)
+            let (_, _, saved) = try pool.forwardTraining(xDevice)
+            _ = try pool.backward(saved, gradOutput: gradOutputDevice)
+            try device.synchronize()
+            let (gradients, seconds) = try device.measure { try pool.backward(saved, gradOutput: gradOutputDevice) }
+            deviceResult = try gradients.input.toHost()
+            deviceSeconds = seconds
+            referenceDuration = try clock.measure {
+                referenceResult = try Reference.liftDownPool2DBackward(
+                    input: x, parameters, configuration, gradOutput: gradOutput).input
+            }
+        case "reconstruction":
+            let bands = try pool(xDevice)
+            let unpool = LiftUpPool2D(inverting: pool)
+            _ = try unpool(bands, height: shape.h, width: shape.w)
+            try device.synchronize()
+            let (back, seconds) = try device.measure { try unpool(bands, height: shape.h, width: shape.w) }
+            deviceResult = try back.toHost()
+            deviceSeconds = seconds
+            let referenceBands = try Reference.liftDownPool2D(x, parameters, configuration).bands
+            referenceDuration = try clock.measure {
+                referenceResult = try Reference.liftUpPool2D(
+                    ll: referenceBands.ll, lh: referenceBands.lh, hl: referenceBands.hl, hh: referenceBands.hh, height: shape.h,
+                    width: shape.w, parameters, configuration)
+            }
+        default:
+            _ = try pool(xDevice)
+            try device.synchronize()
+            let (bands, seconds) = try device.measure { try pool(xDevice) }
+            deviceResult = try bands.output.toHost()
+            deviceSeconds = seconds
+            referenceDuration = try clock.measure {
+                referenceResult = try Reference.liftDownPool2D(x, parameters, configuration).bands.output
+            }
+        }
+        guard let referenceResult else { throw CLIFailure("the LiftPool reference produced no result") }
+        let referenceSeconds =
+            Double(referenceDuration.components.seconds) + Double(referenceDuration.components.attoseconds) * 1e-18
+        return Row(
+            op: kind == "reconstruction" ? LiftPoolConfiguration.inverseOperatorName : LiftPoolConfiguration.operatorName,
+            pass: kind == "reconstruction" ? "forward" : kind, input: kind == "reconstruction" ? "bands of \(input.label)" : input.label,
+            shape: Format.shape(x.shape), outputShape: Format.shape(deviceResult.shape),
+            deviceMilliseconds: deviceSeconds * 1e3, referenceMilliseconds: referenceSeconds * 1e3,
+            speedUp: deviceSeconds > 0 ? referenceSeconds / deviceSeconds : 0,
+            maxRelativeError: try Self.maxRelativeError(deviceResult, referenceResult))
     }
 
     /// max |actual - expected| / max |expected| (the absolute error when `expected` is all zero);

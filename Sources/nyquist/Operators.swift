@@ -12,7 +12,14 @@ enum OperatorName: String, CaseIterable, Sendable {
     case tipsPool = "tips-pool"
 
     /// Names the contract reserves for operators this build does not implement yet.
-    static let planned = ["adaptive-blur-pool", "lift-down-pool", "lift-up-pool"]
+    static let planned = ["adaptive-blur-pool"]
+
+    /// Every name `nyquist run` accepts: these cases and the LiftPool pair (run by `LiftRun`,
+    /// whose multi-band outputs do not fit ``PoolOperator``).
+    static var available: String {
+        (allCases.map(\.rawValue) + [LiftPoolConfiguration.operatorName, LiftPoolConfiguration.inverseOperatorName])
+            .joined(separator: ", ")
+    }
 
     /// The operator called `name`; a failure with exit status 2 for a planned operator and a
     /// list of the valid names for anything else.
@@ -20,11 +27,11 @@ enum OperatorName: String, CaseIterable, Sendable {
         if let known = OperatorName(rawValue: name) { return known }
         if planned.contains(name) {
             throw CLIFailure(
-                "operator '\(name)' is not implemented yet; available: \(allCases.map(\.rawValue).joined(separator: ", "))",
+                "operator '\(name)' is not implemented yet; available: \(available)",
                 exitCode: CLIFailure.notImplementedExitCode)
         }
         throw CLIFailure(
-            "unknown operator '\(name)'; valid operators: \(allCases.map(\.rawValue).joined(separator: ", "))")
+            "unknown operator '\(name)'; valid operators: \(available)")
     }
 
     /// True for the window baselines (options --kernel, --stride, --pad).

@@ -9,7 +9,8 @@ struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run one pooling operator on an .npy tensor.",
         discussion: """
-            OP is max-pool, avg-pool, blur-pool, max-blur-pool, aps-pool or tips-pool. max-pool and \
+            OP is max-pool, avg-pool, blur-pool, max-blur-pool, aps-pool, tips-pool, lift-down-pool \
+            or lift-up-pool. max-pool and \
             avg-pool take --kernel (default 2), --stride (default: the kernel) and --pad (default 0); \
             blur-pool and max-blur-pool take --filter-size (1...7, default 4), --stride (default 2), \
             --padding zero|reflect|replicate|circular (default reflect) and --pad-offset (default 0); \
@@ -17,7 +18,8 @@ struct Run: ParsableCommand {
             --indices (sample these phases instead of choosing); \
             tips-pool takes --kernel (odd, default 3), --params (conv1.weight, conv2.weight; default: \
             PyTorch's initialisation drawn from --seed), and for training --lambda-fm, --lambda-undo, \
-            --max-shift and --shift-fill circular|zero (the L_undo shift is drawn from --seed). The \
+            --max-shift and --shift-fill circular|zero (the L_undo shift is drawn from --seed); \
+            lift-down-pool and lift-up-pool are described in docs/liftpool.md. The \
             channel count comes from the input (N, C, H, W).
 
             --extra DIR writes aps-pool's phase indices (indices.npy, shape N) and tips-pool's psi.npy, \
@@ -27,9 +29,17 @@ struct Run: ParsableCommand {
             With --grad-output and --grad-input the command also runs the training forward and \
             the backward pass and writes the gradient with respect to the input. Everything is \
             validated and computed before any file is written; on failure no output file is left.
+
+            lift-down-pool / lift-up-pool (LiftPool; rank-3 input: 1-D, rank-4: 2-D) take --kernel \
+            (K of P and U: 1, 3, 5, 7; default 5), --lambda-u (0.01), --lambda-p (0.1), --params \
+            (safetensors state_dict; default: seeded initialisation) and --extra DIR for the bands \
+            (ll/lh/hl/hh.npy or s/d.npy; written by lift-down-pool with regularisers.json, read by \
+            lift-up-pool, whose --input is the LL / s band and --height/--width the target size). \
+            Backward also writes --grad-params; lift-up-pool writes the detail bands' gradients \
+            as DIR/grad_<band>.npy.
             """)
 
-    @Argument(help: "The operator: max-pool, avg-pool, blur-pool or max-blur-pool.")
+    @Argument(help: "The operator: max-pool, avg-pool, blur-pool, max-blur-pool, lift-down-pool or lift-up-pool.")
     var op: String
 
     @Option(help: ArgumentHelp("Input tensor (N, C, H, W), float32 or float64 .npy.", valueName: "x.npy"))
@@ -38,8 +48,20 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("Where to write the output (float32 .npy).", valueName: "y.npy"))
     var output: String
 
-    @Option(help: "Window size of max-pool / avg-pool (default 2).")
+    @Option(help: "Window size of max-pool / avg-pool (default 2); K of LiftPool's P and U (default 5).")
     var kernel: Int?
+
+    @Option(help: "LiftPool: weight of the regulariser c_u (default 0.01).")
+    var lambdaU: Double?
+
+    @Option(help: "LiftPool: weight of the regulariser c_p (default 0.1).")
+    var lambdaP: Double?
+
+    @Option(help: "lift-up-pool: target height (default twice the band's).")
+    var height: Int?
+
+    @Option(help: "lift-up-pool: target width, or length for 1-D bands (default twice the band's).")
+    var width: Int?
 
     @Option(help: "Stride (default: the kernel for max-pool / avg-pool, 2 for the blur pools).")
     var stride: Int?
@@ -96,15 +118,15 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("Where to write the gradient with respect to the input.", valueName: "gx.npy"))
     var gradInput: String?
 
-    @Option(help: ArgumentHelp("Parameters (.safetensors) of tips-pool; the others have none.", valueName: "file"))
+    @Option(help: ArgumentHelp("Parameters (.safetensors) of tips-pool and the LiftPool pair; the others have none.", valueName: "file"))
     var params: String?
 
     @Option(help: ArgumentHelp(
-        "Folder for extra outputs (aps-pool: indices; tips-pool: psi, tau, losses).", valueName: "dir"))
+        "Folder for extra outputs (aps-pool: indices; tips-pool: psi, tau, losses; LiftPool: bands).", valueName: "dir"))
     var extra: String?
 
     @Option(help: ArgumentHelp(
-        "Where to write parameter gradients (.safetensors) of tips-pool.", valueName: "file"))
+        "Where to write parameter gradients (.safetensors) of tips-pool and the LiftPool pair.", valueName: "file"))
     var gradParams: String?
 
     /// The computation the command performs, after every option has been checked.
@@ -114,7 +136,16 @@ struct Run: ParsableCommand {
     }
 
     func run() throws {
+        if op == LiftPoolConfiguration.operatorName || op == LiftPoolConfiguration.inverseOperatorName {
+            try LiftRun(command: self, down: op == LiftPoolConfiguration.operatorName).run()
+            return
+        }
         let name = try OperatorName.parse(op)
+        for (option, given) in [
+            ("--lambda-u", lambdaU != nil), ("--lambda-p", lambdaP != nil), ("--height", height != nil), ("--width", width != nil),
+        ] where given {
+            throw CLIFailure("option \(option) applies only to lift-down-pool / lift-up-pool")
+        }
         var options = OperatorOptions()
         options.kernel = kernel
         options.stride = stride

@@ -61,6 +61,9 @@ struct DevicesAndDemoTests {
             #expect(rows.contains { $0.contains("forward") }, "\(op): \(outcome)")
             #expect(rows.contains { $0.contains("backward") }, "\(op): \(outcome)")
         }
+        let liftRows = lines.filter { $0.hasPrefix("lift-down-pool ") }
+        #expect(liftRows.contains { $0.contains("forward") } && liftRows.contains { $0.contains("backward") }, "\(outcome)")
+        #expect(lines.contains { $0.hasPrefix("lift-up-pool ") }, "\(outcome)")
         #expect(outcome.standardOutput.contains("max rel err"), "\(outcome)")
     }
 }

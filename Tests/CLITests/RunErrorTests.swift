@@ -212,7 +212,7 @@ struct RunErrorTests {
 
     @Test(
         "operators of the contract not implemented yet exit 2",
-        arguments: ["adaptive-blur-pool", "lift-down-pool", "lift-up-pool"])
+        arguments: ["adaptive-blur-pool"])
     func notImplementedYet(_ op: String) throws {
         let workspace = try workspaceWithInput()
         defer { workspace.remove() }

@@ -85,7 +85,7 @@ struct RunTests {
     func polyphaseExtras() throws {
         let workspace = try Workspace()
         defer { workspace.remove() }
-        var random = TestRandom(seed: 41)
+        var random = SplitMix64(seed: 41)
         try workspace.write(random.tensor([2, 3, 9, 10]), "x.npy")
         try workspace.write(random.tensor([2, 3, 5, 5]), "gy.npy")
         var indices: [HostTensor] = []

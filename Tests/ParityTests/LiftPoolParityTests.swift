@@ -1,0 +1,316 @@
+import Nyquist
+import NyquistCore
+import NyquistReference
+import Testing
+import _NyquistTestSupport
+
+/// LiftDownPool / LiftUpPool on the device against the CPU reference, with guarded outputs, and
+/// perfect reconstruction on the device.
+///
+/// Tolerance 2e-5 relative to max|reference|: a band value is a K-tap convolution inside a tanh
+/// inside another K-tap convolution (K <= 7) plus a sum; in Float each stage adds a few ulps
+/// (PoCL's tanh is within 4 ulp), so errors stay near 1e-6 of the band magnitude; a 2-D band
+/// goes through two liftings.
+@Suite("LiftPool parity")
+struct LiftPoolParityTests {
+    static let tolerance = 2e-5
+
+    /// Parameters uniform in -1.5...1.5 (larger than the default init, so every nonlinearity
+    /// and the border handling matter), fixed by `seed`.
+    static func parameters(_ config: LiftPoolConfiguration, seed: UInt64) -> LiftPoolParameters<Float> {
+        var params = LiftPoolParameters<Float>(config, seed: seed)
+        var generator = SplitMix64(seed: seed &+ 99)
+        for name in LiftPoolParameters<Float>.names {
+            params[name] = params[name].map { _ in generator.uniform(-1.5...1.5) }
+        }
+        return params
+    }
+
+    static let sizes: [(h: Int, w: Int)] = paritySpatialSizes + [(1, 6), (5, 1), (2, 3)]
+
+    @Test(arguments: [1, 3, 5, 7])
+    func downPool2DForwardAndReconstruction(kernelSize: Int) throws {
+        let device = try TestDevice.get()
+        var worst = 0.0
+        var worstReconstruction = 0.0
+        for (n, c) in parityBatchChannels {
+            let config = try LiftPoolConfiguration(channels: c, kernelSize: kernelSize)
+            let params = Self.parameters(config, seed: UInt64(kernelSize * 10 + c))
+            let pool = try LiftDownPool2D(config, parameters: params, on: device)
+            let unpool = LiftUpPool2D(inverting: pool)
+            for (index, size) in Self.sizes.enumerated() {
+                let shape = [n, c, size.h, size.w]
+                let label = "K=\(kernelSize) \(shape)"
+                let x = try randomTensor(shape, seed: UInt64(500 + index))
+                let (expected, _) = try Reference.liftDownPool2D(x, params, config)
+                let bandShape = expected.ll.shape
+                let guarded = try (0..<5).map { _ in try GuardedTensor(shape: bandShape, on: device) }
+                let output = LiftDownPool2DOutput(
+                    output: guarded[0].tensor, ll: guarded[1].tensor, lh: guarded[2].tensor, hl: guarded[3].tensor,
+                    hh: guarded[4].tensor)
+                let input = try DeviceTensor(x, on: device)
+                try pool.forward(input, into: output)
+                let pairs = [
+                    ("output", output.output, expected.output), ("LL", output.ll, expected.ll), ("LH", output.lh, expected.lh),
+                    ("HL", output.hl, expected.hl), ("HH", output.hh, expected.hh),
+                ]
+                for (name, actual, reference) in pairs {
+                    let discrepancy = Discrepancy(actual: try actual.toHost().values, expected: reference.values)
+                    #expect(discrepancy.within(Self.tolerance), "\(label) \(name): \(discrepancy)")
+                    worst = max(worst, discrepancy.relativeError)
+                }
+                for (slot, tensor) in guarded.enumerated() {
+                    let damaged = try tensor.damagedGuards()
+                    #expect(damaged.isEmpty, "\(label) band \(slot) wrote outside its output at \(damaged.prefix(5))")
+                }
+                // Reconstruction on the device, into a guarded output.
+                let back = try GuardedTensor(shape: shape, on: device)
+                try unpool.forward(ll: output.ll, lh: output.lh, hl: output.hl, hh: output.hh, into: back.tensor)
+                let reconstruction = Discrepancy(actual: try back.tensor.toHost().values, expected: x.values)
+                #expect(reconstruction.maxAbsoluteError < 1e-4, "\(label) reconstruction: \(reconstruction)")
+                #expect(try back.damagedGuards().isEmpty, "\(label) LiftUpPool wrote outside its output")
+                worstReconstruction = max(worstReconstruction, reconstruction.maxAbsoluteError)
+                // LiftUpPool on given bands against the reference inverse.
+                let bands = try (0..<4).map { try randomTensor(bandShape, seed: UInt64(900 + index * 4 + $0)) }
+                let expectedUp = try Reference.liftUpPool2D(
+                    ll: bands[0], lh: bands[1], hl: bands[2], hh: bands[3], height: size.h, width: size.w, params, config)
+                let deviceBands = try bands.map { try DeviceTensor($0, on: device) }
+                let up = try unpool(
+                    ll: deviceBands[0], lh: deviceBands[1], hl: deviceBands[2], hh: deviceBands[3], height: size.h, width: size.w)
+                let upDiscrepancy = Discrepancy(actual: try up.toHost().values, expected: expectedUp.values)
+                #expect(upDiscrepancy.within(Self.tolerance), "\(label) LiftUpPool2D: \(upDiscrepancy)")
+                worst = max(worst, upDiscrepancy.relativeError)
+            }
+        }
+        print("LiftPool 2-D parity K=\(kernelSize): worst relative error \(worst), device reconstruction max error \(worstReconstruction)")
+    }
+
+    @Test(arguments: [1, 3, 5, 7])
+    func pool1DForwardAndReconstruction(kernelSize: Int) throws {
+        let device = try TestDevice.get()
+        var worst = 0.0
+        var worstReconstruction = 0.0
+        for (n, c) in parityBatchChannels {
+            let config = try LiftPoolConfiguration(channels: c, kernelSize: kernelSize)
+            let params = Self.parameters(config, seed: UInt64(kernelSize * 10 + c + 1))
+            let pool = try LiftDownPool1D(config, parameters: params, on: device)
+            let unpool = LiftUpPool1D(inverting: pool)
+            for (index, length) in [1, 2, 3, 8, 9, 31, 64].enumerated() {
+                let shape = [n, c, length]
+                let label = "1-D K=\(kernelSize) \(shape)"
+                let x = try randomTensor(shape, seed: UInt64(700 + index))
+                let (expected, _) = try Reference.liftDownPool1D(x, params, config)
+                let guarded = try (0..<3).map { _ in try GuardedTensor(shape: expected.s.shape, on: device) }
+                let output = LiftDownPool1DOutput(output: guarded[0].tensor, s: guarded[1].tensor, d: guarded[2].tensor)
+                try pool.forward(try DeviceTensor(x, on: device), into: output)
+                for (name, actual, reference) in [("output", output.output, expected.output), ("s", output.s, expected.s), ("d", output.d, expected.d)] {
+                    let discrepancy = Discrepancy(actual: try actual.toHost().values, expected: reference.values)
+                    #expect(discrepancy.within(Self.tolerance), "\(label) \(name): \(discrepancy)")
+                    worst = max(worst, discrepancy.relativeError)
+                }
+                for tensor in guarded { #expect(try tensor.damagedGuards().isEmpty, "\(label) wrote outside a band") }
+                let back = try unpool(s: output.s, d: output.d, length: length)
+                let reconstruction = Discrepancy(actual: try back.toHost().values, expected: x.values)
+                #expect(reconstruction.maxAbsoluteError < 1e-4, "\(label) reconstruction: \(reconstruction)")
+                worstReconstruction = max(worstReconstruction, reconstruction.maxAbsoluteError)
+            }
+        }
+        print("LiftPool 1-D parity K=\(kernelSize): worst relative error \(worst), device reconstruction max error \(worstReconstruction)")
+    }
+
+    /// Backward tolerance, relative to max|reference gradient|: parameter gradients are sums over
+    /// every band element of a channel in Float (per-item strided sums, then a tree), so their
+    /// rounding grows with the element count; 1e-4 covers 3 x 5 x 56 x 56 (see ``parameterError``).
+    static let backwardTolerance = 1e-4
+
+    /// Compares the eight parameter gradients; the error of each is taken relative to the largest
+    /// reference parameter gradient of all eight (the inf-norm of the gradient vector), because a
+    /// single small entry (a sum over every band element of a channel that nearly cancels) has a
+    /// Float rounding error set by the size of its terms, not by its own size.
+    static func parameterError(_ actual: [String: DeviceTensor], _ expected: [String: HostTensor], label: String) throws
+        -> Double
+    {
+        let scale = expected.values.flatMap { $0.values.map { abs(Double($0)) } }.max() ?? 0
+        var worst = 0.0
+        for name in LiftPoolParameters<Float>.names {
+            let values = try #require(actual[name]).toHost()
+            let reference = try #require(expected[name])
+            #expect(values.shape == reference.shape, "\(label) \(name) shape")
+            let discrepancy = Discrepancy(actual: values.values, expected: reference.values)
+            let error = scale > 0 ? discrepancy.maxAbsoluteError / scale : discrepancy.maxAbsoluteError
+            #expect(error <= backwardTolerance && !discrepancy.nonFiniteMismatch, "\(label) \(name): \(discrepancy), scale \(scale)")
+            worst = max(worst, error)
+        }
+        return worst
+    }
+
+    /// Training forward (regularisers) and backward (input and all eight parameters) against the
+    /// reference, for upstream gradients on the output only, on the bands and the loss only, and
+    /// on everything at once.
+    @Test(arguments: [1, 3, 5, 7])
+    func downPool2DTrainingAndBackward(kernelSize: Int) throws {
+        let device = try TestDevice.get()
+        var worst = (forward: 0.0, regulariser: 0.0, input: 0.0, parameters: 0.0)
+        for (n, c) in parityBatchChannels {
+            let config = try LiftPoolConfiguration(channels: c, kernelSize: kernelSize, lambdaU: 0.3, lambdaP: 0.7)
+            let params = Self.parameters(config, seed: UInt64(kernelSize * 10 + c + 2))
+            let pool = try LiftDownPool2D(config, parameters: params, on: device)
+            for (index, size) in Self.sizes.enumerated() {
+                let shape = [n, c, size.h, size.w]
+                let x = try randomTensor(shape, seed: UInt64(1500 + index))
+                let (expected, expectedRegularisers) = try Reference.liftDownPool2D(x, params, config)
+                let (bands, regularisers, saved) = try pool.forwardTraining(try DeviceTensor(x, on: device))
+                let forward = Discrepancy(actual: try bands.output.toHost().values, expected: expected.output.values)
+                #expect(forward.within(Self.tolerance), "K=\(kernelSize) \(shape) training output: \(forward)")
+                worst.forward = max(worst.forward, forward.relativeError)
+                for (name, actual, reference) in [
+                    ("c_u", regularisers.cu, Double(expectedRegularisers.cu)), ("c_p", regularisers.cp, Double(expectedRegularisers.cp)),
+                    ("loss", regularisers.loss, Double(expectedRegularisers.loss)),
+                ] {
+                    let error = abs(actual - reference) / max(abs(reference), 1e-30)
+                    #expect(error < 1e-5, "K=\(kernelSize) \(shape) \(name): \(actual) vs \(reference)")
+                    worst.regulariser = max(worst.regulariser, error)
+                }
+                let bandShape = expected.ll.shape
+                // The three upstream variants on small maps; only "everything at once" on the
+                // large ones (the Double reference backward dominates the test's time).
+                for variant in (size.h * size.w > 100 ? 2..<3 : 0..<3) {
+                    let label = "K=\(kernelSize) \(shape) variant \(variant)"
+                    var upstream: [HostTensor?] = try (0..<5).map { try randomTensor(bandShape, seed: UInt64(2000 + index * 10 + $0)) }
+                    if variant == 0 { upstream = [upstream[0], nil, nil, nil, nil] }
+                    if variant == 1 { upstream[0] = nil }
+                    let gradLoss: Float = variant == 0 ? 0 : 1.3
+                    let reference = try Reference.liftDownPool2DBackward(
+                        input: x, params, config, gradOutput: upstream[0], gradLL: upstream[1], gradLH: upstream[2],
+                        gradHL: upstream[3], gradHH: upstream[4], gradLoss: gradLoss)
+                    let onDevice = try upstream.map { try $0.map { try DeviceTensor($0, on: device) } }
+                    let gradients = try pool.backward(
+                        saved, gradOutput: onDevice[0], gradLL: onDevice[1], gradLH: onDevice[2], gradHL: onDevice[3],
+                        gradHH: onDevice[4], gradLoss: Double(gradLoss))
+                    let input = Discrepancy(actual: try gradients.input.toHost().values, expected: reference.input.values)
+                    #expect(input.within(Self.backwardTolerance), "\(label) input gradient: \(input)")
+                    worst.input = max(worst.input, input.relativeError)
+                    let error = try Self.parameterError(gradients.parameters, reference.parameters, label: label)
+                    worst.parameters = max(worst.parameters, error)
+                }
+            }
+        }
+        print("LiftDownPool2D training parity K=\(kernelSize): worst relative error \(worst)")
+    }
+
+    @Test(arguments: [1, 3, 5, 7])
+    func downPool1DTrainingAndBackward(kernelSize: Int) throws {
+        let device = try TestDevice.get()
+        var worst = 0.0
+        for (n, c) in parityBatchChannels {
+            let config = try LiftPoolConfiguration(channels: c, kernelSize: kernelSize, lambdaU: 0.3, lambdaP: 0.7)
+            let params = Self.parameters(config, seed: UInt64(kernelSize * 10 + c + 3))
+            let pool = try LiftDownPool1D(config, parameters: params, on: device)
+            for (index, length) in [1, 2, 3, 9, 64].enumerated() {
+                let shape = [n, c, length]
+                let x = try randomTensor(shape, seed: UInt64(2500 + index))
+                let (_, expectedRegularisers) = try Reference.liftDownPool1D(x, params, config)
+                let (bands, regularisers, saved) = try pool.forwardTraining(try DeviceTensor(x, on: device))
+                let error = abs(regularisers.loss - Double(expectedRegularisers.loss)) / max(Double(expectedRegularisers.loss), 1e-30)
+                #expect(error < 1e-5, "1-D K=\(kernelSize) \(shape) loss: \(regularisers) vs \(expectedRegularisers)")
+                let upstream = try (0..<3).map { try randomTensor(bands.s.shape, seed: UInt64(2600 + index * 3 + $0)) }
+                let reference = try Reference.liftDownPool1DBackward(
+                    input: x, params, config, gradOutput: upstream[0], gradS: upstream[1], gradD: upstream[2], gradLoss: 0.9)
+                let onDevice = try upstream.map { try DeviceTensor($0, on: device) }
+                let gradients = try pool.backward(saved, gradOutput: onDevice[0], gradS: onDevice[1], gradD: onDevice[2], gradLoss: 0.9)
+                let input = Discrepancy(actual: try gradients.input.toHost().values, expected: reference.input.values)
+                #expect(input.within(Self.backwardTolerance), "1-D K=\(kernelSize) \(shape) input gradient: \(input)")
+                worst = max(worst, input.relativeError)
+                worst = max(
+                    worst, try Self.parameterError(gradients.parameters, reference.parameters, label: "1-D K=\(kernelSize) \(shape)"))
+            }
+        }
+        print("LiftDownPool1D training parity K=\(kernelSize): worst relative error \(worst)")
+    }
+
+    /// LiftUpPool training forward and backward (bands and all eight parameters) against the
+    /// reference, 2-D and 1-D, even and odd targets.
+    @Test(arguments: [1, 3, 5, 7])
+    func upPoolBackward(kernelSize: Int) throws {
+        let device = try TestDevice.get()
+        var worst = (bands: 0.0, parameters: 0.0)
+        for (n, c) in parityBatchChannels {
+            let config = try LiftPoolConfiguration(channels: c, kernelSize: kernelSize)
+            let params = Self.parameters(config, seed: UInt64(kernelSize * 10 + c + 4))
+            let unpool = try LiftUpPool2D(config, parameters: params, on: device)
+            for (index, size) in ([(1, 1), (2, 2), (3, 5), (7, 9), (8, 8), (31, 33), (1, 6), (5, 1)] as [(h: Int, w: Int)]).enumerated() {
+                let label = "up K=\(kernelSize) \(n)x\(c)x\(size.h)x\(size.w)"
+                let bandShape = [n, c, LiftPoolConfiguration.bandLength(size.h), LiftPoolConfiguration.bandLength(size.w)]
+                let bands = try (0..<4).map { try randomTensor(bandShape, seed: UInt64(3000 + index * 4 + $0)) }
+                let g = try randomTensor([n, c, size.h, size.w], seed: UInt64(3500 + index))
+                let reference = try Reference.liftUpPool2DBackward(
+                    gradOutput: g, ll: bands[0], lh: bands[1], hl: bands[2], hh: bands[3], height: size.h, width: size.w,
+                    params, config)
+                let deviceBands = try bands.map { try DeviceTensor($0, on: device) }
+                let (output, saved) = try unpool.forwardTraining(
+                    ll: deviceBands[0], lh: deviceBands[1], hl: deviceBands[2], hh: deviceBands[3], height: size.h, width: size.w)
+                #expect(output.shape == g.shape)
+                let gradients = try unpool.backward(saved, gradOutput: try DeviceTensor(g, on: device))
+                for band in 0..<4 {
+                    let discrepancy = Discrepancy(
+                        actual: try gradients.bands[band].toHost().values, expected: reference.bands[band].values)
+                    #expect(discrepancy.within(Self.backwardTolerance), "\(label) band \(band): \(discrepancy)")
+                    worst.bands = max(worst.bands, discrepancy.relativeError)
+                }
+                worst.parameters = max(worst.parameters, try Self.parameterError(gradients.parameters, reference.parameters, label: label))
+                // 1-D on the LL rows as (N, C, w) signals.
+                let m = bandShape[3]
+                let s1 = try HostTensor(shape: [n, c, m], values: Array(bands[0].values.prefix(n * c * m)))
+                let d1 = try HostTensor(shape: [n, c, m], values: Array(bands[1].values.prefix(n * c * m)))
+                let g1 = try HostTensor(shape: [n, c, size.w], values: Array(g.values.prefix(n * c * size.w)))
+                let reference1 = try Reference.liftUpPool1DBackward(gradOutput: g1, s: s1, d: d1, length: size.w, params, config)
+                let unpool1 = LiftUpPool1D(unpool.weights)
+                let gradients1 = try unpool1.backward(
+                    s: try DeviceTensor(s1, on: device), d: try DeviceTensor(d1, on: device), gradOutput: try DeviceTensor(g1, on: device))
+                for band in 0..<2 {
+                    let discrepancy = Discrepancy(
+                        actual: try gradients1.bands[band].toHost().values, expected: reference1.bands[band].values)
+                    #expect(discrepancy.within(Self.backwardTolerance), "1-D \(label) band \(band): \(discrepancy)")
+                    worst.bands = max(worst.bands, discrepancy.relativeError)
+                }
+                worst.parameters = max(
+                    worst.parameters, try Self.parameterError(gradients1.parameters, reference1.parameters, label: "1-D \(label)"))
+            }
+        }
+        print("LiftUpPool backward parity K=\(kernelSize): worst relative error \(worst)")
+    }
+
+    /// A NaN in the input reaches the same band positions on the device as in the reference (the
+    /// device's ReLU must not turn NaN into 0), and an Inf does not crash anything.
+    @Test func nanAndInfPropagate() throws {
+        let device = try TestDevice.get()
+        let config = try LiftPoolConfiguration(channels: 2, kernelSize: 3)
+        let params = Self.parameters(config, seed: 5)
+        let pool = try LiftDownPool2D(config, parameters: params, on: device)
+        var x = try randomTensor([1, 2, 9, 8], seed: 77)
+        x.values[20] = .nan
+        x.values[100] = .infinity
+        let (expected, _) = try Reference.liftDownPool2D(x, params, config)
+        let bands = try pool(try DeviceTensor(x, on: device))
+        for (name, actual, reference) in [("output", bands.output, expected.output), ("LL", bands.ll, expected.ll), ("HH", bands.hh, expected.hh)] {
+            let values = try actual.toHost().values
+            #expect(values.contains { $0.isNaN }, "\(name): the NaN was lost")
+            let discrepancy = Discrepancy(actual: values, expected: reference.values)
+            #expect(discrepancy.within(Self.tolerance), "\(name) with NaN/Inf: \(discrepancy)")
+        }
+    }
+
+    @Test func rejectsMismatches() throws {
+        let device = try TestDevice.get()
+        let pool = try LiftDownPool2D(channels: 3, on: device)
+        #expect(throws: NyquistError.self) { try pool(try DeviceTensor(shape: [1, 4, 4, 4], on: device)) }
+        let bands = try pool(try DeviceTensor(try randomTensor([1, 3, 5, 4], seed: 1), on: device))
+        #expect(throws: NyquistError.self) { try LiftUpPool2D(inverting: pool)(bands, height: 4, width: 4) }
+        #expect(throws: NyquistError.self) { try pool.weights.load(stateDict: [:]) }
+        let config = try LiftPoolConfiguration(channels: 3)
+        let stored = try LiftPoolParameters<Float>(config, seed: 3).stateDict()
+        try pool.weights.load(stateDict: stored)
+        #expect(try pool.weights.toHost() == LiftPoolParameters<Float>(config, seed: 3))
+        #expect(pool.parameters.count == 8 && pool.parameters["predict.0.weight"]?.shape == [3, 1, 5])
+    }
+}
