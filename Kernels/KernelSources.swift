@@ -8,6 +8,7 @@ public enum KernelSources {
         "copy.cl": text(PackageResources.copy_cl),
         "max_pool.cl": text(PackageResources.max_pool_cl),
         "blur_pool.cl": text(PackageResources.blur_pool_cl),
+        "adaptive_blur_pool.cl": text(PackageResources.adaptive_blur_pool_cl),
     ]
 
     private static func text(_ bytes: [UInt8]) -> String {

@@ -1,0 +1,135 @@
+import Nyquist
+import NyquistCore
+import NyquistReference
+import Testing
+import _NyquistTestSupport
+
+/// One AdaptiveBlurPool parity case: a configuration and an input shape.
+struct AdaptiveParityCase: CustomStringConvertible, Sendable {
+    let config: AdaptiveBlurPool2DConfiguration
+    let shape: [Int]
+    var description: String { "\(config) on \(shape)" }
+
+    /// k 3/5/7 x stride 1/2 x both softmax modes, with the padding mode, the group count
+    /// (1, 2, 4, 8, C) and the shape (odd, even, non-square, C = 5 not a multiple of anything)
+    /// taken in turn so that every value of each option appears.
+    static func grid() throws -> [AdaptiveParityCase] {
+        let shapes: [[Int]] = [[3, 5, 7, 9], [1, 8, 8, 8], [2, 8, 9, 6], [1, 1, 5, 5], [2, 4, 10, 7]]
+        var cases: [AdaptiveParityCase] = []
+        var turn = 0
+        for k in [3, 5, 7] {
+            for stride in [1, 2] {
+                for softmax in AdaptiveSoftmax.allCases {
+                    for _ in 0..<2 {
+                        let shape = shapes[turn % shapes.count]
+                        let c = shape[1]
+                        let choices = [1, 2, 4, 8, c].filter { c % $0 == 0 }
+                        let groups = choices[(turn / 5 + turn) % choices.count]
+                        let mode = PaddingMode.allCases[(turn + turn / 8) % PaddingMode.allCases.count]
+                        turn += 1
+                        let config = try AdaptiveBlurPool2DConfiguration(
+                            channels: c, kernelSize: k, stride: stride, groups: groups, padding: mode, softmax: softmax)
+                        // Reflect needs every side > k/2: skip what the shape-error tests cover.
+                        guard (try? config.outputShape(for: Shape4D(shape))) != nil else { continue }
+                        cases.append(AdaptiveParityCase(config: config, shape: shape))
+                    }
+                }
+            }
+        }
+        return cases
+    }
+}
+
+/// Random parameters with a non-trivial BatchNorm, in Float.
+func adaptiveTestParameters(_ config: AdaptiveBlurPool2DConfiguration, seed: UInt64) throws
+    -> AdaptiveBlurPool2DParameters<Float>
+{
+    var parameters = AdaptiveBlurPool2DParameters<Float>(configuration: config, seed: seed)
+    let p = config.predictorChannels
+    parameters.convWeight.values = parameters.convWeight.values.map { $0 * 3 }
+    parameters.bnWeight = try randomTensor([p], seed: seed + 1, range: 0.5...1.5)
+    parameters.bnBias = try randomTensor([p], seed: seed + 2, range: -0.5...0.5)
+    parameters.runningMean = try randomTensor([p], seed: seed + 3, range: -0.2...0.2)
+    parameters.runningVar = try randomTensor([p], seed: seed + 4, range: 0.5...2)
+    return parameters
+}
+
+@Suite("AdaptiveBlurPool parity")
+struct AdaptiveParityTests {
+    /// Relative to max|y_ref|. The logits are sums of C*k*k products in Float (at most 8*49 here),
+    /// the softmax amplifies their error by at most the logit spread, and the filtering adds k*k
+    /// products: 1e-4 bounds this with a wide margin; the measured errors are printed.
+    static let tolerance = 1e-4
+
+    @Test("Inference forward and filters match the reference", arguments: try AdaptiveParityCase.grid())
+    func inference(_ testCase: AdaptiveParityCase) throws {
+        let device = try TestDevice.get()
+        let config = testCase.config
+        let parameters = try adaptiveTestParameters(config, seed: UInt64(testCase.shape.reduce(0, +) * 31 + config.groups))
+        let x = try randomTensor(testCase.shape, seed: UInt64(config.kernelSize * 7 + config.stride))
+        let expected = try Reference.adaptiveBlurPool2D(x, parameters: parameters, config)
+        let layer = try AdaptiveBlurPool2D(config, parameters: parameters, on: device)
+        let input = try DeviceTensor(x, on: device)
+        let output = try GuardedTensor(shape: expected.output.shape, on: device)
+        let filters = try GuardedTensor(shape: expected.filters.shape, on: device)
+        try layer.forward(input, into: output.tensor, filters: filters.tensor)
+        let outputError = Discrepancy(actual: try output.tensor.toHost().values, expected: expected.output.values)
+        let filterError = Discrepancy(actual: try filters.tensor.toHost().values, expected: expected.filters.values)
+        #expect(outputError.within(Self.tolerance), "\(testCase) output: \(outputError)")
+        #expect(filterError.within(Self.tolerance), "\(testCase) filters: \(filterError)")
+        #expect(try output.damagedGuards().isEmpty, "\(testCase): output written out of bounds")
+        #expect(try filters.damagedGuards().isEmpty, "\(testCase): filters written out of bounds")
+        // Without the filters the output is the same (the other program variant).
+        let plain = try layer(input).toHost()
+        #expect(plain.values == (try output.tensor.toHost().values), "\(testCase): filter-writing variant differs")
+        print("adaptive parity \(testCase): output relative \(outputError.relativeError), filters \(filterError.relativeError)")
+    }
+
+    @Test("Inference allocates only its output: no k*k x input unfold, no full-resolution predictor map")
+    func allocatesOnlyOutput() throws {
+        // A context of its own: other tests run in parallel on the shared one.
+        let device = try Device(TestDevice.get().info)
+        let layer = try AdaptiveBlurPool2D(channels: 16, kernelSize: 5, groups: 8, on: device)
+        let x = try DeviceTensor(randomTensor([2, 16, 32, 32], seed: 4), on: device)
+        _ = try layer(x)  // builds the program and the constant padding tables
+        let before = device.context.statistics
+        let y = try layer(x)
+        let after = device.context.statistics
+        #expect(y.shape == [2, 16, 16, 16])
+        #expect(after.allocations - before.allocations == 1, "only the output may be allocated")
+        #expect(after.launches - before.launches == 1, "one fused kernel")
+        #expect(after.builds == before.builds, "the second call must not rebuild")
+        let output = try GuardedTensor(shape: y.shape, on: device)
+        let guardedBefore = device.context.statistics.allocations
+        try layer.forward(x, into: output.tensor)
+        #expect(device.context.statistics.allocations == guardedBefore, "forward(into:) allocates nothing")
+        // With the filters: exactly the output and the filters.
+        let withFiltersBefore = device.context.statistics.allocations
+        let (_, filters) = try layer.forwardWithFilters(x)
+        #expect(device.context.statistics.allocations - withFiltersBefore == 2)
+        #expect(filters.shape == [2, 200, 16, 16])
+    }
+
+    @Test("Per-group filters preserve a constant input on the device")
+    func constantPreserved() throws {
+        let device = try TestDevice.get()
+        let layer = try AdaptiveBlurPool2D(channels: 6, kernelSize: 3, groups: 3, softmax: .perGroup, seed: 5, on: device)
+        let x = try DeviceTensor(HostTensor(shape: [2, 6, 9, 10], repeating: 0.5), on: device)
+        let y = try layer(x).toHost()
+        #expect(y.values.allSatisfy { abs($0 - 0.5) < 1e-6 })
+    }
+
+    @Test("Typed errors: G not dividing C, wrong channels, misshapen parameters, too small for reflect")
+    func errors() throws {
+        let device = try TestDevice.get()
+        #expect(throws: NyquistError.self) { try AdaptiveBlurPool2D(channels: 6, groups: 4, on: device) }
+        let layer = try AdaptiveBlurPool2D(channels: 4, kernelSize: 5, groups: 2, on: device)
+        #expect(throws: NyquistError.self) { try layer(DeviceTensor(randomTensor([1, 3, 8, 8], seed: 1), on: device)) }
+        #expect(throws: NyquistError.self) { try layer(DeviceTensor(randomTensor([1, 4, 2, 8], seed: 1), on: device)) }
+        var bad = layer.parameters
+        bad.bnWeight = try HostTensor(shape: [49], repeating: 1)
+        #expect(throws: NyquistError.self) { try layer.setParameters(bad) }
+        let x = try DeviceTensor(randomTensor([1, 4, 8, 8], seed: 1), on: device)
+        #expect(throws: NyquistError.self) { try layer.forward(x, into: DeviceTensor(shape: [1, 4, 8, 8], on: device)) }
+    }
+}
