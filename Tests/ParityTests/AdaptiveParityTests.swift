@@ -132,4 +132,80 @@ struct AdaptiveParityTests {
         let x = try DeviceTensor(randomTensor([1, 4, 8, 8], seed: 1), on: device)
         #expect(throws: NyquistError.self) { try layer.forward(x, into: DeviceTensor(shape: [1, 4, 8, 8], on: device)) }
     }
+
+    /// Gradients go through BatchNorm's batch statistics (sums over all positions that cancel to
+    /// a small result), so they are compared against max|reference| with a looser bound.
+    static let gradientTolerance = 1e-3
+
+    static let trainingCases: [(shape: [Int], k: Int, stride: Int, groups: Int, mode: PaddingMode, softmax: AdaptiveSoftmax)] = [
+        ([2, 5, 7, 9], 3, 2, 5, .reflect, .joint),
+        ([1, 8, 8, 8], 5, 1, 8, .circular, .perGroup),
+        ([3, 4, 6, 5], 3, 2, 2, .zero, .perGroup),
+        ([2, 8, 9, 6], 7, 2, 4, .replicate, .joint),
+        ([2, 1, 5, 5], 3, 1, 1, .reflect, .perGroup),
+        ([1, 8, 10, 7], 5, 2, 1, .zero, .joint),
+        ([1, 70, 5, 4], 3, 2, 2, .reflect, .joint),
+    ]
+
+    @Test("Training forward, running statistics and backward match the reference", arguments: 0..<7)
+    func training(_ index: Int) throws {
+        let spec = Self.trainingCases[index]
+        let device = try TestDevice.get()
+        let config = try AdaptiveBlurPool2DConfiguration(
+            channels: spec.shape[1], kernelSize: spec.k, stride: spec.stride, groups: spec.groups, padding: spec.mode,
+            softmax: spec.softmax)
+        let label = "\(config) on \(spec.shape)"
+        let parameters = try adaptiveTestParameters(config, seed: UInt64(100 + index))
+        let x = try randomTensor(spec.shape, seed: UInt64(200 + index))
+        let expected = try Reference.adaptiveBlurPool2DTraining(x, parameters: parameters, config)
+        let layer = try AdaptiveBlurPool2D(config, parameters: parameters, on: device)
+        let input = try DeviceTensor(x, on: device)
+        let (output, filters, saved) = try layer.forwardTraining(input, withFilters: true)
+        var worst: [String: Double] = [:]
+        func compare(_ name: String, _ actual: HostTensor, _ reference: HostTensor, _ tolerance: Double) {
+            #expect(actual.shape == reference.shape, "\(label) \(name) shape")
+            let error = Discrepancy(actual: actual.values, expected: reference.values)
+            #expect(error.within(tolerance), "\(label) \(name): \(error)")
+            worst[name] = error.relativeError
+        }
+        compare("output", try output.toHost(), expected.output, Self.tolerance)
+        if let filters { compare("filters", try filters.toHost(), expected.filters, Self.tolerance) }
+        compare("batch mean", try saved.batchMean.toHost(), expected.batchMean, Self.tolerance)
+        compare("batch variance", try saved.batchVariance.toHost(), expected.batchVariance, Self.tolerance)
+        compare("running_mean", layer.parameters.runningMean, expected.updatedParameters.runningMean, Self.tolerance)
+        compare("running_var", layer.parameters.runningVar, expected.updatedParameters.runningVar, Self.tolerance)
+
+        let g = try randomTensor(expected.output.shape, seed: UInt64(300 + index))
+        let expectedGradients = try Reference.adaptiveBlurPool2DBackward(gradOutput: g, saved: expected.saved, config)
+        let gradOutput = try DeviceTensor(g, on: device)
+        let gradients = try layer.backward(gradOutput, saved)
+        compare("grad input", try gradients.input.toHost(), expectedGradients.input, Self.gradientTolerance)
+        for (name, reference) in expectedGradients.parameters {
+            guard let actual = gradients.parameters[name] else {
+                Issue.record("\(label): no gradient for \(name)")
+                continue
+            }
+            compare("grad \(name)", try actual.toHost(), reference, Self.gradientTolerance)
+        }
+        // Deterministic: a second backward is bitwise identical.
+        let again = try layer.backward(gradOutput, saved)
+        #expect(try again.input.toHost() == gradients.input.toHost(), "\(label): backward is not deterministic")
+        for name in ["conv.weight", "bn.weight", "bn.bias"] {
+            #expect(try again.parameters[name]?.toHost() == gradients.parameters[name]?.toHost(), "\(label) \(name)")
+        }
+        print("adaptive training parity \(label): " + worst.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+    }
+
+    @Test("Training needs more than one position per channel; backward checks the gradient shape")
+    func trainingErrors() throws {
+        let device = try TestDevice.get()
+        let layer = try AdaptiveBlurPool2D(channels: 2, kernelSize: 3, stride: 1, groups: 2, padding: .zero, on: device)
+        #expect(throws: NyquistError.self) {
+            try layer.forwardTraining(DeviceTensor(HostTensor(shape: [1, 2, 1, 1], repeating: 1), on: device))
+        }
+        let (_, _, saved) = try layer.forwardTraining(DeviceTensor(randomTensor([1, 2, 4, 4], seed: 2), on: device))
+        #expect(throws: NyquistError.self) {
+            try layer.backward(DeviceTensor(shape: [1, 2, 2, 2], on: device), saved)
+        }
+    }
 }
