@@ -9,8 +9,14 @@ enum OperatorName: String, CaseIterable, Sendable {
     case blurPool = "blur-pool"
     case maxBlurPool = "max-blur-pool"
 
+    /// Every operator `nyquist run` accepts: these cases and adaptive-blur-pool, which has
+    /// parameters and its own path (RunAdaptive.swift).
+    static var available: String {
+        (allCases.map(\.rawValue) + [AdaptiveBlurPool2DConfiguration.operatorName]).joined(separator: ", ")
+    }
+
     /// Names the contract reserves for operators this build does not implement yet.
-    static let planned = ["adaptive-blur-pool", "lift-down-pool", "lift-up-pool", "aps-pool", "tips-pool"]
+    static let planned = ["lift-down-pool", "lift-up-pool", "aps-pool", "tips-pool"]
 
     /// The operator called `name`; a failure with exit status 2 for a planned operator and a
     /// list of the valid names for anything else.
@@ -18,11 +24,11 @@ enum OperatorName: String, CaseIterable, Sendable {
         if let known = OperatorName(rawValue: name) { return known }
         if planned.contains(name) {
             throw CLIFailure(
-                "operator '\(name)' is not implemented yet; available: \(allCases.map(\.rawValue).joined(separator: ", "))",
+                "operator '\(name)' is not implemented yet; available: \(available)",
                 exitCode: CLIFailure.notImplementedExitCode)
         }
         throw CLIFailure(
-            "unknown operator '\(name)'; valid operators: \(allCases.map(\.rawValue).joined(separator: ", "))")
+            "unknown operator '\(name)'; valid operators: \(available)")
     }
 
     /// True for the window baselines (options --kernel, --stride, --pad).

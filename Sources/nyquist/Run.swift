@@ -8,18 +8,24 @@ struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run one pooling operator on an .npy tensor.",
         discussion: """
-            OP is max-pool, avg-pool, blur-pool or max-blur-pool. max-pool and avg-pool take \
+            OP is max-pool, avg-pool, blur-pool, max-blur-pool or adaptive-blur-pool. max-pool and avg-pool take \
             --kernel (default 2), --stride (default: the kernel) and --pad (default 0); blur-pool and \
             max-blur-pool take --filter-size (1...7, default 4), --stride (default 2), --padding \
             zero|reflect|replicate|circular (default reflect) and --pad-offset (default 0). The \
-            channel count comes from the input (N, C, H, W).
+            channel count comes from the input (N, C, H, W). adaptive-blur-pool takes --kernel \
+            (3, 5, 7; default 3), --stride (default 2), --groups (default gcd(8, C)), --softmax \
+            joint|per-group (default joint), --padding (default reflect), --params (a PyTorch \
+            state_dict as safetensors; default: Kaiming-normal init with seed 0), --grad-params \
+            (gradients of conv.weight, bn.weight, bn.bias) and --extra DIR (filters.npy and, with \
+            --train or gradients, batch_mean.npy, batch_var.npy and the updated running_mean.npy, \
+            running_var.npy).
 
             With --grad-output and --grad-input the command also runs the training forward and \
             the backward pass and writes the gradient with respect to the input. Everything is \
             validated and computed before any file is written; on failure no output file is left.
             """)
 
-    @Argument(help: "The operator: max-pool, avg-pool, blur-pool or max-blur-pool.")
+    @Argument(help: "The operator: max-pool, avg-pool, blur-pool, max-blur-pool or adaptive-blur-pool.")
     var op: String
 
     @Option(help: ArgumentHelp("Input tensor (N, C, H, W), float32 or float64 .npy.", valueName: "x.npy"))
@@ -47,6 +53,12 @@ struct Run: ParsableCommand {
     @Option(help: "Extra padding on every side for blur-pool / max-blur-pool (default 0).")
     var padOffset: Int?
 
+    @Option(help: "Filter groups of adaptive-blur-pool; must divide C (default gcd(8, C)).")
+    var groups: Int?
+
+    @Option(help: ArgumentHelp("Softmax of adaptive-blur-pool (default joint).", valueName: "joint|per-group"))
+    var softmax: String?
+
     @Option(help: ArgumentHelp("Where to compute (default opencl).", valueName: "opencl|reference"))
     var backend: String?
 
@@ -63,23 +75,30 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("Where to write the gradient with respect to the input.", valueName: "gx.npy"))
     var gradInput: String?
 
-    @Option(help: ArgumentHelp("Parameters (.safetensors); refused: these operators have none.", valueName: "file"))
+    @Option(help: ArgumentHelp("Parameters (.safetensors, PyTorch names) of adaptive-blur-pool.", valueName: "file"))
     var params: String?
 
-    @Option(help: ArgumentHelp("Extra inputs; refused: these operators take none.", valueName: "dir"))
+    @Option(help: ArgumentHelp("Directory for extra outputs (adaptive-blur-pool: filters, batch statistics).", valueName: "dir"))
     var extra: String?
 
     @Option(help: ArgumentHelp(
-        "Where to write parameter gradients; refused: these operators have none.", valueName: "file"))
+        "Where to write parameter gradients (.safetensors; adaptive-blur-pool).", valueName: "file"))
     var gradParams: String?
 
     /// The computation the command performs, after every option has been checked.
-    private enum Backend: String {
+    enum Backend: String {
         case opencl
         case reference
     }
 
     func run() throws {
+        if op == AdaptiveBlurPool2DConfiguration.operatorName {
+            try runAdaptive()
+            return
+        }
+        for (option, value) in [("--groups", groups != nil), ("--softmax", softmax != nil)] where value {
+            throw CLIFailure("option \(option) applies only to adaptive-blur-pool")
+        }
         let name = try OperatorName.parse(op)
         var options = OperatorOptions()
         options.kernel = kernel
@@ -146,7 +165,7 @@ struct Run: ParsableCommand {
         var kernelSeconds: Double?
     }
 
-    private func selectedBackend() throws -> Backend {
+    func selectedBackend() throws -> Backend {
         guard let backend else { return .opencl }
         guard let value = Backend(rawValue: backend) else {
             throw CLIFailure("unknown backend '\(backend)'; use opencl or reference")
@@ -155,7 +174,7 @@ struct Run: ParsableCommand {
     }
 
     /// The gradient files, or nil when neither is given; a failure when only one is.
-    private func gradientFiles() throws -> (output: String, input: String)? {
+    func gradientFiles() throws -> (output: String, input: String)? {
         switch (gradOutput, gradInput) {
         case (nil, nil): return nil
         case (let output?, let input?): return (output, input)

@@ -164,7 +164,7 @@ struct RunErrorTests {
 
     @Test(
         "operators of the contract not implemented yet exit 2",
-        arguments: ["adaptive-blur-pool", "lift-down-pool", "lift-up-pool", "aps-pool", "tips-pool"])
+        arguments: ["lift-down-pool", "lift-up-pool", "aps-pool", "tips-pool"])
     func notImplementedYet(_ op: String) throws {
         let workspace = try workspaceWithInput()
         defer { workspace.remove() }
