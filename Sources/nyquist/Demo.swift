@@ -10,7 +10,8 @@ struct Demo: ParsableCommand {
         abstract: "Run every operator on built-in inputs: parity and timing against the CPU reference.",
         discussion: """
             Inputs: a zone plate (2x3x128x128) and seeded random tensors (8x64x56x56 and the odd \
-            3x5x31x33). Each operator runs with its default options on the device (kernel time \
+            3x5x31x33; adaptive-blur-pool, whose reference is slow, uses the zone plate and the \
+            odd tensor, with Kaiming-initialised parameters of seed 0). Each operator runs with its default options on the device (kernel time \
             from OpenCL profiling events, after one warm-up call so that program builds are not \
             counted) and on the CPU reference (host clock); one backward row per operator uses a \
             seeded random output gradient. The error column is max |device - reference| / \
@@ -92,6 +93,14 @@ struct Demo: ParsableCommand {
             let shape = Format.shape(step.input.tensor.shape)
             progress("[\(index + 1)/\(steps.count)] \(step.op.rawValue) \(shape) \(step.backward ? "backward" : "forward") ...")
             rows.append(try measure(step, on: device, random: &random))
+        }
+        // AdaptiveBlurPool: its CPU reference evaluates a G*k*k-channel conv per pixel, so it
+        // runs on the two smaller inputs only (forward on both, backward on the odd one).
+        for (index, (label, tensor, backward)) in [
+            ("zone plate", zonePlate.tensor, false), ("random", odd.tensor, false), ("random", odd.tensor, true),
+        ].enumerated() {
+            progress("[adaptive \(index + 1)/3] adaptive-blur-pool \(Format.shape(tensor.shape)) ...")
+            rows.append(try measureAdaptive(label: label, x: tensor, backward: backward, on: device, random: &random))
         }
         progress(nil)
 
@@ -204,7 +213,7 @@ struct Demo: ParsableCommand {
 
     /// Shows `line` as the current progress on standard error (overwriting the previous one on a
     /// terminal); `nil` clears it.
-    private func progress(_ line: String?) {
+    func progress(_ line: String?) {
         if Console.standardErrorIsTerminal {
             Console.errorRaw("\r\u{1B}[2K" + (line ?? ""))
         } else if let line {
