@@ -92,7 +92,8 @@ public final class AdaptiveBlurPool2D {
                 stateDict: Safetensors.read(contentsOf: url), configuration: configuration, prefix: prefix))
     }
 
-    private static func upload(_ parameters: AdaptiveBlurPool2DParameters<Float>, device: Device) throws -> Constants {
+    /// BatchNorm with running statistics folded into y = a * scale + shift, in Double.
+    private static func folded(_ parameters: AdaptiveBlurPool2DParameters<Float>) -> (scale: [Float], shift: [Float]) {
         let epsilon = AdaptiveBlurPool2DConfiguration.epsilon
         let count = parameters.bnWeight.count
         var scale = [Float](repeating: 0, count: count)
@@ -102,6 +103,21 @@ public final class AdaptiveBlurPool2D {
             scale[o] = Float(s)
             shift[o] = Float(Double(parameters.bnBias.values[o]) - Double(parameters.runningMean.values[o]) * s)
         }
+        return (scale, shift)
+    }
+
+    /// Replaces the running statistics only (training forward): rewrites the folded scale and
+    /// shift in place, so a training step allocates no new constants.
+    func setRunningStatistics(_ parameters: AdaptiveBlurPool2DParameters<Float>) throws {
+        let (scale, shift) = Self.folded(parameters)
+        try device.context.write(scale, to: constants.scale)
+        try device.context.write(shift, to: constants.shift)
+        self.parameters = parameters
+    }
+
+    private static func upload(_ parameters: AdaptiveBlurPool2DParameters<Float>, device: Device) throws -> Constants {
+        let count = parameters.bnWeight.count
+        let (scale, shift) = folded(parameters)
         let context = device.context
         let weight = try context.makeBuffer(byteCount: parameters.convWeight.count * 4)
         try context.write(parameters.convWeight.values, to: weight)

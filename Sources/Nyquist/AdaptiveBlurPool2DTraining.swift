@@ -31,7 +31,9 @@ extension AdaptiveBlurPool2D {
     /// (biased variance for the normalisation), softmax and filtering at the output positions,
     /// and the running statistics updated in ``parameters`` with momentum 0.1 and the unbiased
     /// variance (as PyTorch). Allocates the N x G*k*k x H x W predictor map that backward needs
-    /// (SPEC.md allows it), never a k*k x input tensor. `withFilters` also returns the filters.
+    /// (SPEC.md allows it), never a k*k x input tensor: a call allocates that map, four
+    /// G*k*k-vectors (batch mean, variance, folded scale and shift) and the output (and the
+    /// filters when asked). `withFilters` also returns the filters.
     /// Needs N*H*W > 1, as PyTorch's BatchNorm in training.
     public func forwardTraining(_ input: DeviceTensor, withFilters: Bool = false) throws -> (
         output: DeviceTensor, filters: DeviceTensor?, saved: AdaptiveSavedForBackward
@@ -98,7 +100,7 @@ extension AdaptiveBlurPool2D {
             updated.runningVar.values[o] = Float(
                 (1 - momentum) * Double(parameters.runningVar.values[o]) + momentum * Double(batchVariance[o]) * unbiased)
         }
-        try setParameters(updated)
+        try setRunningStatistics(updated)
         return (
             output, filters,
             AdaptiveSavedForBackward(

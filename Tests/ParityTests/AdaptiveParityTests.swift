@@ -1,3 +1,4 @@
+import Foundation
 import Nyquist
 import NyquistCore
 import NyquistReference
@@ -207,5 +208,39 @@ struct AdaptiveParityTests {
         #expect(throws: NyquistError.self) {
             try layer.backward(DeviceTensor(shape: [1, 2, 2, 2], on: device), saved)
         }
+    }
+
+    @Test("Training allocates the predictor map, four G*k*k vectors and the output; running stats update in place")
+    func trainingAllocations() throws {
+        let device = try Device(TestDevice.get().info)
+        let layer = try AdaptiveBlurPool2D(channels: 8, kernelSize: 5, groups: 2, on: device)
+        let x = try DeviceTensor(randomTensor([2, 8, 12, 12], seed: 9), on: device)
+        _ = try layer.forwardTraining(x)  // builds the programs and the padding tables
+        let before = device.context.statistics.allocations
+        let (_, filters, saved) = try layer.forwardTraining(x)
+        #expect(filters == nil)
+        #expect(device.context.statistics.allocations - before == 6, "map, mean, var, scale, shift, output")
+        #expect(saved.predictor.shape == [2, 50, 12, 12])
+        // Inference after training uses the updated running statistics.
+        let expected = try Reference.adaptiveBlurPool2D(try x.toHost(), parameters: layer.parameters, layer.configuration)
+        let error = Discrepancy(actual: try layer(x).toHost().values, expected: expected.output.values)
+        #expect(error.within(Self.tolerance), "\(error)")
+    }
+
+    @Test("load(safetensors:prefix:) reads a PyTorch-named state_dict")
+    func loadSafetensors() throws {
+        let device = try TestDevice.get()
+        let config = try AdaptiveBlurPool2DConfiguration(channels: 4, kernelSize: 3, groups: 2)
+        let parameters = try adaptiveTestParameters(config, seed: 77)
+        var file: [String: HostTensor] = ["fc.weight": try HostTensor(shape: [2], repeating: 0)]
+        for (name, tensor) in parameters.stateDict { file["layer1.pasa." + name] = tensor }
+        file["layer1.pasa.bn.num_batches_tracked"] = try HostTensor(shape: [1], values: [5])
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("adaptive-\(UUID().uuidString).safetensors")
+        defer { try? FileManager.default.removeItem(at: url) }
+        try Safetensors.write(file, to: url)
+        let layer = try AdaptiveBlurPool2D(config, parameters: AdaptiveBlurPool2DParameters(configuration: config), on: device)
+        try layer.load(safetensors: url, prefix: "layer1.pasa.")
+        #expect(layer.parameters == parameters)
+        #expect(throws: NyquistError.self) { try layer.load(safetensors: url) }  // unprefixed: unexpected keys
     }
 }
