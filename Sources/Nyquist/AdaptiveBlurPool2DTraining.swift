@@ -126,6 +126,14 @@ extension AdaptiveBlurPool2D {
         let p = configuration.predictorChannels
         let k = configuration.kernelSize
         let (n, c, h, w) = (inputShape.n, inputShape.c, inputShape.h, inputShape.w)
+        guard saved.predictor.shape == [n, p, h, w], saved.batchMean.count == p, saved.batchVariance.count == p,
+            saved.scale.count == p, saved.shift.count == p
+        else {
+            throw NyquistError(
+                .invalidShape,
+                "\(layer) backward: the saved state (predictor \(saved.predictor.shape)) does not come from this layer's "
+                    + "training forward on input \(inputShape) (expected predictor \([n, p, h, w]))")
+        }
         let (oh, ow) = (outputShape.h, outputShape.w)
         let strided = try stridedTables(inputShape, outputShape)
         let full = try fullTables(inputShape)

@@ -208,6 +208,11 @@ struct AdaptiveParityTests {
         #expect(throws: NyquistError.self) {
             try layer.backward(DeviceTensor(shape: [1, 2, 2, 2], on: device), saved)
         }
+        // Saved state of a layer with other groups: refused, not read out of bounds.
+        let other = try AdaptiveBlurPool2D(channels: 2, kernelSize: 3, stride: 1, groups: 1, padding: .zero, on: device)
+        #expect(throws: NyquistError.self) {
+            try other.backward(DeviceTensor(shape: [1, 2, 4, 4], on: device), saved)
+        }
     }
 
     @Test("Training allocates the predictor map, four G*k*k vectors and the output; running stats update in place")
