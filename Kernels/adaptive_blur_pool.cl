@@ -475,31 +475,44 @@ __kernel void adaptive_input_gradient(
 }
 
 // dL/dconv.weight[o, c, u, v] = sum over n, y, x of dL/da[n, o, y, x] * xpad[n, c, y + u, x + v].
-// One work-group per weight: global (P * C * K * K * REDUCE), local (REDUCE); stride-1 tables.
+// One work-group per (o, c) computes its k*k weights together, so each dL/da value and each
+// table entry is read once per window rather than once per tap: global (P * C * REDUCE), local
+// (REDUCE), scratch REDUCE * K * K floats; stride-1 tables.
 __kernel void adaptive_weight_gradient(
     __global const float *grad_map, __global const float *x, __global const int *row_source,
     __global const int *col_source, __global float *grad_weight, int batch, int height, int width,
     __local float *scratch) {
     int e = get_group_id(0);
     int lid = get_local_id(0);
-    int v = e % K;
-    int u = (e / K) % K;
-    int c = (e / KK) % CHANNELS;
-    int o = e / (KK * CHANNELS);
+    int c = e % CHANNELS;
+    int o = e / CHANNELS;
     int plane = height * width;
     int count = batch * plane;
-    float sum = 0.0f;
+    float sums[KK];
+    for (int t = 0; t < KK; ++t) sums[t] = 0.0f;
     for (int index = lid; index < count; index += REDUCE) {
         int n = index / plane;
         int position = index - n * plane;
         int y = position / width;
         int xx = position - y * width;
-        int row = row_source[y * K + u];
-        int col = col_source[xx * K + v];
-        int offset = (row >= 0 && col >= 0) ? row * width + col : -1;
-        sum += grad_map[(n * P + o) * plane + position] * load_or_zero(x + (n * CHANNELS + c) * plane, offset);
+        float ga = grad_map[(n * P + o) * plane + position];
+        __global const float *xc = x + (n * CHANNELS + c) * plane;
+        for (int u = 0; u < K; ++u) {
+            int row = row_source[y * K + u];
+            for (int v = 0; v < K; ++v) {
+                int col = col_source[xx * K + v];
+                int offset = (row >= 0 && col >= 0) ? row * width + col : -1;
+                sums[u * K + v] += ga * load_or_zero(xc, offset);
+            }
+        }
     }
-    scratch[lid] = sum;
-    tree_sum(scratch, lid);
-    if (lid == 0) grad_weight[e] = scratch[0];
+    for (int t = 0; t < KK; ++t) scratch[t * REDUCE + lid] = sums[t];
+    for (int span = REDUCE / 2; span > 0; span /= 2) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (lid < span) {
+            for (int t = 0; t < KK; ++t) scratch[t * REDUCE + lid] += scratch[t * REDUCE + lid + span];
+        }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int t = lid; t < KK; t += REDUCE) grad_weight[e * KK + t] = scratch[t * REDUCE];
 }

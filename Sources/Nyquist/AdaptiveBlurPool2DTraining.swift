@@ -20,11 +20,15 @@ public struct AdaptiveSavedForBackward {
 }
 
 extension AdaptiveBlurPool2D {
-    /// Work-group size of the reduction kernels: 64, or the device's limit if smaller (a power of two).
+    /// Work-group size of the reduction kernels: 64, or less (a power of two) where the device
+    /// limits work-groups or local memory (the weight gradient keeps k*k partial sums per item).
     var reduceSize: Int {
         var size = 64
-        while size > max(device.info.maxWorkGroupSize, 1) { size /= 2 }
-        return max(size, 1)
+        let taps = configuration.taps
+        while size > 1 && (size > device.info.maxWorkGroupSize || size * taps * 4 > device.info.localMemorySize) {
+            size /= 2
+        }
+        return size
     }
 
     /// Training forward: BatchNorm statistics of the predictor over all N x H x W positions
@@ -195,9 +199,9 @@ extension AdaptiveBlurPool2D {
             arguments: [
                 .buffer(gradMap.buffer), .buffer(saved.input.buffer), .buffer(full.rows.source),
                 .buffer(full.columns.source), .buffer(gradWeight.buffer), .int(n), .int(h), .int(w),
-                .local(reduce * 4),
+                .local(reduce * k * k * 4),
             ],
-            global: [p * c * k * k * reduce], local: [reduce])
+            global: [p * c * reduce], local: [reduce])
         return Gradients(
             input: gradInput, parameters: ["conv.weight": gradWeight, "bn.weight": gradGamma, "bn.bias": gradBeta])
     }
