@@ -2,18 +2,24 @@ import Foundation  // exp and sqrt on Double only
 import NyquistCore
 
 extension Reference {
-    /// What the AdaptiveBlurPool backward needs: the input and the parameters of the training
-    /// forward. Backward recomputes the padded input, predictor map and batch statistics from them.
+    /// What the AdaptiveBlurPool backward needs: the input and the parameters of the forward.
+    /// Backward recomputes the padded input, predictor map and statistics from them.
     public struct AdaptiveSaved<T: BinaryFloatingPoint & Sendable>: Sendable {
         /// The forward's input.
         public let input: Tensor<T>
-        /// The parameters the forward used (running statistics are not used by backward).
+        /// The parameters the forward used.
         public let parameters: AdaptiveBlurPool2DParameters<T>
+        /// True (training forward): BatchNorm used the batch statistics, and backward
+        /// differentiates through them. False (inference forward, PyTorch's eval mode with
+        /// gradients, e.g. fine-tuning with frozen BatchNorm): the running statistics are
+        /// constants and BatchNorm is a per-channel affine map.
+        public let batchStatistics: Bool
 
-        /// Bundles a training forward's input and parameters.
-        public init(input: Tensor<T>, parameters: AdaptiveBlurPool2DParameters<T>) {
+        /// Bundles a forward's input and parameters.
+        public init(input: Tensor<T>, parameters: AdaptiveBlurPool2DParameters<T>, batchStatistics: Bool = true) {
             self.input = input
             self.parameters = parameters
+            self.batchStatistics = batchStatistics
         }
     }
 
@@ -124,9 +130,10 @@ extension Reference {
             updatedParameters: updated, saved: AdaptiveSaved(input: x, parameters: parameters))
     }
 
-    /// AdaptiveBlurPool backward of the training forward: gradients to the input (through the
-    /// taps and through the predictor: softmax, BatchNorm with batch statistics, conv, padding),
-    /// to `conv.weight`, `bn.weight` and `bn.bias`.
+    /// AdaptiveBlurPool backward: gradients to the input (through the taps and through the
+    /// predictor: softmax, BatchNorm, conv, padding), to `conv.weight`, `bn.weight` and
+    /// `bn.bias`. With `saved.batchStatistics` (training forward) BatchNorm's batch statistics
+    /// are differentiated too; without (inference forward) the running statistics are constants.
     public static func adaptiveBlurPool2DBackward<T: BinaryFloatingPoint & Sendable>(
         gradOutput: Tensor<T>, saved: AdaptiveSaved<T>, _ config: AdaptiveBlurPool2DConfiguration
     ) throws -> AdaptiveGradients<T> {
@@ -134,7 +141,7 @@ extension Reference {
         try checkGradOutput(
             gradOutput, expected: core.output, input: core.input, layer: AdaptiveBlurPool2DConfiguration.operatorName)
         let gy = try planes(gradOutput, core.output).values
-        let stats = try core.batchStatistics()
+        let stats = saved.batchStatistics ? try core.batchStatistics() : core.runningStatistics(saved.parameters)
         let p = config.predictorChannels
         let k = config.kernelSize
         let s = config.stride
@@ -196,7 +203,10 @@ extension Reference {
                     for x in 0..<w {
                         let index = core.fullIndex(n, o, y, x)
                         let xhat = (stats.map[index] - stats.mean[o]) * stats.inverseStd[o]
-                        gradA[index] = factor * (gradZ[index] - gradBias[o] / count - xhat * gradGamma[o] / count)
+                        gradA[index] =
+                            saved.batchStatistics
+                            ? factor * (gradZ[index] - gradBias[o] / count - xhat * gradGamma[o] / count)
+                            : factor * gradZ[index]
                     }
                 }
             }
@@ -360,6 +370,30 @@ struct AdaptiveCore {
         }
     }
 
+    /// The full-resolution predictor map (no BatchNorm).
+    func fullMap() -> [Double] {
+        let p = config.predictorChannels
+        var map = [Double](repeating: 0, count: input.n * p * input.h * input.w)
+        for n in 0..<input.n {
+            for o in 0..<p {
+                for y in 0..<input.h {
+                    for x in 0..<input.w { map[fullIndex(n, o, y, x)] = conv(n: n, o: o, row: y, col: x) }
+                }
+            }
+        }
+        return map
+    }
+
+    /// The full-resolution map with the running statistics in place of batch statistics.
+    func runningStatistics<T: BinaryFloatingPoint & Sendable>(_ parameters: AdaptiveBlurPool2DParameters<T>) -> (
+        map: [Double], mean: [Double], variance: [Double], inverseStd: [Double]
+    ) {
+        let mean = parameters.runningMean.values.map { Double($0) }
+        let variance = parameters.runningVar.values.map { Double($0) }
+        let inverseStd = variance.map { 1 / ($0 + AdaptiveBlurPool2DConfiguration.epsilon).squareRoot() }
+        return (fullMap(), mean, variance, inverseStd)
+    }
+
     /// The full-resolution predictor map and its per-channel batch mean, biased variance and
     /// 1/sqrt(variance + eps), two-pass in `Double`.
     func batchStatistics() throws -> (map: [Double], mean: [Double], variance: [Double], inverseStd: [Double]) {
@@ -370,14 +404,7 @@ struct AdaptiveCore {
                     + "channel, but N x H x W = \(input.n)x\(input.h)x\(input.w)")
         }
         let p = config.predictorChannels
-        var map = [Double](repeating: 0, count: input.n * p * input.h * input.w)
-        for n in 0..<input.n {
-            for o in 0..<p {
-                for y in 0..<input.h {
-                    for x in 0..<input.w { map[fullIndex(n, o, y, x)] = conv(n: n, o: o, row: y, col: x) }
-                }
-            }
-        }
+        let map = fullMap()
         var mean = [Double](repeating: 0, count: p)
         var variance = [Double](repeating: 0, count: p)
         let planeSize = input.h * input.w

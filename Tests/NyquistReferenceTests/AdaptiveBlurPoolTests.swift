@@ -108,6 +108,50 @@ struct AdaptiveBlurPoolTests {
         print("adaptive FD \(testCase): largest directional error \(worst.0) (\(worst.1))")
     }
 
+    @Test("Frozen BatchNorm (inference forward): directional derivatives match backward", arguments: try AdaptiveCase.grid().enumerated().filter { $0.offset % 3 == 0 }.map(\.element))
+    func frozenGradients(_ testCase: AdaptiveCase) throws {
+        let config = testCase.config
+        var rng = seededGenerator(UInt64(config.kernelSize * 999 + config.stride * 99 + config.groups * 9 + testCase.shape[2]))
+        let x = try randomTensor(testCase.shape, using: &rng)
+        let parameters = try adaptiveParameters(config, using: &rng)
+        let output = try Reference.adaptiveBlurPool2D(x, parameters: parameters, config).output
+        let g = try randomTensor(output.shape, using: &rng)
+        let gradients = try Reference.adaptiveBlurPool2DBackward(
+            gradOutput: g, saved: .init(input: x, parameters: parameters, batchStatistics: false), config)
+        func loss(_ x: Tensor<Double>, _ parameters: AdaptiveBlurPool2DParameters<Double>) throws -> Double {
+            dot(try Reference.adaptiveBlurPool2D(x, parameters: parameters, config).output.values, g.values)
+        }
+        var worst = 0.0
+        let cases: [(String, [Double], (Double, [Double]) throws -> Double)] = [
+            ("input", gradients.input.values, { t, d in try loss(shifted(x, by: d, times: t), parameters) }),
+            ("conv.weight", gradients.convWeight.values, { t, d in
+                var p = parameters
+                p.convWeight = try shifted(parameters.convWeight, by: d, times: t)
+                return try loss(x, p)
+            }),
+            ("bn.weight", gradients.bnWeight.values, { t, d in
+                var p = parameters
+                p.bnWeight = try shifted(parameters.bnWeight, by: d, times: t)
+                return try loss(x, p)
+            }),
+            ("bn.bias", gradients.bnBias.values, { t, d in
+                var p = parameters
+                p.bnBias = try shifted(parameters.bnBias, by: d, times: t)
+                return try loss(x, p)
+            }),
+        ]
+        for (name, gradient, perturb) in cases {
+            var rng2 = seededGenerator(UInt64(gradient.count) + 5)
+            let d = (0..<gradient.count).map { _ in Double.random(in: -1...1, using: &rng2) }
+            let numeric = (try perturb(Self.step, d) - perturb(-Self.step, d)) / (2 * Self.step)
+            let analytic = dot(gradient, d)
+            let error = abs(numeric - analytic) / max(absoluteDot(gradient, d), 1e-12)
+            #expect(error <= 1e-6, "\(testCase) frozen \(name): numeric \(numeric), analytic \(analytic)")
+            worst = max(worst, error)
+        }
+        print("adaptive frozen-BN FD \(testCase): largest directional error \(worst)")
+    }
+
     @Test("Every input-gradient coordinate matches central differences (small map)", arguments: AdaptiveSoftmax.allCases)
     func fullInputGradient(softmax: AdaptiveSoftmax) throws {
         let config = try AdaptiveBlurPool2DConfiguration(
