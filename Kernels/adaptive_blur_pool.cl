@@ -402,13 +402,15 @@ __kernel void adaptive_bn_parameter_gradients(
     }
 }
 
-// dL/da at every full-resolution position (BatchNorm backward with batch statistics):
-// gamma * rstd * (dz - sum dz / M - xhat * sum(dz xhat) / M). Global (W, H, N * P).
+// dL/da at every full-resolution position. BatchNorm backward with batch statistics:
+// gamma * rstd * (dz - sum dz / M - xhat * sum(dz xhat) / M); with frozen (running)
+// statistics (`frozen` != 0) the statistics are constants: gamma * rstd * dz.
+// Global (W, H, N * P).
 __kernel void adaptive_bn_backward(
     __global const float *map, __global const float *grad_z, __global const float *mean,
     __global const float *variance, __global const float *gamma, __global const float *grad_gamma,
     __global const float *grad_beta, __global float *grad_map, int batch, int height, int width, int out_height,
-    int out_width) {
+    int out_width, int frozen) {
     int col = get_global_id(0);
     int row = get_global_id(1);
     int nk = get_global_id(2);
@@ -421,7 +423,8 @@ __kernel void adaptive_bn_backward(
     float gz = 0.0f;
     if (row % STRIDE == 0 && col % STRIDE == 0)
         gz = grad_z[(nk * out_height + row / STRIDE) * out_width + col / STRIDE];
-    grad_map[index] = gamma[o] * inverse_std * (gz - grad_beta[o] / count - xhat * grad_gamma[o] / count);
+    grad_map[index] = frozen ? gamma[o] * inverse_std * gz
+                             : gamma[o] * inverse_std * (gz - grad_beta[o] / count - xhat * grad_gamma[o] / count);
 }
 
 // Input gradient, gathered: the filter-tap path (output positions whose window reads this

@@ -93,7 +93,7 @@ public final class AdaptiveBlurPool2D {
     }
 
     /// BatchNorm with running statistics folded into y = a * scale + shift, in Double.
-    private static func folded(_ parameters: AdaptiveBlurPool2DParameters<Float>) -> (scale: [Float], shift: [Float]) {
+    static func folded(_ parameters: AdaptiveBlurPool2DParameters<Float>) -> (scale: [Float], shift: [Float]) {
         let epsilon = AdaptiveBlurPool2DConfiguration.epsilon
         let count = parameters.bnWeight.count
         var scale = [Float](repeating: 0, count: count)

@@ -13,6 +13,10 @@ public struct AdaptiveSavedForBackward {
     public let batchMean: DeviceTensor
     /// Biased batch variance of each predictor channel (G*k*k), the one the forward divided by.
     public let batchVariance: DeviceTensor
+    /// True after a training forward (batch statistics, differentiated in backward); false
+    /// after ``AdaptiveBlurPool2D/forwardTraining(_:withFilters:frozenStatistics:)`` with
+    /// frozen statistics, where `batchMean` and `batchVariance` hold the running statistics.
+    public let batchStatistics: Bool
     /// gamma / sqrt(var + eps) and beta - mean * scale (G*k*k each).
     let scale: DeviceTensor
     let shift: DeviceTensor
@@ -39,7 +43,11 @@ extension AdaptiveBlurPool2D {
     /// G*k*k-vectors (batch mean, variance, folded scale and shift) and the output (and the
     /// filters when asked). `withFilters` also returns the filters.
     /// Needs N*H*W > 1, as PyTorch's BatchNorm in training.
-    public func forwardTraining(_ input: DeviceTensor, withFilters: Bool = false) throws -> (
+    ///
+    /// `frozenStatistics: true` is PyTorch's eval mode with gradients (fine-tuning with frozen
+    /// BatchNorm): the output is the inference output (running statistics), the running
+    /// statistics are not updated, and backward treats them as constants.
+    public func forwardTraining(_ input: DeviceTensor, withFilters: Bool = false, frozenStatistics: Bool = false) throws -> (
         output: DeviceTensor, filters: DeviceTensor?, saved: AdaptiveSavedForBackward
     ) {
         let layer = AdaptiveBlurPool2DConfiguration.operatorName
@@ -49,7 +57,7 @@ extension AdaptiveBlurPool2D {
             throw NyquistError(.invalidConfiguration, "\(layer): the input must live on the layer's device (\(device.name))")
         }
         let positions = inputShape.n * inputShape.h * inputShape.w
-        guard positions > 1 else {
+        guard positions > 1 || frozenStatistics else {
             throw NyquistError(
                 .invalidShape,
                 "\(layer): training BatchNorm needs more than one value per channel, but N x H x W = "
@@ -67,12 +75,25 @@ extension AdaptiveBlurPool2D {
                 .buffer(map.buffer), .int(inputShape.n), .int(inputShape.h), .int(inputShape.w),
             ],
             global: [inputShape.w, inputShape.h, inputShape.n])
-        let mean = try DeviceTensor(shape: [p], on: device)
-        let variance = try DeviceTensor(shape: [p], on: device)
-        let scale = try DeviceTensor(shape: [p], on: device)
-        let shift = try DeviceTensor(shape: [p], on: device)
+        let mean: DeviceTensor
+        let variance: DeviceTensor
+        let scale: DeviceTensor
+        let shift: DeviceTensor
+        if frozenStatistics {
+            mean = try DeviceTensor(parameters.runningMean, on: device)
+            variance = try DeviceTensor(parameters.runningVar, on: device)
+            let folded = Self.folded(parameters)
+            scale = try DeviceTensor(HostTensor(shape: [p], values: folded.scale), on: device)
+            shift = try DeviceTensor(HostTensor(shape: [p], values: folded.shift), on: device)
+        } else {
+            mean = try DeviceTensor(shape: [p], on: device)
+            variance = try DeviceTensor(shape: [p], on: device)
+            scale = try DeviceTensor(shape: [p], on: device)
+            shift = try DeviceTensor(shape: [p], on: device)
+        }
         let reduce = reduceSize
-        try device.context.dispatch(
+        if !frozenStatistics {
+            try device.context.dispatch(
             "adaptive_batch_statistics", in: program,
             arguments: [
                 .buffer(map.buffer), .buffer(constants.gamma), .buffer(constants.beta), .buffer(mean.buffer),
@@ -80,6 +101,7 @@ extension AdaptiveBlurPool2D {
                 .int(inputShape.h * inputShape.w), .local(reduce * 4),
             ],
             global: [p * reduce], local: [reduce])
+        }
         let output = try DeviceTensor(shape: outputShape.dimensions, on: device)
         let filters = withFilters ? try DeviceTensor(shape: configuration.filterShape(for: inputShape).dimensions, on: device) : nil
         let strided = try stridedTables(inputShape, outputShape)
@@ -92,6 +114,10 @@ extension AdaptiveBlurPool2D {
                 .int(outputShape.h), .int(outputShape.w),
             ],
             global: [outputShape.w, outputShape.h, inputShape.n])
+        let saved = AdaptiveSavedForBackward(
+            input: input, predictor: map, batchMean: mean, batchVariance: variance, batchStatistics: !frozenStatistics,
+            scale: scale, shift: shift, constants: constants)
+        if frozenStatistics { return (output, filters, saved) }
         // Running statistics: P values each way.
         let batchMean = try mean.toHost().values
         let batchVariance = try variance.toHost().values
@@ -105,16 +131,12 @@ extension AdaptiveBlurPool2D {
                 (1 - momentum) * Double(parameters.runningVar.values[o]) + momentum * Double(batchVariance[o]) * unbiased)
         }
         try setRunningStatistics(updated)
-        return (
-            output, filters,
-            AdaptiveSavedForBackward(
-                input: input, predictor: map, batchMean: mean, batchVariance: variance, scale: scale, shift: shift,
-                constants: constants)
-        )
+        return (output, filters, saved)
     }
 
-    /// Backward of a training forward: gradients to the input (through the filter taps and the
-    /// predictor), and `conv.weight`, `bn.weight`, `bn.bias` in ``Gradients/parameters``.
+    /// Backward of ``forwardTraining(_:withFilters:frozenStatistics:)``: gradients to the input
+    /// (through the filter taps and the predictor), and `conv.weight`, `bn.weight`, `bn.bias` in
+    /// ``Gradients/parameters``.
     /// Deterministic: gathers and fixed-order work-group reductions, no atomics.
     public func backward(_ gradOutput: DeviceTensor, _ saved: AdaptiveSavedForBackward) throws -> Gradients {
         let layer = AdaptiveBlurPool2DConfiguration.operatorName
@@ -181,6 +203,7 @@ extension AdaptiveBlurPool2D {
                 .buffer(saved.predictor.buffer), .buffer(gradZ.buffer), .buffer(saved.batchMean.buffer),
                 .buffer(saved.batchVariance.buffer), .buffer(saved.constants.gamma), .buffer(gradGamma.buffer),
                 .buffer(gradBeta.buffer), .buffer(gradMap.buffer), .int(n), .int(h), .int(w), .int(oh), .int(ow),
+                .int(saved.batchStatistics ? 0 : 1),
             ],
             global: [w, h, n * p])
         let gradInput = try DeviceTensor(shape: inputShape.dimensions, on: device)

@@ -197,6 +197,44 @@ struct AdaptiveParityTests {
         print("adaptive training parity \(label): " + worst.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
     }
 
+    @Test("Frozen BatchNorm (eval mode with gradients) matches the reference", arguments: [0, 1, 3, 6])
+    func frozen(_ index: Int) throws {
+        let spec = Self.trainingCases[index]
+        let device = try TestDevice.get()
+        let config = try AdaptiveBlurPool2DConfiguration(
+            channels: spec.shape[1], kernelSize: spec.k, stride: spec.stride, groups: spec.groups, padding: spec.mode,
+            softmax: spec.softmax)
+        let label = "\(config) on \(spec.shape) frozen"
+        let parameters = try adaptiveTestParameters(config, seed: UInt64(400 + index))
+        let x = try randomTensor(spec.shape, seed: UInt64(500 + index))
+        let expected = try Reference.adaptiveBlurPool2D(x, parameters: parameters, config)
+        let layer = try AdaptiveBlurPool2D(config, parameters: parameters, on: device)
+        let (output, filters, saved) = try layer.forwardTraining(
+            DeviceTensor(x, on: device), withFilters: true, frozenStatistics: true)
+        #expect(layer.parameters == parameters, "\(label): frozen statistics must not be updated")
+        var worst: [String: Double] = [:]
+        func compare(_ name: String, _ actual: HostTensor, _ reference: HostTensor, _ tolerance: Double) {
+            let error = Discrepancy(actual: actual.values, expected: reference.values)
+            #expect(actual.shape == reference.shape && error.within(tolerance), "\(label) \(name): \(error)")
+            worst[name] = error.relativeError
+        }
+        compare("output", try output.toHost(), expected.output, Self.tolerance)
+        if let filters { compare("filters", try filters.toHost(), expected.filters, Self.tolerance) }
+        let g = try randomTensor(expected.output.shape, seed: UInt64(600 + index))
+        let expectedGradients = try Reference.adaptiveBlurPool2DBackward(
+            gradOutput: g, saved: .init(input: x, parameters: parameters, batchStatistics: false), config)
+        let gradients = try layer.backward(DeviceTensor(g, on: device), saved)
+        compare("grad input", try gradients.input.toHost(), expectedGradients.input, Self.gradientTolerance)
+        for (name, reference) in expectedGradients.parameters {
+            if let actual = gradients.parameters[name] {
+                compare("grad \(name)", try actual.toHost(), reference, Self.gradientTolerance)
+            } else {
+                Issue.record("\(label): no gradient for \(name)")
+            }
+        }
+        print("adaptive frozen parity \(label): " + worst.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+    }
+
     @Test("Training needs more than one position per channel; backward checks the gradient shape")
     func trainingErrors() throws {
         let device = try TestDevice.get()
