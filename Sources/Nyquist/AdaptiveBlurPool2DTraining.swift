@@ -56,6 +56,7 @@ extension AdaptiveBlurPool2D {
         guard input.device === device else {
             throw NyquistError(.invalidConfiguration, "\(layer): the input must live on the layer's device (\(device.name))")
         }
+        try configuration.checkTrainingMap(for: inputShape)
         let positions = inputShape.n * inputShape.h * inputShape.w
         guard positions > 1 || frozenStatistics else {
             throw NyquistError(

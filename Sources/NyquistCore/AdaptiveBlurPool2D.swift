@@ -111,14 +111,19 @@ public struct AdaptiveBlurPool2DConfiguration: OperatorConfiguration {
             size: input.w, padBefore: pad, padAfter: pad, window: kernelSize, stride: stride, axis: "W", layer: layer)
         let output = try Shape4D(n: input.n, c: input.c, h: h, w: w)
         try checkDeviceLimits(input: input, output: output)
-        let full = input.n * predictorChannels * input.h * input.w
-        guard full <= maximumDeviceElementCount else {
+        return output
+    }
+
+    /// Throws `.sizeLimit` when the full-resolution predictor map that training keeps
+    /// (N x G*k*k x H x W) exceeds 2^31 - 1 elements; inference never allocates it.
+    public func checkTrainingMap(for input: Shape4D) throws {
+        let (count, overflow) = (input.n * input.h).multipliedReportingOverflow(by: input.w * predictorChannels)
+        guard !overflow, count <= maximumDeviceElementCount else {
             throw NyquistError(
                 .sizeLimit,
-                "\(layer): the training predictor map N x G*k*k x H x W = \(input.n)x\(predictorChannels)x\(input.h)x\(input.w) "
-                    + "has \(full) elements; the limit is 2^31 - 1 (split the batch)")
+                "\(Self.operatorName): the training predictor map N x G*k*k x H x W = "
+                    + "\(input.n)x\(predictorChannels)x\(input.h)x\(input.w) exceeds 2^31 - 1 elements (split the batch)")
         }
-        return output
     }
 
     /// The options in one line, as the parity reports and the CLI print them.

@@ -28,6 +28,11 @@ struct AdaptiveConfigurationTests {
         #expect(try unit.outputShape(for: Shape4D(n: 1, c: 4, h: 1, w: 3)) == Shape4D(n: 1, c: 4, h: 1, w: 3))
         expectError(.invalidShape, "reflect", "H = 2") { try config.outputShape(for: Shape4D(n: 1, c: 4, h: 2, w: 8)) }
         expectError(.invalidShape, "5 channels") { try config.outputShape(for: Shape4D(n: 1, c: 5, h: 8, w: 8)) }
+        // 16 x 50 x 2048 x 2048 predictor values: inference is fine, training refuses with a typed error.
+        let large = try Shape4D(n: 16, c: 4, h: 2048, w: 2048)
+        #expect(try config.outputShape(for: large) == Shape4D(n: 16, c: 4, h: 1024, w: 1024))
+        expectError(.sizeLimit, "predictor map") { try config.checkTrainingMap(for: large) }
+        try config.checkTrainingMap(for: Shape4D(n: 2, c: 4, h: 7, w: 8))
     }
 
     @Test func kaimingInitialisation() throws {
