@@ -33,6 +33,7 @@ let package = Package(
                 .embedInCode("blur_pool.cl"),
                 .embedInCode("polyphase.cl"),
                 .embedInCode("lift_pool.cl"),
+                .embedInCode("adaptive_blur_pool.cl"),
             ]
         ),
         .target(name: "Nyquist", dependencies: ["NyquistCL", "NyquistCore", "NyquistKernels"]),

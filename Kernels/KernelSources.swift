@@ -10,6 +10,7 @@ public enum KernelSources {
         "blur_pool.cl": text(PackageResources.blur_pool_cl),
         "polyphase.cl": text(PackageResources.polyphase_cl),
         "lift_pool.cl": text(PackageResources.lift_pool_cl),
+        "adaptive_blur_pool.cl": text(PackageResources.adaptive_blur_pool_cl),
     ]
 
     private static func text(_ bytes: [UInt8]) -> String {

@@ -8,17 +8,27 @@ import Foundation
 struct BenchmarkOperator {
     let name: String
     let forward: (DeviceTensor) throws -> DeviceTensor
-    let training: (DeviceTensor) throws -> (DeviceTensor, SavedForBackward)
-    let backward: (DeviceTensor, SavedForBackward) throws -> DeviceTensor
+    /// The training forward; what it saves is opaque to the benchmark and handed to `backward`.
+    let training: (DeviceTensor) throws -> (DeviceTensor, Any)
+    let backward: (DeviceTensor, Any) throws -> DeviceTensor
     /// Whether backward reads the saved input (max-based operators re-find their maxima).
     let backwardReadsInput: Bool
     /// How many output-sized tensors the forward writes (LiftDownPool: the output and 4 bands).
     var forwardOutputs = 1
+    /// Floating-point operations of a pass (input shape, output shape, pass), for operators whose
+    /// cost is compute rather than memory (a multiply-add counts 2); nil for the pooling baselines.
+    var flops: (([Int], [Int], String) -> Double)? = nil
 
     static func make<Layer: PoolingLayer>(_ layer: Layer, backwardReadsInput: Bool) -> BenchmarkOperator {
         BenchmarkOperator(
             name: Layer.Configuration.operatorName, forward: { try layer($0) },
-            training: { try layer.forwardTraining($0) }, backward: { try layer.backward($0, $1).input },
+            training: { try layer.forwardTraining($0) },
+            backward: { gradOutput, saved in
+                guard let saved = saved as? SavedForBackward else {
+                    throw NyquistError(.invalidConfiguration, "benchmark: saved state of another operator")
+                }
+                return try layer.backward(gradOutput, saved).input
+            },
             backwardReadsInput: backwardReadsInput)
     }
 
@@ -43,6 +53,39 @@ struct BenchmarkOperator {
             backwardReadsInput: true, forwardOutputs: 5)
     }
 
+    /// AdaptiveBlurPool with its defaults (k 3, stride 2, G gcd(8, C), reflect, joint softmax)
+    /// and Kaiming-initialised parameters. Forward is inference; backward is the training
+    /// backward (input and parameter gradients). FLOPs: forward 2 N H' W' (G k^2 C k^2 + C k^2)
+    /// (predictor at output positions, then filtering); backward 2 (2 N H' W' C k^2 + 2 N H W
+    /// G k^2 C k^2) (filter-weight and tap gradients, then the full-resolution conv's weight and
+    /// input gradients).
+    static func adaptive(channels: Int, on device: Device) throws -> BenchmarkOperator {
+        let layer = try AdaptiveBlurPool2D(channels: channels, on: device)
+        let configuration = layer.configuration
+        return BenchmarkOperator(
+            name: AdaptiveBlurPool2DConfiguration.operatorName, forward: { try layer($0) },
+            training: { input in
+                let (output, _, saved) = try layer.forwardTraining(input)
+                return (output, saved)
+            },
+            backward: { gradOutput, saved in
+                guard let saved = saved as? AdaptiveSavedForBackward else {
+                    throw NyquistError(.invalidConfiguration, "benchmark: saved state of another operator")
+                }
+                return try layer.backward(gradOutput, saved).input
+            },
+            backwardReadsInput: true,
+            flops: { input, output, pass in
+                let taps = Double(configuration.taps)
+                let c = Double(configuration.channels)
+                let p = Double(configuration.predictorChannels)
+                let outputPositions = Double(output[0] * output[2] * output[3])
+                let inputPositions = Double(input[0] * input[2] * input[3])
+                if pass == "forward" { return 2 * outputPositions * (p * c * taps + c * taps) }
+                return 2 * (2 * outputPositions * c * taps + 2 * inputPositions * p * c * taps)
+            })
+    }
+
     /// The operators with the options ResNet-style networks use; channels are filled per shape.
     static var all: [Factory] {
         [
@@ -55,6 +98,7 @@ struct BenchmarkOperator {
             Factory(name: "aps-pool") { channels, _ in make(try APSPool2D(channels: channels), backwardReadsInput: true) },
             Factory(name: "tips-pool") { channels, _ in make(try TIPSPool2D(channels: channels), backwardReadsInput: true) },
             Factory(name: "lift-down-pool") { channels, device in try liftDownPool(channels: channels, device: device) },
+            Factory(name: "adaptive-blur-pool") { channels, device in try adaptive(channels: channels, on: device) },
         ]
     }
 
@@ -83,9 +127,10 @@ struct BenchmarkOperator {
                 bytes = (output.count + input.count + (benchmarkOperator.backwardReadsInput ? input.count : 0)) * 4
             }
             let bandwidth = Double(bytes) / seconds / 1e9
+            let gigaflops = benchmarkOperator.flops.map { $0(input.shape, output.shape, pass) / seconds / 1e9 }
             return BenchmarkRow(
                 operatorName: name, pass: pass, shape: shapeName, dimensions: input.shape, milliseconds: seconds * 1e3,
-                gigabytesPerSecond: bandwidth, copyFraction: bandwidth / copyBandwidth)
+                gigabytesPerSecond: bandwidth, copyFraction: bandwidth / copyBandwidth, gigaflopsPerSecond: gigaflops)
         }
     }
 }
@@ -116,16 +161,18 @@ struct BenchmarkRow {
     let milliseconds: Double
     let gigabytesPerSecond: Double
     let copyFraction: Double
+    /// Achieved GFLOP/s, for operators with a FLOP count (nil: memory-bound baselines).
+    var gigaflopsPerSecond: Double? = nil
 
     static func table(_ rows: [BenchmarkRow]) -> String {
         var lines = [
-            pad("op", 15) + pad("pass", 10) + pad("shape", 20) + pad("N", 4) + pad("ms", 10) + pad("GB/s", 9) + "of copy",
+            pad("op", 20) + pad("pass", 10) + pad("shape", 20) + pad("N", 4) + pad("ms", 10) + pad("GB/s", 9) + pad("of copy", 9) + "GFLOP/s",
         ]
         for row in rows {
             lines.append(
-                pad(row.operatorName, 15) + pad(row.pass, 10) + pad(row.shape, 20) + pad("\(row.dimensions[0])", 4)
+                pad(row.operatorName, 20) + pad(row.pass, 10) + pad(row.shape, 20) + pad("\(row.dimensions[0])", 4)
                     + pad(fixed(row.milliseconds, 3), 10) + pad(fixed(row.gigabytesPerSecond, 1), 9)
-                    + fixed(row.copyFraction * 100, 0) + "%")
+                    + pad(fixed(row.copyFraction * 100, 0) + "%", 9) + (row.gigaflopsPerSecond.map { fixed($0, 1) } ?? "-"))
         }
         return lines.joined(separator: "\n")
     }
@@ -133,7 +180,8 @@ struct BenchmarkRow {
     static func json(_ rows: [BenchmarkRow], device: String) -> String {
         let entries = rows.map { row in
             "  {\"op\": \"\(row.operatorName)\", \"pass\": \"\(row.pass)\", \"shape\": \(row.dimensions), "
-                + "\"ms\": \(row.milliseconds), \"gb_per_s\": \(row.gigabytesPerSecond), \"copy_fraction\": \(row.copyFraction)}"
+                + "\"ms\": \(row.milliseconds), \"gb_per_s\": \(row.gigabytesPerSecond), \"copy_fraction\": \(row.copyFraction), "
+                + "\"gflop_per_s\": \(row.gigaflopsPerSecond.map { String($0) } ?? "null")}"
         }
         return "{\"device\": \"\(device)\", \"rows\": [\n" + entries.joined(separator: ",\n") + "\n]}\n"
     }

@@ -29,6 +29,9 @@ struct NyquistBench: ParsableCommand {
     @Option(help: "Also write a Markdown report (device, settings, table) to this file, e.g. Benchmarks/results/<device>.md.")
     var markdown: String?
 
+    /// On CPU devices AdaptiveBlurPool runs only on shapes with at most this many channels.
+    static let adaptiveCPUChannelLimit = 64
+
     func run() throws {
         let device = try device.map { try Device(named: $0) } ?? Device.default()
         let repeats = smoke ? 1 : max(repeats, 1)
@@ -56,6 +59,14 @@ struct NyquistBench: ParsableCommand {
                 for pass in ["forward", "backward"] {
                     done += 1
                     printProgress("[\(done)/\(total)] \(benchmarkOperator.name) \(pass) \(name)")
+                    if benchmarkOperator.name == AdaptiveBlurPool2DConfiguration.operatorName, !device.info.isGPU,
+                        shape[1] > Self.adaptiveCPUChannelLimit
+                    {
+                        skipped.append(
+                            "\(benchmarkOperator.name) \(pass) \(name): more than \(Self.adaptiveCPUChannelLimit) channels "
+                                + "on a CPU device (a compute-bound conv; minutes per call)")
+                        continue
+                    }
                     do {
                         rows.append(
                             try benchmarkOperator.measure(
@@ -79,7 +90,8 @@ struct NyquistBench: ParsableCommand {
                 Device: \(device.info.name) (\(device.info.typeName), \(device.info.platformName), driver \(device.info.driverVersion)), \(device.info.computeUnits) compute units.
                 Median of \(repeats) repeats after one warm-up, kernel time from OpenCL profiling events.
                 GB/s counts every input read once and every output written once; "of copy" divides by the
-                bandwidth of Kernels/copy.cl on the same tensor in the same run.
+                bandwidth of Kernels/copy.cl on the same tensor in the same run. GFLOP/s (adaptive-blur-pool
+                only) counts a multiply-add as 2 (formula in BenchmarkOperator.adaptive).
 
                 ```
                 """

@@ -11,7 +11,8 @@ struct Demo: ParsableCommand {
         abstract: "Run every operator on built-in inputs: parity and timing against the CPU reference.",
         discussion: """
             Inputs: a zone plate (2x3x128x128) and seeded random tensors (8x64x56x56 and the odd \
-            3x5x31x33). Each operator runs with its default options on the device (kernel time \
+            3x5x31x33; adaptive-blur-pool, whose reference is slow, uses the zone plate and the \
+            odd tensor, with Kaiming-initialised parameters of seed 0). Each operator runs with its default options on the device (kernel time \
             from OpenCL profiling events, after one warm-up call so that program builds are not \
             counted) and on the CPU reference (host clock); one backward row per operator uses a \
             seeded random output gradient. LiftDownPool (K = 5, seeded parameters) adds forward \
@@ -101,6 +102,14 @@ struct Demo: ParsableCommand {
                 progress("lift-down-pool \(Format.shape(input.tensor.shape)) \(kind) ...")
                 rows.append(try measureLift(kind, input, on: device, random: &random))
             }
+        }
+        // AdaptiveBlurPool: its CPU reference evaluates a G*k*k-channel conv per pixel, so it
+        // runs on the two smaller inputs only (forward on both, backward on the odd one).
+        for (index, (label, tensor, backward)) in [
+            ("zone plate", zonePlate.tensor, false), ("random", odd.tensor, false), ("random", odd.tensor, true),
+        ].enumerated() {
+            progress("[adaptive \(index + 1)/3] adaptive-blur-pool \(Format.shape(tensor.shape)) ...")
+            rows.append(try measureAdaptive(label: label, x: tensor, backward: backward, on: device, random: &random))
         }
         progress(nil)
 
@@ -301,7 +310,7 @@ struct Demo: ParsableCommand {
 
     /// Shows `line` as the current progress on standard error (overwriting the previous one on a
     /// terminal); `nil` clears it.
-    private func progress(_ line: String?) {
+    func progress(_ line: String?) {
         if Console.standardErrorIsTerminal {
             Console.errorRaw("\r\u{1B}[2K" + (line ?? ""))
         } else if let line {

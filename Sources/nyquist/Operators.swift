@@ -12,13 +12,16 @@ enum OperatorName: String, CaseIterable, Sendable {
     case tipsPool = "tips-pool"
 
     /// Names the contract reserves for operators this build does not implement yet.
-    static let planned = ["adaptive-blur-pool"]
+    static let planned: [String] = []
 
-    /// Every name `nyquist run` accepts: these cases and the LiftPool pair (run by `LiftRun`,
-    /// whose multi-band outputs do not fit ``PoolOperator``).
+    /// Every name `nyquist run` accepts: these cases, the LiftPool pair (run by `LiftRun`, whose
+    /// multi-band outputs do not fit ``PoolOperator``) and adaptive-blur-pool (parameters and its
+    /// own path, RunAdaptive.swift).
     static var available: String {
-        (allCases.map(\.rawValue) + [LiftPoolConfiguration.operatorName, LiftPoolConfiguration.inverseOperatorName])
-            .joined(separator: ", ")
+        (allCases.map(\.rawValue) + [
+            LiftPoolConfiguration.operatorName, LiftPoolConfiguration.inverseOperatorName,
+            AdaptiveBlurPool2DConfiguration.operatorName,
+        ]).joined(separator: ", ")
     }
 
     /// The operator called `name`; a failure with exit status 2 for a planned operator and a

@@ -20,7 +20,13 @@ struct Run: ParsableCommand {
             PyTorch's initialisation drawn from --seed), and for training --lambda-fm, --lambda-undo, \
             --max-shift and --shift-fill circular|zero (the L_undo shift is drawn from --seed); \
             lift-down-pool and lift-up-pool are described in docs/liftpool.md. The \
-            channel count comes from the input (N, C, H, W).
+            channel count comes from the input (N, C, H, W). adaptive-blur-pool takes --kernel \
+            (3, 5, 7; default 3), --stride (default 2), --groups (default gcd(8, C)), --softmax \
+            joint|per-group (default joint), --padding (default reflect), --params (a PyTorch \
+            state_dict as safetensors; default: Kaiming-normal init with seed 0), --grad-params \
+            (gradients of conv.weight, bn.weight, bn.bias) and --extra DIR (filters.npy and, with \
+            --train or gradients, batch_mean.npy, batch_var.npy and the updated running_mean.npy, \
+            running_var.npy).
 
             --extra DIR writes aps-pool's phase indices (indices.npy, shape N) and tips-pool's psi.npy, \
             tau.npy and, with --train or gradients, losses.json (L_FM and L_undo). --grad-params \
@@ -39,7 +45,7 @@ struct Run: ParsableCommand {
             as DIR/grad_<band>.npy.
             """)
 
-    @Argument(help: "The operator: max-pool, avg-pool, blur-pool, max-blur-pool, lift-down-pool or lift-up-pool.")
+    @Argument(help: "The operator: max-pool, avg-pool, blur-pool, max-blur-pool, aps-pool, tips-pool, lift-down-pool, lift-up-pool or adaptive-blur-pool.")
     var op: String
 
     @Option(help: ArgumentHelp("Input tensor (N, C, H, W), float32 or float64 .npy.", valueName: "x.npy"))
@@ -102,6 +108,12 @@ struct Run: ParsableCommand {
     @Option(help: "Seed of tips-pool's default weights and of its L_undo shift (default 0).")
     var seed: UInt64?
 
+    @Option(help: "Filter groups of adaptive-blur-pool; must divide C (default gcd(8, C)).")
+    var groups: Int?
+
+    @Option(help: ArgumentHelp("Softmax of adaptive-blur-pool (default joint).", valueName: "joint|per-group"))
+    var softmax: String?
+
     @Option(help: ArgumentHelp("Where to compute (default opencl).", valueName: "opencl|reference"))
     var backend: String?
 
@@ -118,19 +130,19 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("Where to write the gradient with respect to the input.", valueName: "gx.npy"))
     var gradInput: String?
 
-    @Option(help: ArgumentHelp("Parameters (.safetensors) of tips-pool and the LiftPool pair; the others have none.", valueName: "file"))
+    @Option(help: ArgumentHelp("Parameters (.safetensors) of tips-pool, adaptive-blur-pool and the LiftPool pair; the others have none.", valueName: "file"))
     var params: String?
 
     @Option(help: ArgumentHelp(
-        "Folder for extra outputs (aps-pool: indices; tips-pool: psi, tau, losses; LiftPool: bands).", valueName: "dir"))
+        "Folder for extra outputs (aps-pool: indices; tips-pool: psi, tau, losses; LiftPool: bands; adaptive-blur-pool: filters, batch statistics).", valueName: "dir"))
     var extra: String?
 
     @Option(help: ArgumentHelp(
-        "Where to write parameter gradients (.safetensors) of tips-pool and the LiftPool pair.", valueName: "file"))
+        "Where to write parameter gradients (.safetensors) of tips-pool, adaptive-blur-pool and the LiftPool pair.", valueName: "file"))
     var gradParams: String?
 
     /// The computation the command performs, after every option has been checked.
-    private enum Backend: String {
+    enum Backend: String {
         case opencl
         case reference
     }
@@ -139,6 +151,13 @@ struct Run: ParsableCommand {
         if op == LiftPoolConfiguration.operatorName || op == LiftPoolConfiguration.inverseOperatorName {
             try LiftRun(command: self, down: op == LiftPoolConfiguration.operatorName).run()
             return
+        }
+        if op == AdaptiveBlurPool2DConfiguration.operatorName {
+            try runAdaptive()
+            return
+        }
+        for (option, value) in [("--groups", groups != nil), ("--softmax", softmax != nil)] where value {
+            throw CLIFailure("option \(option) applies only to adaptive-blur-pool")
         }
         let name = try OperatorName.parse(op)
         for (option, given) in [
@@ -344,7 +363,7 @@ struct Run: ParsableCommand {
         return "\(info.name) (\(info.typeName), \(info.platformName))"
     }
 
-    private func selectedBackend() throws -> Backend {
+    func selectedBackend() throws -> Backend {
         guard let backend else { return .opencl }
         guard let value = Backend(rawValue: backend) else {
             throw CLIFailure("unknown backend '\(backend)'; use opencl or reference")
@@ -353,7 +372,7 @@ struct Run: ParsableCommand {
     }
 
     /// The gradient files, or nil when neither is given; a failure when only one is.
-    private func gradientFiles() throws -> (output: String, input: String)? {
+    func gradientFiles() throws -> (output: String, input: String)? {
         switch (gradOutput, gradInput) {
         case (nil, nil): return nil
         case (let output?, let input?): return (output, input)

@@ -56,7 +56,7 @@ struct DevicesAndDemoTests {
         #expect(!outcome.standardError.contains("error"), "\(outcome)")
         let lines = outcome.standardOutput.split(separator: "\n")
         #expect(lines.first?.hasPrefix("device: ") == true, "\(outcome)")
-        for op in ["max-pool", "avg-pool", "blur-pool", "max-blur-pool", "aps-pool", "tips-pool"] {
+        for op in ["max-pool", "avg-pool", "blur-pool", "max-blur-pool", "aps-pool", "tips-pool", "adaptive-blur-pool"] {
             let rows = lines.filter { $0.hasPrefix(op + " ") }
             #expect(rows.contains { $0.contains("forward") }, "\(op): \(outcome)")
             #expect(rows.contains { $0.contains("backward") }, "\(op): \(outcome)")

@@ -1,0 +1,521 @@
+// AdaptiveBlurPool inference (SPEC.md section 3): at every output position (i, j) of sample n,
+// one work item evaluates the predictor conv at input position (s*i, s*j) only, applies the
+// BatchNorm folded into a per-channel scale and shift, the softmax, and filters every channel
+// with its group's predicted k x k filter. Nothing of size k*k x input (or G*k*k x H x W) is
+// ever written: the logits live in registers, one group (k*k values) at a time.
+//
+// Joint softmax needs the maximum and the sum over all G*k*k logits before any filter is
+// known, so it runs two passes over the groups: the first accumulates an online (running
+// maximum, rescaled sum) pair, the second recomputes each group's logits and filters with
+// exp(z - max) / sum. This trades a second predictor evaluation for O(k*k) private memory
+// whatever G is. Per-group softmax needs one pass.
+//
+// Padding: the host's axis tables (Sources/Nyquist/AxisTables.swift) give, for tap u of
+// output row i, the input row row_source[i * K + u] (-1: reads zero); the same for columns.
+//
+// Defines:
+//   K              kernel size k (3, 5, 7)
+//   CHANNELS       input channels C
+//   GROUPS         filter groups G (divides C; groups are contiguous channel blocks)
+//   JOINT          1: one softmax over all G*k*k logits; 0: one per group
+//   WRITE_FILTERS  1: also write the filters (N x G*k*k x H' x W')
+//   STRIDE         subsampling stride s (training kernels, which read the full-resolution map)
+//   REDUCE         work-group size of the reduction kernels (a power of two)
+//   FAN_OUT_ROWS / FAN_OUT_COLS    width of the inverted strided tables (backward gather)
+//   FAN_FULL_ROWS / FAN_FULL_COLS  width of the inverted stride-1 tables (backward gather)
+//
+// Training (SPEC.md: BatchNorm statistics over all N x H x W positions) materialises the raw
+// predictor map a (N x G*k*k x H x W, which SPEC allows) and, in backward, its gradient, the
+// filters and the logit gradients at output positions (N x G*k*k x H' x W'). Reductions (batch
+// statistics, parameter gradients) run one work-group of REDUCE items per reduced value: each
+// item sums a fixed strided subset, then a fixed tree; no atomics, so results are deterministic.
+// The input gradient is a gather over inverted tables that list, for each input row (column),
+// the (output row, tap) pairs that read it, so reflected and wrapped reads need no atomics.
+//
+// Work-item mapping: global (output columns, output rows, batch); one output position each.
+// Accumulation order is fixed (channel, then tap), so results are deterministic.
+#include "common.h"
+
+#ifndef K
+#define K 3
+#endif
+#ifndef CHANNELS
+#define CHANNELS 8
+#endif
+#ifndef GROUPS
+#define GROUPS 8
+#endif
+#ifndef JOINT
+#define JOINT 1
+#endif
+#ifndef WRITE_FILTERS
+#define WRITE_FILTERS 0
+#endif
+
+#ifndef STRIDE
+#define STRIDE 2
+#endif
+#ifndef REDUCE
+#define REDUCE 64
+#endif
+#ifndef FAN_OUT_ROWS
+#define FAN_OUT_ROWS 1
+#endif
+#ifndef FAN_OUT_COLS
+#define FAN_OUT_COLS 1
+#endif
+#ifndef FAN_FULL_ROWS
+#define FAN_FULL_ROWS 1
+#endif
+#ifndef FAN_FULL_COLS
+#define FAN_FULL_COLS 1
+#endif
+#define EPSILON 1e-5f
+
+#define KK (K * K)
+#define P (GROUPS * KK)
+#define CPG (CHANNELS / GROUPS)
+
+// conv(xpad) of group g's k*k predictor channels at one position. `offsets[q]` is the in-plane
+// offset tap q reads (-1: zero padding).
+inline void group_conv(
+    __global const float *xn, __global const float *weight, const int *offsets, int plane, int g, float *logits) {
+    for (int t = 0; t < KK; ++t) logits[t] = 0.0f;
+    for (int c = 0; c < CHANNELS; ++c) {
+        __global const float *xc = xn + c * plane;
+        __global const float *wc = weight + (g * KK * CHANNELS + c) * KK;
+        for (int q = 0; q < KK; ++q) {
+            float value = load_or_zero(xc, offsets[q]);
+            for (int t = 0; t < KK; ++t) logits[t] += wc[t * CHANNELS * KK + q] * value;
+        }
+    }
+}
+
+// BN(conv(xpad)) of group g with BatchNorm folded into scale and shift.
+inline void group_logits(
+    __global const float *xn, __global const float *weight, __global const float *scale,
+    __global const float *shift, const int *offsets, int plane, int g, float *logits) {
+    group_conv(xn, weight, offsets, plane, g, logits);
+    for (int t = 0; t < KK; ++t) logits[t] = logits[t] * scale[g * KK + t] + shift[g * KK + t];
+}
+
+// Fills offsets[u * K + v] for output (i, j) from the axis tables.
+inline void window_offsets(
+    __global const int *row_source, __global const int *col_source, int i, int j, int width, int *offsets) {
+    for (int u = 0; u < K; ++u) {
+        int row = row_source[i * K + u];
+        for (int v = 0; v < K; ++v) {
+            int col = col_source[j * K + v];
+            offsets[u * K + v] = (row >= 0 && col >= 0) ? row * width + col : -1;
+        }
+    }
+}
+
+// BN(a) of group g read from the full-resolution map at (row, col).
+inline void group_logits_from_map(
+    __global const float *map, __global const float *scale, __global const float *shift, int n, int g, int plane,
+    int offset, float *logits) {
+    for (int t = 0; t < KK; ++t) {
+        int o = g * KK + t;
+        logits[t] = map[(n * P + o) * plane + offset] * scale[o] + shift[o];
+    }
+}
+
+// Fixed-order tree sum of scratch[0..REDUCE) into scratch[0]; every item must call it.
+inline void tree_sum(__local float *scratch, int lid) {
+    for (int span = REDUCE / 2; span > 0; span /= 2) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (lid < span) scratch[lid] += scratch[lid + span];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+}
+
+// Adds z to an online softmax accumulator (running maximum, sum of exp(z - maximum)).
+inline void online_softmax(float z, float *maximum, float *total) {
+    if (z > *maximum) {
+        *total = *total * exp(*maximum - z) + 1.0f;
+        *maximum = z;
+    } else {
+        *total += exp(z - *maximum);
+    }
+}
+
+__kernel void adaptive_forward(
+    __global const float *x, __global const float *weight, __global const float *scale,
+    __global const float *shift, __global const int *row_source, __global const int *col_source,
+    __global float *y, __global float *filters,
+    int batch, int height, int width, int out_height, int out_width) {
+    int j = get_global_id(0);
+    int i = get_global_id(1);
+    int n = get_global_id(2);
+    if (j >= out_width || i >= out_height || n >= batch) return;
+    int plane = height * width;
+    int out_plane = out_height * out_width;
+    int offsets[KK];
+    for (int u = 0; u < K; ++u) {
+        int row = row_source[i * K + u];
+        for (int v = 0; v < K; ++v) {
+            int col = col_source[j * K + v];
+            offsets[u * K + v] = (row >= 0 && col >= 0) ? row * width + col : -1;
+        }
+    }
+    __global const float *xn = x + n * CHANNELS * plane;
+    float logits[KK];
+    float maximum = -INFINITY;
+    float total = 0.0f;
+#if JOINT
+    for (int g = 0; g < GROUPS; ++g) {
+        group_logits(xn, weight, scale, shift, offsets, plane, g, logits);
+        for (int t = 0; t < KK; ++t) online_softmax(logits[t], &maximum, &total);
+    }
+#endif
+    for (int g = 0; g < GROUPS; ++g) {
+        group_logits(xn, weight, scale, shift, offsets, plane, g, logits);
+#if !JOINT
+        maximum = -INFINITY;
+        total = 0.0f;
+        for (int t = 0; t < KK; ++t) online_softmax(logits[t], &maximum, &total);
+#endif
+        float inverse = 1.0f / total;
+        for (int t = 0; t < KK; ++t) logits[t] = exp(logits[t] - maximum) * inverse;
+#if WRITE_FILTERS
+        for (int t = 0; t < KK; ++t)
+            filters[(n * GROUPS * KK + g * KK + t) * out_plane + i * out_width + j] = logits[t];
+#endif
+        for (int c = g * CPG; c < (g + 1) * CPG; ++c) {
+            __global const float *xc = xn + c * plane;
+            float sum = 0.0f;
+            for (int q = 0; q < KK; ++q) sum += logits[q] * load_or_zero(xc, offsets[q]);
+            y[(n * CHANNELS + c) * out_plane + i * out_width + j] = sum;
+        }
+    }
+}
+
+// ---- Training forward ----
+
+// Raw predictor a = conv(xpad) at every input position. Global (W, H, N); stride-1 tables.
+__kernel void adaptive_predictor_full(
+    __global const float *x, __global const float *weight, __global const int *row_source,
+    __global const int *col_source, __global float *map, int batch, int height, int width) {
+    int j = get_global_id(0);
+    int i = get_global_id(1);
+    int n = get_global_id(2);
+    if (j >= width || i >= height || n >= batch) return;
+    int plane = height * width;
+    int offsets[KK];
+    window_offsets(row_source, col_source, i, j, width, offsets);
+    __global const float *xn = x + n * CHANNELS * plane;
+    float logits[KK];
+    for (int g = 0; g < GROUPS; ++g) {
+        group_conv(xn, weight, offsets, plane, g, logits);
+        for (int t = 0; t < KK; ++t) map[(n * P + g * KK + t) * plane + i * width + j] = logits[t];
+    }
+}
+
+// Batch mean and biased variance of each predictor channel over N x H x W (two passes), and
+// the folded BatchNorm scale = gamma / sqrt(var + eps), shift = beta - mean * scale.
+// One work-group of REDUCE items per channel: global (P * REDUCE), local (REDUCE).
+__kernel void adaptive_batch_statistics(
+    __global const float *map, __global const float *gamma, __global const float *beta, __global float *mean_out,
+    __global float *var_out, __global float *scale_out, __global float *shift_out, int batch, int plane,
+    __local float *scratch) {
+    int o = get_group_id(0);
+    int lid = get_local_id(0);
+    int count = batch * plane;
+    float sum = 0.0f;
+    for (int index = lid; index < count; index += REDUCE) {
+        int n = index / plane;
+        sum += map[(n * P + o) * plane + index - n * plane];
+    }
+    scratch[lid] = sum;
+    tree_sum(scratch, lid);
+    float mean = scratch[0] / (float)count;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    float squares = 0.0f;
+    for (int index = lid; index < count; index += REDUCE) {
+        int n = index / plane;
+        float d = map[(n * P + o) * plane + index - n * plane] - mean;
+        squares += d * d;
+    }
+    scratch[lid] = squares;
+    tree_sum(scratch, lid);
+    if (lid == 0) {
+        float variance = scratch[0] / (float)count;
+        float scale = gamma[o] / sqrt(variance + EPSILON);
+        mean_out[o] = mean;
+        var_out[o] = variance;
+        scale_out[o] = scale;
+        shift_out[o] = beta[o] - mean * scale;
+    }
+}
+
+// Softmax and filtering at the output positions from the full-resolution map (training).
+// Global (W', H', N).
+__kernel void adaptive_forward_from_map(
+    __global const float *x, __global const float *map, __global const float *scale, __global const float *shift,
+    __global const int *row_source, __global const int *col_source, __global float *y, __global float *filters,
+    int batch, int height, int width, int out_height, int out_width) {
+    int j = get_global_id(0);
+    int i = get_global_id(1);
+    int n = get_global_id(2);
+    if (j >= out_width || i >= out_height || n >= batch) return;
+    int plane = height * width;
+    int out_plane = out_height * out_width;
+    int centre = STRIDE * i * width + STRIDE * j;
+    int offsets[KK];
+    window_offsets(row_source, col_source, i, j, width, offsets);
+    __global const float *xn = x + n * CHANNELS * plane;
+    float logits[KK];
+    float maximum = -INFINITY;
+    float total = 0.0f;
+#if JOINT
+    for (int g = 0; g < GROUPS; ++g) {
+        group_logits_from_map(map, scale, shift, n, g, plane, centre, logits);
+        for (int t = 0; t < KK; ++t) online_softmax(logits[t], &maximum, &total);
+    }
+#endif
+    for (int g = 0; g < GROUPS; ++g) {
+        group_logits_from_map(map, scale, shift, n, g, plane, centre, logits);
+#if !JOINT
+        maximum = -INFINITY;
+        total = 0.0f;
+        for (int t = 0; t < KK; ++t) online_softmax(logits[t], &maximum, &total);
+#endif
+        float inverse = 1.0f / total;
+        for (int t = 0; t < KK; ++t) logits[t] = exp(logits[t] - maximum) * inverse;
+#if WRITE_FILTERS
+        for (int t = 0; t < KK; ++t)
+            filters[(n * P + g * KK + t) * out_plane + i * out_width + j] = logits[t];
+#endif
+        for (int c = g * CPG; c < (g + 1) * CPG; ++c) {
+            __global const float *xc = xn + c * plane;
+            float sum = 0.0f;
+            for (int q = 0; q < KK; ++q) sum += logits[q] * load_or_zero(xc, offsets[q]);
+            y[(n * CHANNELS + c) * out_plane + i * out_width + j] = sum;
+        }
+    }
+}
+
+// ---- Backward ----
+
+// At each output position: the filters w, dL/dw[o] = sum_{c in g(o)} gy[c] * xpad(c, tap),
+// and the softmax backward dL/dz = w * (dL/dw - sum_set w * dL/dw). Writes weights and
+// grad_z (N x P x H' x W'); grad_z holds dL/dw until the last pass. Global (W', H', N).
+__kernel void adaptive_backward_softmax(
+    __global const float *x, __global const float *map, __global const float *scale, __global const float *shift,
+    __global const int *row_source, __global const int *col_source, __global const float *grad_y,
+    __global float *weights, __global float *grad_z, int batch, int height, int width, int out_height,
+    int out_width) {
+    int j = get_global_id(0);
+    int i = get_global_id(1);
+    int n = get_global_id(2);
+    if (j >= out_width || i >= out_height || n >= batch) return;
+    int plane = height * width;
+    int out_plane = out_height * out_width;
+    int position = i * out_width + j;
+    int centre = STRIDE * i * width + STRIDE * j;
+    int offsets[KK];
+    window_offsets(row_source, col_source, i, j, width, offsets);
+    __global const float *xn = x + n * CHANNELS * plane;
+    float logits[KK];
+    float maximum = -INFINITY;
+    float total = 0.0f;
+#if JOINT
+    for (int g = 0; g < GROUPS; ++g) {
+        group_logits_from_map(map, scale, shift, n, g, plane, centre, logits);
+        for (int t = 0; t < KK; ++t) online_softmax(logits[t], &maximum, &total);
+    }
+    float inner = 0.0f;
+#endif
+    for (int g = 0; g < GROUPS; ++g) {
+        group_logits_from_map(map, scale, shift, n, g, plane, centre, logits);
+#if !JOINT
+        maximum = -INFINITY;
+        total = 0.0f;
+        for (int t = 0; t < KK; ++t) online_softmax(logits[t], &maximum, &total);
+        float inner = 0.0f;
+#endif
+        float inverse = 1.0f / total;
+        float grad_w[KK];
+        for (int t = 0; t < KK; ++t) {
+            logits[t] = exp(logits[t] - maximum) * inverse;
+            grad_w[t] = 0.0f;
+        }
+        for (int c = g * CPG; c < (g + 1) * CPG; ++c) {
+            __global const float *xc = xn + c * plane;
+            float dy = grad_y[(n * CHANNELS + c) * out_plane + position];
+            for (int q = 0; q < KK; ++q) grad_w[q] += dy * load_or_zero(xc, offsets[q]);
+        }
+        for (int t = 0; t < KK; ++t) {
+            int index = (n * P + g * KK + t) * out_plane + position;
+            weights[index] = logits[t];
+            grad_z[index] = grad_w[t];
+            inner += logits[t] * grad_w[t];
+        }
+#if !JOINT
+        for (int t = 0; t < KK; ++t) {
+            int index = (n * P + g * KK + t) * out_plane + position;
+            grad_z[index] = logits[t] * (grad_w[t] - inner);
+        }
+#endif
+    }
+#if JOINT
+    for (int o = 0; o < P; ++o) {
+        int index = (n * P + o) * out_plane + position;
+        grad_z[index] = weights[index] * (grad_z[index] - inner);
+    }
+#endif
+}
+
+// dL/dbeta = sum dL/dz and dL/dgamma = sum dL/dz * xhat over the output positions (dL/dz is
+// zero elsewhere). One work-group per channel: global (P * REDUCE), local (REDUCE).
+__kernel void adaptive_bn_parameter_gradients(
+    __global const float *grad_z, __global const float *map, __global const float *mean,
+    __global const float *variance, __global float *grad_gamma, __global float *grad_beta, int batch, int height,
+    int width, int out_height, int out_width, __local float *scratch) {
+    int o = get_group_id(0);
+    int lid = get_local_id(0);
+    int out_plane = out_height * out_width;
+    int count = batch * out_plane;
+    float inverse_std = 1.0f / sqrt(variance[o] + EPSILON);
+    float sum_z = 0.0f;
+    float sum_zx = 0.0f;
+    for (int index = lid; index < count; index += REDUCE) {
+        int n = index / out_plane;
+        int position = index - n * out_plane;
+        int i = position / out_width;
+        int j = position - i * out_width;
+        float gz = grad_z[(n * P + o) * out_plane + position];
+        float xhat = (map[((n * P + o) * height + STRIDE * i) * width + STRIDE * j] - mean[o]) * inverse_std;
+        sum_z += gz;
+        sum_zx += gz * xhat;
+    }
+    scratch[lid] = sum_z;
+    tree_sum(scratch, lid);
+    float total_z = scratch[0];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    scratch[lid] = sum_zx;
+    tree_sum(scratch, lid);
+    if (lid == 0) {
+        grad_beta[o] = total_z;
+        grad_gamma[o] = scratch[0];
+    }
+}
+
+// dL/da at every full-resolution position. BatchNorm backward with batch statistics:
+// gamma * rstd * (dz - sum dz / M - xhat * sum(dz xhat) / M); with frozen (running)
+// statistics (`frozen` != 0) the statistics are constants: gamma * rstd * dz.
+// Global (W, H, N * P).
+__kernel void adaptive_bn_backward(
+    __global const float *map, __global const float *grad_z, __global const float *mean,
+    __global const float *variance, __global const float *gamma, __global const float *grad_gamma,
+    __global const float *grad_beta, __global float *grad_map, int batch, int height, int width, int out_height,
+    int out_width, int frozen) {
+    int col = get_global_id(0);
+    int row = get_global_id(1);
+    int nk = get_global_id(2);
+    if (col >= width || row >= height || nk >= batch * P) return;
+    int o = nk % P;
+    float count = (float)(batch * height * width);
+    float inverse_std = 1.0f / sqrt(variance[o] + EPSILON);
+    int index = (nk * height + row) * width + col;
+    float xhat = (map[index] - mean[o]) * inverse_std;
+    float gz = 0.0f;
+    if (row % STRIDE == 0 && col % STRIDE == 0)
+        gz = grad_z[(nk * out_height + row / STRIDE) * out_width + col / STRIDE];
+    grad_map[index] = frozen ? gamma[o] * inverse_std * gz
+                             : gamma[o] * inverse_std * (gz - grad_beta[o] / count - xhat * grad_gamma[o] / count);
+}
+
+// Input gradient, gathered: the filter-tap path (output positions whose window reads this
+// pixel, with the tap's filter weight) plus the predictor path (full-resolution positions
+// whose conv window reads it, with the conv weights). Inverted tables list (output index * K +
+// tap) entries per input index, -1 padded. Global (W, H, N * C).
+__kernel void adaptive_input_gradient(
+    __global const float *grad_y, __global const float *weights, __global const float *grad_map,
+    __global const float *conv_weight, __global const int *out_rows, __global const int *out_cols,
+    __global const int *full_rows, __global const int *full_cols, __global float *grad_x, int batch, int height,
+    int width, int out_height, int out_width) {
+    int b = get_global_id(0);
+    int a = get_global_id(1);
+    int nc = get_global_id(2);
+    if (b >= width || a >= height || nc >= batch * CHANNELS) return;
+    int n = nc / CHANNELS;
+    int c = nc - n * CHANNELS;
+    int g = c / CPG;
+    int plane = height * width;
+    int out_plane = out_height * out_width;
+    float sum = 0.0f;
+    for (int pr = 0; pr < FAN_OUT_ROWS; ++pr) {
+        int er = out_rows[a * FAN_OUT_ROWS + pr];
+        if (er < 0) break;
+        int i = er / K;
+        int u = er - i * K;
+        for (int pc = 0; pc < FAN_OUT_COLS; ++pc) {
+            int ec = out_cols[b * FAN_OUT_COLS + pc];
+            if (ec < 0) break;
+            int j = ec / K;
+            int v = ec - j * K;
+            int position = i * out_width + j;
+            sum += grad_y[nc * out_plane + position] * weights[(n * P + g * KK + u * K + v) * out_plane + position];
+        }
+    }
+    for (int pr = 0; pr < FAN_FULL_ROWS; ++pr) {
+        int er = full_rows[a * FAN_FULL_ROWS + pr];
+        if (er < 0) break;
+        int y = er / K;
+        int u = er - y * K;
+        for (int pc = 0; pc < FAN_FULL_COLS; ++pc) {
+            int ec = full_cols[b * FAN_FULL_COLS + pc];
+            if (ec < 0) break;
+            int xx = ec / K;
+            int v = ec - xx * K;
+            for (int o = 0; o < P; ++o)
+                sum += grad_map[(n * P + o) * plane + y * width + xx] * conv_weight[(o * CHANNELS + c) * KK + u * K + v];
+        }
+    }
+    grad_x[(nc * height + a) * width + b] = sum;
+}
+
+// dL/dconv.weight[o, c, u, v] = sum over n, y, x of dL/da[n, o, y, x] * xpad[n, c, y + u, x + v].
+// One work-group per (o, c) computes its k*k weights together, so each dL/da value and each
+// table entry is read once per window rather than once per tap: global (P * C * REDUCE), local
+// (REDUCE), scratch REDUCE * K * K floats; stride-1 tables.
+__kernel void adaptive_weight_gradient(
+    __global const float *grad_map, __global const float *x, __global const int *row_source,
+    __global const int *col_source, __global float *grad_weight, int batch, int height, int width,
+    __local float *scratch) {
+    int e = get_group_id(0);
+    int lid = get_local_id(0);
+    int c = e % CHANNELS;
+    int o = e / CHANNELS;
+    int plane = height * width;
+    int count = batch * plane;
+    float sums[KK];
+    for (int t = 0; t < KK; ++t) sums[t] = 0.0f;
+    for (int index = lid; index < count; index += REDUCE) {
+        int n = index / plane;
+        int position = index - n * plane;
+        int y = position / width;
+        int xx = position - y * width;
+        float ga = grad_map[(n * P + o) * plane + position];
+        __global const float *xc = x + (n * CHANNELS + c) * plane;
+        for (int u = 0; u < K; ++u) {
+            int row = row_source[y * K + u];
+            for (int v = 0; v < K; ++v) {
+                int col = col_source[xx * K + v];
+                int offset = (row >= 0 && col >= 0) ? row * width + col : -1;
+                sums[u * K + v] += ga * load_or_zero(xc, offset);
+            }
+        }
+    }
+    for (int t = 0; t < KK; ++t) scratch[t * REDUCE + lid] = sums[t];
+    for (int span = REDUCE / 2; span > 0; span /= 2) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (lid < span) {
+            for (int t = 0; t < KK; ++t) scratch[t * REDUCE + lid] += scratch[t * REDUCE + lid + span];
+        }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int t = lid; t < KK; t += REDUCE) grad_weight[e * KK + t] = scratch[t * REDUCE];
+}

@@ -1,0 +1,204 @@
+import Foundation
+import NyquistCL
+import NyquistCore
+
+/// AdaptiveBlurPool (Zou et al. 2020, "Delving Deeper into Anti-aliasing in ConvNets"): a
+/// content-aware low-pass. At every output position a small predictor (conv k x k, C -> G*k*k,
+/// then BatchNorm and a softmax) proposes one k x k filter per contiguous group of channels,
+/// and each channel is filtered with its group's filter, then subsampled by the stride.
+/// The exact definition is ``AdaptiveBlurPool2DConfiguration`` (SPEC.md section 3).
+///
+/// Inference runs as one fused kernel per output position: the predictor is evaluated at the
+/// output positions only, and no tensor of size k*k x input (nor G*k*k x H x W) is allocated;
+/// a call allocates its output and nothing else (the parameters live on the device as
+/// constants from construction or ``setParameters(_:)`` on).
+///
+/// Parameters use PyTorch's `state_dict` names (`conv.weight`, `bn.weight`, `bn.bias`,
+/// `bn.running_mean`, `bn.running_var`), so a module saved from PyTorch as safetensors loads
+/// with ``load(safetensors:prefix:)``.
+///
+/// A layer holds device buffers and mutable parameters: like ``DeviceTensor`` it is not
+/// `Sendable`; use one per task.
+///
+/// ```swift
+/// let device = try Device.default()
+/// let pool = try AdaptiveBlurPool2D(channels: 64, kernelSize: 3, on: device)
+/// try pool.load(safetensors: url)
+/// let y = try pool(try DeviceTensor(x, on: device))
+/// ```
+public final class AdaptiveBlurPool2D {
+    /// The options (shared with `Reference.adaptiveBlurPool2D`).
+    public let configuration: AdaptiveBlurPool2DConfiguration
+    /// The device the layer's constants and outputs live on.
+    public let device: Device
+    /// The learnable parameters and running statistics (host copy; the device copy follows
+    /// ``setParameters(_:)``).
+    public private(set) var parameters: AdaptiveBlurPool2DParameters<Float>
+    private(set) var constants: Constants
+
+    /// The parameters in the form the kernels read them.
+    struct Constants {
+        /// conv.weight as stored (G*k*k, C, k, k).
+        let weight: OpenCLBuffer
+        /// gamma / sqrt(running_var + eps) per predictor channel.
+        let scale: OpenCLBuffer
+        /// beta - running_mean * scale per predictor channel.
+        let shift: OpenCLBuffer
+        /// bn.weight (gamma) and bn.bias (beta), for training.
+        let gamma: OpenCLBuffer
+        let beta: OpenCLBuffer
+    }
+
+    /// Builds the layer with PyTorch's default initialisation (Kaiming-normal fan_out/ReLU conv
+    /// weight drawn from `seed`, gamma 1, beta 0, running mean 0, running variance 1).
+    /// Throws ``NyquistError`` for options the configuration rejects (G not dividing C, k not
+    /// 3/5/7, ...).
+    public convenience init(
+        channels: Int, kernelSize: Int = 3, stride: Int = 2, groups: Int? = nil, padding: PaddingMode = .reflect,
+        softmax: AdaptiveSoftmax = .joint, seed: UInt64 = 0, on device: Device
+    ) throws {
+        let configuration = try AdaptiveBlurPool2DConfiguration(
+            channels: channels, kernelSize: kernelSize, stride: stride, groups: groups, padding: padding,
+            softmax: softmax)
+        try self.init(
+            configuration, parameters: AdaptiveBlurPool2DParameters(configuration: configuration, seed: seed), on: device)
+    }
+
+    /// Builds the layer from a configuration and parameters (validated against it).
+    public init(
+        _ configuration: AdaptiveBlurPool2DConfiguration, parameters: AdaptiveBlurPool2DParameters<Float>,
+        on device: Device
+    ) throws {
+        try parameters.validate(for: configuration)
+        self.configuration = configuration
+        self.device = device
+        self.parameters = parameters
+        constants = try Self.upload(parameters, device: device)
+    }
+
+    /// Replaces the parameters (validated) and updates the device constants.
+    public func setParameters(_ parameters: AdaptiveBlurPool2DParameters<Float>) throws {
+        try parameters.validate(for: configuration)
+        constants = try Self.upload(parameters, device: device)
+        self.parameters = parameters
+    }
+
+    /// Loads a PyTorch `state_dict` saved as safetensors; `prefix` selects one layer of a whole
+    /// model ("layer2.0.downsample.0."). Throws `.invalidParameters` for missing, unexpected or
+    /// misshapen tensors, and the file errors of ``Safetensors``.
+    public func load(safetensors url: URL, prefix: String = "") throws {
+        try setParameters(
+            AdaptiveBlurPool2DParameters(
+                stateDict: Safetensors.read(contentsOf: url), configuration: configuration, prefix: prefix))
+    }
+
+    /// BatchNorm with running statistics folded into y = a * scale + shift, in Double.
+    static func folded(_ parameters: AdaptiveBlurPool2DParameters<Float>) -> (scale: [Float], shift: [Float]) {
+        let epsilon = AdaptiveBlurPool2DConfiguration.epsilon
+        let count = parameters.bnWeight.count
+        var scale = [Float](repeating: 0, count: count)
+        var shift = [Float](repeating: 0, count: count)
+        for o in 0..<count {
+            let s = Double(parameters.bnWeight.values[o]) / (Double(parameters.runningVar.values[o]) + epsilon).squareRoot()
+            scale[o] = Float(s)
+            shift[o] = Float(Double(parameters.bnBias.values[o]) - Double(parameters.runningMean.values[o]) * s)
+        }
+        return (scale, shift)
+    }
+
+    /// Replaces the running statistics only (training forward): rewrites the folded scale and
+    /// shift in place, so a training step allocates no new constants.
+    func setRunningStatistics(_ parameters: AdaptiveBlurPool2DParameters<Float>) throws {
+        let (scale, shift) = Self.folded(parameters)
+        try device.context.write(scale, to: constants.scale)
+        try device.context.write(shift, to: constants.shift)
+        self.parameters = parameters
+    }
+
+    private static func upload(_ parameters: AdaptiveBlurPool2DParameters<Float>, device: Device) throws -> Constants {
+        let count = parameters.bnWeight.count
+        let (scale, shift) = folded(parameters)
+        let context = device.context
+        let weight = try context.makeBuffer(byteCount: parameters.convWeight.count * 4)
+        try context.write(parameters.convWeight.values, to: weight)
+        let scaleBuffer = try context.makeBuffer(byteCount: count * 4)
+        try context.write(scale, to: scaleBuffer)
+        let shiftBuffer = try context.makeBuffer(byteCount: count * 4)
+        try context.write(shift, to: shiftBuffer)
+        let gamma = try context.makeBuffer(byteCount: count * 4)
+        try context.write(parameters.bnWeight.values, to: gamma)
+        let beta = try context.makeBuffer(byteCount: count * 4)
+        try context.write(parameters.bnBias.values, to: beta)
+        return Constants(weight: weight, scale: scaleBuffer, shift: shiftBuffer, gamma: gamma, beta: beta)
+    }
+
+    /// The output shape for `input`, with the configuration's typed errors.
+    public func outputShape(for input: DeviceTensor) throws -> Shape4D {
+        try configuration.outputShape(for: input.nchw("\(AdaptiveBlurPool2DConfiguration.operatorName) input"))
+    }
+
+    /// Inference forward (running statistics): a new tensor with the output.
+    public func callAsFunction(_ input: DeviceTensor) throws -> DeviceTensor {
+        let output = try DeviceTensor(shape: outputShape(for: input).dimensions, on: input.device)
+        try forward(input, into: output)
+        return output
+    }
+
+    /// Inference forward that also returns the predicted filters, N x G*k*k x H' x W' (for
+    /// visualisation; entry g*k*k + u*k + v is tap (u, v) of group g's filter).
+    public func forwardWithFilters(_ input: DeviceTensor) throws -> (output: DeviceTensor, filters: DeviceTensor) {
+        let shape = try input.nchw("\(AdaptiveBlurPool2DConfiguration.operatorName) input")
+        let output = try DeviceTensor(shape: configuration.outputShape(for: shape).dimensions, on: input.device)
+        let filters = try DeviceTensor(shape: configuration.filterShape(for: shape).dimensions, on: input.device)
+        try forward(input, into: output, filters: filters)
+        return (output, filters)
+    }
+
+    /// Inference forward into `output` (and the filters into `filters` when given); allocates
+    /// nothing beyond the constant padding tables, built once per geometry and device.
+    public func forward(_ input: DeviceTensor, into output: DeviceTensor, filters: DeviceTensor? = nil) throws {
+        let layer = AdaptiveBlurPool2DConfiguration.operatorName
+        let inputShape = try input.nchw("\(layer) input")
+        let outputShape = try configuration.outputShape(for: inputShape)
+        try Self.require(output, outputShape.dimensions, role: "output")
+        for tensor in [output] + (filters.map { [$0] } ?? []) where tensor.device !== device || input.device !== device {
+            throw NyquistError(
+                .invalidConfiguration, "\(layer): tensors must live on the layer's device (\(device.name))")
+        }
+        if let filters {
+            try Self.require(filters, configuration.filterShape(for: inputShape).dimensions, role: "filters")
+        }
+        let taps = [Float](repeating: 1, count: configuration.kernelSize)
+        let rows = try device.axisTables(
+            AxisGeometry(
+                inputSize: inputShape.h, outputSize: outputShape.h, stride: configuration.stride,
+                padBefore: configuration.pad, border: .padding(configuration.padding), taps: taps))
+        let columns = try device.axisTables(
+            AxisGeometry(
+                inputSize: inputShape.w, outputSize: outputShape.w, stride: configuration.stride,
+                padBefore: configuration.pad, border: .padding(configuration.padding), taps: taps))
+        let program = try device.program(
+            "adaptive_blur_pool.cl",
+            defines: [
+                "K": configuration.kernelSize, "CHANNELS": configuration.channels, "GROUPS": configuration.groups,
+                "JOINT": configuration.softmax == .joint ? 1 : 0, "WRITE_FILTERS": filters == nil ? 0 : 1,
+            ])
+        try device.context.dispatch(
+            "adaptive_forward", in: program,
+            arguments: [
+                .buffer(input.buffer), .buffer(constants.weight), .buffer(constants.scale), .buffer(constants.shift),
+                .buffer(rows.source), .buffer(columns.source), .buffer(output.buffer),
+                .buffer((filters ?? output).buffer), .int(inputShape.n), .int(inputShape.h), .int(inputShape.w),
+                .int(outputShape.h), .int(outputShape.w),
+            ],
+            global: [outputShape.w, outputShape.h, inputShape.n])
+    }
+
+    private static func require(_ tensor: DeviceTensor, _ expected: [Int], role: String) throws {
+        guard tensor.shape == expected else {
+            throw NyquistError(
+                .invalidShape,
+                "\(AdaptiveBlurPool2DConfiguration.operatorName): \(role) has shape \(tensor.shape), expected \(expected)")
+        }
+    }
+}

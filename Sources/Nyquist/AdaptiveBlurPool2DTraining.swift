@@ -1,0 +1,288 @@
+import NyquistCL
+import NyquistCore
+
+/// What ``AdaptiveBlurPool2D/backward(_:_:)`` needs from a training forward: the input, the
+/// raw full-resolution predictor map and the batch statistics, plus the parameters the forward
+/// used (later parameter updates do not affect this backward).
+public struct AdaptiveSavedForBackward {
+    /// The forward's input.
+    public let input: DeviceTensor
+    /// conv(xpad) at every input position, N x G*k*k x H x W (before BatchNorm).
+    public let predictor: DeviceTensor
+    /// Batch mean of each predictor channel over N x H x W (G*k*k).
+    public let batchMean: DeviceTensor
+    /// Biased batch variance of each predictor channel (G*k*k), the one the forward divided by.
+    public let batchVariance: DeviceTensor
+    /// True after a training forward (batch statistics, differentiated in backward); false
+    /// after ``AdaptiveBlurPool2D/forwardTraining(_:withFilters:frozenStatistics:)`` with
+    /// frozen statistics, where `batchMean` and `batchVariance` hold the running statistics.
+    public let batchStatistics: Bool
+    /// gamma / sqrt(var + eps) and beta - mean * scale (G*k*k each).
+    let scale: DeviceTensor
+    let shift: DeviceTensor
+    let constants: AdaptiveBlurPool2D.Constants
+}
+
+extension AdaptiveBlurPool2D {
+    /// Work-group size of the reduction kernels: 64, or less (a power of two) where the device
+    /// limits work-groups or local memory (the weight gradient keeps k*k partial sums per item).
+    var reduceSize: Int {
+        var size = 64
+        let taps = configuration.taps
+        while size > 1 && (size > device.info.maxWorkGroupSize || size * taps * 4 > device.info.localMemorySize) {
+            size /= 2
+        }
+        return size
+    }
+
+    /// Training forward: BatchNorm statistics of the predictor over all N x H x W positions
+    /// (biased variance for the normalisation), softmax and filtering at the output positions,
+    /// and the running statistics updated in ``parameters`` with momentum 0.1 and the unbiased
+    /// variance (as PyTorch). Allocates the N x G*k*k x H x W predictor map that backward needs
+    /// (SPEC.md allows it), never a k*k x input tensor: a call allocates that map, four
+    /// G*k*k-vectors (batch mean, variance, folded scale and shift) and the output (and the
+    /// filters when asked). `withFilters` also returns the filters.
+    /// Needs N*H*W > 1, as PyTorch's BatchNorm in training.
+    ///
+    /// `frozenStatistics: true` is PyTorch's eval mode with gradients (fine-tuning with frozen
+    /// BatchNorm): the output is the inference output (running statistics), the running
+    /// statistics are not updated, and backward treats them as constants.
+    public func forwardTraining(_ input: DeviceTensor, withFilters: Bool = false, frozenStatistics: Bool = false) throws -> (
+        output: DeviceTensor, filters: DeviceTensor?, saved: AdaptiveSavedForBackward
+    ) {
+        let layer = AdaptiveBlurPool2DConfiguration.operatorName
+        let inputShape = try input.nchw("\(layer) input")
+        let outputShape = try configuration.outputShape(for: inputShape)
+        guard input.device === device else {
+            throw NyquistError(.invalidConfiguration, "\(layer): the input must live on the layer's device (\(device.name))")
+        }
+        try configuration.checkTrainingMap(for: inputShape)
+        let positions = inputShape.n * inputShape.h * inputShape.w
+        guard positions > 1 || frozenStatistics else {
+            throw NyquistError(
+                .invalidShape,
+                "\(layer): training BatchNorm needs more than one value per channel, but N x H x W = "
+                    + "\(inputShape.n)x\(inputShape.h)x\(inputShape.w)")
+        }
+        let p = configuration.predictorChannels
+        let constants = self.constants
+        let program = try trainingProgram(writeFilters: withFilters)
+        let full = try fullTables(inputShape)
+        let map = try DeviceTensor(shape: [inputShape.n, p, inputShape.h, inputShape.w], on: device)
+        try device.context.dispatch(
+            "adaptive_predictor_full", in: program,
+            arguments: [
+                .buffer(input.buffer), .buffer(constants.weight), .buffer(full.rows.source), .buffer(full.columns.source),
+                .buffer(map.buffer), .int(inputShape.n), .int(inputShape.h), .int(inputShape.w),
+            ],
+            global: [inputShape.w, inputShape.h, inputShape.n])
+        let mean: DeviceTensor
+        let variance: DeviceTensor
+        let scale: DeviceTensor
+        let shift: DeviceTensor
+        if frozenStatistics {
+            mean = try DeviceTensor(parameters.runningMean, on: device)
+            variance = try DeviceTensor(parameters.runningVar, on: device)
+            let folded = Self.folded(parameters)
+            scale = try DeviceTensor(HostTensor(shape: [p], values: folded.scale), on: device)
+            shift = try DeviceTensor(HostTensor(shape: [p], values: folded.shift), on: device)
+        } else {
+            mean = try DeviceTensor(shape: [p], on: device)
+            variance = try DeviceTensor(shape: [p], on: device)
+            scale = try DeviceTensor(shape: [p], on: device)
+            shift = try DeviceTensor(shape: [p], on: device)
+        }
+        let reduce = reduceSize
+        if !frozenStatistics {
+            try device.context.dispatch(
+            "adaptive_batch_statistics", in: program,
+            arguments: [
+                .buffer(map.buffer), .buffer(constants.gamma), .buffer(constants.beta), .buffer(mean.buffer),
+                .buffer(variance.buffer), .buffer(scale.buffer), .buffer(shift.buffer), .int(inputShape.n),
+                .int(inputShape.h * inputShape.w), .local(reduce * 4),
+            ],
+            global: [p * reduce], local: [reduce])
+        }
+        let output = try DeviceTensor(shape: outputShape.dimensions, on: device)
+        let filters = withFilters ? try DeviceTensor(shape: configuration.filterShape(for: inputShape).dimensions, on: device) : nil
+        let strided = try stridedTables(inputShape, outputShape)
+        try device.context.dispatch(
+            "adaptive_forward_from_map", in: program,
+            arguments: [
+                .buffer(input.buffer), .buffer(map.buffer), .buffer(scale.buffer), .buffer(shift.buffer),
+                .buffer(strided.rows.source), .buffer(strided.columns.source), .buffer(output.buffer),
+                .buffer((filters ?? output).buffer), .int(inputShape.n), .int(inputShape.h), .int(inputShape.w),
+                .int(outputShape.h), .int(outputShape.w),
+            ],
+            global: [outputShape.w, outputShape.h, inputShape.n])
+        let saved = AdaptiveSavedForBackward(
+            input: input, predictor: map, batchMean: mean, batchVariance: variance, batchStatistics: !frozenStatistics,
+            scale: scale, shift: shift, constants: constants)
+        if frozenStatistics { return (output, filters, saved) }
+        // Running statistics: P values each way.
+        let batchMean = try mean.toHost().values
+        let batchVariance = try variance.toHost().values
+        let momentum = AdaptiveBlurPool2DConfiguration.momentum
+        let unbiased = Double(positions) / Double(positions - 1)
+        var updated = parameters
+        for o in 0..<p {
+            updated.runningMean.values[o] = Float(
+                (1 - momentum) * Double(parameters.runningMean.values[o]) + momentum * Double(batchMean[o]))
+            updated.runningVar.values[o] = Float(
+                (1 - momentum) * Double(parameters.runningVar.values[o]) + momentum * Double(batchVariance[o]) * unbiased)
+        }
+        try setRunningStatistics(updated)
+        return (output, filters, saved)
+    }
+
+    /// Backward of ``forwardTraining(_:withFilters:frozenStatistics:)``: gradients to the input
+    /// (through the filter taps and the predictor), and `conv.weight`, `bn.weight`, `bn.bias` in
+    /// ``Gradients/parameters``.
+    /// Deterministic: gathers and fixed-order work-group reductions, no atomics.
+    public func backward(_ gradOutput: DeviceTensor, _ saved: AdaptiveSavedForBackward) throws -> Gradients {
+        let layer = AdaptiveBlurPool2DConfiguration.operatorName
+        let inputShape = try saved.input.nchw("\(layer) saved input")
+        let outputShape = try configuration.outputShape(for: inputShape)
+        guard gradOutput.shape == outputShape.dimensions else {
+            throw NyquistError(
+                .invalidShape, "\(layer) backward: gradOutput has shape \(gradOutput.shape), expected \(outputShape.dimensions)")
+        }
+        guard gradOutput.device === device, saved.input.device === device else {
+            throw NyquistError(.invalidConfiguration, "\(layer): tensors must live on the layer's device (\(device.name))")
+        }
+        let p = configuration.predictorChannels
+        let k = configuration.kernelSize
+        let (n, c, h, w) = (inputShape.n, inputShape.c, inputShape.h, inputShape.w)
+        guard saved.predictor.shape == [n, p, h, w], saved.batchMean.count == p, saved.batchVariance.count == p,
+            saved.scale.count == p, saved.shift.count == p
+        else {
+            throw NyquistError(
+                .invalidShape,
+                "\(layer) backward: the saved state (predictor \(saved.predictor.shape)) does not come from this layer's "
+                    + "training forward on input \(inputShape) (expected predictor \([n, p, h, w]))")
+        }
+        let (oh, ow) = (outputShape.h, outputShape.w)
+        let strided = try stridedTables(inputShape, outputShape)
+        let full = try fullTables(inputShape)
+        let outRows = try invertedTable(rows: true, inputShape, outputShape, stride: configuration.stride)
+        let outCols = try invertedTable(rows: false, inputShape, outputShape, stride: configuration.stride)
+        let fullRows = try invertedTable(rows: true, inputShape, outputShape, stride: 1)
+        let fullCols = try invertedTable(rows: false, inputShape, outputShape, stride: 1)
+        let program = try device.program(
+            "adaptive_blur_pool.cl",
+            defines: programDefines(writeFilters: false).merging([
+                "FAN_OUT_ROWS": outRows.fan, "FAN_OUT_COLS": outCols.fan, "FAN_FULL_ROWS": fullRows.fan,
+                "FAN_FULL_COLS": fullCols.fan,
+            ]) { $1 })
+        let context = device.context
+        let weights = try DeviceTensor(shape: [n, p, oh, ow], on: device)
+        let gradZ = try DeviceTensor(shape: [n, p, oh, ow], on: device)
+        try context.dispatch(
+            "adaptive_backward_softmax", in: program,
+            arguments: [
+                .buffer(saved.input.buffer), .buffer(saved.predictor.buffer), .buffer(saved.scale.buffer),
+                .buffer(saved.shift.buffer), .buffer(strided.rows.source), .buffer(strided.columns.source),
+                .buffer(gradOutput.buffer), .buffer(weights.buffer), .buffer(gradZ.buffer), .int(n), .int(h), .int(w),
+                .int(oh), .int(ow),
+            ],
+            global: [ow, oh, n])
+        let gradGamma = try DeviceTensor(shape: [p], on: device)
+        let gradBeta = try DeviceTensor(shape: [p], on: device)
+        let reduce = reduceSize
+        try context.dispatch(
+            "adaptive_bn_parameter_gradients", in: program,
+            arguments: [
+                .buffer(gradZ.buffer), .buffer(saved.predictor.buffer), .buffer(saved.batchMean.buffer),
+                .buffer(saved.batchVariance.buffer), .buffer(gradGamma.buffer), .buffer(gradBeta.buffer), .int(n),
+                .int(h), .int(w), .int(oh), .int(ow), .local(reduce * 4),
+            ],
+            global: [p * reduce], local: [reduce])
+        let gradMap = try DeviceTensor(shape: [n, p, h, w], on: device)
+        try context.dispatch(
+            "adaptive_bn_backward", in: program,
+            arguments: [
+                .buffer(saved.predictor.buffer), .buffer(gradZ.buffer), .buffer(saved.batchMean.buffer),
+                .buffer(saved.batchVariance.buffer), .buffer(saved.constants.gamma), .buffer(gradGamma.buffer),
+                .buffer(gradBeta.buffer), .buffer(gradMap.buffer), .int(n), .int(h), .int(w), .int(oh), .int(ow),
+                .int(saved.batchStatistics ? 0 : 1),
+            ],
+            global: [w, h, n * p])
+        let gradInput = try DeviceTensor(shape: inputShape.dimensions, on: device)
+        try context.dispatch(
+            "adaptive_input_gradient", in: program,
+            arguments: [
+                .buffer(gradOutput.buffer), .buffer(weights.buffer), .buffer(gradMap.buffer),
+                .buffer(saved.constants.weight), .buffer(outRows.buffer), .buffer(outCols.buffer),
+                .buffer(fullRows.buffer), .buffer(fullCols.buffer), .buffer(gradInput.buffer), .int(n), .int(h),
+                .int(w), .int(oh), .int(ow),
+            ],
+            global: [w, h, n * c])
+        let gradWeight = try DeviceTensor(shape: [p, c, k, k], on: device)
+        try context.dispatch(
+            "adaptive_weight_gradient", in: program,
+            arguments: [
+                .buffer(gradMap.buffer), .buffer(saved.input.buffer), .buffer(full.rows.source),
+                .buffer(full.columns.source), .buffer(gradWeight.buffer), .int(n), .int(h), .int(w),
+                .local(reduce * k * k * 4),
+            ],
+            global: [p * c * reduce], local: [reduce])
+        return Gradients(
+            input: gradInput, parameters: ["conv.weight": gradWeight, "bn.weight": gradGamma, "bn.bias": gradBeta])
+    }
+
+    func programDefines(writeFilters: Bool) -> [String: Int] {
+        [
+            "K": configuration.kernelSize, "CHANNELS": configuration.channels, "GROUPS": configuration.groups,
+            "JOINT": configuration.softmax == .joint ? 1 : 0, "WRITE_FILTERS": writeFilters ? 1 : 0,
+            "STRIDE": configuration.stride, "REDUCE": reduceSize,
+        ]
+    }
+
+    private func trainingProgram(writeFilters: Bool) throws -> OpenCLProgram {
+        try device.program("adaptive_blur_pool.cl", defines: programDefines(writeFilters: writeFilters))
+    }
+
+    private func geometry(rows: Bool, _ input: Shape4D, outputSize: Int, stride: Int) -> AxisGeometry {
+        AxisGeometry(
+            inputSize: rows ? input.h : input.w, outputSize: outputSize, stride: stride, padBefore: configuration.pad,
+            border: .padding(configuration.padding), taps: [Float](repeating: 1, count: configuration.kernelSize))
+    }
+
+    /// Forward tables of the output positions (stride s).
+    func stridedTables(_ input: Shape4D, _ output: Shape4D) throws -> (rows: AxisTableBuffers, columns: AxisTableBuffers) {
+        (
+            try device.axisTables(geometry(rows: true, input, outputSize: output.h, stride: configuration.stride)),
+            try device.axisTables(geometry(rows: false, input, outputSize: output.w, stride: configuration.stride))
+        )
+    }
+
+    /// Forward tables of every input position (stride 1), where training evaluates the predictor.
+    private func fullTables(_ input: Shape4D) throws -> (rows: AxisTableBuffers, columns: AxisTableBuffers) {
+        (
+            try device.axisTables(geometry(rows: true, input, outputSize: input.h, stride: 1)),
+            try device.axisTables(geometry(rows: false, input, outputSize: input.w, stride: 1))
+        )
+    }
+
+    /// For each input index of one axis, the (output index * k + tap) entries that read it,
+    /// in increasing order, padded with -1 to the largest count (`fan`).
+    private func invertedTable(rows: Bool, _ input: Shape4D, _ output: Shape4D, stride: Int) throws -> (
+        buffer: OpenCLBuffer, fan: Int
+    ) {
+        let outputSize = stride == 1 ? (rows ? input.h : input.w) : (rows ? output.h : output.w)
+        let inputSize = rows ? input.h : input.w
+        let tables = AxisTables(geometry(rows: rows, input, outputSize: outputSize, stride: stride))
+        var readers = [[Int32]](repeating: [], count: inputSize)
+        for (slot, source) in tables.source.enumerated() where source >= 0 {
+            readers[Int(source)].append(Int32(slot))
+        }
+        let fan = max(readers.map(\.count).max() ?? 1, 1)
+        var table = [Int32](repeating: -1, count: inputSize * fan)
+        for (index, list) in readers.enumerated() {
+            for (position, entry) in list.enumerated() { table[index * fan + position] = entry }
+        }
+        let buffer = try device.context.makeBuffer(byteCount: table.count * 4)
+        try device.context.write(bytesOf: table, to: buffer)
+        return (buffer, fan)
+    }
+}
