@@ -5,7 +5,7 @@ SWIFT ?= swift
 PACKAGES := ocl-icd-opencl-dev opencl-headers pocl-opencl-icd
 CLANG ?= $(shell command -v clang)
 
-.PHONY: deps build demo test lint-kernels bench clean
+.PHONY: deps build demo test lint-kernels bench clean parity-report doc-coverage
 
 deps:
 	@missing=""; for p in $(PACKAGES); do \
@@ -41,6 +41,20 @@ lint-kernels:
 
 test: build lint-kernels
 	$(SWIFT) test
+
+# Regenerates docs/parity.md from one run of the parity suite (Tests/ParityTests/ParityReport.swift
+# collects the figures); the file is replaced only when the suite passes.
+parity-report: build
+	@report=$$(mktemp); \
+	if NYQUIST_PARITY_REPORT=$$report $(SWIFT) test --filter ParityTests && [ -s $$report ]; then \
+	  chmod 644 $$report && mv $$report docs/parity.md && echo "docs/parity.md regenerated"; \
+	else rm -f $$report; echo "parity suite failed or wrote nothing: docs/parity.md left as it was"; exit 1; fi
+
+# Lists public symbols of the library modules without a doc comment of their own; fails if any.
+doc-coverage:
+	@graphs="$$(dirname "$$($(SWIFT) build --show-bin-path)")/symbolgraph"; rm -rf "$$graphs"; \
+	$(SWIFT) package dump-symbol-graph --minimum-access-level public > /dev/null || exit 1; \
+	$(SWIFT) docs/tools/doc-coverage.swift "$$graphs" Sources
 
 bench: deps
 	$(SWIFT) run -c release nyquist-bench

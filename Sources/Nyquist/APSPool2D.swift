@@ -40,6 +40,8 @@ public struct APSPool2D: PoolingLayer {
     /// Name of the saved phase indices in ``SavedForBackward/tensors``.
     public static let indicesName = "indices"
 
+    /// Writes the output for `input` into `output`, choosing each sample's phase by its norm
+    /// (the chosen indices go to a scratch tensor; use ``callAsFunction(_:indices:)`` to keep them).
     public func forward(_ input: DeviceTensor, into output: DeviceTensor) throws {
         let indices = try DeviceTensor(shape: [max(input.shape.first ?? 1, 1)], on: input.device)
         try forward(input, into: output, indices: indices, given: false)

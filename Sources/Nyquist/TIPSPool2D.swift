@@ -61,6 +61,8 @@ public struct TIPSPool2D: PoolingLayer {
         self.parameters = parameters.filter { configuration.parameterShapes[$0.key] != nil }
     }
 
+    /// Writes the output for `input` into `output` (psi and tau are computed but not returned;
+    /// ``outputs(_:)`` returns them).
     public func forward(_ input: DeviceTensor, into output: DeviceTensor) throws {
         let (inputShape, _) = try validateForward(input, output)
         _ = try run(input, inputShape, output: output)
@@ -130,6 +132,9 @@ public struct TIPSPool2D: PoolingLayer {
         return Gradients(input: gradInput, parameters: weights)
     }
 
+    /// Writes the gradient of <output, gradOutput> with respect to the input into `gradInput`
+    /// (no losses); the weight gradients are computed and dropped, use
+    /// ``backward(_:_:lossWeights:)`` to get them.
     public func backward(_ gradOutput: DeviceTensor, _ saved: SavedForBackward, into gradInput: DeviceTensor) throws {
         _ = try backward(gradOutput, saved, into: gradInput, lossWeights: TIPSLossWeights())
     }

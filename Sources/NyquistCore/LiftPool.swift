@@ -16,6 +16,7 @@
 /// One configuration serves LiftDownPool and LiftUpPool (1-D and 2-D): the same P and U invert
 /// each other's liftings.
 public struct LiftPoolConfiguration: OperatorConfiguration {
+    /// The operator's name in the CLI and in error messages.
     public static let operatorName = "lift-down-pool"
     /// Name of the inverse operator in the CLI and in error messages.
     public static let inverseOperatorName = "lift-up-pool"

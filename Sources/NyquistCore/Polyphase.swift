@@ -29,6 +29,7 @@ public enum PolyphaseNorm: String, Sendable, Hashable, CaseIterable, Codable {
 /// original rolled by (floor((a* + dy) / 2), floor((b* + dx) / 2)) where (a*, b*) is the
 /// original's chosen phase, provided the phase norms are not tied.
 public struct APSPool2DConfiguration: OperatorConfiguration {
+    /// The operator's name in the CLI and in error messages.
     public static let operatorName = "aps-pool"
     /// Channel count C the layer is built for.
     public let channels: Int
@@ -63,6 +64,8 @@ public struct APSPool2DConfiguration: OperatorConfiguration {
         (input.h + input.h % 2, input.w + input.w % 2)
     }
 
+    /// N x C x ceil(H/2) x ceil(W/2); throws when the channel count is not the layer's or the
+    /// input is over the device limits.
     public func outputShape(for input: Shape4D) throws -> Shape4D {
         try checkChannels(input, expected: channels)
         let output = try Shape4D(n: input.n, c: input.c, h: (input.h + 1) / 2, w: (input.w + 1) / 2)
@@ -97,6 +100,7 @@ public struct APSPool2DConfiguration: OperatorConfiguration {
 /// bottom-right); tau = softmax_k(q_k * `conv2.weight`[c]) per (n, c);
 /// output = sum_k tau_k p_k(x') with the phase order p0..p3 above, N x C x H'/2 x W'/2.
 public struct TIPSPool2DConfiguration: OperatorConfiguration {
+    /// The operator's name in the CLI and in error messages.
     public static let operatorName = "tips-pool"
     /// PyTorch name of the k x k depthwise weight, shape (C, 1, k, k).
     public static let conv1Name = "conv1.weight"
@@ -127,6 +131,8 @@ public struct TIPSPool2DConfiguration: OperatorConfiguration {
         return try Shape4D(n: input.n, c: input.c, h: input.h + input.h % 2, w: input.w + input.w % 2)
     }
 
+    /// N x C x H'/2 x W'/2 of the parity-padded map; throws when the channel count is not the
+    /// layer's, when an odd axis of size 1 cannot be reflect-padded, or over the device limits.
     public func outputShape(for input: Shape4D) throws -> Shape4D {
         try checkChannels(input, expected: channels)
         let padded = try paddedShape(for: input)
