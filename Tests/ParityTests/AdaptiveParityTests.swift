@@ -55,7 +55,19 @@ func adaptiveTestParameters(_ config: AdaptiveBlurPool2DConfiguration, seed: UIn
     return parameters
 }
 
-@Suite("AdaptiveBlurPool parity")
+/// The parity report's pass name for one compared quantity of a training or frozen case.
+func adaptiveReportPass(_ name: String, frozen: Bool) -> String {
+    let mode = frozen ? "frozen BatchNorm" : "training"
+    switch name {
+    case "output": return frozen ? "frozen BatchNorm forward" : "training forward"
+    case "grad input": return frozen ? "frozen BatchNorm backward" : "backward"
+    default:
+        if name.hasPrefix("grad ") { return "\(frozen ? "frozen BatchNorm " : "")backward: \(name.dropFirst(5))" }
+        return "\(mode) forward: \(name)"
+    }
+}
+
+@Suite("AdaptiveBlurPool parity", .parityReport)
 struct AdaptiveParityTests {
     /// Relative to max|y_ref|. The logits are sums of C*k*k products in Float (at most 8*49 here),
     /// the softmax amplifies their error by at most the logit spread, and the filtering adds k*k
@@ -78,6 +90,12 @@ struct AdaptiveParityTests {
         let filterError = Discrepancy(actual: try filters.tensor.toHost().values, expected: expected.filters.values)
         #expect(outputError.within(Self.tolerance), "\(testCase) output: \(outputError)")
         #expect(filterError.within(Self.tolerance), "\(testCase) filters: \(filterError)")
+        ParityReport.record(
+            .adaptive, "AdaptiveBlurPool2D", "forward", tolerance: Self.tolerance, outputError, shape: testCase.shape,
+            label: "\(testCase)")
+        ParityReport.record(
+            .adaptive, "AdaptiveBlurPool2D", "forward: filters", tolerance: Self.tolerance, filterError, shape: testCase.shape,
+            label: "\(testCase)")
         #expect(try output.damagedGuards().isEmpty, "\(testCase): output written out of bounds")
         #expect(try filters.damagedGuards().isEmpty, "\(testCase): filters written out of bounds")
         // Without the filters the output is the same (the other program variant).
@@ -167,6 +185,9 @@ struct AdaptiveParityTests {
             #expect(actual.shape == reference.shape, "\(label) \(name) shape")
             let error = Discrepancy(actual: actual.values, expected: reference.values)
             #expect(error.within(tolerance), "\(label) \(name): \(error)")
+            ParityReport.record(
+                .adaptive, "AdaptiveBlurPool2D", adaptiveReportPass(name, frozen: false), tolerance: tolerance, error,
+                shape: spec.shape, label: label)
             worst[name] = error.relativeError
         }
         compare("output", try output.toHost(), expected.output, Self.tolerance)
@@ -216,6 +237,9 @@ struct AdaptiveParityTests {
         func compare(_ name: String, _ actual: HostTensor, _ reference: HostTensor, _ tolerance: Double) {
             let error = Discrepancy(actual: actual.values, expected: reference.values)
             #expect(actual.shape == reference.shape && error.within(tolerance), "\(label) \(name): \(error)")
+            ParityReport.record(
+                .adaptive, "AdaptiveBlurPool2D", adaptiveReportPass(name, frozen: true), tolerance: tolerance, error,
+                shape: spec.shape, label: label)
             worst[name] = error.relativeError
         }
         compare("output", try output.toHost(), expected.output, Self.tolerance)

@@ -4,7 +4,7 @@ import NyquistReference
 import Testing
 import _NyquistTestSupport
 
-@Suite("Device behaviour")
+@Suite("Device behaviour", .parityReport)
 struct BehaviourTests {
     @Test("fused MaxBlurPool equals MaxPool(2, 1) followed by BlurPool, bit for bit")
     func fusedEqualsComposition() throws {

@@ -11,7 +11,7 @@ import _NyquistTestSupport
 /// inside another K-tap convolution (K <= 7) plus a sum; in Float each stage adds a few ulps
 /// (PoCL's tanh is within 4 ulp), so errors stay near 1e-6 of the band magnitude; a 2-D band
 /// goes through two liftings.
-@Suite("LiftPool parity")
+@Suite("LiftPool parity", .parityReport)
 struct LiftPoolParityTests {
     static let tolerance = 2e-5
 
@@ -57,6 +57,9 @@ struct LiftPoolParityTests {
                 for (name, actual, reference) in pairs {
                     let discrepancy = Discrepancy(actual: try actual.toHost().values, expected: reference.values)
                     #expect(discrepancy.within(Self.tolerance), "\(label) \(name): \(discrepancy)")
+                    ParityReport.record(
+                        .lift, "LiftDownPool2D", name == "output" ? "forward" : "forward: band \(name)", tolerance: Self.tolerance,
+                        discrepancy, shape: shape, label: label)
                     worst = max(worst, discrepancy.relativeError)
                 }
                 for (slot, tensor) in guarded.enumerated() {
@@ -68,6 +71,10 @@ struct LiftPoolParityTests {
                 try unpool.forward(ll: output.ll, lh: output.lh, hl: output.hl, hh: output.hh, into: back.tensor)
                 let reconstruction = Discrepancy(actual: try back.tensor.toHost().values, expected: x.values)
                 #expect(reconstruction.maxAbsoluteError < 1e-4, "\(label) reconstruction: \(reconstruction)")
+                ParityReport.record(
+                    .lift, "LiftUpPool2D", "reconstruction (absolute error)", tolerance: 1e-4,
+                    relative: reconstruction.maxAbsoluteError, nmse: reconstruction.nmse,
+                    passed: reconstruction.maxAbsoluteError < 1e-4, shape: shape, label: label)
                 #expect(try back.damagedGuards().isEmpty, "\(label) LiftUpPool wrote outside its output")
                 worstReconstruction = max(worstReconstruction, reconstruction.maxAbsoluteError)
                 // LiftUpPool on given bands against the reference inverse.
@@ -79,6 +86,7 @@ struct LiftPoolParityTests {
                     ll: deviceBands[0], lh: deviceBands[1], hl: deviceBands[2], hh: deviceBands[3], height: size.h, width: size.w)
                 let upDiscrepancy = Discrepancy(actual: try up.toHost().values, expected: expectedUp.values)
                 #expect(upDiscrepancy.within(Self.tolerance), "\(label) LiftUpPool2D: \(upDiscrepancy)")
+                ParityReport.record(.lift, "LiftUpPool2D", "forward", tolerance: Self.tolerance, upDiscrepancy, shape: shape, label: label)
                 worst = max(worst, upDiscrepancy.relativeError)
             }
         }
@@ -106,12 +114,19 @@ struct LiftPoolParityTests {
                 for (name, actual, reference) in [("output", output.output, expected.output), ("s", output.s, expected.s), ("d", output.d, expected.d)] {
                     let discrepancy = Discrepancy(actual: try actual.toHost().values, expected: reference.values)
                     #expect(discrepancy.within(Self.tolerance), "\(label) \(name): \(discrepancy)")
+                    ParityReport.record(
+                        .lift, "LiftDownPool1D", name == "output" ? "forward" : "forward: band \(name)", tolerance: Self.tolerance,
+                        discrepancy, shape: shape, label: label)
                     worst = max(worst, discrepancy.relativeError)
                 }
                 for tensor in guarded { #expect(try tensor.damagedGuards().isEmpty, "\(label) wrote outside a band") }
                 let back = try unpool(s: output.s, d: output.d, length: length)
                 let reconstruction = Discrepancy(actual: try back.toHost().values, expected: x.values)
                 #expect(reconstruction.maxAbsoluteError < 1e-4, "\(label) reconstruction: \(reconstruction)")
+                ParityReport.record(
+                    .lift, "LiftUpPool1D", "reconstruction (absolute error)", tolerance: 1e-4,
+                    relative: reconstruction.maxAbsoluteError, nmse: reconstruction.nmse,
+                    passed: reconstruction.maxAbsoluteError < 1e-4, shape: shape, label: label)
                 worstReconstruction = max(worstReconstruction, reconstruction.maxAbsoluteError)
             }
         }
@@ -162,6 +177,9 @@ struct LiftPoolParityTests {
                 let (bands, regularisers, saved) = try pool.forwardTraining(try DeviceTensor(x, on: device))
                 let forward = Discrepancy(actual: try bands.output.toHost().values, expected: expected.output.values)
                 #expect(forward.within(Self.tolerance), "K=\(kernelSize) \(shape) training output: \(forward)")
+                ParityReport.record(
+                    .lift, "LiftDownPool2D", "training forward", tolerance: Self.tolerance, forward, shape: shape,
+                    label: "K=\(kernelSize) \(shape)")
                 worst.forward = max(worst.forward, forward.relativeError)
                 for (name, actual, reference) in [
                     ("c_u", regularisers.cu, Double(expectedRegularisers.cu)), ("c_p", regularisers.cp, Double(expectedRegularisers.cp)),
@@ -169,6 +187,9 @@ struct LiftPoolParityTests {
                 ] {
                     let error = abs(actual - reference) / max(abs(reference), 1e-30)
                     #expect(error < 1e-5, "K=\(kernelSize) \(shape) \(name): \(actual) vs \(reference)")
+                    ParityReport.record(
+                        .lift, "LiftDownPool2D", "regularisers c_u, c_p, loss", tolerance: 1e-5, relative: error, nmse: nil,
+                        passed: error < 1e-5, shape: shape, label: "K=\(kernelSize) \(shape) \(name)")
                     worst.regulariser = max(worst.regulariser, error)
                 }
                 let bandShape = expected.ll.shape
@@ -189,8 +210,14 @@ struct LiftPoolParityTests {
                         gradHH: onDevice[4], gradLoss: Double(gradLoss))
                     let input = Discrepancy(actual: try gradients.input.toHost().values, expected: reference.input.values)
                     #expect(input.within(Self.backwardTolerance), "\(label) input gradient: \(input)")
+                    ParityReport.record(
+                        .lift, "LiftDownPool2D", "backward", tolerance: Self.backwardTolerance, input, shape: shape, label: label)
                     worst.input = max(worst.input, input.relativeError)
                     let error = try Self.parameterError(gradients.parameters, reference.parameters, label: label)
+                    ParityReport.record(
+                        .lift, "LiftDownPool2D", "backward: parameters (relative to the largest)",
+                        tolerance: Self.backwardTolerance, relative: error, nmse: nil, passed: error <= Self.backwardTolerance,
+                        shape: shape, label: label)
                     worst.parameters = max(worst.parameters, error)
                 }
             }
@@ -213,6 +240,9 @@ struct LiftPoolParityTests {
                 let (bands, regularisers, saved) = try pool.forwardTraining(try DeviceTensor(x, on: device))
                 let error = abs(regularisers.loss - Double(expectedRegularisers.loss)) / max(Double(expectedRegularisers.loss), 1e-30)
                 #expect(error < 1e-5, "1-D K=\(kernelSize) \(shape) loss: \(regularisers) vs \(expectedRegularisers)")
+                ParityReport.record(
+                    .lift, "LiftDownPool1D", "regularisers c_u, c_p, loss", tolerance: 1e-5, relative: error, nmse: nil,
+                    passed: error < 1e-5, shape: shape, label: "K=\(kernelSize) \(shape) loss")
                 let upstream = try (0..<3).map { try randomTensor(bands.s.shape, seed: UInt64(2600 + index * 3 + $0)) }
                 let reference = try Reference.liftDownPool1DBackward(
                     input: x, params, config, gradOutput: upstream[0], gradS: upstream[1], gradD: upstream[2], gradLoss: 0.9)
@@ -220,9 +250,17 @@ struct LiftPoolParityTests {
                 let gradients = try pool.backward(saved, gradOutput: onDevice[0], gradS: onDevice[1], gradD: onDevice[2], gradLoss: 0.9)
                 let input = Discrepancy(actual: try gradients.input.toHost().values, expected: reference.input.values)
                 #expect(input.within(Self.backwardTolerance), "1-D K=\(kernelSize) \(shape) input gradient: \(input)")
+                ParityReport.record(
+                    .lift, "LiftDownPool1D", "backward", tolerance: Self.backwardTolerance, input, shape: shape,
+                    label: "K=\(kernelSize) \(shape)")
                 worst = max(worst, input.relativeError)
-                worst = max(
-                    worst, try Self.parameterError(gradients.parameters, reference.parameters, label: "1-D K=\(kernelSize) \(shape)"))
+                let parameterError = try Self.parameterError(
+                    gradients.parameters, reference.parameters, label: "1-D K=\(kernelSize) \(shape)")
+                ParityReport.record(
+                    .lift, "LiftDownPool1D", "backward: parameters (relative to the largest)",
+                    tolerance: Self.backwardTolerance, relative: parameterError, nmse: nil,
+                    passed: parameterError <= Self.backwardTolerance, shape: shape, label: "K=\(kernelSize) \(shape)")
+                worst = max(worst, parameterError)
             }
         }
         print("LiftDownPool1D training parity K=\(kernelSize): worst relative error \(worst)")
@@ -255,9 +293,17 @@ struct LiftPoolParityTests {
                     let discrepancy = Discrepancy(
                         actual: try gradients.bands[band].toHost().values, expected: reference.bands[band].values)
                     #expect(discrepancy.within(Self.backwardTolerance), "\(label) band \(band): \(discrepancy)")
+                    ParityReport.record(
+                        .lift, "LiftUpPool2D", "backward: bands", tolerance: Self.backwardTolerance, discrepancy,
+                        shape: [n, c, size.h, size.w], label: "\(label) band \(band)")
                     worst.bands = max(worst.bands, discrepancy.relativeError)
                 }
-                worst.parameters = max(worst.parameters, try Self.parameterError(gradients.parameters, reference.parameters, label: label))
+                let parameterError = try Self.parameterError(gradients.parameters, reference.parameters, label: label)
+                ParityReport.record(
+                    .lift, "LiftUpPool2D", "backward: parameters (relative to the largest)", tolerance: Self.backwardTolerance,
+                    relative: parameterError, nmse: nil, passed: parameterError <= Self.backwardTolerance,
+                    shape: [n, c, size.h, size.w], label: label)
+                worst.parameters = max(worst.parameters, parameterError)
                 // 1-D on the LL rows as (N, C, w) signals.
                 let m = bandShape[3]
                 let s1 = try HostTensor(shape: [n, c, m], values: Array(bands[0].values.prefix(n * c * m)))
@@ -271,10 +317,17 @@ struct LiftPoolParityTests {
                     let discrepancy = Discrepancy(
                         actual: try gradients1.bands[band].toHost().values, expected: reference1.bands[band].values)
                     #expect(discrepancy.within(Self.backwardTolerance), "1-D \(label) band \(band): \(discrepancy)")
+                    ParityReport.record(
+                        .lift, "LiftUpPool1D", "backward: bands", tolerance: Self.backwardTolerance, discrepancy,
+                        shape: [n, c, size.w], label: "1-D \(label) band \(band)")
                     worst.bands = max(worst.bands, discrepancy.relativeError)
                 }
-                worst.parameters = max(
-                    worst.parameters, try Self.parameterError(gradients1.parameters, reference1.parameters, label: "1-D \(label)"))
+                let parameterError1 = try Self.parameterError(gradients1.parameters, reference1.parameters, label: "1-D \(label)")
+                ParityReport.record(
+                    .lift, "LiftUpPool1D", "backward: parameters (relative to the largest)", tolerance: Self.backwardTolerance,
+                    relative: parameterError1, nmse: nil, passed: parameterError1 <= Self.backwardTolerance,
+                    shape: [n, c, size.w], label: "1-D \(label)")
+                worst.parameters = max(worst.parameters, parameterError1)
             }
         }
         print("LiftUpPool backward parity K=\(kernelSize): worst relative error \(worst)")

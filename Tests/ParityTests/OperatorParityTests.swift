@@ -51,7 +51,7 @@ func maxBlurPoolCase(_ configuration: MaxBlurPool2DConfiguration) -> ParityCase<
 /// The padding modes crossed with the pad offsets of the grid.
 let paddingOptions: [(PaddingMode, Int)] = PaddingMode.allCases.flatMap { mode in [(mode, 0), (mode, 1)] }
 
-@Suite("OpenCL vs reference")
+@Suite("OpenCL vs reference", .parityReport)
 struct OperatorParityTests {
     @Test("max-pool", arguments: [(1, 1, 0), (2, 2, 0), (2, 1, 1), (3, 2, 1), (3, 3, 0), (3, 1, 1), (5, 2, 2), (4, 3, 2)])
     func maxPool(kernel: Int, stride: Int, padding: Int) throws {

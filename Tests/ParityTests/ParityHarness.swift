@@ -69,6 +69,7 @@ struct ParityCase<Layer: PoolingLayer> {
     func check(shape: [Int], seed: UInt64, input: HostTensor? = nil) throws -> WorstErrors {
         let device = try TestDevice.get()
         let label = "\(layer.configuration) on \(shape)"
+        let operatorName = "\(Layer.self)"
         let x = try input ?? randomTensor(shape, seed: seed)
         let deviceInput = try DeviceTensor(x, on: device)
 
@@ -92,6 +93,7 @@ struct ParityCase<Layer: PoolingLayer> {
         let forward = Discrepancy(
             actual: try output.tensor.toHost().values, expected: expected.values, magnitudeFloor: finiteMagnitude(x))
         #expect(forward.within(tolerance), "\(label) forward: \(forward)")
+        ParityReport.record(.window, operatorName, "forward", tolerance: tolerance, forward, shape: shape, label: label)
         let forwardGuards = try output.damagedGuards()
         #expect(forwardGuards.isEmpty, "\(label) forward wrote outside its output at guard slots \(forwardGuards.prefix(5))")
 
@@ -100,6 +102,7 @@ struct ParityCase<Layer: PoolingLayer> {
         let training = Discrepancy(
             actual: try trainingOutput.toHost().values, expected: expected.values, magnitudeFloor: finiteMagnitude(x))
         #expect(training.within(tolerance), "\(label) training forward: \(training)")
+        ParityReport.record(.window, operatorName, "training forward", tolerance: tolerance, training, shape: shape, label: label)
 
         // Backward against the reference's, into a guarded gradient.
         let gradOutput = try randomTensor(expected.shape, seed: seed &+ 1)
@@ -110,6 +113,7 @@ struct ParityCase<Layer: PoolingLayer> {
             actual: try gradient.tensor.toHost().values, expected: expectedGradient.values,
             magnitudeFloor: finiteMagnitude(gradOutput))
         #expect(backward.within(backwardTolerance), "\(label) backward: \(backward)")
+        ParityReport.record(.window, operatorName, "backward", tolerance: backwardTolerance, backward, shape: shape, label: label)
         let backwardGuards = try gradient.damagedGuards()
         #expect(
             backwardGuards.isEmpty, "\(label) backward wrote outside its gradient at guard slots \(backwardGuards.prefix(5))")

@@ -41,7 +41,7 @@ func rollPlanes(_ x: HostTensor, dy: Int, dx: Int) throws -> HostTensor {
     return try HostTensor(shape: x.shape, values: values)
 }
 
-@Suite("Polyphase: OpenCL vs reference")
+@Suite("Polyphase: OpenCL vs reference", .parityReport)
 struct PolyphaseParityTests {
     @Test("aps-pool", arguments: [1, 3, 4])
     func aps(filterSize: Int) throws {
@@ -63,7 +63,11 @@ struct PolyphaseParityTests {
                     let chosenIndices = try chosen.toHost().values.map { Int($0) }
                     for (sample, gap) in try apsNormGap(x, config).enumerated() where gap > 1e-4 {
                         comparedChoices += 1
-                        #expect(chosenIndices[sample] == expectedIndices[sample], "\(label) sample \(sample) choice")
+                        let same = chosenIndices[sample] == expectedIndices[sample]
+                        #expect(same, "\(label) sample \(sample) choice")
+                        ParityReport.record(
+                            .polyphase, "APSPool2D", "phase choice", tolerance: 0, relative: same ? 0 : 1, nmse: nil,
+                            passed: same, shape: shape, label: "\(label) sample \(sample)")
                     }
                     // Forward with the reference's phases, into a guarded output.
                     let given = try DeviceTensor(
@@ -73,11 +77,14 @@ struct PolyphaseParityTests {
                     let forward = Discrepancy(actual: try output.tensor.toHost().values, expected: expected.values)
                     let tolerance = filterSize == 1 ? 0 : Tolerance.window
                     #expect(forward.within(tolerance), "\(label) forward: \(forward)")
+                    ParityReport.record(.polyphase, "APSPool2D", "forward", tolerance: tolerance, forward, shape: shape, label: label)
                     #expect(try output.damagedGuards().isEmpty, "\(label) forward wrote outside its output")
                     // Training forward and backward with the same phases.
                     let (trainingOutput, _, saved) = try layer.forwardTraining(deviceInput, indices: given)
                     let training = Discrepancy(actual: try trainingOutput.toHost().values, expected: expected.values)
                     #expect(training.within(tolerance), "\(label) training forward: \(training)")
+                    ParityReport.record(
+                        .polyphase, "APSPool2D", "training forward", tolerance: tolerance, training, shape: shape, label: label)
                     let gradOutput = try randomTensor(expected.shape, seed: UInt64(400 + index))
                     let expectedGradient = try Reference.apsPool2DBackward(
                         gradOutput: gradOutput, saved: .init(input: x, indices: expectedIndices), config)
@@ -85,6 +92,7 @@ struct PolyphaseParityTests {
                     try layer.backward(try DeviceTensor(gradOutput, on: device), saved, into: gradient.tensor)
                     let backward = Discrepancy(actual: try gradient.tensor.toHost().values, expected: expectedGradient.values)
                     #expect(backward.within(tolerance), "\(label) backward: \(backward)")
+                    ParityReport.record(.polyphase, "APSPool2D", "backward", tolerance: tolerance, backward, shape: shape, label: label)
                     #expect(try gradient.damagedGuards().isEmpty, "\(label) backward wrote outside its gradient")
                     worst.merge(WorstErrors(forward: forward.relativeError, backward: backward.relativeError))
                 }
@@ -140,13 +148,17 @@ struct PolyphaseParityTests {
                             for sample in 0..<shape[0] where gaps[sample] > 1e-4 {
                                 compared += 1
                                 let (a, b) = (indices[sample] % 2, indices[sample] / 2)
-                                #expect(shiftedIndices[sample] == (a + dy) % 2 + 2 * ((b + dx) % 2))
+                                let phaseMoved = shiftedIndices[sample] == (a + dy) % 2 + 2 * ((b + dx) % 2)
+                                #expect(phaseMoved)
                                 let slice = sample * c * oh * ow..<(sample + 1) * c * oh * ow
                                 let one = try HostTensor(shape: [1, c, oh, ow], values: Array(yHost.values[slice]))
                                 let expected = try rollPlanes(one, dy: (a + dy) / 2, dx: (b + dx) / 2)
-                                #expect(
-                                    Array(ysHost.values[slice]) == expected.values,
-                                    "\(config) \(shape) shift (\(dy), \(dx)) sample \(sample)")
+                                let exact = Array(ysHost.values[slice]) == expected.values
+                                #expect(exact, "\(config) \(shape) shift (\(dy), \(dx)) sample \(sample)")
+                                ParityReport.record(
+                                    .polyphase, "APSPool2D", "circular-shift exactness", tolerance: 0,
+                                    relative: exact && phaseMoved ? 0 : 1, nmse: nil, passed: exact && phaseMoved,
+                                    shape: shape, label: "\(config) on \(shape)")
                             }
                         }
                     }
@@ -185,6 +197,9 @@ struct PolyphaseParityTests {
                 try layer.forward(deviceInput, into: output.tensor)
                 let forward = Discrepancy(actual: try output.tensor.toHost().values, expected: expected.output.values)
                 #expect(forward.within(PolyphaseTolerance.tipsForward), "\(label) forward: \(forward)")
+                ParityReport.record(
+                    .polyphase, "TIPSPool2D", "forward", tolerance: PolyphaseTolerance.tipsForward, forward, shape: shape,
+                    label: label)
                 #expect(try output.damagedGuards().isEmpty, "\(label) forward wrote outside its output")
 
                 let drawn = shifts.next()
@@ -196,6 +211,9 @@ struct PolyphaseParityTests {
                 ] {
                     let discrepancy = Discrepancy(actual: try actual.toHost().values, expected: reference.values)
                     #expect(discrepancy.within(PolyphaseTolerance.tipsForward), "\(label) \(name): \(discrepancy)")
+                    ParityReport.record(
+                        .polyphase, "TIPSPool2D", name == "training output" ? "training forward" : "training forward: \(name)",
+                        tolerance: PolyphaseTolerance.tipsForward, discrepancy, shape: shape, label: label)
                     worstForward = max(worstForward, discrepancy.relativeError)
                 }
                 let referenceSaved = Reference.TIPSSaved(input: x, parameters: parameters, shift: shift)
@@ -205,6 +223,9 @@ struct PolyphaseParityTests {
                     abs(losses.fm - expectedLosses.fm) / max(abs(expectedLosses.fm), 1e-3),
                     abs((losses.undo ?? .nan) - (expectedLosses.undo ?? 0)) / max(expectedLosses.undo ?? 0, 1e-3))
                 #expect(lossError < 1e-5, "\(label) losses \(losses) vs \(expectedLosses)")
+                ParityReport.record(
+                    .polyphase, "TIPSPool2D", "losses L_FM, L_undo", tolerance: 1e-5, relative: lossError, nmse: nil,
+                    passed: lossError < 1e-5, shape: shape, label: label)
                 worstLoss = max(worstLoss, lossError)
 
                 let weights = TIPSLossWeights(fm: 0.5, undo: 2)
@@ -222,6 +243,9 @@ struct PolyphaseParityTests {
                     #expect(actual.shape == reference.shape, "\(label) \(name) shape")
                     let discrepancy = Discrepancy(actual: try actual.toHost().values, expected: reference.values)
                     #expect(discrepancy.within(PolyphaseTolerance.tipsBackward), "\(label) grad \(name): \(discrepancy)")
+                    ParityReport.record(
+                        .polyphase, "TIPSPool2D", name == "input" ? "backward" : "backward: \(name)",
+                        tolerance: PolyphaseTolerance.tipsBackward, discrepancy, shape: shape, label: label)
                     worstBackward = max(worstBackward, discrepancy.relativeError)
                 }
                 // The protocol's input-only backward agrees with the full one (no losses).
