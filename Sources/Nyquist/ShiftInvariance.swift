@@ -102,7 +102,9 @@ public enum ShiftInvariance {
         }
         let shape = try Shape4D(reference.shape, role: "operator output")
         let margin = mode == .circular ? 0 : max(borderMargin, 0)
-        guard shape.h > 2 * margin + abs(shift.dy), shape.w > 2 * margin + abs(shift.dx) else {
+        let largestRowShift = outputShiftCandidates(inputShift: shift.dy, stride: stride).map(abs).max() ?? 0
+        let largestColumnShift = outputShiftCandidates(inputShift: shift.dx, stride: stride).map(abs).max() ?? 0
+        guard shape.h > 2 * margin + largestRowShift, shape.w > 2 * margin + largestColumnShift else {
             throw NyquistError(
                 .invalidShape,
                 "output \(shape) is too small to compare a zero-filled shift \(shift) with a border margin of \(margin)")
