@@ -82,6 +82,27 @@ struct ShiftInvarianceTests {
         }
     }
 
+    @Test func oddShiftErrorOnWhiteNoiseMatchesTheFilterAutocorrelation() throws {
+        // For white noise x and a linear stride-2 filter h, D(shift(x)) and D(x) shifted by 0 or 1
+        // output sample differ by a one-input-sample lag either way, so
+        // err^2 = 2 (1 - rho), rho = sum h[u] h[u+1] / sum h[u]^2 per shifted axis. Binomial
+        // [1,3,3,1]: rho = 15/20 = 0.75, err = sqrt(0.5) for an axis shift and
+        // sqrt(2 (1 - 0.75^2)) for a diagonal one; box [1,1] (avg-pool): rho = 1/2, err = 1 and sqrt(1.5).
+        let x = try TestImages.random(shape: [2, 4, 64, 64], seed: 17)
+        let blur = try BlurPool2DConfiguration(channels: 4, padding: .circular)
+        let average = try AvgPool2DConfiguration(kernelSize: 2)
+        let cases: [(String, ShiftInvariance.Operator, Double)] = [
+            ("blur-pool", { try Reference.blurPool2D($0, blur) }, 0.75), ("avg-pool", { try Reference.avgPool2D($0, average) }, 0.5),
+        ]
+        for (label, pool, rho) in cases {
+            let axis = try ShiftInvariance.equivarianceError(of: pool, input: x, shift: InputShift(dy: 1, dx: 0), mode: .circular)
+            let diagonal = try ShiftInvariance.equivarianceError(of: pool, input: x, shift: InputShift(dy: 1, dx: 1), mode: .circular)
+            // 8192 output samples: a sampling spread of a few percent.
+            #expect(abs(axis - (2 * (1 - rho)).squareRoot()) < 0.04, "\(label) axis \(axis)")
+            #expect(abs(diagonal - (2 * (1 - rho * rho)).squareRoot()) < 0.04, "\(label) diagonal \(diagonal)")
+        }
+    }
+
     @Test func zeroFilledEvenShiftsAreExactInsideTheMargin() throws {
         // Away from the border a zero-filled shift is a circular one; reflect padding differs
         // from the shifted content only within the margin.
