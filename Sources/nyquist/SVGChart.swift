@@ -42,12 +42,13 @@ struct LineChart {
     private static let bottom = 60.0
     private static let legendWidth = 190.0
 
-    /// Distinguishable line colours (colour-blind-friendly palette of Okabe and Ito, then greys).
-    static let palette = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442", "#999999"]
+    /// Distinguishable line colours: the colour-blind-friendly palette of Okabe and Ito, with its
+    /// yellow (too faint on white) replaced by a dark wine red, then grey.
+    static let palette = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#882255", "#999999"]
 
     /// Dash patterns cycled with a different period from the colours, so that series whose
     /// values coincide (one line hidden under another) still show both.
-    static let dashes = ["none", "6,3", "2,3"]
+    static let dashes = ["none", "6,3", "2,3", "10,3,2,3"]
 
     /// The chart as an SVG document.
     func svg() -> String {
