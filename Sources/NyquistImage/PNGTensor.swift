@@ -26,20 +26,8 @@ extension PNGImage {
     /// `role` names the tensor in errors ("output y.png"): N other than 1 and C other than 1 or 3
     /// throw ``NyquistError/Kind/unsupported`` (write .npy for those).
     public init(tensor: HostTensor, role: String = "tensor") throws {
-        guard tensor.rank == 4 else {
-            throw NyquistError(
-                .invalidShape, "\(role): a PNG holds a [1, C, H, W] tensor, but the shape is \(tensor.shape)")
-        }
-        let (n, c, h, w) = (tensor.shape[0], tensor.shape[1], tensor.shape[2], tensor.shape[3])
-        guard n == 1 else {
-            throw NyquistError(
-                .unsupported, "\(role): a PNG holds one image but the tensor has N = \(n) (shape \(tensor.shape)); write .npy instead")
-        }
-        guard c == 1 || c == 3 else {
-            throw NyquistError(
-                .unsupported,
-                "\(role): a PNG holds C = 1 (gray) or C = 3 (RGB) but the tensor has C = \(c) (shape \(tensor.shape)); write .npy instead")
-        }
+        try PNGImage.checkTensorShape(tensor.shape, role: role)
+        let (c, h, w) = (tensor.shape[1], tensor.shape[2], tensor.shape[3])
         let plane = h * w
         var samples = [UInt16](repeating: 0, count: c * plane)
         for channel in 0..<c {
@@ -48,6 +36,23 @@ extension PNGImage {
             }
         }
         try self.init(width: w, height: h, layout: c == 1 ? .gray : .rgb, bitDepth: 8, samples: samples)
+    }
+
+    /// Throws the error ``init(tensor:role:)`` would throw for a tensor of `shape`, so that a
+    /// command can refuse a PNG output before it computes anything.
+    public static func checkTensorShape(_ shape: [Int], role: String = "tensor") throws {
+        guard shape.count == 4 else {
+            throw NyquistError(.invalidShape, "\(role): a PNG holds a [1, C, H, W] tensor, but the shape is \(shape)")
+        }
+        guard shape[0] == 1 else {
+            throw NyquistError(
+                .unsupported, "\(role): a PNG holds one image but the tensor has N = \(shape[0]) (shape \(shape)); write .npy instead")
+        }
+        guard shape[1] == 1 || shape[1] == 3 else {
+            throw NyquistError(
+                .unsupported,
+                "\(role): a PNG holds C = 1 (gray) or C = 3 (RGB) but the tensor has C = \(shape[1]) (shape \(shape)); write .npy instead")
+        }
     }
 
     /// round(255 * clamp(value, 0, 1)), NaN -> 0.
