@@ -362,7 +362,9 @@ struct PictureBook {
             The four bands of a 2-D LiftDownPool (kernel 5, parameters drawn from seed \(seed)), each at \
             band resolution: LL (low-pass both ways, top left), LH (vertical detail of the horizontal \
             low band), HL, HH (detail both ways). Details are signed, so they share one scale centred \
-            on gray.
+            on gray. The predict and update networks are untrained, so P(x_e) predicts little and the \
+            detail bands still carry much of the image itself (training with the c_p = mean(d^2) \
+            regulariser is what pushes detail energy down).
 
             \(captions.joined(separator: "\n"))
             """)
