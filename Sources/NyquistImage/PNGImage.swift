@@ -3,7 +3,8 @@ import NyquistCore
 /// A non-interlaced image as PNG stores it: interleaved samples, row-major, top row first.
 ///
 /// Palette images are expanded to RGB (RGBA when the file has a tRNS chunk) by the decoder, so
-/// every image is one of four sample layouts at 8 or 16 bits per sample.
+/// every image is one of four sample layouts at 8 or 16 bits per sample. A tRNS chunk of a gray
+/// or RGB image (one colour marked transparent) is ignored: it adds no alpha channel.
 public struct PNGImage: Sendable, Equatable {
     /// Which samples make up one pixel, in storage order.
     public enum Layout: Int, Sendable, CaseIterable, CustomStringConvertible {
