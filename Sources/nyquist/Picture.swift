@@ -88,8 +88,9 @@ struct Picture: ParsableCommand {
         try book.liftBands()
         try book.adaptiveFilterMaps()
         try book.tipsMixingWeights()
-        // EVAL-CHART: the lead adds eval's SVG chart of equivariance error vs shift here
-        // (book.files.append(...) and a caption in book.index), so that it lands in index.md.
+        // EVAL-CHART: compute eval's equivariance-vs-shift SVG chart here (before any file is
+        // written), write it next to the PNGs in the loop below, and caption it with
+        // book.appendSection(...) so that it lands in index.md.
 
         do {
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
@@ -530,6 +531,12 @@ struct PictureBook {
 
             \(table.joined(separator: "\n"))
             """)
+    }
+
+    /// Adds a section to index.md for a picture made elsewhere (the EVAL-CHART spot in
+    /// ``Picture/run()``).
+    mutating func appendSection(_ markdown: String) {
+        sections.append(markdown)
     }
 
     /// index.md: what was computed where, then one section per picture.
