@@ -2,7 +2,7 @@
 # packages they need first (apt-get, as root) and explain what to run when not root.
 SHELL := /bin/bash
 SWIFT ?= swift
-PACKAGES := ocl-icd-opencl-dev opencl-headers pocl-opencl-icd
+PACKAGES := ocl-icd-opencl-dev opencl-headers pocl-opencl-icd zlib1g-dev
 CLANG ?= $(shell command -v clang)
 
 .PHONY: deps build demo test lint-kernels bench clean parity-report doc-coverage
@@ -16,7 +16,7 @@ deps:
 	    echo "installing:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || exit 1; \
 	  else \
-	    echo "missing OpenCL packages:$$missing"; \
+	    echo "missing packages:$$missing"; \
 	    echo "run: sudo apt-get update && sudo apt-get install -y$$missing"; \
 	    exit 1; \
 	  fi; \

@@ -19,9 +19,16 @@ let package = Package(
             path: "Sources/COpenCL",
             providers: [.apt(["ocl-icd-opencl-dev", "opencl-headers"])]
         ),
+        .systemLibrary(
+            name: "CZlib",
+            path: "Sources/CZlib",
+            providers: [.apt(["zlib1g-dev"])]
+        ),
         .target(name: "NyquistCL", dependencies: ["COpenCL"]),
         .target(name: "NyquistCore"),
         .target(name: "NyquistReference", dependencies: ["NyquistCore"]),
+        // PNG (zlib); kept out of NyquistCore so that the reference never links a C library.
+        .target(name: "NyquistImage", dependencies: ["NyquistCore", "CZlib"]),
         .target(
             name: "NyquistKernels",
             path: "Kernels",
@@ -40,7 +47,7 @@ let package = Package(
         .executableTarget(
             name: "nyquist",
             dependencies: [
-                "Nyquist", "NyquistReference",
+                "Nyquist", "NyquistReference", "NyquistImage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -79,7 +86,12 @@ let package = Package(
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ]
         ),
-        .testTarget(name: "CLITests", dependencies: ["NyquistCore", "_NyquistTestSupport"]),
+        .testTarget(
+            name: "NyquistImageTests",
+            dependencies: ["NyquistImage", "_NyquistTestSupport"],
+            exclude: ["Fixtures"]
+        ),
+        .testTarget(name: "CLITests", dependencies: ["NyquistCore", "NyquistImage", "_NyquistTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

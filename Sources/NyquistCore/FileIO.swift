@@ -8,21 +8,22 @@ import Musl
 import Darwin
 #endif
 
-/// Whole-file reads and atomic writes shared by the NPY and safetensors codecs.
+/// Whole-file reads and atomic writes shared by the NPY, safetensors and PNG codecs (PNG lives in
+/// NyquistImage, hence public).
 ///
 /// This goes through POSIX rather than `Data(contentsOf:)` / `Data.write(to:options:)` because
 /// the CLI promises one clear line per failure: `strerror` gives "No such file or directory" on
 /// every platform, where Foundation's messages differ between Darwin and Linux and often carry
 /// only an `NSCocoaErrorDomain` code. It also lets us control where the temporary file goes and
 /// guarantee that it is removed on every failure path.
-enum FileIO {
+public enum FileIO {
     /// The readable text of a POSIX error number.
     private static func reason(_ code: Int32) -> String {
         String(cString: strerror(code))
     }
 
     /// The bytes of the file at `url`; every failure is `NyquistError(.io, "cannot read ...")`.
-    static func readBytes(contentsOf url: URL) throws -> [UInt8] {
+    public static func readBytes(contentsOf url: URL) throws -> [UInt8] {
         let path = url.path
         guard url.isFileURL else {
             throw NyquistError(.io, "cannot read \(url.absoluteString): not a file URL")
@@ -68,7 +69,7 @@ enum FileIO {
     /// The data goes to a hidden temporary file in the destination directory (rename is only
     /// atomic within one file system), is flushed, and is then renamed over the destination.
     /// Any failure removes the temporary file, so no partial output is ever left behind.
-    static func writeAtomically(_ bytes: [UInt8], to url: URL) throws {
+    public static func writeAtomically(_ bytes: [UInt8], to url: URL) throws {
         let path = url.path
         guard url.isFileURL else {
             throw NyquistError(.io, "cannot write \(url.absoluteString): not a file URL")

@@ -65,7 +65,7 @@ struct LiftRun {
         }
         if backend == "reference", command.device != nil { throw CLIFailure("--device applies only to --backend opencl") }
 
-        let x = try NPY.read(contentsOf: URL(fileURLWithPath: command.input))
+        let x = try TensorFiles.read(command.input)
         guard x.rank == 3 || x.rank == 4 else {
             throw CLIFailure("\(name): input \(command.input) must have rank 3 (N, C, L) or 4 (N, C, H, W), has shape \(Format.shape(x.shape))")
         }
@@ -91,7 +91,11 @@ struct LiftRun {
         var written: [URL] = []
         do {
             for (url, tensor) in outcome.files {
-                try NPY.write(tensor, to: url)
+                if url == self.url(command.output) {
+                    try TensorFiles.write(tensor, to: command.output)
+                } else {
+                    try NPY.write(tensor, to: url)
+                }
                 written.append(url)
             }
             if let gradients = outcome.parameterGradients, let path = command.gradParams {
@@ -123,6 +127,7 @@ struct LiftRun {
         let bandShape = x.rank == 3
             ? try configuration.outputShape1D(for: x.shape)
             : try configuration.outputShape(for: Shape4D(x.shape, role: "input \(command.input)")).dimensions
+        try TensorFiles.checkOutput(shape: bandShape, path: command.output)
         if let gradOutput, gradOutput.shape != bandShape {
             throw CLIFailure(
                 "gradient of the output \(command.gradOutput ?? "") has shape \(Format.shape(gradOutput.shape)), but \(LiftPoolConfiguration.operatorName) maps \(Format.shape(x.shape)) to \(Format.shape(bandShape))")
@@ -213,6 +218,7 @@ struct LiftRun {
         let height = oneD ? 1 : command.height ?? 2 * bands[0].shape[2]
         let width = command.width ?? 2 * bands[0].shape[bands[0].rank - 1]
         let outputShape = oneD ? [bands[0].shape[0], bands[0].shape[1], width] : [bands[0].shape[0], bands[0].shape[1], height, width]
+        try TensorFiles.checkOutput(shape: outputShape, path: command.output)
         if let gradOutput, gradOutput.shape != outputShape {
             throw CLIFailure(
                 "gradient of the output \(command.gradOutput ?? "") has shape \(Format.shape(gradOutput.shape)), but \(layer) produces \(Format.shape(outputShape))")

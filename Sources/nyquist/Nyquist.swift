@@ -1,8 +1,9 @@
 import ArgumentParser
 import Foundation
 
-/// The `nyquist` command-line tool: lists OpenCL devices, runs one pooling operator on `.npy`
-/// files (on an OpenCL device or the CPU reference), and runs the built-in parity and timing demo.
+/// The `nyquist` command-line tool: lists OpenCL devices, runs one pooling operator on `.npy` or
+/// `.png` files (on an OpenCL device or the CPU reference), runs the built-in parity and timing
+/// demo, and writes PNG pictures of the operators.
 ///
 /// Failures of the tool's own checks (bad files, shapes, option values, devices) print exactly one
 /// line, `nyquist: error: <message>`, on standard error and exit non-zero; ArgumentParser's own
@@ -13,11 +14,12 @@ struct Nyquist: ParsableCommand {
         commandName: "nyquist",
         abstract: "Anti-aliased pooling operators on OpenCL, with a CPU reference.",
         discussion: """
-            Tensors are NCHW .npy files (little-endian float32 or float64 in, float32 out). \
+            Tensors are NCHW .npy files (little-endian float32 or float64 in, float32 out); \
+            `run` also reads and writes .png images (see `nyquist run --help`). \
             The device comes from --device, else NYQUIST_DEVICE (an index or a name substring), \
             else the first GPU, else the first OpenCL device.
             """,
-        subcommands: [Devices.self, Run.self, Demo.self, Eval.self])
+        subcommands: [Devices.self, Run.self, Demo.self, Eval.self, Picture.self])
 
     /// Parses the command line, runs the chosen subcommand and reports failures in the CLI's
     /// one-line format.

@@ -43,15 +43,21 @@ struct Run: ParsableCommand {
             lift-up-pool, whose --input is the LL / s band and --height/--width the target size). \
             Backward also writes --grad-params; lift-up-pool writes the detail bands' gradients \
             as DIR/grad_<band>.npy.
+
+            PNG: --input and --output ending in .png are images, everything else is .npy. An input \
+            PNG becomes a (1, C, H, W) tensor with values in [0, 1] (gray: C = 1; RGB and palette: \
+            C = 3; alpha is dropped; 16-bit samples are divided by 65535). An output PNG needs N = 1 \
+            and C = 1 or 3; each value v is written as round(255 * clamp(v, 0, 1)) (NaN as 0), so \
+            values outside [0, 1] are clipped: write .npy to keep them.
             """)
 
     @Argument(help: "The operator: max-pool, avg-pool, blur-pool, max-blur-pool, aps-pool, tips-pool, lift-down-pool, lift-up-pool or adaptive-blur-pool.")
     var op: String
 
-    @Option(help: ArgumentHelp("Input tensor (N, C, H, W), float32 or float64 .npy.", valueName: "x.npy"))
+    @Option(help: ArgumentHelp("Input tensor (N, C, H, W), float32 or float64 .npy, or a .png image (1, C, H, W).", valueName: "x.npy"))
     var input: String
 
-    @Option(help: ArgumentHelp("Where to write the output (float32 .npy).", valueName: "y.npy"))
+    @Option(help: ArgumentHelp("Where to write the output (float32 .npy, or 8-bit .png when N = 1 and C = 1 or 3).", valueName: "y.npy"))
     var output: String
 
     @Option(help: "Window size of max-pool / avg-pool (default 2); K of LiftPool's P and U (default 5).")
@@ -204,12 +210,13 @@ struct Run: ParsableCommand {
             throw CLIFailure("--output and --grad-input name the same file (\(output))")
         }
 
-        let x = try NPY.read(contentsOf: URL(fileURLWithPath: input))
+        let x = try TensorFiles.read(input)
         let inputShape = try Shape4D(x.shape, role: "input \(input)")
         if let params { options.parameters = try Safetensors.read(contentsOf: URL(fileURLWithPath: params)) }
         let givenIndices = try indices.map { try readIndices($0, batch: inputShape.n) }
         let pool = try options.makeOperator(name, channels: inputShape.c)
         let outputShape = try pool.outputShape(for: inputShape)
+        try TensorFiles.checkOutput(shape: outputShape.dimensions, path: output)
         var gradOutputTensor: HostTensor?
         if let gradientPaths {
             let gy = try NPY.read(contentsOf: URL(fileURLWithPath: gradientPaths.output))
@@ -413,7 +420,7 @@ struct Run: ParsableCommand {
     private func write(_ result: Computed, gradientInputPath: String?) throws {
         var files: [(URL, () throws -> Void)] = []
         let outputURL = URL(fileURLWithPath: output)
-        files.append((outputURL, { try NPY.write(result.output, to: outputURL) }))
+        files.append((outputURL, { [output] in try TensorFiles.write(result.output, to: output) }))
         if let gradientInputPath, let gradInput = result.gradInput {
             let url = URL(fileURLWithPath: gradientInputPath)
             files.append((url, { try NPY.write(gradInput, to: url) }))

@@ -56,12 +56,13 @@ extension Run {
             throw CLIFailure("--output, --grad-input and --grad-params must name different files")
         }
 
-        let x = try NPY.read(contentsOf: URL(fileURLWithPath: input))
+        let x = try TensorFiles.read(input)
         let inputShape = try Shape4D(x.shape, role: "input \(input)")
         let configuration = try AdaptiveBlurPool2DConfiguration(
             channels: inputShape.c, kernelSize: kernel ?? 3, stride: stride ?? 2, groups: groups, padding: paddingMode,
             softmax: softmaxMode)
         let outputShape = try configuration.outputShape(for: inputShape)
+        try TensorFiles.checkOutput(shape: outputShape.dimensions, path: output)
         let parameters: AdaptiveBlurPool2DParameters<Float>
         if let params {
             parameters = try AdaptiveBlurPool2DParameters(
@@ -90,7 +91,7 @@ extension Run {
         }
 
         // Write everything; on any failure remove what was written, so no partial output is left.
-        var files: [(URL, () throws -> Void)] = [(outputURL, { try NPY.write(result.output, to: outputURL) })]
+        var files: [(URL, () throws -> Void)] = [(outputURL, { [output] in try TensorFiles.write(result.output, to: output) })]
         if let path = gradientPaths?.input, let gradInput = result.gradInput {
             let url = URL(fileURLWithPath: path)
             files.append((url, { try NPY.write(gradInput, to: url) }))
