@@ -87,9 +87,16 @@ public enum BenchmarkSuite {
         let deviceLine =
             "\(info.name) (\(info.typeName), \(info.platformName), driver \(info.driverVersion)), \(info.computeUnits) compute units"
         print("device: \(deviceLine)")
-        var report = BenchmarkReport(device: info.name, deviceLine: deviceLine, settings: selection.description)
+        let startupShape = options.smoke ? [1, 3, 8, 8] : [1, 64, 56, 56]
+        let settings =
+            options.startup
+            ? "start-up latency on \(startupShape.map(String.init).joined(separator: "x")); operators "
+                + selection.factories.map(\.name).joined(separator: ",") + "; POCL_KERNEL_CACHE="
+                + (ProcessInfo.processInfo.environment["POCL_KERNEL_CACHE"] ?? "unset")
+            : selection.description
+        var report = BenchmarkReport(device: info.name, deviceLine: deviceLine, settings: settings)
         if options.startup {
-            let shape = options.smoke ? [1, 3, 8, 8] : [1, 64, 56, 56]
+            let shape = startupShape
             let (rows, skipped) = try StartupBenchmark.measure(
                 on: openCLDevice, factories: selection.factories, shape: shape, progress: printProgress)
             report.startup = rows

@@ -130,22 +130,20 @@ struct BenchmarkReport {
     }
 
     var markdown: String {
-        var text = """
-            # nyquist-bench on \(device)
-
-            Device: \(deviceLine).
-            Settings: \(settings).
-            Kernel times are the median of the repeats after one warm-up, from OpenCL profiling events.
-            MB and GB/s count every input read once and every output written once; "of copy" divides by
-            the bandwidth of Kernels/copy.cl on the same shape in the same run. GFLOP/s (adaptive-blur-pool
-            only) counts a multiply-add as 2; "of peak" divides by Kernels/peak.cl's measured multiply-add
-            rate. "ref ms" is the CPU reference's forward (host clock), "speed-up" = ref ms / ms. "mem MB" is
-            the device memory one call allocates beyond what was alive before it (outputs and temporaries,
-            from the context's allocation high-water mark).
-
-            """
+        var text = "# nyquist-bench on \(device)\n\nDevice: \(deviceLine).\nSettings: \(settings).\n"
         if !copyRows.isEmpty || !rows.isEmpty {
-            text += "\n" + markdownTable([BenchmarkRow.header] + (copyRows + rows).map(\.cells)) + "\n"
+            text += """
+
+                Kernel times are the median of the repeats after one warm-up, from OpenCL profiling events.
+                MB and GB/s count every input read once and every output written once; "of copy" divides by
+                the bandwidth of Kernels/copy.cl on the same shape in the same run. GFLOP/s (adaptive-blur-pool
+                only) counts a multiply-add as 2; "of peak" divides by Kernels/peak.cl's measured multiply-add
+                rate. "ref ms" is the CPU reference's forward (host clock), "speed-up" = ref ms / ms. "mem MB" is
+                the device memory one call allocates beyond what was alive before it (outputs and temporaries,
+                from the context's allocation high-water mark).
+
+
+                """ + markdownTable([BenchmarkRow.header] + (copyRows + rows).map(\.cells)) + "\n"
         }
         if let peakGigaflops {
             text += "\nMeasured multiply-add peak: **\(fixed(peakGigaflops, 1)) GFLOP/s** (\(peakDetail)).\n"
@@ -155,10 +153,12 @@ struct BenchmarkReport {
 
                 ## First-call latency
 
-                Host clock (not profiling events): from opening the device to the first forward's result,
-                so it includes program builds or disk-cache loads, table uploads and the kernel itself.
-                Cold: empty program cache; warm: a fresh context on the disk cache that the cold call
-                filled; steady: a second forward in the warm context.
+                Host clock (not profiling events), from building the layer (device context already open,
+                input already uploaded) to the first forward's result on the host: program builds or
+                disk-cache loads, table uploads and the kernel itself. Cold: a fresh context on an empty
+                program cache; warm: a fresh context on the disk cache that the cold call filled; steady:
+                a second forward in the warm context.
+
 
                 """ + markdownTable([StartupRow.header] + startup.map(\.cells)) + "\n"
         }
