@@ -15,7 +15,8 @@ backward is the backward pass alone (the training forward runs before the clock 
 graph is kept with retain_graph so that it can be repeated). Times are the median of --repeats
 after one warm-up, host clock, torch.set_num_threads(--threads).
 
-Peak memory: each measurement runs in a fresh worker process. The worker resets the kernel's
+Peak memory: each measurement runs in a fresh worker process. After a forward and backward on a
+small 1xCx8x8 input (so PyTorch's one-time lazy set-up is not counted), the worker resets the kernel's
 resident-set high-water mark (writing 5 to /proc/self/clear_refs) right before the first call,
 then reports VmHWM after the call minus VmRSS before it: the host memory the call needed beyond
 its inputs (outputs, autograd buffers, temporaries). Nyquist's column is the device memory the
@@ -202,6 +203,12 @@ def worker(op, shape, pass_name, repeats, threads):
 
     torch.set_num_threads(threads)
     module = build_module(op, shape[1])
+    # One forward and backward on a small input first, so that PyTorch's one-time lazy set-up
+    # (thread pools, autograd engine) is not counted as the measured call's memory.
+    small = torch.rand(1, shape[1], 8, 8, requires_grad=True)
+    module.train()
+    module(small).sum().backward()
+    module.zero_grad(set_to_none=True)
     x = torch.rand(*shape)
     if pass_name == "forward":
         module.eval()
@@ -348,7 +355,8 @@ def main():
         "PyTorch / Nyquist > 1 means Nyquist is faster.",
         "Nyquist mem: device bytes one call allocates beyond what was alive (allocation high-water mark).",
         "PyTorch mem: VmHWM after the first call minus VmRSS before it, high-water mark reset through",
-        "/proc/self/clear_refs, in a fresh process per row (host memory the call needed beyond its inputs).",
+        "/proc/self/clear_refs, in a fresh process per row after one call on a 1xCx8x8 input (so that",
+        "PyTorch's lazy set-up is not counted): host memory the call needed beyond its inputs.",
         "blur-pool = antialiased_cnns.BlurPool (filt_size 4); max-blur-pool = kornia MaxBlurPool2D",
         "(kernel_size 4, which pads differently, see SPEC.md 2); max/avg pool = torch.nn; aps, tips,",
         "lift-down and adaptive-blur-pool = plain PyTorch written from SPEC.md in this script.",
