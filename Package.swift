@@ -41,22 +41,29 @@ let package = Package(
                 .embedInCode("polyphase.cl"),
                 .embedInCode("lift_pool.cl"),
                 .embedInCode("adaptive_blur_pool.cl"),
+                .embedInCode("peak.cl"),
             ]
         ),
         .target(name: "Nyquist", dependencies: ["NyquistCL", "NyquistCore", "NyquistKernels"]),
         .executableTarget(
             name: "nyquist",
             dependencies: [
-                "Nyquist", "NyquistReference", "NyquistImage",
+                "Nyquist", "NyquistReference", "NyquistImage", "NyquistBenchmarkSuite",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .executableTarget(
-            name: "NyquistBench",
+        // The benchmark logic, shared by `nyquist-bench` and `nyquist bench`.
+        .target(
+            name: "NyquistBenchmarkSuite",
             dependencies: [
-                "Nyquist", "NyquistReference",
+                "Nyquist", "NyquistCL", "NyquistCore", "NyquistKernels", "NyquistReference",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
+            path: "Benchmarks/NyquistBenchmarkSuite"
+        ),
+        .executableTarget(
+            name: "NyquistBench",
+            dependencies: ["NyquistBenchmarkSuite"],
             path: "Benchmarks/NyquistBench"
         ),
         .target(

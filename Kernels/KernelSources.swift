@@ -11,6 +11,7 @@ public enum KernelSources {
         "polyphase.cl": text(PackageResources.polyphase_cl),
         "lift_pool.cl": text(PackageResources.lift_pool_cl),
         "adaptive_blur_pool.cl": text(PackageResources.adaptive_blur_pool_cl),
+        "peak.cl": text(PackageResources.peak_cl),
     ]
 
     private static func text(_ bytes: [UInt8]) -> String {

@@ -16,9 +16,11 @@ public final class Device: @unchecked Sendable, CustomStringConvertible {
     public let context: OpenCLContext
     private let tables = Mutex<[AxisGeometry: AxisTableBuffers]>([:])
 
-    /// Opens `device`.
-    public init(_ device: OpenCLDevice) throws {
-        context = try OpenCLContext(device: device)
+    /// Opens `device`; compiled kernels are also kept in `programCache` so that the next
+    /// process skips the compiler (default: where the environment says, see
+    /// ``ProgramCacheLocation/fromEnvironment()``).
+    public init(_ device: OpenCLDevice, programCache: ProgramCacheLocation = .fromEnvironment()) throws {
+        context = try OpenCLContext(device: device, programCache: programCache)
     }
 
     /// Opens the device that `spec` names: an index into ``all()`` or a substring of the

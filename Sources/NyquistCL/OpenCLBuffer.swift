@@ -27,7 +27,7 @@ public final class OpenCLBuffer: @unchecked Sendable {
     deinit {
         // Releasing while commands are queued is safe: OpenCL defers the free until they finish.
         clReleaseMemObject(handle)
-        context.noteRelease(isSubBuffer: parent != nil)
+        context.noteRelease(isSubBuffer: parent != nil, byteCount: byteCount)
     }
 
     /// Number of `Float`s the buffer holds.

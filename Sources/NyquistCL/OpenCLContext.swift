@@ -14,19 +14,38 @@ public final class OpenCLContext: @unchecked Sendable {
     let context: cl_context
     let queue: cl_command_queue
     private let state = Mutex(State())
+    private let diskCache: ProgramDiskCache?
+
+    /// Where this context keeps compiled programs between processes.
+    public let programCacheLocation: ProgramCacheLocation
 
     /// Counters that tests assert on (no rebuild on a second call, no hidden buffers).
     public struct Statistics: Sendable, Equatable {
-        /// Programs compiled from source.
+        /// Programs compiled from source (binaries loaded from the disk cache are not counted).
         public var builds = 0
-        /// Program requests answered from the cache.
+        /// Program requests answered from the in-memory cache.
         public var cacheHits = 0
+        /// Programs loaded from a verified disk-cache entry instead of being compiled.
+        public var diskHits = 0
+        /// Entries written to the disk cache.
+        public var diskWrites = 0
+        /// Disk-cache entries found but not used (truncated, corrupted, written for another key,
+        /// or refused by the driver); each was rebuilt from source and overwritten.
+        public var diskRejected = 0
+        /// Entries that could not be written (directory missing and not creatable, read-only,
+        /// disk full); the programs stay cached in memory.
+        public var diskWriteFailures = 0
         /// Device buffers ever allocated (sub-buffers not counted).
         public var allocations = 0
         /// Device buffers currently alive (sub-buffers not counted).
         public var liveBuffers = 0
         /// Kernel launches.
         public var launches = 0
+        /// Bytes of the device buffers currently alive (sub-buffers not counted).
+        public var liveBytes = 0
+        /// The most bytes alive at once since the context was made or
+        /// ``OpenCLContext/resetPeakLiveBytes()`` was called (the benchmarks' memory column).
+        public var peakLiveBytes = 0
     }
 
     private struct ProgramKey: Hashable {
@@ -40,9 +59,13 @@ public final class OpenCLContext: @unchecked Sendable {
         var timingEvents: [cl_event]? = nil
     }
 
-    /// Creates a context and a profiling queue on `device`.
-    public init(device: OpenCLDevice) throws {
+    /// Creates a context and a profiling queue on `device`; compiled programs are also kept in
+    /// `programCache` (by default where the environment says, see
+    /// ``ProgramCacheLocation/fromEnvironment()``).
+    public init(device: OpenCLDevice, programCache: ProgramCacheLocation = .fromEnvironment()) throws {
         self.device = device
+        programCacheLocation = programCache
+        diskCache = programCache.programsDirectory.map { ProgramDiskCache(directory: $0) }
         var status: cl_int = CL_SUCCESS
         var deviceID: cl_device_id? = device.id
         let properties: [cl_context_properties] = [
@@ -92,6 +115,8 @@ public final class OpenCLContext: @unchecked Sendable {
         state.withLock {
             $0.statistics.allocations += 1
             $0.statistics.liveBuffers += 1
+            $0.statistics.liveBytes += byteCount
+            $0.statistics.peakLiveBytes = max($0.statistics.peakLiveBytes, $0.statistics.liveBytes)
         }
         return OpenCLBuffer(handle: handle, byteCount: byteCount, context: self)
     }
@@ -116,9 +141,17 @@ public final class OpenCLContext: @unchecked Sendable {
         return max(Int(bits) / 8, 4)
     }
 
-    func noteRelease(isSubBuffer: Bool) {
+    func noteRelease(isSubBuffer: Bool, byteCount: Int) {
         guard !isSubBuffer else { return }
-        state.withLock { $0.statistics.liveBuffers -= 1 }
+        state.withLock {
+            $0.statistics.liveBuffers -= 1
+            $0.statistics.liveBytes -= byteCount
+        }
+    }
+
+    /// Starts a new high-water mark: ``Statistics/peakLiveBytes`` becomes the bytes alive now.
+    public func resetPeakLiveBytes() {
+        state.withLock { $0.statistics.peakLiveBytes = $0.statistics.liveBytes }
     }
 
     /// Copies `values` into `buffer` at element `offset` (blocking, so `values` may go away after).
@@ -192,6 +225,10 @@ public final class OpenCLContext: @unchecked Sendable {
 
     /// Returns the program for `source` built with `options`, compiling it only on the first
     /// request (the cache key is the full source text and the options, per context = per device).
+    ///
+    /// A miss in memory consults the disk cache: a verified entry is loaded as a binary (counted
+    /// in ``Statistics/diskHits``, not ``Statistics/builds``); otherwise the program is compiled
+    /// from source and its binary stored for the next process.
     public func program(source: String, options: String) throws -> OpenCLProgram {
         let key = ProgramKey(source: source, options: options)
         if let cached = state.withLock({ state -> OpenCLProgram? in
@@ -201,8 +238,36 @@ public final class OpenCLContext: @unchecked Sendable {
         }) {
             return cached
         }
+        let diskKey = diskCache.map { _ in ProgramDiskCache.keyText(device: device, source: source, options: options) }
+        var rejected = false
+        if let diskCache, let diskKey {
+            switch diskCache.lookup(key: diskKey) {
+            case .found(let binary):
+                if let program = loadBinary(binary, options: options) {
+                    return state.withLock { state in
+                        if let raced = state.programs[key] { return raced }
+                        state.programs[key] = program
+                        state.statistics.diskHits += 1
+                        return program
+                    }
+                }
+                rejected = true
+            case .rejected:
+                rejected = true
+            case .missing:
+                break
+            }
+        }
         let program = try build(source: source, options: options)
+        // Written outside the lock: a slow disk must not stall other threads' dispatches.
+        var stored: Bool? = nil
+        if let diskCache, let diskKey {
+            stored = binary(of: program).map { diskCache.store(key: diskKey, payload: $0) } ?? false
+        }
         return state.withLock { state in
+            if rejected { state.statistics.diskRejected += 1 }
+            if stored == true { state.statistics.diskWrites += 1 }
+            if stored == false { state.statistics.diskWriteFailures += 1 }
             if let raced = state.programs[key] { return raced }
             state.programs[key] = program
             state.statistics.builds += 1
@@ -227,6 +292,45 @@ public final class OpenCLContext: @unchecked Sendable {
             throw OpenCLError(call: "clBuildProgram", code: buildStatus, detail: "options \"\(options)\"\n\(log)")
         }
         return OpenCLProgram(handle: handle, options: options)
+    }
+
+    /// A program from a cached device binary, or nil when the driver refuses it (then the caller
+    /// compiles from source, as for any other bad entry).
+    private func loadBinary(_ binary: [UInt8], options: String) -> OpenCLProgram? {
+        var status: cl_int = CL_SUCCESS
+        var binaryStatus: cl_int = CL_SUCCESS
+        var deviceID: cl_device_id? = device.id
+        var length = binary.count
+        let handle: cl_program? = binary.withUnsafeBufferPointer { bytes in
+            var pointer: UnsafePointer<UInt8>? = bytes.baseAddress
+            return clCreateProgramWithBinary(context, 1, &deviceID, &length, &pointer, &binaryStatus, &status)
+        }
+        guard status == CL_SUCCESS, binaryStatus == CL_SUCCESS, let handle else {
+            if let handle { clReleaseProgram(handle) }
+            return nil
+        }
+        guard options.withCString({ clBuildProgram(handle, 1, &deviceID, $0, nil, nil) }) == CL_SUCCESS else {
+            clReleaseProgram(handle)
+            return nil
+        }
+        return OpenCLProgram(handle: handle, options: options)
+    }
+
+    /// The device binary of a built program (`CL_PROGRAM_BINARIES`), or nil when the driver
+    /// offers none.
+    private func binary(of program: OpenCLProgram) -> [UInt8]? {
+        var size = 0
+        guard clGetProgramInfo(program.handle, cl_program_info(CL_PROGRAM_BINARY_SIZES), MemoryLayout<Int>.size, &size, nil)
+            == CL_SUCCESS, size > 0
+        else { return nil }
+        var bytes = [UInt8](repeating: 0, count: size)
+        let status = bytes.withUnsafeMutableBufferPointer { buffer in
+            var pointer: UnsafeMutablePointer<UInt8>? = buffer.baseAddress
+            return clGetProgramInfo(
+                program.handle, cl_program_info(CL_PROGRAM_BINARIES), MemoryLayout<UnsafeMutablePointer<UInt8>?>.size,
+                &pointer, nil)
+        }
+        return status == CL_SUCCESS ? bytes : nil
     }
 
     private func buildLog(_ program: cl_program) -> String {

@@ -19,7 +19,7 @@ struct Nyquist: ParsableCommand {
             The device comes from --device, else NYQUIST_DEVICE (an index or a name substring), \
             else the first GPU, else the first OpenCL device.
             """,
-        subcommands: [Devices.self, Run.self, Demo.self, Eval.self, Picture.self])
+        subcommands: [Devices.self, Run.self, Demo.self, Eval.self, Picture.self, Bench.self])
 
     /// Parses the command line, runs the chosen subcommand and reports failures in the CLI's
     /// one-line format.

@@ -23,10 +23,11 @@ enum CLI {
     /// The `nyquist` executable: `NYQUIST_CLI` if set, else the `nyquist` file in the directory of
     /// the running test binary (SwiftPM's products directory, whatever the scratch path) or one
     /// of its parents.
-    static func executable() throws -> URL {
+    static func executable(named name: String = "nyquist") throws -> URL {
         let fileManager = FileManager.default
         if let path = ProcessInfo.processInfo.environment["NYQUIST_CLI"], !path.isEmpty {
-            return URL(fileURLWithPath: path)
+            let cli = URL(fileURLWithPath: path)
+            return name == "nyquist" ? cli : cli.deletingLastPathComponent().appendingPathComponent(name)
         }
         var starts: [URL] = []
         if let target = try? fileManager.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
@@ -40,7 +41,7 @@ enum CLI {
         for start in starts {
             var directory = start.deletingLastPathComponent()
             for _ in 0..<6 {
-                let candidate = directory.appendingPathComponent("nyquist")
+                let candidate = directory.appendingPathComponent(name)
                 var isDirectory: ObjCBool = false
                 if fileManager.fileExists(atPath: candidate.path, isDirectory: &isDirectory), !isDirectory.boolValue,
                     fileManager.isExecutableFile(atPath: candidate.path)
@@ -51,15 +52,17 @@ enum CLI {
             }
         }
         throw HarnessError(
-            "no nyquist executable next to the test binary (searched from \(starts.map(\.path))); "
+            "no \(name) executable next to the test binary (searched from \(starts.map(\.path))); "
                 + "build it (swift build) or set NYQUIST_CLI")
     }
 
     /// Runs `nyquist arguments...` in `directory` and waits for it; `environment` entries are
     /// added to (or replace) the inherited environment.
-    static func run(_ arguments: [String], in directory: URL, environment: [String: String] = [:]) throws -> Outcome {
+    static func run(
+        _ arguments: [String], in directory: URL, environment: [String: String] = [:], executableName: String = "nyquist"
+    ) throws -> Outcome {
         let process = Process()
-        process.executableURL = try executable()
+        process.executableURL = try executable(named: executableName)
         process.arguments = arguments
         process.currentDirectoryURL = directory
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
@@ -141,8 +144,10 @@ struct Workspace {
     }
 
     /// Runs `nyquist arguments...` here.
-    func run(_ arguments: [String], environment: [String: String] = [:]) throws -> CLI.Outcome {
-        try CLI.run(arguments, in: directory, environment: environment)
+    func run(_ arguments: [String], environment: [String: String] = [:], executableName: String = "nyquist") throws
+        -> CLI.Outcome
+    {
+        try CLI.run(arguments, in: directory, environment: environment, executableName: executableName)
     }
 }
 

@@ -9,10 +9,12 @@ import Darwin
 
 // Tests of the thin OpenCL runtime. Every test makes its own context so that the statistics it
 // asserts on are not disturbed by tests running in parallel, and selects device "0" explicitly
-// so that results do not depend on NYQUIST_DEVICE.
+// so that results do not depend on NYQUIST_DEVICE. Contexts keep programs in memory only, so
+// that `builds` counts compilations whatever an earlier run left in the user's disk cache; the
+// disk cache has its own suite (ProgramDiskCacheTests) with temporary directories.
 
 private func makeContext() throws -> OpenCLContext {
-    try OpenCLContext(device: OpenCLDevice.select("0"))
+    try OpenCLContext(device: OpenCLDevice.select("0"), programCache: .memoryOnly)
 }
 
 /// y = 2x + b over the first n elements; launched with a rounded-up global size, hence the check.
@@ -550,15 +552,22 @@ private func environment(_ name: String) -> String? {
                 // Sub-buffers are views, not allocations.
                 #expect(context.statistics.allocations == 3)
                 #expect(context.statistics.liveBuffers == 3)
+                #expect(context.statistics.liveBytes == 256 + 1024 + 16)
+                #expect(context.statistics.peakLiveBytes == 256 + 1024 + 16)
                 try context.fill(c, with: 1)
                 try context.fill(view, with: 2)
             }
             #expect(context.statistics.liveBuffers == 2)
+            #expect(context.statistics.liveBytes == 256 + 1024)
+            context.resetPeakLiveBytes()
+            #expect(context.statistics.peakLiveBytes == 256 + 1024, "the high-water mark restarts at what is alive")
             try context.fill(a, with: 0)
             try context.fill(b, with: 0)
         }
         #expect(context.statistics.allocations == 3)
         #expect(context.statistics.liveBuffers == 0)
+        #expect(context.statistics.liveBytes == 0)
+        #expect(context.statistics.peakLiveBytes == 256 + 1024)
 
         // A sub-buffer keeps its parent alive after the caller drops it.
         var view: OpenCLBuffer? = nil

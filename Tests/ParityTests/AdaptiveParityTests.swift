@@ -107,7 +107,7 @@ struct AdaptiveParityTests {
     @Test("Inference allocates only its output: no k*k x input unfold, no full-resolution predictor map")
     func allocatesOnlyOutput() throws {
         // A context of its own: other tests run in parallel on the shared one.
-        let device = try Device(TestDevice.get().info)
+        let device = try TestDevice.fresh()
         let layer = try AdaptiveBlurPool2D(channels: 16, kernelSize: 5, groups: 8, on: device)
         let x = try DeviceTensor(randomTensor([2, 16, 32, 32], seed: 4), on: device)
         _ = try layer(x)  // builds the program and the constant padding tables
@@ -279,7 +279,7 @@ struct AdaptiveParityTests {
 
     @Test("Training allocates the predictor map, four G*k*k vectors and the output; running stats update in place")
     func trainingAllocations() throws {
-        let device = try Device(TestDevice.get().info)
+        let device = try TestDevice.fresh()
         let layer = try AdaptiveBlurPool2D(channels: 8, kernelSize: 5, groups: 2, on: device)
         let x = try DeviceTensor(randomTensor([2, 8, 12, 12], seed: 9), on: device)
         _ = try layer.forwardTraining(x)  // builds the programs and the padding tables

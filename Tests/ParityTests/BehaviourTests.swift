@@ -22,7 +22,7 @@ struct BehaviourTests {
     func fusedAllocatesNoIntermediate() throws {
         // A context of its own: other tests run in parallel on the shared one and would move
         // its counters.
-        let device = try Device(TestDevice.get().info)
+        let device = try TestDevice.fresh()
         let pool = try MaxBlurPool2D(channels: 8)
         let x = try DeviceTensor(randomTensor([2, 8, 64, 64], seed: 6), on: device)
         _ = try pool(x)  // builds the program and the constant padding tables

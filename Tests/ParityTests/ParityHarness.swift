@@ -8,10 +8,19 @@ import _NyquistTestSupport
 /// device the suite fails rather than skips: a parity suite that silently runs nothing would
 /// pass CI while checking nothing.
 enum TestDevice {
-    static let shared: Result<Device, any Error> = Result { try Device.default() }
+    // Programs are cached in memory only: the suite builds hundreds of specialisations, which
+    // would otherwise pile up in the user's disk cache (the disk cache has its own tests).
+    static let shared: Result<Device, any Error> = Result {
+        try Device(OpenCLDevice.select(nil), programCache: .memoryOnly)
+    }
 
     static func get() throws -> Device {
         try shared.get()
+    }
+
+    /// A device with a context of its own, for tests that read its counters.
+    static func fresh() throws -> Device {
+        try Device(get().info, programCache: .memoryOnly)
     }
 }
 

@@ -1,7 +1,7 @@
+import Foundation
 import Nyquist
 import NyquistCore
-
-import Foundation
+import NyquistReference
 
 /// One benchmarked operator: how to run its passes and how many bytes each pass must move at
 /// the least (every input read once, every output written once).
@@ -18,8 +18,13 @@ struct BenchmarkOperator {
     /// Floating-point operations of a pass (input shape, output shape, pass), for operators whose
     /// cost is compute rather than memory (a multiply-add counts 2); nil for the pooling baselines.
     var flops: (([Int], [Int], String) -> Double)? = nil
+    /// The CPU reference's forward with the same configuration and parameters (timed with the
+    /// host clock, for the speed-up column).
+    var reference: ((HostTensor) throws -> Void)? = nil
 
-    static func make<Layer: PoolingLayer>(_ layer: Layer, backwardReadsInput: Bool) -> BenchmarkOperator {
+    static func make<Layer: PoolingLayer>(
+        _ layer: Layer, backwardReadsInput: Bool, reference: @escaping (HostTensor) throws -> Void
+    ) -> BenchmarkOperator {
         BenchmarkOperator(
             name: Layer.Configuration.operatorName, forward: { try layer($0) },
             training: { try layer.forwardTraining($0) },
@@ -29,7 +34,7 @@ struct BenchmarkOperator {
                 }
                 return try layer.backward(gradOutput, saved).input
             },
-            backwardReadsInput: backwardReadsInput)
+            backwardReadsInput: backwardReadsInput, reference: reference)
     }
 
     /// LiftDownPool2D (K = 5): forward writes the output and the four bands; backward takes the
@@ -50,7 +55,10 @@ struct BenchmarkOperator {
                 }
                 return try pool.backward(saved, gradOutput: gradOutput).input
             },
-            backwardReadsInput: true, forwardOutputs: 5)
+            backwardReadsInput: true, forwardOutputs: 5,
+            reference: { input in
+                _ = try Reference.liftDownPool2D(input, LiftPoolParameters<Float>(pool.configuration), pool.configuration)
+            })
     }
 
     /// AdaptiveBlurPool with its defaults (k 3, stride 2, G gcd(8, C), reflect, joint softmax)
@@ -83,20 +91,43 @@ struct BenchmarkOperator {
                 let inputPositions = Double(input[0] * input[2] * input[3])
                 if pass == "forward" { return 2 * outputPositions * (p * c * taps + c * taps) }
                 return 2 * (2 * outputPositions * c * taps + 2 * inputPositions * p * c * taps)
+            },
+            reference: { input in
+                _ = try Reference.adaptiveBlurPool2D(input, parameters: layer.parameters, configuration)
             })
     }
 
     /// The operators with the options ResNet-style networks use; channels are filled per shape.
     static var all: [Factory] {
         [
-            Factory(name: "max-pool") { _, _ in make(try MaxPool2D(kernelSize: 3, stride: 2, padding: 1), backwardReadsInput: true) },
-            Factory(name: "avg-pool") { _, _ in make(try AvgPool2D(kernelSize: 2), backwardReadsInput: false) },
-            Factory(name: "blur-pool") { channels, _ in make(try BlurPool2D(channels: channels), backwardReadsInput: false) },
-            Factory(name: "max-blur-pool") { channels, _ in make(try MaxBlurPool2D(channels: channels), backwardReadsInput: true) },
+            Factory(name: "max-pool") { _, _ in
+                let layer = try MaxPool2D(kernelSize: 3, stride: 2, padding: 1)
+                return make(layer, backwardReadsInput: true) { _ = try Reference.maxPool2D($0, layer.configuration) }
+            },
+            Factory(name: "avg-pool") { _, _ in
+                let layer = try AvgPool2D(kernelSize: 2)
+                return make(layer, backwardReadsInput: false) { _ = try Reference.avgPool2D($0, layer.configuration) }
+            },
+            Factory(name: "blur-pool") { channels, _ in
+                let layer = try BlurPool2D(channels: channels)
+                return make(layer, backwardReadsInput: false) { _ = try Reference.blurPool2D($0, layer.configuration) }
+            },
+            Factory(name: "max-blur-pool") { channels, _ in
+                let layer = try MaxBlurPool2D(channels: channels)
+                return make(layer, backwardReadsInput: true) { _ = try Reference.maxBlurPool2D($0, layer.configuration) }
+            },
             // Backward through the protocol's training forward saves no indices, so it re-chooses
             // the phases from the input.
-            Factory(name: "aps-pool") { channels, _ in make(try APSPool2D(channels: channels), backwardReadsInput: true) },
-            Factory(name: "tips-pool") { channels, _ in make(try TIPSPool2D(channels: channels), backwardReadsInput: true) },
+            Factory(name: "aps-pool") { channels, _ in
+                let layer = try APSPool2D(channels: channels)
+                return make(layer, backwardReadsInput: true) { _ = try Reference.apsPool2D($0, layer.configuration) }
+            },
+            Factory(name: "tips-pool") { channels, _ in
+                let layer = try TIPSPool2D(channels: channels)
+                return make(layer, backwardReadsInput: true) {
+                    _ = try Reference.tipsPool2D($0, layer.configuration, parameters: layer.parameters)
+                }
+            },
             Factory(name: "lift-down-pool") { channels, device in try liftDownPool(channels: channels, device: device) },
             Factory(name: "adaptive-blur-pool") { channels, device in try adaptive(channels: channels, on: device) },
         ]
@@ -106,17 +137,28 @@ struct BenchmarkOperator {
         let name: String
         let build: (_ channels: Int, _ device: Device) throws -> BenchmarkOperator
 
-        func measure(pass: String, input: DeviceTensor, shapeName: String, repeats: Int, copyBandwidth: Double) throws
-            -> BenchmarkRow
-        {
+        /// Times one pass on `input`; with `referenceInput` also the CPU reference's forward on
+        /// the same values (host clock, median of `referenceRepeats`).
+        func measure(
+            pass: String, input: DeviceTensor, shapeName: String, repeats: Int, baselines: Baselines,
+            referenceInput: HostTensor?, referenceRepeats: Int
+        ) throws -> BenchmarkRow {
             let benchmarkOperator = try build(input.shape[1], input.device)
             let device = input.device
             let output = try benchmarkOperator.forward(input)
             let seconds: Double
             let bytes: Int
+            var referenceMilliseconds: Double? = nil
+            let memoryBytes: Int
             if pass == "forward" {
                 seconds = try medianSeconds(device: device, repeats: repeats) { _ = try benchmarkOperator.forward(input) }
+                memoryBytes = try peakExtraBytes(device) { _ = try benchmarkOperator.forward(input) }
                 bytes = (input.count + benchmarkOperator.forwardOutputs * output.count) * 4
+                if let referenceInput, let reference = benchmarkOperator.reference {
+                    var times: [Double] = []
+                    for _ in 0..<max(referenceRepeats, 1) { times.append(try hostSeconds { try reference(referenceInput) }) }
+                    referenceMilliseconds = median(times) * 1e3
+                }
             } else {
                 let (trainingOutput, saved) = try benchmarkOperator.training(input)
                 let gradOutput = try DeviceTensor(shape: trainingOutput.shape, on: device)
@@ -124,13 +166,15 @@ struct BenchmarkOperator {
                 seconds = try medianSeconds(device: device, repeats: repeats) {
                     _ = try benchmarkOperator.backward(gradOutput, saved)
                 }
+                memoryBytes = try peakExtraBytes(device) { _ = try benchmarkOperator.backward(gradOutput, saved) }
                 bytes = (output.count + input.count + (benchmarkOperator.backwardReadsInput ? input.count : 0)) * 4
             }
-            let bandwidth = Double(bytes) / seconds / 1e9
-            let gigaflops = benchmarkOperator.flops.map { $0(input.shape, output.shape, pass) / seconds / 1e9 }
+            let flops = benchmarkOperator.flops.map { $0(input.shape, output.shape, pass) }
             return BenchmarkRow(
                 operatorName: name, pass: pass, shape: shapeName, dimensions: input.shape, milliseconds: seconds * 1e3,
-                gigabytesPerSecond: bandwidth, copyFraction: bandwidth / copyBandwidth, gigaflopsPerSecond: gigaflops)
+                bytes: bytes, flops: flops, copyBandwidth: baselines.copyGigabytesPerSecond,
+                peakGigaflops: baselines.peakGigaflopsPerSecond, referenceMilliseconds: referenceMilliseconds,
+                memoryBytes: memoryBytes)
         }
     }
 }
@@ -148,65 +192,32 @@ func medianSeconds(device: Device, repeats: Int, _ body: () throws -> Void) thro
     for _ in 0..<repeats {
         times.append(try device.measure(body).kernelSeconds)
     }
-    times.sort()
-    return max(times[times.count / 2], 1e-9)
+    return max(median(times), 1e-9)
 }
 
-/// One line of the results table.
-struct BenchmarkRow {
-    let operatorName: String
-    let pass: String
-    let shape: String
-    let dimensions: [Int]
-    let milliseconds: Double
-    let gigabytesPerSecond: Double
-    let copyFraction: Double
-    /// Achieved GFLOP/s, for operators with a FLOP count (nil: memory-bound baselines).
-    var gigaflopsPerSecond: Double? = nil
-
-    static func table(_ rows: [BenchmarkRow]) -> String {
-        var lines = [
-            pad("op", 20) + pad("pass", 10) + pad("shape", 20) + pad("N", 4) + pad("ms", 10) + pad("GB/s", 9) + pad("of copy", 9) + "GFLOP/s",
-        ]
-        for row in rows {
-            lines.append(
-                pad(row.operatorName, 20) + pad(row.pass, 10) + pad(row.shape, 20) + pad("\(row.dimensions[0])", 4)
-                    + pad(fixed(row.milliseconds, 3), 10) + pad(fixed(row.gigabytesPerSecond, 1), 9)
-                    + pad(fixed(row.copyFraction * 100, 0) + "%", 9) + (row.gigaflopsPerSecond.map { fixed($0, 1) } ?? "-"))
-        }
-        return lines.joined(separator: "\n")
-    }
-
-    static func json(_ rows: [BenchmarkRow], device: String) -> String {
-        let entries = rows.map { row in
-            "  {\"op\": \"\(row.operatorName)\", \"pass\": \"\(row.pass)\", \"shape\": \(row.dimensions), "
-                + "\"ms\": \(row.milliseconds), \"gb_per_s\": \(row.gigabytesPerSecond), \"copy_fraction\": \(row.copyFraction), "
-                + "\"gflop_per_s\": \(row.gigaflopsPerSecond.map { String($0) } ?? "null")}"
-        }
-        return "{\"device\": \"\(device)\", \"rows\": [\n" + entries.joined(separator: ",\n") + "\n]}\n"
-    }
+/// Device memory that one call of `body` allocates on top of what is already alive (its outputs
+/// and temporaries), from the context's high-water mark; caches filled by earlier calls (padding
+/// tables, programs) are not counted because `body` has run before.
+func peakExtraBytes(_ device: Device, _ body: () throws -> Void) throws -> Int {
+    try device.synchronize()
+    device.context.resetPeakLiveBytes()
+    let before = device.context.statistics.liveBytes
+    try body()
+    try device.synchronize()
+    return device.context.statistics.peakLiveBytes - before
 }
 
-func pad(_ text: String, _ width: Int) -> String {
-    text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count)
+func median(_ values: [Double]) -> Double {
+    let sorted = values.sorted()
+    return sorted.isEmpty ? 0 : sorted[sorted.count / 2]
 }
 
-func fixed(_ value: Double, _ digits: Int) -> String {
-    var scale = 1.0
-    for _ in 0..<digits { scale *= 10 }
-    let rounded = (value * scale).rounded() / scale
-    return digits == 0 ? String(Int(rounded)) : String(rounded)
-}
-
-/// Overwrites one progress line on stderr.
-func printProgress(_ text: String) {
-    FileHandle.standardError.write(Data(("\r\u{1B}[K" + text).utf8))
-}
-
-func writeText(_ text: String, to path: String) throws {
-    do {
-        try text.write(toFile: path, atomically: true, encoding: .utf8)
-    } catch {
-        throw NyquistError(.io, "cannot write \(path): \(error.localizedDescription)")
-    }
+/// Host wall-clock seconds of `body` (for the CPU reference and start-up latency, which have no
+/// profiling events).
+func hostSeconds(_ body: () throws -> Void) rethrows -> Double {
+    let clock = ContinuousClock()
+    let start = clock.now
+    try body()
+    let elapsed = start.duration(to: clock.now)
+    return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
 }

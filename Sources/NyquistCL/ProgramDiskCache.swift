@@ -1,0 +1,195 @@
+import COpenCL
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Where compiled programs are kept between processes.
+///
+/// Building Nyquist's kernels from source costs about half a second per operator on PoCL; a
+/// device binary saved on disk loads in a few milliseconds. Entries are keyed by platform,
+/// device, driver, options and the full source text, so a driver update or an edited kernel
+/// never reuses an old binary.
+public enum ProgramCacheLocation: Sendable, Equatable {
+    /// Programs are cached in memory only (per context).
+    case memoryOnly
+    /// Programs are also stored under `<root>/programs/`; `root` is created when missing.
+    case directory(String)
+
+    /// `NYQUIST_PROGRAM_CACHE=off` gives ``memoryOnly``; otherwise the root is
+    /// `NYQUIST_CACHE_DIR`, else `$XDG_CACHE_HOME/nyquist`, else `~/.cache/nyquist`
+    /// (``memoryOnly`` when none of these can be formed, e.g. no `HOME`).
+    public static func fromEnvironment() -> ProgramCacheLocation {
+        if let switchValue = getenvString("NYQUIST_PROGRAM_CACHE")?.lowercased(),
+            ["off", "0", "false", "no", "none"].contains(switchValue)
+        {
+            return .memoryOnly
+        }
+        if let explicit = getenvString("NYQUIST_CACHE_DIR"), !explicit.isEmpty { return .directory(explicit) }
+        if let xdg = getenvString("XDG_CACHE_HOME"), !xdg.isEmpty { return .directory(xdg + "/nyquist") }
+        if let home = getenvString("HOME"), !home.isEmpty { return .directory(home + "/.cache/nyquist") }
+        return .memoryOnly
+    }
+
+    /// The folder that holds the entries, or nil for ``memoryOnly``.
+    public var programsDirectory: String? {
+        guard case .directory(let root) = self else { return nil }
+        return (root.hasSuffix("/") ? String(root.dropLast()) : root) + "/programs"
+    }
+}
+
+/// Reads and writes cache entries: one file per program, a header that names exactly what the
+/// binary was built from, then the device binary.
+///
+/// Layout (integers little-endian): magic `NYQPROG1` (8 bytes), format version (UInt32), key
+/// length (UInt32), key text (UTF-8), payload length (UInt64), payload FNV-1a-64 checksum
+/// (UInt64), payload. An entry is used only when every field matches; anything else counts as
+/// rejected and is rebuilt from source and overwritten.
+struct ProgramDiskCache {
+    static let magic: [UInt8] = Array("NYQPROG1".utf8)
+    static let formatVersion: UInt32 = 1
+    /// A corrupt length field must not make us allocate gigabytes.
+    static let largestPayload: UInt64 = 1 << 30
+
+    let directory: String
+
+    /// The outcome of a lookup.
+    enum Lookup {
+        case missing
+        case rejected
+        case found([UInt8])
+    }
+
+    /// The key text: everything that decides whether a binary may be reused.
+    static func keyText(device: OpenCLDevice, source: String, options: String) -> String {
+        "platform: \(device.platformName) \(device.platformVersion)\n"
+            + "device: \(device.name)\n"
+            + "driver: \(device.driverVersion)\n"
+            + "options: \(options)\n"
+            + "source:\n\(source)"
+    }
+
+    /// The entry's file: a hash of the key names it; the full key inside the file decides.
+    func path(forKey key: String) -> String {
+        directory + "/" + hexadecimal(fnv1a64(Array(key.utf8))) + ".clbin"
+    }
+
+    func lookup(key: String) -> Lookup {
+        guard let bytes = readFile(path(forKey: key)) else { return .missing }
+        guard let payload = Self.decode(bytes, expectedKey: key) else { return .rejected }
+        return .found(payload)
+    }
+
+    /// Writes the entry through a temporary file and a rename so that a reader never sees a
+    /// half-written entry; returns false when the directory cannot be created or written.
+    func store(key: String, payload: [UInt8]) -> Bool {
+        guard makeDirectories(directory) else { return false }
+        let destination = path(forKey: key)
+        let temporary = destination + ".tmp-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+        let bytes = Self.encode(key: key, payload: payload)
+        guard let file = fopen(temporary, "wb") else { return false }
+        let written = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, file) }
+        let closed = fclose(file) == 0
+        guard written == bytes.count, closed, rename(temporary, destination) == 0 else {
+            unlink(temporary)
+            return false
+        }
+        return true
+    }
+
+    static func encode(key: String, payload: [UInt8]) -> [UInt8] {
+        let keyBytes = Array(key.utf8)
+        var bytes = magic
+        bytes.reserveCapacity(magic.count + 28 + keyBytes.count + payload.count)
+        append(formatVersion, to: &bytes)
+        append(UInt32(keyBytes.count), to: &bytes)
+        bytes += keyBytes
+        append(UInt64(payload.count), to: &bytes)
+        append(fnv1a64(payload), to: &bytes)
+        bytes += payload
+        return bytes
+    }
+
+    /// The payload when `bytes` is a complete, intact entry for exactly `expectedKey`.
+    static func decode(_ bytes: [UInt8], expectedKey: String) -> [UInt8]? {
+        var reader = ByteReader(bytes: bytes)
+        guard reader.take(magic.count) == magic[...],
+            reader.integer(UInt32.self) == formatVersion,
+            let keyLength = reader.integer(UInt32.self),
+            let keyBytes = reader.take(Int(keyLength)), keyBytes.elementsEqual(expectedKey.utf8),
+            let payloadLength = reader.integer(UInt64.self), payloadLength > 0, payloadLength <= largestPayload,
+            let checksum = reader.integer(UInt64.self),
+            let payload = reader.take(Int(payloadLength)), reader.isAtEnd
+        else { return nil }
+        let payloadBytes = Array(payload)
+        guard fnv1a64(payloadBytes) == checksum else { return nil }
+        return payloadBytes
+    }
+
+    private static func append<T: FixedWidthInteger>(_ value: T, to bytes: inout [UInt8]) {
+        withUnsafeBytes(of: value.littleEndian) { bytes += $0 }
+    }
+}
+
+/// Sequential little-endian reads that return nil past the end instead of trapping.
+private struct ByteReader {
+    let bytes: [UInt8]
+    var offset = 0
+
+    var isAtEnd: Bool { offset == bytes.count }
+
+    mutating func take(_ count: Int) -> ArraySlice<UInt8>? {
+        guard count >= 0, count <= bytes.count - offset else { return nil }
+        defer { offset += count }
+        return bytes[offset..<offset + count]
+    }
+
+    mutating func integer<T: FixedWidthInteger>(_: T.Type) -> T? {
+        guard let slice = take(MemoryLayout<T>.size) else { return nil }
+        var value: T = 0
+        for (shift, byte) in slice.enumerated() { value |= T(byte) << (8 * shift) }
+        return value
+    }
+}
+
+/// FNV-1a, 64-bit: enough to name files and to catch corruption; the key text inside the entry,
+/// not the hash, decides whether an entry matches.
+func fnv1a64(_ bytes: [UInt8]) -> UInt64 {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in bytes {
+        hash ^= UInt64(byte)
+        hash = hash &* 0x0000_0100_0000_01b3
+    }
+    return hash
+}
+
+private func hexadecimal(_ value: UInt64) -> String {
+    let digits = String(value, radix: 16)
+    return String(repeating: "0", count: 16 - digits.count) + digits
+}
+
+private func readFile(_ path: String) -> [UInt8]? {
+    guard let file = fopen(path, "rb") else { return nil }
+    defer { fclose(file) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 1 << 16)
+    while true {
+        let count = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, file) }
+        if count > 0 { bytes += chunk[0..<count] }
+        if count < chunk.count { break }
+    }
+    return ferror(file) == 0 ? bytes : nil
+}
+
+/// `mkdir -p`; true when `path` exists as a directory afterwards.
+private func makeDirectories(_ path: String) -> Bool {
+    var prefix = path.hasPrefix("/") ? "/" : ""
+    for component in path.split(separator: "/") {
+        prefix += component + "/"
+        if mkdir(prefix, 0o755) != 0, errno != EEXIST { return false }
+    }
+    var info = stat()
+    return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
+}

@@ -1,0 +1,103 @@
+import Foundation
+import Testing
+
+// `nyquist bench` and `nyquist-bench` run the same NyquistBenchmarkSuite code. These tests check
+// that the smoke run works end to end and that its outputs carry what the docs promise; they
+// never assert how fast anything is. Each run gets its own program cache directory through the
+// child's environment, so that the start-up test sees a really empty cache.
+
+@Suite("nyquist bench")
+struct BenchTests {
+    private func cacheEnvironment(_ workspace: Workspace) -> [String: String] {
+        ["NYQUIST_CACHE_DIR": workspace.url("program-cache").path, "NYQUIST_PROGRAM_CACHE": "on"]
+    }
+
+    private func readJSON(_ workspace: Workspace, _ name: String) throws -> [String: Any] {
+        let data = try Data(contentsOf: workspace.url(name))
+        return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+    }
+
+    @Test("bench --smoke writes a table, JSON and Markdown for the chosen operators")
+    func smokeRun() throws {
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        let outcome = try workspace.run(
+            ["bench", "--smoke", "--operators", "max-pool,adaptive-blur-pool", "--json", "b.json", "--markdown", "b.md"],
+            environment: cacheEnvironment(workspace))
+        #expect(outcome.status == 0, "\(outcome)")
+        for column in ["op", "GB/s", "of copy", "GFLOP/s", "of peak", "speed-up", "mem MB"] {
+            #expect(outcome.standardOutput.contains(column), "\(outcome)")
+        }
+        #expect(outcome.standardOutput.contains("peak: "), "\(outcome)")
+
+        let json = try readJSON(workspace, "b.json")
+        let peak = try #require(json["peak_gflop_per_s"] as? Double)
+        #expect(peak.isFinite && peak > 0)
+        let copies = try #require(json["copy"] as? [[String: Any]])
+        #expect(copies.count == 2, "one copy baseline per smoke shape")
+        let rows = try #require(json["rows"] as? [[String: Any]])
+        // 2 operators x 2 passes x 2 smoke shapes.
+        #expect(rows.count == 8)
+        #expect(Set(rows.compactMap { $0["op"] as? String }) == ["max-pool", "adaptive-blur-pool"])
+        for row in rows {
+            let milliseconds = try #require(row["ms"] as? Double)
+            #expect(milliseconds.isFinite && milliseconds > 0, "\(row)")
+            #expect((row["bytes"] as? Int ?? 0) > 0, "\(row)")
+            #expect(row["device_peak_bytes"] is Int, "\(row)")
+            let isAdaptive = row["op"] as? String == "adaptive-blur-pool"
+            #expect((row["peak_fraction"] is Double) == isAdaptive, "only FLOP-counted rows have a fraction of peak: \(row)")
+            if row["pass"] as? String == "forward" {
+                #expect(row["reference_ms"] is Double, "smoke shapes are small enough for the reference: \(row)")
+            } else {
+                #expect(row["reference_ms"] is NSNull, "the reference is timed on forward only: \(row)")
+            }
+        }
+        let markdown = try String(contentsOf: workspace.url("b.md"), encoding: .utf8)
+        #expect(markdown.contains("Measured multiply-add peak"))
+        #expect(markdown.contains("| max-pool | forward |"))
+    }
+
+    @Test("bench --startup reports cold and warm first calls, warm ones served by the disk cache")
+    func startup() throws {
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        let outcome = try workspace.run(
+            ["bench", "--smoke", "--startup", "--operators", "avg-pool,blur-pool", "--json", "s.json"],
+            environment: cacheEnvironment(workspace))
+        #expect(outcome.status == 0, "\(outcome)")
+        #expect(outcome.standardOutput.contains("cold ms"), "\(outcome)")
+        let rows = try #require(try readJSON(workspace, "s.json")["startup"] as? [[String: Any]])
+        #expect(rows.compactMap { $0["op"] as? String } == ["avg-pool", "blur-pool"])
+        for row in rows {
+            #expect((row["cold_builds"] as? Int ?? 0) >= 1, "an empty cache compiles: \(row)")
+            #expect((row["warm_disk_hits"] as? Int ?? 0) >= 1, "a fresh context loads from disk: \(row)")
+            #expect(row["warm_builds"] as? Int == 0, "nothing is compiled when warm: \(row)")
+        }
+    }
+
+    @Test("nyquist-bench --smoke runs the same suite")
+    func benchExecutable() throws {
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        let outcome = try workspace.run(
+            ["--smoke", "--operators", "avg-pool", "--json", "b.json"], environment: cacheEnvironment(workspace),
+            executableName: "nyquist-bench")
+        #expect(outcome.status == 0, "\(outcome)")
+        let rows = try #require(try readJSON(workspace, "b.json")["rows"] as? [[String: Any]])
+        #expect(rows.count == 4)
+    }
+
+    @Test(
+        "bad selections give one error line and write nothing",
+        arguments: [
+            (["--operators", "nonsense-pool"], "nonsense-pool"), (["--shapes", "square"], "square"),
+            (["--batch", "0"], "--batch"), (["--batch", "8,x"], "--batch"),
+        ])
+    func badSelection(_ arguments: [String], _ mentioning: String) throws {
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        let outcome = try workspace.run(
+            ["bench"] + arguments + ["--json", "b.json"], environment: cacheEnvironment(workspace))
+        expectCLIError(outcome, in: workspace, outputs: ["b.json"], mentioning: mentioning)
+    }
+}
