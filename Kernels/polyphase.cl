@@ -16,9 +16,11 @@
 //                  chosen phase that copies it), so no atomics.
 //
 // TIPS (odd sizes: x' reflect-padded one row at the top / column at the left, x'(0) = x(1)):
-//   tips_psi          global (W', H', planes): psi = ReLU(k x k correlation, zero padding), NaN kept
-//   tips_tau          one work-group per plane: quadrant sums of psi (tree reduction), q, softmax
-//   tips_mix          global (W'/2, H'/2, planes): y = sum_k tau_k p_k
+//   tips_forward      one work-group per plane (local GROUP_SIZE): psi = ReLU(k x k correlation,
+//                     zero padding, NaN kept) chunk by chunk (8 columns per item: vector loads in
+//                     the interior), quadrant sums, q and the softmax tau, then y = sum_k tau_k p_k
+//                     from the same plane while it is in cache: one pass over x. psi is written
+//                     only with TIPS_WRITE_PSI = 1 (training; inference needs only its sums).
 //   tips_target       global (W', H', planes): T(x') = x' shifted by (dy, dx), wrapped or zero-filled
 //   tips_grad_tau     one work-group per plane: dtau (reduction), + L_FM, softmax adjoint ->
 //                     per-plane dq (already divided by the quadrant size and scaled by conv2) and
@@ -29,7 +31,8 @@
 //   tips_grad_input   global (W, H, planes): dx as a gather over the x' positions that copy it
 //   tips_losses       global (planes): per-plane 1 - ||tau|| and sum (psi - T)^2 (host sums)
 //
-// Defines: GROUP_SIZE (power of two), NORM, KERNEL_SIZE (odd), SHIFT_FILL (0 circular, 1 zero).
+// Defines: GROUP_SIZE (power of two), NORM, KERNEL_SIZE (odd), SHIFT_FILL (0 circular, 1 zero),
+// TIPS_WRITE_PSI (0 inference, 1 training).
 #include "common.h"
 
 #ifndef GROUP_SIZE
@@ -43,6 +46,9 @@
 #endif
 #ifndef SHIFT_FILL
 #define SHIFT_FILL 0
+#endif
+#ifndef TIPS_WRITE_PSI
+#define TIPS_WRITE_PSI 0
 #endif
 
 // ---------------------------------------------------------------------------------------------
@@ -174,25 +180,6 @@ inline int tips_index(int plane, int r, int s, int height, int width) {
     return inside ? plane_offset(plane, tips_source(r, ph), tips_source(s, pw), height, width) : -1;
 }
 
-__kernel void tips_psi(__global const float *x, __global const float *w1, __global float *psi, int planes,
-                       int channels, int height, int width) {
-    const int s = get_global_id(0);
-    const int r = get_global_id(1);
-    const int plane = get_global_id(2);
-    const int hp = height + (height & 1);
-    const int wp = width + (width & 1);
-    if (s >= wp || r >= hp || plane >= planes) return;
-    const int p = (KERNEL_SIZE - 1) / 2;
-    __global const float *w = w1 + (plane % channels) * KERNEL_SIZE * KERNEL_SIZE;
-    float z = 0.0f;
-    for (int u = 0; u < KERNEL_SIZE; ++u) {
-        for (int v = 0; v < KERNEL_SIZE; ++v) {
-            z += w[u * KERNEL_SIZE + v] * load_or_zero(x, tips_index(plane, r + u - p, s + v - p, height, width));
-        }
-    }
-    psi[plane_offset(plane, r, s, hp, wp)] = (z > 0.0f || isnan(z)) ? z : 0.0f;
-}
-
 // Sums `values[0..<count]` of each of the four lanes over the work-group (fixed tree shape).
 inline void reduce4(__local float *partial, int item) {
     barrier(CLK_LOCAL_MEM_FENCE);
@@ -204,26 +191,100 @@ inline void reduce4(__local float *partial, int item) {
     }
 }
 
+// psi at x'(r, s), one element (border columns and chunks that overhang the row).
+inline float tips_psi_at(__global const float *x, __global const float *w, int plane, int r, int s, int height,
+                         int width) {
+    const int p = (KERNEL_SIZE - 1) / 2;
+    float z = 0.0f;
+    for (int u = 0; u < KERNEL_SIZE; ++u) {
+        for (int v = 0; v < KERNEL_SIZE; ++v) {
+            z += w[u * KERNEL_SIZE + v] * load_or_zero(x, tips_index(plane, r + u - p, s + v - p, height, width));
+        }
+    }
+    return (z > 0.0f || isnan(z)) ? z : 0.0f;
+}
+
+// psi at x'(r, s0 ... s0 + 7) for a chunk whose taps all read inside the unpadded columns of x
+// (s0 - p >= pw and s0 + 7 + p < W'): one vector load per tap instead of eight gathers. Rows
+// outside x' read the constant 0 (multiplied in, as the scalar path does, so a non-finite
+// weight behaves the same); the row index is clamped first so no load leaves the plane.
+inline float8 tips_psi_chunk(__global const float *x, __global const float *w, int plane, int r, int s0, int height,
+                             int width) {
+    const int p = (KERNEL_SIZE - 1) / 2;
+    const int ph = height & 1;
+    const int pw = width & 1;
+    const int hp = height + ph;
+    float8 z = (float8)(0.0f);
+    for (int u = 0; u < KERNEL_SIZE; ++u) {
+        const int rr = r + u - p;
+        const bool inside = rr >= 0 && rr < hp;
+        __global const float *line =
+            x + plane_offset(plane, inside ? tips_source(rr, ph) : 0, 0, height, width) + s0 - pw - p;
+        for (int v = 0; v < KERNEL_SIZE; ++v) {
+            const float8 values = vload8(0, line + v);
+            z += w[u * KERNEL_SIZE + v] * (inside ? values : (float8)(0.0f));
+        }
+    }
+    return select((float8)(0.0f), z, (z > 0.0f) | isnan(z));
+}
+
+inline float sum8(float8 v) {
+    const float4 a = v.lo + v.hi;
+    const float2 b = a.lo + a.hi;
+    return b.x + b.y;
+}
+
+// y(i, j) = sum_k tau_k p_k(x')(i, j), one element.
+inline float tips_mix_at(__global const float *x, __local const float *t, int plane, int i, int j, int height,
+                         int width) {
+    float sum = 0.0f;
+    for (int k = 0; k < 4; ++k) sum += t[k] * x[tips_index(plane, 2 * i + (k & 1), 2 * j + (k >> 1), height, width)];
+    return sum;
+}
+
+// The whole TIPS forward of one plane in one work-group (global planes * GROUP_SIZE, local
+// GROUP_SIZE), so the plane is read from memory once: (1) psi chunk by chunk (TIPS_LANES = 8
+// columns per item and step, interior chunks vectorised, border chunks element by element),
+// quadrant sums in registers, psi written only with TIPS_WRITE_PSI (training); (2) a fixed-shape
+// tree reduction, q and the softmax tau; (3) the mixture, re-reading the plane (now in cache),
+// eight outputs per item and step. Deterministic: every order depends only on the sizes.
 __kernel __attribute__((reqd_work_group_size(GROUP_SIZE, 1, 1)))
-void tips_tau(__global const float *psi, __global const float *w2, __global float *q, __global float *tau,
-              int channels, int padded_height, int padded_width) {
+void tips_forward(__global const float *x, __global const float *w1, __global const float *w2, __global float *psi,
+                  __global float *q, __global float *tau, __global float *y, int channels, int height, int width) {
     __local float partial[4 * GROUP_SIZE];
+    __local float mix[4];
     const int plane = get_group_id(0);
     const int item = get_local_id(0);
-    const int hh = padded_height / 2;
-    const int hw = padded_width / 2;
+    const int p = (KERNEL_SIZE - 1) / 2;
+    const int pw = width & 1;
+    const int hp = height + (height & 1);
+    const int wp = width + pw;
+    const int hh = hp / 2;
+    const int hw = wp / 2;
+    const int chunks = (wp + 7) / 8;
+    __global const float *w = w1 + (plane % channels) * KERNEL_SIZE * KERNEL_SIZE;
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    for (int r = item; r < padded_height; r += GROUP_SIZE) {
-        __global const float *line = psi + plane_offset(plane, r, 0, padded_height, padded_width);
-        float left = 0.0f;
-        float right = 0.0f;
-        for (int s = 0; s < hw; ++s) {
-            left += line[s];
-            right += line[hw + s];
-        }
+    for (int e = item; e < hp * chunks; e += GROUP_SIZE) {
+        const int r = e / chunks;
+        const int s0 = (e - r * chunks) * 8;
         const int top = r < hh ? 0 : 2;
-        acc[top] += left;
-        acc[top + 1] += right;
+        if (s0 - p >= pw && s0 + 7 + p < wp) {
+            const float8 value = tips_psi_chunk(x, w, plane, r, s0, height, width);
+#if TIPS_WRITE_PSI
+            vstore8(value, 0, psi + plane_offset(plane, r, s0, hp, wp));
+#endif
+            const int8 left = (int8)(s0) + (int8)(0, 1, 2, 3, 4, 5, 6, 7) < (int8)(hw);
+            acc[top] += sum8(select((float8)(0.0f), value, left));
+            acc[top + 1] += sum8(select(value, (float8)(0.0f), left));
+        } else {
+            for (int s = s0; s < min(s0 + 8, wp); ++s) {
+                const float value = tips_psi_at(x, w, plane, r, s, height, width);
+#if TIPS_WRITE_PSI
+                psi[plane_offset(plane, r, s, hp, wp)] = value;
+#endif
+                acc[top + (s < hw ? 0 : 1)] += value;
+            }
+        }
     }
     for (int k = 0; k < 4; ++k) partial[k * GROUP_SIZE + item] = acc[k];
     reduce4(partial, item);
@@ -243,23 +304,35 @@ void tips_tau(__global const float *psi, __global const float *w2, __global floa
             logits[k] = exp(logits[k] - largest);
             total += logits[k];
         }
-        for (int k = 0; k < 4; ++k) tau[plane * 4 + k] = logits[k] / total;
+        for (int k = 0; k < 4; ++k) {
+            mix[k] = logits[k] / total;
+            tau[plane * 4 + k] = mix[k];
+        }
     }
-}
-
-__kernel void tips_mix(__global const float *x, __global const float *tau, __global float *y, int planes, int height,
-                       int width) {
-    const int j = get_global_id(0);
-    const int i = get_global_id(1);
-    const int plane = get_global_id(2);
-    const int oh = (height + 1) / 2;
-    const int ow = (width + 1) / 2;
-    if (j >= ow || i >= oh || plane >= planes) return;
-    float sum = 0.0f;
-    for (int k = 0; k < 4; ++k) {
-        sum += tau[plane * 4 + k] * x[tips_index(plane, 2 * i + (k & 1), 2 * j + (k >> 1), height, width)];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    const int ph = height & 1;
+    const int out_chunks = (hw + 7) / 8;
+    for (int e = item; e < hh * out_chunks; e += GROUP_SIZE) {
+        const int i = e / out_chunks;
+        const int j0 = (e - i * out_chunks) * 8;
+        // x' columns 2 j0 ... 2 j0 + 15 are x columns 2 j0 - pw ... when none is the reflected one.
+        if (2 * j0 - pw >= 0 && 2 * j0 >= pw + pw && 2 * j0 + 15 - pw < width) {
+            __global const float *even_row = x + plane_offset(plane, tips_source(2 * i, ph), 2 * j0 - pw, height, width);
+            __global const float *odd_row = x + plane_offset(plane, tips_source(2 * i + 1, ph), 2 * j0 - pw, height, width);
+            const float16 a = vload16(0, even_row);
+            const float16 b = vload16(0, odd_row);
+            float8 sum = (float8)(0.0f);
+            sum += mix[0] * a.even;
+            sum += mix[1] * b.even;
+            sum += mix[2] * a.odd;
+            sum += mix[3] * b.odd;
+            vstore8(sum, 0, y + plane_offset(plane, i, j0, hh, hw));
+        } else {
+            for (int j = j0; j < min(j0 + 8, hw); ++j) {
+                y[plane_offset(plane, i, j, hh, hw)] = tips_mix_at(x, mix, plane, i, j, height, width);
+            }
+        }
     }
-    y[plane_offset(plane, i, j, oh, ow)] = sum;
 }
 
 // Index within x of T(x')(r, s) = x'(r - dy, s - dx), wrapped (SHIFT_FILL 0) or -1 (zero fill).

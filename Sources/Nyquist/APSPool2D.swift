@@ -114,14 +114,6 @@ public struct APSPool2D: PoolingLayer {
 
     // MARK: Internals
 
-    /// Work-group size of the per-sample norm reduction: 64, or the device's largest power of two
-    /// below that.
-    static func groupSize(_ device: Device) -> Int {
-        var size = 64
-        while size > 1 && size > device.info.maxWorkGroupSize { size /= 2 }
-        return size
-    }
-
     private func program(_ device: Device) throws -> OpenCLProgram {
         let norm: Int
         switch configuration.norm {
@@ -129,7 +121,7 @@ public struct APSPool2D: PoolingLayer {
         case .l1: norm = 1
         case .linf: norm = 2
         }
-        return try device.program("polyphase.cl", defines: ["GROUP_SIZE": Self.groupSize(device), "NORM": norm])
+        return try device.program("polyphase.cl", defines: ["GROUP_SIZE": PolyphaseLaunch.choose(for: device).groupSize, "NORM": norm])
     }
 
     private func blurred(_ input: DeviceTensor, _ shape: Shape4D) throws -> DeviceTensor {
@@ -142,7 +134,7 @@ public struct APSPool2D: PoolingLayer {
     private func choose(_ source: DeviceTensor, _ shape: Shape4D, indices: DeviceTensor, program: OpenCLProgram)
         throws
     {
-        let group = Self.groupSize(source.device)
+        let group = PolyphaseLaunch.choose(for: source.device).groupSize
         try source.device.context.dispatch(
             "aps_choose", in: program,
             arguments: [.buffer(source.buffer), .buffer(indices.buffer), .int(shape.c), .int(shape.h), .int(shape.w)],
@@ -160,5 +152,25 @@ public struct APSPool2D: PoolingLayer {
             throw NyquistError(
                 .invalidConfiguration, "\(APSPool2DConfiguration.operatorName): phase indices live on another device")
         }
+    }
+}
+
+/// Launch parameters of the polyphase kernels (Kernels/polyphase.cl), chosen in one place so a
+/// per-device tuner can replace the choice.
+///
+/// `groupSize` is the work-group size of every kernel that runs one work-group per sample or
+/// plane (aps_choose, tips_forward, tips_grad_tau): a power of two. Candidates: 16, 32, 64,
+/// 128, 256 (capped by the device's maximum work-group size). On PoCL's CPU device a work-group
+/// runs as a loop over its items on one core, so the size mostly sets how finely a plane's rows
+/// are shared out; on GPUs 64 to 256 suit. Measurements: docs/kernels.md.
+struct PolyphaseLaunch: Equatable {
+    /// Items per work-group of the per-sample and per-plane kernels.
+    var groupSize: Int
+
+    /// The choice for `device`: 64, or the largest power of two the device allows below it.
+    static func choose(for device: Device) -> PolyphaseLaunch {
+        var size = 64
+        while size > 1 && size > device.info.maxWorkGroupSize { size /= 2 }
+        return PolyphaseLaunch(groupSize: size)
     }
 }
