@@ -1,5 +1,6 @@
 import NyquistCL
 import NyquistCore
+import Synchronization
 
 /// APSPool2D (Chaman & Dokmanic 2021, "Truly shift-invariant CNNs"): adaptive polyphase
 /// sampling by 2, exactly invariant to circular shifts of even-sized inputs.
@@ -59,7 +60,7 @@ public struct APSPool2D: PoolingLayer {
                 .buffer(source.buffer), .buffer(indices.buffer), .buffer(output.buffer), .int(inputShape.n * inputShape.c),
                 .int(inputShape.c), .int(inputShape.h), .int(inputShape.w), .int(outputShape.h), .int(outputShape.w),
             ],
-            global: [outputShape.w, outputShape.h, inputShape.n * inputShape.c])
+            global: [(outputShape.w + 7) / 8, outputShape.h, inputShape.n * inputShape.c])
     }
 
     /// Inference forward returning the output and the phase indices; pass `indices` (shape [N],
@@ -106,7 +107,7 @@ public struct APSPool2D: PoolingLayer {
                 .int(inputShape.n * inputShape.c), .int(inputShape.c), .int(inputShape.h), .int(inputShape.w),
                 .int(outputShape.h), .int(outputShape.w),
             ],
-            global: [inputShape.w, inputShape.h, inputShape.n * inputShape.c])
+            global: [(inputShape.w + 15) / 16, inputShape.h, inputShape.n * inputShape.c])
         if let blur = configuration.blur {
             try BlurPool2D(blur).backward(gradBlurred, SavedForBackward(input: saved.input), into: gradInput)
         }
@@ -166,9 +167,23 @@ public struct APSPool2D: PoolingLayer {
 struct PolyphaseLaunch: Equatable {
     /// Items per work-group of the per-sample and per-plane kernels.
     var groupSize: Int
+    /// tips_forward batches planes smaller than this many elements into one work-group, so
+    /// that launching a work-group (microseconds on PoCL) does not dominate small maps.
+    /// Candidates 1024 ... 16384; 1 gives one plane per work-group.
+    var elementsPerGroup = 4096
+
+    /// Planes per work-group of tips_forward for planes of `planeElements` elements.
+    func planesPerGroup(planeElements: Int) -> Int {
+        max(1, elementsPerGroup / max(planeElements, 1))
+    }
+
+    /// A choice that replaces ``choose(for:)`` on every device while set (for a tuner, or a test
+    /// of another candidate); nil: the built-in choice.
+    static let override = Mutex<PolyphaseLaunch?>(nil)
 
     /// The choice for `device`: 64, or the largest power of two the device allows below it.
     static func choose(for device: Device) -> PolyphaseLaunch {
+        if let chosen = override.withLock({ $0 }) { return chosen }
         var size = 64
         while size > 1 && size > device.info.maxWorkGroupSize { size /= 2 }
         return PolyphaseLaunch(groupSize: size)

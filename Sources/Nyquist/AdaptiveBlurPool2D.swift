@@ -1,6 +1,7 @@
 import Foundation
 import NyquistCL
 import NyquistCore
+import Synchronization
 
 /// AdaptiveBlurPool (Zou et al. 2020, "Delving Deeper into Anti-aliasing in ConvNets"): a
 /// content-aware low-pass. At every output position a small predictor (conv k x k, C -> G*k*k,
@@ -245,8 +246,19 @@ struct AdaptiveLaunch: Equatable {
     /// Largest P = G*k*k the tiled kernels accept (their private logits are positions x P).
     static let tiledChannelLimit = 128
 
+    /// A choice that replaces ``choose(for:configuration:)`` on every device while set (for a
+    /// tuner, or a test of another candidate); nil: the built-in choice. `tiled` is still
+    /// refused above ``tiledChannelLimit``.
+    static let override = Mutex<AdaptiveLaunch?>(nil)
+
     /// The choice for `device` and `configuration`.
     static func choose(for device: Device, configuration: AdaptiveBlurPool2DConfiguration) -> AdaptiveLaunch {
+        if var chosen = override.withLock({ $0 }) {
+            chosen.tiled = chosen.tiled && configuration.predictorChannels <= tiledChannelLimit
+            chosen.positions = min(max(chosen.positions, 1), 4)
+            chosen.outVectors = min(max(chosen.outVectors, 1), 4)
+            return chosen
+        }
         return AdaptiveLaunch(
             tiled: configuration.predictorChannels <= tiledChannelLimit, positions: 4, outVectors: 3, local: nil)
     }

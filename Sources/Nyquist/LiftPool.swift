@@ -1,5 +1,6 @@
 import NyquistCL
 import NyquistCore
+import Synchronization
 
 /// The learnable parameters of a LiftPool layer on a device: predictor P and updater U as
 /// ``DeviceTensor``s by PyTorch `state_dict` name (`predict.0.weight` (C, 1, K),
@@ -758,8 +759,13 @@ struct LiftLaunch: Equatable {
     /// Band positions per work item of lift_down, lift_down_pair and lift_up.
     var run: Int
 
+    /// A choice that replaces ``choose(for:)`` on every device while set (for a tuner, or a test
+    /// of another candidate); nil: the built-in choice.
+    static let override = Mutex<LiftLaunch?>(nil)
+
     /// The choice for `device`.
     static func choose(for device: Device) -> LiftLaunch {
+        if let chosen = override.withLock({ $0 }) { return LiftLaunch(run: max(chosen.run, 1)) }
         return LiftLaunch(run: 8)
     }
 }

@@ -172,6 +172,7 @@ public struct TIPSPool2D: PoolingLayer {
             ])
         let padded = try configuration.paddedShape(for: inputShape)
         let planes = inputShape.n * inputShape.c
+        let perGroup = launch.planesPerGroup(planeElements: padded.h * padded.w)
         let psi = keepPsi ? try DeviceTensor(shape: padded.dimensions, on: device) : output
         let tau = try DeviceTensor(shape: [inputShape.n, inputShape.c, 4], on: device)
         let q = try DeviceTensor(shape: [inputShape.n, inputShape.c, 4], on: device)
@@ -181,9 +182,10 @@ public struct TIPSPool2D: PoolingLayer {
             "tips_forward", in: program,
             arguments: [
                 .buffer(input.buffer), .buffer(w1.buffer), .buffer(w2.buffer), .buffer(psi.buffer), .buffer(q.buffer),
-                .buffer(tau.buffer), .buffer(output.buffer), .int(inputShape.c), .int(inputShape.h), .int(inputShape.w),
+                .buffer(tau.buffer), .buffer(output.buffer), .int(planes), .int(inputShape.c), .int(inputShape.h),
+                .int(inputShape.w), .int(perGroup),
             ],
-            global: [planes * launch.groupSize], local: [launch.groupSize])
+            global: [(planes + perGroup - 1) / perGroup * launch.groupSize], local: [launch.groupSize])
         return (TIPSOutputs(output: output, psi: psi, tau: tau), q)
     }
 
@@ -272,7 +274,7 @@ public struct TIPSPool2D: PoolingLayer {
                 .buffer(saved.input.buffer), .buffer(gradZ.buffer), .buffer(gradW1.buffer), .int(n), .int(c),
                 .int(inputShape.h), .int(inputShape.w),
             ],
-            global: [k * k, c])
+            global: [c * group], local: [group])
         try context.dispatch(
             "tips_grad_input", in: program,
             arguments: [
