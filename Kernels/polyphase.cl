@@ -29,7 +29,8 @@
 //   tips_grad_w2      global (C): d conv2 = sum over n of the plane shares, in order of n
 //   tips_grad_z       global (W', H', planes): dz = [psi > 0] (dq[quadrant] + L_undo term)
 //   tips_grad_w1      one work-group per channel: d conv1, k*k sums per item over its rows, then a tree
-//   tips_grad_input   global (W, H, planes): dx as a gather over the x' positions that copy it
+//   tips_grad_input   global (W' / 8, H, planes): dx as a gather over the x' positions that copy it,
+//                     8 columns per item (vectors away from the borders)
 //   tips_losses       global (planes): per-plane 1 - ||tau|| and sum (psi - T)^2 (host sums)
 //
 // Defines: GROUP_SIZE (power of two), NORM, KERNEL_SIZE (odd), SHIFT_FILL (0 circular, 1 zero),
@@ -565,19 +566,14 @@ inline float tips_grad_padded(__global const float *grad_y, __global const float
     return g;
 }
 
-__kernel void tips_grad_input(__global const float *grad_y, __global const float *tau, __global const float *grad_z,
-                              __global const float *w1, __global float *grad_x, int planes, int channels, int height,
-                              int width) {
-    const int s = get_global_id(0);
-    const int r = get_global_id(1);
-    const int plane = get_global_id(2);
-    if (s >= width || r >= height || plane >= planes) return;
+// Gradient of input element (r, s): every x' position that copies it (r + ph, s + pw, and the
+// reflected row / column 0 when r = 1 / s = 1 on odd sizes).
+inline float tips_grad_input_at(__global const float *grad_y, __global const float *tau, __global const float *grad_z,
+                                __global const float *w, int plane, int r, int s, int height, int width) {
     const int ph = height & 1;
     const int pw = width & 1;
     const int hp = height + ph;
     const int wp = width + pw;
-    __global const float *w = w1 + (plane % channels) * KERNEL_SIZE * KERNEL_SIZE;
-    // x' rows that copy input row r: r + ph, and row 0 when r = 1 is reflected there.
     const bool extra_row = ph && r == 1;
     const bool extra_col = pw && s == 1;
     float g = 0.0f;
@@ -585,7 +581,50 @@ __kernel void tips_grad_input(__global const float *grad_y, __global const float
     if (extra_row) g += tips_grad_padded(grad_y, tau, grad_z, w, plane, 0, s + pw, hp, wp);
     if (extra_col) g += tips_grad_padded(grad_y, tau, grad_z, w, plane, r + ph, 0, hp, wp);
     g += tips_grad_padded(grad_y, tau, grad_z, w, plane, r + ph, s + pw, hp, wp);
-    grad_x[plane_offset(plane, r, s, height, width)] = g;
+    return g;
+}
+
+// One item per 8 x' columns S0 ... S0 + 7 (S0 a multiple of 8) of input row r: global
+// (ceil(W' / 8), H, planes). Where the chunk holds no reflected copy and every tap of the
+// correlation's adjoint stays inside x', the 8 gradients are vectors (one load per tap, the
+// mixing term from 4 output gradients, each used twice); elsewhere element by element.
+__kernel void tips_grad_input(__global const float *grad_y, __global const float *tau, __global const float *grad_z,
+                              __global const float *w1, __global float *grad_x, int planes, int channels, int height,
+                              int width) {
+    const int S0 = get_global_id(0) * 8;
+    const int r = get_global_id(1);
+    const int plane = get_global_id(2);
+    const int ph = height & 1;
+    const int pw = width & 1;
+    const int hp = height + ph;
+    const int wp = width + pw;
+    if (S0 >= wp || r >= height || plane >= planes) return;
+    const int p = (KERNEL_SIZE - 1) / 2;
+    __global const float *w = w1 + (plane % channels) * KERNEL_SIZE * KERNEL_SIZE;
+    __global float *out = grad_x + plane_offset(plane, r, 0, height, width);
+    const bool plain_row = !(ph && r == 1);
+    if (plain_row && S0 - pw >= 2 * pw && S0 >= p && S0 + 7 + p < wp) {
+        const int R = r + ph;
+        const float4 g4 = vload4(0, grad_y + plane_offset(plane, R / 2, S0 / 2, hp / 2, wp / 2));
+        const float even_tau = tau[plane * 4 + (R & 1)];
+        const float odd_tau = tau[plane * 4 + (R & 1) + 2];
+        float8 g = (float8)(even_tau, odd_tau, even_tau, odd_tau, even_tau, odd_tau, even_tau, odd_tau) *
+                   (float8)(g4.s0, g4.s0, g4.s1, g4.s1, g4.s2, g4.s2, g4.s3, g4.s3);
+        for (int u = 0; u < KERNEL_SIZE; ++u) {
+            const int zr = R - u + p;
+            const bool inside = zr >= 0 && zr < hp;
+            __global const float *line = grad_z + plane_offset(plane, inside ? zr : 0, S0 + p, hp, wp);
+            for (int v = 0; v < KERNEL_SIZE; ++v) {
+                const float8 values = vload8(0, line - v);
+                g += w[u * KERNEL_SIZE + v] * (inside ? values : (float8)(0.0f));
+            }
+        }
+        vstore8(g, 0, out + S0 - pw);
+    } else {
+        for (int S = max(S0, pw); S < min(S0 + 8, wp); ++S) {
+            out[S - pw] = tips_grad_input_at(grad_y, tau, grad_z, w, plane, r, S - pw, height, width);
+        }
+    }
 }
 
 __kernel void tips_losses(__global const float *psi, __global const float *tau, __global const float *target,

@@ -281,7 +281,7 @@ public struct TIPSPool2D: PoolingLayer {
                 .buffer(gradOutput.buffer), .buffer(state.tau.buffer), .buffer(gradZ.buffer), .buffer(w1.buffer),
                 .buffer(gradInput.buffer), .int(planes), .int(c), .int(inputShape.h), .int(inputShape.w),
             ],
-            global: [inputShape.w, inputShape.h, planes])
+            global: [(padded.w + 7) / 8, inputShape.h, planes])
         return [TIPSPool2DConfiguration.conv1Name: gradW1, TIPSPool2DConfiguration.conv2Name: gradW2]
     }
 }
