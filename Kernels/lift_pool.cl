@@ -111,21 +111,22 @@ inline bool lift_run_position(const lift_geometry g, int *m0, int *line, int *pl
     return *m0 < g.band && *line < g.lines && *plane < g.planes;
 }
 
-// s and d at band positions m0 ... m0 + RUN - 1 of a line of x (positions past the band are
-// computed from clamped, in-bounds reads and must not be stored). d is evaluated once on the
+// s and d at band positions m0 ... m0 + RUN - 1 of a line of x (only those inside the band are
+// computed; the caller stores no others). d is evaluated once on the
 // run and its K/2 halo on either side (zero outside the band), then U reads it from there.
 inline void lift_run(__global const float *line, int m0, int length, int band, int step,
                      __global const float *pw, float pb, float ps, float pt,
                      __global const float *uw, float ub, float us, float ut, float *s, float *d) {
     float detail[RUN + 2 * HALF];
+    // Positions past the band (a short last run, tiny maps) are skipped, not evaluated.
+    const int valid = min(RUN, band - m0);
     for (int k = 0; k < RUN + 2 * HALF; ++k) {
         int j = m0 - HALF + k;
-        bool inside = j >= 0 && j < band;
-        int safe = inside ? j : 0;
-        float value = odd_sample(line, safe, length, step) - predict_at(line, safe, length, band, step, pw, pb, ps, pt);
-        detail[k] = inside ? value : 0.0f;
+        bool inside = j >= 0 && j < band && k < valid + 2 * HALF;
+        detail[k] = 0.0f;
+        if (inside) detail[k] = odd_sample(line, j, length, step) - predict_at(line, j, length, band, step, pw, pb, ps, pt);
     }
-    for (int r = 0; r < RUN; ++r) {
+    for (int r = 0; r < valid; ++r) {
         int m = m0 + r;
         float a = ub;
         for (int q = 0; q < KERNEL_SIZE; ++q) {
@@ -208,12 +209,12 @@ __kernel void lift_up(__global const float *s, __global const float *d, __global
     __global const float *dl = d + in;
     int step = g.in_step;
     float even[RUN + 2 * HALF];
+    const int valid = min(RUN, g.band - m0);
     for (int k = 0; k < RUN + 2 * HALF; ++k) {
         int j = m0 - HALF + k;
-        bool inside = j >= 0 && j < g.band;
-        int safe = inside ? j : 0;
-        float value = sl[safe * step] - update_at(dl, safe, g.band, step, LIFT_ARGUMENTS_U(c));
-        even[k] = inside ? value : 0.0f;
+        bool inside = j >= 0 && j < g.band && k < valid + 2 * HALF;
+        even[k] = 0.0f;
+        if (inside) even[k] = sl[j * step] - update_at(dl, j, g.band, step, LIFT_ARGUMENTS_U(c));
     }
     __global float *xl = x + plane * g.out_plane + line * g.out_line;
     for (int r = 0; r < RUN && m0 + r < g.band; ++r) {
