@@ -191,6 +191,179 @@ __kernel void adaptive_forward(
     }
 }
 
+// ---- Tiled predictor (TILED = 1): the predictor conv as a small matrix product ----
+//
+// Per work item POSITIONS output positions (rows i0 ... i0 + POSITIONS - 1 of one column j, so
+// neighbouring items read neighbouring columns) times all P predictor channels. The weights are
+// repacked by the host to wt[(c * KK + q) * PP + o] (PP = P rounded up to a multiple of 8, zero
+// filled), so a block of 8 output channels is one vector load. The loop over c * KK inputs
+// keeps OUT_VECTORS x POSITIONS float8 accumulators in registers: each vector weight load
+// serves POSITIONS multiply-adds and each input value OUT_VECTORS * 8 of them, as in a GEMM
+// micro-kernel (CLBlast's Xgemm, MIOpen's direct convolutions). The logits of the tile stay in
+// private memory (POSITIONS * PP floats, which the host bounds), so joint softmax needs no
+// second predictor evaluation.
+//
+// Defines: POSITIONS (1...4), OUT_VECTORS (float8 blocks per register tile, 1...4).
+#ifndef POSITIONS
+#define POSITIONS 4
+#endif
+#ifndef OUT_VECTORS
+#define OUT_VECTORS 2
+#endif
+#define PP (((P) + 7) / 8 * 8)
+#define OUT_TILE (OUT_VECTORS * 8)
+#define OUT_TILES ((PP + OUT_TILE - 1) / OUT_TILE)
+
+// Raw conv (no BatchNorm) of all P channels at the tile's positions into logits[r * PP + o].
+// The accumulators are named variables, not an array: PoCL keeps loop-indexed private arrays
+// on the stack, which turned every multiply-add into a load and a store. Tiles past PP clamp
+// their weight reads to the last block and drop the results.
+#define TILE_STEP(r)                                                   \
+    {                                                                  \
+        const float value = load_or_zero(xc, offsets[(r) * KK + q]);   \
+        a##r##0 += w0 * value;                                         \
+        TILE_MORE(a##r##1 += w1 * value;, a##r##2 += w2 * value;, a##r##3 += w3 * value;) \
+    }
+#if OUT_VECTORS == 1
+#define TILE_MORE(b1, b2, b3)
+#elif OUT_VECTORS == 2
+#define TILE_MORE(b1, b2, b3) b1
+#elif OUT_VECTORS == 3
+#define TILE_MORE(b1, b2, b3) b1 b2
+#else
+#define TILE_MORE(b1, b2, b3) b1 b2 b3
+#endif
+#define TILE_DECLARE(r) float8 a##r##0 = 0.0f, a##r##1 = 0.0f, a##r##2 = 0.0f, a##r##3 = 0.0f;
+#define TILE_STORE(r)                                                                        \
+    if ((r) < POSITIONS) {                                                                    \
+        vstore8(a##r##0, 0, logits + (r) * PP + o0);                                          \
+        if (OUT_VECTORS > 1 && o0 + 8 < PP) vstore8(a##r##1, 0, logits + (r) * PP + o0 + 8);   \
+        if (OUT_VECTORS > 2 && o0 + 16 < PP) vstore8(a##r##2, 0, logits + (r) * PP + o0 + 16); \
+        if (OUT_VECTORS > 3 && o0 + 24 < PP) vstore8(a##r##3, 0, logits + (r) * PP + o0 + 24); \
+    }
+
+inline void tiled_conv(__global const float *xn, __global const float *wt, const int *offsets, int plane,
+                       float *logits) {
+    for (int tile = 0; tile < OUT_TILES; ++tile) {
+        const int o0 = tile * OUT_TILE;
+        TILE_DECLARE(0)
+        TILE_DECLARE(1)
+        TILE_DECLARE(2)
+        TILE_DECLARE(3)
+        for (int c = 0; c < CHANNELS; ++c) {
+            __global const float *xc = xn + c * plane;
+            __global const float *weights = wt + c * KK * PP;
+            for (int q = 0; q < KK; ++q) {
+                __global const float *row = weights + q * PP;
+                const float8 w0 = vload8(0, row + o0);
+                const float8 w1 = OUT_VECTORS > 1 ? vload8(0, row + min(o0 + 8, PP - 8)) : w0;
+                const float8 w2 = OUT_VECTORS > 2 ? vload8(0, row + min(o0 + 16, PP - 8)) : w0;
+                const float8 w3 = OUT_VECTORS > 3 ? vload8(0, row + min(o0 + 24, PP - 8)) : w0;
+                TILE_STEP(0)
+#if POSITIONS > 1
+                TILE_STEP(1)
+#endif
+#if POSITIONS > 2
+                TILE_STEP(2)
+#endif
+#if POSITIONS > 3
+                TILE_STEP(3)
+#endif
+            }
+        }
+        TILE_STORE(0)
+        TILE_STORE(1)
+        TILE_STORE(2)
+        TILE_STORE(3)
+    }
+}
+
+// Inference with the tiled predictor. Global (W', ceil(H' / POSITIONS), N).
+__kernel void adaptive_forward_tiled(
+    __global const float *x, __global const float *wt, __global const float *scale,
+    __global const float *shift, __global const int *row_source, __global const int *col_source,
+    __global float *y, __global float *filters,
+    int batch, int height, int width, int out_height, int out_width) {
+    const int j = get_global_id(0);
+    const int i0 = get_global_id(1) * POSITIONS;
+    const int n = get_global_id(2);
+    if (j >= out_width || i0 >= out_height || n >= batch) return;
+    const int plane = height * width;
+    const int out_plane = out_height * out_width;
+    int offsets[POSITIONS * KK];
+    for (int r = 0; r < POSITIONS; ++r) {
+        // Positions past the last row repeat it (computed, never written).
+        const int i = min(i0 + r, out_height - 1);
+        for (int u = 0; u < K; ++u) {
+            const int row = row_source[i * K + u];
+            for (int v = 0; v < K; ++v) {
+                const int col = col_source[j * K + v];
+                offsets[r * KK + u * K + v] = (row >= 0 && col >= 0) ? row * width + col : -1;
+            }
+        }
+    }
+    __global const float *xn = x + n * CHANNELS * plane;
+    float logits[POSITIONS * PP];
+    tiled_conv(xn, wt, offsets, plane, logits);
+    for (int r = 0; r < POSITIONS && i0 + r < out_height; ++r) {
+        const int position = (i0 + r) * out_width + j;
+        float *z = logits + r * PP;
+        for (int o = 0; o < P; ++o) z[o] = z[o] * scale[o] + shift[o];
+        float maximum = -INFINITY;
+        float total = 0.0f;
+#if JOINT
+        for (int o = 0; o < P; ++o) online_softmax(z[o], &maximum, &total);
+#endif
+        for (int g = 0; g < GROUPS; ++g) {
+            float *f = z + g * KK;
+#if !JOINT
+            maximum = -INFINITY;
+            total = 0.0f;
+            for (int t = 0; t < KK; ++t) online_softmax(f[t], &maximum, &total);
+#endif
+            const float inverse = 1.0f / total;
+            for (int t = 0; t < KK; ++t) f[t] = exp(f[t] - maximum) * inverse;
+#if WRITE_FILTERS
+            for (int t = 0; t < KK; ++t) filters[(n * P + g * KK + t) * out_plane + position] = f[t];
+#endif
+            for (int c = g * CPG; c < (g + 1) * CPG; ++c) {
+                __global const float *xc = xn + c * plane;
+                float sum = 0.0f;
+                for (int q = 0; q < KK; ++q) sum += f[q] * load_or_zero(xc, offsets[r * KK + q]);
+                y[(n * CHANNELS + c) * out_plane + position] = sum;
+            }
+        }
+    }
+}
+
+// Training: the raw predictor map at every input position with the tiled conv (stride-1
+// tables). Global (W, ceil(H / POSITIONS), N).
+__kernel void adaptive_predictor_full_tiled(
+    __global const float *x, __global const float *wt, __global const int *row_source,
+    __global const int *col_source, __global float *map, int batch, int height, int width) {
+    const int j = get_global_id(0);
+    const int i0 = get_global_id(1) * POSITIONS;
+    const int n = get_global_id(2);
+    if (j >= width || i0 >= height || n >= batch) return;
+    const int plane = height * width;
+    int offsets[POSITIONS * KK];
+    for (int r = 0; r < POSITIONS; ++r) {
+        const int i = min(i0 + r, height - 1);
+        for (int u = 0; u < K; ++u) {
+            const int row = row_source[i * K + u];
+            for (int v = 0; v < K; ++v) {
+                const int col = col_source[j * K + v];
+                offsets[r * KK + u * K + v] = (row >= 0 && col >= 0) ? row * width + col : -1;
+            }
+        }
+    }
+    float logits[POSITIONS * PP];
+    tiled_conv(x + n * CHANNELS * plane, wt, offsets, plane, logits);
+    for (int r = 0; r < POSITIONS && i0 + r < height; ++r) {
+        for (int o = 0; o < P; ++o) map[(n * P + o) * plane + (i0 + r) * width + j] = logits[r * PP + o];
+    }
+}
+
 // ---- Training forward ----
 
 // Raw predictor a = conv(xpad) at every input position. Global (W, H, N); stride-1 tables.

@@ -30,6 +30,9 @@
 #define KERNEL_SIZE 5
 #endif
 #define HALF (KERNEL_SIZE / 2)
+#ifndef RUN
+#define RUN 8
+#endif
 
 // Geometry of one lifting pass (kernels take it as 12 int arguments, GEOMETRY_PARAMETERS).
 typedef struct {
@@ -72,23 +75,6 @@ inline float predict_at(__global const float *line, int j, int length, int band,
     return lift_activation(a, scale, shift);
 }
 
-// (s[m], d[m]) of a line of x.
-inline float2 lift_point(__global const float *line, int m, int length, int band, int step,
-                         __global const float *pw, float pb, float ps, float pt,
-                         __global const float *uw, float ub, float us, float ut) {
-    float a = ub;
-    float detail = 0.0f;
-    for (int q = 0; q < KERNEL_SIZE; ++q) {
-        int j = m + q - HALF;
-        if (j < 0 || j >= band) continue;
-        float d = odd_sample(line, j, length, step) - predict_at(line, j, length, band, step, pw, pb, ps, pt);
-        a += uw[q] * d;
-        if (q == HALF) detail = d;
-    }
-    float s = even_sample(line, m, length, band, step) + lift_activation(a, us, ut);
-    return (float2)(s, detail);
-}
-
 #define LIFT_PARAMETERS \
     __global const float *pw, __global const float *pb, __global const float *ps, __global const float *pt, \
     __global const float *uw, __global const float *ub, __global const float *us, __global const float *ut
@@ -114,19 +100,61 @@ inline bool lift_position(const lift_geometry g, int *m, int *line, int *plane) 
     return *m < g.band && *line < g.lines && *plane < g.planes;
 }
 
+// Which run (first band position m0, line, plane) this work item owns in the forward and
+// inverse kernels, which compute RUN consecutive band positions each.
+inline bool lift_run_position(const lift_geometry g, int *m0, int *line, int *plane) {
+    int fast = get_global_id(0);
+    int slow = get_global_id(1);
+    *plane = get_global_id(2);
+    *m0 = (g.along_width ? fast : slow) * RUN;
+    *line = g.along_width ? slow : fast;
+    return *m0 < g.band && *line < g.lines && *plane < g.planes;
+}
+
+// s and d at band positions m0 ... m0 + RUN - 1 of a line of x (only those inside the band are
+// computed; the caller stores no others). d is evaluated once on the
+// run and its K/2 halo on either side (zero outside the band), then U reads it from there.
+inline void lift_run(__global const float *line, int m0, int length, int band, int step,
+                     __global const float *pw, float pb, float ps, float pt,
+                     __global const float *uw, float ub, float us, float ut, float *s, float *d) {
+    float detail[RUN + 2 * HALF];
+    // Positions past the band (a short last run, tiny maps) are skipped, not evaluated.
+    const int valid = min(RUN, band - m0);
+    for (int k = 0; k < RUN + 2 * HALF; ++k) {
+        int j = m0 - HALF + k;
+        bool inside = j >= 0 && j < band && k < valid + 2 * HALF;
+        detail[k] = 0.0f;
+        if (inside) detail[k] = odd_sample(line, j, length, step) - predict_at(line, j, length, band, step, pw, pb, ps, pt);
+    }
+    for (int r = 0; r < valid; ++r) {
+        int m = m0 + r;
+        float a = ub;
+        for (int q = 0; q < KERNEL_SIZE; ++q) {
+            int j = m + q - HALF;
+            if (j >= 0 && j < band) a += uw[q] * detail[r + q];
+        }
+        s[r] = even_sample(line, m, length, band, step) + lift_activation(a, us, ut);
+        d[r] = detail[r + HALF];
+    }
+}
+
 // One lifting of x into bands s and d; with `sum` != 0 also y = s + d (the 1-D layer's output).
 __kernel void lift_down(__global const float *x, __global float *s, __global float *d, __global float *y,
                         int sum, GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
-    int m, line, plane;
-    if (!lift_position(g, &m, &line, &plane)) return;
+    int m0, line, plane;
+    if (!lift_run_position(g, &m0, &line, &plane)) return;
     int c = plane % g.channels;
     __global const float *source = x + plane * g.in_plane + line * g.in_line;
-    float2 bands = lift_point(source, m, g.length, g.band, g.in_step, LIFT_ARGUMENTS(c));
-    int out = plane * g.out_plane + line * g.out_line + m * g.out_step;
-    s[out] = bands.x;
-    d[out] = bands.y;
-    if (sum) y[out] = bands.x + bands.y;
+    float approximation[RUN];
+    float detail[RUN];
+    lift_run(source, m0, g.length, g.band, g.in_step, LIFT_ARGUMENTS(c), approximation, detail);
+    int out = plane * g.out_plane + line * g.out_line + m0 * g.out_step;
+    for (int r = 0; r < RUN && m0 + r < g.band; ++r) {
+        s[out + r * g.out_step] = approximation[r];
+        d[out + r * g.out_step] = detail[r];
+        if (sum) y[out + r * g.out_step] = approximation[r] + detail[r];
+    }
 }
 
 // The two column liftings of a 2-D layer in one pass: (s_h, d_h) -> LL, LH, HL, HH and
@@ -135,18 +163,22 @@ __kernel void lift_down_pair(__global const float *sh, __global const float *dh,
                              __global float *ll, __global float *lh, __global float *hl, __global float *hh,
                              __global float *y, GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
-    int m, line, plane;
-    if (!lift_position(g, &m, &line, &plane)) return;
+    int m0, line, plane;
+    if (!lift_run_position(g, &m0, &line, &plane)) return;
     int c = plane % g.channels;
     int in = plane * g.in_plane + line * g.in_line;
-    float2 low = lift_point(sh + in, m, g.length, g.band, g.in_step, LIFT_ARGUMENTS(c));
-    float2 high = lift_point(dh + in, m, g.length, g.band, g.in_step, LIFT_ARGUMENTS(c));
-    int out = plane * g.out_plane + line * g.out_line + m * g.out_step;
-    ll[out] = low.x;
-    lh[out] = low.y;
-    hl[out] = high.x;
-    hh[out] = high.y;
-    y[out] = (low.x + low.y) + (high.x + high.y);
+    float low_s[RUN], low_d[RUN], high_s[RUN], high_d[RUN];
+    lift_run(sh + in, m0, g.length, g.band, g.in_step, LIFT_ARGUMENTS(c), low_s, low_d);
+    lift_run(dh + in, m0, g.length, g.band, g.in_step, LIFT_ARGUMENTS(c), high_s, high_d);
+    int out = plane * g.out_plane + line * g.out_line + m0 * g.out_step;
+    for (int r = 0; r < RUN && m0 + r < g.band; ++r) {
+        int index = out + r * g.out_step;
+        ll[index] = low_s[r];
+        lh[index] = low_d[r];
+        hl[index] = high_s[r];
+        hh[index] = high_d[r];
+        y[index] = (low_s[r] + low_d[r]) + (high_s[r] + high_d[r]);
+    }
 }
 
 // U(d)[j] for a band line d (j inside 0..M-1).
@@ -163,32 +195,39 @@ inline float update_at(__global const float *d, int j, int band, int step,
 }
 
 // Inverse lifting: bands s, d (the "input" geometry, length = band = M) to x (the "output"
-// geometry, length L); each item writes x[2m] and, when 2m+1 < L, x[2m+1].
+// geometry, length L); each item reconstructs RUN band positions: x[2m] and, when 2m+1 < L,
+// x[2m+1]. x_e = s - U(d) is evaluated once on the run and its K/2 halo, then P reads it.
 // Here g.length is L and g.band is M; in_* address the bands, out_* address x.
 __kernel void lift_up(__global const float *s, __global const float *d, __global float *x,
                       GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
-    int m, line, plane;
-    if (!lift_position(g, &m, &line, &plane)) return;
+    int m0, line, plane;
+    if (!lift_run_position(g, &m0, &line, &plane)) return;
     int c = plane % g.channels;
     int in = plane * g.in_plane + line * g.in_line;
     __global const float *sl = s + in;
     __global const float *dl = d + in;
     int step = g.in_step;
-    // x_e on m +- K/2 (zero outside), then x_o[m] = d[m] + P(x_e)[m].
-    float a = pb[c];
-    float even = 0.0f;
-    for (int q = 0; q < KERNEL_SIZE; ++q) {
-        int j = m + q - HALF;
-        if (j < 0 || j >= g.band) continue;
-        float e = sl[j * step] - update_at(dl, j, g.band, step, LIFT_ARGUMENTS_U(c));
-        a += pw[c * KERNEL_SIZE + q] * e;
-        if (q == HALF) even = e;
+    float even[RUN + 2 * HALF];
+    const int valid = min(RUN, g.band - m0);
+    for (int k = 0; k < RUN + 2 * HALF; ++k) {
+        int j = m0 - HALF + k;
+        bool inside = j >= 0 && j < g.band && k < valid + 2 * HALF;
+        even[k] = 0.0f;
+        if (inside) even[k] = sl[j * step] - update_at(dl, j, g.band, step, LIFT_ARGUMENTS_U(c));
     }
-    float odd = dl[m * step] + lift_activation(a, ps[c], pt[c]);
     __global float *xl = x + plane * g.out_plane + line * g.out_line;
-    xl[2 * m * g.out_step] = even;
-    if (2 * m + 1 < g.length) xl[(2 * m + 1) * g.out_step] = odd;
+    for (int r = 0; r < RUN && m0 + r < g.band; ++r) {
+        int m = m0 + r;
+        float a = pb[c];
+        for (int q = 0; q < KERNEL_SIZE; ++q) {
+            int j = m + q - HALF;
+            if (j >= 0 && j < g.band) a += pw[c * KERNEL_SIZE + q] * even[r + q];
+        }
+        float odd = dl[m * step] + lift_activation(a, ps[c], pt[c]);
+        xl[2 * m * g.out_step] = even[r + HALF];
+        if (2 * m + 1 < g.length) xl[(2 * m + 1) * g.out_step] = odd;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,26 +10,31 @@
 //                  lowest k; the first NaN wins, as torch.argmax). Deterministic: the order of
 //                  every addition depends only on the sizes. NORM: 0 l2 (sum of squares, the same
 //                  order as the norm), 1 l1, 2 linf.
-//   aps_gather     global (out cols, out rows, planes): y = padded x at (2i + a, 2j + b).
-//   aps_scatter    global (cols, rows, planes) of the input: the gather's adjoint, as a gather
-//                  (each input element collects from the at most one padded position of the
-//                  chosen phase that copies it), so no atomics.
+//   aps_gather     global (out cols / 8, out rows, planes): y = padded x at (2i + a, 2j + b),
+//                  8 outputs per item (one 16-wide load, even lanes).
+//   aps_scatter    global (cols / 16, rows, planes) of the input: the gather's adjoint, as a
+//                  gather (each input element collects from the at most one padded position of
+//                  the chosen phase that copies it), so no atomics; 16 columns per item.
 //
 // TIPS (odd sizes: x' reflect-padded one row at the top / column at the left, x'(0) = x(1)):
-//   tips_psi          global (W', H', planes): psi = ReLU(k x k correlation, zero padding), NaN kept
-//   tips_tau          one work-group per plane: quadrant sums of psi (tree reduction), q, softmax
-//   tips_mix          global (W'/2, H'/2, planes): y = sum_k tau_k p_k
+//   tips_forward      one work-group per plane (local GROUP_SIZE): psi = ReLU(k x k correlation,
+//                     zero padding, NaN kept) chunk by chunk (8 columns per item: vector loads in
+//                     the interior), quadrant sums, q and the softmax tau, then y = sum_k tau_k p_k
+//                     from the same plane while it is in cache: one pass over x. psi is written
+//                     only with TIPS_WRITE_PSI = 1 (training; inference needs only its sums).
 //   tips_target       global (W', H', planes): T(x') = x' shifted by (dy, dx), wrapped or zero-filled
 //   tips_grad_tau     one work-group per plane: dtau (reduction), + L_FM, softmax adjoint ->
 //                     per-plane dq (already divided by the quadrant size and scaled by conv2) and
 //                     the plane's share of d conv2
 //   tips_grad_w2      global (C): d conv2 = sum over n of the plane shares, in order of n
 //   tips_grad_z       global (W', H', planes): dz = [psi > 0] (dq[quadrant] + L_undo term)
-//   tips_grad_w1      global (k*k, C): d conv1 by a serial sum over (n, r, s) in fixed order
-//   tips_grad_input   global (W, H, planes): dx as a gather over the x' positions that copy it
+//   tips_grad_w1      one work-group per channel: d conv1, k*k sums per item over its rows, then a tree
+//   tips_grad_input   global (W' / 8, H, planes): dx as a gather over the x' positions that copy it,
+//                     8 columns per item (vectors away from the borders)
 //   tips_losses       global (planes): per-plane 1 - ||tau|| and sum (psi - T)^2 (host sums)
 //
-// Defines: GROUP_SIZE (power of two), NORM, KERNEL_SIZE (odd), SHIFT_FILL (0 circular, 1 zero).
+// Defines: GROUP_SIZE (power of two), NORM, KERNEL_SIZE (odd), SHIFT_FILL (0 circular, 1 zero),
+// TIPS_WRITE_PSI (0 inference, 1 training).
 #include "common.h"
 
 #ifndef GROUP_SIZE
@@ -43,6 +48,9 @@
 #endif
 #ifndef SHIFT_FILL
 #define SHIFT_FILL 0
+#endif
+#ifndef TIPS_WRITE_PSI
+#define TIPS_WRITE_PSI 0
 #endif
 
 // ---------------------------------------------------------------------------------------------
@@ -125,36 +133,67 @@ inline int phase_of(__global const float *indices, int sample) {
     return isnan(value) ? 0 : clamp((int)clamp(value, 0.0f, 3.0f), 0, 3);
 }
 
+// One item per 8 outputs of a row (global (ceil(out cols / 8), out rows, planes)): the phase's
+// source columns 2 j + b of 8 outputs are the even lanes of one 16-wide load, where the load
+// stays inside the row; the last chunk of a row (and the padded column of odd widths) goes
+// element by element.
 __kernel void aps_gather(__global const float *x, __global const float *indices, __global float *y, int planes,
                          int channels, int height, int width, int out_height, int out_width) {
-    const int j = get_global_id(0);
+    const int j0 = get_global_id(0) * 8;
     const int i = get_global_id(1);
     const int plane = get_global_id(2);
-    if (j >= out_width || i >= out_height || plane >= planes) return;
+    if (j0 >= out_width || i >= out_height || plane >= planes) return;
     const int phase = phase_of(indices, plane / channels);
     const int r = 2 * i + (phase & 1);
-    const int s = 2 * j + (phase >> 1);
+    const int b = phase >> 1;
     const int source_row = r < height ? r : 0;
-    const int source_col = s < width ? s : 0;
-    y[plane_offset(plane, i, j, out_height, out_width)] = x[plane_offset(plane, source_row, source_col, height, width)];
+    __global const float *line = x + plane_offset(plane, source_row, 0, height, width);
+    __global float *out = y + plane_offset(plane, i, 0, out_height, out_width);
+    if (j0 + 8 <= out_width && 2 * j0 + b + 16 <= width) {
+        vstore8(vload16(0, line + 2 * j0 + b).even, 0, out + j0);
+    } else {
+        for (int j = j0; j < min(j0 + 8, out_width); ++j) {
+            const int s = 2 * j + b;
+            out[j] = line[s < width ? s : 0];
+        }
+    }
 }
 
+// The gather's adjoint, as a gather (each input element collects from the at most one padded
+// position of the chosen phase that copies it), so no atomics. One item per 16 input columns
+// (global (ceil(cols / 16), rows, planes)): away from column 0 the chunk is the 8 gradients of
+// its row interleaved with zeros; column 0 of odd widths (copied by the padded column) and a
+// partial last chunk go element by element.
 __kernel void aps_scatter(__global const float *grad_y, __global const float *indices, __global float *grad_x,
                           int planes, int channels, int height, int width, int out_height, int out_width) {
-    const int s = get_global_id(0);
+    const int s0 = get_global_id(0) * 16;
     const int r = get_global_id(1);
     const int plane = get_global_id(2);
-    if (s >= width || r >= height || plane >= planes) return;
+    if (s0 >= width || r >= height || plane >= planes) return;
     const int phase = phase_of(indices, plane / channels);
     const int a = phase & 1;
     const int b = phase >> 1;
     // The padded row that copies input row r with parity a: r itself, or (r = 0, H odd) row H.
     const int padded_row = ((r & 1) == a) ? r : ((r == 0 && (height & 1)) ? height : -1);
-    const int padded_col = ((s & 1) == b) ? s : ((s == 0 && (width & 1)) ? width : -1);
-    const int source = (padded_row >= 0 && padded_col >= 0)
-                           ? plane_offset(plane, padded_row / 2, padded_col / 2, out_height, out_width)
-                           : -1;
-    grad_x[plane_offset(plane, r, s, height, width)] = load_or_zero(grad_y, source);
+    __global float *out = grad_x + plane_offset(plane, r, 0, height, width);
+    if (s0 > 0 && s0 + 16 <= width) {
+        float8 g = (float8)(0.0f);
+        if (padded_row >= 0) g = vload8(0, grad_y + plane_offset(plane, padded_row / 2, s0 / 2, out_height, out_width));
+        const float8 zero = (float8)(0.0f);
+        const float16 chunk = b == 0 ? (float16)(g.s0, 0.0f, g.s1, 0.0f, g.s2, 0.0f, g.s3, 0.0f, g.s4, 0.0f, g.s5,
+                                                 0.0f, g.s6, 0.0f, g.s7, 0.0f)
+                                     : (float16)(0.0f, g.s0, 0.0f, g.s1, 0.0f, g.s2, 0.0f, g.s3, 0.0f, g.s4, 0.0f,
+                                                 g.s5, 0.0f, g.s6, 0.0f, g.s7);
+        vstore16(chunk, 0, out + s0);
+    } else {
+        for (int s = s0; s < min(s0 + 16, width); ++s) {
+            const int padded_col = ((s & 1) == b) ? s : ((s == 0 && (width & 1)) ? width : -1);
+            const int source = (padded_row >= 0 && padded_col >= 0)
+                                   ? plane_offset(plane, padded_row / 2, padded_col / 2, out_height, out_width)
+                                   : -1;
+            out[s] = load_or_zero(grad_y, source);
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -174,25 +213,6 @@ inline int tips_index(int plane, int r, int s, int height, int width) {
     return inside ? plane_offset(plane, tips_source(r, ph), tips_source(s, pw), height, width) : -1;
 }
 
-__kernel void tips_psi(__global const float *x, __global const float *w1, __global float *psi, int planes,
-                       int channels, int height, int width) {
-    const int s = get_global_id(0);
-    const int r = get_global_id(1);
-    const int plane = get_global_id(2);
-    const int hp = height + (height & 1);
-    const int wp = width + (width & 1);
-    if (s >= wp || r >= hp || plane >= planes) return;
-    const int p = (KERNEL_SIZE - 1) / 2;
-    __global const float *w = w1 + (plane % channels) * KERNEL_SIZE * KERNEL_SIZE;
-    float z = 0.0f;
-    for (int u = 0; u < KERNEL_SIZE; ++u) {
-        for (int v = 0; v < KERNEL_SIZE; ++v) {
-            z += w[u * KERNEL_SIZE + v] * load_or_zero(x, tips_index(plane, r + u - p, s + v - p, height, width));
-        }
-    }
-    psi[plane_offset(plane, r, s, hp, wp)] = (z > 0.0f || isnan(z)) ? z : 0.0f;
-}
-
 // Sums `values[0..<count]` of each of the four lanes over the work-group (fixed tree shape).
 inline void reduce4(__local float *partial, int item) {
     barrier(CLK_LOCAL_MEM_FENCE);
@@ -204,62 +224,177 @@ inline void reduce4(__local float *partial, int item) {
     }
 }
 
-__kernel __attribute__((reqd_work_group_size(GROUP_SIZE, 1, 1)))
-void tips_tau(__global const float *psi, __global const float *w2, __global float *q, __global float *tau,
-              int channels, int padded_height, int padded_width) {
-    __local float partial[4 * GROUP_SIZE];
-    const int plane = get_group_id(0);
-    const int item = get_local_id(0);
-    const int hh = padded_height / 2;
-    const int hw = padded_width / 2;
-    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    for (int r = item; r < padded_height; r += GROUP_SIZE) {
-        __global const float *line = psi + plane_offset(plane, r, 0, padded_height, padded_width);
-        float left = 0.0f;
-        float right = 0.0f;
-        for (int s = 0; s < hw; ++s) {
-            left += line[s];
-            right += line[hw + s];
+// psi at x'(r, s), one element (border columns and chunks that overhang the row).
+inline float tips_psi_at(__global const float *x, __global const float *w, int plane, int r, int s, int height,
+                         int width) {
+    const int p = (KERNEL_SIZE - 1) / 2;
+    float z = 0.0f;
+    for (int u = 0; u < KERNEL_SIZE; ++u) {
+        for (int v = 0; v < KERNEL_SIZE; ++v) {
+            z += w[u * KERNEL_SIZE + v] * load_or_zero(x, tips_index(plane, r + u - p, s + v - p, height, width));
         }
-        const int top = r < hh ? 0 : 2;
-        acc[top] += left;
-        acc[top + 1] += right;
     }
-    for (int k = 0; k < 4; ++k) partial[k * GROUP_SIZE + item] = acc[k];
-    reduce4(partial, item);
-    if (item == 0) {
-        const float scale = w2[plane % channels];
-        const float area = (float)(hh * hw);
-        float logits[4];
-        float largest = -INFINITY;
-        for (int k = 0; k < 4; ++k) {
-            const float mean = partial[k * GROUP_SIZE] / area;
-            q[plane * 4 + k] = mean;
-            logits[k] = mean * scale;
-            largest = fmax(largest, logits[k]);
-        }
-        float total = 0.0f;
-        for (int k = 0; k < 4; ++k) {
-            logits[k] = exp(logits[k] - largest);
-            total += logits[k];
-        }
-        for (int k = 0; k < 4; ++k) tau[plane * 4 + k] = logits[k] / total;
-    }
+    return (z > 0.0f || isnan(z)) ? z : 0.0f;
 }
 
-__kernel void tips_mix(__global const float *x, __global const float *tau, __global float *y, int planes, int height,
-                       int width) {
-    const int j = get_global_id(0);
-    const int i = get_global_id(1);
-    const int plane = get_global_id(2);
-    const int oh = (height + 1) / 2;
-    const int ow = (width + 1) / 2;
-    if (j >= ow || i >= oh || plane >= planes) return;
-    float sum = 0.0f;
-    for (int k = 0; k < 4; ++k) {
-        sum += tau[plane * 4 + k] * x[tips_index(plane, 2 * i + (k & 1), 2 * j + (k >> 1), height, width)];
+// psi at x'(r, s0 ... s0 + 7) for a chunk whose taps all read inside the unpadded columns of x
+// (s0 - p >= pw and s0 + 7 + p < W'): one vector load per tap instead of eight gathers. Rows
+// outside x' read the constant 0 (multiplied in, as the scalar path does, so a non-finite
+// weight behaves the same); the row index is clamped first so no load leaves the plane.
+inline float8 tips_psi_chunk(__global const float *x, __global const float *w, int plane, int r, int s0, int height,
+                             int width) {
+    const int p = (KERNEL_SIZE - 1) / 2;
+    const int ph = height & 1;
+    const int pw = width & 1;
+    const int hp = height + ph;
+    float8 z = (float8)(0.0f);
+    for (int u = 0; u < KERNEL_SIZE; ++u) {
+        const int rr = r + u - p;
+        const bool inside = rr >= 0 && rr < hp;
+        __global const float *line =
+            x + plane_offset(plane, inside ? tips_source(rr, ph) : 0, 0, height, width) + s0 - pw - p;
+        for (int v = 0; v < KERNEL_SIZE; ++v) {
+            const float8 values = vload8(0, line + v);
+            z += w[u * KERNEL_SIZE + v] * (inside ? values : (float8)(0.0f));
+        }
     }
-    y[plane_offset(plane, i, j, oh, ow)] = sum;
+    return select((float8)(0.0f), z, (z > 0.0f) | isnan(z));
+}
+
+inline float sum8(float8 v) {
+    const float4 a = v.lo + v.hi;
+    const float2 b = a.lo + a.hi;
+    return b.x + b.y;
+}
+
+// y(i, j) = sum_k tau_k p_k(x')(i, j), one element.
+inline float tips_mix_at(__global const float *x, __local const float *t, int plane, int i, int j, int height,
+                         int width) {
+    float sum = 0.0f;
+    for (int k = 0; k < 4; ++k) sum += t[k] * x[tips_index(plane, 2 * i + (k & 1), 2 * j + (k >> 1), height, width)];
+    return sum;
+}
+
+// The whole TIPS forward of a plane in one work-group (global ceil(planes / planes_per_group) *
+// GROUP_SIZE, local GROUP_SIZE; small planes are batched so a work-group is not mostly launch
+// overhead), so the plane is read from memory once: (1) psi chunk by chunk (TIPS_LANES = 8
+// columns per item and step, interior chunks vectorised, border chunks element by element),
+// quadrant sums in registers, psi written only with TIPS_WRITE_PSI (training); (2) a fixed-shape
+// tree reduction, q and the softmax tau; (3) the mixture, re-reading the plane (now in cache),
+// eight outputs per item and step. Deterministic: every order depends only on the sizes.
+__kernel __attribute__((reqd_work_group_size(GROUP_SIZE, 1, 1)))
+void tips_forward(__global const float *x, __global const float *w1, __global const float *w2, __global float *psi,
+                  __global float *q, __global float *tau, __global float *y, int planes, int channels, int height,
+                  int width, int planes_per_group) {
+    __local float partial[4 * GROUP_SIZE];
+    __local float mix[4];
+    const int item = get_local_id(0);
+    const int first_plane = get_group_id(0) * planes_per_group;
+    for (int plane = first_plane; plane < min(first_plane + planes_per_group, planes); ++plane) {
+        const int p = (KERNEL_SIZE - 1) / 2;
+        const int pw = width & 1;
+        const int hp = height + (height & 1);
+        const int wp = width + pw;
+        const int hh = hp / 2;
+        const int hw = wp / 2;
+        // Columns lo ... hi - 1 read x directly for every tap; each row is one unit of its border
+        // columns (element by element) plus `vectors` units of 8 interior columns, the last one
+        // overlapping its predecessor (its repeated lanes are masked out of the sums).
+        const int lo = p + pw;
+        const int hi = max(wp - p, lo);
+        const int vectors = hi - lo >= 8 ? (hi - lo + 7) / 8 : 0;
+        const int units = 1 + vectors;
+        __global const float *w = w1 + (plane % channels) * KERNEL_SIZE * KERNEL_SIZE;
+        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int e = item; e < hp * units; e += GROUP_SIZE) {
+            const int r = e / units;
+            const int unit = e - r * units;
+            const bool bottom = r >= hh;
+            if (unit > 0) {
+                const int start = lo + (unit - 1) * 8;
+                const int s0 = min(start, hi - 8);
+                const float8 value = tips_psi_chunk(x, w, plane, r, s0, height, width);
+    #if TIPS_WRITE_PSI
+                vstore8(value, 0, psi + plane_offset(plane, r, s0, hp, wp));
+    #endif
+                const int8 column = (int8)(s0) + (int8)(0, 1, 2, 3, 4, 5, 6, 7);
+                const int8 fresh = column >= (int8)(start);
+                const int8 left = column < (int8)(hw);
+                const float left_sum = sum8(select((float8)(0.0f), value, fresh & left));
+                const float right_sum = sum8(select((float8)(0.0f), value, fresh & ~left));
+                acc[0] += bottom ? 0.0f : left_sum;
+                acc[1] += bottom ? 0.0f : right_sum;
+                acc[2] += bottom ? left_sum : 0.0f;
+                acc[3] += bottom ? right_sum : 0.0f;
+            } else {
+                // The border columns, or the whole row when it is too narrow for a vector.
+                const int inner_end = vectors > 0 ? lo : wp;
+                const int outer_start = vectors > 0 ? hi : wp;
+                for (int index = 0; index < inner_end + wp - outer_start; ++index) {
+                    const int s = index < inner_end ? index : outer_start + index - inner_end;
+                    const float value = tips_psi_at(x, w, plane, r, s, height, width);
+    #if TIPS_WRITE_PSI
+                    psi[plane_offset(plane, r, s, hp, wp)] = value;
+    #endif
+                    const int k = (bottom ? 2 : 0) + (s < hw ? 0 : 1);
+                    acc[0] += k == 0 ? value : 0.0f;
+                    acc[1] += k == 1 ? value : 0.0f;
+                    acc[2] += k == 2 ? value : 0.0f;
+                    acc[3] += k == 3 ? value : 0.0f;
+                }
+            }
+        }
+        for (int k = 0; k < 4; ++k) partial[k * GROUP_SIZE + item] = acc[k];
+        reduce4(partial, item);
+        if (item == 0) {
+            const float scale = w2[plane % channels];
+            const float area = (float)(hh * hw);
+            float logits[4];
+            float largest = -INFINITY;
+            for (int k = 0; k < 4; ++k) {
+                const float mean = partial[k * GROUP_SIZE] / area;
+                q[plane * 4 + k] = mean;
+                logits[k] = mean * scale;
+                largest = fmax(largest, logits[k]);
+            }
+            float total = 0.0f;
+            for (int k = 0; k < 4; ++k) {
+                logits[k] = exp(logits[k] - largest);
+                total += logits[k];
+            }
+            for (int k = 0; k < 4; ++k) {
+                mix[k] = logits[k] / total;
+                tau[plane * 4 + k] = mix[k];
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        const int ph = height & 1;
+        // Outputs j >= pw read x columns 2 j - pw and 2 j + 1 - pw directly; the same unit scheme
+        // as above (overlapping stores write equal values).
+        const int out_vectors = hw - pw >= 8 ? (hw - pw + 7) / 8 : 0;
+        const int out_units = 1 + out_vectors;
+        for (int e = item; e < hh * out_units; e += GROUP_SIZE) {
+            const int i = e / out_units;
+            const int unit = e - i * out_units;
+            if (unit > 0) {
+                const int j0 = min(pw + (unit - 1) * 8, hw - 8);
+                __global const float *even_row = x + plane_offset(plane, tips_source(2 * i, ph), 2 * j0 - pw, height, width);
+                __global const float *odd_row = x + plane_offset(plane, tips_source(2 * i + 1, ph), 2 * j0 - pw, height, width);
+                const float16 a = vload16(0, even_row);
+                const float16 b = vload16(0, odd_row);
+                float8 sum = (float8)(0.0f);
+                sum += mix[0] * a.even;
+                sum += mix[1] * b.even;
+                sum += mix[2] * a.odd;
+                sum += mix[3] * b.odd;
+                vstore8(sum, 0, y + plane_offset(plane, i, j0, hh, hw));
+            } else {
+                for (int j = 0; j < (out_vectors > 0 ? pw : hw); ++j) {
+                    y[plane_offset(plane, i, j, hh, hw)] = tips_mix_at(x, mix, plane, i, j, height, width);
+                }
+            }
+        }
+    }
 }
 
 // Index within x of T(x')(r, s) = x'(r - dy, s - dx), wrapped (SHIFT_FILL 0) or -1 (zero fill).
@@ -353,27 +488,65 @@ __kernel void tips_grad_z(__global const float *psi, __global const float *grad_
     grad_z[index] = value > 0.0f ? g : 0.0f;
 }
 
-__kernel void tips_grad_w1(__global const float *x, __global const float *grad_z, __global float *grad_w1, int batch,
-                           int channels, int height, int width) {
-    const int tap = get_global_id(0);
-    const int channel = get_global_id(1);
-    if (tap >= KERNEL_SIZE * KERNEL_SIZE || channel >= channels) return;
+// x'(row, cc) from the x row `line` (0 outside x': the correlation's zero padding).
+inline float tips_tap(__global const float *line, int cc, int wp, int pw) {
+    const bool inside = cc >= 0 && cc < wp;
+    const float value = line[inside ? tips_source(cc, pw) : 0];
+    return inside ? value : 0.0f;
+}
+
+// d conv1 of one channel: one work-group of GROUP_SIZE items (global C * GROUP_SIZE). Each item
+// takes x' rows (n, r) = item, item + GROUP_SIZE, ... and accumulates all k*k taps of every
+// element of its rows (the tap rows' sources are found once per row, not once per tap and
+// element), then a fixed-shape tree per tap: deterministic, no atomics.
+__kernel __attribute__((reqd_work_group_size(GROUP_SIZE, 1, 1)))
+void tips_grad_w1(__global const float *x, __global const float *grad_z, __global float *grad_w1, int batch,
+                  int channels, int height, int width) {
+    __local float partial[KERNEL_SIZE * KERNEL_SIZE * GROUP_SIZE];
+    const int channel = get_group_id(0);
+    const int item = get_local_id(0);
     const int p = (KERNEL_SIZE - 1) / 2;
-    const int u = tap / KERNEL_SIZE;
-    const int v = tap - u * KERNEL_SIZE;
-    const int hp = height + (height & 1);
-    const int wp = width + (width & 1);
-    float sum = 0.0f;
-    for (int n = 0; n < batch; ++n) {
+    const int ph = height & 1;
+    const int pw = width & 1;
+    const int hp = height + ph;
+    const int wp = width + pw;
+    float sums[KERNEL_SIZE * KERNEL_SIZE];
+    for (int t = 0; t < KERNEL_SIZE * KERNEL_SIZE; ++t) sums[t] = 0.0f;
+    for (int row = item; row < batch * hp; row += GROUP_SIZE) {
+        const int n = row / hp;
+        const int r = row - n * hp;
         const int plane = n * channels + channel;
-        for (int r = 0; r < hp; ++r) {
-            for (int s = 0; s < wp; ++s) {
-                sum += grad_z[plane_offset(plane, r, s, hp, wp)] *
-                       load_or_zero(x, tips_index(plane, r + u - p, s + v - p, height, width));
+        __global const float *gz = grad_z + plane_offset(plane, r, 0, hp, wp);
+        for (int u = 0; u < KERNEL_SIZE; ++u) {
+            const int rr = r + u - p;
+            if (rr < 0 || rr >= hp) continue;  // zero padding: these taps add nothing
+            __global const float *line = x + plane_offset(plane, tips_source(rr, ph), 0, height, width);
+            for (int v = 0; v < KERNEL_SIZE; ++v) {
+                // Columns whose tap reads x directly (x' column s + v - p in pw ... W' - 1) run
+                // without index arithmetic; the few border columns take the general path. The
+                // three loops together visit s in ascending order.
+                const int first = clamp(p - v + pw, 0, wp);
+                const int end = clamp(wp + p - v, first, wp);
+                float sum = 0.0f;
+                for (int s = 0; s < first; ++s) sum += gz[s] * tips_tap(line, s + v - p, wp, pw);
+                __global const float *shifted = line + v - p - pw;
+                for (int s = first; s < end; ++s) sum += gz[s] * shifted[s];
+                for (int s = end; s < wp; ++s) sum += gz[s] * tips_tap(line, s + v - p, wp, pw);
+                sums[u * KERNEL_SIZE + v] += sum;
             }
         }
     }
-    grad_w1[channel * KERNEL_SIZE * KERNEL_SIZE + tap] = sum;
+    for (int t = 0; t < KERNEL_SIZE * KERNEL_SIZE; ++t) partial[t * GROUP_SIZE + item] = sums[t];
+    for (int span = GROUP_SIZE / 2; span > 0; span >>= 1) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (item < span) {
+            for (int t = 0; t < KERNEL_SIZE * KERNEL_SIZE; ++t)
+                partial[t * GROUP_SIZE + item] += partial[t * GROUP_SIZE + item + span];
+        }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int t = item; t < KERNEL_SIZE * KERNEL_SIZE; t += GROUP_SIZE)
+        grad_w1[channel * KERNEL_SIZE * KERNEL_SIZE + t] = partial[t * GROUP_SIZE];
 }
 
 // Gradient at x'(r, s): the mixing term plus the correlation's adjoint.
@@ -393,19 +566,14 @@ inline float tips_grad_padded(__global const float *grad_y, __global const float
     return g;
 }
 
-__kernel void tips_grad_input(__global const float *grad_y, __global const float *tau, __global const float *grad_z,
-                              __global const float *w1, __global float *grad_x, int planes, int channels, int height,
-                              int width) {
-    const int s = get_global_id(0);
-    const int r = get_global_id(1);
-    const int plane = get_global_id(2);
-    if (s >= width || r >= height || plane >= planes) return;
+// Gradient of input element (r, s): every x' position that copies it (r + ph, s + pw, and the
+// reflected row / column 0 when r = 1 / s = 1 on odd sizes).
+inline float tips_grad_input_at(__global const float *grad_y, __global const float *tau, __global const float *grad_z,
+                                __global const float *w, int plane, int r, int s, int height, int width) {
     const int ph = height & 1;
     const int pw = width & 1;
     const int hp = height + ph;
     const int wp = width + pw;
-    __global const float *w = w1 + (plane % channels) * KERNEL_SIZE * KERNEL_SIZE;
-    // x' rows that copy input row r: r + ph, and row 0 when r = 1 is reflected there.
     const bool extra_row = ph && r == 1;
     const bool extra_col = pw && s == 1;
     float g = 0.0f;
@@ -413,7 +581,50 @@ __kernel void tips_grad_input(__global const float *grad_y, __global const float
     if (extra_row) g += tips_grad_padded(grad_y, tau, grad_z, w, plane, 0, s + pw, hp, wp);
     if (extra_col) g += tips_grad_padded(grad_y, tau, grad_z, w, plane, r + ph, 0, hp, wp);
     g += tips_grad_padded(grad_y, tau, grad_z, w, plane, r + ph, s + pw, hp, wp);
-    grad_x[plane_offset(plane, r, s, height, width)] = g;
+    return g;
+}
+
+// One item per 8 x' columns S0 ... S0 + 7 (S0 a multiple of 8) of input row r: global
+// (ceil(W' / 8), H, planes). Where the chunk holds no reflected copy and every tap of the
+// correlation's adjoint stays inside x', the 8 gradients are vectors (one load per tap, the
+// mixing term from 4 output gradients, each used twice); elsewhere element by element.
+__kernel void tips_grad_input(__global const float *grad_y, __global const float *tau, __global const float *grad_z,
+                              __global const float *w1, __global float *grad_x, int planes, int channels, int height,
+                              int width) {
+    const int S0 = get_global_id(0) * 8;
+    const int r = get_global_id(1);
+    const int plane = get_global_id(2);
+    const int ph = height & 1;
+    const int pw = width & 1;
+    const int hp = height + ph;
+    const int wp = width + pw;
+    if (S0 >= wp || r >= height || plane >= planes) return;
+    const int p = (KERNEL_SIZE - 1) / 2;
+    __global const float *w = w1 + (plane % channels) * KERNEL_SIZE * KERNEL_SIZE;
+    __global float *out = grad_x + plane_offset(plane, r, 0, height, width);
+    const bool plain_row = !(ph && r == 1);
+    if (plain_row && S0 - pw >= 2 * pw && S0 >= p && S0 + 7 + p < wp) {
+        const int R = r + ph;
+        const float4 g4 = vload4(0, grad_y + plane_offset(plane, R / 2, S0 / 2, hp / 2, wp / 2));
+        const float even_tau = tau[plane * 4 + (R & 1)];
+        const float odd_tau = tau[plane * 4 + (R & 1) + 2];
+        float8 g = (float8)(even_tau, odd_tau, even_tau, odd_tau, even_tau, odd_tau, even_tau, odd_tau) *
+                   (float8)(g4.s0, g4.s0, g4.s1, g4.s1, g4.s2, g4.s2, g4.s3, g4.s3);
+        for (int u = 0; u < KERNEL_SIZE; ++u) {
+            const int zr = R - u + p;
+            const bool inside = zr >= 0 && zr < hp;
+            __global const float *line = grad_z + plane_offset(plane, inside ? zr : 0, S0 + p, hp, wp);
+            for (int v = 0; v < KERNEL_SIZE; ++v) {
+                const float8 values = vload8(0, line - v);
+                g += w[u * KERNEL_SIZE + v] * (inside ? values : (float8)(0.0f));
+            }
+        }
+        vstore8(g, 0, out + S0 - pw);
+    } else {
+        for (int S = max(S0, pw); S < min(S0 + 8, wp); ++S) {
+            out[S - pw] = tips_grad_input_at(grad_y, tau, grad_z, w, plane, r, S - pw, height, width);
+        }
+    }
 }
 
 __kernel void tips_losses(__global const float *psi, __global const float *tau, __global const float *target,

@@ -1,5 +1,6 @@
 import NyquistCL
 import NyquistCore
+import Synchronization
 
 /// APSPool2D (Chaman & Dokmanic 2021, "Truly shift-invariant CNNs"): adaptive polyphase
 /// sampling by 2, exactly invariant to circular shifts of even-sized inputs.
@@ -61,7 +62,7 @@ public struct APSPool2D: PoolingLayer {
                 .buffer(source.buffer), .buffer(indices.buffer), .buffer(output.buffer), .int(inputShape.n * inputShape.c),
                 .int(inputShape.c), .int(inputShape.h), .int(inputShape.w), .int(outputShape.h), .int(outputShape.w),
             ],
-            global: [outputShape.w, outputShape.h, inputShape.n * inputShape.c])
+            global: [(outputShape.w + 7) / 8, outputShape.h, inputShape.n * inputShape.c])
     }
 
     /// Inference forward returning the output and the phase indices; pass `indices` (shape [N],
@@ -108,21 +109,13 @@ public struct APSPool2D: PoolingLayer {
                 .int(inputShape.n * inputShape.c), .int(inputShape.c), .int(inputShape.h), .int(inputShape.w),
                 .int(outputShape.h), .int(outputShape.w),
             ],
-            global: [inputShape.w, inputShape.h, inputShape.n * inputShape.c])
+            global: [(inputShape.w + 15) / 16, inputShape.h, inputShape.n * inputShape.c])
         if let blur = configuration.blur {
             try BlurPool2D(blur).backward(gradBlurred, SavedForBackward(input: saved.input), into: gradInput)
         }
     }
 
     // MARK: Internals
-
-    /// Work-group size of the per-sample norm reduction: 64, or the device's largest power of two
-    /// below that.
-    static func groupSize(_ device: Device) -> Int {
-        var size = 64
-        while size > 1 && size > device.info.maxWorkGroupSize { size /= 2 }
-        return size
-    }
 
     private func program(_ device: Device) throws -> OpenCLProgram {
         let norm: Int
@@ -131,7 +124,7 @@ public struct APSPool2D: PoolingLayer {
         case .l1: norm = 1
         case .linf: norm = 2
         }
-        return try device.program("polyphase.cl", defines: ["GROUP_SIZE": Self.groupSize(device), "NORM": norm])
+        return try device.program("polyphase.cl", defines: ["GROUP_SIZE": PolyphaseLaunch.choose(for: device).groupSize, "NORM": norm])
     }
 
     private func blurred(_ input: DeviceTensor, _ shape: Shape4D) throws -> DeviceTensor {
@@ -144,7 +137,7 @@ public struct APSPool2D: PoolingLayer {
     private func choose(_ source: DeviceTensor, _ shape: Shape4D, indices: DeviceTensor, program: OpenCLProgram)
         throws
     {
-        let group = Self.groupSize(source.device)
+        let group = PolyphaseLaunch.choose(for: source.device).groupSize
         try source.device.context.dispatch(
             "aps_choose", in: program,
             arguments: [.buffer(source.buffer), .buffer(indices.buffer), .int(shape.c), .int(shape.h), .int(shape.w)],
@@ -162,5 +155,39 @@ public struct APSPool2D: PoolingLayer {
             throw NyquistError(
                 .invalidConfiguration, "\(APSPool2DConfiguration.operatorName): phase indices live on another device")
         }
+    }
+}
+
+/// Launch parameters of the polyphase kernels (Kernels/polyphase.cl), chosen in one place so a
+/// per-device tuner can replace the choice.
+///
+/// `groupSize` is the work-group size of every kernel that runs one work-group per sample or
+/// plane (aps_choose, tips_forward, tips_grad_tau): a power of two. Candidates: 16, 32, 64,
+/// 128, 256 (capped by the device's maximum work-group size). On PoCL's CPU device a work-group
+/// runs as a loop over its items on one core, so the size mostly sets how finely a plane's rows
+/// are shared out; on GPUs 64 to 256 suit. Measurements: docs/kernels.md.
+struct PolyphaseLaunch: Equatable {
+    /// Items per work-group of the per-sample and per-plane kernels.
+    var groupSize: Int
+    /// tips_forward batches planes smaller than this many elements into one work-group, so
+    /// that launching a work-group (microseconds on PoCL) does not dominate small maps.
+    /// Candidates 1024 ... 16384; 1 gives one plane per work-group.
+    var elementsPerGroup = 4096
+
+    /// Planes per work-group of tips_forward for planes of `planeElements` elements.
+    func planesPerGroup(planeElements: Int) -> Int {
+        max(1, elementsPerGroup / max(planeElements, 1))
+    }
+
+    /// A choice that replaces ``choose(for:)`` on every device while set (for a tuner, or a test
+    /// of another candidate); nil: the built-in choice.
+    static let override = Mutex<PolyphaseLaunch?>(nil)
+
+    /// The choice for `device`: 64, or the largest power of two the device allows below it.
+    static func choose(for device: Device) -> PolyphaseLaunch {
+        if let chosen = override.withLock({ $0 }) { return chosen }
+        var size = 64
+        while size > 1 && size > device.info.maxWorkGroupSize { size /= 2 }
+        return PolyphaseLaunch(groupSize: size)
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import NyquistCL
 import NyquistCore
+import Synchronization
 
 /// AdaptiveBlurPool (Zou et al. 2020, "Delving Deeper into Anti-aliasing in ConvNets"): a
 /// content-aware low-pass. At every output position a small predictor (conv k x k, C -> G*k*k,
@@ -40,6 +41,9 @@ public final class AdaptiveBlurPool2D {
     struct Constants {
         /// conv.weight as stored (G*k*k, C, k, k).
         let weight: OpenCLBuffer
+        /// conv.weight repacked for the tiled predictor: [(c * k*k + tap) * P8 + o], P8 = G*k*k
+        /// rounded up to a multiple of 8, zero filled.
+        let tiledWeight: OpenCLBuffer
         /// gamma / sqrt(running_var + eps) per predictor channel.
         let scale: OpenCLBuffer
         /// beta - running_mean * scale per predictor channel.
@@ -121,6 +125,14 @@ public final class AdaptiveBlurPool2D {
         let context = device.context
         let weight = try context.makeBuffer(byteCount: parameters.convWeight.count * 4)
         try context.write(parameters.convWeight.values, to: weight)
+        let inputs = count == 0 ? 0 : parameters.convWeight.count / count
+        let padded = (count + 7) / 8 * 8
+        var repacked = [Float](repeating: 0, count: max(inputs * padded, 1))
+        for o in 0..<count {
+            for input in 0..<inputs { repacked[input * padded + o] = parameters.convWeight.values[o * inputs + input] }
+        }
+        let tiledWeight = try context.makeBuffer(byteCount: repacked.count * 4)
+        try context.write(repacked, to: tiledWeight)
         let scaleBuffer = try context.makeBuffer(byteCount: count * 4)
         try context.write(scale, to: scaleBuffer)
         let shiftBuffer = try context.makeBuffer(byteCount: count * 4)
@@ -129,7 +141,7 @@ public final class AdaptiveBlurPool2D {
         try context.write(parameters.bnWeight.values, to: gamma)
         let beta = try context.makeBuffer(byteCount: count * 4)
         try context.write(parameters.bnBias.values, to: beta)
-        return Constants(weight: weight, scale: scaleBuffer, shift: shiftBuffer, gamma: gamma, beta: beta)
+        return Constants(weight: weight, tiledWeight: tiledWeight, scale: scaleBuffer, shift: shiftBuffer, gamma: gamma, beta: beta)
     }
 
     /// The output shape for `input`, with the configuration's typed errors.
@@ -177,21 +189,26 @@ public final class AdaptiveBlurPool2D {
             AxisGeometry(
                 inputSize: inputShape.w, outputSize: outputShape.w, stride: configuration.stride,
                 padBefore: configuration.pad, border: .padding(configuration.padding), taps: taps))
+        let launch = AdaptiveLaunch.choose(for: device, configuration: configuration)
         let program = try device.program(
             "adaptive_blur_pool.cl",
             defines: [
                 "K": configuration.kernelSize, "CHANNELS": configuration.channels, "GROUPS": configuration.groups,
                 "JOINT": configuration.softmax == .joint ? 1 : 0, "WRITE_FILTERS": filters == nil ? 0 : 1,
+                "POSITIONS": launch.positions, "OUT_VECTORS": launch.outVectors,
             ])
+        let rowsPerItem = launch.tiled ? launch.positions : 1
         try device.context.dispatch(
-            "adaptive_forward", in: program,
+            launch.tiled ? "adaptive_forward_tiled" : "adaptive_forward", in: program,
             arguments: [
-                .buffer(input.buffer), .buffer(constants.weight), .buffer(constants.scale), .buffer(constants.shift),
+                .buffer(input.buffer), .buffer(launch.tiled ? constants.tiledWeight : constants.weight),
+                .buffer(constants.scale), .buffer(constants.shift),
                 .buffer(rows.source), .buffer(columns.source), .buffer(output.buffer),
                 .buffer((filters ?? output).buffer), .int(inputShape.n), .int(inputShape.h), .int(inputShape.w),
                 .int(outputShape.h), .int(outputShape.w),
             ],
-            global: [outputShape.w, outputShape.h, inputShape.n])
+            global: [outputShape.w, (outputShape.h + rowsPerItem - 1) / rowsPerItem, inputShape.n],
+            local: launch.local)
     }
 
     private static func require(_ tensor: DeviceTensor, _ expected: [Int], role: String) throws {
@@ -200,5 +217,49 @@ public final class AdaptiveBlurPool2D {
                 .invalidShape,
                 "\(AdaptiveBlurPool2DConfiguration.operatorName): \(role) has shape \(tensor.shape), expected \(expected)")
         }
+    }
+}
+
+/// Launch parameters of the AdaptiveBlurPool predictor kernels (Kernels/adaptive_blur_pool.cl),
+/// chosen in one place so a per-device tuner can replace the choice.
+///
+/// * `tiled`: the register-tiled predictor (adaptive_forward_tiled, adaptive_predictor_full_tiled)
+///   keeps `positions` x P logits per item in private memory; it is used while that stays small
+///   (P = G*k*k <= 128), otherwise the one-position kernels (two predictor evaluations for joint
+///   softmax, O(k*k) private memory).
+/// * `positions`: output positions per work item (rows of one column). Candidates 1, 2, 3, 4.
+/// * `outVectors`: float8 blocks of output channels per register tile. Candidates 1, 2, 3, 4;
+///   positions x outVectors accumulators plus outVectors weights must fit the vector registers
+///   (16 on AVX2: 4 x 3 = 12 + 3).
+/// * `local`: work-group shape, or nil to let the runtime choose (the tiled kernels use no local
+///   memory, so on PoCL's CPU device it only sets the scheduling grain).
+struct AdaptiveLaunch: Equatable {
+    /// Whether the tiled predictor kernels run.
+    var tiled: Bool
+    /// Output positions per work item of the tiled kernels.
+    var positions: Int
+    /// float8 blocks of predictor channels per register tile.
+    var outVectors: Int
+    /// Work-group size of the forward kernels (nil: the runtime's choice).
+    var local: [Int]?
+
+    /// Largest P = G*k*k the tiled kernels accept (their private logits are positions x P).
+    static let tiledChannelLimit = 128
+
+    /// A choice that replaces ``choose(for:configuration:)`` on every device while set (for a
+    /// tuner, or a test of another candidate); nil: the built-in choice. `tiled` is still
+    /// refused above ``tiledChannelLimit``.
+    static let override = Mutex<AdaptiveLaunch?>(nil)
+
+    /// The choice for `device` and `configuration`.
+    static func choose(for device: Device, configuration: AdaptiveBlurPool2DConfiguration) -> AdaptiveLaunch {
+        if var chosen = override.withLock({ $0 }) {
+            chosen.tiled = chosen.tiled && configuration.predictorChannels <= tiledChannelLimit
+            chosen.positions = min(max(chosen.positions, 1), 4)
+            chosen.outVectors = min(max(chosen.outVectors, 1), 4)
+            return chosen
+        }
+        return AdaptiveLaunch(
+            tiled: configuration.predictorChannels <= tiledChannelLimit, positions: 4, outVectors: 3, local: nil)
     }
 }

@@ -69,13 +69,16 @@ extension AdaptiveBlurPool2D {
         let program = try trainingProgram(writeFilters: withFilters)
         let full = try fullTables(inputShape)
         let map = try DeviceTensor(shape: [inputShape.n, p, inputShape.h, inputShape.w], on: device)
+        let launch = AdaptiveLaunch.choose(for: device, configuration: configuration)
+        let rowsPerItem = launch.tiled ? launch.positions : 1
         try device.context.dispatch(
-            "adaptive_predictor_full", in: program,
+            launch.tiled ? "adaptive_predictor_full_tiled" : "adaptive_predictor_full", in: program,
             arguments: [
-                .buffer(input.buffer), .buffer(constants.weight), .buffer(full.rows.source), .buffer(full.columns.source),
+                .buffer(input.buffer), .buffer(launch.tiled ? constants.tiledWeight : constants.weight),
+                .buffer(full.rows.source), .buffer(full.columns.source),
                 .buffer(map.buffer), .int(inputShape.n), .int(inputShape.h), .int(inputShape.w),
             ],
-            global: [inputShape.w, inputShape.h, inputShape.n])
+            global: [inputShape.w, (inputShape.h + rowsPerItem - 1) / rowsPerItem, inputShape.n], local: launch.local)
         let mean: DeviceTensor
         let variance: DeviceTensor
         let scale: DeviceTensor
@@ -231,10 +234,12 @@ extension AdaptiveBlurPool2D {
     }
 
     func programDefines(writeFilters: Bool) -> [String: Int] {
-        [
+        let launch = AdaptiveLaunch.choose(for: device, configuration: configuration)
+        return [
             "K": configuration.kernelSize, "CHANNELS": configuration.channels, "GROUPS": configuration.groups,
             "JOINT": configuration.softmax == .joint ? 1 : 0, "WRITE_FILTERS": writeFilters ? 1 : 0,
-            "STRIDE": configuration.stride, "REDUCE": reduceSize,
+            "STRIDE": configuration.stride, "REDUCE": reduceSize, "POSITIONS": launch.positions,
+            "OUT_VECTORS": launch.outVectors,
         ]
     }
 

@@ -1,5 +1,6 @@
 import NyquistCL
 import NyquistCore
+import Synchronization
 
 /// The learnable parameters of a LiftPool layer on a device: predictor P and updater U as
 /// ``DeviceTensor``s by PyTorch `state_dict` name (`predict.0.weight` (C, 1, K),
@@ -255,14 +256,14 @@ public final class LiftDownPool2D {
             "lift_down", in: program,
             arguments: [.buffer(input.buffer), .buffer(sh.buffer), .buffer(dh.buffer), .buffer(dh.buffer), .int(0)]
                 + rows.arguments(inverse: false) + weights.arguments,
-            global: rows.global)
+            global: rows.runGlobal(LiftLaunch.choose(for: device).run))
         let columns = LiftPass(
             alongWidth: false, planes: shape.n * shape.c, channels: shape.c, height: shape.h, width: bandShape.w)
         try device.context.dispatch(
             "lift_down_pair", in: program,
             arguments: [sh, dh, output.ll, output.lh, output.hl, output.hh, output.output].map { .buffer($0.buffer) }
                 + columns.arguments(inverse: false) + weights.arguments,
-            global: columns.global)
+            global: columns.runGlobal(LiftLaunch.choose(for: device).run))
         return (sh, dh)
     }
 }
@@ -314,7 +315,7 @@ public final class LiftDownPool1D {
             "lift_down", in: try LiftPass.program(configuration, weights.device),
             arguments: [input, output.s, output.d, output.output].map { .buffer($0.buffer) } + [.int(1)]
                 + rows.arguments(inverse: false) + weights.arguments,
-            global: rows.global)
+            global: rows.runGlobal(LiftLaunch.choose(for: weights.device).run))
     }
 
     /// Training forward: the bands, the regularisers of the lifting and what
@@ -429,13 +430,13 @@ public final class LiftUpPool2D {
             try device.context.dispatch(
                 "lift_up", in: program,
                 arguments: [s, d, x].map { .buffer($0.buffer) } + columns.arguments(inverse: true) + weights.arguments,
-                global: columns.global)
+                global: columns.runGlobal(LiftLaunch.choose(for: device).run))
         }
         let rows = LiftPass(alongWidth: true, planes: planes, channels: shape.c, height: shape.h, width: shape.w)
         try device.context.dispatch(
             "lift_up", in: program,
             arguments: [sh, dh, output].map { .buffer($0.buffer) } + rows.arguments(inverse: true) + weights.arguments,
-            global: rows.global)
+            global: rows.runGlobal(LiftLaunch.choose(for: device).run))
     }
 
     /// Training forward: the reconstruction and what ``backward(_:gradOutput:)`` needs (the
@@ -456,7 +457,7 @@ public final class LiftUpPool2D {
             try device.context.dispatch(
                 "lift_up", in: program,
                 arguments: [s, d, x].map { .buffer($0.buffer) } + columns.arguments(inverse: true) + weights.arguments,
-                global: columns.global)
+                global: columns.runGlobal(LiftLaunch.choose(for: device).run))
         }
         return (output, LiftUpPool2DSaved(bands: [ll, lh, hl, hh], sh: sh, dh: dh))
     }
@@ -529,7 +530,7 @@ public final class LiftUpPool1D {
         try device.context.dispatch(
             "lift_up", in: try LiftPass.program(configuration, device),
             arguments: [s, d, output].map { .buffer($0.buffer) } + rows.arguments(inverse: true) + weights.arguments,
-            global: rows.global)
+            global: rows.runGlobal(LiftLaunch.choose(for: device).run))
         return output
     }
 
@@ -638,6 +639,13 @@ struct LiftPass {
     /// One work item per band position: (m, line) along W, (line, m) along H, then planes.
     var global: [Int] { alongWidth ? [band, lines, planes] : [lines, band, planes] }
 
+    /// The forward and inverse kernels (lift_down, lift_down_pair, lift_up): one work item per
+    /// run of `run` band positions.
+    func runGlobal(_ run: Int) -> [Int] {
+        let runs = (band + run - 1) / run
+        return alongWidth ? [runs, lines, planes] : [lines, runs, planes]
+    }
+
     /// Work-group size of the reductions (LIFT_GROUP in the kernels).
     static let group = 64
 
@@ -717,7 +725,8 @@ struct LiftPass {
     }
 
     static func program(_ configuration: LiftPoolConfiguration, _ device: Device) throws -> OpenCLProgram {
-        try device.program("lift_pool.cl", defines: ["KERNEL_SIZE": configuration.kernelSize])
+        try device.program(
+            "lift_pool.cl", defines: ["KERNEL_SIZE": configuration.kernelSize, "RUN": LiftLaunch.choose(for: device).run])
     }
 
     /// Throws unless `tensor` has `shape` and lives on `device`.
@@ -735,5 +744,28 @@ struct LiftPass {
         guard tensor.count <= maximumDeviceElementCount else {
             throw NyquistError(.sizeLimit, "\(layer): \(role) \(shape) has more than 2^31 - 1 elements")
         }
+    }
+}
+
+/// Launch parameters of the LiftPool kernels (Kernels/lift_pool.cl), chosen in one place so a
+/// per-device tuner can replace the choice.
+///
+/// `run` is the number of consecutive band positions one work item of the forward and inverse
+/// kernels computes (RUN): each evaluates the inner step (P for a forward lifting, U for an
+/// inverse one) on the run plus a K/2 halo each side, so the inner step costs (run + K - 1) / run
+/// evaluations per band position instead of K. Candidates 1, 2, 4, 8, 16; larger runs cut the
+/// recomputation but give fewer work items (and, along W, less coalescing on GPUs).
+struct LiftLaunch: Equatable {
+    /// Band positions per work item of lift_down, lift_down_pair and lift_up.
+    var run: Int
+
+    /// A choice that replaces ``choose(for:)`` on every device while set (for a tuner, or a test
+    /// of another candidate); nil: the built-in choice.
+    static let override = Mutex<LiftLaunch?>(nil)
+
+    /// The choice for `device`.
+    static func choose(for device: Device) -> LiftLaunch {
+        if let chosen = override.withLock({ $0 }) { return LiftLaunch(run: max(chosen.run, 1)) }
+        return LiftLaunch(run: 8)
     }
 }

@@ -65,7 +65,7 @@ public struct TIPSPool2D: PoolingLayer {
     /// ``outputs(_:)`` returns them).
     public func forward(_ input: DeviceTensor, into output: DeviceTensor) throws {
         let (inputShape, _) = try validateForward(input, output)
-        _ = try run(input, inputShape, output: output)
+        _ = try run(input, inputShape, output: output, keepPsi: false)
     }
 
     /// Inference forward with every result: output, psi and tau.
@@ -151,7 +151,7 @@ public struct TIPSPool2D: PoolingLayer {
         try device.program(
             "polyphase.cl",
             defines: [
-                "GROUP_SIZE": APSPool2D.groupSize(device), "KERNEL_SIZE": configuration.kernelSize,
+                "GROUP_SIZE": PolyphaseLaunch.choose(for: device).groupSize, "KERNEL_SIZE": configuration.kernelSize,
                 "SHIFT_FILL": fill == .circular ? 0 : 1,
             ])
     }
@@ -163,41 +163,34 @@ public struct TIPSPool2D: PoolingLayer {
         return try DeviceTensor(host, on: device)
     }
 
-    private func run(_ input: DeviceTensor, _ inputShape: Shape4D, output: DeviceTensor) throws -> (
-        outputs: TIPSOutputs, q: DeviceTensor
-    ) {
+    /// One fused pass per plane (Kernels/polyphase.cl, tips_forward); psi is allocated and
+    /// written only when `keepPsi` (training, ``outputs(_:)``): inference needs only its sums.
+    private func run(_ input: DeviceTensor, _ inputShape: Shape4D, output: DeviceTensor, keepPsi: Bool = true) throws
+        -> (outputs: TIPSOutputs, q: DeviceTensor)
+    {
         let device = input.device
-        let program = try program(device)
+        let launch = PolyphaseLaunch.choose(for: device)
+        let program = try device.program(
+            "polyphase.cl",
+            defines: [
+                "GROUP_SIZE": launch.groupSize, "KERNEL_SIZE": configuration.kernelSize, "TIPS_WRITE_PSI": keepPsi ? 1 : 0,
+            ])
         let padded = try configuration.paddedShape(for: inputShape)
         let planes = inputShape.n * inputShape.c
-        let psi = try DeviceTensor(shape: padded.dimensions, on: device)
+        let perGroup = launch.planesPerGroup(planeElements: padded.h * padded.w)
+        let psi = keepPsi ? try DeviceTensor(shape: padded.dimensions, on: device) : output
         let tau = try DeviceTensor(shape: [inputShape.n, inputShape.c, 4], on: device)
         let q = try DeviceTensor(shape: [inputShape.n, inputShape.c, 4], on: device)
         let w1 = try upload(TIPSPool2DConfiguration.conv1Name, device)
         let w2 = try upload(TIPSPool2DConfiguration.conv2Name, device)
-        let context = device.context
-        try context.dispatch(
-            "tips_psi", in: program,
+        try device.context.dispatch(
+            "tips_forward", in: program,
             arguments: [
-                .buffer(input.buffer), .buffer(w1.buffer), .buffer(psi.buffer), .int(planes), .int(inputShape.c),
-                .int(inputShape.h), .int(inputShape.w),
+                .buffer(input.buffer), .buffer(w1.buffer), .buffer(w2.buffer), .buffer(psi.buffer), .buffer(q.buffer),
+                .buffer(tau.buffer), .buffer(output.buffer), .int(planes), .int(inputShape.c), .int(inputShape.h),
+                .int(inputShape.w), .int(perGroup),
             ],
-            global: [padded.w, padded.h, planes])
-        let group = APSPool2D.groupSize(device)
-        try context.dispatch(
-            "tips_tau", in: program,
-            arguments: [
-                .buffer(psi.buffer), .buffer(w2.buffer), .buffer(q.buffer), .buffer(tau.buffer), .int(inputShape.c),
-                .int(padded.h), .int(padded.w),
-            ],
-            global: [planes * group], local: [group])
-        try context.dispatch(
-            "tips_mix", in: program,
-            arguments: [
-                .buffer(input.buffer), .buffer(tau.buffer), .buffer(output.buffer), .int(planes), .int(inputShape.h),
-                .int(inputShape.w),
-            ],
-            global: [padded.w / 2, padded.h / 2, planes])
+            global: [(planes + perGroup - 1) / perGroup * launch.groupSize], local: [launch.groupSize])
         return (TIPSOutputs(output: output, psi: psi, tau: tau), q)
     }
 
@@ -260,7 +253,7 @@ public struct TIPSPool2D: PoolingLayer {
         let gradW1 = try DeviceTensor(shape: [c, 1, k, k], on: device)
         let gradW2 = try DeviceTensor(shape: [c, 1, 1, 1], on: device)
         let gradZ = try DeviceTensor(shape: padded.dimensions, on: device)
-        let group = APSPool2D.groupSize(device)
+        let group = PolyphaseLaunch.choose(for: device).groupSize
         try context.dispatch(
             "tips_grad_tau", in: program,
             arguments: [
@@ -286,14 +279,14 @@ public struct TIPSPool2D: PoolingLayer {
                 .buffer(saved.input.buffer), .buffer(gradZ.buffer), .buffer(gradW1.buffer), .int(n), .int(c),
                 .int(inputShape.h), .int(inputShape.w),
             ],
-            global: [k * k, c])
+            global: [c * group], local: [group])
         try context.dispatch(
             "tips_grad_input", in: program,
             arguments: [
                 .buffer(gradOutput.buffer), .buffer(state.tau.buffer), .buffer(gradZ.buffer), .buffer(w1.buffer),
                 .buffer(gradInput.buffer), .int(planes), .int(c), .int(inputShape.h), .int(inputShape.w),
             ],
-            global: [inputShape.w, inputShape.h, planes])
+            global: [(padded.w + 7) / 8, inputShape.h, planes])
         return [TIPSPool2DConfiguration.conv1Name: gradW1, TIPSPool2DConfiguration.conv2Name: gradW2]
     }
 }
