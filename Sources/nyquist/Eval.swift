@@ -111,21 +111,7 @@ struct Eval: ParsableCommand {
         let jsonURL = try json.flatMap { $0 == "-" ? nil : try Self.outputURL($0, option: "--json") }
         let svgURL = try svg.map { try Self.outputURL($0, option: "--svg") }
         let opencl = try useDevice ? (device.map { try Device(named: $0) } ?? Device.default()) : nil
-        let deviceLine = opencl.map { "\($0.info.name) (\($0.info.typeName), \($0.info.platformName))" } ?? "CPU reference"
-
-        let inputs = try builtInInputs()
-        var results: [OperatorResult] = []
-        for (index, name) in Self.operatorNames.enumerated() {
-            let (options, pool) = try makeOperator(name, on: opencl)
-            progress("[\(index + 1)/\(Self.operatorNames.count)] \(name): equivariance on \(inputs.count) inputs ...")
-            results.append(try measure(name: name, options: options, pool, inputs: inputs))
-        }
-        progress(nil)
-
-        let report = Report(
-            backend: useDevice ? "opencl" : "reference", device: deviceLine,
-            inputShape: Format.shape([Self.batch, Self.channels, size, size]), seed: seed, shifts: Self.shifts,
-            borderMargin: ShiftInvariance.defaultBorderMargin, inputs: inputs.map(\.label), operators: results)
+        let report = try makeReport(on: opencl)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         encoder.nonConformingFloatEncodingStrategy = .convertToString(
@@ -142,6 +128,26 @@ struct Eval: ParsableCommand {
         } else {
             for line in Self.table(report) { print(line) }
         }
+    }
+
+    /// Measures every operator on the built-in inputs, on `opencl` or (nil) the CPU reference;
+    /// `nyquist picture` calls it for its chart.
+    func makeReport(on opencl: Device?) throws -> Report {
+        let deviceLine = opencl.map { "\($0.info.name) (\($0.info.typeName), \($0.info.platformName))" } ?? "CPU reference"
+        let inputs = try builtInInputs()
+        var results: [OperatorResult] = []
+        for (index, name) in Self.operatorNames.enumerated() {
+            let (options, pool) = try makeOperator(name, on: opencl)
+            progress("[\(index + 1)/\(Self.operatorNames.count)] \(name): equivariance on \(inputs.count) inputs ...")
+            results.append(try measure(name: name, options: options, pool, inputs: inputs))
+        }
+        progress(nil)
+
+        let report = Report(
+            backend: opencl != nil ? "opencl" : "reference", device: deviceLine,
+            inputShape: Format.shape([Self.batch, Self.channels, size, size]), seed: seed, shifts: Self.shifts,
+            borderMargin: ShiftInvariance.defaultBorderMargin, inputs: inputs.map(\.label), operators: results)
+        return report
     }
 
     /// A built-in input.

@@ -49,6 +49,11 @@ struct Picture: ParsableCommand {
         "tips-pool",
     ]
 
+    @Flag(
+        inversion: .prefixedNo,
+        help: "Also write equivariance.svg, nyquist eval's chart (about half a minute on a CPU device, minutes on the reference).")
+    var chart = true
+
     func run() throws {
         let engine: PictureEngine
         switch backend ?? "opencl" {
@@ -88,9 +93,29 @@ struct Picture: ParsableCommand {
         try book.liftBands()
         try book.adaptiveFilterMaps()
         try book.tipsMixingWeights()
-        // EVAL-CHART: compute eval's equivariance-vs-shift SVG chart here (before any file is
-        // written), write it next to the PNGs in the loop below, and caption it with
-        // book.appendSection(...) so that it lands in index.md.
+        // The equivariance chart is nyquist eval's, at its default size and the same seed, so
+        // the picture folder and `nyquist eval --svg` show the same numbers.
+        var chartSVG: String?
+        if chart {
+            let evaluation = try Eval.parse(["--size", "64", "--seed", "\(seed)"])
+            let report = try evaluation.makeReport(on: engine.device)
+            let svg = Eval.chart(report).svg()
+            book.appendSection(
+                """
+                ## Equivariance error against shift
+
+                ![equivariance error against shift](equivariance.svg)
+
+                `equivariance.svg`: equivariance error ||D(shift(x)) - align(D(x))|| / ||D(x)|| against the input shift d = 1..4 \
+                for every operator, circular (left) and zero-filled (right), from `nyquist eval --size 64 \
+                --seed \(seed)` on \(report.device): each point is the mean over six built-in \
+                \(report.inputShape) inputs and the shifts (d, 0), (0, d), (d, d). Even circular shifts \
+                of a stride-2 operator can be undone exactly, so the curves dip at d = 2 and 4. \
+                docs/shift-invariance.md in the repository defines the measures.
+
+                """)
+            chartSVG = svg
+        }
 
         do {
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
@@ -100,8 +125,11 @@ struct Picture: ParsableCommand {
         for (name, picture) in book.files {
             try PNG.write(picture.image(), to: folder.appendingPathComponent(name))
         }
+        if let chartSVG {
+            try Eval.write(Data(chartSVG.utf8), to: folder.appendingPathComponent("equivariance.svg"))
+        }
         try FileIO.writeAtomically(Array(book.index().utf8), to: folder.appendingPathComponent("index.md"))
-        print("wrote \(book.files.count) pictures and index.md to \(output) (computed on \(engine.place))")
+        print("wrote \(book.files.count + (chartSVG == nil ? 0 : 1)) pictures and index.md to \(output) (computed on \(engine.place))")
     }
 }
 
