@@ -7,8 +7,11 @@ import Foundation
 /// name to `{"dtype", "shape", "data_offsets": [begin, end]}` (offsets relative to the first
 /// byte after the header), an optional `"__metadata__"` object of strings, then the data.
 ///
-/// Reading accepts `F32` and `F64` (rounded to `Float`); other dtypes are refused rather than
-/// converted, because a quantised or integer tensor is never a valid parameter here. A scalar
+/// Reading converts `F16`, `BF16` and `F32` exactly and `F64` rounded to `Float`. Integer and
+/// boolean tensors (`I8` ... `I64`, `U8` ... `U64`, `BOOL`) are validated and then left out of
+/// the result: a PyTorch `state_dict` carries such buffers (BatchNorm's `num_batches_tracked`
+/// is an int64), and none of them is ever a parameter here. Any other dtype (the float8 types,
+/// for instance) is refused rather than guessed at. A scalar
 /// (shape `[]`) becomes shape `[1]`, since ``Tensor`` has no rank-0 form. Every value in the
 /// header is untrusted and type-checked, so no byte string can crash the decoder.
 public enum Safetensors {
@@ -207,12 +210,9 @@ public enum Safetensors {
             }
             guard let dtypeValue = entry["dtype"] else { throw invalid("\(label) has no \"dtype\"") }
             guard let dtype = dtypeValue as? String else { throw invalid("\(label) has a \"dtype\" that is not a string") }
-            let scalarSize: Int
-            switch dtype {
-            case "F32": scalarSize = 4
-            case "F64": scalarSize = 8
-            default:
-                throw invalid("\(label) has dtype \(quoted(dtype)), which is not supported; only F32 and F64")
+            guard let scalarSize = floatScalarSizes[dtype] ?? skippedScalarSizes[dtype] else {
+                throw invalid(
+                    "\(label) has dtype \(quoted(dtype)), which is not supported; floats must be F16, BF16, F32 or F64")
             }
             guard let shapeValue = entry["shape"] else { throw invalid("\(label) has no \"shape\"") }
             guard let shapeItems = shapeValue as? [Any] else { throw invalid("\(label) has a \"shape\" that is not an array") }
@@ -253,20 +253,48 @@ public enum Safetensors {
                         + "but data_offsets [\(begin), \(end)] span \(end - begin) bytes")
             }
 
+            if skippedScalarSizes[dtype] != nil { continue }  // an integer buffer: checked, not a parameter
             let start = dataStart + begin
             let values = bytes.withUnsafeBytes { raw -> [Float] in
-                if scalarSize == 4 {
-                    return (0..<count).map { index in
-                        Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: start + 4 * index, as: UInt32.self)))
-                    }
-                } else {
-                    return (0..<count).map { index in
-                        Float(Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: start + 8 * index, as: UInt64.self))))
-                    }
+                func word<Word: FixedWidthInteger>(_ index: Int, _: Word.Type) -> Word {
+                    Word(littleEndian: raw.loadUnaligned(fromByteOffset: start + MemoryLayout<Word>.size * index, as: Word.self))
+                }
+                switch dtype {
+                case "F16": return (0..<count).map { halfToFloat(word($0, UInt16.self)) }
+                // bfloat16 is the top half of a float32.
+                case "BF16": return (0..<count).map { Float(bitPattern: UInt32(word($0, UInt16.self)) << 16) }
+                case "F32": return (0..<count).map { Float(bitPattern: word($0, UInt32.self)) }
+                default: return (0..<count).map { Float(Double(bitPattern: word($0, UInt64.self))) }
                 }
             }
             tensors[name] = HostTensor(unchecked: shape, values)
         }
         return (tensors, metadata)
+    }
+
+    /// Bytes per element of the dtypes that load as `Float`.
+    static let floatScalarSizes = ["F16": 2, "BF16": 2, "F32": 4, "F64": 8]
+
+    /// Bytes per element of the integer and boolean dtypes that are validated and left out.
+    static let skippedScalarSizes = [
+        "BOOL": 1, "U8": 1, "I8": 1, "U16": 2, "I16": 2, "U32": 4, "I32": 4, "U64": 8, "I64": 8,
+    ]
+
+    /// IEEE 754 binary16 to Float, exactly (every half value is a float value), written out
+    /// because `Float16` is not available on every platform Swift supports.
+    static func halfToFloat(_ bits: UInt16) -> Float {
+        let sign: UInt32 = UInt32(bits & 0x8000) << 16
+        let exponent = Int((bits >> 10) & 0x1F)
+        let fraction = UInt32(bits & 0x3FF)
+        switch exponent {
+        case 0:
+            // Zero or subnormal: fraction * 2^-24.
+            let magnitude = Float(fraction) * Float(sign: .plus, exponent: -24, significand: 1)
+            return sign == 0 ? magnitude : -magnitude
+        case 0x1F:
+            return Float(bitPattern: sign | 0x7F80_0000 | (fraction << 13))  // Inf or NaN, payload kept
+        default:
+            return Float(bitPattern: sign | UInt32(exponent - 15 + 127) << 23 | (fraction << 13))
+        }
     }
 }

@@ -174,10 +174,46 @@ struct SafetensorsTests {
         }
     }
 
-    @Test(arguments: ["BF16", "F16", "I64", "I32", "U8", "BOOL", "F8_E4M3", "f32", ""])
+    @Test(arguments: ["F8_E4M3", "F8_E5M2", "C64", "f32", ""])
     func rejectsUnsupportedDtype(dtype: String) {
         let file = singleTensorFile(#""dtype":"\#(dtype)","shape":[1],"data_offsets":[0,4]"#, data: float32Bytes([1]))
         expectError(.invalidFile, "\"\(dtype)\"", "not supported") { try Safetensors.decode(file) }
+    }
+
+    /// Half and bfloat16 bit patterns with their values worked out by hand from the formats'
+    /// definitions (sign, 5- or 8-bit exponent, 10- or 7-bit fraction).
+    @Test func decodesHalfAndBFloat16Exactly() throws {
+        let halves: [(UInt16, Float)] = [
+            (0x3C00, 1), (0xC000, -2), (0x7BFF, 65504), (0x3555, 0.333251953125), (0x0400, 0x1p-14),
+            (0x0001, 0x1p-24), (0x03FF, 1023 * 0x1p-24), (0x8000, -0.0), (0x7C00, .infinity), (0xFC00, -.infinity),
+        ]
+        let bfloats: [(UInt16, Float)] = [(0x3F80, 1), (0xC0A0, -5), (0x4049, 3.140625), (0x0000, 0), (0xFF80, -.infinity)]
+        func bytes(_ words: [UInt16]) -> [UInt8] { words.flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] } }
+        let json = #"{"h":{"dtype":"F16","shape":[\#(halves.count)],"data_offsets":[0,\#(2 * halves.count)]},"#
+            + #""b":{"dtype":"BF16","shape":[\#(bfloats.count)],"data_offsets":[\#(2 * halves.count),\#(2 * halves.count + 2 * bfloats.count)]}}"#
+        let decoded = try Safetensors.decode(safetensorsFile(json, data: bytes(halves.map(\.0) + bfloats.map(\.0))))
+        #expect(decoded["h"]?.values == halves.map(\.1))
+        #expect(decoded["h"]?.values[7].sign == .minus, "negative zero keeps its sign")
+        #expect(decoded["b"]?.values == bfloats.map(\.1))
+        // A half NaN stays NaN.
+        let nan = try Safetensors.decode(singleTensorFile(#""dtype":"F16","shape":[1],"data_offsets":[0,2]"#, data: bytes([0x7E00])))
+        #expect(nan["t"]?.values[0].isNaN == true)
+    }
+
+    /// A PyTorch BatchNorm state_dict carries an int64 num_batches_tracked: the file loads, the
+    /// integer buffer is checked and left out, the float tensors are kept.
+    @Test(arguments: [("I64", 8), ("I32", 4), ("U8", 1), ("BOOL", 1), ("I16", 2), ("U64", 8)])
+    func skipsIntegerBuffers(dtype: String, size: Int) throws {
+        let json = #"{"bn.weight":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"#
+            + #""bn.num_batches_tracked":{"dtype":"\#(dtype)","shape":[],"data_offsets":[8,\#(8 + size)]}}"#
+        let decoded = try Safetensors.decode(safetensorsFile(json, data: float32Bytes([1.5, -2]) + [UInt8](repeating: 7, count: size)))
+        #expect(Set(decoded.keys) == ["bn.weight"])
+        #expect(decoded["bn.weight"]?.values == [1.5, -2])
+        // Skipped entries are still validated: a size that disagrees with the dtype is an error.
+        let wrong = #"{"n":{"dtype":"\#(dtype)","shape":[3],"data_offsets":[0,\#(size)]}}"#
+        expectError(.invalidFile, "tensor \"n\"", "span") {
+            try Safetensors.decode(safetensorsFile(wrong, data: [UInt8](repeating: 0, count: size)))
+        }
     }
 
     // MARK: Fuzz
