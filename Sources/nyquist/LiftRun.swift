@@ -87,6 +87,12 @@ struct LiftRun {
             }
             outcome = try runUp(bands, configuration, parameters, gradOutput: gradOutput, backend: backend)
         }
+        // As for the other operators, the --extra folder is created when missing.
+        do {
+            try FileManager.default.createDirectory(at: extraURL, withIntermediateDirectories: true)
+        } catch {
+            throw CLIFailure("cannot create the --extra folder \(extra): \(error.localizedDescription)")
+        }
         // Name the files, then write them all (removing what was written if one write fails).
         var written: [URL] = []
         do {
