@@ -29,12 +29,22 @@ struct NyquistBench: ParsableCommand {
     @Option(help: "Also write a Markdown report (device, settings, table) to this file, e.g. Benchmarks/results/<device>.md.")
     var markdown: String?
 
+    @Flag(help: "Tune the window kernels' launch parameters on this device and save them (docs/kernels.md, Tuning).")
+    var tune = false
+
     /// On CPU devices AdaptiveBlurPool runs only on shapes with at most this many channels.
     static let adaptiveCPUChannelLimit = 64
 
     func run() throws {
         let device = try device.map { try Device(named: $0) } ?? Device.default()
         let repeats = smoke ? 1 : max(repeats, 1)
+        if tune {
+            let (path, measurements) = try WindowTuning.tuneAndSave(on: device, repeats: repeats) { printProgress($0) }
+            printProgress("")
+            for row in measurements { print("\(row.key): \(row.parameters): \(fixed(row.seconds * 1e3, 3)) ms") }
+            print("saved: \(path)")
+            return
+        }
         let shapes: [(name: String, shape: [Int])] =
             smoke
             ? [("tiny", [1, 3, 8, 8]), ("odd", [2, 3, 7, 9])]
