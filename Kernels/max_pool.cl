@@ -88,10 +88,11 @@ __kernel void max_pool_forward_interior_vector(
     __global const float *x, __global float *y,
     int planes, int height, int width, int out_height, int out_width,
     int row_begin, int rows, int col_begin, int cols, int pad_top, int pad_left) {
-    int jj = get_global_id(0) * OUTPUTS_PER_ITEM;
     int ii = get_global_id(1);
     int plane = get_global_id(2);
-    if (jj >= cols || ii >= rows || plane >= planes) return;
+    if (get_global_id(0) * OUTPUTS_PER_ITEM >= cols || ii >= rows || plane >= planes) return;
+    // The last vector ends at the last column (see LAST_VECTOR_NOTE in window_vector.h).
+    int jj = min((int)get_global_id(0) * OUTPUTS_PER_ITEM, cols - OUTPUTS_PER_ITEM);
     int i = row_begin + ii;
     int j = col_begin + jj;
     __global const float *window =
@@ -191,10 +192,11 @@ __kernel void max_pool_backward_argmax_vector(
     __global const int *row_window,
     int planes, int height, int width, int out_height, int out_width,
     int row_begin, int rows, int col_begin, int cols, int pad_top, int pad_left) {
-    int jj = get_global_id(0) * 8;
     int ii = get_global_id(1);
     int plane = get_global_id(2);
-    if (jj >= cols || ii >= rows || plane >= planes) return;
+    if (get_global_id(0) * 8 >= cols || ii >= rows || plane >= planes) return;
+    // The last vector ends at the last column (see LAST_VECTOR_NOTE in window_vector.h).
+    int jj = min((int)get_global_id(0) * 8, cols - 8);
     int a = row_begin + ii;
     int b = col_begin + jj;
     int base = plane * out_height * out_width + (b + pad_left) / 2;

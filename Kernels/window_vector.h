@@ -4,6 +4,12 @@
 // into vector loads and shuffles; a gather through a private array would stay scalar).
 // HALF is half a vector: the backward kernels compute the even and odd lanes separately
 // (they read different taps) and INTERLEAVE them.
+//
+// LAST_VECTOR_NOTE: global 0 is ceil(cols / lanes) and the last vector is moved left to end at
+// the last column, so a range that is not a whole number of vectors needs no scalar columns;
+// the overlapped outputs are computed twice from the same inputs by the same code and written
+// with the same bits. The host keeps cols >= lanes, and for the backward kernels, whose vectors
+// must start on an even padded column, cols - lanes even.
 #ifndef NYQUIST_WINDOW_VECTOR_H
 #define NYQUIST_WINDOW_VECTOR_H
 

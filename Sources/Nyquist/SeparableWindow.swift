@@ -57,16 +57,9 @@ struct SeparableWindow {
         // both phases to have a tap (see blur_pool.cl).
         var perItem = parameters.outputsPerItem
         var interiorColumns = columnTables.backwardInterior
-        let stride = columns.stride
-        if perItem > 1, stride == 2, columns.taps.count >= 2, !interiorColumns.isEmpty {
-            let phase = (interiorColumns.lowerBound + columns.padBefore) % stride
-            let start = interiorColumns.lowerBound + (phase == 0 ? 0 : stride - phase)
-            let vectorColumns = max(interiorColumns.upperBound - start, 0) / perItem * perItem
-            if vectorColumns > 0 {
-                interiorColumns = start..<(start + vectorColumns)
-            } else {
-                perItem = 1
-            }
+        let aligned = Self.alignedVectorColumns(interiorColumns, lanes: perItem, padBefore: columns.padBefore)
+        if perItem > 1, columns.stride == 2, columns.taps.count >= 2, !aligned.isEmpty {
+            interiorColumns = aligned
         } else {
             perItem = 1
         }
@@ -108,9 +101,10 @@ struct SeparableWindow {
         outputsPerItem: Int, parameters: LaunchParameters
     ) throws {
         func launchTables(rows: Remap, columns: Remap) throws {
+            let global = [columns.count, rows.count, planes]
             try device.context.dispatch(
                 kernels.tables, in: program, arguments: buffers + tables + shape + rows.arguments + columns.arguments,
-                global: [columns.count, rows.count, planes])
+                global: global, local: Self.stripLocalSize(global, isGPU: device.info.isGPU))
         }
         // The interior kernels assume one stride and one tap vector for both axes.
         let square = rows.stride == columns.stride && rows.taps == columns.taps
@@ -118,7 +112,7 @@ struct SeparableWindow {
             try launchTables(rows: Remap(count: extent.rows), columns: Remap(count: extent.columns))
             return
         }
-        let global = [interior.columns.count / outputsPerItem, interior.rows.count, planes]
+        let global = [(interior.columns.count + outputsPerItem - 1) / outputsPerItem, interior.rows.count, planes]
         try device.context.dispatch(
             kernels.interior, in: program,
             arguments: buffers + interiorExtras + shape + [
@@ -137,13 +131,33 @@ struct SeparableWindow {
         }
     }
 
-    /// The interior columns a vector kernel of `outputsPerItem` lanes covers: the longest prefix
-    /// of `interior` made of whole vectors (the columns left over join the border strips of the
-    /// table kernel), or the whole range and 1 lane when not even one vector fits.
+    /// Work-group size of a table (border strip) launch on a CPU device: whole strip rows and
+    /// enough of them for about 256 work items. A side strip is only a few columns wide, and
+    /// the driver's choice then makes one tiny group per row (28 672 groups of 8 items for
+    /// 8x64x112x112, about 10 ms of group overhead on PoCL). GPUs keep the driver's choice.
+    static func stripLocalSize(_ global: [Int], isGPU: Bool) -> [Int]? {
+        guard !isGPU else { return nil }
+        let columns = min(global[0], 64)
+        return [columns, min(global[1], max(1, 256 / columns)), 1]
+    }
+
+    /// The interior columns a vector kernel of `outputsPerItem` lanes covers: all of
+    /// `interior` (the kernels move the last vector left to end at its last column, see
+    /// Kernels/window_vector.h), or the whole range and 1 lane when not even one vector fits.
     static func vectorColumns(_ interior: Range<Int>, _ outputsPerItem: Int) -> (Int, Range<Int>) {
-        let covered = interior.count / outputsPerItem * outputsPerItem
-        guard outputsPerItem > 1, covered > 0 else { return (1, interior) }
-        return (outputsPerItem, interior.lowerBound..<(interior.lowerBound + covered))
+        guard outputsPerItem > 1, interior.count >= outputsPerItem else { return (1, interior) }
+        return (outputsPerItem, interior)
+    }
+
+    /// The columns a backward vector kernel of `lanes` lanes covers inside `interior`: vectors
+    /// start where column + `padBefore` is even and so does the last one (count - lanes even);
+    /// empty when not one vector fits.
+    static func alignedVectorColumns(_ interior: Range<Int>, lanes: Int, padBefore: Int) -> Range<Int> {
+        guard !interior.isEmpty else { return 0..<0 }
+        let start = interior.lowerBound + (interior.lowerBound + padBefore) % 2
+        let available = interior.upperBound - start
+        guard available >= lanes else { return 0..<0 }
+        return start..<(start + available - (available - lanes) % 2)
     }
 
     /// Work-item index k covers element base + k + (k >= split ? jump : 0).

@@ -100,13 +100,10 @@ public struct MaxPool2D: PoolingLayer {
         if let argmax = saved.tensors[argmaxKey], argmax.shape == outputShape.dimensions, argmax.device === device {
             // Vectors of 8 columns (stride 2) start on an even padded column; the rest of the
             // columns go through the one-element kernel.
-            var vectorColumns = 0..<0
-            let interior = columns.backwardInterior
-            if configuration.stride == 2, !interior.isEmpty {
-                let start = interior.lowerBound + (interior.lowerBound + configuration.padding) % 2
-                let covered = max(interior.upperBound - start, 0) / 8 * 8
-                vectorColumns = start..<(start + covered)
-            }
+            let vectorColumns =
+                configuration.stride == 2
+                ? SeparableWindow.alignedVectorColumns(
+                    columns.backwardInterior, lanes: 8, padBefore: configuration.padding) : 0..<0
             try window.splitDispatch(
                 on: device, program: program,
                 kernels: ("max_pool_backward_argmax_vector", "max_pool_backward_argmax"),
