@@ -38,6 +38,7 @@ let package = Package(
                 .embedInCode("copy.cl"),
                 .embedInCode("max_pool.cl"),
                 .embedInCode("blur_pool.cl"),
+                .embedInCode("window_vector.h"),
                 .embedInCode("polyphase.cl"),
                 .embedInCode("lift_pool.cl"),
                 .embedInCode("adaptive_blur_pool.cl"),

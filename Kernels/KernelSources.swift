@@ -8,6 +8,7 @@ public enum KernelSources {
         "copy.cl": text(PackageResources.copy_cl),
         "max_pool.cl": text(PackageResources.max_pool_cl),
         "blur_pool.cl": text(PackageResources.blur_pool_cl),
+        "window_vector.h": text(PackageResources.window_vector_h),
         "polyphase.cl": text(PackageResources.polyphase_cl),
         "lift_pool.cl": text(PackageResources.lift_pool_cl),
         "adaptive_blur_pool.cl": text(PackageResources.adaptive_blur_pool_cl),

@@ -22,9 +22,15 @@
 //   FAN_IN_ROWS   backward table width along H (largest number of output rows reading a row)
 //   FAN_IN_COLS   backward table width along W
 //   MAX_MAP       1: the filtered map is the stride-1 2x2 max of x ((H-1) x (W-1), MaxBlurPool)
+//   OUTPUTS_PER_ITEM  2, 4 or 8: the *_vector kernels (STRIDE 2) compute that many consecutive
+//                 elements along W per work item with OpenCL vector types (PoCL's CPU device
+//                 runs the one-element kernels as scalar code: their loads are strided across
+//                 work items)
 //
 // Work-item mapping: global (columns, rows, planes) of the output (forward) or of the filtered
-// map (backward); each work item computes one element.
+// map (backward); each work item computes one element, or OUTPUTS_PER_ITEM consecutive ones
+// along W in the *_vector kernels (global 0 = columns / OUTPUTS_PER_ITEM: the host hands the
+// columns that do not fill a whole vector to the table kernel with the border strips).
 #include "common.h"
 
 #ifndef TAPS
@@ -42,8 +48,12 @@
 #ifndef STRIDE
 #define STRIDE 2
 #endif
+#ifndef OUTPUTS_PER_ITEM
+#define OUTPUTS_PER_ITEM 1
+#endif
 // Outputs reading one interior map element per axis: ceil(TAPS / STRIDE).
 #define AFFINE_FAN ((TAPS + STRIDE - 1) / STRIDE)
+#include "window_vector.h"
 
 // Element (row, col) of the map being filtered, for in-range indices.
 inline float map_value(__global const float *image, int row, int col, int width) {
@@ -84,6 +94,45 @@ __kernel void weighted_window_interior(
         sum += taps[u] * row_sum;
     }
     y[plane_offset(plane, i, j, out_height, out_width)] = sum;
+}
+
+// weighted_window_interior with OUTPUTS_PER_ITEM consecutive outputs per work item, STRIDE 2
+// only: each tap's samples along W are the even lanes of one wide load (window_vector.h).
+__kernel void weighted_window_interior_vector(
+    __global const float *x, __global float *y, __constant float *taps,
+    int planes, int height, int width, int out_height, int out_width,
+    int row_begin, int rows, int col_begin, int cols, int pad_top, int pad_left) {
+    int ii = get_global_id(1);
+    int plane = get_global_id(2);
+    if (get_global_id(0) * OUTPUTS_PER_ITEM >= cols || ii >= rows || plane >= planes) return;
+    // The last vector ends at the last column (see LAST_VECTOR_NOTE in window_vector.h).
+    int jj = min((int)get_global_id(0) * OUTPUTS_PER_ITEM, cols - OUTPUTS_PER_ITEM);
+    int i = row_begin + ii;
+    int j = col_begin + jj;
+    __global const float *window =
+        x + plane * height * width + (2 * i - pad_top) * width + (2 * j - pad_left);
+    VECTOR sum = (VECTOR)(0.0f);
+    for (int u = 0; u < TAPS; ++u) {
+        __global const float *row = window + u * width;
+#if MAX_MAP
+        // Map element (u, c) is the maximum of x at (u, c), (u, c+1), (u+1, c), (u+1, c+1): the
+        // vertical maxima first, shared by neighbouring taps. Any NaN makes it NaN, so the
+        // order of comparison only matters for ties, which have the same value.
+        VECTOR vertical[TAPS + 1];
+        for (int v = 0; v <= TAPS; ++v) vertical[v] = VECTOR_MAX(STRIDED(row + v), STRIDED(row + width + v));
+#endif
+        VECTOR horizontal = (VECTOR)(0.0f);
+        for (int v = 0; v < TAPS; ++v) {
+#if MAX_MAP
+            VECTOR value = VECTOR_MAX(vertical[v], vertical[v + 1]);
+#else
+            VECTOR value = STRIDED(row + v);
+#endif
+            horizontal += taps[v] * value;
+        }
+        sum += taps[u] * horizontal;
+    }
+    VSTORE(sum, 0, y + plane_offset(plane, i, j, out_height, out_width));
 }
 
 // Any outputs, through the axis tables. The work items cover `rows` x `cols` positions that are
@@ -165,6 +214,40 @@ __kernel void weighted_window_backward_interior(
     grad_map[plane_offset(plane, a, b, height, width)] = sum;
 }
 
+// weighted_window_backward_interior with OUTPUTS_PER_ITEM consecutive map elements per work
+// item, STRIDE 2 only. The host starts every vector at a column b0 with b0 + pad_left even,
+// so lane 2m + e (e = 0, 1) reads exactly the taps v = e, e + 2, ... at gradient column
+// (b0 + pad_left) / 2 + m - (v - e) / 2: the even and odd lanes are sums of contiguous loads,
+// interleaved at the end.
+__kernel void weighted_window_backward_interior_vector(
+    __global const float *grad_y, __global float *grad_map, __constant float *taps,
+    int planes, int height, int width, int out_height, int out_width,
+    int row_begin, int rows, int col_begin, int cols, int pad_top, int pad_left) {
+    int ii = get_global_id(1);
+    int plane = get_global_id(2);
+    if (get_global_id(0) * OUTPUTS_PER_ITEM >= cols || ii >= rows || plane >= planes) return;
+    // The last vector ends at the last column (see LAST_VECTOR_NOTE in window_vector.h).
+    int jj = min((int)get_global_id(0) * OUTPUTS_PER_ITEM, cols - OUTPUTS_PER_ITEM);
+    int a = row_begin + ii;
+    int b = col_begin + jj;
+    __global const float *gradient = grad_y + plane * out_height * out_width + (b + pad_left) / 2;
+    int row_phase = (a + pad_top) % 2;
+    HALF even = (HALF)(0.0f);
+    HALF odd = (HALF)(0.0f);
+    for (int p = 0; p < AFFINE_FAN; ++p) {
+        int u = row_phase + 2 * p;
+        __global const float *gradient_row = gradient + max((a + pad_top - u) / 2, 0) * out_width;
+        float row_weight = u < TAPS ? taps[min(u, TAPS - 1)] : 0.0f;
+        HALF even_row = (HALF)(0.0f);
+        HALF odd_row = (HALF)(0.0f);
+        for (int v = 0; v < TAPS; v += 2) even_row += taps[v] * HALF_LOAD(gradient_row - v / 2);
+        for (int v = 1; v < TAPS; v += 2) odd_row += taps[v] * HALF_LOAD(gradient_row - (v - 1) / 2);
+        even += row_weight * even_row;
+        odd += row_weight * odd_row;
+    }
+    VSTORE(INTERLEAVE(even, odd), 0, grad_map + plane_offset(plane, a, b, height, width));
+}
+
 // Adjoint of weighted_window_forward with MAX_MAP 0: grad_map = A_rows^T grad_y A_cols, through
 // the backward tables, for any elements; the host uses it for the border strips (work items
 // remapped as in weighted_window_forward). height/width are the filtered map's (the input for
@@ -205,15 +288,21 @@ __kernel void weighted_window_backward(
 }
 
 // Second half of MaxBlurPool's backward: routes grad_map ((H-1) x (W-1)) to the first maximum
-// (row-major) of each 2x2 window of x. Each work item owns one input element (global: W, H,
-// planes) and gathers from the up to four windows that contain it.
+// (row-major) of each 2x2 window of x. Each work item owns one input element and gathers from
+// the up to four windows that contain it. This kernel serves the border strips (work items
+// remapped as in weighted_window_forward) and everything when the map is too small for
+// max_map_backward_vector; height/width are the input's.
 __kernel void max_map_backward(
     __global const float *x, __global const float *grad_map, __global float *grad_x,
-    int planes, int height, int width) {
-    int b = get_global_id(0);
-    int a = get_global_id(1);
+    int planes, int height, int width,
+    int rows, int row_base, int row_split, int row_jump,
+    int cols, int col_base, int col_split, int col_jump) {
+    int jj = get_global_id(0);
+    int ii = get_global_id(1);
     int plane = get_global_id(2);
-    if (b >= width || a >= height || plane >= planes) return;
+    if (jj >= cols || ii >= rows || plane >= planes) return;
+    int a = row_base + ii + (ii >= row_split ? row_jump : 0);
+    int b = col_base + jj + (jj >= col_split ? col_jump : 0);
     __global const float *image = x + plane * height * width;
     __global const float *gradient = grad_map + plane * (height - 1) * (width - 1);
     float sum = 0.0f;
@@ -237,4 +326,48 @@ __kernel void max_map_backward(
         }
     }
     grad_x[plane_offset(plane, a, b, height, width)] = sum;
+}
+
+// max_map_backward for 8 consecutive input elements per work item away from the borders
+// (rows 1...H-2, columns whose windows are all inside): the winners of the 2x2 windows are
+// found for 8 window columns at once from contiguous vector loads, the same first-maximum rule.
+// The interior arguments follow the splitDispatch convention (the pads are unused).
+__kernel void max_map_backward_vector(
+    __global const float *x, __global const float *grad_map, __global float *grad_x,
+    int planes, int height, int width,
+    int row_begin, int rows, int col_begin, int cols, int pad_top, int pad_left) {
+    int ii = get_global_id(1);
+    int plane = get_global_id(2);
+    if (get_global_id(0) * 8 >= cols || ii >= rows || plane >= planes) return;
+    // The last vector ends at the last column (see LAST_VECTOR_NOTE in window_vector.h).
+    int jj = min((int)get_global_id(0) * 8, cols - 8);
+    int a = row_begin + ii;
+    int b = col_begin + jj;
+    __global const float *image = x + plane * height * width;
+    __global const float *gradient = grad_map + plane * (height - 1) * (width - 1);
+    float8 sum = (float8)(0.0f);
+    for (int dp = 0; dp < 2; ++dp) {
+        for (int dq = 0; dq < 2; ++dq) {
+            int p = a - 1 + dp;
+            int q = b - 1 + dq;
+            __global const float *top = image + p * width + q;
+            float8 best = vload8(0, top);
+            int8 winner = (int8)(0);
+            float8 candidate = vload8(0, top + 1);
+            int8 replace = (candidate > best) || (isnan(candidate) && !isnan(best));
+            best = select(best, candidate, replace);
+            winner = select(winner, (int8)(1), replace);
+            candidate = vload8(0, top + width);
+            replace = (candidate > best) || (isnan(candidate) && !isnan(best));
+            best = select(best, candidate, replace);
+            winner = select(winner, (int8)(2), replace);
+            candidate = vload8(0, top + width + 1);
+            replace = (candidate > best) || (isnan(candidate) && !isnan(best));
+            winner = select(winner, (int8)(3), replace);
+            int mine = (1 - dp) * 2 + (1 - dq);
+            float8 contribution = vload8(0, gradient + p * (width - 1) + q);
+            sum += select((float8)(0.0f), contribution, winner == (int8)(mine));
+        }
+    }
+    vstore8(sum, 0, grad_x + plane_offset(plane, a, b, height, width));
 }

@@ -43,6 +43,9 @@ public struct BenchmarkOptions: ParsableArguments {
     @Flag(help: "One repeat on small shapes: checks that everything runs (used by tests).")
     public var smoke = false
 
+    @Flag(help: "Tune the window kernels' launch parameters on this device and save them (docs/kernels.md, Tuning).")
+    public var tune = false
+
     /// JSON output path.
     @Option(help: "Also write the results as JSON to this file.")
     public var json: String?
@@ -83,6 +86,14 @@ public enum BenchmarkSuite {
         let selection = try Selection(options)
         let openCLDevice = try OpenCLDevice.select(options.device)
         let device = try Device(openCLDevice)
+        if options.tune {
+            let (path, measurements) = try WindowTuning.tuneAndSave(
+                on: device, repeats: options.smoke ? 1 : max(options.repeats, 1), progress: printProgress)
+            printProgress("")
+            for row in measurements { print("\(row.key): \(row.parameters): \(fixed(row.seconds * 1e3, 3)) ms") }
+            print("saved: \(path)")
+            return
+        }
         let info = device.info
         let deviceLine =
             "\(info.name) (\(info.typeName), \(info.platformName), driver \(info.driverVersion)), \(info.computeUnits) compute units"

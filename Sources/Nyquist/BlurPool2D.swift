@@ -70,7 +70,8 @@ public struct BlurPool2D: PoolingLayer {
 /// 112 x 112 with the defaults). Needs H, W >= 2.
 ///
 /// Backward materialises the gradient of the max map once ((H-1) x (W-1) floats, freed on
-/// return) and routes it to the first maximum of each 2x2 window.
+/// return) and routes it to the first maximum of each 2x2 window (re-found from the input, 8
+/// columns per work item away from the borders).
 public struct MaxBlurPool2D: PoolingLayer {
     /// The options (shared with `Reference.maxBlurPool2D`).
     public let configuration: MaxBlurPool2DConfiguration
@@ -104,15 +105,19 @@ public struct MaxBlurPool2D: PoolingLayer {
         let planes = inputShape.n * inputShape.c
         let device = gradOutput.device
         let gradMap = try DeviceTensor(shape: map.dimensions, on: device)
-        try BlurPool2D.window(configuration.blur, mapHeight: map.h, mapWidth: map.w, output: outputShape).backward(
-            gradOutput, into: gradMap, planes: planes)
-        let program = try device.program("blur_pool.cl")
-        try device.context.dispatch(
-            "max_map_backward", in: program,
-            arguments: [
-                .buffer(saved.input.buffer), .buffer(gradMap.buffer), .buffer(gradInput.buffer),
-                .int(planes), .int(inputShape.h), .int(inputShape.w),
-            ],
-            global: [inputShape.w, inputShape.h, planes])
+        let window = try BlurPool2D.window(configuration.blur, mapHeight: map.h, mapWidth: map.w, output: outputShape)
+        try window.backward(gradOutput, into: gradMap, planes: planes)
+        // Routing to the 2x2 maxima: vectors of 8 input columns away from the borders (every
+        // window of theirs inside), the one-element kernel on the border strips.
+        let (perItem, vectorColumns) = SeparableWindow.vectorColumns(1..<max(inputShape.w - 1, 1), 8)
+        let parameters = WindowLaunch.choose(.windowBackward, width: inputShape.w, on: device)
+        try window.splitDispatch(
+            on: device, program: try device.program("blur_pool.cl"),
+            kernels: ("max_map_backward_vector", "max_map_backward"),
+            buffers: [.buffer(saved.input.buffer), .buffer(gradMap.buffer), .buffer(gradInput.buffer)],
+            interiorExtras: [], tables: [], shape: [.int(planes), .int(inputShape.h), .int(inputShape.w)],
+            planes: planes,
+            interior: (1..<max(inputShape.h - 1, 1), perItem == 8 ? vectorColumns : 1..<1),
+            extent: (inputShape.h, inputShape.w), outputsPerItem: 8, parameters: parameters)
     }
 }

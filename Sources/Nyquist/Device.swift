@@ -10,11 +10,13 @@ import Synchronization
 /// second the first time and nothing afterwards.
 ///
 /// `@unchecked Sendable`: the OpenCL state lives in ``OpenCLContext`` (itself synchronised) and
-/// the table cache is behind a mutex; nothing else is mutable.
+/// the table cache and the tuning state are behind mutexes; nothing else is mutable.
 public final class Device: @unchecked Sendable, CustomStringConvertible {
     /// The OpenCL context, queue and counters (builds, cache hits, allocations).
     public let context: OpenCLContext
     private let tables = Mutex<[AxisGeometry: AxisTableBuffers]>([:])
+    /// Tuned launch parameters (read lazily from the cache directory) and overrides.
+    let tuning = Mutex(TuningState())
 
     /// Opens `device`; compiled kernels are also kept in `programCache` so that the next
     /// process skips the compiler (default: where the environment says, see

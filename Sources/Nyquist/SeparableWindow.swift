@@ -25,18 +25,26 @@ struct SeparableWindow {
         let device = input.device
         let rowTables = try device.axisTables(rows)
         let columnTables = try device.axisTables(columns)
-        let program = try device.program(
-            "blur_pool.cl", defines: ["TAPS": rows.taps.count, "MAX_MAP": maxMap ? 1 : 0, "STRIDE": rows.stride])
+        let parameters = WindowLaunch.choose(
+            maxMap ? .maxBlurForward : .windowForward, width: columns.outputSize, on: device)
+        let (perItem, interiorColumns) = Self.vectorColumns(
+            columnTables.interior, columns.stride == 2 ? parameters.outputsPerItem : 1)
+        var defines = ["TAPS": rows.taps.count, "MAX_MAP": maxMap ? 1 : 0, "STRIDE": rows.stride]
+        if perItem > 1 { defines["OUTPUTS_PER_ITEM"] = perItem }
+        let program = try device.program("blur_pool.cl", defines: defines)
         try splitDispatch(
-            on: device, program: program, kernels: ("weighted_window_interior", "weighted_window_forward"),
-            buffers: [.buffer(input.buffer), .buffer(output.buffer)], tapWeights: rowTables.tapWeights,
+            on: device, program: program,
+            kernels: (
+                perItem > 1 ? "weighted_window_interior_vector" : "weighted_window_interior", "weighted_window_forward"
+            ),
+            buffers: [.buffer(input.buffer), .buffer(output.buffer)], interiorExtras: [.buffer(rowTables.tapWeights)],
             tables: [
                 .buffer(rowTables.source), .buffer(rowTables.weight),
                 .buffer(columnTables.source), .buffer(columnTables.weight),
             ],
             shape: [.int(planes), .int(inputHeight), .int(inputWidth), .int(rows.outputSize), .int(columns.outputSize)],
-            planes: planes, interior: (rowTables.interior, columnTables.interior),
-            extent: (rows.outputSize, columns.outputSize))
+            planes: planes, interior: (rowTables.interior, interiorColumns),
+            extent: (rows.outputSize, columns.outputSize), outputsPerItem: perItem, parameters: parameters)
     }
 
     /// gradMap = adjoint of the window applied to gradOutput (gradMap has the filtered map's size).
@@ -44,15 +52,30 @@ struct SeparableWindow {
         let device = gradOutput.device
         let rowTables = try device.axisTables(rows)
         let columnTables = try device.axisTables(columns)
-        let program = try device.program(
-            "blur_pool.cl",
-            defines: [
-                "TAPS": rows.taps.count, "STRIDE": rows.stride, "FAN_IN_ROWS": rowTables.fanIn,
-                "FAN_IN_COLS": columnTables.fanIn,
-            ])
+        let parameters = WindowLaunch.choose(.windowBackward, width: columns.inputSize, on: device)
+        // The vector kernel (stride 2) needs every vector to start on an even padded column and
+        // both phases to have a tap (see blur_pool.cl).
+        var perItem = parameters.outputsPerItem
+        var interiorColumns = columnTables.backwardInterior
+        let aligned = Self.alignedVectorColumns(interiorColumns, lanes: perItem, padBefore: columns.padBefore)
+        if perItem > 1, columns.stride == 2, columns.taps.count >= 2, !aligned.isEmpty {
+            interiorColumns = aligned
+        } else {
+            perItem = 1
+        }
+        var defines = [
+            "TAPS": rows.taps.count, "STRIDE": rows.stride, "FAN_IN_ROWS": rowTables.fanIn,
+            "FAN_IN_COLS": columnTables.fanIn,
+        ]
+        if perItem > 1 { defines["OUTPUTS_PER_ITEM"] = perItem }
+        let program = try device.program("blur_pool.cl", defines: defines)
         try splitDispatch(
-            on: device, program: program, kernels: ("weighted_window_backward_interior", "weighted_window_backward"),
-            buffers: [.buffer(gradOutput.buffer), .buffer(gradMap.buffer)], tapWeights: rowTables.tapWeights,
+            on: device, program: program,
+            kernels: (
+                perItem > 1 ? "weighted_window_backward_interior_vector" : "weighted_window_backward_interior",
+                "weighted_window_backward"
+            ),
+            buffers: [.buffer(gradOutput.buffer), .buffer(gradMap.buffer)], interiorExtras: [.buffer(rowTables.tapWeights)],
             tables: [
                 .buffer(rowTables.target), .buffer(rowTables.targetWeight),
                 .buffer(columnTables.target), .buffer(columnTables.targetWeight),
@@ -61,24 +84,27 @@ struct SeparableWindow {
                 .int(planes), .int(rows.inputSize), .int(columns.inputSize), .int(rows.outputSize),
                 .int(columns.outputSize),
             ],
-            planes: planes, interior: (rowTables.backwardInterior, columnTables.backwardInterior),
-            extent: (rows.inputSize, columns.inputSize))
+            planes: planes, interior: (rowTables.backwardInterior, interiorColumns),
+            extent: (rows.inputSize, columns.inputSize), outputsPerItem: perItem, parameters: parameters)
     }
 
     /// Launches a pass over `extent` (rows, columns) of the elements it writes, in up to three
-    /// launches: the interior (every tap in range: affine indices, no tables), then the left and
+    /// launches: the interior (every tap in range: affine indices, no tables; `outputsPerItem`
+    /// columns per work item, `parameters`' local size), then the left and
     /// right strips over all rows, then the top and bottom strips between them, both through
-    /// the tables. Kernel arguments: `buffers`, then the taps (interior) or `tables`, then
-    /// `shape`, then the interior range and pads or the strip remappings.
-    private func splitDispatch(
+    /// the tables. Kernel arguments: `buffers`, then `interiorExtras` (interior) or `tables`,
+    /// then `shape`, then the interior range and pads or the strip remappings.
+    func splitDispatch(
         on device: Device, program: OpenCLProgram, kernels: (interior: String, tables: String),
-        buffers: [KernelArgument], tapWeights: OpenCLBuffer, tables: [KernelArgument], shape: [KernelArgument],
-        planes: Int, interior: (rows: Range<Int>, columns: Range<Int>), extent: (rows: Int, columns: Int)
+        buffers: [KernelArgument], interiorExtras: [KernelArgument], tables: [KernelArgument], shape: [KernelArgument],
+        planes: Int, interior: (rows: Range<Int>, columns: Range<Int>), extent: (rows: Int, columns: Int),
+        outputsPerItem: Int, parameters: LaunchParameters
     ) throws {
         func launchTables(rows: Remap, columns: Remap) throws {
+            let global = [columns.count, rows.count, planes]
             try device.context.dispatch(
                 kernels.tables, in: program, arguments: buffers + tables + shape + rows.arguments + columns.arguments,
-                global: [columns.count, rows.count, planes])
+                global: global, local: Self.stripLocalSize(global, isGPU: device.info.isGPU))
         }
         // The interior kernels assume one stride and one tap vector for both axes.
         let square = rows.stride == columns.stride && rows.taps == columns.taps
@@ -86,13 +112,14 @@ struct SeparableWindow {
             try launchTables(rows: Remap(count: extent.rows), columns: Remap(count: extent.columns))
             return
         }
+        let global = [(interior.columns.count + outputsPerItem - 1) / outputsPerItem, interior.rows.count, planes]
         try device.context.dispatch(
             kernels.interior, in: program,
-            arguments: buffers + [.buffer(tapWeights)] + shape + [
+            arguments: buffers + interiorExtras + shape + [
                 .int(interior.rows.lowerBound), .int(interior.rows.count), .int(interior.columns.lowerBound),
                 .int(interior.columns.count), .int(rows.padBefore), .int(columns.padBefore),
             ],
-            global: [interior.columns.count, interior.rows.count, planes])
+            global: global, local: parameters.local(for: global))
         let sideColumns = Remap(around: interior.columns, count: extent.columns)
         if sideColumns.count > 0 {
             try launchTables(rows: Remap(count: extent.rows), columns: sideColumns)
@@ -102,6 +129,35 @@ struct SeparableWindow {
             try launchTables(
                 rows: topAndBottom, columns: Remap(base: interior.columns.lowerBound, count: interior.columns.count))
         }
+    }
+
+    /// Work-group size of a table (border strip) launch on a CPU device: whole strip rows and
+    /// enough of them for about 256 work items. A side strip is only a few columns wide, and
+    /// the driver's choice then makes one tiny group per row (28 672 groups of 8 items for
+    /// 8x64x112x112, about 10 ms of group overhead on PoCL). GPUs keep the driver's choice.
+    static func stripLocalSize(_ global: [Int], isGPU: Bool) -> [Int]? {
+        guard !isGPU else { return nil }
+        let columns = min(global[0], 64)
+        return [columns, min(global[1], max(1, 256 / columns)), 1]
+    }
+
+    /// The interior columns a vector kernel of `outputsPerItem` lanes covers: all of
+    /// `interior` (the kernels move the last vector left to end at its last column, see
+    /// Kernels/window_vector.h), or the whole range and 1 lane when not even one vector fits.
+    static func vectorColumns(_ interior: Range<Int>, _ outputsPerItem: Int) -> (Int, Range<Int>) {
+        guard outputsPerItem > 1, interior.count >= outputsPerItem else { return (1, interior) }
+        return (outputsPerItem, interior)
+    }
+
+    /// The columns a backward vector kernel of `lanes` lanes covers inside `interior`: vectors
+    /// start where column + `padBefore` is even and so does the last one (count - lanes even);
+    /// empty when not one vector fits.
+    static func alignedVectorColumns(_ interior: Range<Int>, lanes: Int, padBefore: Int) -> Range<Int> {
+        guard !interior.isEmpty else { return 0..<0 }
+        let start = interior.lowerBound + (interior.lowerBound + padBefore) % 2
+        let available = interior.upperBound - start
+        guard available >= lanes else { return 0..<0 }
+        return start..<(start + available - (available - lanes) % 2)
     }
 
     /// Work-item index k covers element base + k + (k >= split ? jump : 0).
@@ -127,3 +183,41 @@ struct SeparableWindow {
     }
 }
 
+
+/// The launch parameters of the window kernel families, one choice function for all of them:
+/// a tuned database entry when `nyquist-bench --tune` has run on this device, else the
+/// built-in default below.
+enum WindowLaunch: String, CaseIterable {
+    /// BlurPool / AvgPool forward (weighted_window_interior*).
+    case windowForward = "window-forward"
+    /// Fused MaxBlurPool forward (the same kernels with MAX_MAP 1).
+    case maxBlurForward = "max-blur-forward"
+    /// BlurPool / AvgPool / MaxBlurPool backward (weighted_window_backward_interior*).
+    case windowBackward = "window-backward"
+    /// MaxPool forward (max_pool_forward_interior*).
+    case maxPoolForward = "max-pool-forward"
+
+    /// Shape classes by the width of the elements a pass writes (output for forward, input for
+    /// backward): what decides how many vectors fit a row.
+    static func shapeClass(width: Int) -> String {
+        width < 16 ? "narrow" : width < 64 ? "medium" : "wide"
+    }
+
+    /// Built-in defaults. CPU devices (PoCL): vectors of 8 outputs along W (4 on narrow maps,
+    /// where 8 would leave most columns to the border kernel), since PoCL runs the one-element
+    /// kernels as scalar code, and work-groups of up to 64 x 8 vectors (the driver's choice is
+    /// 2.5x slower for the backward on 8x64x112x112). GPUs: one element per item (coalesced;
+    /// strided reads are cheap there) and 64-item groups.
+    static func builtIn(_ family: WindowLaunch, shapeClass: String, isGPU: Bool) -> LaunchParameters {
+        if isGPU { return LaunchParameters(outputsPerItem: 1, localSize: [64, 1, 1]) }
+        return LaunchParameters(outputsPerItem: shapeClass == "narrow" ? 4 : 8, localSize: [64, 8, 1])
+    }
+
+    /// The parameters for a pass of `family` writing rows of `width` elements on `device`.
+    static func choose(_ family: WindowLaunch, width: Int, on device: Device) -> LaunchParameters {
+        let shapeClass = shapeClass(width: width)
+        return device.launchParameters(
+            family: family.rawValue, shapeClass: shapeClass,
+            builtIn: builtIn(family, shapeClass: shapeClass, isGPU: device.info.isGPU))
+    }
+}

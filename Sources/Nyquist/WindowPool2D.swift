@@ -1,10 +1,11 @@
+import NyquistCL
 import NyquistCore
 
 /// Max pooling, the aliasing baseline: window `kernelSize`, `stride` (default = kernel size),
 /// `padding` of -infinity on every side (at most k/2). A NaN in a window gives NaN. Backward
 /// sends each output's gradient to the first maximum of its window in row-major order, adding
-/// where windows overlap; it re-finds the maxima from the saved input instead of storing an
-/// index tensor.
+/// where windows overlap, through the first-maximum indices the training forward saves (or,
+/// without them, by re-finding the maxima from the saved input).
 public struct MaxPool2D: PoolingLayer {
     /// The options (shared with `Reference.maxPool2D`).
     public let configuration: MaxPool2DConfiguration
@@ -23,47 +24,113 @@ public struct MaxPool2D: PoolingLayer {
     public func forward(_ input: DeviceTensor, into output: DeviceTensor) throws {
         let (inputShape, outputShape) = try validateForward(input, output)
         let device = input.device
-        let (rows, columns) = try tables(inputShape, outputShape, on: device)
-        let program = try device.program("max_pool.cl", defines: ["KERNEL_SIZE": configuration.kernelSize])
+        let window = self.window(inputShape, outputShape)
+        let rows = try device.axisTables(window.rows)
+        let columns = try device.axisTables(window.columns)
+        let parameters = WindowLaunch.choose(.maxPoolForward, width: outputShape.w, on: device)
+        let (perItem, interiorColumns) = SeparableWindow.vectorColumns(
+            columns.interior, configuration.stride == 2 ? parameters.outputsPerItem : 1)
+        var defines = ["KERNEL_SIZE": configuration.kernelSize, "STRIDE": configuration.stride]
+        if perItem > 1 { defines["OUTPUTS_PER_ITEM"] = perItem }
+        let program = try device.program("max_pool.cl", defines: defines)
+        try window.splitDispatch(
+            on: device, program: program,
+            kernels: (perItem > 1 ? "max_pool_forward_interior_vector" : "max_pool_forward_interior", "max_pool_forward"),
+            buffers: [.buffer(input.buffer), .buffer(output.buffer)], interiorExtras: [],
+            tables: [.buffer(rows.source), .buffer(columns.source)],
+            shape: [
+                .int(inputShape.n * inputShape.c), .int(inputShape.h), .int(inputShape.w), .int(outputShape.h),
+                .int(outputShape.w),
+            ],
+            planes: inputShape.n * inputShape.c, interior: (rows.interior, interiorColumns),
+            extent: (outputShape.h, outputShape.w), outputsPerItem: perItem, parameters: parameters)
+    }
+
+    /// Training forward: the output and, besides the input, the index of each window's first
+    /// maximum (an int32 tensor of the output's shape under ``argmaxKey``), which makes backward
+    /// a comparison of indices instead of a re-scan of every window.
+    public func forwardTraining(_ input: DeviceTensor) throws -> (output: DeviceTensor, saved: SavedForBackward) {
+        let inputShape = try input.nchw("\(MaxPool2DConfiguration.operatorName) input")
+        let outputShape = try configuration.outputShape(for: inputShape)
+        let device = input.device
+        let output = try DeviceTensor(shape: outputShape.dimensions, on: device)
+        // Int32 indices stored in a float tensor's buffer (same size); only kernels read them.
+        let argmax = try DeviceTensor(shape: outputShape.dimensions, on: device)
+        let window = self.window(inputShape, outputShape)
+        let rows = try device.axisTables(window.rows)
+        let columns = try device.axisTables(window.columns)
+        let program = try device.program(
+            "max_pool.cl", defines: ["KERNEL_SIZE": configuration.kernelSize, "STRIDE": configuration.stride])
         try device.context.dispatch(
-            "max_pool_forward", in: program,
+            "max_pool_forward_argmax", in: program,
             arguments: [
-                .buffer(input.buffer), .buffer(output.buffer), .buffer(rows.source), .buffer(columns.source),
-                .int(inputShape.n * inputShape.c), .int(inputShape.h), .int(inputShape.w),
+                .buffer(input.buffer), .buffer(output.buffer), .buffer(argmax.buffer), .buffer(rows.source),
+                .buffer(columns.source), .int(inputShape.n * inputShape.c), .int(inputShape.h), .int(inputShape.w),
                 .int(outputShape.h), .int(outputShape.w),
             ],
             global: [outputShape.w, outputShape.h, inputShape.n * inputShape.c])
+        return (output, SavedForBackward(input: input, tensors: [argmaxKey: argmax]))
+    }
+
+    /// The key of the saved argmax indices; it names the configuration, so state saved by a
+    /// max pool with other windows is never used (backward then re-finds the maxima).
+    public var argmaxKey: String {
+        "argmax k\(configuration.kernelSize) s\(configuration.stride) p\(configuration.padding)"
     }
 
     /// Writes the gradient with respect to the input into `gradInput` (the input's shape).
+    /// Uses the argmax indices of ``forwardTraining(_:)`` when `saved` holds them, else re-finds
+    /// each window's first maximum from the saved input.
     public func backward(_ gradOutput: DeviceTensor, _ saved: SavedForBackward, into gradInput: DeviceTensor) throws {
         let (inputShape, outputShape) = try validateBackward(gradOutput, saved, gradInput)
         let device = gradOutput.device
-        let (rows, columns) = try tables(inputShape, outputShape, on: device)
+        let window = self.window(inputShape, outputShape)
+        let rows = try device.axisTables(window.rows)
+        let columns = try device.axisTables(window.columns)
         let program = try device.program(
             "max_pool.cl",
-            defines: ["KERNEL_SIZE": configuration.kernelSize, "FAN_IN_ROWS": rows.fanIn, "FAN_IN_COLS": columns.fanIn])
+            defines: [
+                "KERNEL_SIZE": configuration.kernelSize, "STRIDE": configuration.stride, "FAN_IN_ROWS": rows.fanIn,
+                "FAN_IN_COLS": columns.fanIn,
+            ])
+        let shape: [KernelArgument] = [
+            .int(inputShape.n * inputShape.c), .int(inputShape.h), .int(inputShape.w), .int(outputShape.h),
+            .int(outputShape.w),
+        ]
+        if let argmax = saved.tensors[argmaxKey], argmax.shape == outputShape.dimensions, argmax.device === device {
+            // Vectors of 8 columns (stride 2) start on an even padded column; the rest of the
+            // columns go through the one-element kernel.
+            let vectorColumns =
+                configuration.stride == 2
+                ? SeparableWindow.alignedVectorColumns(
+                    columns.backwardInterior, lanes: 8, padBefore: configuration.padding) : 0..<0
+            try window.splitDispatch(
+                on: device, program: program,
+                kernels: ("max_pool_backward_argmax_vector", "max_pool_backward_argmax"),
+                buffers: [.buffer(argmax.buffer), .buffer(gradOutput.buffer), .buffer(gradInput.buffer)],
+                interiorExtras: [.buffer(rows.target)], tables: [.buffer(rows.target), .buffer(columns.target)],
+                shape: shape, planes: inputShape.n * inputShape.c, interior: (0..<inputShape.h, vectorColumns),
+                extent: (inputShape.h, inputShape.w), outputsPerItem: 8,
+                parameters: WindowLaunch.choose(.windowBackward, width: inputShape.w, on: device))
+            return
+        }
         try device.context.dispatch(
             "max_pool_backward", in: program,
             arguments: [
                 .buffer(saved.input.buffer), .buffer(gradOutput.buffer), .buffer(gradInput.buffer),
                 .buffer(rows.source), .buffer(columns.source), .buffer(rows.target), .buffer(columns.target),
-                .int(inputShape.n * inputShape.c), .int(inputShape.h), .int(inputShape.w),
-                .int(outputShape.h), .int(outputShape.w),
-            ],
+            ] + shape,
             global: [inputShape.w, inputShape.h, inputShape.n * inputShape.c])
     }
 
-    private func tables(_ input: Shape4D, _ output: Shape4D, on device: Device) throws -> (
-        AxisTableBuffers, AxisTableBuffers
-    ) {
+    private func window(_ input: Shape4D, _ output: Shape4D) -> SeparableWindow {
         let taps = [Float](repeating: 1, count: configuration.kernelSize)
         func axis(_ size: Int, _ outputSize: Int) -> AxisGeometry {
             AxisGeometry(
                 inputSize: size, outputSize: outputSize, stride: configuration.stride, padBefore: configuration.padding,
                 border: .clampToWindow, taps: taps)
         }
-        return (try device.axisTables(axis(input.h, output.h)), try device.axisTables(axis(input.w, output.w)))
+        return SeparableWindow(rows: axis(input.h, output.h), columns: axis(input.w, output.w))
     }
 }
 

@@ -73,10 +73,11 @@ struct ParityCase<Layer: PoolingLayer> {
     let referenceBackward: (_ gradOutput: HostTensor, _ input: HostTensor) throws -> HostTensor
 
     /// Forward, training forward and backward of `layer` on `shape` against the reference, with
-    /// guarded outputs; records issues naming the shape and configuration.
+    /// guarded outputs; records issues naming the shape and configuration. `device` defaults to
+    /// the shared test device (tests that pin launch parameters bring their own).
     @discardableResult
-    func check(shape: [Int], seed: UInt64, input: HostTensor? = nil) throws -> WorstErrors {
-        let device = try TestDevice.get()
+    func check(shape: [Int], seed: UInt64, input: HostTensor? = nil, on device: Device? = nil) throws -> WorstErrors {
+        let device = try device ?? TestDevice.get()
         let label = "\(layer.configuration) on \(shape)"
         let operatorName = "\(Layer.self)"
         let x = try input ?? randomTensor(shape, seed: seed)

@@ -1,0 +1,247 @@
+import Foundation
+import NyquistCL
+import NyquistCore
+
+/// How one kernel family is launched on a device: the knobs the tuner searches.
+///
+/// Each family reads these through one "choose launch parameters" function (see
+/// ``Device/launchParameters(family:shapeClass:builtIn:)``) so that a tuned database entry, a
+/// built-in default and a test's override all go through the same path.
+public struct LaunchParameters: Codable, Hashable, Sendable, CustomStringConvertible {
+    /// Consecutive outputs along W per work item (1: the one-element kernels; 2, 4 or 8: the
+    /// vector kernels of the window families).
+    public var outputsPerItem: Int
+    /// Work-group size per dimension, each clamped to the global size at launch (nil: the
+    /// driver chooses).
+    public var localSize: [Int]?
+
+    /// Bundles the parameters.
+    public init(outputsPerItem: Int = 1, localSize: [Int]? = nil) {
+        self.outputsPerItem = outputsPerItem
+        self.localSize = localSize
+    }
+
+    public var description: String {
+        "outputsPerItem \(outputsPerItem), local " + (localSize.map { "\($0)" } ?? "driver")
+    }
+
+    /// Whether the values can be launched at all (a database file may hold anything).
+    var isUsable: Bool {
+        [1, 2, 4, 8].contains(outputsPerItem)
+            && (localSize.map { $0.count >= 1 && $0.count <= 3 && $0.allSatisfy { $0 >= 1 && $0 <= 4096 } } ?? true)
+    }
+
+    /// The local size for a launch over `global`, each axis clamped to the global size and
+    /// padded with 1s to its rank; nil leaves the choice to the driver.
+    func local(for global: [Int]) -> [Int]? {
+        guard let localSize else { return nil }
+        return global.indices.map { axis in min(axis < localSize.count ? localSize[axis] : 1, max(global[axis], 1)) }
+    }
+}
+
+/// The launch parameters tuned for one device, by "family/shape class" key, as stored in
+/// `<cache>/tuning/<device>.json` (the cache directory is `NYQUIST_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/nyquist`, else `~/.cache/nyquist`).
+///
+/// Layers never tune on a user's call: `nyquist-bench --tune` fills the file, layers read it.
+/// A missing, unreadable or malformed file, or an entry whose values cannot be launched, is
+/// ignored and the family's built-in default is used.
+public struct TuningDatabase: Codable, Sendable, Equatable {
+    /// The OpenCL device name the entries were measured on.
+    public var device: String
+    /// Entries by key `family/shapeClass`.
+    public var entries: [String: LaunchParameters]
+
+    /// An empty database for `device`.
+    public init(device: String, entries: [String: LaunchParameters] = [:]) {
+        self.device = device
+        self.entries = entries
+    }
+
+    /// The key of one family and shape class.
+    public static func key(family: String, shapeClass: String) -> String { "\(family)/\(shapeClass)" }
+
+    /// The cache directory (not created): `NYQUIST_CACHE_DIR`, else `$XDG_CACHE_HOME/nyquist`,
+    /// else `$HOME/.cache/nyquist`; nil when none of these is set.
+    public static func cacheDirectory() -> String? {
+        if let directory = environment("NYQUIST_CACHE_DIR"), !directory.isEmpty { return directory }
+        if let directory = environment("XDG_CACHE_HOME"), !directory.isEmpty { return directory + "/nyquist" }
+        if let home = environment("HOME"), !home.isEmpty { return home + "/.cache/nyquist" }
+        return nil
+    }
+
+    /// The database file of `deviceName` under `directory` (default: ``cacheDirectory()``):
+    /// `tuning/<name>.json`, with every character outside [A-Za-z0-9._-] replaced by "_".
+    public static func path(deviceName: String, directory: String? = nil) -> String? {
+        guard let base = directory ?? cacheDirectory() else { return nil }
+        let safe = String(
+            deviceName.unicodeScalars.map { scalar -> Character in
+                let allowed = (scalar.isASCII && (scalar.properties.isAlphabetic || ("0"..."9").contains(scalar)))
+                    || scalar == "." || scalar == "-" || scalar == "_"
+                return allowed ? Character(scalar) : "_"
+            })
+        return base + "/tuning/" + (safe.isEmpty ? "device" : safe) + ".json"
+    }
+
+    /// Reads the database at `path`; nil when it is missing, unreadable, not valid JSON, or
+    /// measured on another device (a renamed file must not apply one device's numbers to another).
+    public static func load(path: String, deviceName: String) -> TuningDatabase? {
+        guard let text = readTextFile(path),
+            let database = try? JSONDecoder().decode(TuningDatabase.self, from: Data(text.utf8)),
+            database.device == deviceName
+        else { return nil }
+        return database
+    }
+
+    /// Writes the database to `path` (creating its folder), through a temporary file renamed
+    /// into place so a reader never sees half a file.
+    public func save(path: String) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let data: Data
+        do {
+            data = try encoder.encode(self)
+        } catch {
+            throw NyquistError(.io, "cannot encode the tuning database: \(error)")
+        }
+        let url = URL(fileURLWithPath: path)
+        do {
+            try FileManager.default.createDirectory(
+                at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try data.write(to: url, options: .atomic)
+        } catch {
+            throw NyquistError(.io, "cannot write the tuning database \(path): \(error.localizedDescription)")
+        }
+    }
+}
+
+/// Per-device tuning state: the database read from disk (once, lazily) and in-memory overrides
+/// (the tuner's candidates, tests that pin parameters).
+struct TuningState {
+    var loaded = false
+    var database: TuningDatabase? = nil
+    var overrides: [String: LaunchParameters] = [:]
+}
+
+extension Device {
+    /// The launch parameters of `family` for `shapeClass`: an in-memory override if one is set,
+    /// else the tuned entry of this device's database file, else `builtIn`. Never throws and
+    /// never tunes: a missing or broken database simply means the built-in default.
+    public func launchParameters(family: String, shapeClass: String, builtIn: LaunchParameters) -> LaunchParameters {
+        let key = TuningDatabase.key(family: family, shapeClass: shapeClass)
+        let name = self.name
+        return tuning.withLock { state in
+            if let pinned = state.overrides[key] { return pinned }
+            if !state.loaded {
+                state.loaded = true
+                state.database = TuningDatabase.path(deviceName: name).flatMap {
+                    TuningDatabase.load(path: $0, deviceName: name)
+                }
+            }
+            if let tuned = state.database?.entries[key], tuned.isUsable { return tuned }
+            return builtIn
+        }
+    }
+
+    /// Pins (or, with nil, unpins) the launch parameters of one family and shape class for
+    /// this device object only, ahead of the database; the tuner and the parity tests use it.
+    /// Throws for values that cannot be launched.
+    public func overrideLaunchParameters(_ parameters: LaunchParameters?, family: String, shapeClass: String) throws {
+        if let parameters, !parameters.isUsable {
+            throw NyquistError(.invalidConfiguration, "launch parameters \(parameters) cannot be launched")
+        }
+        let key = TuningDatabase.key(family: family, shapeClass: shapeClass)
+        tuning.withLock { $0.overrides[key] = parameters }
+    }
+
+    /// Forgets the database read from disk, so the next lookup reads the file again (after
+    /// `nyquist-bench --tune` wrote it, for example); with `path`, reads that file now instead
+    /// of the one under the cache directory (a broken or foreign file leaves only the built-in
+    /// defaults).
+    public func reloadTuningDatabase(path: String? = nil) {
+        let database = path.flatMap { TuningDatabase.load(path: $0, deviceName: name) }
+        tuning.withLock { state in
+            state.loaded = path != nil
+            state.database = database
+        }
+    }
+}
+
+/// A kernel family the tuner can search: its shape classes (each with a representative input
+/// shape), its candidate launch parameters, and how to run the pass being tuned. Other kernel
+/// families plug in by providing one of these and reading their parameters through
+/// ``Device/launchParameters(family:shapeClass:builtIn:)``.
+public struct TunableFamily: Sendable {
+    /// The family name, the first half of the database key.
+    public let name: String
+    /// Shape classes with the input shape (N, C, H, W) the tuner times them on.
+    public let shapeClasses: [(name: String, inputShape: [Int])]
+    /// Every candidate; each must give the same results (the parity tests run them all).
+    public let candidates: [LaunchParameters]
+    /// Prepares the pass for `input` once (allocations, training forward) and returns the
+    /// closure that runs only the timed kernels.
+    public let prepare: @Sendable (_ input: DeviceTensor) throws -> () throws -> Void
+
+    /// Bundles a family.
+    public init(
+        name: String, shapeClasses: [(name: String, inputShape: [Int])], candidates: [LaunchParameters],
+        prepare: @escaping @Sendable (_ input: DeviceTensor) throws -> () throws -> Void
+    ) {
+        self.name = name
+        self.shapeClasses = shapeClasses
+        self.candidates = candidates
+        self.prepare = prepare
+    }
+}
+
+/// Times every candidate of some kernel families on one device with profiling events and
+/// keeps the fastest per shape class (in the spirit of CLBlast's tuning database).
+public enum KernelTuner {
+    /// One measured candidate.
+    public struct Measurement: Sendable {
+        /// The database key.
+        public let key: String
+        /// The candidate.
+        public let parameters: LaunchParameters
+        /// Median kernel time in seconds.
+        public let seconds: Double
+    }
+
+    /// Tunes `families` on `device`: for each shape class, pins each candidate in turn (an
+    /// in-memory override), runs the pass `repeats` times after one warm-up, and keeps the
+    /// candidate with the lowest median. Returns the database (existing entries of other
+    /// families kept from `existing`) and every measurement. Overrides are removed afterwards.
+    public static func tune(
+        _ families: [TunableFamily], on device: Device, repeats: Int = 5, existing: TuningDatabase? = nil,
+        progress: (String) -> Void = { _ in }
+    ) throws -> (database: TuningDatabase, measurements: [Measurement]) {
+        var database = existing ?? TuningDatabase(device: device.name)
+        database.device = device.name
+        var measurements: [Measurement] = []
+        for family in families {
+            for shapeClass in family.shapeClasses {
+                let input = try DeviceTensor(
+                    HostTensor(shape: shapeClass.inputShape, generator: { Float(($0 * 7919) % 1000) / 1000 - 0.5 }),
+                    on: device)
+                var best: Measurement? = nil
+                defer { try? device.overrideLaunchParameters(nil, family: family.name, shapeClass: shapeClass.name) }
+                for candidate in family.candidates {
+                    try device.overrideLaunchParameters(candidate, family: family.name, shapeClass: shapeClass.name)
+                    progress("\(family.name) \(shapeClass.name): \(candidate)")
+                    let run = try family.prepare(input)
+                    _ = try device.measure(run)
+                    var times: [Double] = []
+                    for _ in 0..<max(repeats, 1) { times.append(try device.measure(run).kernelSeconds) }
+                    times.sort()
+                    let measurement = Measurement(
+                        key: TuningDatabase.key(family: family.name, shapeClass: shapeClass.name),
+                        parameters: candidate, seconds: times[times.count / 2])
+                    measurements.append(measurement)
+                    if measurement.seconds < best?.seconds ?? .infinity { best = measurement }
+                }
+                if let best { database.entries[best.key] = best.parameters }
+            }
+        }
+        return (database, measurements)
+    }
+}

@@ -1,0 +1,67 @@
+import NyquistCore
+
+/// The tuner's view of the window kernel families (max pool, avg pool, BlurPool, MaxBlurPool):
+/// what `nyquist-bench --tune` measures and saves for this device.
+public enum WindowTuning {
+    /// Representative inputs per shape class (the class is the width of what a pass writes:
+    /// 128 -> outputs 64 wide, 56 -> 28 medium, 14 -> 7 narrow).
+    static let shapeClasses: [(name: String, inputShape: [Int])] = [
+        ("wide", [2, 32, 128, 128]), ("medium", [4, 64, 56, 56]), ("narrow", [8, 128, 14, 14]),
+    ]
+
+    /// Every candidate: 1, 2, 4 or 8 outputs per work item, with the driver's work-group size,
+    /// a row of up to 64 work items, 16 x 4 tiles, or up to 64 x 8 (each clamped to the launch).
+    public static let candidates: [LaunchParameters] = [1, 2, 4, 8].flatMap { perItem in
+        [nil, [64, 1, 1], [16, 4, 1], [64, 8, 1]].map { LaunchParameters(outputsPerItem: perItem, localSize: $0) }
+    }
+
+    /// The tunable families: BlurPool forward (also AvgPool's), MaxBlurPool's fused forward,
+    /// the window backward (BlurPool, AvgPool, MaxBlurPool) and MaxPool forward (k 3, s 2, p 1).
+    public static func families() throws -> [TunableFamily] {
+        let maxPool = try MaxPool2D(kernelSize: 3, stride: 2, padding: 1)
+        return [
+            TunableFamily(
+                name: WindowLaunch.windowForward.rawValue, shapeClasses: shapeClasses, candidates: candidates,
+                prepare: { input in try forwardRun(BlurPool2D(channels: input.shape[1]), input) }),
+            TunableFamily(
+                name: WindowLaunch.maxBlurForward.rawValue, shapeClasses: shapeClasses, candidates: candidates,
+                prepare: { input in try forwardRun(MaxBlurPool2D(channels: input.shape[1]), input) }),
+            TunableFamily(
+                name: WindowLaunch.windowBackward.rawValue, shapeClasses: shapeClasses, candidates: candidates,
+                prepare: { input in
+                    let layer = try BlurPool2D(channels: input.shape[1])
+                    let (output, saved) = try layer.forwardTraining(input)
+                    let gradInput = try DeviceTensor(shape: input.shape, on: input.device)
+                    return { try layer.backward(output, saved, into: gradInput) }
+                }),
+            TunableFamily(
+                name: WindowLaunch.maxPoolForward.rawValue, shapeClasses: shapeClasses, candidates: candidates,
+                prepare: { input in try forwardRun(maxPool, input) }),
+        ]
+    }
+
+    private static func forwardRun<Layer: PoolingLayer>(_ layer: Layer, _ input: DeviceTensor) throws
+        -> () throws -> Void
+    {
+        let output = try DeviceTensor(shape: layer.outputShape(for: input).dimensions, on: input.device)
+        return { try layer.forward(input, into: output) }
+    }
+
+    /// Tunes every window family on `device` and saves the result (merged with the entries of
+    /// other families already in the file) to `path`, by default this device's file under the
+    /// cache directory. Returns the path and every measurement.
+    public static func tuneAndSave(
+        on device: Device, repeats: Int = 5, path: String? = nil, progress: (String) -> Void = { _ in }
+    ) throws -> (path: String, measurements: [KernelTuner.Measurement]) {
+        guard let path = path ?? TuningDatabase.path(deviceName: device.name) else {
+            throw NyquistError(
+                .io, "no cache directory for the tuning database: set NYQUIST_CACHE_DIR, XDG_CACHE_HOME or HOME")
+        }
+        let existing = TuningDatabase.load(path: path, deviceName: device.name)
+        let (database, measurements) = try KernelTuner.tune(
+            families(), on: device, repeats: repeats, existing: existing, progress: progress)
+        try database.save(path: path)
+        device.reloadTuningDatabase()
+        return (path, measurements)
+    }
+}
