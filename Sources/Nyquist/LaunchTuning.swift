@@ -63,12 +63,7 @@ public struct TuningDatabase: Codable, Sendable, Equatable {
 
     /// The cache directory (not created): `NYQUIST_CACHE_DIR`, else `$XDG_CACHE_HOME/nyquist`,
     /// else `$HOME/.cache/nyquist`; nil when none of these is set.
-    public static func cacheDirectory() -> String? {
-        if let directory = environment("NYQUIST_CACHE_DIR"), !directory.isEmpty { return directory }
-        if let directory = environment("XDG_CACHE_HOME"), !directory.isEmpty { return directory + "/nyquist" }
-        if let home = environment("HOME"), !home.isEmpty { return home + "/.cache/nyquist" }
-        return nil
-    }
+    public static func cacheDirectory() -> String? { ProgramCacheLocation.defaultRoot() }
 
     /// The database file of `deviceName` under `directory` (default: ``cacheDirectory()``):
     /// `tuning/<name>.json`, with every character outside [A-Za-z0-9._-] replaced by "_".

@@ -27,10 +27,17 @@ public enum ProgramCacheLocation: Sendable, Equatable {
         {
             return .memoryOnly
         }
-        if let explicit = getenvString("NYQUIST_CACHE_DIR"), !explicit.isEmpty { return .directory(explicit) }
-        if let xdg = getenvString("XDG_CACHE_HOME"), !xdg.isEmpty { return .directory(xdg + "/nyquist") }
-        if let home = getenvString("HOME"), !home.isEmpty { return .directory(home + "/.cache/nyquist") }
-        return .memoryOnly
+        return defaultRoot().map { .directory($0) } ?? .memoryOnly
+    }
+
+    /// Nyquist's cache root, shared by the program cache and the tuning database (not created):
+    /// `NYQUIST_CACHE_DIR`, else `$XDG_CACHE_HOME/nyquist`, else `$HOME/.cache/nyquist`; nil
+    /// when none of these is set.
+    public static func defaultRoot() -> String? {
+        if let explicit = getenvString("NYQUIST_CACHE_DIR"), !explicit.isEmpty { return explicit }
+        if let xdg = getenvString("XDG_CACHE_HOME"), !xdg.isEmpty { return xdg + "/nyquist" }
+        if let home = getenvString("HOME"), !home.isEmpty { return home + "/.cache/nyquist" }
+        return nil
     }
 
     /// The folder that holds the entries, or nil for ``memoryOnly``.
