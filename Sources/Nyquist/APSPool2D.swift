@@ -179,13 +179,16 @@ struct PolyphaseLaunch: Equatable {
         max(1, elementsPerGroup / max(planeElements, 1))
     }
 
-    /// A choice that replaces ``choose(for:)`` on every device while set (for a tuner, or a test
-    /// of another candidate); nil: the built-in choice.
-    static let override = Mutex<PolyphaseLaunch?>(nil)
+    /// Choices that replace ``choose(for:)`` on one device each, keyed by the Device's
+    /// identity (for a tuner, or a test of another candidate); absent: the built-in choice.
+    /// Per device rather than process-wide, so that pinning a candidate never changes the
+    /// choice of a call running meanwhile on another Device: a program built with one value
+    /// and launched with another would compute garbage.
+    static let override = Mutex<[ObjectIdentifier: PolyphaseLaunch]>([:])
 
     /// The choice for `device`: 64, or the largest power of two the device allows below it.
     static func choose(for device: Device) -> PolyphaseLaunch {
-        if let chosen = override.withLock({ $0 }) { return chosen }
+        if let chosen = override.withLock({ $0[ObjectIdentifier(device)] }) { return chosen }
         var size = 64
         while size > 1 && size > device.info.maxWorkGroupSize { size /= 2 }
         return PolyphaseLaunch(groupSize: size)

@@ -246,14 +246,16 @@ struct AdaptiveLaunch: Equatable {
     /// Largest P = G*k*k the tiled kernels accept (their private logits are positions x P).
     static let tiledChannelLimit = 128
 
-    /// A choice that replaces ``choose(for:configuration:)`` on every device while set (for a
-    /// tuner, or a test of another candidate); nil: the built-in choice. `tiled` is still
-    /// refused above ``tiledChannelLimit``.
-    static let override = Mutex<AdaptiveLaunch?>(nil)
+    /// Choices that replace ``choose(for:configuration:)`` on one device each, keyed by the Device's
+    /// identity (for a tuner, or a test of another candidate); absent: the built-in choice.
+    /// Per device rather than process-wide, so that pinning a candidate never changes the
+    /// choice of a call running meanwhile on another Device: a program built with one value
+    /// and launched with another would compute garbage. `tiled` is still refused above ``tiledChannelLimit``.
+    static let override = Mutex<[ObjectIdentifier: AdaptiveLaunch]>([:])
 
     /// The choice for `device` and `configuration`.
     static func choose(for device: Device, configuration: AdaptiveBlurPool2DConfiguration) -> AdaptiveLaunch {
-        if var chosen = override.withLock({ $0 }) {
+        if var chosen = override.withLock({ $0[ObjectIdentifier(device)] }) {
             chosen.tiled = chosen.tiled && configuration.predictorChannels <= tiledChannelLimit
             chosen.positions = min(max(chosen.positions, 1), 4)
             chosen.outVectors = min(max(chosen.outVectors, 1), 4)

@@ -759,13 +759,16 @@ struct LiftLaunch: Equatable {
     /// Band positions per work item of lift_down, lift_down_pair and lift_up.
     var run: Int
 
-    /// A choice that replaces ``choose(for:)`` on every device while set (for a tuner, or a test
-    /// of another candidate); nil: the built-in choice.
-    static let override = Mutex<LiftLaunch?>(nil)
+    /// Choices that replace ``choose(for:)`` on one device each, keyed by the Device's
+    /// identity (for a tuner, or a test of another candidate); absent: the built-in choice.
+    /// Per device rather than process-wide, so that pinning a candidate never changes the
+    /// choice of a call running meanwhile on another Device: a program built with one value
+    /// and launched with another would compute garbage.
+    static let override = Mutex<[ObjectIdentifier: LiftLaunch]>([:])
 
     /// The choice for `device`.
     static func choose(for device: Device) -> LiftLaunch {
-        if let chosen = override.withLock({ $0 }) { return LiftLaunch(run: max(chosen.run, 1)) }
+        if let chosen = override.withLock({ $0[ObjectIdentifier(device)] }) { return LiftLaunch(run: max(chosen.run, 1)) }
         return LiftLaunch(run: 8)
     }
 }

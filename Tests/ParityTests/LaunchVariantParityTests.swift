@@ -7,23 +7,23 @@ import _NyquistTestSupport
 
 // The launch parameters a per-device tuner may pick (PolyphaseLaunch, LiftLaunch,
 // AdaptiveLaunch candidates other than today's choice) against the CPU reference, on odd shapes
-// with N and C that are not multiples of anything the kernels tile by. The overrides are
-// process-wide, so the suite is serialised and every test restores the built-in choice; a
-// parity test of another suite that runs meanwhile only sees a different, equally checked
-// candidate.
+// with N and C that are not multiples of anything the kernels tile by. Each test pins
+// its candidates on a Device of its own: the overrides are per device, so suites running
+// meanwhile keep the built-in choice (a process-wide override once let a concurrent LiftPool
+// test build its program with one RUN and launch it with another).
 @Suite("Launch-parameter candidates vs reference", .serialized)
 struct LaunchVariantParityTests {
     static let shapes: [[Int]] = [[3, 5, 7, 9], [1, 3, 31, 33], [2, 3, 13, 40]]
 
     @Test("APS and TIPS with other work-group sizes and plane batching")
     func polyphase() throws {
-        let device = try TestDevice.get()
-        defer { PolyphaseLaunch.override.withLock { $0 = nil } }
+        let device = try TestDevice.fresh()  // overrides are per device: other suites keep theirs
+        defer { PolyphaseLaunch.override.withLock { $0[ObjectIdentifier(device)] = nil } }
         for launch in [
             PolyphaseLaunch(groupSize: 16, elementsPerGroup: 1), PolyphaseLaunch(groupSize: 128, elementsPerGroup: 16384),
             PolyphaseLaunch(groupSize: 1, elementsPerGroup: 1024),
         ] {
-            PolyphaseLaunch.override.withLock { $0 = launch }
+            PolyphaseLaunch.override.withLock { $0[ObjectIdentifier(device)] = launch }
             for (index, shape) in Self.shapes.enumerated() {
                 let label = "\(launch) on \(shape)"
                 let x = try randomTensor(shape, seed: UInt64(40 + index))
@@ -53,10 +53,10 @@ struct LaunchVariantParityTests {
 
     @Test("LiftDownPool2D and LiftUpPool2D with other run lengths")
     func lift() throws {
-        let device = try TestDevice.get()
-        defer { LiftLaunch.override.withLock { $0 = nil } }
+        let device = try TestDevice.fresh()  // overrides are per device: other suites keep theirs
+        defer { LiftLaunch.override.withLock { $0[ObjectIdentifier(device)] = nil } }
         for run in [1, 3, 16] {
-            LiftLaunch.override.withLock { $0 = LiftLaunch(run: run) }
+            LiftLaunch.override.withLock { $0[ObjectIdentifier(device)] = LiftLaunch(run: run) }
             for (index, shape) in Self.shapes.enumerated() {
                 let label = "RUN=\(run) on \(shape)"
                 let config = try LiftPoolConfiguration(channels: shape[1], kernelSize: 5)
@@ -80,11 +80,11 @@ struct LaunchVariantParityTests {
 
     @Test("AdaptiveBlurPool2D tiled predictor with other register tiles")
     func adaptive() throws {
-        let device = try TestDevice.get()
-        defer { AdaptiveLaunch.override.withLock { $0 = nil } }
+        let device = try TestDevice.fresh()  // overrides are per device: other suites keep theirs
+        defer { AdaptiveLaunch.override.withLock { $0[ObjectIdentifier(device)] = nil } }
         for (positions, outVectors) in [(1, 1), (2, 4), (3, 2), (4, 1)] {
             AdaptiveLaunch.override.withLock {
-                $0 = AdaptiveLaunch(tiled: true, positions: positions, outVectors: outVectors, local: nil)
+                $0[ObjectIdentifier(device)] = AdaptiveLaunch(tiled: true, positions: positions, outVectors: outVectors, local: nil)
             }
             for (index, shape) in Self.shapes.enumerated() {
                 for softmax in AdaptiveSoftmax.allCases {
