@@ -362,6 +362,35 @@ inline void group_sum(__local float *values, int lid) {
 
 #define GRADIENT_SLOTS (2 * (KERNEL_SIZE + 3))
 
+/* Sums each of the GRADIENT_SLOTS per-item partial sums over the work-group and adds (or, when
+   !accumulate, writes) it to its parameter gradient of channel c: slots 0..K-1 predict weights,
+   then predict bias, scale, shift, then the same four for update. Every work item must call it
+   (it holds barriers). */
+static void store_parameter_gradients(
+    const float *sums, __local float *scratch, int lid, int c, int accumulate, __global float *gpw, __global float *gpb,
+    __global float *gps, __global float *gpt, __global float *guw, __global float *gub, __global float *gus,
+    __global float *gut) {
+    for (int k = 0; k < GRADIENT_SLOTS; ++k) {
+        scratch[lid] = sums[k];
+        group_sum(scratch, lid);
+        if (lid == 0) {
+            float value = scratch[0];
+            __global float *target;
+            int index = c;
+            if (k < KERNEL_SIZE) { target = gpw; index = c * KERNEL_SIZE + k; }
+            else if (k == KERNEL_SIZE) target = gpb;
+            else if (k == KERNEL_SIZE + 1) target = gps;
+            else if (k == KERNEL_SIZE + 2) target = gpt;
+            else if (k < 2 * KERNEL_SIZE + 3) { target = guw; index = c * KERNEL_SIZE + k - (KERNEL_SIZE + 3); }
+            else if (k == 2 * KERNEL_SIZE + 3) target = gub;
+            else if (k == 2 * KERNEL_SIZE + 4) target = gus;
+            else target = gut;
+            target[index] = (accumulate ? target[index] : 0.0f) + value;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+}
+
 // Global size (LIFT_GROUP * channels), local LIFT_GROUP: group = channel.
 // Slots: P weight[K], P bias, P scale, P shift, then the same for U.
 __kernel void lift_parameter_gradients(BACKWARD_BUFFERS, __global const float *gdetail,
@@ -413,25 +442,7 @@ __kernel void lift_parameter_gradients(BACKWARD_BUFFERS, __global const float *g
         sums[KERNEL_SIZE + 1] += gzp * rp;
         sums[KERNEL_SIZE + 2] += gzp;
     }
-    for (int k = 0; k < GRADIENT_SLOTS; ++k) {
-        scratch[lid] = sums[k];
-        group_sum(scratch, lid);
-        if (lid == 0) {
-            float value = scratch[0];
-            __global float *target;
-            int index = c;
-            if (k < KERNEL_SIZE) { target = gpw; index = c * KERNEL_SIZE + k; }
-            else if (k == KERNEL_SIZE) target = gpb;
-            else if (k == KERNEL_SIZE + 1) target = gps;
-            else if (k == KERNEL_SIZE + 2) target = gpt;
-            else if (k < 2 * KERNEL_SIZE + 3) { target = guw; index = c * KERNEL_SIZE + k - (KERNEL_SIZE + 3); }
-            else if (k == 2 * KERNEL_SIZE + 3) target = gub;
-            else if (k == 2 * KERNEL_SIZE + 4) target = gus;
-            else target = gut;
-            target[index] = (accumulate ? target[index] : 0.0f) + value;
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
+    store_parameter_gradients(sums, scratch, lid, c, accumulate, gpw, gpb, gps, gpt, guw, gub, gus, gut);
 }
 
 // Global size (LIFT_GROUP * groups), local LIFT_GROUP; partials has 2 * groups floats.
@@ -578,23 +589,5 @@ __kernel void lift_up_parameter_gradients(__global const float *even, __global c
         sums[2 * KERNEL_SIZE + 4] += gzu * lift_relu(au);
         sums[2 * KERNEL_SIZE + 5] += gzu;
     }
-    for (int k = 0; k < GRADIENT_SLOTS; ++k) {
-        scratch[lid] = sums[k];
-        group_sum(scratch, lid);
-        if (lid == 0) {
-            float value = scratch[0];
-            __global float *target;
-            int index = c;
-            if (k < KERNEL_SIZE) { target = gpw; index = c * KERNEL_SIZE + k; }
-            else if (k == KERNEL_SIZE) target = gpb;
-            else if (k == KERNEL_SIZE + 1) target = gps;
-            else if (k == KERNEL_SIZE + 2) target = gpt;
-            else if (k < 2 * KERNEL_SIZE + 3) { target = guw; index = c * KERNEL_SIZE + k - (KERNEL_SIZE + 3); }
-            else if (k == 2 * KERNEL_SIZE + 3) target = gub;
-            else if (k == 2 * KERNEL_SIZE + 4) target = gus;
-            else target = gut;
-            target[index] = (accumulate ? target[index] : 0.0f) + value;
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
+    store_parameter_gradients(sums, scratch, lid, c, accumulate, gpw, gpb, gps, gpt, guw, gub, gus, gut);
 }
