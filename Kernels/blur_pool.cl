@@ -150,8 +150,8 @@ __kernel void weighted_window_forward(
     int ii = get_global_id(1);
     int plane = get_global_id(2);
     if (jj >= cols || ii >= rows || plane >= planes) return;
-    int i = row_base + ii + (ii >= row_split ? row_jump : 0);
-    int j = col_base + jj + (jj >= col_split ? col_jump : 0);
+    int i = strip_index(ii, row_base, row_split, row_jump);
+    int j = strip_index(jj, col_base, col_split, col_jump);
     __global const float *image = x + plane * height * width;
 
     int sources[TAPS];
@@ -263,8 +263,8 @@ __kernel void weighted_window_backward(
     int ii = get_global_id(1);
     int plane = get_global_id(2);
     if (jj >= cols || ii >= rows || plane >= planes) return;
-    int a = row_base + ii + (ii >= row_split ? row_jump : 0);
-    int b = col_base + jj + (jj >= col_split ? col_jump : 0);
+    int a = strip_index(ii, row_base, row_split, row_jump);
+    int b = strip_index(jj, col_base, col_split, col_jump);
     __global const float *gradient = grad_y + plane * out_height * out_width;
 
     int targets[FAN_IN_COLS];
@@ -301,8 +301,8 @@ __kernel void max_map_backward(
     int ii = get_global_id(1);
     int plane = get_global_id(2);
     if (jj >= cols || ii >= rows || plane >= planes) return;
-    int a = row_base + ii + (ii >= row_split ? row_jump : 0);
-    int b = col_base + jj + (jj >= col_split ? col_jump : 0);
+    int a = strip_index(ii, row_base, row_split, row_jump);
+    int b = strip_index(jj, col_base, col_split, col_jump);
     __global const float *image = x + plane * height * width;
     __global const float *gradient = grad_map + plane * (height - 1) * (width - 1);
     float sum = 0.0f;

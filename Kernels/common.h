@@ -32,4 +32,11 @@ inline bool replaces_maximum(float candidate, float best) {
     return candidate > best || (isnan(candidate) && !isnan(best));
 }
 
+// Border-strip work items are remapped so that one launch covers two strips: item k of an axis
+// handles index base + k, skipping `jump` indices once k reaches `split` (the interior between
+// the left and right, or top and bottom, strips).
+inline int strip_index(int k, int base, int split, int jump) {
+    return base + k + (k >= split ? jump : 0);
+}
+
 #endif

@@ -116,8 +116,8 @@ __kernel void max_pool_forward(
     int ii = get_global_id(1);
     int plane = get_global_id(2);
     if (jj >= cols || ii >= rows || plane >= planes) return;
-    int i = row_base + ii + (ii >= row_split ? row_jump : 0);
-    int j = col_base + jj + (jj >= col_split ? col_jump : 0);
+    int i = strip_index(ii, row_base, row_split, row_jump);
+    int j = strip_index(jj, col_base, col_split, col_jump);
     __global const float *image = x + plane * height * width;
     int cols_read[KERNEL_SIZE];
     for (int v = 0; v < KERNEL_SIZE; ++v) cols_read[v] = col_source[j * KERNEL_SIZE + v];
@@ -163,8 +163,8 @@ __kernel void max_pool_backward_argmax(
     int ii = get_global_id(1);
     int plane = get_global_id(2);
     if (jj >= cols || ii >= rows || plane >= planes) return;
-    int a = row_base + ii + (ii >= row_split ? row_jump : 0);
-    int b = col_base + jj + (jj >= col_split ? col_jump : 0);
+    int a = strip_index(ii, row_base, row_split, row_jump);
+    int b = strip_index(jj, col_base, col_split, col_jump);
     __global const int *winners = argmax + plane * out_height * out_width;
     __global const float *gradient = grad_y + plane * out_height * out_width;
     int mine = a * width + b;
