@@ -4,12 +4,14 @@
 // p1 = (1,0), p2 = (0,1), p3 = (1,1).
 //
 // APS (odd sizes: padded row H copies row 0, padded column W copies column 0):
-//   aps_choose     one work-group of GROUP_SIZE items per SAMPLE; each item accumulates the four
-//                  phase norms of whole padded rows (row = item, item + GROUP_SIZE, ...), then a
-//                  fixed-shape tree reduction in local memory and item 0 picks the argmax (ties:
+//   aps_partial_norms  global (chunks * GROUP_SIZE, N): `chunks` work-groups per SAMPLE; each
+//                  item accumulates the four phase norms of whole padded rows (rows dealt out
+//                  round robin over the sample's work-groups), then a fixed-shape tree reduction
+//                  in local memory gives one partial norm per phase and work-group.
+//   aps_pick       global (N): joins the partial norms in chunk order and picks the argmax (ties:
 //                  lowest k; the first NaN wins, as torch.argmax). Deterministic: the order of
-//                  every addition depends only on the sizes. NORM: 0 l2 (sum of squares, the same
-//                  order as the norm), 1 l1, 2 linf.
+//                  every addition depends only on the sizes and the chunk count. NORM: 0 l2 (sum
+//                  of squares, the same order as the norm), 1 l1, 2 linf.
 //   aps_gather     global (out cols / 8, out rows, planes): y = padded x at (2i + a, 2j + b),
 //                  8 outputs per item (one 16-wide load, even lanes).
 //   aps_scatter    global (cols / 16, rows, planes) of the input: the gather's adjoint, as a
@@ -78,16 +80,23 @@ inline float norm_combine(float total, float other) {
 #endif
 }
 
+// Stage 1 of the phase choice. Global (chunks * GROUP_SIZE, N), local (GROUP_SIZE, 1): the
+// padded rows of a sample (C * padded H of them) are dealt out to the sample's `chunks`
+// work-groups round robin, so a GPU gets N * chunks work-groups instead of N. Writes the four
+// phase norms of the work-group's rows to partial_norms[(sample * chunks + chunk) * 4 + k].
 __kernel __attribute__((reqd_work_group_size(GROUP_SIZE, 1, 1)))
-void aps_choose(__global const float *x, __global float *indices, int channels, int height, int width) {
+void aps_partial_norms(__global const float *x, __global float *partial_norms, int channels, int height,
+                       int width) {
     __local float partial[4 * GROUP_SIZE];
-    const int sample = get_group_id(0);
+    const int chunk = get_group_id(0);
+    const int chunks = get_num_groups(0);
+    const int sample = get_group_id(1);
     const int item = get_local_id(0);
     const int padded_height = height + (height & 1);
     const int pairs = width / 2;
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     const int rows = channels * padded_height;
-    for (int row = item; row < rows; row += GROUP_SIZE) {
+    for (int row = chunk * GROUP_SIZE + item; row < rows; row += chunks * GROUP_SIZE) {
         const int channel = row / padded_height;
         const int r = row - channel * padded_height;
         const int source_row = r < height ? r : 0;
@@ -117,13 +126,22 @@ void aps_choose(__global const float *x, __global float *indices, int channels, 
         }
         barrier(CLK_LOCAL_MEM_FENCE);
     }
-    if (item == 0) {
-        int best = 0;
-        for (int k = 1; k < 4; ++k) {
-            best = replaces_maximum(partial[k * GROUP_SIZE], partial[best * GROUP_SIZE]) ? k : best;
-        }
-        indices[sample] = (float)best;
+    if (item < 4) partial_norms[(sample * chunks + chunk) * 4 + item] = partial[item * GROUP_SIZE];
+}
+
+// Stage 2. Global (N): joins a sample's chunk norms in chunk order (so the sums depend only on
+// the sizes and the chunk count, never on scheduling) and picks the phase.
+__kernel void aps_pick(__global const float *partial_norms, __global float *indices, int samples, int chunks) {
+    const int sample = get_global_id(0);
+    if (sample >= samples) return;
+    __global const float *norms = partial_norms + sample * chunks * 4;
+    float total[4] = {norms[0], norms[1], norms[2], norms[3]};
+    for (int chunk = 1; chunk < chunks; ++chunk) {
+        for (int k = 0; k < 4; ++k) total[k] = norm_combine(total[k], norms[chunk * 4 + k]);
     }
+    int best = 0;
+    for (int k = 1; k < 4; ++k) best = replaces_maximum(total[k], total[best]) ? k : best;
+    indices[sample] = (float)best;
 }
 
 // The phase of `sample` as an int in 0...3 (NaN and out-of-range given indices are clamped, so

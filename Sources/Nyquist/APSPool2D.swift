@@ -134,14 +134,34 @@ public struct APSPool2D: PoolingLayer {
         return output
     }
 
+    /// Picks each sample's phase in two launches: partial norms from `chunks` work-groups per
+    /// sample, then one item per sample joins them in chunk order and takes the argmax. One
+    /// work-group per sample would leave all but N of a GPU's compute units idle.
     private func choose(_ source: DeviceTensor, _ shape: Shape4D, indices: DeviceTensor, program: OpenCLProgram)
         throws
     {
-        let group = PolyphaseLaunch.choose(for: source.device).groupSize
-        try source.device.context.dispatch(
-            "aps_choose", in: program,
-            arguments: [.buffer(source.buffer), .buffer(indices.buffer), .int(shape.c), .int(shape.h), .int(shape.w)],
-            global: [shape.n * group], local: [group])
+        let device = source.device
+        let group = PolyphaseLaunch.choose(for: device).groupSize
+        let chunks = Self.chunksPerSample(shape, groupSize: group, computeUnits: device.info.computeUnits)
+        let partialNorms = try DeviceTensor(shape: [shape.n * chunks * 4], on: device)
+        try device.context.dispatch(
+            "aps_partial_norms", in: program,
+            arguments: [.buffer(source.buffer), .buffer(partialNorms.buffer), .int(shape.c), .int(shape.h), .int(shape.w)],
+            global: [chunks * group, shape.n], local: [group, 1])
+        try device.context.dispatch(
+            "aps_pick", in: program,
+            arguments: [.buffer(partialNorms.buffer), .buffer(indices.buffer), .int(shape.n), .int(chunks)],
+            global: [shape.n])
+    }
+
+    /// Work-groups per sample for the norm pass: about four per compute unit over the whole
+    /// batch, and never more than the sample has rows for (each work-group item takes whole
+    /// padded rows).
+    static func chunksPerSample(_ shape: Shape4D, groupSize: Int, computeUnits: Int) -> Int {
+        let rows = shape.c * (shape.h + (shape.h & 1))
+        let useful = max(1, (rows + groupSize - 1) / groupSize)
+        let wanted = max(1, (4 * max(computeUnits, 1) + shape.n - 1) / max(shape.n, 1))
+        return min(useful, wanted)
     }
 
     private func checkIndices(_ indices: DeviceTensor, _ shape: Shape4D, on device: Device) throws {
@@ -162,7 +182,7 @@ public struct APSPool2D: PoolingLayer {
 /// per-device tuner can replace the choice.
 ///
 /// `groupSize` is the work-group size of every kernel that runs one work-group per sample or
-/// plane (aps_choose, tips_forward, tips_grad_tau): a power of two. Candidates: 16, 32, 64,
+/// plane (aps_partial_norms, tips_forward, tips_grad_tau): a power of two. Candidates: 16, 32, 64,
 /// 128, 256 (capped by the device's maximum work-group size). On PoCL's CPU device a work-group
 /// runs as a loop over its items on one core, so the size mostly sets how finely a plane's rows
 /// are shared out; on GPUs 64 to 256 suit. Measurements: docs/kernels.md.
