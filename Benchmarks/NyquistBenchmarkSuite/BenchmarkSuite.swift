@@ -87,7 +87,7 @@ public enum BenchmarkSuite {
         let openCLDevice = try OpenCLDevice.select(options.device)
         let device = try Device(openCLDevice)
         if options.tune {
-            let (path, measurements) = try WindowTuning.tuneAndSave(
+            let (path, measurements) = try KernelTuner.tuneAndSave(
                 on: device, repeats: options.smoke ? 1 : max(options.repeats, 1), progress: printProgress)
             printProgress("")
             for row in measurements { print("\(row.key): \(row.parameters): \(fixed(row.seconds * 1e3, 3)) ms") }
