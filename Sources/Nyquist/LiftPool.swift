@@ -685,7 +685,9 @@ struct LiftPass {
     }
 
     /// Backward of one forward lifting x -> (s, d): writes the gradient of x into `gx` and
-    /// writes (or, with `accumulate`, adds) the parameter gradients into `gradients`.
+    /// writes (or, with `accumulate`, adds) the parameter gradients into `gradients`. Four
+    /// passes: U's gate, gD (and P's gate), parameters, gx; each gate is evaluated once per band
+    /// position and read by its K neighbours.
     func backward(
         x: DeviceTensor, s: DeviceTensor, d: DeviceTensor, gs: DeviceTensor?, gd: DeviceTensor?, gy: DeviceTensor?,
         into gx: DeviceTensor, gradients: [DeviceTensor], accumulate: Bool, gradLoss: Double,
@@ -698,41 +700,63 @@ struct LiftPass {
             .int(flags), .float(Float(2 * gradLoss * configuration.lambdaU / count)),
             .float(Float(2 * gradLoss * configuration.lambdaP / count)),
         ]
-        let detail = try DeviceTensor(shape: s.shape, on: device)
+        // The gates of U and P (pre-activation, gradient through the tanh), once per position.
+        let (updatePre, updateGradient, predictPre, predictGradient, detail) = try (
+            DeviceTensor(shape: s.shape, on: device), DeviceTensor(shape: s.shape, on: device),
+            DeviceTensor(shape: s.shape, on: device), DeviceTensor(shape: s.shape, on: device),
+            DeviceTensor(shape: s.shape, on: device)
+        )
+        let geometry = arguments(inverse: false) + weights.arguments
+        try device.context.dispatch(
+            "lift_backward_update_gate", in: program,
+            arguments: buffers + [updatePre, updateGradient].map { .buffer($0.buffer) } + geometry, global: global)
         try device.context.dispatch(
             "lift_backward_detail", in: program,
-            arguments: buffers + [.buffer(detail.buffer)] + arguments(inverse: false) + weights.arguments, global: global)
+            arguments: buffers + [updatePre, updateGradient, detail, predictPre, predictGradient].map { .buffer($0.buffer) }
+                + geometry,
+            global: global)
         try device.context.dispatch(
             "lift_parameter_gradients", in: program,
-            arguments: buffers + [.buffer(detail.buffer)] + gradients.map { .buffer($0.buffer) } + [.int(accumulate ? 1 : 0)]
-                + arguments(inverse: false) + weights.arguments,
+            arguments: buffers + ([updatePre, updateGradient, predictPre, predictGradient] + gradients).map { .buffer($0.buffer) }
+                + [.int(accumulate ? 1 : 0)] + geometry,
             global: [Self.group * channels], local: [Self.group])
         try device.context.dispatch(
             "lift_backward_input", in: program,
-            arguments: buffers + [.buffer(detail.buffer), .buffer(gx.buffer)] + arguments(inverse: false) + weights.arguments,
+            arguments: buffers + [predictPre, predictGradient, detail, gx].map { .buffer($0.buffer) } + geometry,
             global: global)
     }
 
     /// Backward of one inverse lifting (s, d) -> x: writes the gradients of s and d and writes
-    /// (or adds) the parameter gradients. Four passes: x_e, gs, gd, parameters.
+    /// (or adds) the parameter gradients. Five passes: x_e (and U's pre-activation), P's gate,
+    /// gs (and U's gate), gd, parameters; each gate is evaluated once per band position.
     func inverseBackward(
         s: DeviceTensor, d: DeviceTensor, gx: DeviceTensor, gs: DeviceTensor, gd: DeviceTensor, gradients: [DeviceTensor],
         accumulate: Bool, _ weights: LiftPoolDeviceParameters, _ program: OpenCLProgram
     ) throws {
         let device = weights.device
         let geometry = arguments(inverse: true) + weights.arguments
-        let even = try DeviceTensor(shape: s.shape, on: device)
+        let (even, updatePre, updateGradient, predictPre, predictGradient) = try (
+            DeviceTensor(shape: s.shape, on: device), DeviceTensor(shape: s.shape, on: device),
+            DeviceTensor(shape: s.shape, on: device), DeviceTensor(shape: s.shape, on: device),
+            DeviceTensor(shape: s.shape, on: device)
+        )
         try device.context.dispatch(
-            "lift_up_even", in: program, arguments: [s, d, even].map { .buffer($0.buffer) } + geometry, global: global)
-        try device.context.dispatch(
-            "lift_up_backward_even", in: program, arguments: [even, gx, gs].map { .buffer($0.buffer) } + geometry,
+            "lift_up_even", in: program, arguments: [s, d, even, updatePre].map { .buffer($0.buffer) } + geometry,
             global: global)
         try device.context.dispatch(
-            "lift_up_backward_detail", in: program, arguments: [d, gx, gs, gd].map { .buffer($0.buffer) } + geometry,
+            "lift_up_predict_gate", in: program,
+            arguments: [even, gx, predictPre, predictGradient].map { .buffer($0.buffer) } + geometry, global: global)
+        try device.context.dispatch(
+            "lift_up_backward_even", in: program,
+            arguments: [predictPre, predictGradient, updatePre, gx, gs, updateGradient].map { .buffer($0.buffer) } + geometry,
             global: global)
+        try device.context.dispatch(
+            "lift_up_backward_detail", in: program,
+            arguments: [updatePre, updateGradient, gx, gd].map { .buffer($0.buffer) } + geometry, global: global)
         try device.context.dispatch(
             "lift_up_parameter_gradients", in: program,
-            arguments: ([even, d, gx, gs] + gradients).map { .buffer($0.buffer) } + [.int(accumulate ? 1 : 0)] + geometry,
+            arguments: ([even, d, predictPre, predictGradient, updatePre, updateGradient] + gradients).map { .buffer($0.buffer) }
+                + [.int(accumulate ? 1 : 0)] + geometry,
             global: [Self.group * channels], local: [Self.group])
     }
 
