@@ -43,7 +43,10 @@ public struct BenchmarkOptions: ParsableArguments {
     @Flag(help: "One repeat on small shapes: checks that everything runs (used by tests).")
     public var smoke = false
 
-    @Flag(help: "Tune the window kernels' launch parameters on this device and save them (docs/kernels.md, Tuning).")
+    @Flag(
+        help:
+            "Tune the launch parameters of the window, polyphase, LiftPool and AdaptiveBlurPool kernels on this device and save them (docs/kernels.md, Tuning)."
+    )
     public var tune = false
 
     /// JSON output path.

@@ -49,7 +49,11 @@ public struct LaunchParameters: Codable, Hashable, Sendable, CustomStringConvert
     }
 
     public var description: String {
-        var parts = ["outputsPerItem \(outputsPerItem)", "local " + (localSize.map { "\($0)" } ?? "driver")]
+        // The window families' knobs always show; another family's only what it sets.
+        let windowFamily = [groupSize, elementsPerGroup, run, positions, outVectors].allSatisfy { $0 == nil } && tiled == nil
+        var parts: [String] = []
+        if windowFamily || outputsPerItem != 1 { parts.append("outputsPerItem \(outputsPerItem)") }
+        if windowFamily || localSize != nil { parts.append("local " + (localSize.map { "\($0)" } ?? "driver")) }
         if let groupSize { parts.append("group \(groupSize)") }
         if let elementsPerGroup { parts.append("elements/group \(elementsPerGroup)") }
         if let run { parts.append("run \(run)") }
