@@ -241,8 +241,14 @@ __kernel void lift_up(__global const float *s, __global const float *d, __global
 //   gD[m]  = g_d[m] + cp_scale d[m] + U^T(gA)[m]               (lift_backward_detail, written)
 //   gx_e   = gA + P^T(-gD),  gx_o = gD - cu_scale (s - x_o)    (lift_backward_input)
 // where F^T(g)[m] = sum_t w[t] ga[m - t + K/2], ga[j] = g[j] (1 - F[j]^2) scale [a[j] > 0]
-// (relu'(0) = 0). Three passes per lifting: gD is written once because the input gradient needs
-// it on m +- K/2 and recomputing it there would cost K^3 taps per element.
+// (relu'(0) = 0). Each F^T needs the gate ga on m +- K/2, so the gates are evaluated once per
+// band position and stored (the pre-activation a and gz = g (1 - F^2), from which ga and the
+// parameter gradients follow without another tanh) instead of K times per position:
+//   lift_backward_update_gate   U's gate from gA                       (a_U, gz_U written)
+//   lift_backward_detail        gD from U's gate, then P's gate from gD (gD, a_P, gz_P written)
+//   lift_parameter_gradients    from the stored gates
+//   lift_backward_input         gx from P's gate
+// Four passes per lifting and two tanh per band position (K + K + 2 before).
 //
 // Parameter gradients (lift_parameter_gradients): one work group of LIFT_GROUP items per
 // channel; each item sums its strided share of the channel's band elements in a fixed order,
@@ -289,6 +295,12 @@ inline float upstream(__global const float *g, __global const float *gy, int fla
     __global const float *gs, __global const float *gd, __global const float *gy, int flags, \
     float cu_scale, float cp_scale
 
+// ga of a stored gate: the gradient reaching the pre-activation (relu'(0) = 0; NaN gives 0, as
+// the comparison does in every kernel here).
+inline float gate_gradient(float pre, float gz, float scale) {
+    return pre > 0.0f ? gz * scale : 0.0f;
+}
+
 // Gradient reaching s at band position j of the line at band offset `base`.
 inline float approximation_gradient(__global const float *xl, __global const float *s, __global const float *gs,
                                     __global const float *gy, int flags, float cu_scale, int base, int j,
@@ -297,7 +309,25 @@ inline float approximation_gradient(__global const float *xl, __global const flo
     return upstream(gs, gy, flags, HAS_GS, index) + cu_scale * (s[index] - odd_sample(xl, j, length, in_step));
 }
 
-__kernel void lift_backward_detail(BACKWARD_BUFFERS, __global float *gdetail,
+__kernel void lift_backward_update_gate(BACKWARD_BUFFERS, __global float *update_pre_out, __global float *update_gz,
+                                        GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
+    const lift_geometry g = GEOMETRY;
+    int m, line, plane;
+    if (!lift_position(g, &m, &line, &plane)) return;
+    int c = plane % g.channels;
+    __global const float *xl = x + plane * g.in_plane + line * g.in_line;
+    int base = plane * g.out_plane + line * g.out_line;
+    int os = g.out_step;
+    float a = update_pre(d + base, m, g.band, os, uw + c * KERNEL_SIZE, ub[c]);
+    float u = lift_activation(a, us[c], ut[c]);
+    update_pre_out[base + m * os] = a;
+    update_gz[base + m * os] =
+        approximation_gradient(xl, s, gs, gy, flags, cu_scale, base, m, g.length, g.in_step, os) * (1.0f - u * u);
+}
+
+__kernel void lift_backward_detail(BACKWARD_BUFFERS, __global const float *update_pre_in,
+                                   __global const float *update_gz, __global float *gdetail,
+                                   __global float *predict_pre_out, __global float *predict_gz,
                                    GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
     int m, line, plane;
@@ -310,16 +340,18 @@ __kernel void lift_backward_detail(BACKWARD_BUFFERS, __global float *gdetail,
     for (int t = 0; t < KERNEL_SIZE; ++t) {
         int j = m - t + HALF;
         if (j < 0 || j >= g.band) continue;
-        float a = update_pre(d + base, j, g.band, os, uw + c * KERNEL_SIZE, ub[c]);
-        float u = lift_activation(a, us[c], ut[c]);
-        float ga = approximation_gradient(xl, s, gs, gy, flags, cu_scale, base, j, g.length, g.in_step, os) * (1.0f - u * u);
-        ga = a > 0.0f ? ga * us[c] : 0.0f;
-        total += ga * uw[c * KERNEL_SIZE + t];
+        total += gate_gradient(update_pre_in[base + j * os], update_gz[base + j * os], us[c]) * uw[c * KERNEL_SIZE + t];
     }
     gdetail[base + m * os] = total;
+    // P's output at m receives -gD[m].
+    float a = predict_pre(xl, m, g.length, g.band, g.in_step, pw + c * KERNEL_SIZE, pb[c]);
+    float p = lift_activation(a, ps[c], pt[c]);
+    predict_pre_out[base + m * os] = a;
+    predict_gz[base + m * os] = -total * (1.0f - p * p);
 }
 
-__kernel void lift_backward_input(BACKWARD_BUFFERS, __global const float *gdetail, __global float *gx,
+__kernel void lift_backward_input(BACKWARD_BUFFERS, __global const float *predict_pre_in,
+                                  __global const float *predict_gz, __global const float *gdetail, __global float *gx,
                                   GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
     int m, line, plane;
@@ -335,11 +367,7 @@ __kernel void lift_backward_input(BACKWARD_BUFFERS, __global const float *gdetai
     for (int t = 0; t < KERNEL_SIZE; ++t) {
         int j = m - t + HALF;
         if (j < 0 || j >= g.band) continue;
-        float a = predict_pre(xl, j, g.length, g.band, is, pw + c * KERNEL_SIZE, pb[c]);
-        float p = lift_activation(a, ps[c], pt[c]);
-        float ga = -gdetail[base + j * os] * (1.0f - p * p);
-        ga = a > 0.0f ? ga * ps[c] : 0.0f;
-        even += ga * pw[c * KERNEL_SIZE + t];
+        even += gate_gradient(predict_pre_in[base + j * os], predict_gz[base + j * os], ps[c]) * pw[c * KERNEL_SIZE + t];
     }
     float odd = gdetail[base + m * os] - cu_scale * residual;
     __global float *gxl = gx + in;
@@ -393,8 +421,9 @@ static void store_parameter_gradients(
 
 // Global size (LIFT_GROUP * channels), local LIFT_GROUP: group = channel.
 // Slots: P weight[K], P bias, P scale, P shift, then the same for U.
-__kernel void lift_parameter_gradients(BACKWARD_BUFFERS, __global const float *gdetail,
-                                       __global float *gpw, __global float *gpb, __global float *gps, __global float *gpt,
+__kernel void lift_parameter_gradients(BACKWARD_BUFFERS, __global const float *update_pre_in,
+                                       __global const float *update_gz, __global const float *predict_pre_in,
+                                       __global const float *predict_gz, __global float *gpw, __global float *gpb, __global float *gps, __global float *gpt,
                                        __global float *guw, __global float *gub, __global float *gus, __global float *gut,
                                        int accumulate, GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
@@ -407,8 +436,6 @@ __kernel void lift_parameter_gradients(BACKWARD_BUFFERS, __global const float *g
     int total = batch * g.lines * g.band;
     int os = g.out_step;
     int is = g.in_step;
-    __global const float *cpw = pw + c * KERNEL_SIZE;
-    __global const float *cuw = uw + c * KERNEL_SIZE;
     for (int e = lid; e < total; e += LIFT_GROUP) {
         int m = e % g.band;
         int rest = e / g.band;
@@ -417,11 +444,10 @@ __kernel void lift_parameter_gradients(BACKWARD_BUFFERS, __global const float *g
         __global const float *xl = x + plane * g.in_plane + line * g.in_line;
         int base = plane * g.out_plane + line * g.out_line;
         // U at m: its output receives gA[m].
-        float au = update_pre(d + base, m, g.band, os, cuw, ub[c]);
+        float au = update_pre_in[base + m * os];
         float ru = lift_relu(au);
-        float u = lift_activation(au, us[c], ut[c]);
-        float gz = approximation_gradient(xl, s, gs, gy, flags, cu_scale, base, m, g.length, is, os) * (1.0f - u * u);
-        float ga = au > 0.0f ? gz * us[c] : 0.0f;
+        float gz = update_gz[base + m * os];
+        float ga = gate_gradient(au, gz, us[c]);
         for (int t = 0; t < KERNEL_SIZE; ++t) {
             int k = m + t - HALF;
             bool inside = k >= 0 && k < g.band;
@@ -432,11 +458,10 @@ __kernel void lift_parameter_gradients(BACKWARD_BUFFERS, __global const float *g
         sums[2 * KERNEL_SIZE + 4] += gz * ru;
         sums[2 * KERNEL_SIZE + 5] += gz;
         // P at m: its output receives -gD[m].
-        float ap = predict_pre(xl, m, g.length, g.band, is, cpw, pb[c]);
+        float ap = predict_pre_in[base + m * os];
         float rp = lift_relu(ap);
-        float p = lift_activation(ap, ps[c], pt[c]);
-        float gzp = -gdetail[base + m * os] * (1.0f - p * p);
-        float gap = ap > 0.0f ? gzp * ps[c] : 0.0f;
+        float gzp = predict_gz[base + m * os];
+        float gap = gate_gradient(ap, gzp, ps[c]);
         for (int t = 0; t < KERNEL_SIZE; ++t) sums[t] += gap * even_sample(xl, m + t - HALF, g.length, g.band, is);
         sums[KERNEL_SIZE] += gap;
         sums[KERNEL_SIZE + 1] += gzp * rp;
@@ -475,11 +500,17 @@ __kernel void lift_regulariser_partials(__global const float *x, __global const 
 
 // ---------------------------------------------------------------------------------------------
 // Backward of the inverse lifting (LiftUpPool): x_e = s - U(d), x_o = d + P(x_e), x interleaved.
-// These kernels take the inverse geometry (in_* address the bands, out_* address x):
-//   lift_up_even:            x_e = s - U(d), written once (P^T needs it on m +- K/2)
-//   lift_up_backward_even:   gs = gx_e + P^T(gx_o)      (gx_o = 0 for a dropped padded sample)
+// These kernels take the inverse geometry (in_* address the bands, out_* address x). As in the
+// forward lifting's backward, each gate (pre-activation a and gz = g (1 - F^2)) is evaluated
+// once per band position and stored, not K times:
+//   lift_up_even:            x_e = s - U(d), written once (P needs it on m +- K/2), and a_U
+//   lift_up_predict_gate:    P's gate from gx_o                     (a_P, gz_P written)
+//   lift_up_backward_even:   gs = gx_e + P^T(gx_o) (gx_o = 0 for a dropped padded sample), then
+//                            U's gate from -gs                       (gz_U written)
 //   lift_up_backward_detail: gd = gx_o + U^T(-gs)
-//   lift_up_parameter_gradients: per channel group, as lift_parameter_gradients.
+//   lift_up_parameter_gradients: per channel group from the stored gates, as
+//                            lift_parameter_gradients.
+// Three tanh per band position (2K + 3 before).
 
 inline float odd_gradient(__global const float *gxl, int j, int length, int step) {
     bool inside = 2 * j + 1 < length;
@@ -488,18 +519,35 @@ inline float odd_gradient(__global const float *gxl, int j, int length, int step
 }
 
 __kernel void lift_up_even(__global const float *s, __global const float *d, __global float *even,
-                           GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
+                           __global float *update_pre_out, GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
     int m, line, plane;
     if (!lift_position(g, &m, &line, &plane)) return;
     int c = plane % g.channels;
     int base = plane * g.in_plane + line * g.in_line;
-    even[base + m * g.in_step] =
-        s[base + m * g.in_step] - update_at(d + base, m, g.band, g.in_step, LIFT_ARGUMENTS_U(c));
+    float a = update_pre(d + base, m, g.band, g.in_step, uw + c * KERNEL_SIZE, ub[c]);
+    update_pre_out[base + m * g.in_step] = a;
+    even[base + m * g.in_step] = s[base + m * g.in_step] - lift_activation(a, us[c], ut[c]);
 }
 
-__kernel void lift_up_backward_even(__global const float *even, __global const float *gx, __global float *gs,
-                                    GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
+__kernel void lift_up_predict_gate(__global const float *even, __global const float *gx, __global float *predict_pre_out,
+                                   __global float *predict_gz, GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
+    const lift_geometry g = GEOMETRY;
+    int m, line, plane;
+    if (!lift_position(g, &m, &line, &plane)) return;
+    int c = plane % g.channels;
+    int base = plane * g.in_plane + line * g.in_line;
+    __global const float *gxl = gx + plane * g.out_plane + line * g.out_line;
+    // P reads x_e through the same zero-padded band access as U reads d.
+    float a = update_pre(even + base, m, g.band, g.in_step, pw + c * KERNEL_SIZE, pb[c]);
+    float p = lift_activation(a, ps[c], pt[c]);
+    predict_pre_out[base + m * g.in_step] = a;
+    predict_gz[base + m * g.in_step] = odd_gradient(gxl, m, g.length, g.out_step) * (1.0f - p * p);
+}
+
+__kernel void lift_up_backward_even(__global const float *predict_pre_in, __global const float *predict_gz,
+                                    __global const float *update_pre_in, __global const float *gx, __global float *gs,
+                                    __global float *update_gz, GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
     int m, line, plane;
     if (!lift_position(g, &m, &line, &plane)) return;
@@ -511,17 +559,17 @@ __kernel void lift_up_backward_even(__global const float *even, __global const f
     for (int t = 0; t < KERNEL_SIZE; ++t) {
         int j = m - t + HALF;
         if (j < 0 || j >= g.band) continue;
-        float a = update_pre(even + base, j, g.band, is, pw + c * KERNEL_SIZE, pb[c]);
-        float p = lift_activation(a, ps[c], pt[c]);
-        float ga = odd_gradient(gxl, j, g.length, g.out_step) * (1.0f - p * p);
-        ga = a > 0.0f ? ga * ps[c] : 0.0f;
-        total += ga * pw[c * KERNEL_SIZE + t];
+        total += gate_gradient(predict_pre_in[base + j * is], predict_gz[base + j * is], ps[c]) * pw[c * KERNEL_SIZE + t];
     }
     gs[base + m * is] = total;
+    // U's output at m receives -gs[m].
+    float u = lift_activation(update_pre_in[base + m * is], us[c], ut[c]);
+    update_gz[base + m * is] = -total * (1.0f - u * u);
 }
 
-__kernel void lift_up_backward_detail(__global const float *d, __global const float *gx, __global const float *gs,
-                                      __global float *gd, GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
+__kernel void lift_up_backward_detail(__global const float *update_pre_in, __global const float *update_gz,
+                                      __global const float *gx, __global float *gd, GEOMETRY_PARAMETERS,
+                                      LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
     int m, line, plane;
     if (!lift_position(g, &m, &line, &plane)) return;
@@ -533,17 +581,14 @@ __kernel void lift_up_backward_detail(__global const float *d, __global const fl
     for (int t = 0; t < KERNEL_SIZE; ++t) {
         int j = m - t + HALF;
         if (j < 0 || j >= g.band) continue;
-        float a = update_pre(d + base, j, g.band, is, uw + c * KERNEL_SIZE, ub[c]);
-        float u = lift_activation(a, us[c], ut[c]);
-        float ga = -gs[base + j * is] * (1.0f - u * u);
-        ga = a > 0.0f ? ga * us[c] : 0.0f;
-        total += ga * uw[c * KERNEL_SIZE + t];
+        total += gate_gradient(update_pre_in[base + j * is], update_gz[base + j * is], us[c]) * uw[c * KERNEL_SIZE + t];
     }
     gd[base + m * is] = total;
 }
 
-__kernel void lift_up_parameter_gradients(__global const float *even, __global const float *d, __global const float *gx,
-                                          __global const float *gs,
+__kernel void lift_up_parameter_gradients(__global const float *even, __global const float *d,
+                                          __global const float *predict_pre_in, __global const float *predict_gz,
+                                          __global const float *update_pre_in, __global const float *update_gz,
                                           __global float *gpw, __global float *gpb, __global float *gps, __global float *gpt,
                                           __global float *guw, __global float *gub, __global float *gus, __global float *gut,
                                           int accumulate, GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
@@ -562,17 +607,14 @@ __kernel void lift_up_parameter_gradients(__global const float *even, __global c
         int line = rest % g.lines;
         int plane = (rest / g.lines) * g.channels + c;
         int base = plane * g.in_plane + line * g.in_line;
-        __global const float *gxl = gx + plane * g.out_plane + line * g.out_line;
         // P at m (input x_e): its output receives gx_o[m].
-        float ap = update_pre(even + base, m, g.band, is, pw + c * KERNEL_SIZE, pb[c]);
-        float p = lift_activation(ap, ps[c], pt[c]);
-        float gzp = odd_gradient(gxl, m, g.length, g.out_step) * (1.0f - p * p);
-        float gap = ap > 0.0f ? gzp * ps[c] : 0.0f;
+        float ap = predict_pre_in[base + m * is];
+        float gzp = predict_gz[base + m * is];
+        float gap = gate_gradient(ap, gzp, ps[c]);
         // U at m (input d): its output receives -gs[m].
-        float au = update_pre(d + base, m, g.band, is, uw + c * KERNEL_SIZE, ub[c]);
-        float u = lift_activation(au, us[c], ut[c]);
-        float gzu = -gs[base + m * is] * (1.0f - u * u);
-        float gau = au > 0.0f ? gzu * us[c] : 0.0f;
+        float au = update_pre_in[base + m * is];
+        float gzu = update_gz[base + m * is];
+        float gau = gate_gradient(au, gzu, us[c]);
         for (int t = 0; t < KERNEL_SIZE; ++t) {
             int k = m + t - HALF;
             bool inside = k >= 0 && k < g.band;

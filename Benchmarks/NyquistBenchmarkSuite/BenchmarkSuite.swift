@@ -43,7 +43,10 @@ public struct BenchmarkOptions: ParsableArguments {
     @Flag(help: "One repeat on small shapes: checks that everything runs (used by tests).")
     public var smoke = false
 
-    @Flag(help: "Tune the window kernels' launch parameters on this device and save them (docs/kernels.md, Tuning).")
+    @Flag(
+        help:
+            "Tune the launch parameters of the window, polyphase, LiftPool and AdaptiveBlurPool kernels on this device and save them (docs/kernels.md, Tuning)."
+    )
     public var tune = false
 
     /// JSON output path.
@@ -87,7 +90,7 @@ public enum BenchmarkSuite {
         let openCLDevice = try OpenCLDevice.select(options.device)
         let device = try Device(openCLDevice)
         if options.tune {
-            let (path, measurements) = try WindowTuning.tuneAndSave(
+            let (path, measurements) = try KernelTuner.tuneAndSave(
                 on: device, repeats: options.smoke ? 1 : max(options.repeats, 1), progress: printProgress)
             printProgress("")
             for row in measurements { print("\(row.key): \(row.parameters): \(fixed(row.seconds * 1e3, 3)) ms") }

@@ -1,6 +1,5 @@
 import NyquistCL
 import NyquistCore
-import Synchronization
 
 /// APSPool2D (Chaman & Dokmanic 2021, "Truly shift-invariant CNNs"): adaptive polyphase
 /// sampling by 2, exactly invariant to circular shifts of even-sized inputs.
@@ -54,15 +53,17 @@ public struct APSPool2D: PoolingLayer {
         let (inputShape, outputShape) = try validateForward(input, output)
         try checkIndices(indices, inputShape, on: input.device)
         let source = try blurred(input, inputShape)
-        let program = try self.program(input.device)
-        if !given { try choose(source, inputShape, indices: indices, program: program) }
+        let launch = PolyphaseLaunch.chooseAPS(for: input.device, height: inputShape.h + inputShape.h % 2)
+        let program = try self.program(input.device, launch)
+        if !given { try choose(source, inputShape, indices: indices, program: program, launch: launch) }
+        let global = [(outputShape.w + 7) / 8, outputShape.h, inputShape.n * inputShape.c]
         try input.device.context.dispatch(
             "aps_gather", in: program,
             arguments: [
                 .buffer(source.buffer), .buffer(indices.buffer), .buffer(output.buffer), .int(inputShape.n * inputShape.c),
                 .int(inputShape.c), .int(inputShape.h), .int(inputShape.w), .int(outputShape.h), .int(outputShape.w),
             ],
-            global: [(outputShape.w + 7) / 8, outputShape.h, inputShape.n * inputShape.c])
+            global: global, local: LaunchParameters(localSize: launch.localSize).local(for: global))
     }
 
     /// Inference forward returning the output and the phase indices; pass `indices` (shape [N],
@@ -92,16 +93,19 @@ public struct APSPool2D: PoolingLayer {
     public func backward(_ gradOutput: DeviceTensor, _ saved: SavedForBackward, into gradInput: DeviceTensor) throws {
         let (inputShape, outputShape) = try validateBackward(gradOutput, saved, gradInput)
         let device = gradOutput.device
-        let program = try self.program(device)
+        let launch = PolyphaseLaunch.chooseAPS(for: device, height: inputShape.h + inputShape.h % 2)
+        let program = try self.program(device, launch)
         let indices: DeviceTensor
         if let savedIndices = saved.tensors[Self.indicesName] {
             try checkIndices(savedIndices, inputShape, on: device)
             indices = savedIndices
         } else {
             indices = try DeviceTensor(shape: [inputShape.n], on: device)
-            try choose(try blurred(saved.input, inputShape), inputShape, indices: indices, program: program)
+            try choose(
+                try blurred(saved.input, inputShape), inputShape, indices: indices, program: program, launch: launch)
         }
         let gradBlurred = configuration.blur == nil ? gradInput : try DeviceTensor(shape: gradInput.shape, on: device)
+        let global = [(inputShape.w + 15) / 16, inputShape.h, inputShape.n * inputShape.c]
         try device.context.dispatch(
             "aps_scatter", in: program,
             arguments: [
@@ -109,7 +113,7 @@ public struct APSPool2D: PoolingLayer {
                 .int(inputShape.n * inputShape.c), .int(inputShape.c), .int(inputShape.h), .int(inputShape.w),
                 .int(outputShape.h), .int(outputShape.w),
             ],
-            global: [(inputShape.w + 15) / 16, inputShape.h, inputShape.n * inputShape.c])
+            global: global, local: LaunchParameters(localSize: launch.localSize).local(for: global))
         if let blur = configuration.blur {
             try BlurPool2D(blur).backward(gradBlurred, SavedForBackward(input: saved.input), into: gradInput)
         }
@@ -117,14 +121,14 @@ public struct APSPool2D: PoolingLayer {
 
     // MARK: Internals
 
-    private func program(_ device: Device) throws -> OpenCLProgram {
+    private func program(_ device: Device, _ launch: PolyphaseLaunch) throws -> OpenCLProgram {
         let norm: Int
         switch configuration.norm {
         case .l2: norm = 0
         case .l1: norm = 1
         case .linf: norm = 2
         }
-        return try device.program("polyphase.cl", defines: ["GROUP_SIZE": PolyphaseLaunch.choose(for: device).groupSize, "NORM": norm])
+        return try device.program("polyphase.cl", defines: ["GROUP_SIZE": launch.groupSize, "NORM": norm])
     }
 
     private func blurred(_ input: DeviceTensor, _ shape: Shape4D) throws -> DeviceTensor {
@@ -137,11 +141,11 @@ public struct APSPool2D: PoolingLayer {
     /// Picks each sample's phase in two launches: partial norms from `chunks` work-groups per
     /// sample, then one item per sample joins them in chunk order and takes the argmax. One
     /// work-group per sample would leave all but N of a GPU's compute units idle.
-    private func choose(_ source: DeviceTensor, _ shape: Shape4D, indices: DeviceTensor, program: OpenCLProgram)
-        throws
-    {
+    private func choose(
+        _ source: DeviceTensor, _ shape: Shape4D, indices: DeviceTensor, program: OpenCLProgram, launch: PolyphaseLaunch
+    ) throws {
         let device = source.device
-        let group = PolyphaseLaunch.choose(for: device).groupSize
+        let group = launch.groupSize
         let chunks = Self.chunksPerSample(shape, groupSize: group, computeUnits: device.info.computeUnits)
         let partialNorms = try DeviceTensor(shape: [shape.n * chunks * 4], on: device)
         try device.context.dispatch(
@@ -178,14 +182,23 @@ public struct APSPool2D: PoolingLayer {
     }
 }
 
-/// Launch parameters of the polyphase kernels (Kernels/polyphase.cl), chosen in one place so a
-/// per-device tuner can replace the choice.
+/// Launch parameters of the polyphase kernels (Kernels/polyphase.cl), read through
+/// ``Device/launchParameters(family:shapeClass:builtIn:accepts:)`` so a tuned database entry,
+/// the built-in default and a test's override all take one path.
 ///
-/// `groupSize` is the work-group size of every kernel that runs one work-group per sample or
-/// plane (aps_partial_norms, tips_forward, tips_grad_tau): a power of two. Candidates: 16, 32, 64,
-/// 128, 256 (capped by the device's maximum work-group size). On PoCL's CPU device a work-group
-/// runs as a loop over its items on one core, so the size mostly sets how finely a plane's rows
-/// are shared out; on GPUs 64 to 256 suit. Measurements: docs/kernels.md.
+/// Two families:
+/// * `aps` (APSPool2D): `groupSize` of aps_partial_norms (several work-groups per sample) and the work-group
+///   shape of aps_gather / aps_scatter. Shape classes by the padded height, which sets how many
+///   rows each aps_partial_norms item sums: "large" (>= 32 rows), "small".
+/// * `tips-forward` (TIPSPool2D): `groupSize` of tips_forward (also compiled into the TIPS
+///   backward kernels of the same program, tips_grad_tau and tips_grad_w1) and
+///   `elementsPerGroup`. One shape class, "all": the backward builds its program without
+///   knowing the forward's shape, and plane batching already adapts to the plane size.
+///
+/// `groupSize` is a power of two (candidates 16 ... 256, capped by the device's maximum
+/// work-group size). On PoCL's CPU device a work-group runs as a loop over its items on one
+/// core, so the size mostly sets how finely a plane's rows are shared out. Measurements:
+/// docs/kernels.md, docs/performance.md.
 struct PolyphaseLaunch: Equatable {
     /// Items per work-group of the per-sample and per-plane kernels.
     var groupSize: Int
@@ -193,24 +206,78 @@ struct PolyphaseLaunch: Equatable {
     /// that launching a work-group (microseconds on PoCL) does not dominate small maps.
     /// Candidates 1024 ... 16384; 1 gives one plane per work-group.
     var elementsPerGroup = 4096
+    /// Work-group shape of aps_gather and aps_scatter (nil: the driver's choice).
+    var localSize: [Int]? = nil
 
     /// Planes per work-group of tips_forward for planes of `planeElements` elements.
     func planesPerGroup(planeElements: Int) -> Int {
         max(1, elementsPerGroup / max(planeElements, 1))
     }
 
-    /// Choices that replace ``choose(for:)`` on one device each, keyed by the Device's
-    /// identity (for a tuner, or a test of another candidate); absent: the built-in choice.
-    /// Per device rather than process-wide, so that pinning a candidate never changes the
-    /// choice of a call running meanwhile on another Device: a program built with one value
-    /// and launched with another would compute garbage.
-    static let override = Mutex<[ObjectIdentifier: PolyphaseLaunch]>([:])
+    /// The tuner and database name of the APSPool2D family.
+    static let apsFamily = "aps"
+    /// The tuner and database name of the TIPSPool2D forward family.
+    static let tipsFamily = "tips-forward"
+    /// The one shape class of ``tipsFamily``.
+    static let tipsShapeClass = "all"
 
-    /// The choice for `device`: 64, or the largest power of two the device allows below it.
+    /// The APS shape class of a map whose padded height is `height` rows.
+    static func apsShapeClass(height: Int) -> String { height >= 32 ? "large" : "small" }
+
+    /// The largest power of two up to `size` that `device` allows in one work-group.
+    static func cappedGroupSize(_ size: Int, on device: Device) -> Int {
+        var capped = size
+        while capped > 1 && capped > device.info.maxWorkGroupSize { capped /= 2 }
+        return capped
+    }
+
+    /// Built-in defaults. CPU devices (PoCL): groups of 64, tips_forward batching planes up to
+    /// 4096 elements, the driver's gather/scatter groups (measured: docs/kernels.md). GPUs
+    /// (unmeasured): groups of 256 and one plane per tips_forward group, since launching a
+    /// work-group is cheap there and wider reductions fill the compute units.
+    static func builtIn(family: String, on device: Device) -> LaunchParameters {
+        let isGPU = device.info.isGPU
+        let group = cappedGroupSize(isGPU ? 256 : 64, on: device)
+        if family == tipsFamily { return LaunchParameters(groupSize: group, elementsPerGroup: isGPU ? 1 : 4096) }
+        return LaunchParameters(groupSize: group)
+    }
+
+    /// Whether `parameters` set this family's knobs within what `device` allows.
+    static func accepts(_ parameters: LaunchParameters, family: String, on device: Device) -> Bool {
+        guard let group = parameters.groupSize, group <= device.info.maxWorkGroupSize else { return false }
+        if family == tipsFamily { return parameters.elementsPerGroup != nil }
+        return (parameters.localSize?.reduce(1, *) ?? 1) <= device.info.maxWorkGroupSize
+    }
+
+    /// Every candidate of `family` (the tuner times them, the parity tests run them all).
+    static func candidates(family: String) -> [LaunchParameters] {
+        if family == tipsFamily {
+            return [16, 64, 128, 256].flatMap { group in
+                [1, 1024, 4096, 16384].map { LaunchParameters(groupSize: group, elementsPerGroup: $0) }
+            }
+        }
+        return [16, 32, 64, 128, 256].flatMap { group in
+            [nil, [64, 1, 1], [16, 4, 1], [8, 8, 1]].map { LaunchParameters(localSize: $0, groupSize: group) }
+        }
+    }
+
+    private static func choose(family: String, shapeClass: String, on device: Device) -> PolyphaseLaunch {
+        let parameters = device.launchParameters(
+            family: family, shapeClass: shapeClass, builtIn: builtIn(family: family, on: device),
+            accepts: { accepts($0, family: family, on: device) })
+        // accepts() guarantees the group size; the fallbacks only keep the types honest.
+        return PolyphaseLaunch(
+            groupSize: parameters.groupSize ?? cappedGroupSize(64, on: device),
+            elementsPerGroup: parameters.elementsPerGroup ?? 4096, localSize: parameters.localSize)
+    }
+
+    /// The TIPSPool2D choice for `device` (forward and backward share its program).
     static func choose(for device: Device) -> PolyphaseLaunch {
-        if let chosen = override.withLock({ $0[ObjectIdentifier(device)] }) { return chosen }
-        var size = 64
-        while size > 1 && size > device.info.maxWorkGroupSize { size /= 2 }
-        return PolyphaseLaunch(groupSize: size)
+        choose(family: tipsFamily, shapeClass: tipsShapeClass, on: device)
+    }
+
+    /// The APSPool2D choice for `device` and a map whose padded height is `height` rows.
+    static func chooseAPS(for device: Device, height: Int) -> PolyphaseLaunch {
+        choose(family: apsFamily, shapeClass: apsShapeClass(height: height), on: device)
     }
 }

@@ -1,7 +1,6 @@
 import Foundation
 import NyquistCL
 import NyquistCore
-import Synchronization
 
 /// AdaptiveBlurPool (Zou et al. 2020, "Delving Deeper into Anti-aliasing in ConvNets"): a
 /// content-aware low-pass. At every output position a small predictor (conv k x k, C -> G*k*k,
@@ -221,7 +220,8 @@ public final class AdaptiveBlurPool2D {
 }
 
 /// Launch parameters of the AdaptiveBlurPool predictor kernels (Kernels/adaptive_blur_pool.cl),
-/// chosen in one place so a per-device tuner can replace the choice.
+/// read through ``Device/launchParameters(family:shapeClass:builtIn:accepts:)`` so a tuned
+/// database entry, the built-in default and a test's override all take one path.
 ///
 /// * `tiled`: the register-tiled predictor (adaptive_forward_tiled, adaptive_predictor_full_tiled)
 ///   keeps `positions` x P logits per item in private memory; it is used while that stays small
@@ -246,22 +246,35 @@ struct AdaptiveLaunch: Equatable {
     /// Largest P = G*k*k the tiled kernels accept (their private logits are positions x P).
     static let tiledChannelLimit = 128
 
-    /// Choices that replace ``choose(for:configuration:)`` on one device each, keyed by the Device's
-    /// identity (for a tuner, or a test of another candidate); absent: the built-in choice.
-    /// Per device rather than process-wide, so that pinning a candidate never changes the
-    /// choice of a call running meanwhile on another Device: a program built with one value
-    /// and launched with another would compute garbage. `tiled` is still refused above ``tiledChannelLimit``.
-    static let override = Mutex<[ObjectIdentifier: AdaptiveLaunch]>([:])
+    /// The tuner and database name of the family, with its one shape class ("all": the
+    /// training kernels choose without knowing the map size, and must agree with the forward).
+    static let family = "adaptive-forward"
+    static let shapeClass = "all"
 
-    /// The choice for `device` and `configuration`.
-    static func choose(for device: Device, configuration: AdaptiveBlurPool2DConfiguration) -> AdaptiveLaunch {
-        if var chosen = override.withLock({ $0[ObjectIdentifier(device)] }) {
-            chosen.tiled = chosen.tiled && configuration.predictorChannels <= tiledChannelLimit
-            chosen.positions = min(max(chosen.positions, 1), 4)
-            chosen.outVectors = min(max(chosen.outVectors, 1), 4)
-            return chosen
+    /// Every candidate: the one-position kernels, and register tiles of positions x outVectors
+    /// that fit 16 vector registers (positions x outVectors + outVectors <= 16).
+    static let candidates: [LaunchParameters] =
+        [LaunchParameters(tiled: false, positions: 1, outVectors: 1)]
+        + [(1, 1), (2, 2), (2, 4), (3, 2), (3, 3), (4, 1), (4, 2), (4, 3)].map {
+            LaunchParameters(tiled: true, positions: $0.0, outVectors: $0.1)
         }
+
+    /// Built-in defaults. CPU devices (PoCL): 4 positions x 3 vectors, the driver's groups
+    /// (measured: docs/kernels.md). GPUs (unmeasured): 2 x 2, since private arrays spill to
+    /// slow memory sooner there.
+    static func builtIn(on device: Device) -> LaunchParameters {
+        LaunchParameters(tiled: true, positions: device.info.isGPU ? 2 : 4, outVectors: device.info.isGPU ? 2 : 3)
+    }
+
+    /// The choice for `device` and `configuration`; `tiled` is refused above ``tiledChannelLimit``.
+    static func choose(for device: Device, configuration: AdaptiveBlurPool2DConfiguration) -> AdaptiveLaunch {
+        let parameters = device.launchParameters(
+            family: family, shapeClass: shapeClass, builtIn: builtIn(on: device),
+            accepts: {
+                $0.tiled != nil && $0.positions != nil && $0.outVectors != nil && ($0.localSize.map { $0.count == 3 } ?? true)
+            })
         return AdaptiveLaunch(
-            tiled: configuration.predictorChannels <= tiledChannelLimit, positions: 4, outVectors: 3, local: nil)
+            tiled: (parameters.tiled ?? true) && configuration.predictorChannels <= tiledChannelLimit,
+            positions: parameters.positions ?? 4, outVectors: parameters.outVectors ?? 3, local: parameters.localSize)
     }
 }

@@ -14,21 +14,64 @@ public struct LaunchParameters: Codable, Hashable, Sendable, CustomStringConvert
     /// Work-group size per dimension, each clamped to the global size at launch (nil: the
     /// driver chooses).
     public var localSize: [Int]?
+    /// Items per work-group of the polyphase kernels that run one work-group per sample or
+    /// plane (GROUP_SIZE of Kernels/polyphase.cl): a power of two; nil for other families.
+    public var groupSize: Int?
+    /// Elements per work-group below which tips_forward batches several planes into one
+    /// work-group (1: one plane per work-group); nil for other families.
+    public var elementsPerGroup: Int?
+    /// Band positions per work item of the LiftPool forward and inverse kernels (RUN of
+    /// Kernels/lift_pool.cl); nil for other families.
+    public var run: Int?
+    /// Whether the register-tiled AdaptiveBlurPool predictor runs (where P = G*k*k allows it);
+    /// nil for other families.
+    public var tiled: Bool?
+    /// Output positions per work item of the tiled AdaptiveBlurPool predictor (POSITIONS);
+    /// nil for other families.
+    public var positions: Int?
+    /// float8 blocks of predictor channels per register tile of the tiled AdaptiveBlurPool
+    /// predictor (OUT_VECTORS); nil for other families.
+    public var outVectors: Int?
 
-    /// Bundles the parameters.
-    public init(outputsPerItem: Int = 1, localSize: [Int]? = nil) {
+    /// Bundles the parameters; a family reads only its own knobs and leaves the others nil.
+    public init(
+        outputsPerItem: Int = 1, localSize: [Int]? = nil, groupSize: Int? = nil, elementsPerGroup: Int? = nil,
+        run: Int? = nil, tiled: Bool? = nil, positions: Int? = nil, outVectors: Int? = nil
+    ) {
         self.outputsPerItem = outputsPerItem
         self.localSize = localSize
+        self.groupSize = groupSize
+        self.elementsPerGroup = elementsPerGroup
+        self.run = run
+        self.tiled = tiled
+        self.positions = positions
+        self.outVectors = outVectors
     }
 
     public var description: String {
-        "outputsPerItem \(outputsPerItem), local " + (localSize.map { "\($0)" } ?? "driver")
+        // The window families' knobs always show; another family's only what it sets.
+        let windowFamily = [groupSize, elementsPerGroup, run, positions, outVectors].allSatisfy { $0 == nil } && tiled == nil
+        var parts: [String] = []
+        if windowFamily || outputsPerItem != 1 { parts.append("outputsPerItem \(outputsPerItem)") }
+        if windowFamily || localSize != nil { parts.append("local " + (localSize.map { "\($0)" } ?? "driver")) }
+        if let groupSize { parts.append("group \(groupSize)") }
+        if let elementsPerGroup { parts.append("elements/group \(elementsPerGroup)") }
+        if let run { parts.append("run \(run)") }
+        if let tiled { parts.append(tiled ? "tiled" : "untiled") }
+        if let positions { parts.append("positions \(positions)") }
+        if let outVectors { parts.append("outVectors \(outVectors)") }
+        return parts.joined(separator: ", ")
     }
 
-    /// Whether the values can be launched at all (a database file may hold anything).
+    /// Whether the values can be launched at all (a database file may hold anything): every
+    /// knob that is set lies in the range its kernels are written for.
     var isUsable: Bool {
-        [1, 2, 4, 8].contains(outputsPerItem)
+        func within(_ value: Int?, _ range: ClosedRange<Int>) -> Bool { value.map { range.contains($0) } ?? true }
+        return [1, 2, 4, 8].contains(outputsPerItem)
             && (localSize.map { $0.count >= 1 && $0.count <= 3 && $0.allSatisfy { $0 >= 1 && $0 <= 4096 } } ?? true)
+            && within(groupSize, 1...1024) && (groupSize.map { $0 & ($0 - 1) == 0 } ?? true)
+            && within(elementsPerGroup, 1...(1 << 20)) && within(run, 1...32) && within(positions, 1...4)
+            && within(outVectors, 1...4)
     }
 
     /// The local size for a launch over `global`, each axis clamped to the global size and
@@ -122,18 +165,24 @@ extension Device {
     /// The launch parameters of `family` for `shapeClass`: an in-memory override if one is set,
     /// else the tuned entry of this device's database file, else `builtIn`. Never throws and
     /// never tunes: a missing or broken database simply means the built-in default.
-    public func launchParameters(family: String, shapeClass: String, builtIn: LaunchParameters) -> LaunchParameters {
+    ///
+    /// `accepts` is the family's own check (its knobs are set, within what this device allows):
+    /// an override or a database entry it refuses is skipped like an unusable one.
+    public func launchParameters(
+        family: String, shapeClass: String, builtIn: LaunchParameters,
+        accepts: (LaunchParameters) -> Bool = { _ in true }
+    ) -> LaunchParameters {
         let key = TuningDatabase.key(family: family, shapeClass: shapeClass)
         let name = self.name
         return tuning.withLock { state in
-            if let pinned = state.overrides[key] { return pinned }
+            if let pinned = state.overrides[key], accepts(pinned) { return pinned }
             if !state.loaded {
                 state.loaded = true
                 state.database = TuningDatabase.path(deviceName: name).flatMap {
                     TuningDatabase.load(path: $0, deviceName: name)
                 }
             }
-            if let tuned = state.database?.entries[key], tuned.isUsable { return tuned }
+            if let tuned = state.database?.entries[key], tuned.isUsable, accepts(tuned) { return tuned }
             return builtIn
         }
     }
@@ -176,15 +225,20 @@ public struct TunableFamily: Sendable {
     /// Prepares the pass for `input` once (allocations, training forward) and returns the
     /// closure that runs only the timed kernels.
     public let prepare: @Sendable (_ input: DeviceTensor) throws -> () throws -> Void
+    /// Whether a candidate can run on a device (e.g. a work-group size within its maximum);
+    /// the tuner skips the others rather than time the built-in default under their name.
+    public let accepts: @Sendable (_ candidate: LaunchParameters, _ device: Device) -> Bool
 
     /// Bundles a family.
     public init(
         name: String, shapeClasses: [(name: String, inputShape: [Int])], candidates: [LaunchParameters],
+        accepts: @escaping @Sendable (_ candidate: LaunchParameters, _ device: Device) -> Bool = { _, _ in true },
         prepare: @escaping @Sendable (_ input: DeviceTensor) throws -> () throws -> Void
     ) {
         self.name = name
         self.shapeClasses = shapeClasses
         self.candidates = candidates
+        self.accepts = accepts
         self.prepare = prepare
     }
 }
@@ -220,9 +274,12 @@ public enum KernelTuner {
                     on: device)
                 var best: Measurement? = nil
                 defer { try? device.overrideLaunchParameters(nil, family: family.name, shapeClass: shapeClass.name) }
-                for candidate in family.candidates {
+                let candidates = family.candidates.filter { family.accepts($0, device) }
+                for (index, candidate) in candidates.enumerated() {
                     try device.overrideLaunchParameters(candidate, family: family.name, shapeClass: shapeClass.name)
-                    progress("\(family.name) \(shapeClass.name): \(candidate)")
+                    progress(
+                        "tuning \(family.name) / \(shapeClass.name) (\(shapeClass.inputShape.map(String.init).joined(separator: "x"))), "
+                            + "candidate \(index + 1) of \(candidates.count): \(candidate)")
                     let run = try family.prepare(input)
                     _ = try device.measure(run)
                     var times: [Double] = []
@@ -238,5 +295,30 @@ public enum KernelTuner {
             }
         }
         return (database, measurements)
+    }
+
+    /// Every tunable family: the window families (``WindowTuning``), then the polyphase,
+    /// LiftPool and AdaptiveBlurPool families (``OperatorTuning``).
+    public static func allFamilies() throws -> [TunableFamily] {
+        try WindowTuning.families() + OperatorTuning.families()
+    }
+
+    /// Tunes `families` (default: ``allFamilies()``) on `device` and saves the result, merged
+    /// with the entries of other families already in the file, to `path` (default: this
+    /// device's file under the cache directory). Returns the path and every measurement.
+    public static func tuneAndSave(
+        _ families: [TunableFamily]? = nil, on device: Device, repeats: Int = 5, path: String? = nil,
+        progress: (String) -> Void = { _ in }
+    ) throws -> (path: String, measurements: [Measurement]) {
+        guard let path = path ?? TuningDatabase.path(deviceName: device.name) else {
+            throw NyquistError(
+                .io, "no cache directory for the tuning database: set NYQUIST_CACHE_DIR, XDG_CACHE_HOME or HOME")
+        }
+        let existing = TuningDatabase.load(path: path, deviceName: device.name)
+        let (database, measurements) = try tune(
+            families ?? allFamilies(), on: device, repeats: repeats, existing: existing, progress: progress)
+        try database.save(path: path)
+        device.reloadTuningDatabase()
+        return (path, measurements)
     }
 }

@@ -1,6 +1,5 @@
 import NyquistCL
 import NyquistCore
-import Synchronization
 
 /// The learnable parameters of a LiftPool layer on a device: predictor P and updater U as
 /// ``DeviceTensor``s by PyTorch `state_dict` name (`predict.0.weight` (C, 1, K),
@@ -250,20 +249,21 @@ public final class LiftDownPool2D {
         let rowsShape = [shape.n, shape.c, shape.h, bandShape.w]
         let sh = try DeviceTensor(shape: rowsShape, on: device)
         let dh = try DeviceTensor(shape: rowsShape, on: device)
-        let program = try LiftPass.program(configuration, device)
         let rows = LiftPass(alongWidth: true, planes: shape.n * shape.c, channels: shape.c, height: shape.h, width: shape.w)
+        let rowsLaunch = try rows.runLaunch(configuration, on: device)
         try device.context.dispatch(
-            "lift_down", in: program,
+            "lift_down", in: rowsLaunch.program,
             arguments: [.buffer(input.buffer), .buffer(sh.buffer), .buffer(dh.buffer), .buffer(dh.buffer), .int(0)]
                 + rows.arguments(inverse: false) + weights.arguments,
-            global: rows.runGlobal(LiftLaunch.choose(for: device).run))
+            global: rowsLaunch.global)
         let columns = LiftPass(
             alongWidth: false, planes: shape.n * shape.c, channels: shape.c, height: shape.h, width: bandShape.w)
+        let columnsLaunch = try columns.runLaunch(configuration, on: device)
         try device.context.dispatch(
-            "lift_down_pair", in: program,
+            "lift_down_pair", in: columnsLaunch.program,
             arguments: [sh, dh, output.ll, output.lh, output.hl, output.hh, output.output].map { .buffer($0.buffer) }
                 + columns.arguments(inverse: false) + weights.arguments,
-            global: columns.runGlobal(LiftLaunch.choose(for: device).run))
+            global: columnsLaunch.global)
         return (sh, dh)
     }
 }
@@ -311,11 +311,12 @@ public final class LiftDownPool1D {
         }
         try LiftPass.require(input, input.shape, device: weights.device, role: "input")
         let rows = LiftPass(alongWidth: true, planes: shape.n * shape.c, channels: shape.c, height: 1, width: shape.w)
+        let launch = try rows.runLaunch(configuration, on: weights.device)
         try weights.device.context.dispatch(
-            "lift_down", in: try LiftPass.program(configuration, weights.device),
+            "lift_down", in: launch.program,
             arguments: [input, output.s, output.d, output.output].map { .buffer($0.buffer) } + [.int(1)]
                 + rows.arguments(inverse: false) + weights.arguments,
-            global: rows.runGlobal(LiftLaunch.choose(for: weights.device).run))
+            global: launch.global)
     }
 
     /// Training forward: the bands, the regularisers of the lifting and what
@@ -423,20 +424,21 @@ public final class LiftUpPool2D {
         let rowsShape = [shape.n, shape.c, shape.h, bandShape.w]
         let sh = try DeviceTensor(shape: rowsShape, on: device)
         let dh = try DeviceTensor(shape: rowsShape, on: device)
-        let program = try LiftPass.program(configuration, device)
         let planes = shape.n * shape.c
         let columns = LiftPass(alongWidth: false, planes: planes, channels: shape.c, height: shape.h, width: bandShape.w)
+        let columnsLaunch = try columns.runLaunch(configuration, on: device)
         for (s, d, x) in [(ll, lh, sh), (hl, hh, dh)] {
             try device.context.dispatch(
-                "lift_up", in: program,
+                "lift_up", in: columnsLaunch.program,
                 arguments: [s, d, x].map { .buffer($0.buffer) } + columns.arguments(inverse: true) + weights.arguments,
-                global: columns.runGlobal(LiftLaunch.choose(for: device).run))
+                global: columnsLaunch.global)
         }
         let rows = LiftPass(alongWidth: true, planes: planes, channels: shape.c, height: shape.h, width: shape.w)
+        let rowsLaunch = try rows.runLaunch(configuration, on: device)
         try device.context.dispatch(
-            "lift_up", in: program,
+            "lift_up", in: rowsLaunch.program,
             arguments: [sh, dh, output].map { .buffer($0.buffer) } + rows.arguments(inverse: true) + weights.arguments,
-            global: rows.runGlobal(LiftLaunch.choose(for: device).run))
+            global: rowsLaunch.global)
     }
 
     /// Training forward: the reconstruction and what ``backward(_:gradOutput:)`` needs (the
@@ -447,17 +449,17 @@ public final class LiftUpPool2D {
         let output = try callAsFunction(ll: ll, lh: lh, hl: hl, hh: hh, height: height, width: width)
         let bandShape = try ll.nchw("\(LiftPoolConfiguration.inverseOperatorName) band LL")
         let device = weights.device
-        let program = try LiftPass.program(configuration, device)
         let columns = LiftPass(
             alongWidth: false, planes: bandShape.n * bandShape.c, channels: bandShape.c, height: height, width: bandShape.w)
         let rowsShape = [bandShape.n, bandShape.c, height, bandShape.w]
         let sh = try DeviceTensor(shape: rowsShape, on: device)
         let dh = try DeviceTensor(shape: rowsShape, on: device)
+        let columnsLaunch = try columns.runLaunch(configuration, on: device)
         for (s, d, x) in [(ll, lh, sh), (hl, hh, dh)] {
             try device.context.dispatch(
-                "lift_up", in: program,
+                "lift_up", in: columnsLaunch.program,
                 arguments: [s, d, x].map { .buffer($0.buffer) } + columns.arguments(inverse: true) + weights.arguments,
-                global: columns.runGlobal(LiftLaunch.choose(for: device).run))
+                global: columnsLaunch.global)
         }
         return (output, LiftUpPool2DSaved(bands: [ll, lh, hl, hh], sh: sh, dh: dh))
     }
@@ -527,10 +529,11 @@ public final class LiftUpPool1D {
         try LiftPass.require(d, s.shape, device: device, role: "band d", layer: layer)
         let output = try DeviceTensor(shape: [shape.n, shape.c, length], on: device)
         let rows = LiftPass(alongWidth: true, planes: shape.n * shape.c, channels: shape.c, height: 1, width: length)
+        let launch = try rows.runLaunch(configuration, on: device)
         try device.context.dispatch(
-            "lift_up", in: try LiftPass.program(configuration, device),
+            "lift_up", in: launch.program,
             arguments: [s, d, output].map { .buffer($0.buffer) } + rows.arguments(inverse: true) + weights.arguments,
-            global: rows.runGlobal(LiftLaunch.choose(for: device).run))
+            global: launch.global)
         return output
     }
 
@@ -646,6 +649,15 @@ struct LiftPass {
         return alongWidth ? [runs, lines, planes] : [lines, runs, planes]
     }
 
+    /// The program and global size of this pass's forward or inverse kernel (lift_down,
+    /// lift_down_pair, lift_up) on `device`, with RUN chosen for this pass's band length.
+    func runLaunch(_ configuration: LiftPoolConfiguration, on device: Device) throws -> (
+        program: OpenCLProgram, global: [Int]
+    ) {
+        let run = LiftLaunch.choose(for: device, band: band).run
+        return (try Self.program(configuration, device, run: run), runGlobal(run))
+    }
+
     /// Work-group size of the reductions (LIFT_GROUP in the kernels).
     static let group = 64
 
@@ -673,7 +685,9 @@ struct LiftPass {
     }
 
     /// Backward of one forward lifting x -> (s, d): writes the gradient of x into `gx` and
-    /// writes (or, with `accumulate`, adds) the parameter gradients into `gradients`.
+    /// writes (or, with `accumulate`, adds) the parameter gradients into `gradients`. Four
+    /// passes: U's gate, gD (and P's gate), parameters, gx; each gate is evaluated once per band
+    /// position and read by its K neighbours.
     func backward(
         x: DeviceTensor, s: DeviceTensor, d: DeviceTensor, gs: DeviceTensor?, gd: DeviceTensor?, gy: DeviceTensor?,
         into gx: DeviceTensor, gradients: [DeviceTensor], accumulate: Bool, gradLoss: Double,
@@ -686,47 +700,77 @@ struct LiftPass {
             .int(flags), .float(Float(2 * gradLoss * configuration.lambdaU / count)),
             .float(Float(2 * gradLoss * configuration.lambdaP / count)),
         ]
-        let detail = try DeviceTensor(shape: s.shape, on: device)
+        // The gates of U and P (pre-activation, gradient through the tanh), once per position.
+        let (updatePre, updateGradient, predictPre, predictGradient, detail) = try (
+            DeviceTensor(shape: s.shape, on: device), DeviceTensor(shape: s.shape, on: device),
+            DeviceTensor(shape: s.shape, on: device), DeviceTensor(shape: s.shape, on: device),
+            DeviceTensor(shape: s.shape, on: device)
+        )
+        let geometry = arguments(inverse: false) + weights.arguments
+        try device.context.dispatch(
+            "lift_backward_update_gate", in: program,
+            arguments: buffers + [updatePre, updateGradient].map { .buffer($0.buffer) } + geometry, global: global)
         try device.context.dispatch(
             "lift_backward_detail", in: program,
-            arguments: buffers + [.buffer(detail.buffer)] + arguments(inverse: false) + weights.arguments, global: global)
+            arguments: buffers + [updatePre, updateGradient, detail, predictPre, predictGradient].map { .buffer($0.buffer) }
+                + geometry,
+            global: global)
         try device.context.dispatch(
             "lift_parameter_gradients", in: program,
-            arguments: buffers + [.buffer(detail.buffer)] + gradients.map { .buffer($0.buffer) } + [.int(accumulate ? 1 : 0)]
-                + arguments(inverse: false) + weights.arguments,
+            arguments: buffers + ([updatePre, updateGradient, predictPre, predictGradient] + gradients).map { .buffer($0.buffer) }
+                + [.int(accumulate ? 1 : 0)] + geometry,
             global: [Self.group * channels], local: [Self.group])
         try device.context.dispatch(
             "lift_backward_input", in: program,
-            arguments: buffers + [.buffer(detail.buffer), .buffer(gx.buffer)] + arguments(inverse: false) + weights.arguments,
+            arguments: buffers + [predictPre, predictGradient, detail, gx].map { .buffer($0.buffer) } + geometry,
             global: global)
     }
 
     /// Backward of one inverse lifting (s, d) -> x: writes the gradients of s and d and writes
-    /// (or adds) the parameter gradients. Four passes: x_e, gs, gd, parameters.
+    /// (or adds) the parameter gradients. Five passes: x_e (and U's pre-activation), P's gate,
+    /// gs (and U's gate), gd, parameters; each gate is evaluated once per band position.
     func inverseBackward(
         s: DeviceTensor, d: DeviceTensor, gx: DeviceTensor, gs: DeviceTensor, gd: DeviceTensor, gradients: [DeviceTensor],
         accumulate: Bool, _ weights: LiftPoolDeviceParameters, _ program: OpenCLProgram
     ) throws {
         let device = weights.device
         let geometry = arguments(inverse: true) + weights.arguments
-        let even = try DeviceTensor(shape: s.shape, on: device)
+        let (even, updatePre, updateGradient, predictPre, predictGradient) = try (
+            DeviceTensor(shape: s.shape, on: device), DeviceTensor(shape: s.shape, on: device),
+            DeviceTensor(shape: s.shape, on: device), DeviceTensor(shape: s.shape, on: device),
+            DeviceTensor(shape: s.shape, on: device)
+        )
         try device.context.dispatch(
-            "lift_up_even", in: program, arguments: [s, d, even].map { .buffer($0.buffer) } + geometry, global: global)
-        try device.context.dispatch(
-            "lift_up_backward_even", in: program, arguments: [even, gx, gs].map { .buffer($0.buffer) } + geometry,
+            "lift_up_even", in: program, arguments: [s, d, even, updatePre].map { .buffer($0.buffer) } + geometry,
             global: global)
         try device.context.dispatch(
-            "lift_up_backward_detail", in: program, arguments: [d, gx, gs, gd].map { .buffer($0.buffer) } + geometry,
+            "lift_up_predict_gate", in: program,
+            arguments: [even, gx, predictPre, predictGradient].map { .buffer($0.buffer) } + geometry, global: global)
+        try device.context.dispatch(
+            "lift_up_backward_even", in: program,
+            arguments: [predictPre, predictGradient, updatePre, gx, gs, updateGradient].map { .buffer($0.buffer) } + geometry,
             global: global)
+        try device.context.dispatch(
+            "lift_up_backward_detail", in: program,
+            arguments: [updatePre, updateGradient, gx, gd].map { .buffer($0.buffer) } + geometry, global: global)
         try device.context.dispatch(
             "lift_up_parameter_gradients", in: program,
-            arguments: ([even, d, gx, gs] + gradients).map { .buffer($0.buffer) } + [.int(accumulate ? 1 : 0)] + geometry,
+            arguments: ([even, d, predictPre, predictGradient, updatePre, updateGradient] + gradients).map { .buffer($0.buffer) }
+                + [.int(accumulate ? 1 : 0)] + geometry,
             global: [Self.group * channels], local: [Self.group])
     }
 
-    static func program(_ configuration: LiftPoolConfiguration, _ device: Device) throws -> OpenCLProgram {
+    /// The LiftPool program with RUN = `run`; the default, the choice for wide maps, serves the
+    /// kernels that do not read RUN (backward, regularisers), so they share the usual program.
+    static func program(_ configuration: LiftPoolConfiguration, _ device: Device, run: Int? = nil) throws
+        -> OpenCLProgram
+    {
         try device.program(
-            "lift_pool.cl", defines: ["KERNEL_SIZE": configuration.kernelSize, "RUN": LiftLaunch.choose(for: device).run])
+            "lift_pool.cl",
+            defines: [
+                "KERNEL_SIZE": configuration.kernelSize,
+                "RUN": run ?? LiftLaunch.choose(for: device, band: LiftLaunch.wideBand).run,
+            ])
     }
 
     /// Throws unless `tensor` has `shape` and lives on `device`.
@@ -747,28 +791,44 @@ struct LiftPass {
     }
 }
 
-/// Launch parameters of the LiftPool kernels (Kernels/lift_pool.cl), chosen in one place so a
-/// per-device tuner can replace the choice.
+/// Launch parameters of the LiftPool kernels (Kernels/lift_pool.cl), read through
+/// ``Device/launchParameters(family:shapeClass:builtIn:accepts:)`` (family `lift`) so a tuned
+/// database entry, the built-in default and a test's override all take one path.
 ///
 /// `run` is the number of consecutive band positions one work item of the forward and inverse
 /// kernels computes (RUN): each evaluates the inner step (P for a forward lifting, U for an
 /// inverse one) on the run plus a K/2 halo each side, so the inner step costs (run + K - 1) / run
 /// evaluations per band position instead of K. Candidates 1, 2, 4, 8, 16; larger runs cut the
-/// recomputation but give fewer work items (and, along W, less coalescing on GPUs).
+/// recomputation but give fewer work items (and, along W, less coalescing on GPUs). Shape
+/// classes by the band length of a pass (each pass of a 2-D layer chooses for its own axis):
+/// "wide" (>= 16 positions), "narrow" (where a long run leaves few work items).
 struct LiftLaunch: Equatable {
     /// Band positions per work item of lift_down, lift_down_pair and lift_up.
     var run: Int
 
-    /// Choices that replace ``choose(for:)`` on one device each, keyed by the Device's
-    /// identity (for a tuner, or a test of another candidate); absent: the built-in choice.
-    /// Per device rather than process-wide, so that pinning a candidate never changes the
-    /// choice of a call running meanwhile on another Device: a program built with one value
-    /// and launched with another would compute garbage.
-    static let override = Mutex<[ObjectIdentifier: LiftLaunch]>([:])
+    /// The tuner and database name of the family.
+    static let family = "lift"
+    /// A band length of the "wide" class.
+    static let wideBand = 16
 
-    /// The choice for `device`.
-    static func choose(for device: Device) -> LiftLaunch {
-        if let chosen = override.withLock({ $0[ObjectIdentifier(device)] }) { return LiftLaunch(run: max(chosen.run, 1)) }
-        return LiftLaunch(run: 8)
+    /// The shape class of a pass whose bands are `band` positions long.
+    static func shapeClass(band: Int) -> String { band >= wideBand ? "wide" : "narrow" }
+
+    /// Every candidate (the tuner times them, the parity tests run them all).
+    static let candidates = [1, 2, 4, 8, 16].map { LaunchParameters(run: $0) }
+
+    /// Built-in defaults. CPU devices (PoCL): runs of 8 (measured: docs/kernels.md). GPUs
+    /// (unmeasured): runs of 2, trading some recomputation for more work items and shorter
+    /// strides between neighbouring items along W.
+    static func builtIn(on device: Device) -> LaunchParameters {
+        LaunchParameters(run: device.info.isGPU ? 2 : 8)
+    }
+
+    /// The choice for a pass whose bands are `band` positions long on `device`.
+    static func choose(for device: Device, band: Int) -> LiftLaunch {
+        let parameters = device.launchParameters(
+            family: family, shapeClass: shapeClass(band: band), builtIn: builtIn(on: device),
+            accepts: { $0.run != nil })
+        return LiftLaunch(run: parameters.run ?? 8)
     }
 }

@@ -5,32 +5,84 @@ import _NyquistTestSupport
 
 @testable import Nyquist
 
-// The launch parameters a per-device tuner may pick (PolyphaseLaunch, LiftLaunch,
-// AdaptiveLaunch candidates other than today's choice) against the CPU reference, on odd shapes
-// with N and C that are not multiples of anything the kernels tile by. Each test pins
-// its candidates on a Device of its own: the overrides are per device, so suites running
-// meanwhile keep the built-in choice (a process-wide override once let a concurrent LiftPool
-// test build its program with one RUN and launch it with another).
+// Every candidate of the polyphase, LiftPool and AdaptiveBlurPool tuner families
+// (OperatorTuning) against the CPU reference, on odd shapes with N and C that are not multiples
+// of anything the kernels tile by. Each test pins its candidates through the Device's override
+// mechanism (the one path the tuner and the database use) on a Device of its own: overrides
+// are per device, so suites running meanwhile keep the built-in choice (a process-wide
+// override once let a concurrent LiftPool test build its program with one RUN and launch it
+// with another).
 @Suite("Launch-parameter candidates vs reference", .serialized)
 struct LaunchVariantParityTests {
     static let shapes: [[Int]] = [[3, 5, 7, 9], [1, 3, 31, 33], [2, 3, 13, 40]]
 
-    @Test("APS and TIPS with other work-group sizes and plane batching")
-    func polyphase() throws {
+    /// Pins `candidate` for every shape class of `family` on `device`.
+    static func pin(_ candidate: LaunchParameters?, family: String, shapeClasses: [String], on device: Device) throws {
+        for shapeClass in shapeClasses {
+            try device.overrideLaunchParameters(candidate, family: family, shapeClass: shapeClass)
+        }
+    }
+
+    @Test("APS with every group size and gather/scatter work-group shape")
+    func aps() throws {
         let device = try TestDevice.fresh()  // overrides are per device: other suites keep theirs
-        defer { PolyphaseLaunch.override.withLock { $0[ObjectIdentifier(device)] = nil } }
-        for launch in [
-            PolyphaseLaunch(groupSize: 16, elementsPerGroup: 1), PolyphaseLaunch(groupSize: 128, elementsPerGroup: 16384),
-            PolyphaseLaunch(groupSize: 1, elementsPerGroup: 1024),
-        ] {
-            PolyphaseLaunch.override.withLock { $0[ObjectIdentifier(device)] = launch }
-            for (index, shape) in Self.shapes.enumerated() {
-                let label = "\(launch) on \(shape)"
-                let x = try randomTensor(shape, seed: UInt64(40 + index))
-                let input = try DeviceTensor(x, on: device)
-                let tips = try TIPSPool2D(channels: shape[1], kernelSize: 3, seed: 5)
-                let expected = try Reference.tipsPool2D(
-                    x, tips.configuration, parameters: tips.parameters)
+        let family = PolyphaseLaunch.apsFamily
+        let classes = ["large", "small"]
+        defer { try? Self.pin(nil, family: family, shapeClasses: classes, on: device) }
+        let candidates = PolyphaseLaunch.candidates(family: family).filter {
+            PolyphaseLaunch.accepts($0, family: family, on: device)
+        }
+        #expect(candidates.count > 10)
+        var checkedShapes = 0
+        defer { #expect(checkedShapes >= 2, "too few APS shapes without near-ties") }
+        // Padded heights 8 and 32 fall in both shape classes.
+        for (index, shape) in (Self.shapes + [[2, 3, 32, 18]]).enumerated() {
+            let x = try randomTensor(shape, seed: UInt64(40 + index))
+            let aps = try APSPool2D(channels: shape[1])
+            // Float and Double norms may order a near-tie differently; such inputs are not
+            // a launch-parameter question.
+            guard try apsNormGap(x, aps.configuration).allSatisfy({ $0 > 1e-4 }) else { continue }
+            checkedShapes += 1
+            let (expected, indices) = try Reference.apsPool2D(x, aps.configuration)
+            let gradHost = try randomTensor(expected.shape, seed: UInt64(45 + index))
+            let expectedGrad = try Reference.apsPool2DBackward(
+                gradOutput: gradHost, saved: .init(input: x, indices: indices), aps.configuration)
+            let input = try DeviceTensor(x, on: device)
+            let gradOutput = try DeviceTensor(gradHost, on: device)
+            for candidate in candidates {
+                try Self.pin(candidate, family: family, shapeClasses: classes, on: device)
+                let label = "\(candidate) on \(shape)"
+                let (output, chosen, saved) = try aps.forwardTraining(input, indices: nil)
+                let error = Discrepancy(actual: try output.toHost().values, expected: expected.values)
+                #expect(error.maxAbsoluteError == 0, "\(label) aps forward: \(error)")
+                #expect(try chosen.toHost().values == indices.map(Float.init), "\(label) aps indices")
+                let gradInput = try GuardedTensor(shape: shape, on: device)
+                try aps.backward(gradOutput, saved, into: gradInput.tensor)
+                let gradError = Discrepancy(actual: try gradInput.tensor.toHost().values, expected: expectedGrad.values)
+                #expect(gradError.maxAbsoluteError == 0, "\(label) aps backward: \(gradError)")
+                #expect(try gradInput.damagedGuards().isEmpty, "\(label) aps backward wrote outside its output")
+            }
+        }
+    }
+
+    @Test("TIPS forward with every group size and plane batching")
+    func tips() throws {
+        let device = try TestDevice.fresh()
+        let family = PolyphaseLaunch.tipsFamily
+        let classes = [PolyphaseLaunch.tipsShapeClass]
+        defer { try? Self.pin(nil, family: family, shapeClasses: classes, on: device) }
+        let candidates = PolyphaseLaunch.candidates(family: family).filter {
+            PolyphaseLaunch.accepts($0, family: family, on: device)
+        }
+        #expect(candidates.count > 10)
+        for (index, shape) in Self.shapes.enumerated() {
+            let x = try randomTensor(shape, seed: UInt64(40 + index))
+            let input = try DeviceTensor(x, on: device)
+            let tips = try TIPSPool2D(channels: shape[1], kernelSize: 3, seed: 5)
+            let expected = try Reference.tipsPool2D(x, tips.configuration, parameters: tips.parameters)
+            for candidate in candidates {
+                try Self.pin(candidate, family: family, shapeClasses: classes, on: device)
+                let label = "\(candidate) on \(shape)"
                 let output = try GuardedTensor(shape: expected.output.shape, on: device)
                 try tips.forward(input, into: output.tensor)
                 let forward = Discrepancy(actual: try output.tensor.toHost().values, expected: expected.output.values)
@@ -38,32 +90,25 @@ struct LaunchVariantParityTests {
                 #expect(try output.damagedGuards().isEmpty, "\(label) tips forward wrote outside its output")
                 let psi = Discrepancy(actual: try tips.outputs(input).psi.toHost().values, expected: expected.psi.values)
                 #expect(psi.within(PolyphaseTolerance.tipsForward), "\(label) tips psi: \(psi)")
-
-                let aps = try APSPool2D(channels: shape[1])
-                // Float and Double norms may order a near-tie differently; such inputs are not
-                // a launch-parameter question.
-                guard try apsNormGap(x, aps.configuration).allSatisfy({ $0 > 1e-4 }) else { continue }
-                let (expectedAPS, _) = try Reference.apsPool2D(x, aps.configuration)
-                let (actualAPS, _) = try aps(input, indices: nil)
-                let apsError = Discrepancy(actual: try actualAPS.toHost().values, expected: expectedAPS.values)
-                #expect(apsError.maxAbsoluteError == 0, "\(label) aps forward: \(apsError)")
             }
         }
     }
 
-    @Test("LiftDownPool2D and LiftUpPool2D with other run lengths")
+    @Test("LiftDownPool2D and LiftUpPool2D with every run length")
     func lift() throws {
-        let device = try TestDevice.fresh()  // overrides are per device: other suites keep theirs
-        defer { LiftLaunch.override.withLock { $0[ObjectIdentifier(device)] = nil } }
-        for run in [1, 3, 16] {
-            LiftLaunch.override.withLock { $0[ObjectIdentifier(device)] = LiftLaunch(run: run) }
-            for (index, shape) in Self.shapes.enumerated() {
-                let label = "RUN=\(run) on \(shape)"
-                let config = try LiftPoolConfiguration(channels: shape[1], kernelSize: 5)
-                let params = LiftPoolParityTests.parameters(config, seed: UInt64(70 + index))
-                let pool = try LiftDownPool2D(config, parameters: params, on: device)
-                let x = try randomTensor(shape, seed: UInt64(80 + index))
-                let (expected, _) = try Reference.liftDownPool2D(x, params, config)
+        let device = try TestDevice.fresh()
+        let classes = ["wide", "narrow"]
+        defer { try? Self.pin(nil, family: LiftLaunch.family, shapeClasses: classes, on: device) }
+        // [1, 3, 31, 33]: bands of 16 and 17 positions (wide), the others narrow.
+        for (index, shape) in Self.shapes.enumerated() {
+            let config = try LiftPoolConfiguration(channels: shape[1], kernelSize: 5)
+            let params = LiftPoolParityTests.parameters(config, seed: UInt64(70 + index))
+            let pool = try LiftDownPool2D(config, parameters: params, on: device)
+            let x = try randomTensor(shape, seed: UInt64(80 + index))
+            let (expected, _) = try Reference.liftDownPool2D(x, params, config)
+            for candidate in LiftLaunch.candidates {
+                try Self.pin(candidate, family: LiftLaunch.family, shapeClasses: classes, on: device)
+                let label = "\(candidate) on \(shape)"
                 let bands = try pool(try DeviceTensor(x, on: device))
                 for (name, actual, reference) in [
                     ("output", bands.output, expected.output), ("LL", bands.ll, expected.ll), ("HH", bands.hh, expected.hh),
@@ -78,25 +123,25 @@ struct LaunchVariantParityTests {
         }
     }
 
-    @Test("AdaptiveBlurPool2D tiled predictor with other register tiles")
+    @Test("AdaptiveBlurPool2D forward with every predictor candidate")
     func adaptive() throws {
-        let device = try TestDevice.fresh()  // overrides are per device: other suites keep theirs
-        defer { AdaptiveLaunch.override.withLock { $0[ObjectIdentifier(device)] = nil } }
-        for (positions, outVectors) in [(1, 1), (2, 4), (3, 2), (4, 1)] {
-            AdaptiveLaunch.override.withLock {
-                $0[ObjectIdentifier(device)] = AdaptiveLaunch(tiled: true, positions: positions, outVectors: outVectors, local: nil)
-            }
-            for (index, shape) in Self.shapes.enumerated() {
-                for softmax in AdaptiveSoftmax.allCases {
-                    let config = try AdaptiveBlurPool2DConfiguration(
-                        channels: shape[1], kernelSize: 3, stride: 2, groups: shape[1], padding: .reflect, softmax: softmax)
-                    let label = "positions \(positions) x \(outVectors) vectors, \(config) on \(shape)"
-                    let parameters = try adaptiveTestParameters(config, seed: UInt64(90 + index))
-                    let x = try randomTensor(shape, seed: UInt64(95 + index))
-                    let expected = try Reference.adaptiveBlurPool2D(x, parameters: parameters, config)
-                    let layer = try AdaptiveBlurPool2D(config, parameters: parameters, on: device)
+        let device = try TestDevice.fresh()
+        let classes = [AdaptiveLaunch.shapeClass]
+        defer { try? Self.pin(nil, family: AdaptiveLaunch.family, shapeClasses: classes, on: device) }
+        for (index, shape) in Self.shapes.enumerated() {
+            for softmax in AdaptiveSoftmax.allCases {
+                let config = try AdaptiveBlurPool2DConfiguration(
+                    channels: shape[1], kernelSize: 3, stride: 2, groups: shape[1], padding: .reflect, softmax: softmax)
+                let parameters = try adaptiveTestParameters(config, seed: UInt64(90 + index))
+                let x = try randomTensor(shape, seed: UInt64(95 + index))
+                let expected = try Reference.adaptiveBlurPool2D(x, parameters: parameters, config)
+                let layer = try AdaptiveBlurPool2D(config, parameters: parameters, on: device)
+                let input = try DeviceTensor(x, on: device)
+                for candidate in AdaptiveLaunch.candidates {
+                    try Self.pin(candidate, family: AdaptiveLaunch.family, shapeClasses: classes, on: device)
+                    let label = "\(candidate), \(config) on \(shape)"
                     let output = try GuardedTensor(shape: expected.output.shape, on: device)
-                    try layer.forward(try DeviceTensor(x, on: device), into: output.tensor)
+                    try layer.forward(input, into: output.tensor)
                     let error = Discrepancy(actual: try output.tensor.toHost().values, expected: expected.output.values)
                     #expect(error.within(AdaptiveParityTests.tolerance), "\(label): \(error)")
                     #expect(try output.damagedGuards().isEmpty, "\(label) wrote outside its output")
