@@ -61,6 +61,43 @@ struct BenchmarkOperator {
             })
     }
 
+    /// LiftUpPool2D (K = 5), the inverse of LiftDownPool2D: the benchmark shape is the map it
+    /// reconstructs. The bands come from a LiftDownPool2D of the input, computed once per input
+    /// outside the timed passes, so the bytes are the four bands read (as many elements as the
+    /// map) plus the map written. Backward reads the gradient of the map and the saved bands and
+    /// writes the four band gradients (the LL gradient is returned). No CPU reference column:
+    /// its forward would need the bands on the host, computed by another operator.
+    static func liftUpPool(channels: Int, device: Device) throws -> BenchmarkOperator {
+        let down = try LiftDownPool2D(channels: channels, on: device)
+        let up = LiftUpPool2D(inverting: down)
+        let box = LiftUpBox()
+        func bands(of input: DeviceTensor) throws -> LiftDownPool2DOutput {
+            if let cached = box.bands, box.input === input.buffer { return cached }
+            let computed = try down(input)
+            try device.synchronize()
+            box.input = input.buffer
+            box.bands = computed
+            return computed
+        }
+        return BenchmarkOperator(
+            name: "lift-up-pool",
+            forward: { input in try up(try bands(of: input), height: input.shape[2], width: input.shape[3]) },
+            training: { input in
+                let b = try bands(of: input)
+                let (output, saved) = try up.forwardTraining(
+                    ll: b.ll, lh: b.lh, hl: b.hl, hh: b.hh, height: input.shape[2], width: input.shape[3])
+                box.saved = saved
+                return (output, SavedForBackward(input: input))
+            },
+            backward: { gradOutput, _ in
+                guard let saved = box.saved else {
+                    throw NyquistError(.invalidConfiguration, "lift-up-pool benchmark: backward before the training forward")
+                }
+                return try up.backward(saved, gradOutput: gradOutput).bands[0]
+            },
+            backwardReadsInput: true)
+    }
+
     /// AdaptiveBlurPool with its defaults (k 3, stride 2, G gcd(8, C), reflect, joint softmax)
     /// and Kaiming-initialised parameters. Forward is inference; backward is the training
     /// backward (input and parameter gradients). FLOPs: forward 2 N H' W' (G k^2 C k^2 + C k^2)
@@ -129,6 +166,7 @@ struct BenchmarkOperator {
                 }
             },
             Factory(name: "lift-down-pool") { channels, device in try liftDownPool(channels: channels, device: device) },
+            Factory(name: "lift-up-pool") { channels, device in try liftUpPool(channels: channels, device: device) },
             Factory(name: "adaptive-blur-pool") { channels, device in try adaptive(channels: channels, on: device) },
         ]
     }
@@ -182,6 +220,13 @@ struct BenchmarkOperator {
 /// Holds LiftDownPool2D's saved state between the benchmark's training and backward closures.
 final class LiftSavedBox {
     var saved: LiftDownPool2DSaved?
+}
+
+/// Holds LiftUpPool2D's bands (per input buffer) and saved state between the benchmark's closures.
+final class LiftUpBox {
+    var input: AnyObject?
+    var bands: LiftDownPool2DOutput?
+    var saved: LiftUpPool2DSaved?
 }
 
 /// Median kernel time of `body` over `repeats` runs after one warm-up run (which builds programs

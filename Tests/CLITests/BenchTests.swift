@@ -22,7 +22,7 @@ struct BenchTests {
         let workspace = try Workspace()
         defer { workspace.remove() }
         let outcome = try workspace.run(
-            ["bench", "--smoke", "--operators", "max-pool,adaptive-blur-pool", "--json", "b.json", "--markdown", "b.md"],
+            ["bench", "--smoke", "--operators", "max-pool,adaptive-blur-pool,lift-up-pool", "--json", "b.json", "--markdown", "b.md"],
             environment: cacheEnvironment(workspace))
         #expect(outcome.status == 0, "\(outcome)")
         for column in ["op", "GB/s", "of copy", "GFLOP/s", "of peak", "speed-up", "mem MB"] {
@@ -36,9 +36,9 @@ struct BenchTests {
         let copies = try #require(json["copy"] as? [[String: Any]])
         #expect(copies.count == 2, "one copy baseline per smoke shape")
         let rows = try #require(json["rows"] as? [[String: Any]])
-        // 2 operators x 2 passes x 2 smoke shapes.
-        #expect(rows.count == 8)
-        #expect(Set(rows.compactMap { $0["op"] as? String }) == ["max-pool", "adaptive-blur-pool"])
+        // 3 operators x 2 passes x 2 smoke shapes.
+        #expect(rows.count == 12)
+        #expect(Set(rows.compactMap { $0["op"] as? String }) == ["max-pool", "adaptive-blur-pool", "lift-up-pool"])
         for row in rows {
             let milliseconds = try #require(row["ms"] as? Double)
             #expect(milliseconds.isFinite && milliseconds > 0, "\(row)")
@@ -46,7 +46,9 @@ struct BenchTests {
             #expect(row["device_peak_bytes"] is Int, "\(row)")
             let isAdaptive = row["op"] as? String == "adaptive-blur-pool"
             #expect((row["peak_fraction"] is Double) == isAdaptive, "only FLOP-counted rows have a fraction of peak: \(row)")
-            if row["pass"] as? String == "forward" {
+            if row["op"] as? String == "lift-up-pool" {
+                #expect(row["reference_ms"] is NSNull, "lift-up-pool has no reference column: \(row)")
+            } else if row["pass"] as? String == "forward" {
                 #expect(row["reference_ms"] is Double, "smoke shapes are small enough for the reference: \(row)")
             } else {
                 #expect(row["reference_ms"] is NSNull, "the reference is timed on forward only: \(row)")
