@@ -173,6 +173,11 @@ struct PolyphaseLaunch: Equatable {
     /// that launching a work-group (microseconds on PoCL) does not dominate small maps.
     /// Candidates 1024 ... 16384; 1 gives one plane per work-group.
     var elementsPerGroup = 4096
+    /// TIPS backward (tips_backward_band) gives each work-group about this many x' elements:
+    /// bands of whole rows (at least 3) of one plane, or whole small planes batched; 0 takes
+    /// the unfused passes (dz written to memory), as do maps whose band does not fit in local
+    /// memory.
+    var backwardBandElements = 4096
 
     /// Planes per work-group of tips_forward for planes of `planeElements` elements.
     func planesPerGroup(planeElements: Int) -> Int {
