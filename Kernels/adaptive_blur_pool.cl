@@ -27,8 +27,10 @@
 // Training (SPEC.md: BatchNorm statistics over all N x H x W positions) materialises the raw
 // predictor map a (N x G*k*k x H x W, which SPEC allows) and, in backward, its gradient, the
 // filters and the logit gradients at output positions (N x G*k*k x H' x W'). Reductions (batch
-// statistics, parameter gradients) run one work-group of REDUCE items per reduced value: each
-// item sums a fixed strided subset, then a fixed tree; no atomics, so results are deterministic.
+// statistics, BatchNorm parameter gradients) run one work-group of REDUCE items per reduced
+// value: each item sums a fixed strided subset, then a fixed tree; the conv weight gradient is
+// one item per (c, o) summing in a fixed order (adaptive_weight_gradient_rows); no atomics, so
+// results are deterministic.
 // The input gradient is a gather over inverted tables that list, for each input row (column),
 // the (output row, tap) pairs that read it, so reflected and wrapped reads need no atomics.
 //
@@ -650,45 +652,64 @@ __kernel void adaptive_input_gradient(
     grad_x[(nc * height + a) * width + b] = sum;
 }
 
-// dL/dconv.weight[o, c, u, v] = sum over n, y, x of dL/da[n, o, y, x] * xpad[n, c, y + u, x + v].
-// One work-group per (o, c) computes its k*k weights together, so each dL/da value and each
-// table entry is read once per window rather than once per tap: global (P * C * REDUCE), local
-// (REDUCE), scratch REDUCE * K * K floats; stride-1 tables.
-__kernel void adaptive_weight_gradient(
+// dL/dconv.weight[o, c, u, v] = sum over n, y, x of dL/da[n, o, y, x] * xpad[n, c, y + u, x + v]
+// (stride-1 tables), without work-groups or atomics: one item per (c, o), global (C, P),
+// summing over n, rows and columns in that fixed order. Interior columns go 8 positions at a
+// time: one vector load of dL/da and K vector loads per tap row of x (padded rows through the
+// row table), K*K float8 multiply-adds, so the k*k window is never looked up per position;
+// the p border columns of each side (and rows narrower than 8 + 2p) use both tables. The last
+// interior chunk of a row overlaps its predecessor and masks its repeated lanes.
+__kernel void adaptive_weight_gradient_rows(
     __global const float *grad_map, __global const float *x, __global const int *row_source,
-    __global const int *col_source, __global float *grad_weight, int batch, int height, int width,
-    __local float *scratch) {
-    int e = get_group_id(0);
-    int lid = get_local_id(0);
-    int c = e % CHANNELS;
-    int o = e / CHANNELS;
-    int plane = height * width;
-    int count = batch * plane;
-    float sums[KK];
-    for (int t = 0; t < KK; ++t) sums[t] = 0.0f;
-    for (int index = lid; index < count; index += REDUCE) {
-        int n = index / plane;
-        int position = index - n * plane;
-        int y = position / width;
-        int xx = position - y * width;
-        float ga = grad_map[(n * P + o) * plane + position];
+    __global const int *col_source, __global float *grad_weight, int batch, int height, int width) {
+    const int c = get_global_id(0);
+    const int o = get_global_id(1);
+    if (c >= CHANNELS || o >= P) return;
+    const int p = (K - 1) / 2;
+    const int plane = height * width;
+    const int lo = p;
+    const int hi = max(width - p, lo);
+    const int vectors = hi - lo >= 8 ? (hi - lo + 7) / 8 : 0;
+    const int inner_end = vectors > 0 ? lo : width;
+    const int outer_start = vectors > 0 ? hi : width;
+    float8 sums[KK];
+    for (int t = 0; t < KK; ++t) sums[t] = (float8)(0.0f);
+    for (int n = 0; n < batch; ++n) {
+        __global const float *ga = grad_map + (n * P + o) * plane;
         __global const float *xc = x + (n * CHANNELS + c) * plane;
-        for (int u = 0; u < K; ++u) {
-            int row = row_source[y * K + u];
-            for (int v = 0; v < K; ++v) {
-                int col = col_source[xx * K + v];
-                int offset = (row >= 0 && col >= 0) ? row * width + col : -1;
-                sums[u * K + v] += ga * load_or_zero(xc, offset);
+        for (int y = 0; y < height; ++y) {
+            for (int unit = 0; unit < vectors; ++unit) {
+                const int start = lo + unit * 8;
+                const int x0 = min(start, hi - 8);
+                const int8 column = (int8)(x0) + (int8)(0, 1, 2, 3, 4, 5, 6, 7);
+                const int8 fresh = column >= (int8)(start);
+                const float8 g = vload8(0, ga + y * width + x0);
+                for (int u = 0; u < K; ++u) {
+                    const int row = row_source[y * K + u];
+                    __global const float *line = xc + max(row, 0) * width + x0 - p;
+                    for (int v = 0; v < K; ++v) {
+                        const float8 values = row >= 0 ? vload8(0, line + v) : (float8)(0.0f);
+                        sums[u * K + v] += select((float8)(0.0f), g * values, fresh);
+                    }
+                }
+            }
+            for (int index = 0; index < inner_end + width - outer_start; ++index) {
+                const int xx = index < inner_end ? index : outer_start + index - inner_end;
+                const float g = ga[y * width + xx];
+                for (int u = 0; u < K; ++u) {
+                    const int row = row_source[y * K + u];
+                    for (int v = 0; v < K; ++v) {
+                        const int col = col_source[xx * K + v];
+                        sums[u * K + v].s0 += g * load_or_zero(xc, (row >= 0 && col >= 0) ? row * width + col : -1);
+                    }
+                }
             }
         }
     }
-    for (int t = 0; t < KK; ++t) scratch[t * REDUCE + lid] = sums[t];
-    for (int span = REDUCE / 2; span > 0; span /= 2) {
-        barrier(CLK_LOCAL_MEM_FENCE);
-        if (lid < span) {
-            for (int t = 0; t < KK; ++t) scratch[t * REDUCE + lid] += scratch[t * REDUCE + lid + span];
-        }
+    for (int t = 0; t < KK; ++t) {
+        const float8 s = sums[t];
+        const float4 a = s.lo + s.hi;
+        const float2 b = a.lo + a.hi;
+        grad_weight[(o * CHANNELS + c) * KK + t] = b.x + b.y;
     }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int t = lid; t < KK; t += REDUCE) grad_weight[e * KK + t] = scratch[t * REDUCE];
 }
