@@ -602,56 +602,6 @@ __kernel void adaptive_bn_backward(
                              : gamma[o] * inverse_std * (gz - grad_beta[o] / count - xhat * grad_gamma[o] / count);
 }
 
-// Input gradient, gathered: the filter-tap path (output positions whose window reads this
-// pixel, with the tap's filter weight) plus the predictor path (full-resolution positions
-// whose conv window reads it, with the conv weights). Inverted tables list (output index * K +
-// tap) entries per input index, -1 padded. Global (W, H, N * C).
-__kernel void adaptive_input_gradient(
-    __global const float *grad_y, __global const float *weights, __global const float *grad_map,
-    __global const float *conv_weight, __global const int *out_rows, __global const int *out_cols,
-    __global const int *full_rows, __global const int *full_cols, __global float *grad_x, int batch, int height,
-    int width, int out_height, int out_width) {
-    int b = get_global_id(0);
-    int a = get_global_id(1);
-    int nc = get_global_id(2);
-    if (b >= width || a >= height || nc >= batch * CHANNELS) return;
-    int n = nc / CHANNELS;
-    int c = nc - n * CHANNELS;
-    int g = c / CPG;
-    int plane = height * width;
-    int out_plane = out_height * out_width;
-    float sum = 0.0f;
-    for (int pr = 0; pr < FAN_OUT_ROWS; ++pr) {
-        int er = out_rows[a * FAN_OUT_ROWS + pr];
-        if (er < 0) break;
-        int i = er / K;
-        int u = er - i * K;
-        for (int pc = 0; pc < FAN_OUT_COLS; ++pc) {
-            int ec = out_cols[b * FAN_OUT_COLS + pc];
-            if (ec < 0) break;
-            int j = ec / K;
-            int v = ec - j * K;
-            int position = i * out_width + j;
-            sum += grad_y[nc * out_plane + position] * weights[(n * P + g * KK + u * K + v) * out_plane + position];
-        }
-    }
-    for (int pr = 0; pr < FAN_FULL_ROWS; ++pr) {
-        int er = full_rows[a * FAN_FULL_ROWS + pr];
-        if (er < 0) break;
-        int y = er / K;
-        int u = er - y * K;
-        for (int pc = 0; pc < FAN_FULL_COLS; ++pc) {
-            int ec = full_cols[b * FAN_FULL_COLS + pc];
-            if (ec < 0) break;
-            int xx = ec / K;
-            int v = ec - xx * K;
-            for (int o = 0; o < P; ++o)
-                sum += grad_map[(n * P + o) * plane + y * width + xx] * conv_weight[(o * CHANNELS + c) * KK + u * K + v];
-        }
-    }
-    grad_x[(nc * height + a) * width + b] = sum;
-}
-
 // dL/dconv.weight[o, c, u, v] = sum over n, y, x of dL/da[n, o, y, x] * xpad[n, c, y + u, x + v]
 // (stride-1 tables), without work-groups or atomics: one item per (c, o), global (C, P),
 // summing over n, rows and columns in that fixed order. Interior columns go 8 positions at a
@@ -711,5 +661,94 @@ __kernel void adaptive_weight_gradient_rows(
         const float4 a = s.lo + s.hi;
         const float2 b = a.lo + a.hi;
         grad_weight[(o * CHANNELS + c) * KK + t] = b.x + b.y;
+    }
+}
+
+// The filter-tap term of the input gradient at (a, b): output positions whose window reads the
+// pixel, with the tap's filter weight (inverted strided tables).
+inline float adaptive_tap_gradient(
+    __global const float *grad_y, __global const float *weights, __global const int *out_rows,
+    __global const int *out_cols, int n, int nc, int g, int a, int b, int out_plane, int out_width) {
+    float sum = 0.0f;
+    for (int pr = 0; pr < FAN_OUT_ROWS; ++pr) {
+        const int er = out_rows[a * FAN_OUT_ROWS + pr];
+        if (er < 0) break;
+        const int i = er / K;
+        const int u = er - i * K;
+        for (int pc = 0; pc < FAN_OUT_COLS; ++pc) {
+            const int ec = out_cols[b * FAN_OUT_COLS + pc];
+            if (ec < 0) break;
+            const int j = ec / K;
+            const int v = ec - j * K;
+            const int position = i * out_width + j;
+            sum += grad_y[nc * out_plane + position] * weights[(n * P + g * KK + u * K + v) * out_plane + position];
+        }
+    }
+    return sum;
+}
+
+// The input gradient (the filter-tap term plus the predictor's adjoint conv), one item per
+// input row: global (H, N * C). Columns plain_lo ... plain_hi - 1 (read by the predictor only
+// as an unpadded conv reads them; the host finds them from the inverted table) go 8 at a time:
+// per row entry (y, u) of the inverted row table and predictor channel o, K vector loads of
+// dL/da and K multiply-adds with broadcast weights. Chunks may overlap at the end (the lanes
+// are complete sums, so an overlap stores equal values); the other columns are element by
+// element over both inverted tables (entries list (output index * K + tap), -1 padded).
+__kernel void adaptive_input_gradient_rows(
+    __global const float *grad_y, __global const float *weights, __global const float *grad_map,
+    __global const float *conv_weight, __global const int *out_rows, __global const int *out_cols,
+    __global const int *full_rows, __global const int *full_cols, __global float *grad_x, int batch, int height,
+    int width, int out_height, int out_width, int plain_lo, int plain_hi) {
+    const int a = get_global_id(0);
+    const int nc = get_global_id(1);
+    if (a >= height || nc >= batch * CHANNELS) return;
+    const int n = nc / CHANNELS;
+    const int c = nc - n * CHANNELS;
+    const int g = c / CPG;
+    const int p = (K - 1) / 2;
+    const int plane = height * width;
+    const int out_plane = out_height * out_width;
+    __global float *out = grad_x + (nc * height + a) * width;
+    const int vectors = plain_hi - plain_lo >= 8 ? (plain_hi - plain_lo + 7) / 8 : 0;
+    for (int unit = 0; unit < vectors; ++unit) {
+        const int b0 = min(plain_lo + unit * 8, plain_hi - 8);
+        float lanes[8];
+        for (int lane = 0; lane < 8; ++lane)
+            lanes[lane] = adaptive_tap_gradient(grad_y, weights, out_rows, out_cols, n, nc, g, a, b0 + lane, out_plane,
+                                                out_width);
+        float8 sum = vload8(0, lanes);
+        for (int pr = 0; pr < FAN_FULL_ROWS; ++pr) {
+            const int er = full_rows[a * FAN_FULL_ROWS + pr];
+            if (er < 0) break;
+            const int y = er / K;
+            const int u = er - y * K;
+            for (int o = 0; o < P; ++o) {
+                __global const float *line = grad_map + (n * P + o) * plane + y * width + b0 + p;
+                __global const float *w = conv_weight + (o * CHANNELS + c) * KK + u * K;
+                for (int v = 0; v < K; ++v) sum += w[v] * vload8(0, line - v);
+            }
+        }
+        vstore8(sum, 0, out + b0);
+    }
+    const int inner_end = vectors > 0 ? plain_lo : width;
+    const int outer_start = vectors > 0 ? plain_hi : width;
+    for (int index = 0; index < inner_end + width - outer_start; ++index) {
+        const int b = index < inner_end ? index : outer_start + index - inner_end;
+        float sum = adaptive_tap_gradient(grad_y, weights, out_rows, out_cols, n, nc, g, a, b, out_plane, out_width);
+        for (int pr = 0; pr < FAN_FULL_ROWS; ++pr) {
+            const int er = full_rows[a * FAN_FULL_ROWS + pr];
+            if (er < 0) break;
+            const int y = er / K;
+            const int u = er - y * K;
+            for (int pc = 0; pc < FAN_FULL_COLS; ++pc) {
+                const int ec = full_cols[b * FAN_FULL_COLS + pc];
+                if (ec < 0) break;
+                const int xx = ec / K;
+                const int v = ec - xx * K;
+                for (int o = 0; o < P; ++o)
+                    sum += grad_map[(n * P + o) * plane + y * width + xx] * conv_weight[(o * CHANNELS + c) * KK + u * K + v];
+            }
+        }
+        out[b] = sum;
     }
 }
