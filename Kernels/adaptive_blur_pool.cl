@@ -29,8 +29,8 @@
 // filters and the logit gradients at output positions (N x G*k*k x H' x W'). Reductions (batch
 // statistics, BatchNorm parameter gradients) run one work-group of REDUCE items per reduced
 // value: each item sums a fixed strided subset, then a fixed tree; the conv weight gradient is
-// one item per (c, o) summing in a fixed order (adaptive_weight_gradient_rows); no atomics, so
-// results are deterministic.
+// one item per (c, o, n) summing in a fixed order, then the per-sample partials in order of n
+// (adaptive_weight_gradient_rows, _sum); no atomics, so results are deterministic.
 // The input gradient is a gather over inverted tables that list, for each input row (column),
 // the (output row, tap) pairs that read it, so reflected and wrapped reads need no atomics.
 //
@@ -603,18 +603,21 @@ __kernel void adaptive_bn_backward(
 }
 
 // dL/dconv.weight[o, c, u, v] = sum over n, y, x of dL/da[n, o, y, x] * xpad[n, c, y + u, x + v]
-// (stride-1 tables), without work-groups or atomics: one item per (c, o), global (C, P),
-// summing over n, rows and columns in that fixed order. Interior columns go 8 positions at a
+// (stride-1 tables), without work-groups or atomics: one item per (c, o, n), global (C, P, N),
+// summing over rows and columns in that fixed order into partial[n][o][c][tap];
+// adaptive_weight_gradient_sum adds the partials over n in order (N items per weight would leave
+// a GPU with only C x P work items). Interior columns go 8 positions at a
 // time: one vector load of dL/da and K vector loads per tap row of x (padded rows through the
 // row table), K*K float8 multiply-adds, so the k*k window is never looked up per position;
 // the p border columns of each side (and rows narrower than 8 + 2p) use both tables. The last
 // interior chunk of a row overlaps its predecessor and masks its repeated lanes.
 __kernel void adaptive_weight_gradient_rows(
     __global const float *grad_map, __global const float *x, __global const int *row_source,
-    __global const int *col_source, __global float *grad_weight, int batch, int height, int width) {
+    __global const int *col_source, __global float *partial, int batch, int height, int width) {
     const int c = get_global_id(0);
     const int o = get_global_id(1);
-    if (c >= CHANNELS || o >= P) return;
+    const int n = get_global_id(2);
+    if (c >= CHANNELS || o >= P || n >= batch) return;
     const int p = (K - 1) / 2;
     const int plane = height * width;
     const int lo = p;
@@ -624,34 +627,32 @@ __kernel void adaptive_weight_gradient_rows(
     const int outer_start = vectors > 0 ? hi : width;
     float8 sums[KK];
     for (int t = 0; t < KK; ++t) sums[t] = (float8)(0.0f);
-    for (int n = 0; n < batch; ++n) {
-        __global const float *ga = grad_map + (n * P + o) * plane;
-        __global const float *xc = x + (n * CHANNELS + c) * plane;
-        for (int y = 0; y < height; ++y) {
-            for (int unit = 0; unit < vectors; ++unit) {
-                const int start = lo + unit * 8;
-                const int x0 = min(start, hi - 8);
-                const int8 column = (int8)(x0) + (int8)(0, 1, 2, 3, 4, 5, 6, 7);
-                const int8 fresh = column >= (int8)(start);
-                const float8 g = vload8(0, ga + y * width + x0);
-                for (int u = 0; u < K; ++u) {
-                    const int row = row_source[y * K + u];
-                    __global const float *line = xc + max(row, 0) * width + x0 - p;
-                    for (int v = 0; v < K; ++v) {
-                        const float8 values = row >= 0 ? vload8(0, line + v) : (float8)(0.0f);
-                        sums[u * K + v] += select((float8)(0.0f), g * values, fresh);
-                    }
+    __global const float *ga = grad_map + (n * P + o) * plane;
+    __global const float *xc = x + (n * CHANNELS + c) * plane;
+    for (int y = 0; y < height; ++y) {
+        for (int unit = 0; unit < vectors; ++unit) {
+            const int start = lo + unit * 8;
+            const int x0 = min(start, hi - 8);
+            const int8 column = (int8)(x0) + (int8)(0, 1, 2, 3, 4, 5, 6, 7);
+            const int8 fresh = column >= (int8)(start);
+            const float8 g = vload8(0, ga + y * width + x0);
+            for (int u = 0; u < K; ++u) {
+                const int row = row_source[y * K + u];
+                __global const float *line = xc + max(row, 0) * width + x0 - p;
+                for (int v = 0; v < K; ++v) {
+                    const float8 values = row >= 0 ? vload8(0, line + v) : (float8)(0.0f);
+                    sums[u * K + v] += select((float8)(0.0f), g * values, fresh);
                 }
             }
-            for (int index = 0; index < inner_end + width - outer_start; ++index) {
-                const int xx = index < inner_end ? index : outer_start + index - inner_end;
-                const float g = ga[y * width + xx];
-                for (int u = 0; u < K; ++u) {
-                    const int row = row_source[y * K + u];
-                    for (int v = 0; v < K; ++v) {
-                        const int col = col_source[xx * K + v];
-                        sums[u * K + v].s0 += g * load_or_zero(xc, (row >= 0 && col >= 0) ? row * width + col : -1);
-                    }
+        }
+        for (int index = 0; index < inner_end + width - outer_start; ++index) {
+            const int xx = index < inner_end ? index : outer_start + index - inner_end;
+            const float g = ga[y * width + xx];
+            for (int u = 0; u < K; ++u) {
+                const int row = row_source[y * K + u];
+                for (int v = 0; v < K; ++v) {
+                    const int col = col_source[xx * K + v];
+                    sums[u * K + v].s0 += g * load_or_zero(xc, (row >= 0 && col >= 0) ? row * width + col : -1);
                 }
             }
         }
@@ -660,8 +661,18 @@ __kernel void adaptive_weight_gradient_rows(
         const float8 s = sums[t];
         const float4 a = s.lo + s.hi;
         const float2 b = a.lo + a.hi;
-        grad_weight[(o * CHANNELS + c) * KK + t] = b.x + b.y;
+        partial[((n * P + o) * CHANNELS + c) * KK + t] = b.x + b.y;
     }
+}
+
+// conv.weight gradient = the per-sample partials of adaptive_weight_gradient_rows summed in
+// order of n. Global (P * C * K * K).
+__kernel void adaptive_weight_gradient_sum(__global const float *partial, __global float *grad_weight, int batch) {
+    const int index = get_global_id(0);
+    if (index >= P * CHANNELS * KK) return;
+    float sum = 0.0f;
+    for (int n = 0; n < batch; ++n) sum += partial[n * P * CHANNELS * KK + index];
+    grad_weight[index] = sum;
 }
 
 // The filter-tap term of the input gradient at (a, b): output positions whose window reads the

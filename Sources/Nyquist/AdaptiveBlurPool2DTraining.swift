@@ -223,16 +223,20 @@ extension AdaptiveBlurPool2D {
             ],
             global: [h, n * c])
         let gradWeight = try DeviceTensor(shape: [p, c, k, k], on: device)
-        // One item per (c, o) with vector loads along rows (adaptive_weight_gradient_rows): on
-        // PoCL (2-core EPYC, 8x64x112x112) 0.5-0.6 s against 4.6-5.0 s for a work-group per
-        // (o, c) that looked up every tap's window in the tables.
+        // One item per (c, o, n) with vector loads along rows (adaptive_weight_gradient_rows),
+        // then the partials summed in order of n: on PoCL (2-core EPYC, 8x64x112x112) 0.5-0.6 s
+        // against 4.6-5.0 s for a work-group per (o, c) that looked up every tap's window.
+        let partial = try DeviceTensor(shape: [n, p, c, k, k], on: device)
         try context.dispatch(
             "adaptive_weight_gradient_rows", in: program,
             arguments: [
                 .buffer(gradMap.buffer), .buffer(saved.input.buffer), .buffer(full.rows.source),
-                .buffer(full.columns.source), .buffer(gradWeight.buffer), .int(n), .int(h), .int(w),
+                .buffer(full.columns.source), .buffer(partial.buffer), .int(n), .int(h), .int(w),
             ],
-            global: [c, p])
+            global: [c, p, n])
+        try context.dispatch(
+            "adaptive_weight_gradient_sum", in: program,
+            arguments: [.buffer(partial.buffer), .buffer(gradWeight.buffer), .int(n)], global: [p * c * k * k])
         return Gradients(
             input: gradInput, parameters: ["conv.weight": gradWeight, "bn.weight": gradGamma, "bn.bias": gradBeta])
     }
