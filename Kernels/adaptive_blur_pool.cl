@@ -27,8 +27,10 @@
 // Training (SPEC.md: BatchNorm statistics over all N x H x W positions) materialises the raw
 // predictor map a (N x G*k*k x H x W, which SPEC allows) and, in backward, its gradient, the
 // filters and the logit gradients at output positions (N x G*k*k x H' x W'). Reductions (batch
-// statistics, parameter gradients) run one work-group of REDUCE items per reduced value: each
-// item sums a fixed strided subset, then a fixed tree; no atomics, so results are deterministic.
+// statistics, BatchNorm parameter gradients) run one work-group of REDUCE items per reduced
+// value: each item sums a fixed strided subset, then a fixed tree; the conv weight gradient is
+// one item per (c, o, n) summing in a fixed order, then the per-sample partials in order of n
+// (adaptive_weight_gradient_rows, _sum); no atomics, so results are deterministic.
 // The input gradient is a gather over inverted tables that list, for each input row (column),
 // the (output row, tap) pairs that read it, so reflected and wrapped reads need no atomics.
 //
@@ -600,95 +602,164 @@ __kernel void adaptive_bn_backward(
                              : gamma[o] * inverse_std * (gz - grad_beta[o] / count - xhat * grad_gamma[o] / count);
 }
 
-// Input gradient, gathered: the filter-tap path (output positions whose window reads this
-// pixel, with the tap's filter weight) plus the predictor path (full-resolution positions
-// whose conv window reads it, with the conv weights). Inverted tables list (output index * K +
-// tap) entries per input index, -1 padded. Global (W, H, N * C).
-__kernel void adaptive_input_gradient(
-    __global const float *grad_y, __global const float *weights, __global const float *grad_map,
-    __global const float *conv_weight, __global const int *out_rows, __global const int *out_cols,
-    __global const int *full_rows, __global const int *full_cols, __global float *grad_x, int batch, int height,
-    int width, int out_height, int out_width) {
-    int b = get_global_id(0);
-    int a = get_global_id(1);
-    int nc = get_global_id(2);
-    if (b >= width || a >= height || nc >= batch * CHANNELS) return;
-    int n = nc / CHANNELS;
-    int c = nc - n * CHANNELS;
-    int g = c / CPG;
-    int plane = height * width;
-    int out_plane = out_height * out_width;
-    float sum = 0.0f;
-    for (int pr = 0; pr < FAN_OUT_ROWS; ++pr) {
-        int er = out_rows[a * FAN_OUT_ROWS + pr];
-        if (er < 0) break;
-        int i = er / K;
-        int u = er - i * K;
-        for (int pc = 0; pc < FAN_OUT_COLS; ++pc) {
-            int ec = out_cols[b * FAN_OUT_COLS + pc];
-            if (ec < 0) break;
-            int j = ec / K;
-            int v = ec - j * K;
-            int position = i * out_width + j;
-            sum += grad_y[nc * out_plane + position] * weights[(n * P + g * KK + u * K + v) * out_plane + position];
-        }
-    }
-    for (int pr = 0; pr < FAN_FULL_ROWS; ++pr) {
-        int er = full_rows[a * FAN_FULL_ROWS + pr];
-        if (er < 0) break;
-        int y = er / K;
-        int u = er - y * K;
-        for (int pc = 0; pc < FAN_FULL_COLS; ++pc) {
-            int ec = full_cols[b * FAN_FULL_COLS + pc];
-            if (ec < 0) break;
-            int xx = ec / K;
-            int v = ec - xx * K;
-            for (int o = 0; o < P; ++o)
-                sum += grad_map[(n * P + o) * plane + y * width + xx] * conv_weight[(o * CHANNELS + c) * KK + u * K + v];
-        }
-    }
-    grad_x[(nc * height + a) * width + b] = sum;
-}
-
-// dL/dconv.weight[o, c, u, v] = sum over n, y, x of dL/da[n, o, y, x] * xpad[n, c, y + u, x + v].
-// One work-group per (o, c) computes its k*k weights together, so each dL/da value and each
-// table entry is read once per window rather than once per tap: global (P * C * REDUCE), local
-// (REDUCE), scratch REDUCE * K * K floats; stride-1 tables.
-__kernel void adaptive_weight_gradient(
+// dL/dconv.weight[o, c, u, v] = sum over n, y, x of dL/da[n, o, y, x] * xpad[n, c, y + u, x + v]
+// (stride-1 tables), without work-groups or atomics: one item per (c, o, n), global (C, P, N),
+// summing over rows and columns in that fixed order into partial[n][o][c][tap];
+// adaptive_weight_gradient_sum adds the partials over n in order (N items per weight would leave
+// a GPU with only C x P work items). Interior columns go 8 positions at a
+// time: one vector load of dL/da and K vector loads per tap row of x (padded rows through the
+// row table), K*K float8 multiply-adds, so the k*k window is never looked up per position;
+// the p border columns of each side (and rows narrower than 8 + 2p) use both tables. The last
+// interior chunk of a row overlaps its predecessor and masks its repeated lanes.
+__kernel void adaptive_weight_gradient_rows(
     __global const float *grad_map, __global const float *x, __global const int *row_source,
-    __global const int *col_source, __global float *grad_weight, int batch, int height, int width,
-    __local float *scratch) {
-    int e = get_group_id(0);
-    int lid = get_local_id(0);
-    int c = e % CHANNELS;
-    int o = e / CHANNELS;
-    int plane = height * width;
-    int count = batch * plane;
-    float sums[KK];
-    for (int t = 0; t < KK; ++t) sums[t] = 0.0f;
-    for (int index = lid; index < count; index += REDUCE) {
-        int n = index / plane;
-        int position = index - n * plane;
-        int y = position / width;
-        int xx = position - y * width;
-        float ga = grad_map[(n * P + o) * plane + position];
-        __global const float *xc = x + (n * CHANNELS + c) * plane;
-        for (int u = 0; u < K; ++u) {
-            int row = row_source[y * K + u];
-            for (int v = 0; v < K; ++v) {
-                int col = col_source[xx * K + v];
-                int offset = (row >= 0 && col >= 0) ? row * width + col : -1;
-                sums[u * K + v] += ga * load_or_zero(xc, offset);
+    __global const int *col_source, __global float *partial, int batch, int height, int width) {
+    const int c = get_global_id(0);
+    const int o = get_global_id(1);
+    const int n = get_global_id(2);
+    if (c >= CHANNELS || o >= P || n >= batch) return;
+    const int p = (K - 1) / 2;
+    const int plane = height * width;
+    const int lo = p;
+    const int hi = max(width - p, lo);
+    const int vectors = hi - lo >= 8 ? (hi - lo + 7) / 8 : 0;
+    const int inner_end = vectors > 0 ? lo : width;
+    const int outer_start = vectors > 0 ? hi : width;
+    float8 sums[KK];
+    for (int t = 0; t < KK; ++t) sums[t] = (float8)(0.0f);
+    __global const float *ga = grad_map + (n * P + o) * plane;
+    __global const float *xc = x + (n * CHANNELS + c) * plane;
+    for (int y = 0; y < height; ++y) {
+        for (int unit = 0; unit < vectors; ++unit) {
+            const int start = lo + unit * 8;
+            const int x0 = min(start, hi - 8);
+            const int8 column = (int8)(x0) + (int8)(0, 1, 2, 3, 4, 5, 6, 7);
+            const int8 fresh = column >= (int8)(start);
+            const float8 g = vload8(0, ga + y * width + x0);
+            for (int u = 0; u < K; ++u) {
+                const int row = row_source[y * K + u];
+                __global const float *line = xc + max(row, 0) * width + x0 - p;
+                for (int v = 0; v < K; ++v) {
+                    const float8 values = row >= 0 ? vload8(0, line + v) : (float8)(0.0f);
+                    sums[u * K + v] += select((float8)(0.0f), g * values, fresh);
+                }
+            }
+        }
+        for (int index = 0; index < inner_end + width - outer_start; ++index) {
+            const int xx = index < inner_end ? index : outer_start + index - inner_end;
+            const float g = ga[y * width + xx];
+            for (int u = 0; u < K; ++u) {
+                const int row = row_source[y * K + u];
+                for (int v = 0; v < K; ++v) {
+                    const int col = col_source[xx * K + v];
+                    sums[u * K + v].s0 += g * load_or_zero(xc, (row >= 0 && col >= 0) ? row * width + col : -1);
+                }
             }
         }
     }
-    for (int t = 0; t < KK; ++t) scratch[t * REDUCE + lid] = sums[t];
-    for (int span = REDUCE / 2; span > 0; span /= 2) {
-        barrier(CLK_LOCAL_MEM_FENCE);
-        if (lid < span) {
-            for (int t = 0; t < KK; ++t) scratch[t * REDUCE + lid] += scratch[t * REDUCE + lid + span];
+    for (int t = 0; t < KK; ++t) {
+        const float8 s = sums[t];
+        const float4 a = s.lo + s.hi;
+        const float2 b = a.lo + a.hi;
+        partial[((n * P + o) * CHANNELS + c) * KK + t] = b.x + b.y;
+    }
+}
+
+// conv.weight gradient = the per-sample partials of adaptive_weight_gradient_rows summed in
+// order of n. Global (P * C * K * K).
+__kernel void adaptive_weight_gradient_sum(__global const float *partial, __global float *grad_weight, int batch) {
+    const int index = get_global_id(0);
+    if (index >= P * CHANNELS * KK) return;
+    float sum = 0.0f;
+    for (int n = 0; n < batch; ++n) sum += partial[n * P * CHANNELS * KK + index];
+    grad_weight[index] = sum;
+}
+
+// The filter-tap term of the input gradient at (a, b): output positions whose window reads the
+// pixel, with the tap's filter weight (inverted strided tables).
+inline float adaptive_tap_gradient(
+    __global const float *grad_y, __global const float *weights, __global const int *out_rows,
+    __global const int *out_cols, int n, int nc, int g, int a, int b, int out_plane, int out_width) {
+    float sum = 0.0f;
+    for (int pr = 0; pr < FAN_OUT_ROWS; ++pr) {
+        const int er = out_rows[a * FAN_OUT_ROWS + pr];
+        if (er < 0) break;
+        const int i = er / K;
+        const int u = er - i * K;
+        for (int pc = 0; pc < FAN_OUT_COLS; ++pc) {
+            const int ec = out_cols[b * FAN_OUT_COLS + pc];
+            if (ec < 0) break;
+            const int j = ec / K;
+            const int v = ec - j * K;
+            const int position = i * out_width + j;
+            sum += grad_y[nc * out_plane + position] * weights[(n * P + g * KK + u * K + v) * out_plane + position];
         }
     }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int t = lid; t < KK; t += REDUCE) grad_weight[e * KK + t] = scratch[t * REDUCE];
+    return sum;
+}
+
+// The input gradient (the filter-tap term plus the predictor's adjoint conv), one item per
+// input row: global (H, N * C). Columns plain_lo ... plain_hi - 1 (read by the predictor only
+// as an unpadded conv reads them; the host finds them from the inverted table) go 8 at a time:
+// per row entry (y, u) of the inverted row table and predictor channel o, K vector loads of
+// dL/da and K multiply-adds with broadcast weights. Chunks may overlap at the end (the lanes
+// are complete sums, so an overlap stores equal values); the other columns are element by
+// element over both inverted tables (entries list (output index * K + tap), -1 padded).
+__kernel void adaptive_input_gradient_rows(
+    __global const float *grad_y, __global const float *weights, __global const float *grad_map,
+    __global const float *conv_weight, __global const int *out_rows, __global const int *out_cols,
+    __global const int *full_rows, __global const int *full_cols, __global float *grad_x, int batch, int height,
+    int width, int out_height, int out_width, int plain_lo, int plain_hi) {
+    const int a = get_global_id(0);
+    const int nc = get_global_id(1);
+    if (a >= height || nc >= batch * CHANNELS) return;
+    const int n = nc / CHANNELS;
+    const int c = nc - n * CHANNELS;
+    const int g = c / CPG;
+    const int p = (K - 1) / 2;
+    const int plane = height * width;
+    const int out_plane = out_height * out_width;
+    __global float *out = grad_x + (nc * height + a) * width;
+    const int vectors = plain_hi - plain_lo >= 8 ? (plain_hi - plain_lo + 7) / 8 : 0;
+    for (int unit = 0; unit < vectors; ++unit) {
+        const int b0 = min(plain_lo + unit * 8, plain_hi - 8);
+        float lanes[8];
+        for (int lane = 0; lane < 8; ++lane)
+            lanes[lane] = adaptive_tap_gradient(grad_y, weights, out_rows, out_cols, n, nc, g, a, b0 + lane, out_plane,
+                                                out_width);
+        float8 sum = vload8(0, lanes);
+        for (int pr = 0; pr < FAN_FULL_ROWS; ++pr) {
+            const int er = full_rows[a * FAN_FULL_ROWS + pr];
+            if (er < 0) break;
+            const int y = er / K;
+            const int u = er - y * K;
+            for (int o = 0; o < P; ++o) {
+                __global const float *line = grad_map + (n * P + o) * plane + y * width + b0 + p;
+                __global const float *w = conv_weight + (o * CHANNELS + c) * KK + u * K;
+                for (int v = 0; v < K; ++v) sum += w[v] * vload8(0, line - v);
+            }
+        }
+        vstore8(sum, 0, out + b0);
+    }
+    const int inner_end = vectors > 0 ? plain_lo : width;
+    const int outer_start = vectors > 0 ? plain_hi : width;
+    for (int index = 0; index < inner_end + width - outer_start; ++index) {
+        const int b = index < inner_end ? index : outer_start + index - inner_end;
+        float sum = adaptive_tap_gradient(grad_y, weights, out_rows, out_cols, n, nc, g, a, b, out_plane, out_width);
+        for (int pr = 0; pr < FAN_FULL_ROWS; ++pr) {
+            const int er = full_rows[a * FAN_FULL_ROWS + pr];
+            if (er < 0) break;
+            const int y = er / K;
+            const int u = er - y * K;
+            for (int pc = 0; pc < FAN_FULL_COLS; ++pc) {
+                const int ec = full_cols[b * FAN_FULL_COLS + pc];
+                if (ec < 0) break;
+                const int xx = ec / K;
+                const int v = ec - xx * K;
+                for (int o = 0; o < P; ++o)
+                    sum += grad_map[(n * P + o) * plane + y * width + xx] * conv_weight[(o * CHANNELS + c) * KK + u * K + v];
+            }
+        }
+        out[b] = sum;
+    }
 }

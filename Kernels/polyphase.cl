@@ -34,6 +34,13 @@
 //   tips_grad_input   global (W' / 8, H, planes): dx as a gather over the x' positions that copy it,
 //                     8 columns per item (vectors away from the borders)
 //   tips_losses       global (planes): per-plane 1 - ||tau|| and sum (psi - T)^2 (host sums)
+//   tips_backward_band  the fused backward (the default): one work-group per band of x' rows
+//                     (or per batch of small planes): dz of the band and its halo into local
+//                     memory (psi recomputed from x, never read back), d conv1 partial sums per
+//                     (plane, band), then dx from local memory; replaces tips_grad_z,
+//                     tips_grad_w1 and tips_grad_input, which stay for devices whose local
+//                     memory cannot hold 3 rows of dz
+//   tips_grad_w1_sum  global (C k k): d conv1 = the band partials summed over n, then bands
 //
 // Defines: GROUP_SIZE (power of two), NORM, KERNEL_SIZE (odd), SHIFT_FILL (0 circular, 1 zero),
 // TIPS_WRITE_PSI (0 inference, 1 training).
@@ -643,6 +650,252 @@ __kernel void tips_grad_input(__global const float *grad_y, __global const float
             out[S - pw] = tips_grad_input_at(grad_y, tau, grad_z, w, plane, r, S - pw, height, width);
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// TIPS backward, fused: dz, d conv1 and dx of one band of x' rows in one work-group, so dz never
+// goes to memory and psi is recomputed from x (exactly as tips_forward computes it) instead of
+// being read back.
+
+// dz = [psi > 0] (dq[quadrant] + L_undo term) of 8 values of row r from column s0 (psi NaN: 0,
+// as the unfused tips_grad_z).
+inline float8 tips_dz_chunk(float8 psi, __global const float *grad_q, __global const float *target, int plane, int r,
+                            int s0, int hp, int wp, int has_target, float undo_scale) {
+    const int8 column = (int8)(s0) + (int8)(0, 1, 2, 3, 4, 5, 6, 7);
+    const int top = r < hp / 2 ? 0 : 2;
+    const float left = grad_q[plane * 4 + top];
+    const float right = grad_q[plane * 4 + top + 1];
+    float8 g = select((float8)(right), (float8)(left), column < (int8)(wp / 2));
+    if (has_target) g += undo_scale * (psi - vload8(0, target + plane_offset(plane, r, s0, hp, wp)));
+    return select((float8)(0.0f), g, psi > 0.0f);
+}
+
+inline float tips_dz_at(float psi, __global const float *grad_q, __global const float *target, int plane, int r, int s,
+                        int hp, int wp, int has_target, float undo_scale) {
+    const int quadrant = (r < hp / 2 ? 0 : 2) + (s < wp / 2 ? 0 : 1);
+    float g = grad_q[plane * 4 + quadrant];
+    if (has_target) g += undo_scale * (psi - target[plane_offset(plane, r, s, hp, wp)]);
+    return psi > 0.0f ? g : 0.0f;
+}
+
+// d conv1 terms dz(r, s) x'(r + u - p, s + v - p) of one interior chunk (the loads of
+// tips_psi_chunk again, now in cache); lanes outside `fresh` (repeated by an overlapping chunk)
+// add nothing.
+inline void tips_w1_chunk(__global const float *x, int plane, int r, int s0, int height, int width, float8 dz,
+                          int8 fresh, float8 *sums) {
+    const int p = (KERNEL_SIZE - 1) / 2;
+    const int ph = height & 1;
+    const int pw = width & 1;
+    const int hp = height + ph;
+    for (int u = 0; u < KERNEL_SIZE; ++u) {
+        const int rr = r + u - p;
+        const bool inside = rr >= 0 && rr < hp;
+        __global const float *line =
+            x + plane_offset(plane, inside ? tips_source(rr, ph) : 0, 0, height, width) + s0 - pw - p;
+        for (int v = 0; v < KERNEL_SIZE; ++v) {
+            const float8 values = inside ? vload8(0, line + v) : (float8)(0.0f);
+            sums[u * KERNEL_SIZE + v] += select((float8)(0.0f), dz * values, fresh);
+        }
+    }
+}
+
+// Gradient at x'(r, s) from the band's dz in local memory (row stride wp + 2p, first row
+// r0 - p, p zero columns on each side): the mixing term plus the correlation's adjoint.
+inline float tips_band_grad_at(__global const float *grad_y, __global const float *tau, __local const float *dz,
+                               __global const float *w, int plane, int r, int s, int r0, int hp, int wp) {
+    const int p = (KERNEL_SIZE - 1) / 2;
+    const int stride = wp + 2 * p;
+    float g = tau[plane * 4 + (r & 1) + 2 * (s & 1)] * grad_y[plane_offset(plane, r / 2, s / 2, hp / 2, wp / 2)];
+    for (int u = 0; u < KERNEL_SIZE; ++u) {
+        __local const float *line = dz + (r - r0 - u + 2 * p) * stride + s + 2 * p;
+        for (int v = 0; v < KERNEL_SIZE; ++v) g += w[u * KERNEL_SIZE + v] * line[-v];
+    }
+    return g;
+}
+
+// The same for x'(r, s0 ... s0 + 7), s0 even and s0 + 8 <= wp.
+inline float8 tips_band_grad_chunk(__global const float *grad_y, __global const float *tau, __local const float *dz,
+                                   __global const float *w, int plane, int r, int s0, int r0, int hp, int wp) {
+    const int p = (KERNEL_SIZE - 1) / 2;
+    const int stride = wp + 2 * p;
+    const float4 g4 = vload4(0, grad_y + plane_offset(plane, r / 2, s0 / 2, hp / 2, wp / 2));
+    const float even_tau = tau[plane * 4 + (r & 1)];
+    const float odd_tau = tau[plane * 4 + (r & 1) + 2];
+    float8 g = (float8)(even_tau, odd_tau, even_tau, odd_tau, even_tau, odd_tau, even_tau, odd_tau) *
+               (float8)(g4.s0, g4.s0, g4.s1, g4.s1, g4.s2, g4.s2, g4.s3, g4.s3);
+    for (int u = 0; u < KERNEL_SIZE; ++u) {
+        __local const float *line = dz + (r - r0 - u + 2 * p) * stride + s0 + 2 * p;
+        for (int v = 0; v < KERNEL_SIZE; ++v) g += w[u * KERNEL_SIZE + v] * vload8(0, line - v);
+    }
+    return g;
+}
+
+// Input gradient of input row r (x' row r + ph) at x' column s: the x' positions that copy the
+// input element (the reflected row 0 / column 0 of odd sizes add to input row / column 1).
+inline float tips_band_input_at(__global const float *grad_y, __global const float *tau, __local const float *dz,
+                                __global const float *w, int plane, int R, int S, int r0, int hp, int wp, int ph,
+                                int pw) {
+    float g = tips_band_grad_at(grad_y, tau, dz, w, plane, R, S, r0, hp, wp);
+    if (pw && S == 2) g += tips_band_grad_at(grad_y, tau, dz, w, plane, R, 0, r0, hp, wp);
+    if (ph && R == 2) {
+        g += tips_band_grad_at(grad_y, tau, dz, w, plane, 0, S, r0, hp, wp);
+        if (pw && S == 2) g += tips_band_grad_at(grad_y, tau, dz, w, plane, 0, 0, r0, hp, wp);
+    }
+    return g;
+}
+
+// One work-group (local GROUP_SIZE) per band of `band_rows` x' rows of `planes_per_group`
+// planes: global (ceil(planes / planes_per_group) * bands * GROUP_SIZE), bands = ceil(H' /
+// band_rows); band_rows >= 3 unless it covers the plane, so the band holding x' row 2 also
+// holds the reflected row 0. dz_band holds (band_rows + 2p) x (W' + 2p) floats.
+//   (1) dz of the band's rows and p halo rows on each side (zero outside x', and in the p
+//       zero columns on each side), into local memory; psi chunk by chunk as in tips_forward.
+//       The band's own rows also add dz x' to k*k float8 sums per item (d conv1).
+//   (2) dx of the band's input rows: 8 x' columns per item and step from local memory (the
+//       last chunk of a row overlaps its predecessor and stores only its new columns; rows
+//       narrower than 8 go element by element), reflected copies folded into row / column 1.
+//   (3) the d conv1 sums: a fixed-shape tree per tap, one partial per (plane, band) in
+//       w1_partial; tips_grad_w1_sum adds them over n and bands in a fixed order.
+// No atomics: every sum's order depends only on the sizes and the launch parameters.
+__kernel __attribute__((reqd_work_group_size(GROUP_SIZE, 1, 1)))
+void tips_backward_band(__global const float *x, __global const float *grad_y, __global const float *tau,
+                        __global const float *grad_q, __global const float *target, __global const float *w1,
+                        __global float *grad_x, __global float *w1_partial, int planes, int channels, int height,
+                        int width, int band_rows, int planes_per_group, int has_target, float undo_scale,
+                        __local float *dz) {
+    __local float partial[KERNEL_SIZE * KERNEL_SIZE * GROUP_SIZE];
+    const int item = get_local_id(0);
+    const int p = (KERNEL_SIZE - 1) / 2;
+    const int ph = height & 1;
+    const int pw = width & 1;
+    const int hp = height + ph;
+    const int wp = width + pw;
+    const int stride = wp + 2 * p;
+    const int bands = (hp + band_rows - 1) / band_rows;
+    const int band = get_group_id(0) % bands;
+    const int first_plane = get_group_id(0) / bands * planes_per_group;
+    const int r0 = band * band_rows;
+    const int r1 = min(r0 + band_rows, hp);
+    const int dz_rows = r1 - r0 + 2 * p;
+    const int lo = p + pw;
+    const int hi = max(wp - p, lo);
+    const int vectors = hi - lo >= 8 ? (hi - lo + 7) / 8 : 0;
+    const int units = 1 + vectors;
+    for (int plane = first_plane; plane < min(first_plane + planes_per_group, planes); ++plane) {
+        __global const float *w = w1 + (plane % channels) * KERNEL_SIZE * KERNEL_SIZE;
+        barrier(CLK_LOCAL_MEM_FENCE);  // the previous plane's dx has read dz
+        // Not live across a barrier: PoCL would keep a copy per work item in memory.
+        float8 sums[KERNEL_SIZE * KERNEL_SIZE];
+        for (int t = 0; t < KERNEL_SIZE * KERNEL_SIZE; ++t) sums[t] = (float8)(0.0f);
+        // Loops of the same trip count for every item (the index guarded inside): with
+        // `e = item; e < n; e += GROUP_SIZE` PoCL 3.1 ran this kernel's bodies past n.
+        for (int base = 0; base < dz_rows * units; base += GROUP_SIZE) {
+            const int e = min(base + item, dz_rows * units - 1);
+            const bool active = base + item < dz_rows * units;
+            const int row = e / units;
+            const int unit = e - row * units;
+            const int r = r0 - p + row;
+            __local float *line = dz + row * stride + p;
+            const bool own = r >= r0 && r < r1;
+            if (!active) {
+            } else if (r < 0 || r >= hp) {
+                if (unit == 0) {
+                    for (int s = -p; s < wp + p; ++s) line[s] = 0.0f;
+                }
+            } else if (unit > 0) {
+                const int start = lo + (unit - 1) * 8;
+                const int s0 = min(start, hi - 8);
+                const float8 psi = tips_psi_chunk(x, w, plane, r, s0, height, width);
+                const float8 g = tips_dz_chunk(psi, grad_q, target, plane, r, s0, hp, wp, has_target, undo_scale);
+                vstore8(g, 0, line + s0);
+                if (own) {
+                    const int8 column = (int8)(s0) + (int8)(0, 1, 2, 3, 4, 5, 6, 7);
+                    tips_w1_chunk(x, plane, r, s0, height, width, g, column >= (int8)(start), sums);
+                }
+            } else {
+                for (int s = 1; s <= p; ++s) {
+                    line[-s] = 0.0f;
+                    line[wp - 1 + s] = 0.0f;
+                }
+                const int inner_end = vectors > 0 ? lo : wp;
+                const int outer_start = vectors > 0 ? hi : wp;
+                for (int index = 0; index < inner_end + wp - outer_start; ++index) {
+                    const int s = index < inner_end ? index : outer_start + index - inner_end;
+                    const float psi = tips_psi_at(x, w, plane, r, s, height, width);
+                    const float g = tips_dz_at(psi, grad_q, target, plane, r, s, hp, wp, has_target, undo_scale);
+                    line[s] = g;
+                    if (own) {
+                        for (int u = 0; u < KERNEL_SIZE; ++u) {
+                            for (int v = 0; v < KERNEL_SIZE; ++v) {
+                                const float value = load_or_zero(x, tips_index(plane, r + u - p, s + v - p, height, width));
+                                sums[u * KERNEL_SIZE + v].s0 += g * value;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (int t = 0; t < KERNEL_SIZE * KERNEL_SIZE; ++t) partial[t * GROUP_SIZE + item] = sum8(sums[t]);
+        barrier(CLK_LOCAL_MEM_FENCE);
+        // (2) dx. Units of a row: chunks of 8 x' columns (the last one shifted to end at W'), or
+        // one element-by-element unit when W' < 8.
+        const int chunks = wp >= 8 ? (wp + 7) / 8 : 1;
+        for (int base = 0; base < (r1 - r0) * chunks; base += GROUP_SIZE) {
+            const int e = min(base + item, (r1 - r0) * chunks - 1);
+            const bool active = base + item < (r1 - r0) * chunks;
+            const int R = r0 + e / chunks;
+            const int chunk = e - (R - r0) * chunks;
+            __global float *out = grad_x + plane_offset(plane, R - ph, 0, height, width) - pw;
+            const int start = chunk * 8;
+            if (!active || (ph && R == 0)) {
+                // The reflected row: folded into row 2.
+            } else if (wp < 8) {
+                for (int S = pw; S < wp; ++S) out[S] = tips_band_input_at(grad_y, tau, dz, w, plane, R, S, r0, hp, wp, ph, pw);
+            } else {
+                const int S0 = min(start, wp - 8);
+                float8 g = tips_band_grad_chunk(grad_y, tau, dz, w, plane, R, S0, r0, hp, wp);
+                if (ph && R == 2) g += tips_band_grad_chunk(grad_y, tau, dz, w, plane, 0, S0, r0, hp, wp);
+                if (S0 == start && !(pw && S0 == 0)) {
+                    vstore8(g, 0, out + S0);
+                } else {
+                    float lanes[8];
+                    vstore8(g, 0, lanes);
+                    if (pw && S0 == 0) lanes[2] += lanes[0];
+                    for (int lane = 0; lane < 8; ++lane) {
+                        const int S = S0 + lane;
+                        if (S >= max(start, pw)) out[S] = lanes[lane];
+                    }
+                }
+            }
+        }
+        // (3) d conv1 of this plane's band (the item sums went to `partial` before (2)).
+        for (int span = GROUP_SIZE / 2; span > 0; span >>= 1) {
+            barrier(CLK_LOCAL_MEM_FENCE);
+            if (item < span) {
+                for (int t = 0; t < KERNEL_SIZE * KERNEL_SIZE; ++t)
+                    partial[t * GROUP_SIZE + item] += partial[t * GROUP_SIZE + item + span];
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int t = item; t < KERNEL_SIZE * KERNEL_SIZE; t += GROUP_SIZE)
+            w1_partial[(plane * bands + band) * KERNEL_SIZE * KERNEL_SIZE + t] = partial[t * GROUP_SIZE];
+    }
+}
+
+// d conv1 = the band partials of tips_backward_band summed over n, then bands, in that fixed
+// order. Global (C * k * k).
+__kernel void tips_grad_w1_sum(__global const float *w1_partial, __global float *grad_w1, int batch, int channels,
+                               int bands) {
+    const int index = get_global_id(0);
+    if (index >= channels * KERNEL_SIZE * KERNEL_SIZE) return;
+    const int channel = index / (KERNEL_SIZE * KERNEL_SIZE);
+    const int t = index - channel * KERNEL_SIZE * KERNEL_SIZE;
+    float sum = 0.0f;
+    for (int n = 0; n < batch; ++n) {
+        for (int band = 0; band < bands; ++band)
+            sum += w1_partial[((n * channels + channel) * bands + band) * KERNEL_SIZE * KERNEL_SIZE + t];
+    }
+    grad_w1[index] = sum;
 }
 
 __kernel void tips_losses(__global const float *psi, __global const float *tau, __global const float *target,

@@ -192,7 +192,9 @@ public struct APSPool2D: PoolingLayer {
 ///   rows each aps_partial_norms item sums: "large" (>= 32 rows), "small".
 /// * `tips-forward` (TIPSPool2D): `groupSize` of tips_forward (also compiled into the TIPS
 ///   backward kernels of the same program, tips_grad_tau and tips_grad_w1) and
-///   `elementsPerGroup`. One shape class, "all": the backward builds its program without
+///   `elementsPerGroup`, and `bandElements` of the fused backward (not a tuner candidate: the
+///   tuner times the forward; an override or database entry may set it). One shape class,
+///   "all": the backward builds its program without
 ///   knowing the forward's shape, and plane batching already adapts to the plane size.
 ///
 /// `groupSize` is a power of two (candidates 16 ... 256, capped by the device's maximum
@@ -208,6 +210,11 @@ struct PolyphaseLaunch: Equatable {
     var elementsPerGroup = 4096
     /// Work-group shape of aps_gather and aps_scatter (nil: the driver's choice).
     var localSize: [Int]? = nil
+    /// TIPS backward (tips_backward_band) gives each work-group about this many x' elements:
+    /// bands of whole rows (at least 3) of one plane, or whole small planes batched; 0 takes
+    /// the unfused passes (dz written to memory), as do maps whose band does not fit in local
+    /// memory.
+    var backwardBandElements = 4096
 
     /// Planes per work-group of tips_forward for planes of `planeElements` elements.
     func planesPerGroup(planeElements: Int) -> Int {
@@ -268,7 +275,8 @@ struct PolyphaseLaunch: Equatable {
         // accepts() guarantees the group size; the fallbacks only keep the types honest.
         return PolyphaseLaunch(
             groupSize: parameters.groupSize ?? cappedGroupSize(64, on: device),
-            elementsPerGroup: parameters.elementsPerGroup ?? 4096, localSize: parameters.localSize)
+            elementsPerGroup: parameters.elementsPerGroup ?? 4096, localSize: parameters.localSize,
+            backwardBandElements: parameters.bandElements ?? 4096)
     }
 
     /// The TIPSPool2D choice for `device` (forward and backward share its program).

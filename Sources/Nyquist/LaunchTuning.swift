@@ -32,11 +32,14 @@ public struct LaunchParameters: Codable, Hashable, Sendable, CustomStringConvert
     /// float8 blocks of predictor channels per register tile of the tiled AdaptiveBlurPool
     /// predictor (OUT_VECTORS); nil for other families.
     public var outVectors: Int?
+    /// x' elements per work-group of the fused TIPS backward (tips_backward_band); 0 selects the
+    /// unfused passes; nil for other families (and for TIPS: the built-in 4096).
+    public var bandElements: Int?
 
     /// Bundles the parameters; a family reads only its own knobs and leaves the others nil.
     public init(
         outputsPerItem: Int = 1, localSize: [Int]? = nil, groupSize: Int? = nil, elementsPerGroup: Int? = nil,
-        run: Int? = nil, tiled: Bool? = nil, positions: Int? = nil, outVectors: Int? = nil
+        run: Int? = nil, tiled: Bool? = nil, positions: Int? = nil, outVectors: Int? = nil, bandElements: Int? = nil
     ) {
         self.outputsPerItem = outputsPerItem
         self.localSize = localSize
@@ -46,11 +49,13 @@ public struct LaunchParameters: Codable, Hashable, Sendable, CustomStringConvert
         self.tiled = tiled
         self.positions = positions
         self.outVectors = outVectors
+        self.bandElements = bandElements
     }
 
     public var description: String {
         // The window families' knobs always show; another family's only what it sets.
-        let windowFamily = [groupSize, elementsPerGroup, run, positions, outVectors].allSatisfy { $0 == nil } && tiled == nil
+        let windowFamily =
+            [groupSize, elementsPerGroup, run, positions, outVectors, bandElements].allSatisfy { $0 == nil } && tiled == nil
         var parts: [String] = []
         if windowFamily || outputsPerItem != 1 { parts.append("outputsPerItem \(outputsPerItem)") }
         if windowFamily || localSize != nil { parts.append("local " + (localSize.map { "\($0)" } ?? "driver")) }
@@ -60,6 +65,7 @@ public struct LaunchParameters: Codable, Hashable, Sendable, CustomStringConvert
         if let tiled { parts.append(tiled ? "tiled" : "untiled") }
         if let positions { parts.append("positions \(positions)") }
         if let outVectors { parts.append("outVectors \(outVectors)") }
+        if let bandElements { parts.append("band elements \(bandElements)") }
         return parts.joined(separator: ", ")
     }
 
@@ -71,7 +77,7 @@ public struct LaunchParameters: Codable, Hashable, Sendable, CustomStringConvert
             && (localSize.map { $0.count >= 1 && $0.count <= 3 && $0.allSatisfy { $0 >= 1 && $0 <= 4096 } } ?? true)
             && within(groupSize, 1...1024) && (groupSize.map { $0 & ($0 - 1) == 0 } ?? true)
             && within(elementsPerGroup, 1...(1 << 20)) && within(run, 1...32) && within(positions, 1...4)
-            && within(outVectors, 1...4)
+            && within(outVectors, 1...4) && within(bandElements, 0...(1 << 20))
     }
 
     /// The local size for a launch over `global`, each axis clamped to the global size and

@@ -93,7 +93,10 @@ public struct TIPSPool2D: PoolingLayer {
     /// per-plane partial sums and adds them in Double, in a fixed order.
     public func losses(_ saved: SavedForBackward) throws -> (fm: Double, undo: Double?) {
         let inputShape = try saved.input.nchw("\(TIPSPool2DConfiguration.operatorName) saved input")
-        let state = try savedState(saved, inputShape)
+        let state = try savedState(saved, inputShape, needPsi: true)
+        guard let psi = state.psi else {
+            throw NyquistError(.invalidConfiguration, "\(TIPSPool2DConfiguration.operatorName): psi is missing")
+        }
         let padded = try configuration.paddedShape(for: inputShape)
         let planes = inputShape.n * inputShape.c
         let device = saved.input.device
@@ -102,7 +105,7 @@ public struct TIPSPool2D: PoolingLayer {
         try device.context.dispatch(
             "tips_losses", in: try program(device),
             arguments: [
-                .buffer(state.psi.buffer), .buffer(state.tau.buffer), .buffer((target ?? state.psi).buffer),
+                .buffer(psi.buffer), .buffer(state.tau.buffer), .buffer((target ?? psi).buffer),
                 .buffer(partial.buffer), .int(planes), .int(padded.h), .int(padded.w), .int(target == nil ? 0 : 1),
             ],
             global: [planes])
@@ -142,7 +145,8 @@ public struct TIPSPool2D: PoolingLayer {
     // MARK: Internals
 
     private struct State {
-        let psi: DeviceTensor
+        /// nil when backward recomputes psi from the input (tips_backward_band) and none was saved.
+        let psi: DeviceTensor?
         let tau: DeviceTensor
         let q: DeviceTensor
     }
@@ -211,7 +215,9 @@ public struct TIPSPool2D: PoolingLayer {
         return target
     }
 
-    private func savedState(_ saved: SavedForBackward, _ inputShape: Shape4D) throws -> State {
+    /// psi, tau and q from a training forward, or recomputed (psi only when `needPsi`: the fused
+    /// backward recomputes it from the input anyway).
+    private func savedState(_ saved: SavedForBackward, _ inputShape: Shape4D, needPsi: Bool) throws -> State {
         if let psi = saved.tensors[SavedName.psi], let tau = saved.tensors[SavedName.tau],
             let q = saved.tensors[SavedName.q]
         {
@@ -223,8 +229,35 @@ public struct TIPSPool2D: PoolingLayer {
             return State(psi: psi, tau: tau, q: q)
         }
         let output = try DeviceTensor(shape: configuration.outputShape(for: inputShape).dimensions, on: saved.input.device)
-        let (outputs, q) = try run(saved.input, inputShape, output: output)
-        return State(psi: outputs.psi, tau: outputs.tau, q: q)
+        let (outputs, q) = try run(saved.input, inputShape, output: output, keepPsi: needPsi)
+        return State(psi: needPsi ? outputs.psi : nil, tau: outputs.tau, q: q)
+    }
+
+    /// The fused backward's bands: whole rows (at least 3, so the band holding x' row 2 also
+    /// holds the reflected row 0) of one plane, or whole small planes batched, about
+    /// `backwardBandElements` x' elements per work-group; nil (the unfused passes) when that is
+    /// 0 or even 3 rows of dz do not fit in the device's local memory.
+    private func bandLaunch(_ launch: PolyphaseLaunch, padded: Shape4D, device: Device) -> (
+        rows: Int, planesPerGroup: Int, localBytes: Int
+    )? {
+        guard launch.backwardBandElements > 0 else { return nil }
+        let halo = configuration.kernelSize - 1
+        let stride = padded.w + halo
+        let fixedBytes = configuration.kernelSize * configuration.kernelSize * launch.groupSize * 4
+        let available = (device.info.localMemorySize - fixedBytes) / 4 / stride - halo
+        let planeElements = padded.h * padded.w
+        var rows: Int
+        var perGroup = 1
+        if planeElements <= launch.backwardBandElements {
+            rows = padded.h
+            perGroup = launch.backwardBandElements / planeElements
+        } else {
+            rows = min(padded.h, max(3, launch.backwardBandElements / padded.w))
+        }
+        rows = min(rows, max(available, min(3, padded.h)))
+        if rows < padded.h { perGroup = 1 }
+        guard rows >= min(3, padded.h), rows <= available else { return nil }
+        return (rows, perGroup, (rows + halo) * stride * 4)
     }
 
     private func backward(
@@ -238,22 +271,23 @@ public struct TIPSPool2D: PoolingLayer {
                 .invalidConfiguration,
                 "\(layer) backward: L_undo has weight \(lossWeights.undo) but the training forward saved no target")
         }
-        let state = try savedState(saved, inputShape)
         let device = gradOutput.device
         let context = device.context
-        let program = try program(device)
         let padded = try configuration.paddedShape(for: inputShape)
         let (n, c) = (inputShape.n, inputShape.c)
         let planes = n * c
         let k = configuration.kernelSize
+        let launch = PolyphaseLaunch.choose(for: device)
+        let band = bandLaunch(launch, padded: padded, device: device)
+        let state = try savedState(saved, inputShape, needPsi: band == nil)
+        let program = try program(device)
         let w1 = try upload(TIPSPool2DConfiguration.conv1Name, device)
         let w2 = try upload(TIPSPool2DConfiguration.conv2Name, device)
         let gradQ = try DeviceTensor(shape: [n, c, 4], on: device)
         let share = try DeviceTensor(shape: [n, c], on: device)
         let gradW1 = try DeviceTensor(shape: [c, 1, k, k], on: device)
         let gradW2 = try DeviceTensor(shape: [c, 1, 1, 1], on: device)
-        let gradZ = try DeviceTensor(shape: padded.dimensions, on: device)
-        let group = PolyphaseLaunch.choose(for: device).groupSize
+        let group = launch.groupSize
         try context.dispatch(
             "tips_grad_tau", in: program,
             arguments: [
@@ -266,10 +300,36 @@ public struct TIPSPool2D: PoolingLayer {
             "tips_grad_w2", in: program, arguments: [.buffer(share.buffer), .buffer(gradW2.buffer), .int(n), .int(c)],
             global: [c])
         let undoScale = target == nil ? 0 : Float(2 * lossWeights.undo / Double(padded.count))
+        if let band {
+            // dz, d conv1 and dx in one pass over bands of rows (psi recomputed from the input),
+            // then the deterministic sum of the band partials of d conv1.
+            let bands = (padded.h + band.rows - 1) / band.rows
+            let partial = try DeviceTensor(shape: [planes * bands, k * k], on: device)
+            let groups = (planes + band.planesPerGroup - 1) / band.planesPerGroup * bands
+            try context.dispatch(
+                "tips_backward_band", in: program,
+                arguments: [
+                    .buffer(saved.input.buffer), .buffer(gradOutput.buffer), .buffer(state.tau.buffer),
+                    .buffer(gradQ.buffer), .buffer((target ?? gradQ).buffer), .buffer(w1.buffer), .buffer(gradInput.buffer),
+                    .buffer(partial.buffer), .int(planes), .int(c), .int(inputShape.h), .int(inputShape.w),
+                    .int(band.rows), .int(band.planesPerGroup), .int(target == nil ? 0 : 1), .float(undoScale),
+                    .local(band.localBytes),
+                ],
+                global: [groups * group], local: [group])
+            try context.dispatch(
+                "tips_grad_w1_sum", in: program,
+                arguments: [.buffer(partial.buffer), .buffer(gradW1.buffer), .int(n), .int(c), .int(bands)],
+                global: [c * k * k])
+            return [TIPSPool2DConfiguration.conv1Name: gradW1, TIPSPool2DConfiguration.conv2Name: gradW2]
+        }
+        guard let psi = state.psi else {
+            throw NyquistError(.invalidConfiguration, "\(layer) backward: psi is missing")
+        }
+        let gradZ = try DeviceTensor(shape: padded.dimensions, on: device)
         try context.dispatch(
             "tips_grad_z", in: program,
             arguments: [
-                .buffer(state.psi.buffer), .buffer(gradQ.buffer), .buffer((target ?? state.psi).buffer),
+                .buffer(psi.buffer), .buffer(gradQ.buffer), .buffer((target ?? psi).buffer),
                 .buffer(gradZ.buffer), .int(planes), .int(padded.h), .int(padded.w), .float(undoScale),
             ],
             global: [padded.w, padded.h, planes])

@@ -164,9 +164,12 @@ struct AdaptiveParityTests {
         ([2, 1, 5, 5], 3, 1, 1, .reflect, .perGroup),
         ([1, 8, 10, 7], 5, 2, 1, .zero, .joint),
         ([1, 70, 5, 4], 3, 2, 2, .reflect, .joint),
+        // Rows wide enough for the weight gradient's 8-column chunks (the last one overlapping).
+        ([2, 3, 5, 23], 3, 2, 3, .reflect, .joint),
+        ([1, 2, 4, 30], 5, 1, 2, .circular, .perGroup),
     ]
 
-    @Test("Training forward, running statistics and backward match the reference", arguments: 0..<7)
+    @Test("Training forward, running statistics and backward match the reference", arguments: 0..<9)
     func training(_ index: Int) throws {
         let spec = Self.trainingCases[index]
         let device = try TestDevice.get()

@@ -94,6 +94,69 @@ struct LaunchVariantParityTests {
         }
     }
 
+    @Test("TIPS backward with other band sizes (and the unfused passes), with and without saved psi")
+    func tipsBackward() throws {
+        let device = try TestDevice.fresh()  // overrides are per device: other suites keep theirs
+        let family = PolyphaseLaunch.tipsFamily
+        let classes = [PolyphaseLaunch.tipsShapeClass]
+        defer { try? Self.pin(nil, family: family, shapeClasses: classes, on: device) }
+        // 0: the unfused passes; 1 and 1000: bands of 3 and of several rows (111 x 111 has many);
+        // 16384: whole small planes batched into one work-group.
+        for launch in [
+            LaunchParameters(groupSize: 16, elementsPerGroup: 4096, bandElements: 1),
+            LaunchParameters(groupSize: 64, elementsPerGroup: 4096, bandElements: 1000),
+            LaunchParameters(groupSize: 128, elementsPerGroup: 4096, bandElements: 16384),
+            LaunchParameters(groupSize: 16, elementsPerGroup: 4096, bandElements: 0),
+        ] {
+            // Not group size 1: tips_grad_tau then sums a 111 x 111 plane serially, and d conv2
+            // misses 1e-4 (1.2e-4 relative); that kernel is unchanged by the band size.
+            try Self.pin(launch, family: family, shapeClasses: classes, on: device)
+            #expect(PolyphaseLaunch.choose(for: device).backwardBandElements == launch.bandElements)
+            let shapes = Self.shapes + [[2, 3, 111, 111], [3, 5, 2, 2], [1, 1, 3, 3], [2, 3, 7, 7], [1, 2, 8, 17]]
+            for (index, shape) in shapes.enumerated() {
+                let label = "\(launch) on \(shape)"
+                let x = try randomTensor(shape, seed: UInt64(140 + index))
+                let input = try DeviceTensor(x, on: device)
+                let tips = try TIPSPool2D(channels: shape[1], kernelSize: index % 2 == 0 ? 3 : 5, seed: 9)
+                let expectedForward = try Reference.tipsPool2D(x, tips.configuration, parameters: tips.parameters)
+                let gradOutput = try randomTensor(expectedForward.output.shape, seed: UInt64(160 + index))
+                let shift = MapShift(dy: 1, dx: -2, fill: index % 2 == 0 ? .circular : .zero)
+                let referenceSaved = Reference.TIPSSaved(input: x, parameters: tips.parameters, shift: shift)
+                let weights = TIPSLossWeights(fm: 0.5, undo: 2)
+                let expected = try Reference.tipsPool2DBackward(
+                    gradOutput: gradOutput, saved: referenceSaved, tips.configuration, lossWeights: weights)
+                let (_, saved) = try tips.forwardTraining(input, undoShift: shift)
+                let gradients = try tips.backward(try DeviceTensor(gradOutput, on: device), saved, lossWeights: weights)
+                var pairs = [("input", gradients.input, expected.input)]
+                for name in [TIPSPool2DConfiguration.conv1Name, TIPSPool2DConfiguration.conv2Name] {
+                    pairs.append((name, try #require(gradients.parameters[name]), try #require(expected.parameters[name])))
+                }
+                for (name, actual, reference) in pairs {
+                    let discrepancy = Discrepancy(actual: try actual.toHost().values, expected: reference.values)
+                    #expect(discrepancy.within(PolyphaseTolerance.tipsBackward), "\(label) grad \(name): \(discrepancy)")
+                }
+                // Through the protocol: only the input is saved, so backward recomputes tau and q
+                // (and, fused, psi from the input).
+                let plainExpected = try Reference.tipsPool2DBackward(
+                    gradOutput: gradOutput, saved: Reference.TIPSSaved(input: x, parameters: tips.parameters, shift: nil),
+                    tips.configuration)
+                let plain = try GuardedTensor(shape: shape, on: device)
+                try tips.backward(try DeviceTensor(gradOutput, on: device), try tips.forwardTraining(input).saved, into: plain.tensor)
+                let plainError = Discrepancy(actual: try plain.tensor.toHost().values, expected: plainExpected.input.values)
+                #expect(plainError.within(PolyphaseTolerance.tipsBackward), "\(label) plain backward: \(plainError)")
+                #expect(try plain.damagedGuards().isEmpty, "\(label) backward wrote outside its gradient")
+                // Run to run identical: no atomics, every order fixed by the sizes.
+                let again = try tips.backward(try DeviceTensor(gradOutput, on: device), saved, lossWeights: weights)
+                for name in [TIPSPool2DConfiguration.conv1Name, TIPSPool2DConfiguration.conv2Name] {
+                    #expect(
+                        try #require(again.parameters[name]).toHost().values
+                            == (try #require(gradients.parameters[name]).toHost().values), "\(label) \(name) repeat")
+                }
+                #expect(try again.input.toHost().values == (try gradients.input.toHost().values), "\(label) input repeat")
+            }
+        }
+    }
+
     @Test("LiftDownPool2D and LiftUpPool2D with every run length")
     func lift() throws {
         let device = try TestDevice.fresh()
