@@ -14,7 +14,9 @@
 // Both passes are split so that borders cost nothing in the bulk of the map: the host launches
 // an *_interior kernel over the elements whose taps are all in range (affine indices, taps
 // from constant memory, no tables) and the table kernel over the border strips only, with a
-// remapping of its work-item indices onto the strips.
+// remapping of its work-item indices onto the strips. The *_vector kernels read rows through
+// the row tables (one read per tap row, the same for every lane), so they also cover the top
+// and bottom rows and leave only the left and right strips to the table kernel.
 //
 // Defines:
 //   TAPS          forward window size per axis (filter size k)

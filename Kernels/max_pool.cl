@@ -10,8 +10,10 @@
 //
 // Forward is split like the blur kernels (Sources/Nyquist/SeparableWindow.swift): an interior
 // kernel over the outputs whose windows lie inside the input (affine indices, no tables; the
-// _vector variant computes OUTPUTS_PER_ITEM consecutive outputs along W with vector types) and
-// the table kernel over the border strips, its work items remapped onto the strips.
+// _vector variant computes OUTPUTS_PER_ITEM consecutive outputs along W with vector types and
+// reads rows through the row table, so it covers every row) and the table kernel over the
+// border strips (only the left and right ones after the _vector variant), its work items
+// remapped onto the strips.
 //
 // Backward is a gather: each work item owns one input element and adds the gradients of the
 // windows whose first maximum it is. The training forward (max_pool_forward_argmax) saves that
