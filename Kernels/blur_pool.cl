@@ -224,12 +224,15 @@ __kernel void weighted_window_backward_interior(
 // item, STRIDE 2 only. The host starts every vector at a column b0 with b0 + pad_left even,
 // so lane 2m + e (e = 0, 1) reads exactly the taps v = e, e + 2, ... at gradient column
 // (b0 + pad_left) / 2 + m - (v - e) / 2: the even and odd lanes are sums of contiguous loads,
-// interleaved at the end. Rows come from the backward row table (row_target, row_weight as in
-// weighted_window_backward), which is the same for the whole vector: the range may hold any
-// rows, border ones included, and the host needs no launch for the top and bottom strips.
+// interleaved at the end. Rows inside affine_begin ... affine_end - 1 (untouched by padding)
+// read the AFFINE_FAN gradient rows of their phase directly; the others (border rows) read
+// the backward row table (row_target, row_weight as in weighted_window_backward), whose
+// FAN_IN_ROWS may be larger. Either way the rows are the same for the whole vector (the
+// branch is uniform along a row), so the range may hold any rows and the host needs no
+// launch for the top and bottom strips.
 __kernel void weighted_window_backward_interior_vector(
     __global const float *grad_y, __global float *grad_map, __constant float *taps,
-    __global const int *row_target, __global const float *row_weight,
+    __global const int *row_target, __global const float *row_weight, int affine_begin, int affine_end,
     int planes, int height, int width, int out_height, int out_width,
     int row_begin, int rows, int col_begin, int cols, int pad_top, int pad_left) {
     int ii = get_global_id(1);
@@ -242,11 +245,16 @@ __kernel void weighted_window_backward_interior_vector(
     __global const float *gradient = grad_y + plane * out_height * out_width + (b + pad_left) / 2;
     HALF even = (HALF)(0.0f);
     HALF odd = (HALF)(0.0f);
-    for (int p = 0; p < FAN_IN_ROWS; ++p) {
-        // Unused slots (-1) read row 0 with weight 0: no load depends on a branch.
-        int i = row_target[a * FAN_IN_ROWS + p];
+    bool affine = a >= affine_begin && a < affine_end;
+    int fan = affine ? AFFINE_FAN : FAN_IN_ROWS;
+    int row_phase = (a + pad_top) % 2;
+    for (int p = 0; p < fan; ++p) {
+        int u = row_phase + 2 * p;
+        // Table: unused slots (-1) read row 0 with weight 0, so no load depends on a branch.
+        int i = affine ? max((a + pad_top - u) / 2, 0) : row_target[a * FAN_IN_ROWS + p];
+        float weight = affine ? (u < TAPS ? taps[min(u, TAPS - 1)] : 0.0f)
+                              : (i >= 0 ? row_weight[a * FAN_IN_ROWS + p] : 0.0f);
         __global const float *gradient_row = gradient + max(i, 0) * out_width;
-        float weight = i >= 0 ? row_weight[a * FAN_IN_ROWS + p] : 0.0f;
         HALF even_row = (HALF)(0.0f);
         HALF odd_row = (HALF)(0.0f);
         for (int v = 0; v < TAPS; v += 2) even_row += taps[v] * HALF_LOAD(gradient_row - v / 2);

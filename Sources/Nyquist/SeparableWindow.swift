@@ -81,7 +81,10 @@ struct SeparableWindow {
             ),
             buffers: [.buffer(gradOutput.buffer), .buffer(gradMap.buffer)],
             interiorExtras: perItem > 1
-                ? [.buffer(rowTables.tapWeights), .buffer(rowTables.target), .buffer(rowTables.targetWeight)]
+                ? [
+                    .buffer(rowTables.tapWeights), .buffer(rowTables.target), .buffer(rowTables.targetWeight),
+                    .int(rowTables.backwardInterior.lowerBound), .int(rowTables.backwardInterior.upperBound),
+                ]
                 : [.buffer(rowTables.tapWeights)],
             tables: [
                 .buffer(rowTables.target), .buffer(rowTables.targetWeight),
