@@ -14,7 +14,9 @@
 // Both passes are split so that borders cost nothing in the bulk of the map: the host launches
 // an *_interior kernel over the elements whose taps are all in range (affine indices, taps
 // from constant memory, no tables) and the table kernel over the border strips only, with a
-// remapping of its work-item indices onto the strips.
+// remapping of its work-item indices onto the strips. The *_vector kernels read rows through
+// the row tables (one read per tap row, the same for every lane), so they also cover the top
+// and bottom rows and leave only the left and right strips to the table kernel.
 //
 // Defines:
 //   TAPS          forward window size per axis (filter size k)
@@ -98,8 +100,12 @@ __kernel void weighted_window_interior(
 
 // weighted_window_interior with OUTPUTS_PER_ITEM consecutive outputs per work item, STRIDE 2
 // only: each tap's samples along W are the even lanes of one wide load (window_vector.h).
+// Rows come from the row table (row_begin, rows: any rows, border ones included): a row index
+// is the same for the whole vector, so a padded row costs one table read and no gather, and
+// the host needs no launch for the top and bottom strips. Zero-padded rows (-1) read row 0
+// with weight 0, so no load depends on a branch.
 __kernel void weighted_window_interior_vector(
-    __global const float *x, __global float *y, __constant float *taps,
+    __global const float *x, __global float *y, __constant float *taps, __global const int *row_source,
     int planes, int height, int width, int out_height, int out_width,
     int row_begin, int rows, int col_begin, int cols, int pad_top, int pad_left) {
     int ii = get_global_id(1);
@@ -109,11 +115,11 @@ __kernel void weighted_window_interior_vector(
     int jj = min((int)get_global_id(0) * OUTPUTS_PER_ITEM, cols - OUTPUTS_PER_ITEM);
     int i = row_begin + ii;
     int j = col_begin + jj;
-    __global const float *window =
-        x + plane * height * width + (2 * i - pad_top) * width + (2 * j - pad_left);
+    __global const float *window = x + plane * height * width + (2 * j - pad_left);
     VECTOR sum = (VECTOR)(0.0f);
     for (int u = 0; u < TAPS; ++u) {
-        __global const float *row = window + u * width;
+        int source_row = row_source[i * TAPS + u];
+        __global const float *row = window + max(source_row, 0) * width;
 #if MAX_MAP
         // Map element (u, c) is the maximum of x at (u, c), (u, c+1), (u+1, c), (u+1, c+1): the
         // vertical maxima first, shared by neighbouring taps. Any NaN makes it NaN, so the
@@ -130,7 +136,7 @@ __kernel void weighted_window_interior_vector(
 #endif
             horizontal += taps[v] * value;
         }
-        sum += taps[u] * horizontal;
+        sum += (source_row >= 0 ? taps[u] : 0.0f) * horizontal;
     }
     VSTORE(sum, 0, y + plane_offset(plane, i, j, out_height, out_width));
 }
@@ -218,9 +224,15 @@ __kernel void weighted_window_backward_interior(
 // item, STRIDE 2 only. The host starts every vector at a column b0 with b0 + pad_left even,
 // so lane 2m + e (e = 0, 1) reads exactly the taps v = e, e + 2, ... at gradient column
 // (b0 + pad_left) / 2 + m - (v - e) / 2: the even and odd lanes are sums of contiguous loads,
-// interleaved at the end.
+// interleaved at the end. Rows inside affine_begin ... affine_end - 1 (untouched by padding)
+// read the AFFINE_FAN gradient rows of their phase directly; the others (border rows) read
+// the backward row table (row_target, row_weight as in weighted_window_backward), whose
+// FAN_IN_ROWS may be larger. Either way the rows are the same for the whole vector (the
+// branch is uniform along a row), so the range may hold any rows and the host needs no
+// launch for the top and bottom strips.
 __kernel void weighted_window_backward_interior_vector(
     __global const float *grad_y, __global float *grad_map, __constant float *taps,
+    __global const int *row_target, __global const float *row_weight, int affine_begin, int affine_end,
     int planes, int height, int width, int out_height, int out_width,
     int row_begin, int rows, int col_begin, int cols, int pad_top, int pad_left) {
     int ii = get_global_id(1);
@@ -231,19 +243,24 @@ __kernel void weighted_window_backward_interior_vector(
     int a = row_begin + ii;
     int b = col_begin + jj;
     __global const float *gradient = grad_y + plane * out_height * out_width + (b + pad_left) / 2;
-    int row_phase = (a + pad_top) % 2;
     HALF even = (HALF)(0.0f);
     HALF odd = (HALF)(0.0f);
-    for (int p = 0; p < AFFINE_FAN; ++p) {
+    bool affine = a >= affine_begin && a < affine_end;
+    int fan = affine ? AFFINE_FAN : FAN_IN_ROWS;
+    int row_phase = (a + pad_top) % 2;
+    for (int p = 0; p < fan; ++p) {
         int u = row_phase + 2 * p;
-        __global const float *gradient_row = gradient + max((a + pad_top - u) / 2, 0) * out_width;
-        float row_weight = u < TAPS ? taps[min(u, TAPS - 1)] : 0.0f;
+        // Table: unused slots (-1) read row 0 with weight 0, so no load depends on a branch.
+        int i = affine ? max((a + pad_top - u) / 2, 0) : row_target[a * FAN_IN_ROWS + p];
+        float weight = affine ? (u < TAPS ? taps[min(u, TAPS - 1)] : 0.0f)
+                              : (i >= 0 ? row_weight[a * FAN_IN_ROWS + p] : 0.0f);
+        __global const float *gradient_row = gradient + max(i, 0) * out_width;
         HALF even_row = (HALF)(0.0f);
         HALF odd_row = (HALF)(0.0f);
         for (int v = 0; v < TAPS; v += 2) even_row += taps[v] * HALF_LOAD(gradient_row - v / 2);
         for (int v = 1; v < TAPS; v += 2) odd_row += taps[v] * HALF_LOAD(gradient_row - (v - 1) / 2);
-        even += row_weight * even_row;
-        odd += row_weight * odd_row;
+        even += weight * even_row;
+        odd += weight * odd_row;
     }
     VSTORE(INTERLEAVE(even, odd), 0, grad_map + plane_offset(plane, a, b, height, width));
 }
@@ -328,9 +345,11 @@ __kernel void max_map_backward(
     grad_x[plane_offset(plane, a, b, height, width)] = sum;
 }
 
-// max_map_backward for 8 consecutive input elements per work item away from the borders
-// (rows 1...H-2, columns whose windows are all inside): the winners of the 2x2 windows are
-// found for 8 window columns at once from contiguous vector loads, the same first-maximum rule.
+// max_map_backward for 8 consecutive input elements per work item away from the left and
+// right borders (columns whose windows are all inside), any rows: the winners of the 2x2
+// windows are found for 8 window columns at once from contiguous vector loads, the same
+// first-maximum rule. In the first and last rows, the window row outside the map is read
+// clamped (a real row) and its contribution masked, so no load depends on a branch.
 // The interior arguments follow the splitDispatch convention (the pads are unused).
 __kernel void max_map_backward_vector(
     __global const float *x, __global const float *grad_map, __global float *grad_x,
@@ -348,7 +367,8 @@ __kernel void max_map_backward_vector(
     float8 sum = (float8)(0.0f);
     for (int dp = 0; dp < 2; ++dp) {
         for (int dq = 0; dq < 2; ++dq) {
-            int p = a - 1 + dp;
+            int unclamped = a - 1 + dp;
+            int p = clamp(unclamped, 0, height - 2);
             int q = b - 1 + dq;
             __global const float *top = image + p * width + q;
             float8 best = vload8(0, top);
@@ -364,7 +384,8 @@ __kernel void max_map_backward_vector(
             candidate = vload8(0, top + width + 1);
             replace = (candidate > best) || (isnan(candidate) && !isnan(best));
             winner = select(winner, (int8)(3), replace);
-            int mine = (1 - dp) * 2 + (1 - dq);
+            // A window row outside the map wins nothing (-1 matches no corner).
+            int mine = p == unclamped ? (1 - dp) * 2 + (1 - dq) : -1;
             float8 contribution = vload8(0, gradient + p * (width - 1) + q);
             sum += select((float8)(0.0f), contribution, winner == (int8)(mine));
         }

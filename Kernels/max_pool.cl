@@ -10,8 +10,10 @@
 //
 // Forward is split like the blur kernels (Sources/Nyquist/SeparableWindow.swift): an interior
 // kernel over the outputs whose windows lie inside the input (affine indices, no tables; the
-// _vector variant computes OUTPUTS_PER_ITEM consecutive outputs along W with vector types) and
-// the table kernel over the border strips, its work items remapped onto the strips.
+// _vector variant computes OUTPUTS_PER_ITEM consecutive outputs along W with vector types and
+// reads rows through the row table, so it covers every row) and the table kernel over the
+// border strips (only the left and right ones after the _vector variant), its work items
+// remapped onto the strips.
 //
 // Backward is a gather: each work item owns one input element and adds the gradients of the
 // windows whose first maximum it is. The training forward (max_pool_forward_argmax) saves that
@@ -84,8 +86,11 @@ __kernel void max_pool_forward_interior(
 
 // max_pool_forward_interior with OUTPUTS_PER_ITEM consecutive outputs per work item, STRIDE 2
 // only: each tap's samples along W are the even lanes of one wide load (window_vector.h).
+// Rows come from the (clamped) row table, so the range may include the border rows and the
+// host needs no launch for the top and bottom strips: a clamped row repeats a row of the same
+// window, which leaves the maximum unchanged.
 __kernel void max_pool_forward_interior_vector(
-    __global const float *x, __global float *y,
+    __global const float *x, __global float *y, __global const int *row_source,
     int planes, int height, int width, int out_height, int out_width,
     int row_begin, int rows, int col_begin, int cols, int pad_top, int pad_left) {
     int ii = get_global_id(1);
@@ -95,11 +100,11 @@ __kernel void max_pool_forward_interior_vector(
     int jj = min((int)get_global_id(0) * OUTPUTS_PER_ITEM, cols - OUTPUTS_PER_ITEM);
     int i = row_begin + ii;
     int j = col_begin + jj;
-    __global const float *window =
-        x + plane * height * width + (2 * i - pad_top) * width + (2 * j - pad_left);
-    VECTOR best = STRIDED(window);
+    __global const float *window = x + plane * height * width + (2 * j - pad_left);
+    VECTOR best = STRIDED(window + row_source[i * KERNEL_SIZE] * width);
     for (int u = 0; u < KERNEL_SIZE; ++u) {
-        for (int v = 0; v < KERNEL_SIZE; ++v) best = VECTOR_MAX(best, STRIDED(window + u * width + v));
+        __global const float *row = window + row_source[i * KERNEL_SIZE + u] * width;
+        for (int v = 0; v < KERNEL_SIZE; ++v) best = VECTOR_MAX(best, STRIDED(row + v));
     }
     VSTORE(best, 0, y + plane_offset(plane, i, j, out_height, out_width));
 }

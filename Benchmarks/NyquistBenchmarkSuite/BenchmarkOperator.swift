@@ -179,7 +179,7 @@ struct BenchmarkOperator {
         /// the same values (host clock, median of `referenceRepeats`).
         func measure(
             pass: String, input: DeviceTensor, shapeName: String, repeats: Int, baselines: Baselines,
-            referenceInput: HostTensor?, referenceRepeats: Int
+            referenceInput: HostTensor?, referenceRepeats: Int, launches: Bool = false
         ) throws -> BenchmarkRow {
             let benchmarkOperator = try build(input.shape[1], input.device)
             let device = input.device
@@ -190,6 +190,11 @@ struct BenchmarkOperator {
             let memoryBytes: Int
             if pass == "forward" {
                 seconds = try medianSeconds(device: device, repeats: repeats) { _ = try benchmarkOperator.forward(input) }
+                if launches {
+                    try printLaunches("\(name) forward \(shapeName)", device: device, repeats: repeats) {
+                        _ = try benchmarkOperator.forward(input)
+                    }
+                }
                 memoryBytes = try peakExtraBytes(device) { _ = try benchmarkOperator.forward(input) }
                 bytes = (input.count + benchmarkOperator.forwardOutputs * output.count) * 4
                 if let referenceInput, let reference = benchmarkOperator.reference {
@@ -203,6 +208,11 @@ struct BenchmarkOperator {
                 try device.context.fill(gradOutput.buffer, with: 1)
                 seconds = try medianSeconds(device: device, repeats: repeats) {
                     _ = try benchmarkOperator.backward(gradOutput, saved)
+                }
+                if launches {
+                    try printLaunches("\(name) backward \(shapeName)", device: device, repeats: repeats) {
+                        _ = try benchmarkOperator.backward(gradOutput, saved)
+                    }
                 }
                 memoryBytes = try peakExtraBytes(device) { _ = try benchmarkOperator.backward(gradOutput, saved) }
                 bytes = (output.count + input.count + (benchmarkOperator.backwardReadsInput ? input.count : 0)) * 4
@@ -238,6 +248,20 @@ func medianSeconds(device: Device, repeats: Int, _ body: () throws -> Void) thro
         times.append(try device.measure(body).kernelSeconds)
     }
     return max(median(times), 1e-9)
+}
+
+/// Prints on stderr, for `repeats` runs of `body`, each launch's median kernel time by launch
+/// position (kernel name, global order), so a layer's time splits into its interior, border
+/// and temporary passes.
+func printLaunches(_ title: String, device: Device, repeats: Int, _ body: () throws -> Void) throws {
+    var runs: [[(kernel: String, nanoseconds: UInt64)]] = []
+    for _ in 0..<max(repeats, 1) { runs.append(try device.context.measureLaunches(body).launches) }
+    guard let first = runs.first, runs.allSatisfy({ $0.map(\.kernel) == first.map(\.kernel) }) else { return }
+    let medians = first.indices.map { index in median(runs.map { Double($0[index].nanoseconds) * 1e-6 }) }
+    let parts = zip(first, medians).map { "\($0.0.kernel) \(fixed($0.1, 3))" }
+    let total = medians.reduce(0, +)
+    FileHandle.standardError.write(
+        Data("\n  \(title): \(fixed(total, 3)) ms = \(parts.joined(separator: " + "))\n".utf8))
 }
 
 /// Device memory that one call of `body` allocates on top of what is already alive (its outputs

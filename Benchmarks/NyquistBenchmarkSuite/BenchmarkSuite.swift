@@ -39,6 +39,10 @@ public struct BenchmarkOptions: ParsableArguments {
     @Flag(help: "Measure first-call latency (host clock, cold and warm disk cache) instead of kernel times.")
     public var startup = false
 
+    /// Per-launch breakdown mode.
+    @Flag(help: "Also print each measurement's kernel launches (median ms per kernel name) on stderr.")
+    public var launches = false
+
     /// Quick check mode used by tests.
     @Flag(help: "One repeat on small shapes: checks that everything runs (used by tests).")
     public var smoke = false
@@ -160,7 +164,8 @@ public enum BenchmarkSuite {
                         report.rows.append(
                             try factory.measure(
                                 pass: pass, input: input, shapeName: name, repeats: repeats, baselines: baselines,
-                                referenceInput: timeReference ? host : nil, referenceRepeats: min(repeats, 3)))
+                                referenceInput: timeReference ? host : nil, referenceRepeats: min(repeats, 3),
+                                launches: selection.launches))
                     } catch let error as NyquistError {
                         // An operator that refuses a shape (reflect padding on a 2x2 map) is
                         // reported, not fatal: the other rows are still worth having.
@@ -194,12 +199,14 @@ struct Selection: CustomStringConvertible {
     let factories: [BenchmarkOperator.Factory]
     let repeats: Int
     let smoke: Bool
+    let launches: Bool
     let referenceLimit: Int
     let batches: [Int]
     let shapeSets: [String]
 
     init(_ options: BenchmarkOptions) throws {
         smoke = options.smoke
+        launches = options.launches
         repeats = options.smoke ? 1 : max(options.repeats, 1)
         referenceLimit = max(options.referenceLimit, 0)
         let known = BenchmarkOperator.all

@@ -107,8 +107,9 @@ public struct MaxBlurPool2D: PoolingLayer {
         let gradMap = try DeviceTensor(shape: map.dimensions, on: device)
         let window = try BlurPool2D.window(configuration.blur, mapHeight: map.h, mapWidth: map.w, output: outputShape)
         try window.backward(gradOutput, into: gradMap, planes: planes)
-        // Routing to the 2x2 maxima: vectors of 8 input columns away from the borders (every
-        // window of theirs inside), the one-element kernel on the border strips.
+        // Routing to the 2x2 maxima: vectors of 8 input columns away from the left and right
+        // borders (every window column of theirs inside), all rows; the one-element kernel on
+        // the side strips.
         let (perItem, vectorColumns) = SeparableWindow.vectorColumns(1..<max(inputShape.w - 1, 1), 8)
         let parameters = WindowLaunch.choose(.windowBackward, width: inputShape.w, on: device)
         try window.splitDispatch(
@@ -117,7 +118,7 @@ public struct MaxBlurPool2D: PoolingLayer {
             buffers: [.buffer(saved.input.buffer), .buffer(gradMap.buffer), .buffer(gradInput.buffer)],
             interiorExtras: [], tables: [], shape: [.int(planes), .int(inputShape.h), .int(inputShape.w)],
             planes: planes,
-            interior: (1..<max(inputShape.h - 1, 1), perItem == 8 ? vectorColumns : 1..<1),
+            interior: (0..<inputShape.h, perItem == 8 ? vectorColumns : 1..<1),
             extent: (inputShape.h, inputShape.w), outputsPerItem: 8, parameters: parameters)
     }
 }

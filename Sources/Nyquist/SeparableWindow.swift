@@ -32,18 +32,22 @@ struct SeparableWindow {
         var defines = ["TAPS": rows.taps.count, "MAX_MAP": maxMap ? 1 : 0, "STRIDE": rows.stride]
         if perItem > 1 { defines["OUTPUTS_PER_ITEM"] = perItem }
         let program = try device.program("blur_pool.cl", defines: defines)
+        // The vector kernel reads rows through the row table, so it covers every row and
+        // leaves only the left and right strips to the table kernel.
         try splitDispatch(
             on: device, program: program,
             kernels: (
                 perItem > 1 ? "weighted_window_interior_vector" : "weighted_window_interior", "weighted_window_forward"
             ),
-            buffers: [.buffer(input.buffer), .buffer(output.buffer)], interiorExtras: [.buffer(rowTables.tapWeights)],
+            buffers: [.buffer(input.buffer), .buffer(output.buffer)],
+            interiorExtras: perItem > 1
+                ? [.buffer(rowTables.tapWeights), .buffer(rowTables.source)] : [.buffer(rowTables.tapWeights)],
             tables: [
                 .buffer(rowTables.source), .buffer(rowTables.weight),
                 .buffer(columnTables.source), .buffer(columnTables.weight),
             ],
             shape: [.int(planes), .int(inputHeight), .int(inputWidth), .int(rows.outputSize), .int(columns.outputSize)],
-            planes: planes, interior: (rowTables.interior, interiorColumns),
+            planes: planes, interior: (perItem > 1 ? 0..<rows.outputSize : rowTables.interior, interiorColumns),
             extent: (rows.outputSize, columns.outputSize), outputsPerItem: perItem, parameters: parameters)
     }
 
@@ -75,7 +79,13 @@ struct SeparableWindow {
                 perItem > 1 ? "weighted_window_backward_interior_vector" : "weighted_window_backward_interior",
                 "weighted_window_backward"
             ),
-            buffers: [.buffer(gradOutput.buffer), .buffer(gradMap.buffer)], interiorExtras: [.buffer(rowTables.tapWeights)],
+            buffers: [.buffer(gradOutput.buffer), .buffer(gradMap.buffer)],
+            interiorExtras: perItem > 1
+                ? [
+                    .buffer(rowTables.tapWeights), .buffer(rowTables.target), .buffer(rowTables.targetWeight),
+                    .int(rowTables.backwardInterior.lowerBound), .int(rowTables.backwardInterior.upperBound),
+                ]
+                : [.buffer(rowTables.tapWeights)],
             tables: [
                 .buffer(rowTables.target), .buffer(rowTables.targetWeight),
                 .buffer(columnTables.target), .buffer(columnTables.targetWeight),
@@ -84,7 +94,8 @@ struct SeparableWindow {
                 .int(planes), .int(rows.inputSize), .int(columns.inputSize), .int(rows.outputSize),
                 .int(columns.outputSize),
             ],
-            planes: planes, interior: (rowTables.backwardInterior, interiorColumns),
+            // The vector kernel reads rows through the table: every row, only side strips left.
+            planes: planes, interior: (perItem > 1 ? 0..<rows.inputSize : rowTables.backwardInterior, interiorColumns),
             extent: (rows.inputSize, columns.inputSize), outputsPerItem: perItem, parameters: parameters)
     }
 

@@ -36,13 +36,16 @@ public struct MaxPool2D: PoolingLayer {
         try window.splitDispatch(
             on: device, program: program,
             kernels: (perItem > 1 ? "max_pool_forward_interior_vector" : "max_pool_forward_interior", "max_pool_forward"),
-            buffers: [.buffer(input.buffer), .buffer(output.buffer)], interiorExtras: [],
+            buffers: [.buffer(input.buffer), .buffer(output.buffer)],
+            interiorExtras: perItem > 1 ? [.buffer(rows.source)] : [],
             tables: [.buffer(rows.source), .buffer(columns.source)],
             shape: [
                 .int(inputShape.n * inputShape.c), .int(inputShape.h), .int(inputShape.w), .int(outputShape.h),
                 .int(outputShape.w),
             ],
-            planes: inputShape.n * inputShape.c, interior: (rows.interior, interiorColumns),
+            // The vector kernel reads rows through the table: every row, only side strips left.
+            planes: inputShape.n * inputShape.c,
+            interior: (perItem > 1 ? 0..<outputShape.h : rows.interior, interiorColumns),
             extent: (outputShape.h, outputShape.w), outputsPerItem: perItem, parameters: parameters)
     }
 

@@ -56,7 +56,7 @@ public final class OpenCLContext: @unchecked Sendable {
     private struct State {
         var programs: [ProgramKey: OpenCLProgram] = [:]
         var statistics = Statistics()
-        var timingEvents: [cl_event]? = nil
+        var timingEvents: [(kernel: String, event: cl_event)]? = nil
     }
 
     /// Creates a context and a profiling queue on `device`; compiled programs are also kept in
@@ -410,7 +410,7 @@ public final class OpenCLContext: @unchecked Sendable {
             state.statistics.launches += 1
             if let event {
                 if state.timingEvents != nil {
-                    state.timingEvents?.append(event)
+                    state.timingEvents?.append((name, event))
                 } else {
                     clReleaseEvent(event)
                 }
@@ -428,14 +428,23 @@ public final class OpenCLContext: @unchecked Sendable {
     ///
     /// Sessions do not nest: a nested call's kernels are counted by the outer one only.
     public func measure<T>(_ body: () throws -> T) throws -> (value: T, nanoseconds: UInt64) {
+        let (value, launches) = try measureLaunches(body)
+        return (value, launches.reduce(0) { $0 + $1.nanoseconds })
+    }
+
+    /// Like ``measure(_:)`` but keeps every kernel launch apart, in enqueue order, with its
+    /// kernel name: where a layer's time goes (border strips, temporaries, extra passes).
+    public func measureLaunches<T>(_ body: () throws -> T) throws
+        -> (value: T, launches: [(kernel: String, nanoseconds: UInt64)])
+    {
         let nested = state.withLock { state -> Bool in
             if state.timingEvents != nil { return true }
             state.timingEvents = []
             return false
         }
-        if nested { return (try body(), 0) }
-        var events: [cl_event] = []
-        defer { for event in events { clReleaseEvent(event) } }
+        if nested { return (try body(), []) }
+        var events: [(kernel: String, event: cl_event)] = []
+        defer { for entry in events { clReleaseEvent(entry.event) } }
         let value: T
         do {
             value = try body()
@@ -453,20 +462,21 @@ public final class OpenCLContext: @unchecked Sendable {
             throw error
         }
         try finish()
-        var total: UInt64 = 0
-        for event in events {
+        var launches: [(kernel: String, nanoseconds: UInt64)] = []
+        for entry in events {
             var start: cl_ulong = 0
             var end: cl_ulong = 0
             try check(
                 clGetEventProfilingInfo(
-                    event, cl_profiling_info(CL_PROFILING_COMMAND_START), MemoryLayout<cl_ulong>.size, &start, nil),
+                    entry.event, cl_profiling_info(CL_PROFILING_COMMAND_START), MemoryLayout<cl_ulong>.size, &start,
+                    nil),
                 "clGetEventProfilingInfo")
             try check(
                 clGetEventProfilingInfo(
-                    event, cl_profiling_info(CL_PROFILING_COMMAND_END), MemoryLayout<cl_ulong>.size, &end, nil),
+                    entry.event, cl_profiling_info(CL_PROFILING_COMMAND_END), MemoryLayout<cl_ulong>.size, &end, nil),
                 "clGetEventProfilingInfo")
-            total += end >= start ? end - start : 0
+            launches.append((entry.kernel, end >= start ? end - start : 0))
         }
-        return (value, total)
+        return (value, launches)
     }
 }
