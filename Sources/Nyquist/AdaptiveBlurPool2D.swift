@@ -259,11 +259,11 @@ struct AdaptiveLaunch: Equatable {
             LaunchParameters(tiled: true, positions: $0.0, outVectors: $0.1)
         }
 
-    /// Built-in defaults. CPU devices (PoCL): 4 positions x 3 vectors, the driver's groups
-    /// (measured: docs/kernels.md). GPUs (unmeasured): 2 x 2, since private arrays spill to
-    /// slow memory sooner there.
+    /// Built-in defaults: 4 positions x 3 vectors, the driver's groups, on every device. Measured
+    /// on PoCL (docs/kernels.md) and on an NVIDIA H200, where 4 x 3 took 0.19 ms on the tuning
+    /// shape against 0.41 ms for 2 x 2 (2026-11-26, docs/performance.md).
     static func builtIn(on device: Device) -> LaunchParameters {
-        LaunchParameters(tiled: true, positions: device.info.isGPU ? 2 : 4, outVectors: device.info.isGPU ? 2 : 3)
+        LaunchParameters(tiled: true, positions: 4, outVectors: 3)
     }
 
     /// The choice for `device` and `configuration`; `tiled` is refused above ``tiledChannelLimit``.

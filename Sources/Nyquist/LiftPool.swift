@@ -817,9 +817,10 @@ struct LiftLaunch: Equatable {
     /// Every candidate (the tuner times them, the parity tests run them all).
     static let candidates = [1, 2, 4, 8, 16].map { LaunchParameters(run: $0) }
 
-    /// Built-in defaults. CPU devices (PoCL): runs of 8 (measured: docs/kernels.md). GPUs
-    /// (unmeasured): runs of 2, trading some recomputation for more work items and shorter
-    /// strides between neighbouring items along W.
+    /// Built-in defaults. CPU devices (PoCL): runs of 8 (measured: docs/kernels.md). GPUs: runs
+    /// of 2, trading some recomputation for more work items and shorter strides between
+    /// neighbouring items along W; on an NVIDIA H200 runs of 1 and 2 were within 4% of each
+    /// other and 16 was 2-3x slower (2026-11-26, docs/performance.md).
     static func builtIn(on device: Device) -> LaunchParameters {
         LaunchParameters(run: device.info.isGPU ? 2 : 8)
     }
