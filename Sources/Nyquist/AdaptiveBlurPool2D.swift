@@ -242,6 +242,10 @@ struct AdaptiveLaunch: Equatable {
     var outVectors: Int
     /// Work-group size of the forward kernels (nil: the runtime's choice).
     var local: [Int]?
+    /// Whether backward runs the row-walking input and weight gradient kernels (fast on PoCL)
+    /// or the one-element ones (coalesced on GPUs). Not a tuner candidate (the tuner times the
+    /// forward); a database entry or override may set it, else it follows the device type.
+    var rowGradients = true
 
     /// Largest P = G*k*k the tiled kernels accept (their private logits are positions x P).
     static let tiledChannelLimit = 128
@@ -275,6 +279,7 @@ struct AdaptiveLaunch: Equatable {
             })
         return AdaptiveLaunch(
             tiled: (parameters.tiled ?? true) && configuration.predictorChannels <= tiledChannelLimit,
-            positions: parameters.positions ?? 4, outVectors: parameters.outVectors ?? 3, local: parameters.localSize)
+            positions: parameters.positions ?? 4, outVectors: parameters.outVectors ?? 3, local: parameters.localSize,
+            rowGradients: parameters.rowGradients ?? !device.info.isGPU)
     }
 }

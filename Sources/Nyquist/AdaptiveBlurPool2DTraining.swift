@@ -211,32 +211,54 @@ extension AdaptiveBlurPool2D {
             ],
             global: [w, h, n * p])
         let gradInput = try DeviceTensor(shape: inputShape.dimensions, on: device)
-        // One item per input row, 8 columns at a time where the predictor's adjoint needs no
-        // column table (adaptive_input_gradient_rows).
-        try context.dispatch(
-            "adaptive_input_gradient_rows", in: program,
-            arguments: [
-                .buffer(gradOutput.buffer), .buffer(weights.buffer), .buffer(gradMap.buffer),
-                .buffer(saved.constants.weight), .buffer(outRows.buffer), .buffer(outCols.buffer),
-                .buffer(fullRows.buffer), .buffer(fullCols.buffer), .buffer(gradInput.buffer), .int(n), .int(h),
-                .int(w), .int(oh), .int(ow), .int(fullCols.plain.lowerBound), .int(fullCols.plain.upperBound),
-            ],
-            global: [h, n * c])
         let gradWeight = try DeviceTensor(shape: [p, c, k, k], on: device)
-        // One item per (c, o, n) with vector loads along rows (adaptive_weight_gradient_rows),
-        // then the partials summed in order of n: on PoCL (2-core EPYC, 8x64x112x112) 0.5-0.6 s
-        // against 4.6-5.0 s for a work-group per (o, c) that looked up every tap's window.
-        let partial = try DeviceTensor(shape: [n, p, c, k, k], on: device)
-        try context.dispatch(
-            "adaptive_weight_gradient_rows", in: program,
-            arguments: [
-                .buffer(gradMap.buffer), .buffer(saved.input.buffer), .buffer(full.rows.source),
-                .buffer(full.columns.source), .buffer(partial.buffer), .int(n), .int(h), .int(w),
-            ],
-            global: [c, p, n])
-        try context.dispatch(
-            "adaptive_weight_gradient_sum", in: program,
-            arguments: [.buffer(partial.buffer), .buffer(gradWeight.buffer), .int(n)], global: [p * c * k * k])
+        if AdaptiveLaunch.choose(for: device, configuration: configuration).rowGradients {
+            // One item per input row, 8 columns at a time where the predictor's adjoint needs no
+            // column table (adaptive_input_gradient_rows).
+            try context.dispatch(
+                "adaptive_input_gradient_rows", in: program,
+                arguments: [
+                    .buffer(gradOutput.buffer), .buffer(weights.buffer), .buffer(gradMap.buffer),
+                    .buffer(saved.constants.weight), .buffer(outRows.buffer), .buffer(outCols.buffer),
+                    .buffer(fullRows.buffer), .buffer(fullCols.buffer), .buffer(gradInput.buffer), .int(n), .int(h),
+                    .int(w), .int(oh), .int(ow), .int(fullCols.plain.lowerBound), .int(fullCols.plain.upperBound),
+                ],
+                global: [h, n * c])
+            // One item per (c, o, n) with vector loads along rows (adaptive_weight_gradient_rows),
+            // then the partials summed in order of n: on PoCL (2-core EPYC, 8x64x112x112) 0.5-0.6 s
+            // against 4.6-5.0 s for a work-group per (o, c) that looked up every tap's window.
+            let partial = try DeviceTensor(shape: [n, p, c, k, k], on: device)
+            try context.dispatch(
+                "adaptive_weight_gradient_rows", in: program,
+                arguments: [
+                    .buffer(gradMap.buffer), .buffer(saved.input.buffer), .buffer(full.rows.source),
+                    .buffer(full.columns.source), .buffer(partial.buffer), .int(n), .int(h), .int(w),
+                ],
+                global: [c, p, n])
+            try context.dispatch(
+                "adaptive_weight_gradient_sum", in: program,
+                arguments: [.buffer(partial.buffer), .buffer(gradWeight.buffer), .int(n)], global: [p * c * k * k])
+        } else {
+            // One item per element (coalesced on GPUs): adaptive_input_gradient gathers through
+            // the inverted tables, adaptive_weight_gradient runs a work-group per (o, c).
+            try context.dispatch(
+                "adaptive_input_gradient", in: program,
+                arguments: [
+                    .buffer(gradOutput.buffer), .buffer(weights.buffer), .buffer(gradMap.buffer),
+                    .buffer(saved.constants.weight), .buffer(outRows.buffer), .buffer(outCols.buffer),
+                    .buffer(fullRows.buffer), .buffer(fullCols.buffer), .buffer(gradInput.buffer), .int(n), .int(h),
+                    .int(w), .int(oh), .int(ow),
+                ],
+                global: [w, h, n * c])
+            try context.dispatch(
+                "adaptive_weight_gradient", in: program,
+                arguments: [
+                    .buffer(gradMap.buffer), .buffer(saved.input.buffer), .buffer(full.rows.source),
+                    .buffer(full.columns.source), .buffer(gradWeight.buffer), .int(n), .int(h), .int(w),
+                    .local(reduce * k * k * 4),
+                ],
+                global: [p * c * reduce], local: [reduce])
+        }
         return Gradients(
             input: gradInput, parameters: ["conv.weight": gradWeight, "bn.weight": gradGamma, "bn.bias": gradBeta])
     }

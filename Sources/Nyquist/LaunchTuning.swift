@@ -35,11 +35,15 @@ public struct LaunchParameters: Codable, Hashable, Sendable, CustomStringConvert
     /// x' elements per work-group of the fused TIPS backward (tips_backward_band); 0 selects the
     /// unfused passes; nil for other families (and for TIPS: the built-in 4096).
     public var bandElements: Int?
+    /// Whether the AdaptiveBlurPool backward uses the row-walking gradient kernels (true, the CPU
+    /// default) or the one-element ones (false, the GPU default); nil for other families.
+    public var rowGradients: Bool?
 
     /// Bundles the parameters; a family reads only its own knobs and leaves the others nil.
     public init(
         outputsPerItem: Int = 1, localSize: [Int]? = nil, groupSize: Int? = nil, elementsPerGroup: Int? = nil,
-        run: Int? = nil, tiled: Bool? = nil, positions: Int? = nil, outVectors: Int? = nil, bandElements: Int? = nil
+        run: Int? = nil, tiled: Bool? = nil, positions: Int? = nil, outVectors: Int? = nil, bandElements: Int? = nil,
+        rowGradients: Bool? = nil
     ) {
         self.outputsPerItem = outputsPerItem
         self.localSize = localSize
@@ -50,12 +54,14 @@ public struct LaunchParameters: Codable, Hashable, Sendable, CustomStringConvert
         self.positions = positions
         self.outVectors = outVectors
         self.bandElements = bandElements
+        self.rowGradients = rowGradients
     }
 
     public var description: String {
         // The window families' knobs always show; another family's only what it sets.
         let windowFamily =
             [groupSize, elementsPerGroup, run, positions, outVectors, bandElements].allSatisfy { $0 == nil } && tiled == nil
+            && rowGradients == nil
         var parts: [String] = []
         if windowFamily || outputsPerItem != 1 { parts.append("outputsPerItem \(outputsPerItem)") }
         if windowFamily || localSize != nil { parts.append("local " + (localSize.map { "\($0)" } ?? "driver")) }
@@ -66,6 +72,7 @@ public struct LaunchParameters: Codable, Hashable, Sendable, CustomStringConvert
         if let positions { parts.append("positions \(positions)") }
         if let outVectors { parts.append("outVectors \(outVectors)") }
         if let bandElements { parts.append("band elements \(bandElements)") }
+        if let rowGradients { parts.append(rowGradients ? "row gradients" : "element gradients") }
         return parts.joined(separator: ", ")
     }
 

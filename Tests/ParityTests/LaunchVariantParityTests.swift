@@ -212,4 +212,42 @@ struct LaunchVariantParityTests {
             }
         }
     }
+
+    @Test("AdaptiveBlurPool2D backward with the one-element (GPU default) and the row gradient kernels")
+    func adaptiveGradientKernels() throws {
+        let device = try TestDevice.fresh()
+        let classes = [AdaptiveLaunch.shapeClass]
+        defer { try? Self.pin(nil, family: AdaptiveLaunch.family, shapeClasses: classes, on: device) }
+        for rowGradients in [false, true] {
+            try Self.pin(
+                LaunchParameters(tiled: true, positions: 4, outVectors: 3, rowGradients: rowGradients),
+                family: AdaptiveLaunch.family, shapeClasses: classes, on: device)
+            for (index, spec) in AdaptiveParityTests.trainingCases.enumerated() {
+                let config = try AdaptiveBlurPool2DConfiguration(
+                    channels: spec.shape[1], kernelSize: spec.k, stride: spec.stride, groups: spec.groups,
+                    padding: spec.mode, softmax: spec.softmax)
+                #expect(AdaptiveLaunch.choose(for: device, configuration: config).rowGradients == rowGradients)
+                let label = "rowGradients \(rowGradients), \(config) on \(spec.shape)"
+                let parameters = try adaptiveTestParameters(config, seed: UInt64(500 + index))
+                let x = try randomTensor(spec.shape, seed: UInt64(600 + index))
+                let expected = try Reference.adaptiveBlurPool2DTraining(x, parameters: parameters, config)
+                let layer = try AdaptiveBlurPool2D(config, parameters: parameters, on: device)
+                let (_, _, saved) = try layer.forwardTraining(try DeviceTensor(x, on: device), withFilters: false)
+                let g = try randomTensor(expected.output.shape, seed: UInt64(700 + index))
+                let expectedGradients = try Reference.adaptiveBlurPool2DBackward(
+                    gradOutput: g, saved: expected.saved, config)
+                let gradients = try layer.backward(try DeviceTensor(g, on: device), saved)
+                var pairs = [("input", gradients.input, expectedGradients.input)]
+                if let weight = gradients.parameters["conv.weight"], let reference = expectedGradients.parameters["conv.weight"] {
+                    pairs.append(("conv.weight", weight, reference))
+                } else {
+                    Issue.record("\(label): no conv.weight gradient")
+                }
+                for (name, actual, reference) in pairs {
+                    let error = Discrepancy(actual: try actual.toHost().values, expected: reference.values)
+                    #expect(error.within(AdaptiveParityTests.gradientTolerance), "\(label) grad \(name): \(error)")
+                }
+            }
+        }
+    }
 }
