@@ -221,6 +221,19 @@ __kernel void aps_scatter(__global const float *grad_y, __global const float *in
     }
 }
 
+// Sums partial[t * GROUP_SIZE + item] over the work-group's items for each of `slots` values t,
+// in a fixed tree (so the result depends only on GROUP_SIZE), leaving slot t's total in
+// partial[t * GROUP_SIZE] for every item to read. Every item of the work-group must call it.
+inline void sum_slots_over_group(__local float *partial, int slots, int item) {
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int span = GROUP_SIZE / 2; span > 0; span >>= 1) {
+        if (item < span) {
+            for (int t = 0; t < slots; ++t) partial[t * GROUP_SIZE + item] += partial[t * GROUP_SIZE + item + span];
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // TIPS
 
@@ -236,17 +249,6 @@ inline int tips_index(int plane, int r, int s, int height, int width) {
     const int pw = width & 1;
     const bool inside = r >= 0 && r < height + ph && s >= 0 && s < width + pw;
     return inside ? plane_offset(plane, tips_source(r, ph), tips_source(s, pw), height, width) : -1;
-}
-
-// Sums `values[0..<count]` of each of the four lanes over the work-group (fixed tree shape).
-inline void reduce4(__local float *partial, int item) {
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int span = GROUP_SIZE / 2; span > 0; span >>= 1) {
-        if (item < span) {
-            for (int k = 0; k < 4; ++k) partial[k * GROUP_SIZE + item] += partial[k * GROUP_SIZE + item + span];
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
 }
 
 // psi at x'(r, s), one element (border columns and chunks that overhang the row).
@@ -370,7 +372,7 @@ void tips_forward(__global const float *x, __global const float *w1, __global co
             }
         }
         for (int k = 0; k < 4; ++k) partial[k * GROUP_SIZE + item] = acc[k];
-        reduce4(partial, item);
+        sum_slots_over_group(partial, 4, item);
         if (item == 0) {
             const float scale = w2[plane % channels];
             const float area = (float)(hh * hw);
@@ -465,7 +467,7 @@ void tips_grad_tau(__global const float *x, __global const float *grad_y, __glob
         }
     }
     for (int k = 0; k < 4; ++k) partial[k * GROUP_SIZE + item] = acc[k];
-    reduce4(partial, item);
+    sum_slots_over_group(partial, 4, item);
     if (item == 0) {
         float t[4];
         float g[4];
@@ -562,14 +564,7 @@ void tips_grad_w1(__global const float *x, __global const float *grad_z, __globa
         }
     }
     for (int t = 0; t < KERNEL_SIZE * KERNEL_SIZE; ++t) partial[t * GROUP_SIZE + item] = sums[t];
-    for (int span = GROUP_SIZE / 2; span > 0; span >>= 1) {
-        barrier(CLK_LOCAL_MEM_FENCE);
-        if (item < span) {
-            for (int t = 0; t < KERNEL_SIZE * KERNEL_SIZE; ++t)
-                partial[t * GROUP_SIZE + item] += partial[t * GROUP_SIZE + item + span];
-        }
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
+    sum_slots_over_group(partial, KERNEL_SIZE * KERNEL_SIZE, item);
     for (int t = item; t < KERNEL_SIZE * KERNEL_SIZE; t += GROUP_SIZE)
         grad_w1[channel * KERNEL_SIZE * KERNEL_SIZE + t] = partial[t * GROUP_SIZE];
 }
@@ -869,14 +864,7 @@ void tips_backward_band(__global const float *x, __global const float *grad_y, _
             }
         }
         // (3) d conv1 of this plane's band (the item sums went to `partial` before (2)).
-        for (int span = GROUP_SIZE / 2; span > 0; span >>= 1) {
-            barrier(CLK_LOCAL_MEM_FENCE);
-            if (item < span) {
-                for (int t = 0; t < KERNEL_SIZE * KERNEL_SIZE; ++t)
-                    partial[t * GROUP_SIZE + item] += partial[t * GROUP_SIZE + item + span];
-            }
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
+        sum_slots_over_group(partial, KERNEL_SIZE * KERNEL_SIZE, item);
         for (int t = item; t < KERNEL_SIZE * KERNEL_SIZE; t += GROUP_SIZE)
             w1_partial[(plane * bands + band) * KERNEL_SIZE * KERNEL_SIZE + t] = partial[t * GROUP_SIZE];
     }
