@@ -16,7 +16,9 @@
 // from constant memory, no tables) and the table kernel over the border strips only, with a
 // remapping of its work-item indices onto the strips. The *_vector kernels read rows through
 // the row tables (one read per tap row, the same for every lane), so they also cover the top
-// and bottom rows and leave only the left and right strips to the table kernel.
+// and bottom rows and leave only the left and right strips to the table kernel, or compute
+// those too in one extra work item per row (folded sides, window_vector.h), with the same
+// *_element functions the table kernels use.
 //
 // Defines:
 //   TAPS          forward window size per axis (filter size k)
@@ -74,6 +76,30 @@ inline float map_value(__global const float *image, int row, int col, int width)
 #endif
 }
 
+// Output (i, j) of one plane through the axis tables: any position, borders included.
+inline float window_forward_element(
+    __global const float *image, __global const int *row_source, __global const float *row_weight,
+    __global const int *col_source, __global const float *col_weight, int i, int j, int width) {
+    int sources[TAPS];
+    float col_weights[TAPS];
+    for (int v = 0; v < TAPS; ++v) {
+        sources[v] = col_source[j * TAPS + v];
+        col_weights[v] = col_weight[j * TAPS + v];
+    }
+    float sum = 0.0f;
+    for (int u = 0; u < TAPS; ++u) {
+        int row = row_source[i * TAPS + u];
+        int safe_row = max(row, 0);
+        float row_sum = 0.0f;
+        for (int v = 0; v < TAPS; ++v) {
+            float value = map_value(image, safe_row, max(sources[v], 0), width);
+            row_sum += col_weights[v] * (sources[v] >= 0 ? value : 0.0f);
+        }
+        sum += row_weight[i * TAPS + u] * (row >= 0 ? row_sum : 0.0f);
+    }
+    return sum;
+}
+
 // Output rows/columns whose taps all fall inside the map. height/width are the input's.
 __kernel void weighted_window_interior(
     __global const float *x, __global float *y, __constant float *taps,
@@ -106,11 +132,24 @@ __kernel void weighted_window_interior(
 // with weight 0, so no load depends on a branch.
 __kernel void weighted_window_interior_vector(
     __global const float *x, __global float *y, __constant float *taps, __global const int *row_source,
+    __global const int *table_row_source, __global const float *row_weight,
+    __global const int *col_source, __global const float *col_weight, SIDE_ARGUMENTS,
     int planes, int height, int width, int out_height, int out_width,
     int row_begin, int rows, int col_begin, int cols, int pad_top, int pad_left) {
     int ii = get_global_id(1);
     int plane = get_global_id(2);
-    if (get_global_id(0) * OUTPUTS_PER_ITEM >= cols || ii >= rows || plane >= planes) return;
+    if (ii >= rows || plane >= planes) return;
+    if (IS_SIDE_ITEM(cols)) {
+        int i = row_begin + ii;
+        __global const float *image = x + plane * height * width;
+        for (int k = 0; k < side_cols; ++k) {
+            int j = strip_index(k, 0, side_split, side_jump);
+            y[plane_offset(plane, i, j, out_height, out_width)] = window_forward_element(
+                image, table_row_source, row_weight, col_source, col_weight, i, j, width);
+        }
+        return;
+    }
+    if (get_global_id(0) * OUTPUTS_PER_ITEM >= cols) return;
     // The last vector ends at the last column (see LAST_VECTOR_NOTE in window_vector.h).
     int jj = min((int)get_global_id(0) * OUTPUTS_PER_ITEM, cols - OUTPUTS_PER_ITEM);
     int i = row_begin + ii;
@@ -158,26 +197,33 @@ __kernel void weighted_window_forward(
     if (jj >= cols || ii >= rows || plane >= planes) return;
     int i = strip_index(ii, row_base, row_split, row_jump);
     int j = strip_index(jj, col_base, col_split, col_jump);
-    __global const float *image = x + plane * height * width;
+    y[plane_offset(plane, i, j, out_height, out_width)] = window_forward_element(
+        x + plane * height * width, row_source, row_weight, col_source, col_weight, i, j, width);
+}
 
-    int sources[TAPS];
-    float col_weights[TAPS];
-    for (int v = 0; v < TAPS; ++v) {
-        sources[v] = col_source[j * TAPS + v];
-        col_weights[v] = col_weight[j * TAPS + v];
+// Element (a, b) of one plane of the adjoint of weighted_window_forward with MAX_MAP 0
+// (grad_map = A_rows^T grad_y A_cols) through the backward tables: any position.
+inline float window_backward_element(
+    __global const float *gradient, __global const int *row_target, __global const float *row_weight,
+    __global const int *col_target, __global const float *col_weight, int a, int b, int out_width) {
+    int targets[FAN_IN_COLS];
+    float col_weights[FAN_IN_COLS];
+    for (int q = 0; q < FAN_IN_COLS; ++q) {
+        targets[q] = col_target[b * FAN_IN_COLS + q];
+        col_weights[q] = col_weight[b * FAN_IN_COLS + q];
     }
     float sum = 0.0f;
-    for (int u = 0; u < TAPS; ++u) {
-        int row = row_source[i * TAPS + u];
-        int safe_row = max(row, 0);
+    for (int p = 0; p < FAN_IN_ROWS; ++p) {
+        int row = row_target[a * FAN_IN_ROWS + p];
+        __global const float *gradient_row = gradient + max(row, 0) * out_width;
         float row_sum = 0.0f;
-        for (int v = 0; v < TAPS; ++v) {
-            float value = map_value(image, safe_row, max(sources[v], 0), width);
-            row_sum += col_weights[v] * (sources[v] >= 0 ? value : 0.0f);
+        for (int q = 0; q < FAN_IN_COLS; ++q) {
+            float value = gradient_row[max(targets[q], 0)];
+            row_sum += col_weights[q] * (targets[q] >= 0 ? value : 0.0f);
         }
-        sum += row_weight[i * TAPS + u] * (row >= 0 ? row_sum : 0.0f);
+        sum += row_weight[a * FAN_IN_ROWS + p] * (row >= 0 ? row_sum : 0.0f);
     }
-    y[plane_offset(plane, i, j, out_height, out_width)] = sum;
+    return sum;
 }
 
 // Adjoint of the forward pass on map elements away from the borders: element a receives from
@@ -233,11 +279,24 @@ __kernel void weighted_window_backward_interior(
 __kernel void weighted_window_backward_interior_vector(
     __global const float *grad_y, __global float *grad_map, __constant float *taps,
     __global const int *row_target, __global const float *row_weight, int affine_begin, int affine_end,
+    __global const int *table_row_target, __global const float *table_row_weight,
+    __global const int *col_target, __global const float *col_weight, SIDE_ARGUMENTS,
     int planes, int height, int width, int out_height, int out_width,
     int row_begin, int rows, int col_begin, int cols, int pad_top, int pad_left) {
     int ii = get_global_id(1);
     int plane = get_global_id(2);
-    if (get_global_id(0) * OUTPUTS_PER_ITEM >= cols || ii >= rows || plane >= planes) return;
+    if (ii >= rows || plane >= planes) return;
+    if (IS_SIDE_ITEM(cols)) {
+        int a = row_begin + ii;
+        __global const float *plane_gradient = grad_y + plane * out_height * out_width;
+        for (int k = 0; k < side_cols; ++k) {
+            int b = strip_index(k, 0, side_split, side_jump);
+            grad_map[plane_offset(plane, a, b, height, width)] = window_backward_element(
+                plane_gradient, table_row_target, table_row_weight, col_target, col_weight, a, b, out_width);
+        }
+        return;
+    }
+    if (get_global_id(0) * OUTPUTS_PER_ITEM >= cols) return;
     // The last vector ends at the last column (see LAST_VECTOR_NOTE in window_vector.h).
     int jj = min((int)get_global_id(0) * OUTPUTS_PER_ITEM, cols - OUTPUTS_PER_ITEM);
     int a = row_begin + ii;
@@ -265,10 +324,9 @@ __kernel void weighted_window_backward_interior_vector(
     VSTORE(INTERLEAVE(even, odd), 0, grad_map + plane_offset(plane, a, b, height, width));
 }
 
-// Adjoint of weighted_window_forward with MAX_MAP 0: grad_map = A_rows^T grad_y A_cols, through
-// the backward tables, for any elements; the host uses it for the border strips (work items
-// remapped as in weighted_window_forward). height/width are the filtered map's (the input for
-// blur/avg, the max map for MaxBlurPool).
+// window_backward_element for any elements; the host uses it for the border strips (work
+// items remapped as in weighted_window_forward). height/width are the filtered map's (the
+// input for blur/avg, the max map for MaxBlurPool).
 __kernel void weighted_window_backward(
     __global const float *grad_y, __global float *grad_map,
     __global const int *row_target, __global const float *row_weight,
@@ -282,46 +340,14 @@ __kernel void weighted_window_backward(
     if (jj >= cols || ii >= rows || plane >= planes) return;
     int a = strip_index(ii, row_base, row_split, row_jump);
     int b = strip_index(jj, col_base, col_split, col_jump);
-    __global const float *gradient = grad_y + plane * out_height * out_width;
-
-    int targets[FAN_IN_COLS];
-    float col_weights[FAN_IN_COLS];
-    for (int q = 0; q < FAN_IN_COLS; ++q) {
-        targets[q] = col_target[b * FAN_IN_COLS + q];
-        col_weights[q] = col_weight[b * FAN_IN_COLS + q];
-    }
-    float sum = 0.0f;
-    for (int p = 0; p < FAN_IN_ROWS; ++p) {
-        int row = row_target[a * FAN_IN_ROWS + p];
-        __global const float *gradient_row = gradient + max(row, 0) * out_width;
-        float row_sum = 0.0f;
-        for (int q = 0; q < FAN_IN_COLS; ++q) {
-            float value = gradient_row[max(targets[q], 0)];
-            row_sum += col_weights[q] * (targets[q] >= 0 ? value : 0.0f);
-        }
-        sum += row_weight[a * FAN_IN_ROWS + p] * (row >= 0 ? row_sum : 0.0f);
-    }
-    grad_map[plane_offset(plane, a, b, height, width)] = sum;
+    grad_map[plane_offset(plane, a, b, height, width)] = window_backward_element(
+        grad_y + plane * out_height * out_width, row_target, row_weight, col_target, col_weight, a, b, out_width);
 }
 
-// Second half of MaxBlurPool's backward: routes grad_map ((H-1) x (W-1)) to the first maximum
-// (row-major) of each 2x2 window of x. Each work item owns one input element and gathers from
-// the up to four windows that contain it. This kernel serves the border strips (work items
-// remapped as in weighted_window_forward) and everything when the map is too small for
-// max_map_backward_vector; height/width are the input's.
-__kernel void max_map_backward(
-    __global const float *x, __global const float *grad_map, __global float *grad_x,
-    int planes, int height, int width,
-    int rows, int row_base, int row_split, int row_jump,
-    int cols, int col_base, int col_split, int col_jump) {
-    int jj = get_global_id(0);
-    int ii = get_global_id(1);
-    int plane = get_global_id(2);
-    if (jj >= cols || ii >= rows || plane >= planes) return;
-    int a = strip_index(ii, row_base, row_split, row_jump);
-    int b = strip_index(jj, col_base, col_split, col_jump);
-    __global const float *image = x + plane * height * width;
-    __global const float *gradient = grad_map + plane * (height - 1) * (width - 1);
+// Input element (a, b) of one plane of MaxBlurPool's routing: the sum of the map gradients
+// of the (up to four) 2x2 windows whose first maximum (row-major) it is.
+inline float max_map_backward_element(
+    __global const float *image, __global const float *gradient, int a, int b, int height, int width) {
     float sum = 0.0f;
     for (int dp = 0; dp < 2; ++dp) {
         for (int dq = 0; dq < 2; ++dq) {
@@ -342,7 +368,27 @@ __kernel void max_map_backward(
             sum += (inside && winner == mine) ? contribution : 0.0f;
         }
     }
-    grad_x[plane_offset(plane, a, b, height, width)] = sum;
+    return sum;
+}
+
+// Second half of MaxBlurPool's backward: routes grad_map ((H-1) x (W-1)) to the first maximum
+// (row-major) of each 2x2 window of x. Each work item owns one input element and gathers from
+// the up to four windows that contain it. This kernel serves the border strips (work items
+// remapped as in weighted_window_forward) and everything when the map is too small for
+// max_map_backward_vector; height/width are the input's.
+__kernel void max_map_backward(
+    __global const float *x, __global const float *grad_map, __global float *grad_x,
+    int planes, int height, int width,
+    int rows, int row_base, int row_split, int row_jump,
+    int cols, int col_base, int col_split, int col_jump) {
+    int jj = get_global_id(0);
+    int ii = get_global_id(1);
+    int plane = get_global_id(2);
+    if (jj >= cols || ii >= rows || plane >= planes) return;
+    int a = strip_index(ii, row_base, row_split, row_jump);
+    int b = strip_index(jj, col_base, col_split, col_jump);
+    grad_x[plane_offset(plane, a, b, height, width)] = max_map_backward_element(
+        x + plane * height * width, grad_map + plane * (height - 1) * (width - 1), a, b, height, width);
 }
 
 // max_map_backward for 8 consecutive input elements per work item away from the left and
@@ -352,18 +398,27 @@ __kernel void max_map_backward(
 // clamped (a real row) and its contribution masked, so no load depends on a branch.
 // The interior arguments follow the splitDispatch convention (the pads are unused).
 __kernel void max_map_backward_vector(
-    __global const float *x, __global const float *grad_map, __global float *grad_x,
+    __global const float *x, __global const float *grad_map, __global float *grad_x, SIDE_ARGUMENTS,
     int planes, int height, int width,
     int row_begin, int rows, int col_begin, int cols, int pad_top, int pad_left) {
     int ii = get_global_id(1);
     int plane = get_global_id(2);
-    if (get_global_id(0) * 8 >= cols || ii >= rows || plane >= planes) return;
-    // The last vector ends at the last column (see LAST_VECTOR_NOTE in window_vector.h).
-    int jj = min((int)get_global_id(0) * 8, cols - 8);
+    if (ii >= rows || plane >= planes) return;
     int a = row_begin + ii;
-    int b = col_begin + jj;
     __global const float *image = x + plane * height * width;
     __global const float *gradient = grad_map + plane * (height - 1) * (width - 1);
+    if (get_global_id(0) == (cols + 7) / 8) {
+        for (int k = 0; k < side_cols; ++k) {
+            int b = strip_index(k, 0, side_split, side_jump);
+            grad_x[plane_offset(plane, a, b, height, width)] =
+                max_map_backward_element(image, gradient, a, b, height, width);
+        }
+        return;
+    }
+    if (get_global_id(0) * 8 >= cols) return;
+    // The last vector ends at the last column (see LAST_VECTOR_NOTE in window_vector.h).
+    int jj = min((int)get_global_id(0) * 8, cols - 8);
+    int b = col_begin + jj;
     float8 sum = (float8)(0.0f);
     for (int dp = 0; dp < 2; ++dp) {
         for (int dq = 0; dq < 2; ++dq) {

@@ -12,8 +12,9 @@
 // kernel over the outputs whose windows lie inside the input (affine indices, no tables; the
 // _vector variant computes OUTPUTS_PER_ITEM consecutive outputs along W with vector types and
 // reads rows through the row table, so it covers every row) and the table kernel over the
-// border strips (only the left and right ones after the _vector variant), its work items
-// remapped onto the strips.
+// border strips (only the left and right ones after the _vector variant, and none when that
+// computes them in its extra side item per row, window_vector.h), its work items remapped
+// onto the strips.
 //
 // Backward is a gather: each work item owns one input element and adds the gradients of the
 // windows whose first maximum it is. The training forward (max_pool_forward_argmax) saves that
@@ -61,6 +62,42 @@ inline int window_argmax(__global const float *image, __global const int *row_so
     return best_index;
 }
 
+// Output (i, j) of one plane through the (clamped) tables: any position, borders included.
+inline float max_pool_element(__global const float *image, __global const int *row_source,
+                              __global const int *col_source, int i, int j, int width) {
+    int cols_read[KERNEL_SIZE];
+    for (int v = 0; v < KERNEL_SIZE; ++v) cols_read[v] = col_source[j * KERNEL_SIZE + v];
+    float best = image[row_source[i * KERNEL_SIZE] * width + cols_read[0]];
+    for (int u = 0; u < KERNEL_SIZE; ++u) {
+        __global const float *row = image + row_source[i * KERNEL_SIZE + u] * width;
+        for (int v = 0; v < KERNEL_SIZE; ++v) {
+            float candidate = row[cols_read[v]];
+            best = replaces_maximum(candidate, best) ? candidate : best;
+        }
+    }
+    return best;
+}
+
+// Gradient through saved indices: input element (a, b) of one plane sums the gradients of the
+// (at most FAN_IN_ROWS x FAN_IN_COLS) windows that hold it and whose saved maximum it is, in the
+// same order as max_pool_backward.
+inline float max_pool_argmax_gradient_element(
+    __global const int *winners, __global const float *gradient, __global const int *row_window,
+    __global const int *col_window, int a, int b, int width, int out_width) {
+    int mine = a * width + b;
+    float sum = 0.0f;
+    for (int p = 0; p < FAN_IN_ROWS; ++p) {
+        int i = row_window[a * FAN_IN_ROWS + p];
+        for (int q = 0; q < FAN_IN_COLS; ++q) {
+            int j = col_window[b * FAN_IN_COLS + q];
+            int slot = max(i, 0) * out_width + max(j, 0);
+            bool won = i >= 0 && j >= 0 && winners[slot] == mine;
+            sum += won ? gradient[slot] : 0.0f;
+        }
+    }
+    return sum;
+}
+
 // Outputs whose whole window lies inside the input (no clamping), one per work item.
 __kernel void max_pool_forward_interior(
     __global const float *x, __global float *y,
@@ -91,11 +128,23 @@ __kernel void max_pool_forward_interior(
 // window, which leaves the maximum unchanged.
 __kernel void max_pool_forward_interior_vector(
     __global const float *x, __global float *y, __global const int *row_source,
+    __global const int *table_row_source, __global const int *col_source, SIDE_ARGUMENTS,
     int planes, int height, int width, int out_height, int out_width,
     int row_begin, int rows, int col_begin, int cols, int pad_top, int pad_left) {
     int ii = get_global_id(1);
     int plane = get_global_id(2);
-    if (get_global_id(0) * OUTPUTS_PER_ITEM >= cols || ii >= rows || plane >= planes) return;
+    if (ii >= rows || plane >= planes) return;
+    if (IS_SIDE_ITEM(cols)) {
+        int i = row_begin + ii;
+        __global const float *image = x + plane * height * width;
+        for (int k = 0; k < side_cols; ++k) {
+            int j = strip_index(k, 0, side_split, side_jump);
+            y[plane_offset(plane, i, j, out_height, out_width)] =
+                max_pool_element(image, table_row_source, col_source, i, j, width);
+        }
+        return;
+    }
+    if (get_global_id(0) * OUTPUTS_PER_ITEM >= cols) return;
     // The last vector ends at the last column (see LAST_VECTOR_NOTE in window_vector.h).
     int jj = min((int)get_global_id(0) * OUTPUTS_PER_ITEM, cols - OUTPUTS_PER_ITEM);
     int i = row_begin + ii;
@@ -123,18 +172,8 @@ __kernel void max_pool_forward(
     if (jj >= cols || ii >= rows || plane >= planes) return;
     int i = strip_index(ii, row_base, row_split, row_jump);
     int j = strip_index(jj, col_base, col_split, col_jump);
-    __global const float *image = x + plane * height * width;
-    int cols_read[KERNEL_SIZE];
-    for (int v = 0; v < KERNEL_SIZE; ++v) cols_read[v] = col_source[j * KERNEL_SIZE + v];
-    float best = image[row_source[i * KERNEL_SIZE] * width + cols_read[0]];
-    for (int u = 0; u < KERNEL_SIZE; ++u) {
-        __global const float *row = image + row_source[i * KERNEL_SIZE + u] * width;
-        for (int v = 0; v < KERNEL_SIZE; ++v) {
-            float candidate = row[cols_read[v]];
-            best = replaces_maximum(candidate, best) ? candidate : best;
-        }
-    }
-    y[plane_offset(plane, i, j, out_height, out_width)] = best;
+    y[plane_offset(plane, i, j, out_height, out_width)] =
+        max_pool_element(x + plane * height * width, row_source, col_source, i, j, width);
 }
 
 // Training forward over every output: the maximum and the flat index (row * width + col, in its
@@ -154,10 +193,8 @@ __kernel void max_pool_forward_argmax(
     argmax[out] = best_index;
 }
 
-// Gradient through saved indices: input element (a, b) sums the gradients of the (at most
-// FAN_IN_ROWS x FAN_IN_COLS) windows that hold it and whose saved maximum it is, in the same
-// order as max_pool_backward. Serves the columns max_pool_backward_argmax_vector leaves (work
-// items remapped as in max_pool_forward), or everything.
+// max_pool_argmax_gradient_element over the columns max_pool_backward_argmax_vector leaves
+// (work items remapped as in max_pool_forward), or everything.
 __kernel void max_pool_backward_argmax(
     __global const int *argmax, __global const float *grad_y, __global float *grad_x,
     __global const int *row_window, __global const int *col_window,
@@ -170,20 +207,9 @@ __kernel void max_pool_backward_argmax(
     if (jj >= cols || ii >= rows || plane >= planes) return;
     int a = strip_index(ii, row_base, row_split, row_jump);
     int b = strip_index(jj, col_base, col_split, col_jump);
-    __global const int *winners = argmax + plane * out_height * out_width;
-    __global const float *gradient = grad_y + plane * out_height * out_width;
-    int mine = a * width + b;
-    float sum = 0.0f;
-    for (int p = 0; p < FAN_IN_ROWS; ++p) {
-        int i = row_window[a * FAN_IN_ROWS + p];
-        for (int q = 0; q < FAN_IN_COLS; ++q) {
-            int j = col_window[b * FAN_IN_COLS + q];
-            int slot = max(i, 0) * out_width + max(j, 0);
-            bool won = i >= 0 && j >= 0 && winners[slot] == mine;
-            sum += won ? gradient[slot] : 0.0f;
-        }
-    }
-    grad_x[plane_offset(plane, a, b, height, width)] = sum;
+    int offset = plane * out_height * out_width;
+    grad_x[plane_offset(plane, a, b, height, width)] = max_pool_argmax_gradient_element(
+        argmax + offset, grad_y + offset, row_window, col_window, a, b, width, out_width);
 }
 
 // max_pool_backward_argmax for 8 consecutive input columns per work item, STRIDE 2, columns
@@ -195,11 +221,23 @@ __kernel void max_pool_backward_argmax(
 __kernel void max_pool_backward_argmax_vector(
     __global const int *argmax, __global const float *grad_y, __global float *grad_x,
     __global const int *row_window,
+    __global const int *table_row_window, __global const int *col_window, SIDE_ARGUMENTS,
     int planes, int height, int width, int out_height, int out_width,
     int row_begin, int rows, int col_begin, int cols, int pad_top, int pad_left) {
     int ii = get_global_id(1);
     int plane = get_global_id(2);
-    if (get_global_id(0) * 8 >= cols || ii >= rows || plane >= planes) return;
+    if (ii >= rows || plane >= planes) return;
+    if (get_global_id(0) == (cols + 7) / 8) {
+        int a = row_begin + ii;
+        int offset = plane * out_height * out_width;
+        for (int k = 0; k < side_cols; ++k) {
+            int b = strip_index(k, 0, side_split, side_jump);
+            grad_x[plane_offset(plane, a, b, height, width)] = max_pool_argmax_gradient_element(
+                argmax + offset, grad_y + offset, table_row_window, col_window, a, b, width, out_width);
+        }
+        return;
+    }
+    if (get_global_id(0) * 8 >= cols) return;
     // The last vector ends at the last column (see LAST_VECTOR_NOTE in window_vector.h).
     int jj = min((int)get_global_id(0) * 8, cols - 8);
     int a = row_begin + ii;

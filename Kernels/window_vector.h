@@ -42,6 +42,16 @@
 // Samples pointer[2o] for the lanes o of a vector (tap v of the outputs: pass pointer + v).
 #define STRIDED(pointer) (WIDE_LOAD(pointer).even)
 
+// Folded side strips. The host may launch one work item more per row than there are vectors:
+// that item (IS_SIDE_ITEM) computes the row's left and right border columns through the axis
+// tables, right after the row's vectors, while the row is still in cache; a separate launch
+// over the strips re-reads most cache lines of a narrow map (each strip row touches its own
+// lines) and costs as much as the interior on PoCL. side_cols is the number of such columns,
+// remapped as in the strip kernels: column k is k + (k >= side_split ? side_jump : 0). When
+// the host launches the strips separately it launches no side item (and passes 0).
+#define SIDE_ARGUMENTS int side_cols, int side_split, int side_jump
+#define IS_SIDE_ITEM(cols) (get_global_id(0) == ((cols) + OUTPUTS_PER_ITEM - 1) / OUTPUTS_PER_ITEM)
+
 // replaces_maximum (common.h) per lane: || and && act per component on vectors.
 #define VECTOR_MAX(best, candidate) \
     select((best), (candidate), ((candidate) > (best)) || (isnan(candidate) && !isnan(best)))

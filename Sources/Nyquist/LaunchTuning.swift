@@ -38,12 +38,17 @@ public struct LaunchParameters: Codable, Hashable, Sendable, CustomStringConvert
     /// Whether the AdaptiveBlurPool backward uses the row-walking gradient kernels (true, the CPU
     /// default) or the one-element ones (false, the GPU default); nil for other families.
     public var rowGradients: Bool?
+    /// Whether the window families' vector kernels compute the left and right border columns
+    /// themselves, one extra work item per row (true), or leave them to a separate launch of
+    /// the table kernel (false); nil for other families (and for the window families: the
+    /// device's built-in default).
+    public var foldedSides: Bool?
 
     /// Bundles the parameters; a family reads only its own knobs and leaves the others nil.
     public init(
         outputsPerItem: Int = 1, localSize: [Int]? = nil, groupSize: Int? = nil, elementsPerGroup: Int? = nil,
         run: Int? = nil, tiled: Bool? = nil, positions: Int? = nil, outVectors: Int? = nil, bandElements: Int? = nil,
-        rowGradients: Bool? = nil
+        rowGradients: Bool? = nil, foldedSides: Bool? = nil
     ) {
         self.outputsPerItem = outputsPerItem
         self.localSize = localSize
@@ -55,6 +60,7 @@ public struct LaunchParameters: Codable, Hashable, Sendable, CustomStringConvert
         self.outVectors = outVectors
         self.bandElements = bandElements
         self.rowGradients = rowGradients
+        self.foldedSides = foldedSides
     }
 
     public var description: String {
@@ -73,6 +79,7 @@ public struct LaunchParameters: Codable, Hashable, Sendable, CustomStringConvert
         if let outVectors { parts.append("outVectors \(outVectors)") }
         if let bandElements { parts.append("band elements \(bandElements)") }
         if let rowGradients { parts.append(rowGradients ? "row gradients" : "element gradients") }
+        if let foldedSides { parts.append(foldedSides ? "folded sides" : "separate sides") }
         return parts.joined(separator: ", ")
     }
 

@@ -103,8 +103,12 @@ struct SeparableWindow {
     /// launches: the interior (every tap in range: affine indices, no tables; `outputsPerItem`
     /// columns per work item, `parameters`' local size), then the left and
     /// right strips over all rows, then the top and bottom strips between them, both through
-    /// the tables. Kernel arguments: `buffers`, then `interiorExtras` (interior) or `tables`,
-    /// then `shape`, then the interior range and pads or the strip remappings.
+    /// the tables. A vector kernel (`outputsPerItem` > 1) covering every row may compute the
+    /// left and right strips itself, one extra work item per row (`parameters.foldedSides`,
+    /// Kernels/window_vector.h), which leaves one launch. Kernel arguments: `buffers`, then
+    /// `interiorExtras` (interior) or `tables`, then (vector kernels only) `tables` and the
+    /// side-column remapping, then `shape`, then the interior range and pads or the strip
+    /// remappings.
     func splitDispatch(
         on device: Device, program: OpenCLProgram, kernels: (interior: String, tables: String),
         buffers: [KernelArgument], interiorExtras: [KernelArgument], tables: [KernelArgument], shape: [KernelArgument],
@@ -123,16 +127,27 @@ struct SeparableWindow {
             try launchTables(rows: Remap(count: extent.rows), columns: Remap(count: extent.columns))
             return
         }
-        let global = [(interior.columns.count + outputsPerItem - 1) / outputsPerItem, interior.rows.count, planes]
+        let sideColumns = Remap(around: interior.columns, count: extent.columns)
+        // The vector kernels take the tables and the side-column remapping, and compute the side
+        // columns of their rows in one extra work item per row when folding (they must cover
+        // every row for that); otherwise the table kernel gets the strips in a launch of its own.
+        let vectorKernel = outputsPerItem > 1
+        let fold =
+            vectorKernel && sideColumns.count > 0 && interior.rows == 0..<extent.rows
+            && (parameters.foldedSides ?? WindowLaunch.foldsSidesByDefault(isGPU: device.info.isGPU))
+        let sideArguments: [KernelArgument] =
+            vectorKernel
+            ? tables + [.int(fold ? sideColumns.count : 0), .int(sideColumns.split), .int(sideColumns.jump)] : []
+        let vectors = (interior.columns.count + outputsPerItem - 1) / outputsPerItem
+        let global = [vectors + (fold ? 1 : 0), interior.rows.count, planes]
         try device.context.dispatch(
             kernels.interior, in: program,
-            arguments: buffers + interiorExtras + shape + [
+            arguments: buffers + interiorExtras + sideArguments + shape + [
                 .int(interior.rows.lowerBound), .int(interior.rows.count), .int(interior.columns.lowerBound),
                 .int(interior.columns.count), .int(rows.padBefore), .int(columns.padBefore),
             ],
             global: global, local: parameters.local(for: global))
-        let sideColumns = Remap(around: interior.columns, count: extent.columns)
-        if sideColumns.count > 0 {
+        if sideColumns.count > 0 && !fold {
             try launchTables(rows: Remap(count: extent.rows), columns: sideColumns)
         }
         let topAndBottom = Remap(around: interior.rows, count: extent.rows)
@@ -222,9 +237,22 @@ enum WindowLaunch: String, CaseIterable {
     /// shape class when tuned on an NVIDIA H200 (2026-11-26, docs/performance.md), and 20-35%
     /// faster there than one output per item.
     static func builtIn(_ family: WindowLaunch, shapeClass: String, isGPU: Bool) -> LaunchParameters {
-        if isGPU { return LaunchParameters(outputsPerItem: 2, localSize: [64, 8, 1]) }
-        return LaunchParameters(outputsPerItem: shapeClass == "narrow" ? 4 : 8, localSize: [64, 8, 1])
+        if isGPU {
+            return LaunchParameters(outputsPerItem: 2, localSize: [64, 8, 1], foldedSides: foldsSidesByDefault(isGPU: true))
+        }
+        return LaunchParameters(
+            outputsPerItem: shapeClass == "narrow" ? 4 : 8, localSize: [64, 8, 1],
+            foldedSides: foldsSidesByDefault(isGPU: false))
     }
+
+    /// Whether the vector kernels compute the side columns themselves when neither a database
+    /// entry nor an override says. CPUs (PoCL): yes; a separate strip launch re-reads the first
+    /// and last cache lines of every row after the interior has evicted them, and folding cut
+    /// the best-of-3 time of 26 of the 32 window cells of the ResNet shapes (blur-pool forward
+    /// at 256x56x56 6.5 -> 4.5 ms, max-blur-pool backward at 1024x14x14 23.5 -> 12.5 ms).
+    /// GPUs: no, the configuration the H200 figures were measured with (folding is unmeasured
+    /// there; `--tune` times both).
+    static func foldsSidesByDefault(isGPU: Bool) -> Bool { !isGPU }
 
     /// The parameters for a pass of `family` writing rows of `width` elements on `device`.
     static func choose(_ family: WindowLaunch, width: Int, on device: Device) -> LaunchParameters {

@@ -10,9 +10,15 @@ public enum WindowTuning {
     ]
 
     /// Every candidate: 1, 2, 4 or 8 outputs per work item, with the driver's work-group size,
-    /// a row of up to 64 work items, 16 x 4 tiles, or up to 64 x 8 (each clamped to the launch).
+    /// a row of up to 64 work items, 16 x 4 tiles, or up to 64 x 8 (each clamped to the launch);
+    /// the vector ones (2, 4, 8) both with the side columns folded into the vector kernel and
+    /// with a separate strip launch.
     public static let candidates: [LaunchParameters] = [1, 2, 4, 8].flatMap { perItem in
-        [nil, [64, 1, 1], [16, 4, 1], [64, 8, 1]].map { LaunchParameters(outputsPerItem: perItem, localSize: $0) }
+        [nil, [64, 1, 1], [16, 4, 1], [64, 8, 1]].flatMap { local in
+            (perItem > 1 ? [false, true] : [false]).map {
+                LaunchParameters(outputsPerItem: perItem, localSize: local, foldedSides: $0)
+            }
+        }
     }
 
     /// The tunable families: BlurPool forward (also AvgPool's), MaxBlurPool's fused forward,

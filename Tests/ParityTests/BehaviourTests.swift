@@ -23,23 +23,28 @@ struct BehaviourTests {
         // A context of its own: other tests run in parallel on the shared one and would move
         // its counters.
         let device = try TestDevice.fresh()
-        // The launch count below is the vector path's: pin it, since a device's built-in or
+        // The launch counts below are the vector path's: pin it, since a device's built-in or
         // tuned choice may be the one-element kernels (a third launch for the border rows).
-        for shapeClass in ["wide", "medium", "narrow"] {
-            try device.overrideLaunchParameters(
-                LaunchParameters(outputsPerItem: 8, localSize: [64, 8, 1]), family: "max-blur-forward", shapeClass: shapeClass)
-        }
         let pool = try MaxBlurPool2D(channels: 8)
         let x = try DeviceTensor(randomTensor([2, 8, 64, 64], seed: 6), on: device)
-        _ = try pool(x)  // builds the program and the constant padding tables
-        let before = device.context.statistics
-        let y = try pool(x)
-        let after = device.context.statistics
-        #expect(after.allocations - before.allocations == 1, "only the output may be allocated")
-        #expect(after.builds == before.builds, "the second call must not rebuild")
-        // The vector kernel (every row, interior columns) and the left/right strips: both are
-        // the fused kernel; a separate max pass would need a third launch and a map-sized buffer.
-        #expect(after.launches - before.launches == 2, "only the fused kernels run")
+        var y = x
+        for foldedSides in [false, true] {
+            for shapeClass in ["wide", "medium", "narrow"] {
+                try device.overrideLaunchParameters(
+                    LaunchParameters(outputsPerItem: 8, localSize: [64, 8, 1], foldedSides: foldedSides),
+                    family: "max-blur-forward", shapeClass: shapeClass)
+            }
+            _ = try pool(x)  // builds the program and the constant padding tables
+            let before = device.context.statistics
+            y = try pool(x)
+            let after = device.context.statistics
+            #expect(after.allocations - before.allocations == 1, "only the output may be allocated")
+            #expect(after.builds == before.builds, "the second call must not rebuild")
+            // The vector kernel (every row, interior columns; with folded sides also the left and
+            // right columns) and, otherwise, the strip kernel: both are the fused kernel; a
+            // separate max pass would need another launch and a map-sized buffer.
+            #expect(after.launches - before.launches == (foldedSides ? 1 : 2), "only the fused kernels run")
+        }
         let output = try GuardedTensor(shape: y.shape, on: device)
         let guardedBefore = device.context.statistics.allocations
         try pool.forward(x, into: output.tensor)

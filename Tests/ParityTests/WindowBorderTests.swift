@@ -5,22 +5,23 @@ import Testing
 import _NyquistTestSupport
 
 // The window vector kernels read rows through the axis tables and so cover the top and bottom
-// border rows themselves (only the left and right strips go to the table kernel). These cases
-// put border rows under every padding mode, pad offset and vector width on the odd sizes the
+// border rows themselves; the left and right strips go either to the vector kernel's extra
+// side item per row (folded) or to the table kernel. These cases put border rows and columns
+// under every padding mode, pad offset and vector width, both ways, on the odd sizes the
 // brief names (111x111 has a vector range that is not a whole number of vectors; 7x7, 2x2 and
 // 1x1 leave little or no interior), forward and backward against the CPU reference.
 @Suite("Window kernels: border rows in the vector kernels")
 struct WindowBorderTests {
     static let shapes: [[Int]] = [[1, 3, 111, 111], [2, 3, 7, 7], [1, 2, 2, 2], [1, 1, 1, 1]]
 
-    @Test("every padding mode and vector width vs reference", arguments: [2, 4, 8])
-    func borderRows(lanes: Int) throws {
+    @Test("every padding mode and vector width vs reference", arguments: [2, 4, 8], [false, true])
+    func borderRows(lanes: Int, foldedSides: Bool) throws {
         // A device object of its own, so the pinned parameters reach no other test.
         let device = try Device(TestDevice.get().info)
         for family in try WindowTuning.families() {
             for shapeClass in ["wide", "medium", "narrow"] {
                 try device.overrideLaunchParameters(
-                    LaunchParameters(outputsPerItem: lanes, localSize: [64, 8, 1]), family: family.name,
+                    LaunchParameters(outputsPerItem: lanes, localSize: [64, 8, 1], foldedSides: foldedSides), family: family.name,
                     shapeClass: shapeClass)
             }
         }
@@ -46,6 +47,6 @@ struct WindowBorderTests {
                 }
             }
         }
-        print("window kernels, \(lanes) lanes, border rows: \(worst)")
+        print("window kernels, \(lanes) lanes, \(foldedSides ? "folded" : "separate") sides: \(worst)")
     }
 }
