@@ -239,10 +239,18 @@ final class LiftUpBox {
     var saved: LiftUpPool2DSaved?
 }
 
-/// Median kernel time of `body` over `repeats` runs after one warm-up run (which builds programs
-/// and padding tables), from profiling events.
+/// Median kernel time of `body` over `repeats` runs, from profiling events, after a warm-up: one
+/// run (which builds programs and padding tables), then more until they add up to 0.1 s of
+/// kernel time or 20 runs. The first calls on a new large shape in a process are transiently
+/// slow on PoCL: AvgPool backward on 8x64x111x111 measured first took a median of 10.1 ms over
+/// 5 repeats after one warm-up run, and 1.97 ms over 25 (the same kernel on 64x112x112
+/// right after it: 1.8-2.4 ms). Layers in a training loop run in that steady state.
 func medianSeconds(device: Device, repeats: Int, _ body: () throws -> Void) throws -> Double {
     _ = try device.measure(body)
+    var warmUpSeconds = 0.0
+    for _ in 0..<20 where warmUpSeconds < 0.1 {
+        warmUpSeconds += try device.measure(body).kernelSeconds
+    }
     var times: [Double] = []
     for _ in 0..<repeats {
         times.append(try device.measure(body).kernelSeconds)
