@@ -189,14 +189,9 @@ __kernel void weighted_window_forward(
     __global const int *row_source, __global const float *row_weight,
     __global const int *col_source, __global const float *col_weight,
     int planes, int height, int width, int out_height, int out_width,
-    int rows, int row_base, int row_split, int row_jump,
-    int cols, int col_base, int col_split, int col_jump) {
-    int jj = get_global_id(0);
-    int ii = get_global_id(1);
-    int plane = get_global_id(2);
-    if (jj >= cols || ii >= rows || plane >= planes) return;
-    int i = strip_index(ii, row_base, row_split, row_jump);
-    int j = strip_index(jj, col_base, col_split, col_jump);
+    STRIP_PARAMETERS) {
+    int i, j, plane;
+    if (!strip_position(STRIP_ARGUMENTS, planes, &i, &j, &plane)) return;
     y[plane_offset(plane, i, j, out_height, out_width)] = window_forward_element(
         x + plane * height * width, row_source, row_weight, col_source, col_weight, i, j, width);
 }
@@ -332,14 +327,9 @@ __kernel void weighted_window_backward(
     __global const int *row_target, __global const float *row_weight,
     __global const int *col_target, __global const float *col_weight,
     int planes, int height, int width, int out_height, int out_width,
-    int rows, int row_base, int row_split, int row_jump,
-    int cols, int col_base, int col_split, int col_jump) {
-    int jj = get_global_id(0);
-    int ii = get_global_id(1);
-    int plane = get_global_id(2);
-    if (jj >= cols || ii >= rows || plane >= planes) return;
-    int a = strip_index(ii, row_base, row_split, row_jump);
-    int b = strip_index(jj, col_base, col_split, col_jump);
+    STRIP_PARAMETERS) {
+    int a, b, plane;
+    if (!strip_position(STRIP_ARGUMENTS, planes, &a, &b, &plane)) return;
     grad_map[plane_offset(plane, a, b, height, width)] = window_backward_element(
         grad_y + plane * out_height * out_width, row_target, row_weight, col_target, col_weight, a, b, out_width);
 }
@@ -379,14 +369,9 @@ inline float max_map_backward_element(
 __kernel void max_map_backward(
     __global const float *x, __global const float *grad_map, __global float *grad_x,
     int planes, int height, int width,
-    int rows, int row_base, int row_split, int row_jump,
-    int cols, int col_base, int col_split, int col_jump) {
-    int jj = get_global_id(0);
-    int ii = get_global_id(1);
-    int plane = get_global_id(2);
-    if (jj >= cols || ii >= rows || plane >= planes) return;
-    int a = strip_index(ii, row_base, row_split, row_jump);
-    int b = strip_index(jj, col_base, col_split, col_jump);
+    STRIP_PARAMETERS) {
+    int a, b, plane;
+    if (!strip_position(STRIP_ARGUMENTS, planes, &a, &b, &plane)) return;
     grad_x[plane_offset(plane, a, b, height, width)] = max_map_backward_element(
         x + plane * height * width, grad_map + plane * (height - 1) * (width - 1), a, b, height, width);
 }

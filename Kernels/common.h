@@ -39,4 +39,22 @@ inline int strip_index(int k, int base, int split, int jump) {
     return base + k + (k >= split ? jump : 0);
 }
 
+// The remapping arguments of every strip (table) kernel: rows x cols work items per plane.
+#define STRIP_PARAMETERS \
+    int rows, int row_base, int row_split, int row_jump, int cols, int col_base, int col_split, int col_jump
+
+// Passes a strip kernel's own remapping arguments on.
+#define STRIP_ARGUMENTS rows, row_base, row_split, row_jump, cols, col_base, col_split, col_jump
+
+// The element (row, col, plane) a strip kernel's work item owns, remapped by strip_index;
+// false when the item lies outside the launch (it then writes nothing).
+inline bool strip_position(STRIP_PARAMETERS, int planes, int *row, int *col, int *plane) {
+    int column_item = get_global_id(0);
+    int row_item = get_global_id(1);
+    *plane = get_global_id(2);
+    *row = strip_index(row_item, row_base, row_split, row_jump);
+    *col = strip_index(column_item, col_base, col_split, col_jump);
+    return column_item < cols && row_item < rows && *plane < planes;
+}
+
 #endif

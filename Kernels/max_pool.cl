@@ -164,14 +164,9 @@ __kernel void max_pool_forward(
     __global const float *x, __global float *y,
     __global const int *row_source, __global const int *col_source,
     int planes, int height, int width, int out_height, int out_width,
-    int rows, int row_base, int row_split, int row_jump,
-    int cols, int col_base, int col_split, int col_jump) {
-    int jj = get_global_id(0);
-    int ii = get_global_id(1);
-    int plane = get_global_id(2);
-    if (jj >= cols || ii >= rows || plane >= planes) return;
-    int i = strip_index(ii, row_base, row_split, row_jump);
-    int j = strip_index(jj, col_base, col_split, col_jump);
+    STRIP_PARAMETERS) {
+    int i, j, plane;
+    if (!strip_position(STRIP_ARGUMENTS, planes, &i, &j, &plane)) return;
     y[plane_offset(plane, i, j, out_height, out_width)] =
         max_pool_element(x + plane * height * width, row_source, col_source, i, j, width);
 }
@@ -199,14 +194,9 @@ __kernel void max_pool_backward_argmax(
     __global const int *argmax, __global const float *grad_y, __global float *grad_x,
     __global const int *row_window, __global const int *col_window,
     int planes, int height, int width, int out_height, int out_width,
-    int rows, int row_base, int row_split, int row_jump,
-    int cols, int col_base, int col_split, int col_jump) {
-    int jj = get_global_id(0);
-    int ii = get_global_id(1);
-    int plane = get_global_id(2);
-    if (jj >= cols || ii >= rows || plane >= planes) return;
-    int a = strip_index(ii, row_base, row_split, row_jump);
-    int b = strip_index(jj, col_base, col_split, col_jump);
+    STRIP_PARAMETERS) {
+    int a, b, plane;
+    if (!strip_position(STRIP_ARGUMENTS, planes, &a, &b, &plane)) return;
     int offset = plane * out_height * out_width;
     grad_x[plane_offset(plane, a, b, height, width)] = max_pool_argmax_gradient_element(
         argmax + offset, grad_y + offset, row_window, col_window, a, b, width, out_width);
