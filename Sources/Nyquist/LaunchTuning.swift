@@ -21,7 +21,7 @@ public struct LaunchParameters: Codable, Hashable, Sendable, CustomStringConvert
     /// work-group (1: one plane per work-group); nil for other families.
     public var elementsPerGroup: Int?
     /// Band positions per work item of the LiftPool forward and inverse kernels (RUN of
-    /// Kernels/lift_pool.cl); nil for other families.
+    /// Kernels/lift_pool.cl, the lanes of one vector: 1, 2, 4 or 8); nil for other families.
     public var run: Int?
     /// Whether the register-tiled AdaptiveBlurPool predictor runs (where P = G*k*k allows it);
     /// nil for other families.
@@ -90,7 +90,8 @@ public struct LaunchParameters: Codable, Hashable, Sendable, CustomStringConvert
         return [1, 2, 4, 8].contains(outputsPerItem)
             && (localSize.map { $0.count >= 1 && $0.count <= 3 && $0.allSatisfy { $0 >= 1 && $0 <= 4096 } } ?? true)
             && within(groupSize, 1...1024) && (groupSize.map { $0 & ($0 - 1) == 0 } ?? true)
-            && within(elementsPerGroup, 1...(1 << 20)) && within(run, 1...32) && within(positions, 1...4)
+            && within(elementsPerGroup, 1...(1 << 20)) && (run.map { [1, 2, 4, 8].contains($0) } ?? true)
+            && within(positions, 1...4)
             && within(outVectors, 1...4) && within(bandElements, 0...(1 << 20))
     }
 

@@ -796,12 +796,13 @@ struct LiftPass {
 /// database entry, the built-in default and a test's override all take one path.
 ///
 /// `run` is the number of consecutive band positions one work item of the forward and inverse
-/// kernels computes (RUN): each evaluates the inner step (P for a forward lifting, U for an
-/// inverse one) on the run plus a K/2 halo each side, so the inner step costs (run + K - 1) / run
-/// evaluations per band position instead of K. Candidates 1, 2, 4, 8, 16; larger runs cut the
-/// recomputation but give fewer work items (and, along W, less coalescing on GPUs). Shape
-/// classes by the band length of a pass (each pass of a 2-D layer chooses for its own axis):
-/// "wide" (>= 16 positions), "narrow" (where a long run leaves few work items).
+/// kernels computes (RUN), held as one vector of `run` lanes (float, float2, float4 or float8):
+/// each evaluates the inner step (P for a forward lifting, U for an inverse one) on the run plus
+/// a K/2 halo each side, so the inner step costs about (run + K - 1) / run evaluations per band
+/// position instead of K, in vectors. Larger runs cut the recomputation and widen the
+/// vectors but give fewer work items (and, along W, less coalescing on GPUs). Shape classes by
+/// the band length of a pass (each pass of a 2-D layer chooses for its own axis): "wide" (>= 16
+/// positions), "narrow" (where a long run leaves few work items).
 struct LiftLaunch: Equatable {
     /// Band positions per work item of lift_down, lift_down_pair and lift_up.
     var run: Int
@@ -815,12 +816,13 @@ struct LiftLaunch: Equatable {
     static func shapeClass(band: Int) -> String { band >= wideBand ? "wide" : "narrow" }
 
     /// Every candidate (the tuner times them, the parity tests run them all).
-    static let candidates = [1, 2, 4, 8, 16].map { LaunchParameters(run: $0) }
+    static let candidates = [1, 2, 4, 8].map { LaunchParameters(run: $0) }
 
     /// Built-in defaults. CPU devices (PoCL): runs of 8 (measured: docs/kernels.md). GPUs: runs
     /// of 2, trading some recomputation for more work items and shorter strides between
     /// neighbouring items along W; on an NVIDIA H200 runs of 1 and 2 were within 4% of each
-    /// other and 16 was 2-3x slower (2026-11-26, docs/performance.md).
+    /// other and 16 was 2-3x slower (2026-11-26, docs/performance.md, with the scalar runs of
+    /// before the vector kernels; 16 is no longer a candidate).
     static func builtIn(on device: Device) -> LaunchParameters {
         LaunchParameters(run: device.info.isGPU ? 2 : 8)
     }

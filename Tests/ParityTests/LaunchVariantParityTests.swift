@@ -162,9 +162,12 @@ struct LaunchVariantParityTests {
         let device = try TestDevice.fresh()
         let classes = ["wide", "narrow"]
         defer { try? Self.pin(nil, family: LiftLaunch.family, shapeClasses: classes, on: device) }
-        // [1, 3, 31, 33]: bands of 16 and 17 positions (wide), the others narrow.
-        for (index, shape) in Self.shapes.enumerated() {
-            let config = try LiftPoolConfiguration(channels: shape[1], kernelSize: 5)
+        // [1, 3, 31, 33]: bands of 16 and 17 positions (wide), the others narrow. Only rows of at
+        // least 2 (RUN + 2 K) samples have interior runs (vector loads; docs/kernels.md), so two
+        // wide maps (even and odd width, K = 7 and 3) reach them for every run length.
+        let cases = Self.shapes.map { ($0, 5) } + [([1, 2, 5, 150], 7), ([1, 2, 6, 149], 3)]
+        for (index, (shape, kernelSize)) in cases.enumerated() {
+            let config = try LiftPoolConfiguration(channels: shape[1], kernelSize: kernelSize)
             let params = LiftPoolParityTests.parameters(config, seed: UInt64(70 + index))
             let pool = try LiftDownPool2D(config, parameters: params, on: device)
             let x = try randomTensor(shape, seed: UInt64(80 + index))
