@@ -58,15 +58,6 @@ inline float odd_sample(__global const float *line, int j, int length, int step)
     return line[min(2 * j + 1, length - 1) * step];
 }
 
-// ReLU that propagates NaN (fmax(NaN, 0) would give 0), as PyTorch's relu does.
-inline float lift_relu(float a) {
-    return isnan(a) ? a : fmax(a, 0.0f);
-}
-
-inline float lift_activation(float a, float scale, float shift) {
-    return tanh(scale * lift_relu(a) + shift);
-}
-
 #define LIFT_PARAMETERS \
     __global const float *pw, __global const float *pb, __global const float *ps, __global const float *pt, \
     __global const float *uw, __global const float *ub, __global const float *us, __global const float *ut
@@ -81,16 +72,6 @@ inline float lift_activation(float a, float scale, float shift) {
     int in_plane, int in_line, int in_step, int out_plane, int out_line, int out_step
 #define GEOMETRY \
     { length, band, lines, planes, channels, along_width, in_plane, in_line, in_step, out_plane, out_line, out_step }
-
-// Which (m, line, plane) this work item owns; false when it is outside the pass.
-inline bool lift_position(const lift_geometry g, int *m, int *line, int *plane) {
-    int fast = get_global_id(0);
-    int slow = get_global_id(1);
-    *plane = get_global_id(2);
-    *m = g.along_width ? fast : slow;
-    *line = g.along_width ? slow : fast;
-    return *m < g.band && *line < g.lines && *plane < g.planes;
-}
 
 // Which run (first band position m0, line, plane) this work item owns in the forward and
 // inverse kernels, which compute RUN consecutive band positions each.
@@ -167,14 +148,29 @@ typedef CAT(float, RUN) run_vector;
     } while (0)
 #endif
 
+// ReLU that propagates NaN (fmax(NaN, 0) would give 0), as PyTorch's relu does.
+inline run_vector run_relu(run_vector a) {
+    return select(fmax(a, 0.0f), a, isnan(a));
+}
+
 inline run_vector run_activation(run_vector a, float scale, float shift) {
-    run_vector relu = select(fmax(a, 0.0f), a, isnan(a));  // ReLU that propagates NaN, as lift_relu
-    return tanh(scale * relu + shift);
+    return tanh(scale * run_relu(a) + shift);
 }
 
 // The window offset where chunk c of the inner step starts.
 inline int chunk_start(int c) {
     return min(c * RUN, 2 * HALF);
+}
+
+// Whether x_e and x_o on band positions first ... end - 1 can be read with vector loads (each
+// position reads the pair x[2j], x[2j + 1], and the odd lanes one float past the last pair).
+inline bool x_interior(int first, int end, int length, int step) {
+    return step == 1 && first >= 0 && 2 * end + 1 <= length;
+}
+
+// Whether band positions first ... end - 1 of a band line can be read with vector loads.
+inline bool band_interior(int first, int end, int band, int step) {
+    return step == 1 && first >= 0 && end <= band;
 }
 
 // x_e on j0 ... j0 + RUN - 1 (0 outside the band).
@@ -226,7 +222,7 @@ inline void lift_run(__global const float *line, int m0, int length, int band, i
                      __global const float *pw, float pb, float ps, float pt,
                      __global const float *uw, float ub, float us, float ut, run_vector *s, run_vector *d) {
     // Every x sample read: x_e on m0 - 2 (K/2) ... m0 + RUN - 1 + 2 (K/2) (two floats each).
-    const bool interior = step == 1 && m0 >= 2 * HALF && 2 * (m0 + RUN + 2 * HALF) + 1 <= length;
+    const bool interior = x_interior(m0 - 2 * HALF, m0 + RUN + 2 * HALF, length, step);
     float detail[WINDOW];
     for (int c = 0; c < CHUNKS; ++c) {
         const int start = chunk_start(c);
@@ -252,6 +248,29 @@ inline void store_run(__global float *out, run_vector value, int m0, int band, i
     float lanes[RUN];
     STORE_RUN(value, lanes);
     for (int r = 0; r < RUN && m0 + r < band; ++r) out[r * step] = lanes[r];
+}
+
+// Stores x[2m] = even and x[2m + 1] = odd for the run's positions m inside the band, into a line
+// of length L; a padded sample (2m + 1 = L) is not stored but folded into x[2m] when
+// `fold_padded` (the adjoint of the replicate padding), dropped otherwise.
+inline void store_pairs(__global float *line, run_vector even, run_vector odd, int m0, int band, int length, int step,
+                        bool fold_padded) {
+    if (step == 1 && 2 * (m0 + RUN) <= length) {
+        STORE_INTERLEAVED(even, odd, line + 2 * m0);
+        return;
+    }
+    float even_lanes[RUN], odd_lanes[RUN];
+    STORE_RUN(even, even_lanes);
+    STORE_RUN(odd, odd_lanes);
+    for (int r = 0; r < RUN && m0 + r < band; ++r) {
+        int m = m0 + r;
+        if (2 * m + 1 < length) {
+            line[2 * m * step] = even_lanes[r];
+            line[(2 * m + 1) * step] = odd_lanes[r];
+        } else {
+            line[2 * m * step] = fold_padded ? even_lanes[r] + odd_lanes[r] : even_lanes[r];
+        }
+    }
 }
 
 // One lifting of x into bands s and d; with `sum` != 0 also y = s + d (the 1-D layer's output).
@@ -307,7 +326,7 @@ __kernel void lift_up(__global const float *s, __global const float *d, __global
     __global const float *dl = d + in;
     const int step = g.in_step;
     // Every band sample read: d on m0 - 2 (K/2) ... m0 + RUN - 1 + 2 (K/2).
-    const bool interior = step == 1 && m0 >= 2 * HALF && m0 + RUN + 2 * HALF <= g.band;
+    const bool interior = band_interior(m0 - 2 * HALF, m0 + RUN + 2 * HALF, g.band, step);
     float even[WINDOW];
     for (int k = 0; k < CHUNKS; ++k) {
         const int start = chunk_start(k);
@@ -320,20 +339,8 @@ __kernel void lift_up(__global const float *s, __global const float *d, __global
     run_vector a = pb[c];
     for (int q = 0; q < KERNEL_SIZE; ++q) a += pw[c * KERNEL_SIZE + q] * LOAD_RUN(even + q);
     run_vector odd = band_run(dl, m0, interior, g.band, step) + run_activation(a, ps[c], pt[c]);
-    run_vector evens = LOAD_RUN(even + HALF);
     __global float *xl = x + plane * g.out_plane + line * g.out_line;
-    if (g.out_step == 1 && 2 * (m0 + RUN) <= g.length) {
-        STORE_INTERLEAVED(evens, odd, xl + 2 * m0);
-        return;
-    }
-    float even_lanes[RUN], odd_lanes[RUN];
-    STORE_RUN(evens, even_lanes);
-    STORE_RUN(odd, odd_lanes);
-    for (int r = 0; r < RUN && m0 + r < g.band; ++r) {
-        int m = m0 + r;
-        xl[2 * m * g.out_step] = even_lanes[r];
-        if (2 * m + 1 < g.length) xl[(2 * m + 1) * g.out_step] = odd_lanes[r];
-    }
+    store_pairs(xl, LOAD_RUN(even + HALF), odd, m0, g.band, g.length, g.out_step, false);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -357,10 +364,10 @@ __kernel void lift_up(__global const float *s, __global const float *d, __global
 // Four passes per lifting and two tanh per band position (K + K + 2 before).
 //
 // Parameter gradients (lift_parameter_gradients): one work group of LIFT_GROUP items per
-// channel; each item sums its strided share of the channel's band elements in a fixed order,
-// then a local-memory tree reduction; the group's item 0 adds the result to the gradient
-// buffers (accumulate = 1 for the second and third lifting of a 2-D layer). No atomics, so the
-// result is deterministic.
+// channel; each item sums its strided share of the channel's runs (RUN positions as one vector,
+// lanes past the band contributing 0) in a fixed order, then a local-memory tree reduction; the
+// group's item 0 adds the result to the gradient buffers (accumulate = 1 for the second and
+// third lifting of a 2-D layer). No atomics, so the result is deterministic.
 //
 // Regularisers (lift_regulariser_partials): work group g sums (s - x_o)^2 and d^2 over a fixed
 // strided share, tree-reduces and writes partials[2g], partials[2g + 1]; the host adds the
@@ -373,62 +380,60 @@ __kernel void lift_up(__global const float *s, __global const float *d, __global
 #define HAS_GD 2
 #define HAS_GY 4
 
-inline float predict_pre(__global const float *line, int j, int length, int band, int step,
-                         __global const float *w, float bias) {
-    float a = bias;
-    for (int t = 0; t < KERNEL_SIZE; ++t) a += w[t] * even_sample(line, j + t - HALF, length, band, step);
-    return a;
-}
-
-inline float update_pre(__global const float *d, int j, int band, int step, __global const float *w, float bias) {
-    float a = bias;
-    for (int t = 0; t < KERNEL_SIZE; ++t) {
-        int k = j + t - HALF;
-        bool inside = k >= 0 && k < band;
-        float value = d[(inside ? k : 0) * step];
-        a += w[t] * (inside ? value : 0.0f);
-    }
-    return a;
-}
-
-inline float upstream(__global const float *g, __global const float *gy, int flags, int own, int index) {
-    float value = (flags & own) ? g[index] : 0.0f;
-    return value + ((flags & HAS_GY) ? gy[index] : 0.0f);
-}
-
 #define BACKWARD_BUFFERS \
     __global const float *x, __global const float *s, __global const float *d, \
     __global const float *gs, __global const float *gd, __global const float *gy, int flags, \
     float cu_scale, float cp_scale
 
+// The per-position backward kernels below work on runs of RUN positions as vectors, like the
+// forward ones (same work-item mapping, lift_run_position); band lines are read with band_run,
+// so a gate outside the band reads as pre = gz = 0 and contributes nothing.
+
 // ga of a stored gate: the gradient reaching the pre-activation (relu'(0) = 0; NaN gives 0, as
 // the comparison does in every kernel here).
-inline float gate_gradient(float pre, float gz, float scale) {
-    return pre > 0.0f ? gz * scale : 0.0f;
+inline run_vector gate_gradient_run(run_vector pre, run_vector gz, float scale) {
+    return select((run_vector)0.0f, gz * scale, pre > 0.0f);
 }
 
-// Gradient reaching s at band position j of the line at band offset `base`.
-inline float approximation_gradient(__global const float *xl, __global const float *s, __global const float *gs,
-                                    __global const float *gy, int flags, float cu_scale, int base, int j,
-                                    int length, int in_step, int out_step) {
-    int index = base + j * out_step;
-    return upstream(gs, gy, flags, HAS_GS, index) + cu_scale * (s[index] - odd_sample(xl, j, length, in_step));
+// The upstream gradient of a band (own: HAS_GS or HAS_GD) on a run, with gy's share.
+inline run_vector upstream_run(__global const float *g, __global const float *gy, int flags, int own, int base,
+                               int m0, bool interior, int band, int step) {
+    run_vector value = 0.0f;
+    if (flags & own) value = band_run(g + base, m0, interior, band, step);
+    if (flags & HAS_GY) value += band_run(gy + base, m0, interior, band, step);
+    return value;
+}
+
+// sum_t w[t] ga(m - t + K/2) on a run: the transposed step F^T of a stored gate.
+inline run_vector transposed_step(__global const float *pre, __global const float *gz, int m0, bool interior,
+                                  int band, int step, __global const float *w, float scale) {
+    run_vector total = 0.0f;
+    for (int t = 0; t < KERNEL_SIZE; ++t) {
+        int j0 = m0 - t + HALF;
+        total += w[t] * gate_gradient_run(band_run(pre, j0, interior, band, step), band_run(gz, j0, interior, band, step), scale);
+    }
+    return total;
 }
 
 __kernel void lift_backward_update_gate(BACKWARD_BUFFERS, __global float *update_pre_out, __global float *update_gz,
                                         GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
-    int m, line, plane;
-    if (!lift_position(g, &m, &line, &plane)) return;
+    int m0, line, plane;
+    if (!lift_run_position(g, &m0, &line, &plane)) return;
     int c = plane % g.channels;
     __global const float *xl = x + plane * g.in_plane + line * g.in_line;
     int base = plane * g.out_plane + line * g.out_line;
     int os = g.out_step;
-    float a = update_pre(d + base, m, g.band, os, uw + c * KERNEL_SIZE, ub[c]);
-    float u = lift_activation(a, us[c], ut[c]);
-    update_pre_out[base + m * os] = a;
-    update_gz[base + m * os] =
-        approximation_gradient(xl, s, gs, gy, flags, cu_scale, base, m, g.length, g.in_step, os) * (1.0f - u * u);
+    const bool halo = band_interior(m0 - HALF, m0 + RUN + HALF, g.band, os);
+    const bool own = band_interior(m0, m0 + RUN, g.band, os);
+    run_vector a = ub[c];
+    for (int t = 0; t < KERNEL_SIZE; ++t) a += uw[c * KERNEL_SIZE + t] * band_run(d + base, m0 + t - HALF, halo, g.band, os);
+    run_vector u = run_activation(a, us[c], ut[c]);
+    run_vector odd = odd_run(xl, m0, x_interior(m0, m0 + RUN, g.length, g.in_step), g.length, g.band, g.in_step);
+    run_vector gradient = upstream_run(gs, gy, flags, HAS_GS, base, m0, own, g.band, os)
+        + cu_scale * (band_run(s + base, m0, own, g.band, os) - odd);
+    store_run(update_pre_out + base + m0 * os, a, m0, g.band, os);
+    store_run(update_gz + base + m0 * os, gradient * (1.0f - u * u), m0, g.band, os);
 }
 
 __kernel void lift_backward_detail(BACKWARD_BUFFERS, __global const float *update_pre_in,
@@ -436,53 +441,48 @@ __kernel void lift_backward_detail(BACKWARD_BUFFERS, __global const float *updat
                                    __global float *predict_pre_out, __global float *predict_gz,
                                    GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
-    int m, line, plane;
-    if (!lift_position(g, &m, &line, &plane)) return;
+    int m0, line, plane;
+    if (!lift_run_position(g, &m0, &line, &plane)) return;
     int c = plane % g.channels;
     __global const float *xl = x + plane * g.in_plane + line * g.in_line;
     int base = plane * g.out_plane + line * g.out_line;
     int os = g.out_step;
-    float total = upstream(gd, gy, flags, HAS_GD, base + m * os) + cp_scale * d[base + m * os];
-    for (int t = 0; t < KERNEL_SIZE; ++t) {
-        int j = m - t + HALF;
-        if (j < 0 || j >= g.band) continue;
-        total += gate_gradient(update_pre_in[base + j * os], update_gz[base + j * os], us[c]) * uw[c * KERNEL_SIZE + t];
-    }
-    gdetail[base + m * os] = total;
+    const bool halo = band_interior(m0 - HALF, m0 + RUN + HALF, g.band, os);
+    const bool own = band_interior(m0, m0 + RUN, g.band, os);
+    run_vector total = upstream_run(gd, gy, flags, HAS_GD, base, m0, own, g.band, os)
+        + cp_scale * band_run(d + base, m0, own, g.band, os)
+        + transposed_step(update_pre_in + base, update_gz + base, m0, halo, g.band, os, uw + c * KERNEL_SIZE, us[c]);
+    store_run(gdetail + base + m0 * os, total, m0, g.band, os);
     // P's output at m receives -gD[m].
-    float a = predict_pre(xl, m, g.length, g.band, g.in_step, pw + c * KERNEL_SIZE, pb[c]);
-    float p = lift_activation(a, ps[c], pt[c]);
-    predict_pre_out[base + m * os] = a;
-    predict_gz[base + m * os] = -total * (1.0f - p * p);
+    const bool x_halo = x_interior(m0 - HALF, m0 + RUN + HALF, g.length, g.in_step);
+    run_vector a = pb[c];
+    for (int t = 0; t < KERNEL_SIZE; ++t)
+        a += pw[c * KERNEL_SIZE + t] * even_run(xl, m0 + t - HALF, x_halo, g.length, g.band, g.in_step);
+    run_vector p = run_activation(a, ps[c], pt[c]);
+    store_run(predict_pre_out + base + m0 * os, a, m0, g.band, os);
+    store_run(predict_gz + base + m0 * os, -total * (1.0f - p * p), m0, g.band, os);
 }
 
 __kernel void lift_backward_input(BACKWARD_BUFFERS, __global const float *predict_pre_in,
                                   __global const float *predict_gz, __global const float *gdetail, __global float *gx,
                                   GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
-    int m, line, plane;
-    if (!lift_position(g, &m, &line, &plane)) return;
+    int m0, line, plane;
+    if (!lift_run_position(g, &m0, &line, &plane)) return;
     int c = plane % g.channels;
     int in = plane * g.in_plane + line * g.in_line;
     __global const float *xl = x + in;
     int base = plane * g.out_plane + line * g.out_line;
     int os = g.out_step;
     int is = g.in_step;
-    float residual = s[base + m * os] - odd_sample(xl, m, g.length, is);
-    float even = upstream(gs, gy, flags, HAS_GS, base + m * os) + cu_scale * residual;
-    for (int t = 0; t < KERNEL_SIZE; ++t) {
-        int j = m - t + HALF;
-        if (j < 0 || j >= g.band) continue;
-        even += gate_gradient(predict_pre_in[base + j * os], predict_gz[base + j * os], ps[c]) * pw[c * KERNEL_SIZE + t];
-    }
-    float odd = gdetail[base + m * os] - cu_scale * residual;
-    __global float *gxl = gx + in;
-    if (2 * m + 1 < g.length) {
-        gxl[2 * m * is] = even;
-        gxl[(2 * m + 1) * is] = odd;
-    } else {
-        gxl[2 * m * is] = even + odd;  // the padded sample copies the last one
-    }
+    const bool halo = band_interior(m0 - HALF, m0 + RUN + HALF, g.band, os);
+    const bool own = band_interior(m0, m0 + RUN, g.band, os);
+    run_vector odd_x = odd_run(xl, m0, x_interior(m0, m0 + RUN, g.length, is), g.length, g.band, is);
+    run_vector residual = band_run(s + base, m0, own, g.band, os) - odd_x;
+    run_vector even = upstream_run(gs, gy, flags, HAS_GS, base, m0, own, g.band, os) + cu_scale * residual
+        + transposed_step(predict_pre_in + base, predict_gz + base, m0, halo, g.band, os, pw + c * KERNEL_SIZE, ps[c]);
+    run_vector odd = band_run(gdetail + base, m0, own, g.band, os) - cu_scale * residual;
+    store_pairs(gx + in, even, odd, m0, g.band, g.length, is, true);
 }
 
 // Sums values[0..LIFT_GROUP) of local memory into values[0].
@@ -496,16 +496,21 @@ inline void group_sum(__local float *values, int lid) {
 
 #define GRADIENT_SLOTS (2 * (KERNEL_SIZE + 3))
 
-/* Sums each of the GRADIENT_SLOTS per-item partial sums over the work-group and adds (or, when
+/* Sums each of the GRADIENT_SLOTS per-item partial sums (vectors: their lanes are added first,
+   in lane order) over the work-group and adds (or, when
    !accumulate, writes) it to its parameter gradient of channel c: slots 0..K-1 predict weights,
    then predict bias, scale, shift, then the same four for update. Every work item must call it
    (it holds barriers). */
 static void store_parameter_gradients(
-    const float *sums, __local float *scratch, int lid, int c, int accumulate, __global float *gpw, __global float *gpb,
+    const run_vector *sums, __local float *scratch, int lid, int c, int accumulate, __global float *gpw, __global float *gpb,
     __global float *gps, __global float *gpt, __global float *guw, __global float *gub, __global float *gus,
     __global float *gut) {
     for (int k = 0; k < GRADIENT_SLOTS; ++k) {
-        scratch[lid] = sums[k];
+        float lanes[RUN];
+        STORE_RUN(sums[k], lanes);
+        float sum = 0.0f;
+        for (int r = 0; r < RUN; ++r) sum += lanes[r];
+        scratch[lid] = sum;
         group_sum(scratch, lid);
         if (lid == 0) {
             float value = scratch[0];
@@ -536,41 +541,38 @@ __kernel void lift_parameter_gradients(BACKWARD_BUFFERS, __global const float *u
     __local float scratch[LIFT_GROUP];
     int c = get_group_id(0);
     int lid = get_local_id(0);
-    float sums[GRADIENT_SLOTS];
+    run_vector sums[GRADIENT_SLOTS];
     for (int k = 0; k < GRADIENT_SLOTS; ++k) sums[k] = 0.0f;
     int batch = g.planes / g.channels;
-    int total = batch * g.lines * g.band;
+    int runs = (g.band + RUN - 1) / RUN;
+    int total = batch * g.lines * runs;
     int os = g.out_step;
     int is = g.in_step;
     for (int e = lid; e < total; e += LIFT_GROUP) {
-        int m = e % g.band;
-        int rest = e / g.band;
+        int m0 = (e % runs) * RUN;
+        int rest = e / runs;
         int line = rest % g.lines;
         int plane = (rest / g.lines) * g.channels + c;
         __global const float *xl = x + plane * g.in_plane + line * g.in_line;
         int base = plane * g.out_plane + line * g.out_line;
-        // U at m: its output receives gA[m].
-        float au = update_pre_in[base + m * os];
-        float ru = lift_relu(au);
-        float gz = update_gz[base + m * os];
-        float ga = gate_gradient(au, gz, us[c]);
-        for (int t = 0; t < KERNEL_SIZE; ++t) {
-            int k = m + t - HALF;
-            bool inside = k >= 0 && k < g.band;
-            float value = d[base + (inside ? k : 0) * os];
-            sums[KERNEL_SIZE + 3 + t] += ga * (inside ? value : 0.0f);
-        }
+        const bool own = band_interior(m0, m0 + RUN, g.band, os);
+        const bool halo = band_interior(m0 - HALF, m0 + RUN + HALF, g.band, os);
+        // U at m: its output receives gA[m]. Lanes past the band read pre = gz = 0: no share.
+        run_vector au = band_run(update_pre_in + base, m0, own, g.band, os);
+        run_vector gz = band_run(update_gz + base, m0, own, g.band, os);
+        run_vector ga = gate_gradient_run(au, gz, us[c]);
+        for (int t = 0; t < KERNEL_SIZE; ++t) sums[KERNEL_SIZE + 3 + t] += ga * band_run(d + base, m0 + t - HALF, halo, g.band, os);
         sums[2 * KERNEL_SIZE + 3] += ga;
-        sums[2 * KERNEL_SIZE + 4] += gz * ru;
+        sums[2 * KERNEL_SIZE + 4] += gz * run_relu(au);
         sums[2 * KERNEL_SIZE + 5] += gz;
         // P at m: its output receives -gD[m].
-        float ap = predict_pre_in[base + m * os];
-        float rp = lift_relu(ap);
-        float gzp = predict_gz[base + m * os];
-        float gap = gate_gradient(ap, gzp, ps[c]);
-        for (int t = 0; t < KERNEL_SIZE; ++t) sums[t] += gap * even_sample(xl, m + t - HALF, g.length, g.band, is);
+        run_vector ap = band_run(predict_pre_in + base, m0, own, g.band, os);
+        run_vector gzp = band_run(predict_gz + base, m0, own, g.band, os);
+        run_vector gap = gate_gradient_run(ap, gzp, ps[c]);
+        const bool x_halo = x_interior(m0 - HALF, m0 + RUN + HALF, g.length, is);
+        for (int t = 0; t < KERNEL_SIZE; ++t) sums[t] += gap * even_run(xl, m0 + t - HALF, x_halo, g.length, g.band, is);
         sums[KERNEL_SIZE] += gap;
-        sums[KERNEL_SIZE + 1] += gzp * rp;
+        sums[KERNEL_SIZE + 1] += gzp * run_relu(ap);
         sums[KERNEL_SIZE + 2] += gzp;
     }
     store_parameter_gradients(sums, scratch, lid, c, accumulate, gpw, gpb, gps, gpt, guw, gub, gus, gut);
@@ -618,78 +620,91 @@ __kernel void lift_regulariser_partials(__global const float *x, __global const 
 //                            lift_parameter_gradients.
 // Three tanh per band position (2K + 3 before).
 
-inline float odd_gradient(__global const float *gxl, int j, int length, int step) {
-    bool inside = 2 * j + 1 < length;
-    float value = gxl[(inside ? 2 * j + 1 : 0) * step];
-    return inside ? value : 0.0f;
+// gx_o on a run: gx[2m + 1], 0 where 2m + 1 = L (a dropped padded sample) or outside the band.
+inline run_vector odd_gradient_run(__global const float *gxl, int m0, int length, int band, int step) {
+    if (x_interior(m0, m0 + RUN, length, step)) return EVEN_LANES(gxl + 2 * m0 + 1);
+    float lanes[RUN];
+    for (int r = 0; r < RUN; ++r) {
+        int j = m0 + r;
+        bool inside = j < band && 2 * j + 1 < length;
+        float value = gxl[(inside ? 2 * j + 1 : 0) * step];
+        lanes[r] = inside ? value : 0.0f;
+    }
+    return LOAD_RUN(lanes);
 }
 
 __kernel void lift_up_even(__global const float *s, __global const float *d, __global float *even,
                            __global float *update_pre_out, GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
-    int m, line, plane;
-    if (!lift_position(g, &m, &line, &plane)) return;
+    int m0, line, plane;
+    if (!lift_run_position(g, &m0, &line, &plane)) return;
     int c = plane % g.channels;
     int base = plane * g.in_plane + line * g.in_line;
-    float a = update_pre(d + base, m, g.band, g.in_step, uw + c * KERNEL_SIZE, ub[c]);
-    update_pre_out[base + m * g.in_step] = a;
-    even[base + m * g.in_step] = s[base + m * g.in_step] - lift_activation(a, us[c], ut[c]);
+    int is = g.in_step;
+    const bool halo = band_interior(m0 - HALF, m0 + RUN + HALF, g.band, is);
+    const bool own = band_interior(m0, m0 + RUN, g.band, is);
+    run_vector a = ub[c];
+    for (int t = 0; t < KERNEL_SIZE; ++t) a += uw[c * KERNEL_SIZE + t] * band_run(d + base, m0 + t - HALF, halo, g.band, is);
+    store_run(update_pre_out + base + m0 * is, a, m0, g.band, is);
+    store_run(even + base + m0 * is, band_run(s + base, m0, own, g.band, is) - run_activation(a, us[c], ut[c]), m0,
+              g.band, is);
 }
 
 __kernel void lift_up_predict_gate(__global const float *even, __global const float *gx, __global float *predict_pre_out,
                                    __global float *predict_gz, GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
-    int m, line, plane;
-    if (!lift_position(g, &m, &line, &plane)) return;
+    int m0, line, plane;
+    if (!lift_run_position(g, &m0, &line, &plane)) return;
     int c = plane % g.channels;
     int base = plane * g.in_plane + line * g.in_line;
+    int is = g.in_step;
     __global const float *gxl = gx + plane * g.out_plane + line * g.out_line;
     // P reads x_e through the same zero-padded band access as U reads d.
-    float a = update_pre(even + base, m, g.band, g.in_step, pw + c * KERNEL_SIZE, pb[c]);
-    float p = lift_activation(a, ps[c], pt[c]);
-    predict_pre_out[base + m * g.in_step] = a;
-    predict_gz[base + m * g.in_step] = odd_gradient(gxl, m, g.length, g.out_step) * (1.0f - p * p);
+    const bool halo = band_interior(m0 - HALF, m0 + RUN + HALF, g.band, is);
+    run_vector a = pb[c];
+    for (int t = 0; t < KERNEL_SIZE; ++t)
+        a += pw[c * KERNEL_SIZE + t] * band_run(even + base, m0 + t - HALF, halo, g.band, is);
+    run_vector p = run_activation(a, ps[c], pt[c]);
+    store_run(predict_pre_out + base + m0 * is, a, m0, g.band, is);
+    store_run(predict_gz + base + m0 * is, odd_gradient_run(gxl, m0, g.length, g.band, g.out_step) * (1.0f - p * p), m0,
+              g.band, is);
 }
 
 __kernel void lift_up_backward_even(__global const float *predict_pre_in, __global const float *predict_gz,
                                     __global const float *update_pre_in, __global const float *gx, __global float *gs,
                                     __global float *update_gz, GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
-    int m, line, plane;
-    if (!lift_position(g, &m, &line, &plane)) return;
+    int m0, line, plane;
+    if (!lift_run_position(g, &m0, &line, &plane)) return;
     int c = plane % g.channels;
     int base = plane * g.in_plane + line * g.in_line;
     int is = g.in_step;
     __global const float *gxl = gx + plane * g.out_plane + line * g.out_line;
-    float total = gxl[2 * m * g.out_step];
-    for (int t = 0; t < KERNEL_SIZE; ++t) {
-        int j = m - t + HALF;
-        if (j < 0 || j >= g.band) continue;
-        total += gate_gradient(predict_pre_in[base + j * is], predict_gz[base + j * is], ps[c]) * pw[c * KERNEL_SIZE + t];
-    }
-    gs[base + m * is] = total;
+    const bool halo = band_interior(m0 - HALF, m0 + RUN + HALF, g.band, is);
+    const bool own = band_interior(m0, m0 + RUN, g.band, is);
+    run_vector gx_even = even_run(gxl, m0, x_interior(m0, m0 + RUN, g.length, g.out_step), g.length, g.band, g.out_step);
+    run_vector total =
+        gx_even + transposed_step(predict_pre_in + base, predict_gz + base, m0, halo, g.band, is, pw + c * KERNEL_SIZE, ps[c]);
+    store_run(gs + base + m0 * is, total, m0, g.band, is);
     // U's output at m receives -gs[m].
-    float u = lift_activation(update_pre_in[base + m * is], us[c], ut[c]);
-    update_gz[base + m * is] = -total * (1.0f - u * u);
+    run_vector u = run_activation(band_run(update_pre_in + base, m0, own, g.band, is), us[c], ut[c]);
+    store_run(update_gz + base + m0 * is, -total * (1.0f - u * u), m0, g.band, is);
 }
 
 __kernel void lift_up_backward_detail(__global const float *update_pre_in, __global const float *update_gz,
                                       __global const float *gx, __global float *gd, GEOMETRY_PARAMETERS,
                                       LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
-    int m, line, plane;
-    if (!lift_position(g, &m, &line, &plane)) return;
+    int m0, line, plane;
+    if (!lift_run_position(g, &m0, &line, &plane)) return;
     int c = plane % g.channels;
     int base = plane * g.in_plane + line * g.in_line;
     int is = g.in_step;
     __global const float *gxl = gx + plane * g.out_plane + line * g.out_line;
-    float total = odd_gradient(gxl, m, g.length, g.out_step);
-    for (int t = 0; t < KERNEL_SIZE; ++t) {
-        int j = m - t + HALF;
-        if (j < 0 || j >= g.band) continue;
-        total += gate_gradient(update_pre_in[base + j * is], update_gz[base + j * is], us[c]) * uw[c * KERNEL_SIZE + t];
-    }
-    gd[base + m * is] = total;
+    const bool halo = band_interior(m0 - HALF, m0 + RUN + HALF, g.band, is);
+    run_vector total = odd_gradient_run(gxl, m0, g.length, g.band, g.out_step)
+        + transposed_step(update_pre_in + base, update_gz + base, m0, halo, g.band, is, uw + c * KERNEL_SIZE, us[c]);
+    store_run(gd + base + m0 * is, total, m0, g.band, is);
 }
 
 __kernel void lift_up_parameter_gradients(__global const float *even, __global const float *d,
@@ -702,39 +717,37 @@ __kernel void lift_up_parameter_gradients(__global const float *even, __global c
     __local float scratch[LIFT_GROUP];
     int c = get_group_id(0);
     int lid = get_local_id(0);
-    float sums[GRADIENT_SLOTS];
+    run_vector sums[GRADIENT_SLOTS];
     for (int k = 0; k < GRADIENT_SLOTS; ++k) sums[k] = 0.0f;
     int batch = g.planes / g.channels;
-    int total = batch * g.lines * g.band;
+    int runs = (g.band + RUN - 1) / RUN;
+    int total = batch * g.lines * runs;
     int is = g.in_step;
     for (int e = lid; e < total; e += LIFT_GROUP) {
-        int m = e % g.band;
-        int rest = e / g.band;
+        int m0 = (e % runs) * RUN;
+        int rest = e / runs;
         int line = rest % g.lines;
         int plane = (rest / g.lines) * g.channels + c;
         int base = plane * g.in_plane + line * g.in_line;
-        // P at m (input x_e): its output receives gx_o[m].
-        float ap = predict_pre_in[base + m * is];
-        float gzp = predict_gz[base + m * is];
-        float gap = gate_gradient(ap, gzp, ps[c]);
-        // U at m (input d): its output receives -gs[m].
-        float au = update_pre_in[base + m * is];
-        float gzu = update_gz[base + m * is];
-        float gau = gate_gradient(au, gzu, us[c]);
+        const bool own = band_interior(m0, m0 + RUN, g.band, is);
+        const bool halo = band_interior(m0 - HALF, m0 + RUN + HALF, g.band, is);
+        // P at m (input x_e): its output receives gx_o[m]. U at m (input d): its output receives
+        // -gs[m]. Lanes past the band read pre = gz = 0: no share.
+        run_vector ap = band_run(predict_pre_in + base, m0, own, g.band, is);
+        run_vector gzp = band_run(predict_gz + base, m0, own, g.band, is);
+        run_vector gap = gate_gradient_run(ap, gzp, ps[c]);
+        run_vector au = band_run(update_pre_in + base, m0, own, g.band, is);
+        run_vector gzu = band_run(update_gz + base, m0, own, g.band, is);
+        run_vector gau = gate_gradient_run(au, gzu, us[c]);
         for (int t = 0; t < KERNEL_SIZE; ++t) {
-            int k = m + t - HALF;
-            bool inside = k >= 0 && k < g.band;
-            int index = base + (inside ? k : 0) * is;
-            float e_value = even[index];
-            float d_value = d[index];
-            sums[t] += gap * (inside ? e_value : 0.0f);
-            sums[KERNEL_SIZE + 3 + t] += gau * (inside ? d_value : 0.0f);
+            sums[t] += gap * band_run(even + base, m0 + t - HALF, halo, g.band, is);
+            sums[KERNEL_SIZE + 3 + t] += gau * band_run(d + base, m0 + t - HALF, halo, g.band, is);
         }
         sums[KERNEL_SIZE] += gap;
-        sums[KERNEL_SIZE + 1] += gzp * lift_relu(ap);
+        sums[KERNEL_SIZE + 1] += gzp * run_relu(ap);
         sums[KERNEL_SIZE + 2] += gzp;
         sums[2 * KERNEL_SIZE + 3] += gau;
-        sums[2 * KERNEL_SIZE + 4] += gzu * lift_relu(au);
+        sums[2 * KERNEL_SIZE + 4] += gzu * run_relu(au);
         sums[2 * KERNEL_SIZE + 5] += gzu;
     }
     store_parameter_gradients(sums, scratch, lid, c, accumulate, gpw, gpb, gps, gpt, guw, gub, gus, gut);

@@ -485,14 +485,14 @@ public final class LiftUpPool2D {
         let gsh = try DeviceTensor(shape: saved.sh.shape, on: device)
         let gdh = try DeviceTensor(shape: saved.dh.shape, on: device)
         try rows.inverseBackward(
-            s: saved.sh, d: saved.dh, gx: gradOutput, gs: gsh, gd: gdh, gradients: gradients, accumulate: false, weights, program)
+            s: saved.sh, d: saved.dh, gx: gradOutput, gs: gsh, gd: gdh, gradients: gradients, accumulate: false, configuration, weights, program)
         let bands = try (0..<4).map { _ in try DeviceTensor(shape: bandShape.dimensions, on: device) }
         try columns.inverseBackward(
             s: saved.bands[0], d: saved.bands[1], gx: gsh, gs: bands[0], gd: bands[1], gradients: gradients, accumulate: true,
-            weights, program)
+            configuration, weights, program)
         try columns.inverseBackward(
             s: saved.bands[2], d: saved.bands[3], gx: gdh, gs: bands[2], gd: bands[3], gradients: gradients, accumulate: true,
-            weights, program)
+            configuration, weights, program)
         return LiftUpGradients(bands: bands, parameters: Dictionary(uniqueKeysWithValues: zip(LiftPoolParameters<Float>.names, gradients)))
     }
 }
@@ -553,7 +553,7 @@ public final class LiftUpPool1D {
         let gs = try DeviceTensor(shape: s.shape, on: device)
         let gd = try DeviceTensor(shape: s.shape, on: device)
         try rows.inverseBackward(
-            s: s, d: d, gx: gradOutput, gs: gs, gd: gd, gradients: gradients, accumulate: false, weights,
+            s: s, d: d, gx: gradOutput, gs: gs, gd: gd, gradients: gradients, accumulate: false, configuration, weights,
             try LiftPass.program(configuration, device))
         return LiftUpGradients(bands: [gs, gd], parameters: Dictionary(uniqueKeysWithValues: zip(LiftPoolParameters<Float>.names, gradients)))
     }
@@ -639,18 +639,15 @@ struct LiftPass {
             .map { .int($0) }
     }
 
-    /// One work item per band position: (m, line) along W, (line, m) along H, then planes.
-    var global: [Int] { alongWidth ? [band, lines, planes] : [lines, band, planes] }
-
-    /// The forward and inverse kernels (lift_down, lift_down_pair, lift_up): one work item per
-    /// run of `run` band positions.
+    /// The forward, inverse and per-position backward kernels: one work item per run of `run`
+    /// band positions, (run, line) along W, (line, run) along H, then planes.
     func runGlobal(_ run: Int) -> [Int] {
         let runs = (band + run - 1) / run
         return alongWidth ? [runs, lines, planes] : [lines, runs, planes]
     }
 
-    /// The program and global size of this pass's forward or inverse kernel (lift_down,
-    /// lift_down_pair, lift_up) on `device`, with RUN chosen for this pass's band length.
+    /// The program and global size of this pass's run kernels (forward, inverse and the
+    /// per-position backward kernels) on `device`, with RUN chosen for this pass's band length.
     func runLaunch(_ configuration: LiftPoolConfiguration, on device: Device) throws -> (
         program: OpenCLProgram, global: [Int]
     ) {
@@ -707,11 +704,12 @@ struct LiftPass {
             DeviceTensor(shape: s.shape, on: device)
         )
         let geometry = arguments(inverse: false) + weights.arguments
+        let (runProgram, global) = try runLaunch(configuration, on: device)
         try device.context.dispatch(
-            "lift_backward_update_gate", in: program,
+            "lift_backward_update_gate", in: runProgram,
             arguments: buffers + [updatePre, updateGradient].map { .buffer($0.buffer) } + geometry, global: global)
         try device.context.dispatch(
-            "lift_backward_detail", in: program,
+            "lift_backward_detail", in: runProgram,
             arguments: buffers + [updatePre, updateGradient, detail, predictPre, predictGradient].map { .buffer($0.buffer) }
                 + geometry,
             global: global)
@@ -721,7 +719,7 @@ struct LiftPass {
                 + [.int(accumulate ? 1 : 0)] + geometry,
             global: [Self.group * channels], local: [Self.group])
         try device.context.dispatch(
-            "lift_backward_input", in: program,
+            "lift_backward_input", in: runProgram,
             arguments: buffers + [predictPre, predictGradient, detail, gx].map { .buffer($0.buffer) } + geometry,
             global: global)
     }
@@ -731,27 +729,29 @@ struct LiftPass {
     /// gs (and U's gate), gd, parameters; each gate is evaluated once per band position.
     func inverseBackward(
         s: DeviceTensor, d: DeviceTensor, gx: DeviceTensor, gs: DeviceTensor, gd: DeviceTensor, gradients: [DeviceTensor],
-        accumulate: Bool, _ weights: LiftPoolDeviceParameters, _ program: OpenCLProgram
+        accumulate: Bool, _ configuration: LiftPoolConfiguration, _ weights: LiftPoolDeviceParameters,
+        _ program: OpenCLProgram
     ) throws {
         let device = weights.device
         let geometry = arguments(inverse: true) + weights.arguments
+        let (runProgram, global) = try runLaunch(configuration, on: device)
         let (even, updatePre, updateGradient, predictPre, predictGradient) = try (
             DeviceTensor(shape: s.shape, on: device), DeviceTensor(shape: s.shape, on: device),
             DeviceTensor(shape: s.shape, on: device), DeviceTensor(shape: s.shape, on: device),
             DeviceTensor(shape: s.shape, on: device)
         )
         try device.context.dispatch(
-            "lift_up_even", in: program, arguments: [s, d, even, updatePre].map { .buffer($0.buffer) } + geometry,
+            "lift_up_even", in: runProgram, arguments: [s, d, even, updatePre].map { .buffer($0.buffer) } + geometry,
             global: global)
         try device.context.dispatch(
-            "lift_up_predict_gate", in: program,
+            "lift_up_predict_gate", in: runProgram,
             arguments: [even, gx, predictPre, predictGradient].map { .buffer($0.buffer) } + geometry, global: global)
         try device.context.dispatch(
-            "lift_up_backward_even", in: program,
+            "lift_up_backward_even", in: runProgram,
             arguments: [predictPre, predictGradient, updatePre, gx, gs, updateGradient].map { .buffer($0.buffer) } + geometry,
             global: global)
         try device.context.dispatch(
-            "lift_up_backward_detail", in: program,
+            "lift_up_backward_detail", in: runProgram,
             arguments: [updatePre, updateGradient, gx, gd].map { .buffer($0.buffer) } + geometry, global: global)
         try device.context.dispatch(
             "lift_up_parameter_gradients", in: program,

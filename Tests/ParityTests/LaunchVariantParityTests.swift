@@ -157,7 +157,7 @@ struct LaunchVariantParityTests {
         }
     }
 
-    @Test("LiftDownPool2D and LiftUpPool2D with every run length")
+    @Test("LiftDownPool2D and LiftUpPool2D forward and backward with every run length")
     func lift() throws {
         let device = try TestDevice.fresh()
         let classes = ["wide", "narrow"]
@@ -172,6 +172,18 @@ struct LaunchVariantParityTests {
             let pool = try LiftDownPool2D(config, parameters: params, on: device)
             let x = try randomTensor(shape, seed: UInt64(80 + index))
             let (expected, _) = try Reference.liftDownPool2D(x, params, config)
+            // Backward with every upstream gradient and the regularisers (forward lifting), and
+            // of the inverse lifting, against the reference once per shape.
+            let bandShape = expected.ll.shape
+            let upstream = try (0..<5).map { try randomTensor(bandShape, seed: UInt64(85 + index * 5 + $0)) }
+            let expectedBackward = try Reference.liftDownPool2DBackward(
+                input: x, params, config, gradOutput: upstream[0], gradLL: upstream[1], gradLH: upstream[2],
+                gradHL: upstream[3], gradHH: upstream[4], gradLoss: 1.3)
+            let gradUp = try randomTensor(shape, seed: UInt64(95 + index))
+            let expectedUp = try Reference.liftUpPool2DBackward(
+                gradOutput: gradUp, ll: upstream[1], lh: upstream[2], hl: upstream[3], hh: upstream[4], height: shape[2],
+                width: shape[3], params, config)
+            let unpool = try LiftUpPool2D(config, parameters: params, on: device)
             for candidate in LiftLaunch.candidates {
                 try Self.pin(candidate, family: LiftLaunch.family, shapeClasses: classes, on: device)
                 let label = "\(candidate) on \(shape)"
@@ -185,6 +197,24 @@ struct LaunchVariantParityTests {
                 let back = try LiftUpPool2D(inverting: pool)(bands, height: shape[2], width: shape[3])
                 let reconstruction = Discrepancy(actual: try back.toHost().values, expected: x.values)
                 #expect(reconstruction.maxAbsoluteError < 1e-4, "\(label) reconstruction: \(reconstruction)")
+
+                let (_, _, saved) = try pool.forwardTraining(try DeviceTensor(x, on: device))
+                let onDevice = try upstream.map { try DeviceTensor($0, on: device) }
+                let gradients = try pool.backward(
+                    saved, gradOutput: onDevice[0], gradLL: onDevice[1], gradLH: onDevice[2], gradHL: onDevice[3],
+                    gradHH: onDevice[4], gradLoss: 1.3)
+                let input = Discrepancy(actual: try gradients.input.toHost().values, expected: expectedBackward.input.values)
+                #expect(input.within(LiftPoolParityTests.backwardTolerance), "\(label) input gradient: \(input)")
+                _ = try LiftPoolParityTests.parameterError(gradients.parameters, expectedBackward.parameters, label: label)
+                let (_, upSaved) = try unpool.forwardTraining(
+                    ll: onDevice[1], lh: onDevice[2], hl: onDevice[3], hh: onDevice[4], height: shape[2], width: shape[3])
+                let upGradients = try unpool.backward(upSaved, gradOutput: try DeviceTensor(gradUp, on: device))
+                for band in 0..<4 {
+                    let discrepancy = Discrepancy(
+                        actual: try upGradients.bands[band].toHost().values, expected: expectedUp.bands[band].values)
+                    #expect(discrepancy.within(LiftPoolParityTests.backwardTolerance), "\(label) up band \(band): \(discrepancy)")
+                }
+                _ = try LiftPoolParityTests.parameterError(upGradients.parameters, expectedUp.parameters, label: "\(label) up")
             }
         }
     }

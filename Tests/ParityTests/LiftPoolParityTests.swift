@@ -233,7 +233,7 @@ struct LiftPoolParityTests {
             let config = try LiftPoolConfiguration(channels: c, kernelSize: kernelSize, lambdaU: 0.3, lambdaP: 0.7)
             let params = Self.parameters(config, seed: UInt64(kernelSize * 10 + c + 3))
             let pool = try LiftDownPool1D(config, parameters: params, on: device)
-            for (index, length) in [1, 2, 3, 9, 64].enumerated() {
+            for (index, length) in [1, 2, 3, 9, 64, 75].enumerated() {
                 let shape = [n, c, length]
                 let x = try randomTensor(shape, seed: UInt64(2500 + index))
                 let (_, expectedRegularisers) = try Reference.liftDownPool1D(x, params, config)
@@ -276,7 +276,9 @@ struct LiftPoolParityTests {
             let config = try LiftPoolConfiguration(channels: c, kernelSize: kernelSize)
             let params = Self.parameters(config, seed: UInt64(kernelSize * 10 + c + 4))
             let unpool = try LiftUpPool2D(config, parameters: params, on: device)
-            for (index, size) in ([(1, 1), (2, 2), (3, 5), (7, 9), (8, 8), (31, 33), (1, 6), (5, 1)] as [(h: Int, w: Int)]).enumerated() {
+            // (9, 80) and (6, 75): rows long enough for interior runs (vector loads) in every kernel.
+            let sizes: [(h: Int, w: Int)] = [(1, 1), (2, 2), (3, 5), (7, 9), (8, 8), (31, 33), (1, 6), (5, 1), (9, 80), (6, 75)]
+            for (index, size) in sizes.enumerated() {
                 let label = "up K=\(kernelSize) \(n)x\(c)x\(size.h)x\(size.w)"
                 let bandShape = [n, c, LiftPoolConfiguration.bandLength(size.h), LiftPoolConfiguration.bandLength(size.w)]
                 let bands = try (0..<4).map { try randomTensor(bandShape, seed: UInt64(3000 + index * 4 + $0)) }
