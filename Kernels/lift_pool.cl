@@ -173,17 +173,60 @@ inline bool band_interior(int first, int end, int band, int step) {
     return step == 1 && first >= 0 && end <= band;
 }
 
+// How a run's lanes are laid out and read. ALONG: lane r is position m0 + r of one line, read
+// as one vector (ALONG_VECTOR, interior runs) or gathered (ALONG_GATHER). ACROSS (the backward
+// kernels of the passes along H): lane r is position m0 of line line0 + r, for `lanes` real
+// lines; neighbouring lines (columns) are neighbouring floats, so a full run is one vector at
+// every position and no load is ever gathered but in the last, partial group of lines.
+#define ALONG_GATHER 0
+#define ALONG_VECTOR 1
+#define ACROSS 2
+typedef struct {
+    int kind;
+    int lanes;
+} run_access;
+
+inline run_access along(bool interior) {
+    run_access access = {interior ? ALONG_VECTOR : ALONG_GATHER, RUN};
+    return access;
+}
+
+// The access for band positions first ... end - 1 of a band line (or of x's even and odd
+// samples) in a kernel whose lanes are laid out as `layout`.
+inline run_access band_access(run_access layout, int first, int end, int band, int step) {
+    return layout.kind == ACROSS ? layout : along(band_interior(first, end, band, step));
+}
+
+inline run_access x_access(run_access layout, int first, int end, int length, int step) {
+    return layout.kind == ACROSS ? layout : along(x_interior(first, end, length, step));
+}
+
+// ACROSS: p[offset + r] for the real lanes, 0 elsewhere and everywhere when !inside.
+inline run_vector across_run(__global const float *p, bool inside, int offset, int lanes) {
+    if (!inside) return 0.0f;
+    if (lanes == RUN) return LOAD_RUN(p + offset);
+    float values[RUN];
+    for (int r = 0; r < RUN; ++r) {
+        float value = p[offset + min(r, lanes - 1)];
+        values[r] = r < lanes ? value : 0.0f;
+    }
+    return LOAD_RUN(values);
+}
+
 // x_e on j0 ... j0 + RUN - 1 (0 outside the band).
-inline run_vector even_run(__global const float *line, int j0, bool interior, int length, int band, int step) {
-    if (interior) return EVEN_LANES(line + 2 * j0);
+inline run_vector even_run(__global const float *line, int j0, run_access access, int length, int band, int step) {
+    if (access.kind == ACROSS) return across_run(line, j0 >= 0 && j0 < band, min(2 * j0, length - 1) * step, access.lanes);
+    if (access.kind == ALONG_VECTOR) return EVEN_LANES(line + 2 * j0);
     float lanes[RUN];
     for (int r = 0; r < RUN; ++r) lanes[r] = even_sample(line, j0 + r, length, band, step);
     return LOAD_RUN(lanes);
 }
 
 // x_o on j0 ... j0 + RUN - 1 (0 outside the band; the inner step's result there is discarded).
-inline run_vector odd_run(__global const float *line, int j0, bool interior, int length, int band, int step) {
-    if (interior) return EVEN_LANES(line + 2 * j0 + 1);
+inline run_vector odd_run(__global const float *line, int j0, run_access access, int length, int band, int step) {
+    if (access.kind == ACROSS)
+        return across_run(line, j0 >= 0 && j0 < band, min(2 * j0 + 1, length - 1) * step, access.lanes);
+    if (access.kind == ALONG_VECTOR) return EVEN_LANES(line + 2 * j0 + 1);
     float lanes[RUN];
     for (int r = 0; r < RUN; ++r) {
         int j = j0 + r;
@@ -195,8 +238,9 @@ inline run_vector odd_run(__global const float *line, int j0, bool interior, int
 }
 
 // A band line v on j0 ... j0 + RUN - 1 (0 outside the band).
-inline run_vector band_run(__global const float *line, int j0, bool interior, int band, int step) {
-    if (interior) return LOAD_RUN(line + j0);
+inline run_vector band_run(__global const float *line, int j0, run_access access, int band, int step) {
+    if (access.kind == ACROSS) return across_run(line, j0 >= 0 && j0 < band, j0 * step, access.lanes);
+    if (access.kind == ALONG_VECTOR) return LOAD_RUN(line + j0);
     float lanes[RUN];
     for (int r = 0; r < RUN; ++r) {
         int j = j0 + r;
@@ -222,7 +266,7 @@ inline void lift_run(__global const float *line, int m0, int length, int band, i
                      __global const float *pw, float pb, float ps, float pt,
                      __global const float *uw, float ub, float us, float ut, run_vector *s, run_vector *d) {
     // Every x sample read: x_e on m0 - 2 (K/2) ... m0 + RUN - 1 + 2 (K/2) (two floats each).
-    const bool interior = x_interior(m0 - 2 * HALF, m0 + RUN + 2 * HALF, length, step);
+    const run_access interior = along(x_interior(m0 - 2 * HALF, m0 + RUN + 2 * HALF, length, step));
     float detail[WINDOW];
     for (int c = 0; c < CHUNKS; ++c) {
         const int start = chunk_start(c);
@@ -230,7 +274,7 @@ inline void lift_run(__global const float *line, int m0, int length, int band, i
         run_vector a = pb;
         for (int t = 0; t < KERNEL_SIZE; ++t) a += pw[t] * even_run(line, j0 + t - HALF, interior, length, band, step);
         STORE_RUN(odd_run(line, j0, interior, length, band, step) - run_activation(a, ps, pt), detail + start);
-        if (!interior) clear_outside(detail, start, m0, band);
+        if (interior.kind == ALONG_GATHER) clear_outside(detail, start, m0, band);
     }
     run_vector a = ub;
     for (int q = 0; q < KERNEL_SIZE; ++q) a += uw[q] * LOAD_RUN(detail + q);
@@ -238,15 +282,19 @@ inline void lift_run(__global const float *line, int m0, int length, int band, i
     *d = LOAD_RUN(detail + HALF);
 }
 
-// Stores the lanes of `value` that lie inside the band at out[r * step]: one vector store when
-// the whole run is inside and contiguous.
-inline void store_run(__global float *out, run_vector value, int m0, int band, int step) {
-    if (step == 1 && m0 + RUN <= band) {
+// Stores the lanes of `value` that lie inside the band at out[r * step] (ACROSS: at out[r], for
+// the real lanes): one vector store when the whole run is inside and contiguous.
+inline void store_run(__global float *out, run_vector value, int m0, int band, int step, run_access layout) {
+    if (layout.kind == ACROSS ? layout.lanes == RUN : step == 1 && m0 + RUN <= band) {
         STORE_RUN(value, out);
         return;
     }
     float lanes[RUN];
     STORE_RUN(value, lanes);
+    if (layout.kind == ACROSS) {
+        for (int r = 0; r < layout.lanes; ++r) out[r] = lanes[r];
+        return;
+    }
     for (int r = 0; r < RUN && m0 + r < band; ++r) out[r * step] = lanes[r];
 }
 
@@ -254,7 +302,14 @@ inline void store_run(__global float *out, run_vector value, int m0, int band, i
 // of length L; a padded sample (2m + 1 = L) is not stored but folded into x[2m] when
 // `fold_padded` (the adjoint of the replicate padding), dropped otherwise.
 inline void store_pairs(__global float *line, run_vector even, run_vector odd, int m0, int band, int length, int step,
-                        bool fold_padded) {
+                        bool fold_padded, run_access layout) {
+    if (layout.kind == ACROSS) {
+        // Lanes are lines: x[2 m0] and x[2 m0 + 1] are one row each.
+        bool pair = 2 * m0 + 1 < length;
+        store_run(line + 2 * m0 * step, pair || !fold_padded ? even : even + odd, 0, 1, 1, layout);
+        if (pair) store_run(line + (2 * m0 + 1) * step, odd, 0, 1, 1, layout);
+        return;
+    }
     if (step == 1 && 2 * (m0 + RUN) <= length) {
         STORE_INTERLEAVED(even, odd, line + 2 * m0);
         return;
@@ -284,9 +339,9 @@ __kernel void lift_down(__global const float *x, __global float *s, __global flo
     run_vector approximation, detail;
     lift_run(source, m0, g.length, g.band, g.in_step, LIFT_ARGUMENTS(c), &approximation, &detail);
     int out = plane * g.out_plane + line * g.out_line + m0 * g.out_step;
-    store_run(s + out, approximation, m0, g.band, g.out_step);
-    store_run(d + out, detail, m0, g.band, g.out_step);
-    if (sum) store_run(y + out, approximation + detail, m0, g.band, g.out_step);
+    store_run(s + out, approximation, m0, g.band, g.out_step, along(false));
+    store_run(d + out, detail, m0, g.band, g.out_step, along(false));
+    if (sum) store_run(y + out, approximation + detail, m0, g.band, g.out_step, along(false));
 }
 
 // The two column liftings of a 2-D layer in one pass: (s_h, d_h) -> LL, LH, HL, HH and
@@ -303,11 +358,11 @@ __kernel void lift_down_pair(__global const float *sh, __global const float *dh,
     lift_run(sh + in, m0, g.length, g.band, g.in_step, LIFT_ARGUMENTS(c), &low_s, &low_d);
     lift_run(dh + in, m0, g.length, g.band, g.in_step, LIFT_ARGUMENTS(c), &high_s, &high_d);
     int out = plane * g.out_plane + line * g.out_line + m0 * g.out_step;
-    store_run(ll + out, low_s, m0, g.band, g.out_step);
-    store_run(lh + out, low_d, m0, g.band, g.out_step);
-    store_run(hl + out, high_s, m0, g.band, g.out_step);
-    store_run(hh + out, high_d, m0, g.band, g.out_step);
-    store_run(y + out, (low_s + low_d) + (high_s + high_d), m0, g.band, g.out_step);
+    store_run(ll + out, low_s, m0, g.band, g.out_step, along(false));
+    store_run(lh + out, low_d, m0, g.band, g.out_step, along(false));
+    store_run(hl + out, high_s, m0, g.band, g.out_step, along(false));
+    store_run(hh + out, high_d, m0, g.band, g.out_step, along(false));
+    store_run(y + out, (low_s + low_d) + (high_s + high_d), m0, g.band, g.out_step, along(false));
 }
 
 // Inverse lifting: bands s, d (the "input" geometry, length = band = M) to x (the "output"
@@ -326,7 +381,7 @@ __kernel void lift_up(__global const float *s, __global const float *d, __global
     __global const float *dl = d + in;
     const int step = g.in_step;
     // Every band sample read: d on m0 - 2 (K/2) ... m0 + RUN - 1 + 2 (K/2).
-    const bool interior = band_interior(m0 - 2 * HALF, m0 + RUN + 2 * HALF, g.band, step);
+    const run_access interior = along(band_interior(m0 - 2 * HALF, m0 + RUN + 2 * HALF, g.band, step));
     float even[WINDOW];
     for (int k = 0; k < CHUNKS; ++k) {
         const int start = chunk_start(k);
@@ -334,13 +389,13 @@ __kernel void lift_up(__global const float *s, __global const float *d, __global
         run_vector a = ub[c];
         for (int t = 0; t < KERNEL_SIZE; ++t) a += uw[c * KERNEL_SIZE + t] * band_run(dl, j0 + t - HALF, interior, g.band, step);
         STORE_RUN(band_run(sl, j0, interior, g.band, step) - run_activation(a, us[c], ut[c]), even + start);
-        if (!interior) clear_outside(even, start, m0, g.band);
+        if (interior.kind == ALONG_GATHER) clear_outside(even, start, m0, g.band);
     }
     run_vector a = pb[c];
     for (int q = 0; q < KERNEL_SIZE; ++q) a += pw[c * KERNEL_SIZE + q] * LOAD_RUN(even + q);
     run_vector odd = band_run(dl, m0, interior, g.band, step) + run_activation(a, ps[c], pt[c]);
     __global float *xl = x + plane * g.out_plane + line * g.out_line;
-    store_pairs(xl, LOAD_RUN(even + HALF), odd, m0, g.band, g.length, g.out_step, false);
+    store_pairs(xl, LOAD_RUN(even + HALF), odd, m0, g.band, g.length, g.out_step, false, along(false));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -385,9 +440,9 @@ __kernel void lift_up(__global const float *s, __global const float *d, __global
     __global const float *gs, __global const float *gd, __global const float *gy, int flags, \
     float cu_scale, float cp_scale
 
-// The per-position backward kernels below work on runs of RUN positions as vectors, like the
-// forward ones (same work-item mapping, lift_run_position); band lines are read with band_run,
-// so a gate outside the band reads as pre = gz = 0 and contributes nothing.
+// The per-position backward kernels below work on runs as vectors: along W like the forward
+// ones (RUN positions of a line), along H across RUN lines (lift_lane_position). Band lines are
+// read with band_run, so a gate outside the band reads as pre = gz = 0 and contributes nothing.
 
 // ga of a stored gate: the gradient reaching the pre-activation (relu'(0) = 0; NaN gives 0, as
 // the comparison does in every kernel here).
@@ -395,9 +450,26 @@ inline run_vector gate_gradient_run(run_vector pre, run_vector gz, float scale) 
     return select((run_vector)0.0f, gz * scale, pre > 0.0f);
 }
 
+// Which run (m0, first line, plane) this work item of a per-position backward kernel owns, and
+// its lane layout. Along W as lift_run_position (ALONG). Along H the lanes are RUN neighbouring
+// lines at one position (ACROSS), global (ceil(lines / RUN), band, planes): the backward steps
+// need no window, so nothing is recomputed and every load is one vector.
+inline bool lift_lane_position(const lift_geometry g, int *m0, int *line, int *plane, run_access *layout) {
+    if (g.along_width) {
+        *layout = along(false);
+        return lift_run_position(g, m0, line, plane);
+    }
+    *line = get_global_id(0) * RUN;
+    *m0 = get_global_id(1);
+    *plane = get_global_id(2);
+    layout->kind = ACROSS;
+    layout->lanes = min(RUN, g.lines - *line);
+    return *m0 < g.band && *line < g.lines && *plane < g.planes;
+}
+
 // The upstream gradient of a band (own: HAS_GS or HAS_GD) on a run, with gy's share.
 inline run_vector upstream_run(__global const float *g, __global const float *gy, int flags, int own, int base,
-                               int m0, bool interior, int band, int step) {
+                               int m0, run_access interior, int band, int step) {
     run_vector value = 0.0f;
     if (flags & own) value = band_run(g + base, m0, interior, band, step);
     if (flags & HAS_GY) value += band_run(gy + base, m0, interior, band, step);
@@ -405,7 +477,7 @@ inline run_vector upstream_run(__global const float *g, __global const float *gy
 }
 
 // sum_t w[t] ga(m - t + K/2) on a run: the transposed step F^T of a stored gate.
-inline run_vector transposed_step(__global const float *pre, __global const float *gz, int m0, bool interior,
+inline run_vector transposed_step(__global const float *pre, __global const float *gz, int m0, run_access interior,
                                   int band, int step, __global const float *w, float scale) {
     run_vector total = 0.0f;
     for (int t = 0; t < KERNEL_SIZE; ++t) {
@@ -419,21 +491,22 @@ __kernel void lift_backward_update_gate(BACKWARD_BUFFERS, __global float *update
                                         GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
     int m0, line, plane;
-    if (!lift_run_position(g, &m0, &line, &plane)) return;
+    run_access layout;
+    if (!lift_lane_position(g, &m0, &line, &plane, &layout)) return;
     int c = plane % g.channels;
     __global const float *xl = x + plane * g.in_plane + line * g.in_line;
     int base = plane * g.out_plane + line * g.out_line;
     int os = g.out_step;
-    const bool halo = band_interior(m0 - HALF, m0 + RUN + HALF, g.band, os);
-    const bool own = band_interior(m0, m0 + RUN, g.band, os);
+    const run_access halo = band_access(layout, m0 - HALF, m0 + RUN + HALF, g.band, os);
+    const run_access own = band_access(layout, m0, m0 + RUN, g.band, os);
     run_vector a = ub[c];
     for (int t = 0; t < KERNEL_SIZE; ++t) a += uw[c * KERNEL_SIZE + t] * band_run(d + base, m0 + t - HALF, halo, g.band, os);
     run_vector u = run_activation(a, us[c], ut[c]);
-    run_vector odd = odd_run(xl, m0, x_interior(m0, m0 + RUN, g.length, g.in_step), g.length, g.band, g.in_step);
+    run_vector odd = odd_run(xl, m0, x_access(layout, m0, m0 + RUN, g.length, g.in_step), g.length, g.band, g.in_step);
     run_vector gradient = upstream_run(gs, gy, flags, HAS_GS, base, m0, own, g.band, os)
         + cu_scale * (band_run(s + base, m0, own, g.band, os) - odd);
-    store_run(update_pre_out + base + m0 * os, a, m0, g.band, os);
-    store_run(update_gz + base + m0 * os, gradient * (1.0f - u * u), m0, g.band, os);
+    store_run(update_pre_out + base + m0 * os, a, m0, g.band, os, layout);
+    store_run(update_gz + base + m0 * os, gradient * (1.0f - u * u), m0, g.band, os, layout);
 }
 
 __kernel void lift_backward_detail(BACKWARD_BUFFERS, __global const float *update_pre_in,
@@ -442,25 +515,26 @@ __kernel void lift_backward_detail(BACKWARD_BUFFERS, __global const float *updat
                                    GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
     int m0, line, plane;
-    if (!lift_run_position(g, &m0, &line, &plane)) return;
+    run_access layout;
+    if (!lift_lane_position(g, &m0, &line, &plane, &layout)) return;
     int c = plane % g.channels;
     __global const float *xl = x + plane * g.in_plane + line * g.in_line;
     int base = plane * g.out_plane + line * g.out_line;
     int os = g.out_step;
-    const bool halo = band_interior(m0 - HALF, m0 + RUN + HALF, g.band, os);
-    const bool own = band_interior(m0, m0 + RUN, g.band, os);
+    const run_access halo = band_access(layout, m0 - HALF, m0 + RUN + HALF, g.band, os);
+    const run_access own = band_access(layout, m0, m0 + RUN, g.band, os);
     run_vector total = upstream_run(gd, gy, flags, HAS_GD, base, m0, own, g.band, os)
         + cp_scale * band_run(d + base, m0, own, g.band, os)
         + transposed_step(update_pre_in + base, update_gz + base, m0, halo, g.band, os, uw + c * KERNEL_SIZE, us[c]);
-    store_run(gdetail + base + m0 * os, total, m0, g.band, os);
+    store_run(gdetail + base + m0 * os, total, m0, g.band, os, layout);
     // P's output at m receives -gD[m].
-    const bool x_halo = x_interior(m0 - HALF, m0 + RUN + HALF, g.length, g.in_step);
+    const run_access x_halo = x_access(layout, m0 - HALF, m0 + RUN + HALF, g.length, g.in_step);
     run_vector a = pb[c];
     for (int t = 0; t < KERNEL_SIZE; ++t)
         a += pw[c * KERNEL_SIZE + t] * even_run(xl, m0 + t - HALF, x_halo, g.length, g.band, g.in_step);
     run_vector p = run_activation(a, ps[c], pt[c]);
-    store_run(predict_pre_out + base + m0 * os, a, m0, g.band, os);
-    store_run(predict_gz + base + m0 * os, -total * (1.0f - p * p), m0, g.band, os);
+    store_run(predict_pre_out + base + m0 * os, a, m0, g.band, os, layout);
+    store_run(predict_gz + base + m0 * os, -total * (1.0f - p * p), m0, g.band, os, layout);
 }
 
 __kernel void lift_backward_input(BACKWARD_BUFFERS, __global const float *predict_pre_in,
@@ -468,21 +542,22 @@ __kernel void lift_backward_input(BACKWARD_BUFFERS, __global const float *predic
                                   GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
     int m0, line, plane;
-    if (!lift_run_position(g, &m0, &line, &plane)) return;
+    run_access layout;
+    if (!lift_lane_position(g, &m0, &line, &plane, &layout)) return;
     int c = plane % g.channels;
     int in = plane * g.in_plane + line * g.in_line;
     __global const float *xl = x + in;
     int base = plane * g.out_plane + line * g.out_line;
     int os = g.out_step;
     int is = g.in_step;
-    const bool halo = band_interior(m0 - HALF, m0 + RUN + HALF, g.band, os);
-    const bool own = band_interior(m0, m0 + RUN, g.band, os);
-    run_vector odd_x = odd_run(xl, m0, x_interior(m0, m0 + RUN, g.length, is), g.length, g.band, is);
+    const run_access halo = band_access(layout, m0 - HALF, m0 + RUN + HALF, g.band, os);
+    const run_access own = band_access(layout, m0, m0 + RUN, g.band, os);
+    run_vector odd_x = odd_run(xl, m0, x_access(layout, m0, m0 + RUN, g.length, is), g.length, g.band, is);
     run_vector residual = band_run(s + base, m0, own, g.band, os) - odd_x;
     run_vector even = upstream_run(gs, gy, flags, HAS_GS, base, m0, own, g.band, os) + cu_scale * residual
         + transposed_step(predict_pre_in + base, predict_gz + base, m0, halo, g.band, os, pw + c * KERNEL_SIZE, ps[c]);
     run_vector odd = band_run(gdetail + base, m0, own, g.band, os) - cu_scale * residual;
-    store_pairs(gx + in, even, odd, m0, g.band, g.length, is, true);
+    store_pairs(gx + in, even, odd, m0, g.band, g.length, is, true, layout);
 }
 
 // Sums values[0..LIFT_GROUP) of local memory into values[0].
@@ -496,21 +571,29 @@ inline void group_sum(__local float *values, int lid) {
 
 #define GRADIENT_SLOTS (2 * (KERNEL_SIZE + 3))
 
-/* Sums each of the GRADIENT_SLOTS per-item partial sums (vectors: their lanes are added first,
-   in lane order) over the work-group and adds (or, when
+// Adds each slot's lanes, in lane order, before the work-group reduction: only scalars stay live
+// across its barriers (PoCL keeps every live private value of every work item in memory across
+// a barrier; the vectors made the reduction 2-4x slower on small maps).
+inline void lane_totals(const run_vector *sums, float *totals) {
+    for (int k = 0; k < GRADIENT_SLOTS; ++k) {
+        float lanes[RUN];
+        STORE_RUN(sums[k], lanes);
+        float total = 0.0f;
+        for (int r = 0; r < RUN; ++r) total += lanes[r];
+        totals[k] = total;
+    }
+}
+
+/* Sums each of the GRADIENT_SLOTS per-item partial sums over the work-group and adds (or, when
    !accumulate, writes) it to its parameter gradient of channel c: slots 0..K-1 predict weights,
    then predict bias, scale, shift, then the same four for update. Every work item must call it
    (it holds barriers). */
 static void store_parameter_gradients(
-    const run_vector *sums, __local float *scratch, int lid, int c, int accumulate, __global float *gpw, __global float *gpb,
+    const float *sums, __local float *scratch, int lid, int c, int accumulate, __global float *gpw, __global float *gpb,
     __global float *gps, __global float *gpt, __global float *guw, __global float *gub, __global float *gus,
     __global float *gut) {
     for (int k = 0; k < GRADIENT_SLOTS; ++k) {
-        float lanes[RUN];
-        STORE_RUN(sums[k], lanes);
-        float sum = 0.0f;
-        for (int r = 0; r < RUN; ++r) sum += lanes[r];
-        scratch[lid] = sum;
+        scratch[lid] = sums[k];
         group_sum(scratch, lid);
         if (lid == 0) {
             float value = scratch[0];
@@ -544,19 +627,28 @@ __kernel void lift_parameter_gradients(BACKWARD_BUFFERS, __global const float *u
     run_vector sums[GRADIENT_SLOTS];
     for (int k = 0; k < GRADIENT_SLOTS; ++k) sums[k] = 0.0f;
     int batch = g.planes / g.channels;
-    int runs = (g.band + RUN - 1) / RUN;
-    int total = batch * g.lines * runs;
+    // Along W a unit is a run of RUN positions of one line, along H one position of RUN lines.
+    int units_per_line = g.along_width ? (g.band + RUN - 1) / RUN : (g.lines + RUN - 1) / RUN;
+    int lines_per_plane = g.along_width ? g.lines : g.band;
+    int total = batch * lines_per_plane * units_per_line;
     int os = g.out_step;
     int is = g.in_step;
     for (int e = lid; e < total; e += LIFT_GROUP) {
-        int m0 = (e % runs) * RUN;
-        int rest = e / runs;
-        int line = rest % g.lines;
-        int plane = (rest / g.lines) * g.channels + c;
+        int unit = e % units_per_line;
+        int rest = e / units_per_line;
+        int outer = rest % lines_per_plane;
+        int plane = (rest / lines_per_plane) * g.channels + c;
+        int m0 = g.along_width ? unit * RUN : outer;
+        int line = g.along_width ? outer : unit * RUN;
+        run_access layout = along(false);
+        if (!g.along_width) {
+            layout.kind = ACROSS;
+            layout.lanes = min(RUN, g.lines - line);
+        }
         __global const float *xl = x + plane * g.in_plane + line * g.in_line;
         int base = plane * g.out_plane + line * g.out_line;
-        const bool own = band_interior(m0, m0 + RUN, g.band, os);
-        const bool halo = band_interior(m0 - HALF, m0 + RUN + HALF, g.band, os);
+        const run_access own = band_access(layout, m0, m0 + RUN, g.band, os);
+        const run_access halo = band_access(layout, m0 - HALF, m0 + RUN + HALF, g.band, os);
         // U at m: its output receives gA[m]. Lanes past the band read pre = gz = 0: no share.
         run_vector au = band_run(update_pre_in + base, m0, own, g.band, os);
         run_vector gz = band_run(update_gz + base, m0, own, g.band, os);
@@ -569,13 +661,15 @@ __kernel void lift_parameter_gradients(BACKWARD_BUFFERS, __global const float *u
         run_vector ap = band_run(predict_pre_in + base, m0, own, g.band, os);
         run_vector gzp = band_run(predict_gz + base, m0, own, g.band, os);
         run_vector gap = gate_gradient_run(ap, gzp, ps[c]);
-        const bool x_halo = x_interior(m0 - HALF, m0 + RUN + HALF, g.length, is);
+        const run_access x_halo = x_access(layout, m0 - HALF, m0 + RUN + HALF, g.length, is);
         for (int t = 0; t < KERNEL_SIZE; ++t) sums[t] += gap * even_run(xl, m0 + t - HALF, x_halo, g.length, g.band, is);
         sums[KERNEL_SIZE] += gap;
         sums[KERNEL_SIZE + 1] += gzp * run_relu(ap);
         sums[KERNEL_SIZE + 2] += gzp;
     }
-    store_parameter_gradients(sums, scratch, lid, c, accumulate, gpw, gpb, gps, gpt, guw, gub, gus, gut);
+    float totals[GRADIENT_SLOTS];
+    lane_totals(sums, totals);
+    store_parameter_gradients(totals, scratch, lid, c, accumulate, gpw, gpb, gps, gpt, guw, gub, gus, gut);
 }
 
 // Global size (LIFT_GROUP * groups), local LIFT_GROUP; partials has 2 * groups floats.
@@ -621,7 +715,8 @@ __kernel void lift_regulariser_partials(__global const float *x, __global const 
 // Three tanh per band position (2K + 3 before).
 
 // gx_o on a run: gx[2m + 1], 0 where 2m + 1 = L (a dropped padded sample) or outside the band.
-inline run_vector odd_gradient_run(__global const float *gxl, int m0, int length, int band, int step) {
+inline run_vector odd_gradient_run(__global const float *gxl, int m0, run_access layout, int length, int band, int step) {
+    if (layout.kind == ACROSS) return across_run(gxl, m0 < band && 2 * m0 + 1 < length, (2 * m0 + 1) * step, layout.lanes);
     if (x_interior(m0, m0 + RUN, length, step)) return EVEN_LANES(gxl + 2 * m0 + 1);
     float lanes[RUN];
     for (int r = 0; r < RUN; ++r) {
@@ -637,37 +732,39 @@ __kernel void lift_up_even(__global const float *s, __global const float *d, __g
                            __global float *update_pre_out, GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
     int m0, line, plane;
-    if (!lift_run_position(g, &m0, &line, &plane)) return;
+    run_access layout;
+    if (!lift_lane_position(g, &m0, &line, &plane, &layout)) return;
     int c = plane % g.channels;
     int base = plane * g.in_plane + line * g.in_line;
     int is = g.in_step;
-    const bool halo = band_interior(m0 - HALF, m0 + RUN + HALF, g.band, is);
-    const bool own = band_interior(m0, m0 + RUN, g.band, is);
+    const run_access halo = band_access(layout, m0 - HALF, m0 + RUN + HALF, g.band, is);
+    const run_access own = band_access(layout, m0, m0 + RUN, g.band, is);
     run_vector a = ub[c];
     for (int t = 0; t < KERNEL_SIZE; ++t) a += uw[c * KERNEL_SIZE + t] * band_run(d + base, m0 + t - HALF, halo, g.band, is);
-    store_run(update_pre_out + base + m0 * is, a, m0, g.band, is);
+    store_run(update_pre_out + base + m0 * is, a, m0, g.band, is, layout);
     store_run(even + base + m0 * is, band_run(s + base, m0, own, g.band, is) - run_activation(a, us[c], ut[c]), m0,
-              g.band, is);
+              g.band, is, layout);
 }
 
 __kernel void lift_up_predict_gate(__global const float *even, __global const float *gx, __global float *predict_pre_out,
                                    __global float *predict_gz, GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
     int m0, line, plane;
-    if (!lift_run_position(g, &m0, &line, &plane)) return;
+    run_access layout;
+    if (!lift_lane_position(g, &m0, &line, &plane, &layout)) return;
     int c = plane % g.channels;
     int base = plane * g.in_plane + line * g.in_line;
     int is = g.in_step;
     __global const float *gxl = gx + plane * g.out_plane + line * g.out_line;
     // P reads x_e through the same zero-padded band access as U reads d.
-    const bool halo = band_interior(m0 - HALF, m0 + RUN + HALF, g.band, is);
+    const run_access halo = band_access(layout, m0 - HALF, m0 + RUN + HALF, g.band, is);
     run_vector a = pb[c];
     for (int t = 0; t < KERNEL_SIZE; ++t)
         a += pw[c * KERNEL_SIZE + t] * band_run(even + base, m0 + t - HALF, halo, g.band, is);
     run_vector p = run_activation(a, ps[c], pt[c]);
-    store_run(predict_pre_out + base + m0 * is, a, m0, g.band, is);
-    store_run(predict_gz + base + m0 * is, odd_gradient_run(gxl, m0, g.length, g.band, g.out_step) * (1.0f - p * p), m0,
-              g.band, is);
+    store_run(predict_pre_out + base + m0 * is, a, m0, g.band, is, layout);
+    store_run(predict_gz + base + m0 * is, odd_gradient_run(gxl, m0, layout, g.length, g.band, g.out_step) * (1.0f - p * p), m0,
+              g.band, is, layout);
 }
 
 __kernel void lift_up_backward_even(__global const float *predict_pre_in, __global const float *predict_gz,
@@ -675,20 +772,21 @@ __kernel void lift_up_backward_even(__global const float *predict_pre_in, __glob
                                     __global float *update_gz, GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
     int m0, line, plane;
-    if (!lift_run_position(g, &m0, &line, &plane)) return;
+    run_access layout;
+    if (!lift_lane_position(g, &m0, &line, &plane, &layout)) return;
     int c = plane % g.channels;
     int base = plane * g.in_plane + line * g.in_line;
     int is = g.in_step;
     __global const float *gxl = gx + plane * g.out_plane + line * g.out_line;
-    const bool halo = band_interior(m0 - HALF, m0 + RUN + HALF, g.band, is);
-    const bool own = band_interior(m0, m0 + RUN, g.band, is);
-    run_vector gx_even = even_run(gxl, m0, x_interior(m0, m0 + RUN, g.length, g.out_step), g.length, g.band, g.out_step);
+    const run_access halo = band_access(layout, m0 - HALF, m0 + RUN + HALF, g.band, is);
+    const run_access own = band_access(layout, m0, m0 + RUN, g.band, is);
+    run_vector gx_even = even_run(gxl, m0, x_access(layout, m0, m0 + RUN, g.length, g.out_step), g.length, g.band, g.out_step);
     run_vector total =
         gx_even + transposed_step(predict_pre_in + base, predict_gz + base, m0, halo, g.band, is, pw + c * KERNEL_SIZE, ps[c]);
-    store_run(gs + base + m0 * is, total, m0, g.band, is);
+    store_run(gs + base + m0 * is, total, m0, g.band, is, layout);
     // U's output at m receives -gs[m].
     run_vector u = run_activation(band_run(update_pre_in + base, m0, own, g.band, is), us[c], ut[c]);
-    store_run(update_gz + base + m0 * is, -total * (1.0f - u * u), m0, g.band, is);
+    store_run(update_gz + base + m0 * is, -total * (1.0f - u * u), m0, g.band, is, layout);
 }
 
 __kernel void lift_up_backward_detail(__global const float *update_pre_in, __global const float *update_gz,
@@ -696,15 +794,16 @@ __kernel void lift_up_backward_detail(__global const float *update_pre_in, __glo
                                       LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
     int m0, line, plane;
-    if (!lift_run_position(g, &m0, &line, &plane)) return;
+    run_access layout;
+    if (!lift_lane_position(g, &m0, &line, &plane, &layout)) return;
     int c = plane % g.channels;
     int base = plane * g.in_plane + line * g.in_line;
     int is = g.in_step;
     __global const float *gxl = gx + plane * g.out_plane + line * g.out_line;
-    const bool halo = band_interior(m0 - HALF, m0 + RUN + HALF, g.band, is);
-    run_vector total = odd_gradient_run(gxl, m0, g.length, g.band, g.out_step)
+    const run_access halo = band_access(layout, m0 - HALF, m0 + RUN + HALF, g.band, is);
+    run_vector total = odd_gradient_run(gxl, m0, layout, g.length, g.band, g.out_step)
         + transposed_step(update_pre_in + base, update_gz + base, m0, halo, g.band, is, uw + c * KERNEL_SIZE, us[c]);
-    store_run(gd + base + m0 * is, total, m0, g.band, is);
+    store_run(gd + base + m0 * is, total, m0, g.band, is, layout);
 }
 
 __kernel void lift_up_parameter_gradients(__global const float *even, __global const float *d,
@@ -720,17 +819,26 @@ __kernel void lift_up_parameter_gradients(__global const float *even, __global c
     run_vector sums[GRADIENT_SLOTS];
     for (int k = 0; k < GRADIENT_SLOTS; ++k) sums[k] = 0.0f;
     int batch = g.planes / g.channels;
-    int runs = (g.band + RUN - 1) / RUN;
-    int total = batch * g.lines * runs;
+    // Along W a unit is a run of RUN positions of one line, along H one position of RUN lines.
+    int units_per_line = g.along_width ? (g.band + RUN - 1) / RUN : (g.lines + RUN - 1) / RUN;
+    int lines_per_plane = g.along_width ? g.lines : g.band;
+    int total = batch * lines_per_plane * units_per_line;
     int is = g.in_step;
     for (int e = lid; e < total; e += LIFT_GROUP) {
-        int m0 = (e % runs) * RUN;
-        int rest = e / runs;
-        int line = rest % g.lines;
-        int plane = (rest / g.lines) * g.channels + c;
+        int unit = e % units_per_line;
+        int rest = e / units_per_line;
+        int outer = rest % lines_per_plane;
+        int plane = (rest / lines_per_plane) * g.channels + c;
+        int m0 = g.along_width ? unit * RUN : outer;
+        int line = g.along_width ? outer : unit * RUN;
+        run_access layout = along(false);
+        if (!g.along_width) {
+            layout.kind = ACROSS;
+            layout.lanes = min(RUN, g.lines - line);
+        }
         int base = plane * g.in_plane + line * g.in_line;
-        const bool own = band_interior(m0, m0 + RUN, g.band, is);
-        const bool halo = band_interior(m0 - HALF, m0 + RUN + HALF, g.band, is);
+        const run_access own = band_access(layout, m0, m0 + RUN, g.band, is);
+        const run_access halo = band_access(layout, m0 - HALF, m0 + RUN + HALF, g.band, is);
         // P at m (input x_e): its output receives gx_o[m]. U at m (input d): its output receives
         // -gs[m]. Lanes past the band read pre = gz = 0: no share.
         run_vector ap = band_run(predict_pre_in + base, m0, own, g.band, is);
@@ -750,5 +858,7 @@ __kernel void lift_up_parameter_gradients(__global const float *even, __global c
         sums[2 * KERNEL_SIZE + 4] += gzu * run_relu(au);
         sums[2 * KERNEL_SIZE + 5] += gzu;
     }
-    store_parameter_gradients(sums, scratch, lid, c, accumulate, gpw, gpb, gps, gpt, guw, gub, gus, gut);
+    float totals[GRADIENT_SLOTS];
+    lane_totals(sums, totals);
+    store_parameter_gradients(totals, scratch, lid, c, accumulate, gpw, gpb, gps, gpt, guw, gub, gus, gut);
 }

@@ -639,15 +639,21 @@ struct LiftPass {
             .map { .int($0) }
     }
 
-    /// The forward, inverse and per-position backward kernels: one work item per run of `run`
-    /// band positions, (run, line) along W, (line, run) along H, then planes.
+    /// The forward and inverse kernels: one work item per run of `run` band positions, (run,
+    /// line) along W, (line, run) along H, then planes.
     func runGlobal(_ run: Int) -> [Int] {
         let runs = (band + run - 1) / run
         return alongWidth ? [runs, lines, planes] : [lines, runs, planes]
     }
 
-    /// The program and global size of this pass's run kernels (forward, inverse and the
-    /// per-position backward kernels) on `device`, with RUN chosen for this pass's band length.
+    /// The per-position backward kernels: along W one work item per run of `run` positions (as
+    /// `runGlobal`), along H one per group of `run` neighbouring lines at one position.
+    func laneGlobal(_ run: Int) -> [Int] {
+        alongWidth ? runGlobal(run) : [(lines + run - 1) / run, band, planes]
+    }
+
+    /// The program and global size of this pass's forward or inverse kernel on `device`, with RUN
+    /// chosen for this pass's band length (the backward kernels use the program with `laneGlobal`).
     func runLaunch(_ configuration: LiftPoolConfiguration, on device: Device) throws -> (
         program: OpenCLProgram, global: [Int]
     ) {
@@ -704,7 +710,9 @@ struct LiftPass {
             DeviceTensor(shape: s.shape, on: device)
         )
         let geometry = arguments(inverse: false) + weights.arguments
-        let (runProgram, global) = try runLaunch(configuration, on: device)
+        let run = LiftLaunch.choose(for: device, band: band).run
+        let runProgram = try Self.program(configuration, device, run: run)
+        let global = laneGlobal(run)
         try device.context.dispatch(
             "lift_backward_update_gate", in: runProgram,
             arguments: buffers + [updatePre, updateGradient].map { .buffer($0.buffer) } + geometry, global: global)
@@ -734,7 +742,9 @@ struct LiftPass {
     ) throws {
         let device = weights.device
         let geometry = arguments(inverse: true) + weights.arguments
-        let (runProgram, global) = try runLaunch(configuration, on: device)
+        let run = LiftLaunch.choose(for: device, band: band).run
+        let runProgram = try Self.program(configuration, device, run: run)
+        let global = laneGlobal(run)
         let (even, updatePre, updateGradient, predictPre, predictGradient) = try (
             DeviceTensor(shape: s.shape, on: device), DeviceTensor(shape: s.shape, on: device),
             DeviceTensor(shape: s.shape, on: device), DeviceTensor(shape: s.shape, on: device),
