@@ -450,6 +450,12 @@ inline run_vector gate_gradient_run(run_vector pre, run_vector gz, float scale) 
     return select((run_vector)0.0f, gz * scale, pre > 0.0f);
 }
 
+// ACROSS for the group of lines that starts at `line`.
+inline run_access across(const lift_geometry g, int line) {
+    run_access access = {ACROSS, min(RUN, g.lines - line)};
+    return access;
+}
+
 // Which run (m0, first line, plane) this work item of a per-position backward kernel owns, and
 // its lane layout. Along W as lift_run_position (ALONG). Along H the lanes are RUN neighbouring
 // lines at one position (ACROSS), global (ceil(lines / RUN), band, planes): the backward steps
@@ -462,9 +468,36 @@ inline bool lift_lane_position(const lift_geometry g, int *m0, int *line, int *p
     *line = get_global_id(0) * RUN;
     *m0 = get_global_id(1);
     *plane = get_global_id(2);
-    layout->kind = ACROSS;
-    layout->lanes = min(RUN, g.lines - *line);
+    *layout = across(g, *line);
     return *m0 < g.band && *line < g.lines && *plane < g.planes;
+}
+
+// The parameter reductions visit a channel in units laid out as the backward kernels' runs:
+// along W a run of RUN positions of one line, along H one position of RUN lines.
+inline int units_per_line(const lift_geometry g) {
+    return g.along_width ? (g.band + RUN - 1) / RUN : (g.lines + RUN - 1) / RUN;
+}
+
+// Lines per plane in the reductions' sense: band positions along H, where a unit spans lines.
+inline int lines_per_plane(const lift_geometry g) {
+    return g.along_width ? g.lines : g.band;
+}
+
+inline int reduction_units(const lift_geometry g) {
+    return (g.planes / g.channels) * lines_per_plane(g) * units_per_line(g);
+}
+
+// Unit e of channel c: its first lane (m0, line), its plane and its layout.
+inline run_access reduction_unit(const lift_geometry g, int c, int e, int *m0, int *line, int *plane) {
+    int units = units_per_line(g);
+    int lines = lines_per_plane(g);
+    int unit = e % units;
+    int rest = e / units;
+    int outer = rest % lines;
+    *plane = (rest / lines) * g.channels + c;
+    *m0 = g.along_width ? unit * RUN : outer;
+    *line = g.along_width ? outer : unit * RUN;
+    return g.along_width ? along(false) : across(g, *line);
 }
 
 // The upstream gradient of a band (own: HAS_GS or HAS_GD) on a run, with gy's share.
@@ -626,25 +659,12 @@ __kernel void lift_parameter_gradients(BACKWARD_BUFFERS, __global const float *u
     int lid = get_local_id(0);
     run_vector sums[GRADIENT_SLOTS];
     for (int k = 0; k < GRADIENT_SLOTS; ++k) sums[k] = 0.0f;
-    int batch = g.planes / g.channels;
-    // Along W a unit is a run of RUN positions of one line, along H one position of RUN lines.
-    int units_per_line = g.along_width ? (g.band + RUN - 1) / RUN : (g.lines + RUN - 1) / RUN;
-    int lines_per_plane = g.along_width ? g.lines : g.band;
-    int total = batch * lines_per_plane * units_per_line;
+    int total = reduction_units(g);
     int os = g.out_step;
     int is = g.in_step;
     for (int e = lid; e < total; e += LIFT_GROUP) {
-        int unit = e % units_per_line;
-        int rest = e / units_per_line;
-        int outer = rest % lines_per_plane;
-        int plane = (rest / lines_per_plane) * g.channels + c;
-        int m0 = g.along_width ? unit * RUN : outer;
-        int line = g.along_width ? outer : unit * RUN;
-        run_access layout = along(false);
-        if (!g.along_width) {
-            layout.kind = ACROSS;
-            layout.lanes = min(RUN, g.lines - line);
-        }
+        int m0, line, plane;
+        const run_access layout = reduction_unit(g, c, e, &m0, &line, &plane);
         __global const float *xl = x + plane * g.in_plane + line * g.in_line;
         int base = plane * g.out_plane + line * g.out_line;
         const run_access own = band_access(layout, m0, m0 + RUN, g.band, os);
@@ -818,24 +838,11 @@ __kernel void lift_up_parameter_gradients(__global const float *even, __global c
     int lid = get_local_id(0);
     run_vector sums[GRADIENT_SLOTS];
     for (int k = 0; k < GRADIENT_SLOTS; ++k) sums[k] = 0.0f;
-    int batch = g.planes / g.channels;
-    // Along W a unit is a run of RUN positions of one line, along H one position of RUN lines.
-    int units_per_line = g.along_width ? (g.band + RUN - 1) / RUN : (g.lines + RUN - 1) / RUN;
-    int lines_per_plane = g.along_width ? g.lines : g.band;
-    int total = batch * lines_per_plane * units_per_line;
+    int total = reduction_units(g);
     int is = g.in_step;
     for (int e = lid; e < total; e += LIFT_GROUP) {
-        int unit = e % units_per_line;
-        int rest = e / units_per_line;
-        int outer = rest % lines_per_plane;
-        int plane = (rest / lines_per_plane) * g.channels + c;
-        int m0 = g.along_width ? unit * RUN : outer;
-        int line = g.along_width ? outer : unit * RUN;
-        run_access layout = along(false);
-        if (!g.along_width) {
-            layout.kind = ACROSS;
-            layout.lanes = min(RUN, g.lines - line);
-        }
+        int m0, line, plane;
+        const run_access layout = reduction_unit(g, c, e, &m0, &line, &plane);
         int base = plane * g.in_plane + line * g.in_line;
         const run_access own = band_access(layout, m0, m0 + RUN, g.band, is);
         const run_access halo = band_access(layout, m0 - HALF, m0 + RUN + HALF, g.band, is);
