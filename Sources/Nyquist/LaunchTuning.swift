@@ -20,8 +20,8 @@ public struct LaunchParameters: Codable, Hashable, Sendable, CustomStringConvert
     /// Elements per work-group below which tips_forward batches several planes into one
     /// work-group (1: one plane per work-group); nil for other families.
     public var elementsPerGroup: Int?
-    /// Band positions per work item of the LiftPool forward and inverse kernels (RUN of
-    /// Kernels/lift_pool.cl, the lanes of one vector: 1, 2, 4 or 8); nil for other families.
+    /// Band positions per work item of the LiftPool kernels (RUN of Kernels/lift_pool.cl, the
+    /// lanes of one vector: 1, 2, 4 or 8); nil for other families.
     public var run: Int?
     /// Whether the register-tiled AdaptiveBlurPool predictor runs (where P = G*k*k allows it);
     /// nil for other families.

@@ -653,12 +653,20 @@ struct LiftPass {
     }
 
     /// The program and global size of this pass's forward or inverse kernel on `device`, with RUN
-    /// chosen for this pass's band length (the backward kernels use the program with `laneGlobal`).
+    /// chosen for this pass's band length.
     func runLaunch(_ configuration: LiftPoolConfiguration, on device: Device) throws -> (
         program: OpenCLProgram, global: [Int]
     ) {
         let run = LiftLaunch.choose(for: device, band: band).run
         return (try Self.program(configuration, device, run: run), runGlobal(run))
+    }
+
+    /// The same program with the global size of the per-position backward kernels.
+    func laneLaunch(_ configuration: LiftPoolConfiguration, on device: Device) throws -> (
+        program: OpenCLProgram, global: [Int]
+    ) {
+        let run = LiftLaunch.choose(for: device, band: band).run
+        return (try Self.program(configuration, device, run: run), laneGlobal(run))
     }
 
     /// Work-group size of the reductions (LIFT_GROUP in the kernels).
@@ -710,9 +718,7 @@ struct LiftPass {
             DeviceTensor(shape: s.shape, on: device)
         )
         let geometry = arguments(inverse: false) + weights.arguments
-        let run = LiftLaunch.choose(for: device, band: band).run
-        let runProgram = try Self.program(configuration, device, run: run)
-        let global = laneGlobal(run)
+        let (runProgram, global) = try laneLaunch(configuration, on: device)
         try device.context.dispatch(
             "lift_backward_update_gate", in: runProgram,
             arguments: buffers + [updatePre, updateGradient].map { .buffer($0.buffer) } + geometry, global: global)
@@ -742,9 +748,7 @@ struct LiftPass {
     ) throws {
         let device = weights.device
         let geometry = arguments(inverse: true) + weights.arguments
-        let run = LiftLaunch.choose(for: device, band: band).run
-        let runProgram = try Self.program(configuration, device, run: run)
-        let global = laneGlobal(run)
+        let (runProgram, global) = try laneLaunch(configuration, on: device)
         let (even, updatePre, updateGradient, predictPre, predictGradient) = try (
             DeviceTensor(shape: s.shape, on: device), DeviceTensor(shape: s.shape, on: device),
             DeviceTensor(shape: s.shape, on: device), DeviceTensor(shape: s.shape, on: device),
@@ -806,7 +810,8 @@ struct LiftPass {
 /// database entry, the built-in default and a test's override all take one path.
 ///
 /// `run` is the number of consecutive band positions one work item of the forward and inverse
-/// kernels computes (RUN), held as one vector of `run` lanes (float, float2, float4 or float8):
+/// kernels computes (RUN), held as one vector of `run` lanes (float, float2, float4 or float8;
+/// the backward kernels use the same lanes, along H across `run` neighbouring columns):
 /// each evaluates the inner step (P for a forward lifting, U for an inverse one) on the run plus
 /// a K/2 halo each side, so the inner step costs about (run + K - 1) / run evaluations per band
 /// position instead of K, in vectors. Larger runs cut the recomputation and widen the
@@ -814,7 +819,8 @@ struct LiftPass {
 /// the band length of a pass (each pass of a 2-D layer chooses for its own axis): "wide" (>= 16
 /// positions), "narrow" (where a long run leaves few work items).
 struct LiftLaunch: Equatable {
-    /// Band positions per work item of lift_down, lift_down_pair and lift_up.
+    /// Lanes per work item of the LiftPool kernels (band positions in lift_down, lift_down_pair and
+    /// lift_up).
     var run: Int
 
     /// The tuner and database name of the family.
