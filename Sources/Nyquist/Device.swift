@@ -67,7 +67,11 @@ public final class Device: @unchecked Sendable, CustomStringConvertible {
     /// The program built from kernel file `file` with `defines`, from the cache when possible.
     func program(_ file: String, defines: [String: Int] = [:]) throws -> OpenCLProgram {
         let source = try KernelLibrary.source(of: file)
-        let options = (["-cl-std=CL1.2"] + defines.sorted { $0.key < $1.key }.map { "-D\($0.key)=\($0.value)" })
+        // `-w`: the kernels are linted warning-free with clang at development time, but PoCL's
+        // compiler writes "N warnings generated." to the process's stderr for target-ABI notes
+        // (vectors wider than its native width crossing calls); a user's first run must not
+        // print compiler noise into the CLI's one-line error contract.
+        let options = (["-cl-std=CL1.2", "-w"] + defines.sorted { $0.key < $1.key }.map { "-D\($0.key)=\($0.value)" })
             .joined(separator: " ")
         return try context.program(source: source, options: options)
     }

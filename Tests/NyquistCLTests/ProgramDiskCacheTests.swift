@@ -95,7 +95,13 @@ private func run(_ program: OpenCLProgram, in context: OpenCLContext) throws -> 
         #expect(reader.statistics.diskHits == 0)
         #expect(reader.statistics.builds == 1)
         #expect(reader.statistics.diskWrites == 1, "the bad entry is overwritten")
-        #expect(try [UInt8](Data(contentsOf: URL(fileURLWithPath: path))) == original)
+        // The rebuilt entry carries the same key; its payload need not equal the first build's
+        // bytes (a driver whose own compile cache is cold may emit a different binary), so
+        // whether it is usable is checked by loading it below, not by comparing bytes.
+        let rebuilt = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        #expect(rebuilt.count > payloadOffset)
+        #expect(rebuilt.prefix(16 + keyLength) == original.prefix(16 + keyLength))
+        #expect(rebuilt != bytes, "the damaged bytes are replaced")
         #expect(try entries(root).count == 1, "no temporary files left behind")
 
         let next = try context(root)
