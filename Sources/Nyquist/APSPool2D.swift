@@ -208,7 +208,8 @@ struct PolyphaseLaunch: Equatable {
     /// that launching a work-group (microseconds on PoCL) does not dominate small maps.
     /// Candidates 1024 ... 16384; 1 gives one plane per work-group.
     var elementsPerGroup = 4096
-    /// Work-group shape of aps_gather and aps_scatter (nil: the driver's choice).
+    /// Work-group shape of aps_gather and aps_scatter (nil: the dispatch default, the driver's
+    /// choice on a GPU and `OpenCLContext.canonicalLocalSize(for:)` elsewhere).
     var localSize: [Int]? = nil
     /// TIPS backward (tips_backward_band) gives each work-group about this many x' elements:
     /// bands of whole rows (at least 3) of one plane, or whole small planes batched; 0 takes

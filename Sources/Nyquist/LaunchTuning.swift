@@ -95,11 +95,16 @@ public struct LaunchParameters: Codable, Hashable, Sendable, CustomStringConvert
             && within(outVectors, 1...4) && within(bandElements, 0...(1 << 20))
     }
 
-    /// The local size for a launch over `global`, each axis clamped to the global size and
-    /// padded with 1s to its rank; nil leaves the choice to the driver.
+    /// The local size for a launch over `global`, each axis clamped to the global size rounded
+    /// up to a power of two (not to the size itself: a CPU driver compiles a kernel once per
+    /// local size, so sizes that followed the shape would recompile for every small shape) and
+    /// padded with 1s to its rank; nil leaves the choice to the dispatch (see
+    /// `OpenCLContext.dispatch`).
     func local(for global: [Int]) -> [Int]? {
         guard let localSize else { return nil }
-        return global.indices.map { axis in min(axis < localSize.count ? localSize[axis] : 1, max(global[axis], 1)) }
+        return global.indices.map { axis in
+            min(axis < localSize.count ? localSize[axis] : 1, OpenCLContext.powerOfTwoCeiling(global[axis]))
+        }
     }
 }
 

@@ -119,7 +119,7 @@ struct SeparableWindow {
             let global = [columns.count, rows.count, planes]
             try device.context.dispatch(
                 kernels.tables, in: program, arguments: buffers + tables + shape + rows.arguments + columns.arguments,
-                global: global, local: Self.stripLocalSize(global, isGPU: device.info.isGPU))
+                global: global)
         }
         // The interior kernels assume one stride and one tap vector for both axes.
         let square = rows.stride == columns.stride && rows.taps == columns.taps
@@ -155,16 +155,6 @@ struct SeparableWindow {
             try launchTables(
                 rows: topAndBottom, columns: Remap(base: interior.columns.lowerBound, count: interior.columns.count))
         }
-    }
-
-    /// Work-group size of a table (border strip) launch on a CPU device: whole strip rows and
-    /// enough of them for about 256 work items. A side strip is only a few columns wide, and
-    /// the driver's choice then makes one tiny group per row (28 672 groups of 8 items for
-    /// 8x64x112x112, about 10 ms of group overhead on PoCL). GPUs keep the driver's choice.
-    static func stripLocalSize(_ global: [Int], isGPU: Bool) -> [Int]? {
-        guard !isGPU else { return nil }
-        let columns = min(global[0], 64)
-        return [columns, min(global[1], max(1, 256 / columns)), 1]
     }
 
     /// The interior columns a vector kernel of `outputsPerItem` lanes covers: all of

@@ -345,14 +345,43 @@ public final class OpenCLContext: @unchecked Sendable {
 
     // MARK: Dispatch
 
+    /// The work-group size a non-GPU launch over `global` gets when its caller names none: a
+    /// power of two per axis (each at most the axis's size rounded up to a power of two), 64 at
+    /// most along axis 0 of a multi-dimensional launch, about `items` in all. Shapes then map to
+    /// a few sizes (one compiled work-group function each) instead of one per shape, and axis 0,
+    /// the one a CPU driver vectorises across, stays wide.
+    public static func canonicalLocalSize(for global: [Int], items: Int = 256) -> [Int] {
+        var budget = items
+        return global.indices.map { axis in
+            let cap = axis == 0 && global.count > 1 ? min(64, budget) : budget
+            let size = max(1, min(powerOfTwoCeiling(global[axis]), cap))
+            budget = max(1, budget / size)
+            return size
+        }
+    }
+
+    /// The least power of two at or above `size` (1 for sizes below 2).
+    public static func powerOfTwoCeiling(_ size: Int) -> Int {
+        var power = 1
+        while power < size { power <<= 1 }
+        return power
+    }
+
     /// Enqueues kernel `name` of `program` over `global` work items (1-3 dimensions; each size is
-    /// rounded up to a multiple of `local` when given, so kernels must bounds-check).
+    /// rounded up to a multiple of the local size, so kernels must bounds-check).
+    ///
+    /// Without `local`, a GPU gets the driver's choice; any other device gets
+    /// ``canonicalLocalSize(for:)``, because a CPU driver such as PoCL compiles a kernel anew for
+    /// every distinct local size and its own choice follows the global size's divisors, so every
+    /// new input shape would cost a compile of up to seconds (a cold test run compiled 9,138
+    /// work-group functions, mostly for such shape-derived sizes).
     public func dispatch(
         _ name: String, in program: OpenCLProgram, arguments: [KernelArgument], global: [Int], local: [Int]? = nil
     ) throws {
         guard !global.isEmpty, global.count <= 3, global.allSatisfy({ $0 > 0 }) else {
             throw OpenCLError(call: "clEnqueueNDRangeKernel", code: CL_INVALID_GLOBAL_WORK_SIZE, detail: "\(name) \(global)")
         }
+        let local = local ?? (device.isGPU ? nil : Self.canonicalLocalSize(for: global))
         var globalSizes = global
         if let local {
             // Checked here because the rounding below would trap on a zero or missing axis.

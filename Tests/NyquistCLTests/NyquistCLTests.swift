@@ -272,6 +272,47 @@ private func environment(_ name: String) -> String? {
         #expect(try context.read(yBuffer, count: n) == axpbExpected(x, -1))
     }
 
+    /// Shapes that differ only within a power-of-two bucket share one local size (one compiled
+    /// work-group function on a CPU driver), axis 0 stays the widest, and no size exceeds the
+    /// item budget or its axis rounded up.
+    @Test func canonicalLocalSizesFollowPowerOfTwoBuckets() {
+        #expect(OpenCLContext.canonicalLocalSize(for: [7, 36, 15]) == [8, 32, 1])
+        #expect(OpenCLContext.canonicalLocalSize(for: [5, 33, 9]) == [8, 32, 1])
+        #expect(OpenCLContext.canonicalLocalSize(for: [112, 112, 512]) == [64, 4, 1])
+        #expect(OpenCLContext.canonicalLocalSize(for: [2, 56, 512]) == [2, 64, 2])
+        #expect(OpenCLContext.canonicalLocalSize(for: [1, 1, 3]) == [1, 1, 4])
+        #expect(OpenCLContext.canonicalLocalSize(for: [1_000_000]) == [256])
+        #expect(OpenCLContext.canonicalLocalSize(for: [3]) == [4])
+        for global in [[1], [300], [5, 7], [70, 3], [9, 9, 9], [1, 500, 2], [4096, 4096, 4096]] {
+            let local = OpenCLContext.canonicalLocalSize(for: global)
+            #expect(local.count == global.count)
+            #expect(local.reduce(1, *) <= 256, "\(global) -> \(local)")
+            for (size, extent) in zip(local, global) {
+                #expect(size & (size - 1) == 0 && size <= OpenCLContext.powerOfTwoCeiling(extent), "\(global) -> \(local)")
+            }
+        }
+        #expect([0, 1, 2, 3, 64, 65].map(OpenCLContext.powerOfTwoCeiling) == [1, 1, 2, 4, 64, 128])
+    }
+
+    /// A launch without a local size on a CPU device is rounded up to the canonical size; a
+    /// bounds-checked kernel then writes exactly its n elements for awkward n.
+    @Test(arguments: [1, 13, 257, 1001])
+    func defaultLocalSizeRoundsUpSafely(n: Int) throws {
+        let context = try makeContext()
+        let program = try context.program(source: axpbSource, options: "")
+        let x = (0..<n).map { Float($0) * 0.5 }
+        let padded = OpenCLContext.powerOfTwoCeiling(n) + 256
+        let xBuffer = try context.makeBuffer(byteCount: n * 4)
+        let yBuffer = try context.makeBuffer(byteCount: padded * 4)
+        try context.write(x, to: xBuffer)
+        try context.fill(yBuffer, with: -7)
+        try context.dispatch(
+            "axpb", in: program, arguments: [.buffer(xBuffer), .buffer(yBuffer), .int(n), .float(1)], global: [n])
+        let y = try context.read(yBuffer, count: padded)
+        #expect(Array(y[..<n]) == axpbExpected(x, 1))
+        #expect(y[n...].allSatisfy { $0 == -7 })
+    }
+
     @Test func localMemoryArgument() throws {
         let context = try makeContext()
         let program = try context.program(source: reverseSource, options: "")
