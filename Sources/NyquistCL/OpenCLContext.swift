@@ -346,16 +346,19 @@ public final class OpenCLContext: @unchecked Sendable {
     // MARK: Dispatch
 
     /// The work-group size a non-GPU launch over `global` gets when its caller names none: a
-    /// power of two per axis (each at most the axis's size rounded up to a power of two), 64 at
-    /// most along axis 0 of a multi-dimensional launch, about `items` in all. Shapes then map to
-    /// a few sizes (one compiled work-group function each) instead of one per shape, and axis 0,
-    /// the one a CPU driver vectorises across, stays wide.
-    public static func canonicalLocalSize(for global: [Int], items: Int = 256) -> [Int] {
-        var budget = items
+    /// power of four per axis (each at most the axis's size rounded up to a power of four), 64
+    /// at most along axis 0 of a multi-dimensional launch, at most 256 items in all. Shapes then
+    /// map to a few sizes (one compiled work-group function each) instead of one per shape, and
+    /// axis 0, the one a CPU driver vectorises across, stays wide. Powers of four rather than
+    /// two: half the sizes per axis, for at most 4x idle items along an axis shorter than 64,
+    /// where the launch is small anyway.
+    public static func canonicalLocalSize(for global: [Int]) -> [Int] {
+        var budget = 256
         return global.indices.map { axis in
             let cap = axis == 0 && global.count > 1 ? min(64, budget) : budget
-            let size = max(1, min(powerOfTwoCeiling(global[axis]), cap))
-            budget = max(1, budget / size)
+            var size = 1
+            while size < global[axis] && size < cap { size *= 4 }
+            budget /= size
             return size
         }
     }
