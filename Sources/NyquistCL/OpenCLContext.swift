@@ -347,17 +347,17 @@ public final class OpenCLContext: @unchecked Sendable {
 
     /// The work-group size a non-GPU launch over `global` gets when its caller names none: a
     /// power of four per axis (each at most the axis's size rounded up to a power of four), 64
-    /// at most along axis 0 of a multi-dimensional launch, at most 256 items in all. Shapes then
+    /// at most along axis 0 of a multi-dimensional launch, at most `items` in all. Shapes then
     /// map to a few sizes (one compiled work-group function each) instead of one per shape, and
     /// axis 0, the one a CPU driver vectorises across, stays wide. Powers of four rather than
     /// two: half the sizes per axis, for at most 4x idle items along an axis shorter than 64,
     /// where the launch is small anyway.
-    public static func canonicalLocalSize(for global: [Int]) -> [Int] {
-        var budget = 256
+    public static func canonicalLocalSize(for global: [Int], items: Int = 256) -> [Int] {
+        var budget = max(1, items)
         return global.indices.map { axis in
             let cap = axis == 0 && global.count > 1 ? min(64, budget) : budget
             var size = 1
-            while size < global[axis] && size < cap { size *= 4 }
+            while size < global[axis] && size * 4 <= cap { size *= 4 }
             budget /= size
             return size
         }
@@ -384,7 +384,8 @@ public final class OpenCLContext: @unchecked Sendable {
         guard !global.isEmpty, global.count <= 3, global.allSatisfy({ $0 > 0 }) else {
             throw OpenCLError(call: "clEnqueueNDRangeKernel", code: CL_INVALID_GLOBAL_WORK_SIZE, detail: "\(name) \(global)")
         }
-        let local = local ?? (device.isGPU ? nil : Self.canonicalLocalSize(for: global))
+        let local =
+            local ?? (device.isGPU ? nil : Self.canonicalLocalSize(for: global, items: min(256, device.maxWorkGroupSize)))
         var globalSizes = global
         if let local {
             // Checked here because the rounding below would trap on a zero or missing axis.

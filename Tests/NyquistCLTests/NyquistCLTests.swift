@@ -275,7 +275,7 @@ private func environment(_ name: String) -> String? {
     /// Shapes that differ only within a power-of-four bucket share one local size (one compiled
     /// work-group function on a CPU driver), axis 0 stays the widest, and no size exceeds the
     /// item budget or its axis rounded up.
-    @Test func canonicalLocalSizesFollowPowerOfTwoBuckets() {
+    @Test func canonicalLocalSizesFollowPowerOfFourBuckets() {
         #expect(OpenCLContext.canonicalLocalSize(for: [7, 36, 15]) == [16, 16, 1])
         #expect(OpenCLContext.canonicalLocalSize(for: [5, 33, 9]) == [16, 16, 1])
         #expect(OpenCLContext.canonicalLocalSize(for: [112, 112, 512]) == [64, 4, 1])
@@ -293,6 +293,10 @@ private func environment(_ name: String) -> String? {
             }
         }
         #expect([0, 1, 2, 3, 64, 65].map(OpenCLContext.powerOfTwoCeiling) == [1, 1, 2, 4, 64, 128])
+        // A device whose work-groups hold fewer items gets groups within its limit.
+        #expect(OpenCLContext.canonicalLocalSize(for: [112, 112, 512], items: 128) == [64, 1, 1])
+        #expect(OpenCLContext.canonicalLocalSize(for: [9, 9, 9], items: 32) == [16, 1, 1])
+        #expect(OpenCLContext.canonicalLocalSize(for: [1000], items: 100) == [64])
     }
 
     /// A launch without a local size on a CPU device is rounded up to the canonical size; a
