@@ -652,21 +652,14 @@ struct LiftPass {
         alongWidth ? runGlobal(run) : [(lines + run - 1) / run, band, planes]
     }
 
-    /// The program and global size of this pass's forward or inverse kernel on `device`, with RUN
-    /// chosen for this pass's band length.
-    func runLaunch(_ configuration: LiftPoolConfiguration, on device: Device) throws -> (
+    /// The program and global size of this pass's forward or inverse kernel on `device` (of its
+    /// per-position backward kernels with `backward`: `laneGlobal`), with RUN chosen for this
+    /// pass's band length.
+    func runLaunch(_ configuration: LiftPoolConfiguration, on device: Device, backward: Bool = false) throws -> (
         program: OpenCLProgram, global: [Int]
     ) {
         let run = LiftLaunch.choose(for: device, band: band).run
-        return (try Self.program(configuration, device, run: run), runGlobal(run))
-    }
-
-    /// The same program with the global size of the per-position backward kernels.
-    func laneLaunch(_ configuration: LiftPoolConfiguration, on device: Device) throws -> (
-        program: OpenCLProgram, global: [Int]
-    ) {
-        let run = LiftLaunch.choose(for: device, band: band).run
-        return (try Self.program(configuration, device, run: run), laneGlobal(run))
+        return (try Self.program(configuration, device, run: run), backward ? laneGlobal(run) : runGlobal(run))
     }
 
     /// Work-group size of the reductions (LIFT_GROUP in the kernels).
@@ -718,7 +711,7 @@ struct LiftPass {
             DeviceTensor(shape: s.shape, on: device)
         )
         let geometry = arguments(inverse: false) + weights.arguments
-        let (runProgram, global) = try laneLaunch(configuration, on: device)
+        let (runProgram, global) = try runLaunch(configuration, on: device, backward: true)
         try device.context.dispatch(
             "lift_backward_update_gate", in: runProgram,
             arguments: buffers + [updatePre, updateGradient].map { .buffer($0.buffer) } + geometry, global: global)
@@ -748,7 +741,7 @@ struct LiftPass {
     ) throws {
         let device = weights.device
         let geometry = arguments(inverse: true) + weights.arguments
-        let (runProgram, global) = try laneLaunch(configuration, on: device)
+        let (runProgram, global) = try runLaunch(configuration, on: device, backward: true)
         let (even, updatePre, updateGradient, predictPre, predictGradient) = try (
             DeviceTensor(shape: s.shape, on: device), DeviceTensor(shape: s.shape, on: device),
             DeviceTensor(shape: s.shape, on: device), DeviceTensor(shape: s.shape, on: device),
