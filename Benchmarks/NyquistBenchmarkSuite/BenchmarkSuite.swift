@@ -132,20 +132,16 @@ public enum BenchmarkSuite {
         let repeats = selection.repeats
         printProgress("peak probe")
         let peak = try PeakProbe.measure(device: device, repeats: repeats, smoke: selection.smoke)
-        report.peakGigaflops = peak.gigaflops
-        report.peakDetail = peak.detail
         let total = selection.shapes.count * selection.factories.count * 2
         var done = 0
         var referenceShapes: [String] = []
         for (name, shape) in selection.shapes {
             let host = try HostTensor(shape: shape) { Float(($0 * 7919) % 1000) / 1000 }
             let input = try DeviceTensor(host, on: device)
-            let copy = try measureCopy(input, repeats: repeats)
-            report.copyRows.append(
-                BenchmarkRow(
-                    operatorName: "copy", pass: "baseline", shape: name, dimensions: shape, milliseconds: copy.milliseconds,
-                    bytes: input.count * 8, copyBandwidth: copy.gigabytesPerSecond))
-            let baselines = Baselines(copyGigabytesPerSecond: copy.gigabytesPerSecond, peakGigaflopsPerSecond: peak.gigaflops)
+            let copyBefore = try measureCopy(input, repeats: repeats)
+            let baselines = Baselines(
+                copyGigabytesPerSecond: copyBefore.gigabytesPerSecond, peakGigaflopsPerSecond: peak.gigaflops)
+            let firstRow = report.rows.count
             let timeReference = host.count <= selection.referenceLimit
             if timeReference { referenceShapes.append("\(name) N=\(shape[0])") }
             for factory in selection.factories {
@@ -173,6 +169,29 @@ public enum BenchmarkSuite {
                     }
                 }
             }
+            // The roofline is what the device sustains at its best: a copy measured while the
+            // machine was busy elsewhere (2x slower at times on a shared virtual machine) would
+            // flatter every row of the shape, so the copy runs again after the rows and the
+            // faster of the two is the yardstick.
+            printProgress("copy baseline \(name) N=\(shape[0])")
+            let copyAfter = try measureCopy(input, repeats: repeats)
+            let copy = copyAfter.milliseconds < copyBefore.milliseconds ? copyAfter : copyBefore
+            for index in firstRow..<report.rows.count { report.rows[index].copyBandwidth = copy.gigabytesPerSecond }
+            var copyRow = BenchmarkRow(
+                operatorName: "copy", pass: "baseline", shape: name, dimensions: shape, milliseconds: copy.milliseconds,
+                bytes: input.count * 8, copyBandwidth: copy.gigabytesPerSecond)
+            copyRow.baselineMilliseconds = [copyBefore.milliseconds, copyAfter.milliseconds]
+            report.copyRows.append(copyRow)
+        }
+        // The same for the peak: probed at the start and at the end of the run, the better one.
+        printProgress("peak probe again")
+        let peakAfter = try PeakProbe.measure(device: device, repeats: repeats, smoke: selection.smoke)
+        let bestPeak = max(peak.gigaflops, peakAfter.gigaflops)
+        report.peakGigaflops = bestPeak
+        report.peakMeasurements = [peak.gigaflops, peakAfter.gigaflops]
+        report.peakDetail = (peakAfter.gigaflops > peak.gigaflops ? peakAfter : peak).detail
+        for index in report.rows.indices where report.rows[index].peakGigaflops != nil {
+            report.rows[index].peakGigaflops = bestPeak
         }
         report.referenceNote =
             referenceShapes.isEmpty

@@ -26,6 +26,9 @@ struct BenchmarkRow {
     var referenceMilliseconds: Double? = nil
     /// Device memory one call allocates beyond what was alive before it (outputs, temporaries).
     var memoryBytes: Int? = nil
+    /// Copy baseline rows only: every measurement taken (before and after the shape's rows); the
+    /// row's time is the fastest.
+    var baselineMilliseconds: [Double]? = nil
 
     var gigabytesPerSecond: Double { Double(bytes) / (milliseconds * 1e-3) / 1e9 }
     var copyFraction: Double { gigabytesPerSecond / copyBandwidth }
@@ -56,7 +59,8 @@ struct BenchmarkRow {
             + "\"gb_per_s\": \(number(gigabytesPerSecond)), \"copy_fraction\": \(number(copyFraction)), "
             + "\"flops\": \(optional(flops)), \"gflop_per_s\": \(optional(gigaflopsPerSecond)), "
             + "\"peak_fraction\": \(optional(peakFraction)), \"reference_ms\": \(optional(referenceMilliseconds)), "
-            + "\"speed_up\": \(optional(speedUp)), \"device_peak_bytes\": \(memoryBytes.map(String.init) ?? "null")}"
+            + "\"speed_up\": \(optional(speedUp)), \"device_peak_bytes\": \(memoryBytes.map(String.init) ?? "null")"
+            + (baselineMilliseconds.map { ", \"measured_ms\": [\($0.map(number).joined(separator: ", "))]" } ?? "") + "}"
     }
 }
 
@@ -98,6 +102,8 @@ struct BenchmarkReport {
     var settings: String
     var copyRows: [BenchmarkRow] = []
     var peakGigaflops: Double?
+    /// Every peak probe of the run (at its start and at its end); `peakGigaflops` is the best.
+    var peakMeasurements: [Double] = []
     var peakDetail = ""
     var rows: [BenchmarkRow] = []
     var startup: [StartupRow] = []
@@ -109,7 +115,9 @@ struct BenchmarkReport {
         if !copyRows.isEmpty || !rows.isEmpty {
             parts.append(alignedTable([BenchmarkRow.header] + (copyRows + rows).map(\.cells)).joined(separator: "\n"))
         }
-        if let peakGigaflops { parts.append("peak: \(fixed(peakGigaflops, 1)) GFLOP/s multiply-add (\(peakDetail))") }
+        if let peakGigaflops {
+            parts.append("peak: \(fixed(peakGigaflops, 1)) GFLOP/s multiply-add (\(peakDetail))\(peakRange)")
+        }
         if !startup.isEmpty {
             parts.append(
                 "start-up (host clock, includes program builds; not kernel time):\n"
@@ -122,11 +130,18 @@ struct BenchmarkReport {
 
     var json: String {
         "{\"device\": \(quoted(device)), \"device_line\": \(quoted(deviceLine)), \"settings\": \(quoted(settings)),\n"
-            + "\"peak_gflop_per_s\": \(optional(peakGigaflops)),\n"
+            + "\"peak_gflop_per_s\": \(optional(peakGigaflops)), "
+            + "\"peak_measured_gflop_per_s\": [\(peakMeasurements.map(number).joined(separator: ", "))],\n"
             + "\"copy\": [\n" + copyRows.map { "  " + $0.json }.joined(separator: ",\n") + "\n],\n"
             + "\"rows\": [\n" + rows.map { "  " + $0.json }.joined(separator: ",\n") + "\n],\n"
             + "\"startup\": [\n" + startup.map { "  " + $0.json }.joined(separator: ",\n") + "\n],\n"
             + "\"skipped\": [" + skipped.map(quoted).joined(separator: ", ") + "]}\n"
+    }
+
+    /// ", best of a, b GFLOP/s" when the run probed the peak more than once.
+    private var peakRange: String {
+        peakMeasurements.count > 1
+            ? "; best of " + peakMeasurements.map { fixed($0, 1) }.joined(separator: " and ") + " GFLOP/s" : ""
     }
 
     var markdown: String {
@@ -134,11 +149,13 @@ struct BenchmarkReport {
         if !copyRows.isEmpty || !rows.isEmpty {
             text += """
 
-                Kernel times are the median of the repeats after one warm-up, from OpenCL profiling events.
-                MB and GB/s count every input read once and every output written once; "of copy" divides by
-                the bandwidth of Kernels/copy.cl on the same shape in the same run. GFLOP/s (adaptive-blur-pool
-                only) counts a multiply-add as 2; "of peak" divides by Kernels/peak.cl's measured multiply-add
-                rate. "ref ms" is the CPU reference's forward (host clock), "speed-up" = ref ms / ms. "mem MB" is
+                Kernel times are the median of the repeats after a warm-up (one run, then more up to 0.1 s of
+                kernel time), from OpenCL profiling events. MB and GB/s count every input read once and every
+                output written once; "of copy" divides by the bandwidth of Kernels/copy.cl on the same shape in
+                the same run, measured before and after the shape's rows (the faster of the two). GFLOP/s
+                (adaptive-blur-pool only) counts a multiply-add as 2; "of peak" divides by Kernels/peak.cl's
+                multiply-add rate, the better of a probe at the start and one at the end of the run. "ref ms"
+                is the CPU reference's forward (host clock), "speed-up" = ref ms / ms. "mem MB" is
                 the device memory one call allocates beyond what was alive before it (outputs and temporaries,
                 from the context's allocation high-water mark).
 
@@ -146,7 +163,7 @@ struct BenchmarkReport {
                 """ + markdownTable([BenchmarkRow.header] + (copyRows + rows).map(\.cells)) + "\n"
         }
         if let peakGigaflops {
-            text += "\nMeasured multiply-add peak: **\(fixed(peakGigaflops, 1)) GFLOP/s** (\(peakDetail)).\n"
+            text += "\nMeasured multiply-add peak: **\(fixed(peakGigaflops, 1)) GFLOP/s** (\(peakDetail))\(peakRange).\n"
         }
         if !startup.isEmpty {
             text += """

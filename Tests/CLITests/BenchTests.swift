@@ -33,8 +33,18 @@ struct BenchTests {
         let json = try readJSON(workspace, "b.json")
         let peak = try #require(json["peak_gflop_per_s"] as? Double)
         #expect(peak.isFinite && peak > 0)
+        let peaks = try #require(json["peak_measured_gflop_per_s"] as? [Double])
+        #expect(peaks.count == 2 && peak == peaks.max(), "the peak is the better of the start and end probes: \(peaks)")
         let copies = try #require(json["copy"] as? [[String: Any]])
         #expect(copies.count == 2, "one copy baseline per smoke shape")
+        var copyBandwidth: [String: Double] = [:]
+        for copy in copies {
+            // Measured before and after the shape's rows; the faster one is the yardstick.
+            let measured = try #require(copy["measured_ms"] as? [Double], "\(copy)")
+            #expect(measured.count == 2 && copy["ms"] as? Double == measured.min(), "\(copy)")
+            let shapeName = try #require(copy["shape_name"] as? String)
+            copyBandwidth[shapeName] = copy["gb_per_s"] as? Double
+        }
         let rows = try #require(json["rows"] as? [[String: Any]])
         // 3 operators x 2 passes x 2 smoke shapes.
         #expect(rows.count == 12)
@@ -44,6 +54,11 @@ struct BenchTests {
             #expect(milliseconds.isFinite && milliseconds > 0, "\(row)")
             #expect((row["bytes"] as? Int ?? 0) > 0, "\(row)")
             #expect(row["device_peak_bytes"] is Int, "\(row)")
+            let bandwidth = try #require(row["gb_per_s"] as? Double)
+            let shapeName = try #require(row["shape_name"] as? String)
+            let copy = try #require(copyBandwidth[shapeName])
+            let fraction = try #require(row["copy_fraction"] as? Double)
+            #expect(abs(fraction - bandwidth / copy) <= 1e-9 * fraction, "of copy uses the shape's copy row: \(row)")
             let isAdaptive = row["op"] as? String == "adaptive-blur-pool"
             #expect((row["peak_fraction"] is Double) == isAdaptive, "only FLOP-counted rows have a fraction of peak: \(row)")
             if row["op"] as? String == "lift-up-pool" {
