@@ -139,6 +139,8 @@ public enum BenchmarkSuite {
             let host = try HostTensor(shape: shape) { Float(($0 * 7919) % 1000) / 1000 }
             let input = try DeviceTensor(host, on: device)
             let copyBefore = try measureCopy(input, repeats: repeats)
+            // Provisional: the rows' copy and peak are replaced below by the better of two
+            // measurements each, once the shape's rows (and, for the peak, the run) are done.
             let baselines = Baselines(
                 copyGigabytesPerSecond: copyBefore.gigabytesPerSecond, peakGigaflopsPerSecond: peak.gigaflops)
             let firstRow = report.rows.count
