@@ -633,10 +633,10 @@ struct LiftPass {
     var bands: (Int, Int, Int) { alongWidth ? (height * band, band, 1) : (band * width, 1, width) }
 
     /// The geometry arguments; forward reads the full map and writes bands, inverse the opposite.
-    func arguments(inverse: Bool) -> [KernelArgument] {
+    func arguments(inverse: Bool) throws -> [KernelArgument] {
         let (input, output) = inverse ? (bands, full) : (full, bands)
-        return [length, band, lines, planes, channels, alongWidth ? 1 : 0, input.0, input.1, input.2, output.0, output.1, output.2]
-            .map { .int($0) }
+        return try [length, band, lines, planes, channels, alongWidth ? 1 : 0, input.0, input.1, input.2, output.0, output.1, output.2]
+            .map { try .int($0) }
     }
 
     /// The forward and inverse kernels: one work item per run of `run` band positions, (run,
@@ -700,7 +700,7 @@ struct LiftPass {
         let device = weights.device
         let flags = (gs == nil ? 0 : 1) | (gd == nil ? 0 : 2) | (gy == nil ? 0 : 4)
         let count = Double(bandCount)
-        let buffers: [KernelArgument] = [x, s, d, gs ?? s, gd ?? s, gy ?? s].map { .buffer($0.buffer) } + [
+        let buffers: [KernelArgument] = try [x, s, d, gs ?? s, gd ?? s, gy ?? s].map { .buffer($0.buffer) } + [
             .int(flags), .float(Float(2 * gradLoss * configuration.lambdaU / count)),
             .float(Float(2 * gradLoss * configuration.lambdaP / count)),
         ]
@@ -710,7 +710,7 @@ struct LiftPass {
             DeviceTensor(shape: s.shape, on: device), DeviceTensor(shape: s.shape, on: device),
             DeviceTensor(shape: s.shape, on: device)
         )
-        let geometry = arguments(inverse: false) + weights.arguments
+        let geometry = try arguments(inverse: false) + weights.arguments
         let (runProgram, global) = try runLaunch(configuration, on: device, backward: true)
         try device.context.dispatch(
             "lift_backward_update_gate", in: runProgram,
@@ -740,7 +740,7 @@ struct LiftPass {
         _ program: OpenCLProgram
     ) throws {
         let device = weights.device
-        let geometry = arguments(inverse: true) + weights.arguments
+        let geometry = try arguments(inverse: true) + weights.arguments
         let (runProgram, global) = try runLaunch(configuration, on: device, backward: true)
         let (even, updatePre, updateGradient, predictPre, predictGradient) = try (
             DeviceTensor(shape: s.shape, on: device), DeviceTensor(shape: s.shape, on: device),

@@ -137,7 +137,7 @@ struct SeparableWindow {
             && (parameters.foldedSides ?? WindowLaunch.foldsSidesByDefault(isGPU: device.info.isGPU))
         let sideArguments: [KernelArgument] =
             vectorKernel
-            ? tables + [.int(fold ? sideColumns.count : 0), .int(sideColumns.split), .int(sideColumns.jump)] : []
+            ? try tables + [.int(fold ? sideColumns.count : 0), .int(sideColumns.split), .int(sideColumns.jump)] : []
         let vectors = (interior.columns.count + outputsPerItem - 1) / outputsPerItem
         let global = [vectors + (fold ? 1 : 0), interior.rows.count, planes]
         try device.context.dispatch(
@@ -195,7 +195,7 @@ struct SeparableWindow {
             jump = interior.count
         }
 
-        var arguments: [KernelArgument] { [.int(count), .int(base), .int(split), .int(jump)] }
+        var arguments: [KernelArgument] { get throws { try [.int(count), .int(base), .int(split), .int(jump)] } }
     }
 }
 

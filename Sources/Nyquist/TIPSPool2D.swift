@@ -121,7 +121,7 @@ public struct TIPSPool2D: PoolingLayer {
 
     /// Gradients of <output, gradOutput> (no losses): input, `conv1.weight`, `conv2.weight`.
     public func backward(_ gradOutput: DeviceTensor, _ saved: SavedForBackward) throws -> Gradients {
-        try backward(gradOutput, saved, lossWeights: TIPSLossWeights())
+        try backward(gradOutput, saved, lossWeights: .none)
     }
 
     /// Gradients of <output, gradOutput> + lossWeights.fm * L_FM + lossWeights.undo * L_undo
@@ -139,7 +139,7 @@ public struct TIPSPool2D: PoolingLayer {
     /// (no losses); the weight gradients are computed and dropped, use
     /// ``backward(_:_:lossWeights:)`` to get them.
     public func backward(_ gradOutput: DeviceTensor, _ saved: SavedForBackward, into gradInput: DeviceTensor) throws {
-        _ = try backward(gradOutput, saved, into: gradInput, lossWeights: TIPSLossWeights())
+        _ = try backward(gradOutput, saved, into: gradInput, lossWeights: .none)
     }
 
     // MARK: Internals

@@ -96,7 +96,7 @@ public struct MaxPool2D: PoolingLayer {
                 "KERNEL_SIZE": configuration.kernelSize, "STRIDE": configuration.stride, "FAN_IN_ROWS": rows.fanIn,
                 "FAN_IN_COLS": columns.fanIn,
             ])
-        let shape: [KernelArgument] = [
+        let shape: [KernelArgument] = try [
             .int(inputShape.n * inputShape.c), .int(inputShape.h), .int(inputShape.w), .int(outputShape.h),
             .int(outputShape.w),
         ]

@@ -65,7 +65,8 @@ public final class OpenCLContext: @unchecked Sendable {
     public init(device: OpenCLDevice, programCache: ProgramCacheLocation = .fromEnvironment()) throws {
         self.device = device
         programCacheLocation = programCache
-        diskCache = programCache.programsDirectory.map { ProgramDiskCache(directory: $0) }
+        let sizeLimit = try ProgramCacheLocation.sizeLimitFromEnvironment()
+        diskCache = programCache.programsDirectory.map { ProgramDiskCache(directory: $0, sizeLimit: sizeLimit) }
         var status: cl_int = CL_SUCCESS
         var deviceID: cl_device_id? = device.id
         let properties: [cl_context_properties] = [

@@ -44,6 +44,15 @@ public enum KernelArgument {
     /// Local memory of this many bytes (`__local T*`).
     case local(Int)
 
-    /// Convenience for an `Int` that the caller has already checked fits 32 bits.
-    public static func int(_ value: Int) -> KernelArgument { .int32(Int32(truncatingIfNeeded: value)) }
+    /// An `Int` passed as the kernel's `int`; throws ``OpenCLError`` (`CL_INVALID_ARG_VALUE`)
+    /// when the value does not fit 32 bits, because a truncated size or pad would make the
+    /// kernel index outside its buffers instead of failing.
+    public static func int(_ value: Int) throws -> KernelArgument {
+        guard let narrow = Int32(exactly: value) else {
+            throw OpenCLError(
+                call: "clSetKernelArg", code: CL_INVALID_ARG_VALUE,
+                detail: "the value \(value) does not fit the kernel's 32-bit int (\(Int32.min)...\(Int32.max))")
+        }
+        return .int32(narrow)
+    }
 }

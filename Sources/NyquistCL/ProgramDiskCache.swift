@@ -40,6 +40,44 @@ public enum ProgramCacheLocation: Sendable, Equatable {
         return nil
     }
 
+    /// The default cap on the entries' total size: 256 MiB, a few hundred programs (PoCL's
+    /// binaries are 0.1-1 MB each). One program exists per distinct specialisation (stride,
+    /// window, filter size, tile), so without a cap a sweep over option values would grow the
+    /// folder without bound.
+    public static let defaultSizeLimit: UInt64 = 256 << 20
+
+    /// The cap on the entries' total size in bytes: `NYQUIST_PROGRAM_CACHE_LIMIT` (a byte count
+    /// with an optional K, M or G suffix, powers of 1024), else ``defaultSizeLimit``. When a new
+    /// entry takes the folder over the cap, the least recently used entries are removed.
+    /// Throws ``OpenCLError`` (`CL_INVALID_VALUE`) naming the variable when its value is not a size.
+    public static func sizeLimitFromEnvironment() throws -> UInt64 {
+        guard let text = getenvString("NYQUIST_PROGRAM_CACHE_LIMIT"), !text.isEmpty else { return defaultSizeLimit }
+        guard let bytes = parseByteCount(text) else {
+            throw OpenCLError(
+                call: "NYQUIST_PROGRAM_CACHE_LIMIT", code: CL_INVALID_VALUE,
+                detail: "'\(text)' is not a size in bytes (e.g. 268435456, 512M or 2G)")
+        }
+        return bytes
+    }
+
+    /// A byte count such as `4096`, `512K`, `256M` or `2G` (powers of 1024); nil when malformed
+    /// or over `UInt64.max`.
+    static func parseByteCount(_ text: String) -> UInt64? {
+        let trimmed = text.trimmingSpaces.uppercased()
+        let shifts: [Character: UInt64] = ["K": 10, "M": 20, "G": 30, "T": 40]
+        var digits = Substring(trimmed)
+        var shift: UInt64 = 0
+        if let last = digits.last, let found = shifts[last] {
+            shift = found
+            digits = digits.dropLast()
+        } else if digits.hasSuffix("B") {
+            digits = digits.dropLast()
+        }
+        guard !digits.isEmpty, digits.allSatisfy(\.isASCII), let value = UInt64(digits) else { return nil }
+        guard value <= UInt64.max >> shift else { return nil }
+        return value << shift
+    }
+
     /// The folder that holds the entries, or nil for ``memoryOnly``.
     public var programsDirectory: String? {
         guard case .directory(let root) = self else { return nil }
@@ -61,6 +99,9 @@ struct ProgramDiskCache {
     static let largestPayload: UInt64 = 1 << 30
 
     let directory: String
+    /// Total bytes the entries may take; ``store(key:payload:)`` evicts the least recently used
+    /// entries beyond it.
+    var sizeLimit: UInt64 = ProgramCacheLocation.defaultSizeLimit
 
     /// The outcome of a lookup.
     enum Lookup {
@@ -84,8 +125,11 @@ struct ProgramDiskCache {
     }
 
     func lookup(key: String) -> Lookup {
-        guard let bytes = readFile(path(forKey: key)) else { return .missing }
+        let path = path(forKey: key)
+        guard let bytes = readFile(path) else { return .missing }
         guard let payload = Self.decode(bytes, expectedKey: key) else { return .rejected }
+        // The modification time is the entry's last use: eviction removes the oldest first.
+        utimes(path, nil)
         return .found(payload)
     }
 
@@ -103,7 +147,41 @@ struct ProgramDiskCache {
             unlink(temporary)
             return false
         }
+        evictLeastRecentlyUsed(keeping: destination)
         return true
+    }
+
+    /// Removes the least recently used entries (oldest modification time first) until the
+    /// entries fit ``sizeLimit``; `keeping` (the entry just written) is never removed. Entries
+    /// that another process removes meanwhile are skipped.
+    func evictLeastRecentlyUsed(keeping: String) {
+        var entries = Self.entries(in: directory)
+        var total = entries.reduce(UInt64(0)) { $0 &+ $1.bytes }
+        guard total > sizeLimit else { return }
+        entries.sort { ($0.modified, $0.path) < ($1.modified, $1.path) }
+        for entry in entries where total > sizeLimit && entry.path != keeping {
+            if unlink(entry.path) == 0 || errno == ENOENT { total -= entry.bytes }
+        }
+    }
+
+    /// The `.clbin` entries of `directory` with their sizes and modification times (seconds and
+    /// nanoseconds, so that entries written within one second keep their order).
+    static func entries(in directory: String) -> [(path: String, bytes: UInt64, modified: Double)] {
+        guard let folder = opendir(directory) else { return [] }
+        defer { closedir(folder) }
+        var found: [(path: String, bytes: UInt64, modified: Double)] = []
+        while let entry = readdir(folder) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            guard name.hasSuffix(".clbin") else { continue }
+            let path = directory + "/" + name
+            var info = stat()
+            guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { continue }
+            let modified = Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) * 1e-9
+            found.append((path, UInt64(info.st_size), modified))
+        }
+        return found
     }
 
     static func encode(key: String, payload: [UInt8]) -> [UInt8] {
@@ -199,4 +277,12 @@ private func makeDirectories(_ path: String) -> Bool {
     }
     var info = stat()
     return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
+}
+
+extension String {
+    /// The string without leading and trailing spaces and tabs (Foundation-free).
+    fileprivate var trimmingSpaces: String {
+        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" }
+        return String(drop(while: isSpace).reversed().drop(while: isSpace).reversed())
+    }
 }

@@ -48,19 +48,23 @@ public struct AdaptiveBlurPool2DConfiguration: OperatorConfiguration {
         softmax: AdaptiveSoftmax = .joint
     ) throws {
         let layer = Self.operatorName
-        try requirePositive(channels, "channels", layer: layer)
+        try requirePositive(channels, "channels", atMost: ConfigurationLimits.channels, layer: layer)
         guard Self.supportedKernelSizes.contains(kernelSize) else {
             throw NyquistError(
                 .invalidConfiguration, "\(layer): kernel size \(kernelSize) is not supported; use 3, 5 or 7")
         }
-        try requirePositive(stride, "stride", layer: layer)
+        try requirePositive(stride, "stride", atMost: ConfigurationLimits.stride, layer: layer)
         let groups = groups ?? Self.greatestCommonDivisor(8, channels)
-        try requirePositive(groups, "groups", layer: layer)
+        try requirePositive(groups, "groups", atMost: channels, layer: layer)
         guard channels % groups == 0 else {
             throw NyquistError(
                 .invalidConfiguration,
                 "\(layer): groups \(groups) must divide channels \(channels) (groups are contiguous channel blocks)")
         }
+        // conv.weight is (G*k*k, C, k, k): bound it here, before anyone allocates it.
+        let taps = kernelSize * kernelSize
+        _ = try ConfigurationLimits.elementCount(
+            [groups * taps, channels, taps], of: "conv.weight (G*k*k x C x k*k)", layer: layer)
         self.channels = channels
         self.kernelSize = kernelSize
         self.stride = stride

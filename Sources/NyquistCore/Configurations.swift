@@ -28,10 +28,9 @@ extension OperatorConfiguration {
     }
 }
 
-func requirePositive(_ value: Int, _ name: String, layer: String) throws {
-    guard value >= 1 else {
-        throw NyquistError(.invalidConfiguration, "\(layer): \(name) must be >= 1, got \(value)")
-    }
+/// Throws unless `value` is in 1...`limit` (one of ``ConfigurationLimits``).
+func requirePositive(_ value: Int, _ name: String, atMost limit: Int, layer: String) throws {
+    try ConfigurationLimits.check(value, name, in: 1...limit, layer: layer)
 }
 
 /// The options max and average pooling share (PyTorch's kernel_size, stride, padding), with
@@ -42,8 +41,8 @@ struct PoolingWindow: Sendable, Hashable {
     let padding: Int
 
     init(kernelSize: Int, stride: Int?, padding: Int, layer: String) throws {
-        try requirePositive(kernelSize, "kernel size", layer: layer)
-        try requirePositive(stride ?? kernelSize, "stride", layer: layer)
+        try requirePositive(kernelSize, "kernel size", atMost: ConfigurationLimits.windowSize, layer: layer)
+        try requirePositive(stride ?? kernelSize, "stride", atMost: ConfigurationLimits.stride, layer: layer)
         guard padding >= 0 && padding <= kernelSize / 2 else {
             throw NyquistError(
                 .invalidConfiguration,
@@ -148,14 +147,12 @@ public struct BlurPool2DConfiguration: OperatorConfiguration {
         throws
     {
         let layer = Self.operatorName
-        try requirePositive(channels, "channels", layer: layer)
+        try requirePositive(channels, "channels", atMost: ConfigurationLimits.channels, layer: layer)
         guard BinomialFilter.supportedSizes.contains(filterSize) else {
             throw NyquistError(.invalidConfiguration, "\(layer): filter size \(filterSize) is not supported; use 1...7")
         }
-        try requirePositive(stride, "stride", layer: layer)
-        guard padOffset >= 0 else {
-            throw NyquistError(.invalidConfiguration, "\(layer): pad offset must be >= 0, got \(padOffset)")
-        }
+        try requirePositive(stride, "stride", atMost: ConfigurationLimits.stride, layer: layer)
+        try ConfigurationLimits.check(padOffset, "pad offset", in: 0...ConfigurationLimits.padOffset, layer: layer)
         self.channels = channels
         self.filterSize = filterSize
         self.stride = stride

@@ -36,15 +36,13 @@ public struct LiftPoolConfiguration: OperatorConfiguration {
     /// Validates the options.
     public init(channels: Int, kernelSize: Int = 5, lambdaU: Double = 0.01, lambdaP: Double = 0.1) throws {
         let layer = Self.operatorName
-        try requirePositive(channels, "channels", layer: layer)
+        try requirePositive(channels, "channels", atMost: ConfigurationLimits.channels, layer: layer)
         guard Self.supportedKernelSizes.contains(kernelSize) else {
             throw NyquistError(
                 .invalidConfiguration, "\(layer): kernel size \(kernelSize) is not supported; use 1, 3, 5 or 7 (odd, for 'same' padding)")
         }
-        guard lambdaU.isFinite, lambdaP.isFinite, lambdaU >= 0, lambdaP >= 0 else {
-            throw NyquistError(
-                .invalidConfiguration, "\(layer): lambda_u \(lambdaU) and lambda_p \(lambdaP) must be finite and >= 0")
-        }
+        try ConfigurationLimits.checkWeight(lambdaU, "lambda_u", layer: layer)
+        try ConfigurationLimits.checkWeight(lambdaP, "lambda_p", layer: layer)
         self.channels = channels
         self.kernelSize = kernelSize
         self.lambdaU = lambdaU
@@ -83,7 +81,8 @@ public struct LiftPoolConfiguration: OperatorConfiguration {
                 .invalidShape, "\(layer): bands have \(bandShape.c) channels but the layer was built for \(channels)")
         }
         for (axis, target, band) in [("H", targetHeight, bandShape.h), ("W", targetWidth, bandShape.w)] {
-            guard target >= 1, Self.bandLength(target) == band else {
+            try ConfigurationLimits.check(target, "target \(axis)", in: 1...ConfigurationLimits.axisSize, layer: layer)
+            guard Self.bandLength(target) == band else {
                 throw NyquistError(
                     .invalidShape, "\(layer): target \(axis) = \(target) does not fit bands of \(axis) = \(band) (use \(2 * band) or \(2 * band - 1))")
             }

@@ -44,7 +44,7 @@ public struct APSPool2DConfiguration: OperatorConfiguration {
     /// code's class defaults to 3 and its ResNet to 4: pass those explicitly for parity with them.
     public init(channels: Int, filterSize: Int = 1, norm: PolyphaseNorm = .l2) throws {
         let layer = Self.operatorName
-        try requirePositive(channels, "channels", layer: layer)
+        try requirePositive(channels, "channels", atMost: ConfigurationLimits.channels, layer: layer)
         guard BinomialFilter.supportedSizes.contains(filterSize) else {
             throw NyquistError(.invalidConfiguration, "\(layer): filter size \(filterSize) is not supported; use 1...7")
         }
@@ -114,8 +114,8 @@ public struct TIPSPool2DConfiguration: OperatorConfiguration {
     /// Validates the options: `kernelSize` must be odd and positive (so psi keeps the map size).
     public init(channels: Int, kernelSize: Int = 3) throws {
         let layer = Self.operatorName
-        try requirePositive(channels, "channels", layer: layer)
-        try requirePositive(kernelSize, "kernel size", layer: layer)
+        try requirePositive(channels, "channels", atMost: ConfigurationLimits.channels, layer: layer)
+        try requirePositive(kernelSize, "kernel size", atMost: ConfigurationLimits.tipsKernelSize, layer: layer)
         guard kernelSize % 2 == 1 else {
             throw NyquistError(.invalidConfiguration, "\(layer): kernel size must be odd, got \(kernelSize)")
         }
@@ -220,9 +220,9 @@ public struct ShiftGenerator: Sendable {
     /// A generator of shifts up to (`maxShiftH`, `maxShiftW`) (each >= 0; TIPS's ResNet uses a
     /// quarter of the map size).
     public init(seed: UInt64, maxShiftH: Int, maxShiftW: Int, fill: ShiftFill = .circular) throws {
-        guard maxShiftH >= 0, maxShiftW >= 0 else {
-            throw NyquistError(
-                .invalidConfiguration, "shift generator: maximum shifts must be >= 0, got \(maxShiftH), \(maxShiftW)")
+        for (axis, value) in [("H", maxShiftH), ("W", maxShiftW)] {
+            try ConfigurationLimits.check(
+                value, "maximum shift on \(axis)", in: 0...ConfigurationLimits.maximumShift, layer: "shift generator")
         }
         self.maxShiftH = maxShiftH
         self.maxShiftW = maxShiftW
@@ -243,15 +243,26 @@ public struct ShiftGenerator: Sendable {
 /// L_undo = mean((psi - T(x'))^2) (T(x') a constant).
 public struct TIPSLossWeights: Sendable, Hashable {
     /// Weight of L_FM.
-    public var fm: Double
+    public let fm: Double
     /// Weight of L_undo (needs a target shift in the training forward).
-    public var undo: Double
+    public let undo: Double
 
-    /// The weights (both default to 0: plain backward).
-    public init(fm: Double = 0, undo: Double = 0) {
+    /// The weights (both default to 0: plain backward); each must be finite and in
+    /// 0...``ConfigurationLimits/lossWeight``.
+    public init(fm: Double = 0, undo: Double = 0) throws {
+        try ConfigurationLimits.checkWeight(fm, "lambda_FM", layer: TIPSPool2DConfiguration.operatorName)
+        try ConfigurationLimits.checkWeight(undo, "lambda_undo", layer: TIPSPool2DConfiguration.operatorName)
         self.fm = fm
         self.undo = undo
     }
+
+    private init(uncheckedFM fm: Double, undo: Double) {
+        self.fm = fm
+        self.undo = undo
+    }
+
+    /// No loss terms: backward of the output alone.
+    public static let none = TIPSLossWeights(uncheckedFM: 0, undo: 0)
 }
 
 /// SplitMix64: a small seedable generator, identical on every platform (parameter

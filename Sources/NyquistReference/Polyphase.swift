@@ -383,7 +383,7 @@ extension Reference {
     /// through the target. ReLU's derivative at 0 is 0.
     public static func tipsPool2DBackward<T: BinaryFloatingPoint & Sendable>(
         gradOutput: Tensor<T>, saved: TIPSSaved<T>, _ config: TIPSPool2DConfiguration,
-        lossWeights: TIPSLossWeights = TIPSLossWeights()
+        lossWeights: TIPSLossWeights = .none
     ) throws -> (input: Tensor<T>, parameters: [String: Tensor<T>]) {
         let layer = TIPSPool2DConfiguration.operatorName
         let state = try tipsState(saved.input, config, saved.parameters)

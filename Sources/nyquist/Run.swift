@@ -302,7 +302,7 @@ struct Run: ParsableCommand {
         onDevice: Bool
     ) throws -> Computed {
         let training = train || gradOutput != nil
-        let weights = TIPSLossWeights(fm: lambdaFm ?? 0, undo: lambdaUndo ?? 0)
+        let weights = try TIPSLossWeights(fm: lambdaFm ?? 0, undo: lambdaUndo ?? 0)
         switch (pool, onDevice) {
         case (.apsPool(let configuration), false):
             let (y, indices, saved) = try Reference.apsPool2DTraining(x, configuration, indices: givenIndices)

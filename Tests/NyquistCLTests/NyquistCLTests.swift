@@ -417,7 +417,7 @@ private func environment(_ name: String) -> String? {
         let context = try makeContext()
         let program = try context.program(source: axpbSource, options: "")
         let x = try context.makeBuffer(byteCount: 4)
-        let arguments: [KernelArgument] = [.buffer(x), .buffer(x), .int(1), .float(0)]
+        let arguments: [KernelArgument] = try [.buffer(x), .buffer(x), .int(1), .float(0)]
         for global in [[], [0], [-3], [1, 1, 1, 1]] {
             let error = try #require(throws: OpenCLError.self) {
                 try context.dispatch("axpb", in: program, arguments: arguments, global: global)
@@ -685,7 +685,7 @@ private func environment(_ name: String) -> String? {
         let program = try context.program(source: busySource, options: "")
         let n = 2048
         let buffer = try context.makeBuffer(byteCount: n * 4)
-        let arguments: [KernelArgument] = [.buffer(buffer), .int(n), .int(1000)]
+        let arguments: [KernelArgument] = try [.buffer(buffer), .int(n), .int(1000)]
         let outer = try context.measure { () throws -> UInt64 in
             try context.dispatch("busy", in: program, arguments: arguments, global: [n])
             let inner = try context.measure { () throws -> Int in
@@ -711,7 +711,7 @@ private func environment(_ name: String) -> String? {
         let program = try context.program(source: busySource, options: "")
         let n = 256
         let buffer = try context.makeBuffer(byteCount: n * 4)
-        let arguments: [KernelArgument] = [.buffer(buffer), .int(n), .int(1000)]
+        let arguments: [KernelArgument] = try [.buffer(buffer), .int(n), .int(1000)]
         #expect(throws: Stop.self) {
             try context.measure { () throws -> Int in
                 try context.dispatch("busy", in: program, arguments: arguments, global: [n])

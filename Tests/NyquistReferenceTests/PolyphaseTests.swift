@@ -228,7 +228,7 @@ struct PolyphaseReferenceTests {
                     let parameters = Self.tipsParameters(config, seed: UInt64(kernelSize))
                     let drawn = shifts.next()
                     let shift = MapShift(dy: drawn.dy, dx: drawn.dx, fill: fill)
-                    let weights = TIPSLossWeights(fm: 0.7, undo: 1.3)
+                    let weights = try TIPSLossWeights(fm: 0.7, undo: 1.3)
                     let x = try randomTensor(shape, using: &rng)
                     let (result, saved) = try Reference.tipsPool2DTraining(x, config, parameters: parameters, shift: shift)
                     let g = try randomTensor(result.output.shape, using: &rng)

@@ -107,7 +107,7 @@ struct DocSnippetTests {
         let (training, saved) = try tips.forwardTraining(x, undoShift: shifts.next())
         let losses = try tips.losses(saved)        // losses.fm (L_FM), losses.undo (L_undo)
         let gradOutput = try DeviceTensor(HostTensor(shape: training.output.shape, repeating: 1), on: device)
-        let gradients = try tips.backward(gradOutput, saved, lossWeights: TIPSLossWeights(fm: 1, undo: 0.35))
+        let gradients = try tips.backward(gradOutput, saved, lossWeights: try TIPSLossWeights(fm: 1, undo: 0.35))
         print(results.tau.shape, losses.fm, losses.undo ?? 0, gradients.parameters.keys.sorted())
         // docs/guide.md: tips end
         #expect(results.output.shape == [2, 3, 4, 4] && results.psi.shape == [2, 3, 8, 8] && results.tau.shape == [2, 3, 4])

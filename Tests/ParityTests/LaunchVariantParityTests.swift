@@ -122,7 +122,7 @@ struct LaunchVariantParityTests {
                 let gradOutput = try randomTensor(expectedForward.output.shape, seed: UInt64(160 + index))
                 let shift = MapShift(dy: 1, dx: -2, fill: index % 2 == 0 ? .circular : .zero)
                 let referenceSaved = Reference.TIPSSaved(input: x, parameters: tips.parameters, shift: shift)
-                let weights = TIPSLossWeights(fm: 0.5, undo: 2)
+                let weights = try TIPSLossWeights(fm: 0.5, undo: 2)
                 let expected = try Reference.tipsPool2DBackward(
                     gradOutput: gradOutput, saved: referenceSaved, tips.configuration, lossWeights: weights)
                 let (_, saved) = try tips.forwardTraining(input, undoShift: shift)

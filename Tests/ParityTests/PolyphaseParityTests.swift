@@ -228,7 +228,7 @@ struct PolyphaseParityTests {
                     passed: lossError < 1e-5, shape: shape, label: label)
                 worstLoss = max(worstLoss, lossError)
 
-                let weights = TIPSLossWeights(fm: 0.5, undo: 2)
+                let weights = try TIPSLossWeights(fm: 0.5, undo: 2)
                 let gradOutput = try randomTensor(expected.output.shape, seed: UInt64(600 + index))
                 let expectedGradients = try Reference.tipsPool2DBackward(
                     gradOutput: gradOutput, saved: referenceSaved, config, lossWeights: weights)
