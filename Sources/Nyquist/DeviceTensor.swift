@@ -28,7 +28,13 @@ public final class DeviceTensor {
         guard count <= maximumDeviceElementCount else {
             throw NyquistError(.sizeLimit, "tensor \(shape) has \(count) elements; the device limit is 2^31 - 1")
         }
-        try self.init(shape: shape, buffer: device.context.makeBuffer(byteCount: count * 4), device: device)
+        let buffer: OpenCLBuffer
+        do {
+            buffer = try device.context.makeBuffer(byteCount: count * 4)
+        } catch let error as OpenCLError where error.isOutOfMemory {
+            throw NyquistError(.outOfMemory, "tensor \(shape): \(error.detail)")
+        }
+        try self.init(shape: shape, buffer: buffer, device: device)
     }
 
     /// Wraps an existing buffer (e.g. a sub-buffer with guard regions around it, or memory the

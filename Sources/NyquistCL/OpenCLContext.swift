@@ -103,15 +103,30 @@ public final class OpenCLContext: @unchecked Sendable {
     // MARK: Buffers
 
     /// Allocates `byteCount` bytes of device memory (at least 1 byte is allocated for 0).
+    ///
+    /// Requests are checked against `CL_DEVICE_MAX_MEM_ALLOC_SIZE` (one buffer) and
+    /// `CL_DEVICE_GLOBAL_MEM_SIZE` (with the bytes this context already holds) before the driver
+    /// sees them; a refusal, or the driver's own out-of-memory status, throws an ``OpenCLError``
+    /// whose code is ``OpenCLError/isOutOfMemory`` and whose detail names every size involved.
     public func makeBuffer(byteCount: Int) throws -> OpenCLBuffer {
-        guard byteCount >= 0, byteCount <= device.maxAllocationSize else {
-            throw OpenCLError(
-                call: "clCreateBuffer", code: CL_INVALID_BUFFER_SIZE,
-                detail: "\(byteCount) bytes requested; the device allows \(device.maxAllocationSize) per buffer")
+        guard byteCount >= 0 else {
+            throw OpenCLError(call: "clCreateBuffer", code: CL_INVALID_BUFFER_SIZE, detail: "\(byteCount) bytes requested")
+        }
+        let live = state.withLock { $0.statistics.liveBytes }
+        func sizes() -> String {
+            "\(byteCount) bytes (\(describeBytes(byteCount))) requested; the device \(device.name) allows "
+                + "\(describeBytes(device.maxAllocationSize)) per buffer and has \(describeBytes(device.globalMemorySize)) "
+                + "in all, of which this context holds \(describeBytes(live))"
+        }
+        guard byteCount <= device.maxAllocationSize else {
+            throw OpenCLError(call: "clCreateBuffer", code: CL_INVALID_BUFFER_SIZE, detail: sizes())
+        }
+        guard byteCount <= device.globalMemorySize - min(live, device.globalMemorySize) else {
+            throw OpenCLError(call: "clCreateBuffer", code: CL_MEM_OBJECT_ALLOCATION_FAILURE, detail: sizes())
         }
         var status: cl_int = CL_SUCCESS
         let handle = clCreateBuffer(context, cl_mem_flags(CL_MEM_READ_WRITE), max(byteCount, 4), nil, &status)
-        try check(status, "clCreateBuffer", "\(byteCount) bytes")
+        try check(status, "clCreateBuffer", OpenCLError.isOutOfMemory(status) ? sizes() : "\(byteCount) bytes")
         guard let handle else { throw OpenCLError(call: "clCreateBuffer", code: CL_MEM_OBJECT_ALLOCATION_FAILURE) }
         state.withLock {
             $0.statistics.allocations += 1

@@ -17,6 +17,15 @@ public struct OpenCLError: Error, Sendable, CustomStringConvertible {
         self.detail = detail
     }
 
+    /// True when the failure is a lack of memory (``isOutOfMemory(_:)`` of ``code``).
+    public var isOutOfMemory: Bool { Self.isOutOfMemory(code) || code == CL_INVALID_BUFFER_SIZE }
+
+    /// True for the statuses a driver returns when memory runs out: allocation failure, out of
+    /// resources, out of host memory.
+    public static func isOutOfMemory(_ code: Int32) -> Bool {
+        code == CL_MEM_OBJECT_ALLOCATION_FAILURE || code == CL_OUT_OF_RESOURCES || code == CL_OUT_OF_HOST_MEMORY
+    }
+
     /// The symbolic name of `code` (`CL_INVALID_WORK_GROUP_SIZE`).
     public var codeName: String { OpenCLError.name(of: code) }
 
@@ -99,4 +108,18 @@ func check(_ status: cl_int, _ call: String, _ detail: @autoclosure () -> String
     if status != CL_SUCCESS {
         throw OpenCLError(call: call, code: status, detail: detail())
     }
+}
+
+/// A byte count for people: "512 B", "3.0 MiB", "11.2 GiB".
+func describeBytes(_ bytes: Int) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
+    var value = Double(bytes)
+    var unit = 0
+    while value >= 1024, unit < units.count - 1 {
+        value /= 1024
+        unit += 1
+    }
+    if unit == 0 { return "\(bytes) B" }
+    let tenths = (value * 10).rounded() / 10
+    return "\(tenths) \(units[unit])"
 }

@@ -198,24 +198,18 @@ public struct AdaptiveBlurPool2DParameters<Scalar: BinaryFloatingPoint & Sendabl
     }
 
     /// Loads a PyTorch `state_dict` (e.g. from ``Safetensors/read(contentsOf:)``): the five names,
-    /// each prefixed by `prefix` ("layer1.0.pasa." for one layer of a whole model). Keys outside
-    /// the prefix are ignored; `bn.num_batches_tracked` is accepted and ignored; any other key
-    /// under the prefix, a missing key or a wrong shape throws `.invalidParameters` naming it.
+    /// each prefixed by `prefix` ("layer1.0.pasa." for one layer of a whole model), under
+    /// PyTorch's strict rule (``StateDictSelection``): keys outside a non-empty prefix are
+    /// ignored; `bn.num_batches_tracked` is accepted and ignored; any other key under the
+    /// prefix, a missing key or a wrong shape throws `.invalidParameters` naming it.
     public init(
         stateDict: [String: Tensor<Scalar>], configuration: AdaptiveBlurPool2DConfiguration, prefix: String = ""
     ) throws {
         let layer = AdaptiveBlurPool2DConfiguration.operatorName
-        let known = Set(Self.names + ["bn.num_batches_tracked"])
-        for key in stateDict.keys.sorted() where key.hasPrefix(prefix) {
-            let name = String(key.dropFirst(prefix.count))
-            guard known.contains(name) else {
-                throw NyquistError(
-                    .invalidParameters,
-                    "\(layer): unexpected parameter \(key); expected \(Self.names.map { prefix + $0 }.joined(separator: ", "))")
-            }
-        }
+        let selected = try StateDictSelection.select(
+            stateDict, prefix: prefix, expected: Self.names, ignored: ["bn.num_batches_tracked"], layer: layer)
         func take(_ name: String) throws -> Tensor<Scalar> {
-            guard let tensor = stateDict[prefix + name] else {
+            guard let tensor = selected[name] else {
                 throw NyquistError(.invalidParameters, "\(layer): parameter \(prefix + name) is missing")
             }
             return tensor

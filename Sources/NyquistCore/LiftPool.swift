@@ -206,16 +206,18 @@ public struct LiftPoolParameters<T: BinaryFloatingPoint & Sendable>: Sendable, E
         }
     }
 
-    /// Loads the eight tensors of a PyTorch `state_dict` (e.g. `Safetensors.read`); extra entries
-    /// are ignored, so a whole model's file with a matching prefix stripped works too.
+    /// Loads the eight tensors of a PyTorch `state_dict` (e.g. `Safetensors.read`), each
+    /// prefixed by `prefix` ("layer2.pool." for one layer of a whole model), under PyTorch's
+    /// strict rule (``StateDictSelection``): keys outside a non-empty prefix are ignored.
     ///
-    /// Throws `.invalidParameters` naming the entry when one is missing or misshapen.
-    public init(_ configuration: LiftPoolConfiguration, stateDict: [String: Tensor<T>]) throws {
+    /// Throws `.invalidParameters` naming the entry when one is missing, misshapen or unexpected.
+    public init(_ configuration: LiftPoolConfiguration, stateDict: [String: Tensor<T>], prefix: String = "") throws {
         channels = configuration.channels
         kernelSize = configuration.kernelSize
         predict = LiftingFunctionParameters(zerosFor: channels, kernelSize: kernelSize)
         update = predict
         let layer = LiftPoolConfiguration.operatorName
+        let stateDict = try StateDictSelection.select(stateDict, prefix: prefix, expected: Self.names, layer: layer)
         for name in Self.names {
             let expected = Self.shape(of: name, channels: channels, kernelSize: kernelSize) ?? []
             guard let tensor = stateDict[name] else {

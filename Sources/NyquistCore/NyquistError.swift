@@ -22,6 +22,9 @@ public struct NyquistError: Error, Sendable, Equatable, CustomStringConvertible 
         case deviceUnavailable
         /// Learnable parameters are missing or misshapen.
         case invalidParameters
+        /// A host or device allocation would not fit the memory there is (or the configured
+        /// budget); the message names what was asked and what is available.
+        case outOfMemory
     }
 
     /// The category of the failure.

@@ -141,14 +141,20 @@ public struct TIPSPool2DConfiguration: OperatorConfiguration {
         return output
     }
 
+    /// The PyTorch names of the two weights.
+    public static let parameterNames = [conv1Name, conv2Name]
+
     /// Parameter shapes by PyTorch name.
     public var parameterShapes: [String: [Int]] {
         [Self.conv1Name: [channels, 1, kernelSize, kernelSize], Self.conv2Name: [channels, 1, 1, 1]]
     }
 
     /// Throws ``NyquistError/Kind/invalidParameters`` unless `parameters` holds both weights with
-    /// the right shapes. Extra entries (other layers of a state_dict) are ignored.
+    /// the right shapes and nothing else (PyTorch's strict rule, ``StateDictSelection``; select
+    /// one layer of a whole model's state_dict with ``StateDictSelection/select(_:prefix:expected:ignored:layer:)``).
     public func validate<T>(parameters: [String: Tensor<T>]) throws {
+        _ = try StateDictSelection.select(
+            parameters, prefix: "", expected: parameterShapes.keys.sorted(), layer: Self.operatorName)
         for (name, shape) in parameterShapes.sorted(by: { $0.key < $1.key }) {
             guard let tensor = parameters[name] else {
                 throw NyquistError(.invalidParameters, "\(Self.operatorName): parameter \(name) \(shape) is missing")

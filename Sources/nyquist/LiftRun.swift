@@ -10,8 +10,8 @@ import NyquistReference
 /// the default initialisation with seed 0. Band files in `--extra DIR`: `ll.npy`, `lh.npy`,
 /// `hl.npy`, `hh.npy` (2-D) or `s.npy`, `d.npy` (1-D).
 ///
-/// * lift-down-pool writes the pooled output to `--output` and the bands to `--extra`; with
-///   `--train` or a backward also `regularisers.json` (c_u, c_p, loss). `--grad-output` is the
+/// * lift-down-pool writes the pooled output to `--output` and, when `--extra` is given, the
+///   bands there; with `--train` or a backward also `regularisers.json` (c_u, c_p, loss). `--grad-output` is the
 ///   gradient of the pooled output; the backward adds the regulariser loss with weight 1 (set
 ///   `--lambda-u 0 --lambda-p 0` to leave it out) and writes `--grad-input` and `--grad-params`.
 /// * lift-up-pool reads the coarse band (LL or s) from `--input` and the detail bands from
@@ -20,8 +20,8 @@ import NyquistReference
 ///   `--grad-input` receives the coarse band's gradient, `--extra` the detail bands' gradients
 ///   as `grad_<band>.npy`, `--grad-params` the parameters'.
 ///
-/// Everything is computed before any file is written; when a write fails the files written so
-/// far are removed.
+/// Everything is computed before any file is written, and the files are written all or nothing
+/// (``OutputTransaction``).
 struct LiftRun {
     let command: Run
     let down: Bool
@@ -48,10 +48,10 @@ struct LiftRun {
         if down, command.height != nil || command.width != nil {
             throw CLIFailure("--height/--width apply only to lift-up-pool (the target size)")
         }
-        guard let extra = command.extra else {
-            throw CLIFailure("\(name) needs --extra DIR (the sub-bands are \(down ? "written" : "read") there)")
+        if !down, command.extra == nil {
+            throw CLIFailure("\(name) needs --extra DIR (the detail bands are read there)")
         }
-        let extraURL = URL(fileURLWithPath: extra)
+        let extraURL = URL(fileURLWithPath: command.extra ?? ".")
         switch (command.gradOutput, command.gradInput) {
         case (nil, nil):
             if command.gradParams != nil { throw CLIFailure("--grad-params needs --grad-output and --grad-input") }
@@ -73,7 +73,11 @@ struct LiftRun {
             channels: x.shape[1], kernelSize: command.kernel ?? 5, lambdaU: command.lambdaU ?? 0.01,
             lambdaP: command.lambdaP ?? 0.1)
         let parameters: LiftPoolParameters<Float> =
-            try command.params.map { try LiftPoolParameters(configuration, stateDict: Safetensors.read(contentsOf: URL(fileURLWithPath: $0))) }
+            try command.params.map {
+                try LiftPoolParameters(
+                    configuration, stateDict: Safetensors.read(contentsOf: URL(fileURLWithPath: $0)),
+                    prefix: command.paramsPrefix ?? "")
+            }
             ?? LiftPoolParameters(configuration, seed: 0)
         let gradOutput = try command.gradOutput.map { try NPY.read(contentsOf: URL(fileURLWithPath: $0)) }
         let names = Self.bandNames(rank: x.rank)
@@ -87,39 +91,30 @@ struct LiftRun {
             }
             outcome = try runUp(bands, configuration, parameters, gradOutput: gradOutput, backend: backend)
         }
-        // As for the other operators, the --extra folder is created when missing.
-        do {
-            try FileManager.default.createDirectory(at: extraURL, withIntermediateDirectories: true)
-        } catch {
-            throw CLIFailure("cannot create the --extra folder \(extra): \(error.localizedDescription)")
+        // As for the other operators, the --extra folder is created when missing (and removed
+        // again when a write fails).
+        var transaction = OutputTransaction()
+        for (url, tensor) in outcome.files {
+            if url == self.url(command.output) {
+                transaction.stage(url) { [output = command.output] in try TensorFiles.write(tensor, to: $0.path, as: output) }
+            } else {
+                let inExtra = command.extra != nil && url.deletingLastPathComponent().standardizedFileURL == extraURL.standardizedFileURL
+                transaction.stage(url, createsFolder: inExtra) { try NPY.write(tensor, to: $0) }
+            }
         }
-        // Name the files, then write them all (removing what was written if one write fails).
-        var written: [URL] = []
-        do {
-            for (url, tensor) in outcome.files {
-                if url == self.url(command.output) {
-                    try TensorFiles.write(tensor, to: command.output)
-                } else {
-                    try NPY.write(tensor, to: url)
-                }
-                written.append(url)
-            }
-            if let gradients = outcome.parameterGradients, let path = command.gradParams {
-                let url = URL(fileURLWithPath: path)
-                try Safetensors.write(gradients, to: url)
-                written.append(url)
-            }
-            if let regularisers = outcome.regularisers {
-                let url = extraURL.appendingPathComponent("regularisers.json")
-                let json = "{\"c_u\": \(regularisers.cu), \"c_p\": \(regularisers.cp), \"loss\": \(regularisers.loss)}\n"
-                try Data(json.utf8).write(to: url, options: .atomic)
-                written.append(url)
-            }
-        } catch {
-            for url in written { try? FileManager.default.removeItem(at: url) }
-            throw error
+        if let gradients = outcome.parameterGradients, let path = command.gradParams {
+            transaction.stage(URL(fileURLWithPath: path)) { try Safetensors.write(gradients, to: $0) }
         }
-        print("\(name) \(configuration.description): \(outcome.summary); wrote \(command.output) and the bands in \(extra)")
+        if let regularisers = outcome.regularisers, command.extra != nil {
+            let json = "{\"c_u\": \(regularisers.cu), \"c_p\": \(regularisers.cp), \"loss\": \(regularisers.loss)}\n"
+            transaction.stage(extraURL.appendingPathComponent("regularisers.json"), createsFolder: true) {
+                try Data(json.utf8).write(to: $0)
+            }
+        }
+        try transaction.commit()
+        var summary = "\(name) \(configuration.description): \(outcome.summary); wrote \(command.output)"
+        if down, let extra = command.extra { summary += " and the bands in \(extra)" }
+        print(summary)
     }
 
     private func url(_ path: String) -> URL { URL(fileURLWithPath: path) }
@@ -204,7 +199,9 @@ struct LiftRun {
                 "\(Format.shape(x.shape)) -> \(Format.shape(output.shape)) on \(info.name) (\(info.typeName), \(info.platformName)), kernel time \(Format.fixed(seconds * 1e3, 3)) ms"
         }
         outcome.files.append((url(command.output), output))
-        for (name, band) in zip(names, bands) { outcome.files.append((extraURL.appendingPathComponent("\(name).npy"), band)) }
+        if command.extra != nil {
+            for (name, band) in zip(names, bands) { outcome.files.append((extraURL.appendingPathComponent("\(name).npy"), band)) }
+        }
         if let gradInput, let path = command.gradInput { outcome.files.append((url(path), gradInput)) }
         return outcome
     }

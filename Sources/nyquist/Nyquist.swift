@@ -5,9 +5,8 @@ import Foundation
 /// `.png` files (on an OpenCL device or the CPU reference), runs the built-in parity and timing
 /// demo, and writes PNG pictures of the operators.
 ///
-/// Failures of the tool's own checks (bad files, shapes, option values, devices) print exactly one
-/// line, `nyquist: error: <message>`, on standard error and exit non-zero; ArgumentParser's own
-/// usage errors keep its format and exit code.
+/// Every failure, usage errors included, prints exactly one line, `nyquist: error: <message>`, on
+/// standard error and exits non-zero; help and version requests print as ArgumentParser does.
 @main
 struct Nyquist: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -28,17 +27,27 @@ struct Nyquist: ParsableCommand {
         do {
             command = try parseAsRoot()
         } catch {
-            exit(withError: error)
+            exitReporting(error)
         }
         do {
             try command.run()
-        } catch let error where CLIFailure.isReportable(error) {
+        } catch {
+            exitReporting(error)
+        }
+    }
+
+    /// Ends the process for `error`: help and version requests (successes) print as
+    /// ArgumentParser does; every failure prints one `nyquist: error:` line and exits non-zero.
+    private static func exitReporting(_ error: any Error) -> Never {
+        if CLIFailure.isReportable(error) {
             let failure = CLIFailure(error)
             Console.error("nyquist: error: \(failure.message)")
             Foundation.exit(failure.exitCode)
-        } catch {
-            // ArgumentParser's own outcomes (help, version, usage errors, exit codes).
-            exit(withError: error)
         }
+        let code = exitCode(for: error)
+        guard code != .success else { exit(withError: error) }
+        let message = CLIFailure.oneLine(Nyquist.message(for: error))
+        Console.error(message.isEmpty ? "nyquist: error: exit status \(code.rawValue)" : "nyquist: error: \(message) (see 'nyquist help')")
+        Foundation.exit(code.rawValue)
     }
 }

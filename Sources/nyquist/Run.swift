@@ -25,7 +25,7 @@ struct Run: ParsableCommand {
             joint|per-group (default joint), --padding (default reflect), --params (a PyTorch \
             state_dict as safetensors; default: Kaiming-normal init with seed 0), --grad-params \
             (gradients of conv.weight, bn.weight, bn.bias) and --extra DIR (filters.npy and, with \
-            --train or gradients, batch_mean.npy, batch_var.npy and the updated running_mean.npy, \
+            --train, batch_mean.npy, batch_var.npy and the updated running_mean.npy, \
             running_var.npy).
 
             --extra DIR writes aps-pool's phase indices (indices.npy, shape N) and tips-pool's psi.npy, \
@@ -140,6 +140,11 @@ struct Run: ParsableCommand {
     var params: String?
 
     @Option(help: ArgumentHelp(
+        "With --params: the submodule to load from a whole model's state_dict (names starting with this prefix, which is stripped; e.g. layer1.0.pool.). Without it every name in the file must be one the layer expects.",
+        valueName: "prefix"))
+    var paramsPrefix: String?
+
+    @Option(help: ArgumentHelp(
         "Folder for extra outputs (aps-pool: indices; tips-pool: psi, tau, losses; LiftPool: bands; adaptive-blur-pool: filters, batch statistics).", valueName: "dir"))
     var extra: String?
 
@@ -154,6 +159,9 @@ struct Run: ParsableCommand {
     }
 
     func run() throws {
+        if paramsPrefix != nil, params == nil {
+            throw CLIFailure("--params-prefix needs --params (the state_dict file to select from)")
+        }
         if op == LiftPoolConfiguration.operatorName || op == LiftPoolConfiguration.inverseOperatorName {
             try LiftRun(command: self, down: op == LiftPoolConfiguration.operatorName).run()
             return
@@ -212,7 +220,11 @@ struct Run: ParsableCommand {
 
         let x = try TensorFiles.read(input)
         let inputShape = try Shape4D(x.shape, role: "input \(input)")
-        if let params { options.parameters = try Safetensors.read(contentsOf: URL(fileURLWithPath: params)) }
+        if let params {
+            let stateDict = try Safetensors.read(contentsOf: URL(fileURLWithPath: params))
+            options.parameters = try StateDictSelection.select(
+                stateDict, prefix: paramsPrefix ?? "", expected: TIPSPool2DConfiguration.parameterNames, layer: name.rawValue)
+        }
         let givenIndices = try indices.map { try readIndices($0, batch: inputShape.n) }
         let pool = try options.makeOperator(name, channels: inputShape.c)
         let outputShape = try pool.outputShape(for: inputShape)
@@ -414,53 +426,33 @@ struct Run: ParsableCommand {
             where: "\(info.name) (\(info.typeName), \(info.platformName))", kernelSeconds: seconds)
     }
 
-    /// Writes the output, the input gradient, the extra outputs and the parameter gradients (each
-    /// file atomically); when one write fails, removes the files already written, so that a
-    /// failed command leaves no file behind.
+    /// Writes the output, the input gradient, the extra outputs and the parameter gradients all
+    /// or nothing (``OutputTransaction``): a failed write leaves no new file or folder and every
+    /// file that existed before as it was.
     private func write(_ result: Computed, gradientInputPath: String?) throws {
-        var files: [(URL, () throws -> Void)] = []
-        let outputURL = URL(fileURLWithPath: output)
-        files.append((outputURL, { [output] in try TensorFiles.write(result.output, to: output) }))
+        var transaction = OutputTransaction()
+        transaction.stage(URL(fileURLWithPath: output)) { [output] in
+            try TensorFiles.write(result.output, to: $0.path, as: output)
+        }
         if let gradientInputPath, let gradInput = result.gradInput {
-            let url = URL(fileURLWithPath: gradientInputPath)
-            files.append((url, { try NPY.write(gradInput, to: url) }))
+            transaction.stage(URL(fileURLWithPath: gradientInputPath)) { try NPY.write(gradInput, to: $0) }
         }
         if let extra {
             let folder = URL(fileURLWithPath: extra, isDirectory: true)
             for (name, tensor) in result.extras.sorted(by: { $0.key < $1.key }) {
-                let url = folder.appendingPathComponent(name)
-                files.append((url, { try NPY.write(tensor, to: url) }))
+                transaction.stage(folder.appendingPathComponent(name), createsFolder: true) { try NPY.write(tensor, to: $0) }
             }
             if let losses = result.losses {
-                let url = folder.appendingPathComponent("losses.json")
-                files.append((url, {
+                transaction.stage(folder.appendingPathComponent("losses.json"), createsFolder: true) { url in
                     let encoder = JSONEncoder()
                     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                    try encoder.encode(losses).write(to: url, options: .atomic)
-                }))
+                    try encoder.encode(losses).write(to: url)
+                }
             }
         }
         if let gradParams, let gradients = result.gradParameters {
-            let url = URL(fileURLWithPath: gradParams)
-            files.append((url, { try Safetensors.write(gradients, to: url) }))
+            transaction.stage(URL(fileURLWithPath: gradParams)) { try Safetensors.write(gradients, to: $0) }
         }
-        if let extra {
-            do {
-                try FileManager.default.createDirectory(
-                    at: URL(fileURLWithPath: extra, isDirectory: true), withIntermediateDirectories: true)
-            } catch {
-                throw CLIFailure("cannot create the --extra folder \(extra): \(error.localizedDescription)")
-            }
-        }
-        var written: [URL] = []
-        for (url, write) in files {
-            do {
-                try write()
-                written.append(url)
-            } catch {
-                for url in written { try? FileManager.default.removeItem(at: url) }
-                throw error
-            }
-        }
+        try transaction.commit()
     }
 }

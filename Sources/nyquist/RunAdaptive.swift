@@ -66,7 +66,8 @@ extension Run {
         let parameters: AdaptiveBlurPool2DParameters<Float>
         if let params {
             parameters = try AdaptiveBlurPool2DParameters(
-                stateDict: Safetensors.read(contentsOf: URL(fileURLWithPath: params)), configuration: configuration)
+                stateDict: Safetensors.read(contentsOf: URL(fileURLWithPath: params)), configuration: configuration,
+                prefix: paramsPrefix ?? "")
         } else {
             parameters = AdaptiveBlurPool2DParameters(configuration: configuration, seed: 0)
         }
@@ -80,7 +81,9 @@ extension Run {
             }
             gy = tensor
         }
-        let training = train || gy != nil
+        // Without --train, gradients are PyTorch's module.eval() then backward: the running
+        // statistics are constants and the output is the inference output.
+        let training = train
 
         let result: AdaptiveResult
         switch backend {
@@ -90,38 +93,28 @@ extension Run {
             result = try adaptiveDevice(x, parameters, configuration, training: training, gradOutput: gy)
         }
 
-        // Write everything; on any failure remove what was written, so no partial output is left.
-        var files: [(URL, () throws -> Void)] = [(outputURL, { [output] in try TensorFiles.write(result.output, to: output) })]
+        // Everything is written or nothing is (OutputTransaction).
+        var transaction = OutputTransaction()
+        transaction.stage(outputURL) { [output] in try TensorFiles.write(result.output, to: $0.path, as: output) }
         if let path = gradientPaths?.input, let gradInput = result.gradInput {
-            let url = URL(fileURLWithPath: path)
-            files.append((url, { try NPY.write(gradInput, to: url) }))
+            transaction.stage(URL(fileURLWithPath: path)) { try NPY.write(gradInput, to: $0) }
         }
         if let gradParams, let gradients = result.gradParameters {
-            let url = URL(fileURLWithPath: gradParams)
-            files.append((url, { try Safetensors.write(gradients, to: url) }))
+            transaction.stage(URL(fileURLWithPath: gradParams)) { try Safetensors.write(gradients, to: $0) }
         }
         if let extra {
             let directory = URL(fileURLWithPath: extra, isDirectory: true)
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             for (stem, tensor) in [("filters", result.filters)] + result.statistics.sorted(by: { $0.key < $1.key }) {
-                let url = directory.appendingPathComponent("\(stem).npy")
-                files.append((url, { try NPY.write(tensor, to: url) }))
+                transaction.stage(directory.appendingPathComponent("\(stem).npy"), createsFolder: true) {
+                    try NPY.write(tensor, to: $0)
+                }
             }
         }
-        var done: [URL] = []
-        do {
-            for (url, write) in files {
-                try write()
-                done.append(url)
-            }
-        } catch {
-            for url in done { try? FileManager.default.removeItem(at: url) }
-            throw error
-        }
+        try transaction.commit()
         var summary = "\(configuration): \(inputShape) -> \(outputShape) on \(result.where)"
-        if training { summary += " (training)" }
+        summary += training ? " (training)" : gy != nil ? " (frozen statistics)" : ""
         if let seconds = result.kernelSeconds { summary += ", kernel time \(Format.fixed(seconds * 1e3, 3)) ms" }
-        summary += "; wrote " + files.map(\.0.path).joined(separator: ", ")
+        summary += "; wrote " + transaction.destinations.map(\.path).joined(separator: ", ")
         print(summary)
     }
 
@@ -132,7 +125,14 @@ extension Run {
         let place = "the CPU reference"
         guard training else {
             let (y, filters) = try Reference.adaptiveBlurPool2D(x, parameters: parameters, configuration)
-            return AdaptiveResult(output: y, filters: filters, where: place)
+            var result = AdaptiveResult(output: y, filters: filters, where: place)
+            if let gradOutput {
+                let saved = Reference.AdaptiveSaved(input: x, parameters: parameters, batchStatistics: false)
+                let gradients = try Reference.adaptiveBlurPool2DBackward(gradOutput: gradOutput, saved: saved, configuration)
+                result.gradInput = gradients.input
+                result.gradParameters = gradients.parameters
+            }
+            return result
         }
         let forward = try Reference.adaptiveBlurPool2DTraining(x, parameters: parameters, configuration)
         var result = AdaptiveResult(output: forward.output, filters: forward.filters, where: place)
@@ -159,13 +159,13 @@ extension Run {
         let gyDevice = try gradOutput.map { try DeviceTensor($0, on: device) }
         let info = device.info
         let place = "\(info.name) (\(info.typeName), \(info.platformName))"
-        if !training {
+        if !training && gyDevice == nil {
             let ((y, filters), seconds) = try device.measure { try layer.forwardWithFilters(xDevice) }
             return AdaptiveResult(output: try y.toHost(), filters: try filters.toHost(), where: place, kernelSeconds: seconds)
         }
         let ((y, filters, saved, gradients), seconds) = try device.measure {
             () throws -> (DeviceTensor, DeviceTensor?, AdaptiveSavedForBackward, Gradients?) in
-            let (y, filters, saved) = try layer.forwardTraining(xDevice, withFilters: true)
+            let (y, filters, saved) = try layer.forwardTraining(xDevice, withFilters: true, frozenStatistics: !training)
             let gradients = try gyDevice.map { try layer.backward($0, saved) }
             return (y, filters, saved, gradients)
         }
@@ -173,6 +173,11 @@ extension Run {
             throw CLIFailure("\(AdaptiveBlurPool2DConfiguration.operatorName): the device returned no filters")
         }
         var result = AdaptiveResult(output: try y.toHost(), filters: try filters.toHost(), where: place, kernelSeconds: seconds)
+        guard training else {
+            result.gradInput = try gradients?.input.toHost()
+            result.gradParameters = try gradients?.parameters.mapValues { try $0.toHost() }
+            return result
+        }
         result.statistics = [
             "batch_mean": try saved.batchMean.toHost(), "batch_var": try saved.batchVariance.toHost(),
             "running_mean": layer.parameters.runningMean, "running_var": layer.parameters.runningVar,

@@ -34,17 +34,32 @@ struct CLIFailure: Error, CustomStringConvertible {
             } else {
                 self.init(error.description)
             }
+        case let error as CocoaError:
+            self.init(Self.describe(error))
+        case let error as POSIXError:
+            self.init(error.localizedDescription)
         default:
             self.init(String(describing: error))
         }
     }
 
+    /// Foundation's file errors as one line: its sentence, plus the system's reason when it
+    /// carries one ("No space left on device").
+    private static func describe(_ error: CocoaError) -> String {
+        var text = error.localizedDescription
+        if let underlying = error.userInfo[NSUnderlyingErrorKey] as? NSError {
+            text += " (\(underlying.localizedDescription))"
+        }
+        return text
+    }
+
     var description: String { message }
 
-    /// True for the errors the CLI reports itself (its own, Nyquist's and OpenCL's); everything
-    /// else (help requests, usage errors, exit codes) is ArgumentParser's to report.
+    /// True for the errors whose message ``init(_:)-(any Error)`` words: the CLI's own,
+    /// Nyquist's, OpenCL's and Foundation's file errors. ArgumentParser's outcomes (help,
+    /// usage errors, exit codes) are worded by ArgumentParser.
     static func isReportable(_ error: any Error) -> Bool {
-        error is CLIFailure || error is NyquistError || error is OpenCLError
+        error is CLIFailure || error is NyquistError || error is OpenCLError || error is CocoaError || error is POSIXError
     }
 
     /// Folds every line break (and the blanks around it) into a single space.

@@ -26,11 +26,13 @@ enum TensorFiles {
         if isPNG(path) { try PNGImage.checkTensorShape(shape, role: "output \(path)") }
     }
 
-    /// Writes `tensor` to `path` atomically (PNG or NPY by extension).
-    static func write(_ tensor: HostTensor, to path: String) throws {
+    /// Writes `tensor` to `path` atomically, as PNG or NPY by the extension of `name` (the
+    /// destination's name when `path` is a temporary file beside it).
+    static func write(_ tensor: HostTensor, to path: String, as name: String? = nil) throws {
         let url = URL(fileURLWithPath: path)
-        if isPNG(path) {
-            try PNG.write(PNGImage(tensor: tensor, role: "output \(path)"), to: url)
+        let named = name ?? path
+        if isPNG(named) {
+            try PNG.write(PNGImage(tensor: tensor, role: "output \(named)"), to: url)
         } else {
             try NPY.write(tensor, to: url)
         }

@@ -9,6 +9,10 @@ enum CLI {
         var status: Int32
         var standardOutput: String
         var standardError: String
+        /// The signal that ended the process (a crash: SIGSEGV, SIGILL, SIGABRT), if any.
+        var signal: Int32? = nil
+        /// True when the process outlived its time limit and was killed.
+        var timedOut = false
 
         /// The non-empty lines of standard error.
         var errorLines: [Substring] {
@@ -58,12 +62,23 @@ enum CLI {
 
     /// Runs `nyquist arguments...` in `directory` and waits for it; `environment` entries are
     /// added to (or replace) the inherited environment.
+    ///
+    /// `addressSpaceLimitKiB` runs the command under `ulimit -v` (through /bin/sh, which then
+    /// execs it), so that an absurd allocation fails in the child instead of exhausting the
+    /// machine; `timeLimit` kills a child that hangs (``Outcome/timedOut``).
     static func run(
-        _ arguments: [String], in directory: URL, environment: [String: String] = [:], executableName: String = "nyquist"
+        _ arguments: [String], in directory: URL, environment: [String: String] = [:], executableName: String = "nyquist",
+        addressSpaceLimitKiB: Int? = nil, timeLimit: Double? = nil
     ) throws -> Outcome {
         let process = Process()
-        process.executableURL = try executable(named: executableName)
-        process.arguments = arguments
+        let executable = try executable(named: executableName)
+        if let addressSpaceLimitKiB {
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", "ulimit -v \(addressSpaceLimitKiB) && exec \"$0\" \"$@\"", executable.path] + arguments
+        } else {
+            process.executableURL = executable
+            process.arguments = arguments
+        }
         process.currentDirectoryURL = directory
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         // Files instead of pipes: no deadlock however much the child writes. They live outside
@@ -85,13 +100,24 @@ enum CLI {
         process.standardError = errHandle
         process.standardInput = FileHandle.nullDevice
         try process.run()
+        var timedOut = false
+        if let timeLimit {
+            let deadline = Date().addingTimeInterval(timeLimit)
+            while process.isRunning && Date() < deadline { usleep(10_000) }
+            if process.isRunning {
+                timedOut = true
+                kill(process.processIdentifier, SIGKILL)
+            }
+        }
         process.waitUntilExit()
         try outHandle.close()
         try errHandle.close()
+        let signaled = process.terminationReason == .uncaughtSignal
         return Outcome(
             status: process.terminationStatus,
             standardOutput: String(decoding: try Data(contentsOf: outURL), as: UTF8.self),
-            standardError: String(decoding: try Data(contentsOf: errURL), as: UTF8.self))
+            standardError: String(decoding: try Data(contentsOf: errURL), as: UTF8.self),
+            signal: signaled && !timedOut ? process.terminationStatus : nil, timedOut: timedOut)
     }
 }
 

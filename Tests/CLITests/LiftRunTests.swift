@@ -64,14 +64,27 @@ struct LiftRunTests {
         }
     }
 
-    @Test("missing --extra, bad kernel size and misshapen params are one-line errors that write nothing")
+    @Test("lift-down-pool without --extra writes the pooled output alone")
+    func extraIsOptionalForLiftDown() throws {
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        var random = SplitMix64(seed: 48)
+        try workspace.write(random.tensor([1, 2, 6, 5]), "x.npy")
+        let outcome = try workspace.run(
+            ["run", "lift-down-pool", "--input", "x.npy", "--output", "y.npy", "--train", "--backend", "reference"])
+        #expect(outcome.status == 0, "\(outcome)")
+        #expect(try workspace.files() == ["x.npy", "y.npy"])
+        #expect(try NPY.read(contentsOf: workspace.url("y.npy")).shape == [1, 2, 3, 3])
+    }
+
+    @Test("missing --extra of lift-up-pool, bad kernel size and misshapen params are one-line errors that write nothing")
     func errors() throws {
         let workspace = try Workspace()
         defer { workspace.remove() }
         var random = SplitMix64(seed: 47)
         try workspace.write(random.tensor([1, 2, 4, 4]), "x.npy")
         try FileManager.default.createDirectory(at: workspace.url("bands"), withIntermediateDirectories: true)
-        let noExtra = try workspace.run(["run", "lift-down-pool", "--input", "x.npy", "--output", "y.npy"])
+        let noExtra = try workspace.run(["run", "lift-up-pool", "--input", "x.npy", "--output", "y.npy"])
         expectCLIError(noExtra, in: workspace, mentioning: "--extra")
         let badKernel = try workspace.run(
             ["run", "lift-down-pool", "--input", "x.npy", "--output", "y.npy", "--extra", "bands", "--kernel", "4"])

@@ -264,7 +264,7 @@ struct RunErrorTests {
         #expect(try workspace.read("y.npy") == previous)
     }
 
-    @Test("ArgumentParser's own errors exit non-zero and write nothing")
+    @Test("ArgumentParser's own errors exit non-zero with one line and write nothing")
     func parserErrors() throws {
         let workspace = try workspaceWithInput()
         defer { workspace.remove() }
@@ -275,7 +275,8 @@ struct RunErrorTests {
         ] {
             let outcome = try workspace.run(arguments)
             #expect(outcome.status != 0, "\(outcome)")
-            #expect(outcome.standardError.contains("Error"), "\(outcome)")
+            #expect(outcome.errorLines.count == 1, "\(outcome)")
+            #expect(outcome.standardError.hasPrefix("nyquist: error: "), "\(outcome)")
             #expect(!workspace.exists("y.npy"))
         }
     }
