@@ -73,7 +73,12 @@ struct LiftRun {
             channels: x.shape[1], kernelSize: command.kernel ?? 5, lambdaU: command.lambdaU ?? 0.01,
             lambdaP: command.lambdaP ?? 0.1)
         let parameters: LiftPoolParameters<Float> =
-            try command.params.map { try LiftPoolParameters(configuration, stateDict: Safetensors.read(contentsOf: URL(fileURLWithPath: $0))) }
+            try command.params.map {
+                try LiftPoolParameters(
+                    configuration,
+                    stateDict: TensorFiles.readParameters(
+                        $0, expecting: LiftPoolParameters<Float>.names, layer: LiftPoolConfiguration.operatorName))
+            }
             ?? LiftPoolParameters(configuration, seed: 0)
         let gradOutput = try command.gradOutput.map { try NPY.read(contentsOf: URL(fileURLWithPath: $0)) }
         let names = Self.bandNames(rank: x.rank)

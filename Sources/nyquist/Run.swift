@@ -212,7 +212,10 @@ struct Run: ParsableCommand {
 
         let x = try TensorFiles.read(input)
         let inputShape = try Shape4D(x.shape, role: "input \(input)")
-        if let params { options.parameters = try Safetensors.read(contentsOf: URL(fileURLWithPath: params)) }
+        if let params {
+            let names = name == .tipsPool ? [TIPSPool2DConfiguration.conv1Name, TIPSPool2DConfiguration.conv2Name] : []
+            options.parameters = try TensorFiles.readParameters(params, expecting: names, layer: name.rawValue)
+        }
         let givenIndices = try indices.map { try readIndices($0, batch: inputShape.n) }
         let pool = try options.makeOperator(name, channels: inputShape.c)
         let outputShape = try pool.outputShape(for: inputShape)

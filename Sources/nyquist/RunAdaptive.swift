@@ -66,7 +66,10 @@ extension Run {
         let parameters: AdaptiveBlurPool2DParameters<Float>
         if let params {
             parameters = try AdaptiveBlurPool2DParameters(
-                stateDict: Safetensors.read(contentsOf: URL(fileURLWithPath: params)), configuration: configuration)
+                stateDict: TensorFiles.readParameters(
+                    params, expecting: AdaptiveBlurPool2DParameters<Float>.names,
+                    layer: AdaptiveBlurPool2DConfiguration.operatorName),
+                configuration: configuration)
         } else {
             parameters = AdaptiveBlurPool2DParameters(configuration: configuration, seed: 0)
         }
