@@ -102,7 +102,8 @@ $(FUZZ_DIR)/fuzz-png: Fuzz/PNGFuzz.swift $(FUZZ_DIR)/libNyquistImage.a $(FUZZ_DI
 	$(SWIFTC) $(FUZZ_SWIFTFLAGS) -I $(FUZZ_DIR)/modules -I Sources/CZlib $< \
 	  -L $(FUZZ_DIR) -lNyquistImage -lNyquistCore -lz -o $@ $(FUZZ_QUIET)
 
-# Seeds: the fixtures, plus Fuzz/seeds/TARGET/ when present. Corpora persist across runs.
+# Seeds: the fixtures, plus Fuzz/seeds/TARGET/ when present; Fuzz/TARGET.dict is passed as a
+# libFuzzer dictionary. Corpora persist across runs.
 fuzz: fuzz-build
 	@mkdir -p $(FUZZ_DIR)/artifacts; \
 	for target in $(FUZZ_TARGETS); do \
@@ -114,7 +115,8 @@ fuzz: fuzz-build
 	  esac; \
 	  if [ -d Fuzz/seeds/$$target ]; then cp -n Fuzz/seeds/$$target/* $$corpus/ 2>/dev/null; fi; \
 	  echo "fuzzing $$target for $(FUZZ_SECONDS) s (corpus $$corpus)"; \
-	  $(FUZZ_DIR)/fuzz-$$target -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=65536 \
+	  dict=""; if [ -f Fuzz/$$target.dict ]; then dict=-dict=Fuzz/$$target.dict; fi; \
+	  $(FUZZ_DIR)/fuzz-$$target -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=65536 $$dict \
 	    -timeout=30 -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/artifacts/$$target- \
 	    $$corpus > $(FUZZ_DIR)/$$target.log 2>&1; status=$$?; \
 	  grep -E "cov: " $(FUZZ_DIR)/$$target.log | tail -1; \

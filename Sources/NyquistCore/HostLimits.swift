@@ -53,6 +53,7 @@ public struct HostLimits: Sendable, Equatable, CustomStringConvertible {
         self.pngDecodeBudget = max(0, pngDecodeBudget ?? min(Self.defaultPNGDecodeBudget, memoryBudget))
     }
 
+    /// Both budgets for a person: "host memory budget 11.2 GiB, PNG decode budget 256.0 MiB".
     public var description: String {
         "host memory budget \(Self.format(bytes: memoryBudget)), PNG decode budget \(Self.format(bytes: pngDecodeBudget))"
     }
