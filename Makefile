@@ -5,7 +5,7 @@ SWIFT ?= swift
 PACKAGES := ocl-icd-opencl-dev opencl-headers pocl-opencl-icd zlib1g-dev
 CLANG ?= $(shell command -v clang)
 
-.PHONY: deps build demo test lint-kernels bench clean parity-report doc-coverage
+.PHONY: deps build demo test lint-kernels bench clean parity-report doc-coverage fuzz-build fuzz fuzz-smoke
 
 deps:
 	@missing=""; for p in $(PACKAGES); do \
@@ -39,7 +39,7 @@ lint-kernels:
 	  echo "kernels lint clean"; \
 	else echo "clang not found: kernel lint skipped"; fi
 
-test: build lint-kernels
+test: build lint-kernels fuzz-smoke
 	$(SWIFT) test
 
 # Regenerates docs/parity.md from one run of the parity suite (Tests/ParityTests/ParityReport.swift
@@ -61,3 +61,69 @@ bench: deps
 
 clean:
 	rm -rf .build
+
+# libFuzzer targets for the NPY, safetensors and PNG decoders (Fuzz/README.md). The parsers are
+# compiled straight from Sources with swiftc (SwiftPM has no fuzzer mode); everything goes to
+# .build-fuzz/. `make fuzz` runs each target for FUZZ_SECONDS on its corpus (seeded from the
+# test fixtures); `fuzz-smoke` (part of `make test`) runs each for a few seconds so that the
+# targets keep building. A crash, leak or memory-limit breach fails make and leaves the input
+# in .build-fuzz/artifacts/.
+FUZZ_SECONDS ?= 600
+FUZZ_DIR := .build-fuzz
+FUZZ_TARGETS := npy safetensors png
+SWIFTC ?= swiftc
+FUZZ_SWIFTFLAGS := -sanitize=fuzzer,address -parse-as-library -swift-version 6 -O -g
+
+FUZZ_CORE_SOURCES := $(wildcard Sources/NyquistCore/*.swift)
+FUZZ_IMAGE_SOURCES := $(wildcard Sources/NyquistImage/*.swift)
+# gold warns about every ASan helper symbol of a static library; those lines are noise.
+FUZZ_QUIET := 2>&1 | { grep -v "Cannot export local symbol" || true; }; exit $${PIPESTATUS[0]}
+
+fuzz-build: $(FUZZ_DIR)/fuzz-npy $(FUZZ_DIR)/fuzz-safetensors $(FUZZ_DIR)/fuzz-png
+
+$(FUZZ_DIR)/libNyquistCore.a: $(FUZZ_CORE_SOURCES)
+	@mkdir -p $(FUZZ_DIR)/modules
+	$(SWIFTC) $(FUZZ_SWIFTFLAGS) -module-name NyquistCore -emit-module \
+	  -emit-module-path $(FUZZ_DIR)/modules/NyquistCore.swiftmodule \
+	  -emit-library -static -o $@ $(FUZZ_CORE_SOURCES) $(FUZZ_QUIET)
+
+$(FUZZ_DIR)/libNyquistImage.a: $(FUZZ_IMAGE_SOURCES) $(FUZZ_DIR)/libNyquistCore.a
+	$(SWIFTC) $(FUZZ_SWIFTFLAGS) -module-name NyquistImage -emit-module -I $(FUZZ_DIR)/modules -I Sources/CZlib \
+	  -emit-module-path $(FUZZ_DIR)/modules/NyquistImage.swiftmodule \
+	  -emit-library -static -o $@ $(FUZZ_IMAGE_SOURCES) $(FUZZ_QUIET)
+
+$(FUZZ_DIR)/fuzz-npy: Fuzz/NPYFuzz.swift $(FUZZ_DIR)/libNyquistCore.a
+	$(SWIFTC) $(FUZZ_SWIFTFLAGS) -I $(FUZZ_DIR)/modules $< -L $(FUZZ_DIR) -lNyquistCore -o $@ $(FUZZ_QUIET)
+
+$(FUZZ_DIR)/fuzz-safetensors: Fuzz/SafetensorsFuzz.swift $(FUZZ_DIR)/libNyquistCore.a
+	$(SWIFTC) $(FUZZ_SWIFTFLAGS) -I $(FUZZ_DIR)/modules $< -L $(FUZZ_DIR) -lNyquistCore -o $@ $(FUZZ_QUIET)
+
+$(FUZZ_DIR)/fuzz-png: Fuzz/PNGFuzz.swift $(FUZZ_DIR)/libNyquistImage.a $(FUZZ_DIR)/libNyquistCore.a
+	$(SWIFTC) $(FUZZ_SWIFTFLAGS) -I $(FUZZ_DIR)/modules -I Sources/CZlib $< \
+	  -L $(FUZZ_DIR) -lNyquistImage -lNyquistCore -lz -o $@ $(FUZZ_QUIET)
+
+# Seeds: the fixtures, plus Fuzz/seeds/TARGET/ when present; Fuzz/TARGET.dict is passed as a
+# libFuzzer dictionary. Corpora persist across runs.
+fuzz: fuzz-build
+	@mkdir -p $(FUZZ_DIR)/artifacts; \
+	for target in $(FUZZ_TARGETS); do \
+	  corpus=$(FUZZ_DIR)/corpus-$$target; mkdir -p $$corpus; \
+	  case $$target in \
+	    npy) cp -n Tests/NyquistCoreTests/Fixtures/*.npy $$corpus/ ;; \
+	    safetensors) cp -n Tests/NyquistCoreTests/Fixtures/*.safetensors $$corpus/ ;; \
+	    png) cp -n Tests/NyquistImageTests/Fixtures/*.png $$corpus/ ;; \
+	  esac; \
+	  if [ -d Fuzz/seeds/$$target ]; then cp -n Fuzz/seeds/$$target/* $$corpus/ 2>/dev/null; fi; \
+	  echo "fuzzing $$target for $(FUZZ_SECONDS) s (corpus $$corpus)"; \
+	  dict=""; if [ -f Fuzz/$$target.dict ]; then dict=-dict=Fuzz/$$target.dict; fi; \
+	  $(FUZZ_DIR)/fuzz-$$target -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=65536 $$dict \
+	    -timeout=30 -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/artifacts/$$target- \
+	    $$corpus > $(FUZZ_DIR)/$$target.log 2>&1; status=$$?; \
+	  grep -E "cov: " $(FUZZ_DIR)/$$target.log | tail -1; \
+	  grep -E "^Done |stat::(number_of_executed_units|peak_rss_mb)" $(FUZZ_DIR)/$$target.log; \
+	  echo "corpus: $$(ls $$corpus | wc -l) files"; \
+	  if [ $$status -ne 0 ]; then tail -40 $(FUZZ_DIR)/$$target.log; echo "fuzz-$$target failed (log: $(FUZZ_DIR)/$$target.log)"; exit 1; fi; \
+	done
+
+fuzz-smoke:
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=5

@@ -17,17 +17,30 @@ public enum NPY {
     /// walk megabytes. NumPy itself refuses headers over 10 000 bytes by default.
     static let maximumHeaderLength = 1 << 20
 
-    /// Decodes a complete `.npy` file.
-    ///
-    /// - Throws: ``NyquistError`` of kind `.invalidFile` naming what is wrong (magic, version,
-    ///   header syntax, dtype, order, shape, or data length). An element count that overflows
-    ///   is reported as `.invalidFile` too: no real file can hold that many values.
-    public static func decode(_ bytes: [UInt8]) throws -> HostTensor {
-        guard bytes.count >= magic.count + 2, Array(bytes[0..<magic.count]) == magic else {
+    /// What a header declares, validated: enough to size and convert the data.
+    struct Layout {
+        var descr: String
+        var shape: [Int]
+        /// Bytes per stored element: 4 or 8.
+        var scalarSize: Int
+        /// Offset of the first data byte (the header's end).
+        var dataStart: Int
+        /// Elements (not yet checked against ``maximumDeviceElementCount``).
+        var count: Int
+        /// Bytes of data the shape needs.
+        var dataSize: Int
+    }
+
+    /// The header's end (offset of the data) from the first bytes of a file, which must hold
+    /// the magic, the version and the length field (10 or 12 bytes): the file readers read
+    /// these first, so that nothing else is read before the header is known to be sane.
+    static func headerEnd(_ bytes: ArraySlice<UInt8>) throws -> Int {
+        let base = bytes.startIndex
+        guard bytes.count >= magic.count + 2, bytes[base..<base + magic.count].elementsEqual(magic) else {
             throw invalid("not an NPY file (missing the \\x93NUMPY magic)")
         }
-        let major = bytes[6]
-        let minor = bytes[7]
+        let major = bytes[base + 6]
+        let minor = bytes[base + 7]
         let lengthSize: Int
         switch (major, minor) {
         case (1, 0): lengthSize = 2
@@ -40,17 +53,26 @@ public enum NPY {
         }
         var headerLength = 0
         for index in 0..<lengthSize {
-            headerLength |= Int(bytes[8 + index]) << (8 * index)
+            headerLength |= Int(bytes[base + 8 + index]) << (8 * index)
         }
         guard headerLength <= maximumHeaderLength else {
             throw invalid("header length \(headerLength) is implausibly large (limit \(maximumHeaderLength))")
         }
-        guard headerLength <= bytes.count - headerStart else {
+        return headerStart + headerLength
+    }
+
+    /// Validates the header held in `bytes` (the file's first ``headerEnd(_:)`` bytes or more):
+    /// dtype, order, shape, and the element count and data size it implies (overflow-checked).
+    /// Nothing here depends on how much data follows.
+    static func layout(_ bytes: ArraySlice<UInt8>) throws -> Layout {
+        let end = try headerEnd(bytes)
+        guard end <= bytes.count else {
+            let start = 8 + (bytes[bytes.startIndex + 6] == 1 ? 2 : 4)
             throw invalid(
-                "header says it is \(headerLength) bytes but only \(bytes.count - headerStart) follow the length field")
+                "header says it is \(end - start) bytes but only \(bytes.count - start) follow the length field")
         }
-        let dataStart = headerStart + headerLength
-        let header = try parseHeader(Array(bytes[headerStart..<dataStart]))
+        let headerStart = bytes[bytes.startIndex + 6] == 1 ? 10 : 12
+        let header = try parseHeader(Array(bytes[(bytes.startIndex + headerStart)..<(bytes.startIndex + end)]))
 
         let scalarSize: Int
         switch header.descr {
@@ -77,27 +99,62 @@ public enum NPY {
             guard !overflow else { throw invalid("shape \(header.shape) has more elements than can be addressed") }
             count = product
         }
-        let (needed, overflow) = count.multipliedReportingOverflow(by: scalarSize)
+        let (dataSize, overflow) = count.multipliedReportingOverflow(by: scalarSize)
         guard !overflow else { throw invalid("shape \(header.shape) needs more bytes than can be addressed") }
-        let available = bytes.count - dataStart
-        guard available == needed else {
-            let which = available < needed ? "short" : "long"
-            throw invalid(
-                "data is too \(which): shape \(header.shape) of \(header.descr) needs \(needed) bytes but \(available) follow the header")
-        }
+        return Layout(
+            descr: header.descr, shape: header.shape, scalarSize: scalarSize, dataStart: end, count: count,
+            dataSize: dataSize)
+    }
 
+    /// The checks that come once the data is known to be there: the element limit, then the
+    /// memory budget for `bytes` (what the caller is about to allocate).
+    static func checkLimits(_ layout: Layout, bytes: Int, limits: HostLimits, what: String) throws {
+        guard layout.count <= maximumDeviceElementCount else {
+            throw NyquistError(
+                .sizeLimit,
+                "NPY shape \(layout.shape) holds \(layout.count) elements, more than the \(maximumDeviceElementCount) "
+                    + "(2^31-1) a tensor may have")
+        }
+        try limits.checkAllocation(bytes: bytes, what: "NPY shape \(layout.shape) of \(layout.descr) (\(what))")
+    }
+
+    /// The `.invalidFile` error for `available` data bytes where `layout` needs another number.
+    static func lengthMismatch(_ layout: Layout, available: Int) -> NyquistError {
+        let which = available < layout.dataSize ? "short" : "long"
+        return invalid(
+            "data is too \(which): shape \(layout.shape) of \(layout.descr) needs \(layout.dataSize) bytes "
+                + "(\(HostLimits.format(bytes: layout.dataSize))) but \(available) follow the header")
+    }
+
+    /// The tensor of `layout` from its data, which starts at `offset` in `bytes`.
+    static func values(_ bytes: [UInt8], at offset: Int, _ layout: Layout) -> HostTensor {
         let values = bytes.withUnsafeBytes { raw -> [Float] in
-            if scalarSize == 4 {
-                return (0..<count).map { index in
-                    Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: dataStart + 4 * index, as: UInt32.self)))
+            if layout.scalarSize == 4 {
+                return (0..<layout.count).map { index in
+                    Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: offset + 4 * index, as: UInt32.self)))
                 }
             } else {
-                return (0..<count).map { index in
-                    Float(Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: dataStart + 8 * index, as: UInt64.self))))
+                return (0..<layout.count).map { index in
+                    Float(Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: offset + 8 * index, as: UInt64.self))))
                 }
             }
         }
-        return HostTensor(unchecked: header.shape, values)
+        return HostTensor(unchecked: layout.shape, values)
+    }
+
+    /// Decodes a complete `.npy` file held in memory.
+    ///
+    /// - Throws: ``NyquistError`` of kind `.invalidFile` naming what is wrong (magic, version,
+    ///   header syntax, dtype, order, shape, or data length); `.sizeLimit` for more than
+    ///   ``maximumDeviceElementCount`` elements or a decoded tensor over `limits.memoryBudget`.
+    public static func decode(_ bytes: [UInt8], limits: HostLimits = .current) throws -> HostTensor {
+        let layout = try layout(bytes[...])
+        guard bytes.count - layout.dataStart == layout.dataSize else {
+            throw lengthMismatch(layout, available: bytes.count - layout.dataStart)
+        }
+        // count <= 2^31 - 1 once checked, so 4 * count cannot overflow.
+        try checkLimits(layout, bytes: 4 * min(layout.count, maximumDeviceElementCount), limits: limits, what: "as float32")
+        return values(bytes, at: layout.dataStart, layout)
     }
 
     /// Encodes `tensor` as NPY version 1.0, `<f4`, C order, exactly as `numpy.save` would.
@@ -145,13 +202,30 @@ public enum NPY {
 
     /// Reads and decodes the `.npy` file at `url`.
     ///
+    /// Only a regular file is opened (see ``FileIO/RegularFile/open(_:)``). The header is read
+    /// alone first; the data it declares must match the file's size and, with the decoded
+    /// tensor, fit `limits.memoryBudget`, before the data is read or any buffer for it exists.
+    ///
     /// - Throws: `.io` ("cannot read PATH: reason") when the file cannot be read, `.invalidFile`
-    ///   (prefixed with the path) when its contents are not a supported array.
-    public static func read(contentsOf url: URL) throws -> HostTensor {
-        let bytes = try FileIO.readBytes(contentsOf: url)
+    ///   (prefixed with the path) when its contents are not a supported array, `.sizeLimit`
+    ///   (prefixed with the path) for the element limit or the memory budget.
+    public static func read(contentsOf url: URL, limits: HostLimits = .current) throws -> HostTensor {
+        let file = try FileIO.RegularFile.open(url)
         do {
-            return try decode(bytes)
-        } catch let error as NyquistError {
+            let start = try file.read(at: 0, count: min(file.size, 12))
+            let end = try headerEnd(start[...])
+            guard end <= file.size else {
+                throw invalid("header ends at byte \(end) but the file has \(file.size) bytes")
+            }
+            let layout = try layout(try file.read(at: 0, count: end)[...])
+            guard file.size - end == layout.dataSize else { throw lengthMismatch(layout, available: file.size - end) }
+            // The file's data and the Float tensor made from it exist together for a moment.
+            // dataSize matched the file's size, so it is far from overflowing; count is capped.
+            try checkLimits(
+                layout, bytes: layout.dataSize + 4 * min(layout.count, maximumDeviceElementCount), limits: limits,
+                what: "file data plus float32 tensor")
+            return values(try file.read(at: end, count: layout.dataSize), at: 0, layout)
+        } catch let error as NyquistError where error.kind != .io {
             throw NyquistError(error.kind, "\(url.path): \(error.message)")
         }
     }

@@ -158,13 +158,19 @@ public enum PNG {
 
     // MARK: Reading
 
-    /// Reads the PNG file at `url`; errors name its path.
-    public static func read(contentsOf url: URL) throws -> PNGImage {
-        try decode(FileIO.readBytes(contentsOf: url), name: url.path)
+    /// Reads the PNG file at `url`; errors name its path. Only a regular file is opened (see
+    /// ``FileIO/RegularFile/open(_:)``); the budgets are those of ``decode(_:name:limits:)``.
+    public static func read(contentsOf url: URL, limits: HostLimits = .current) throws -> PNGImage {
+        try decode(FileIO.readBytes(contentsOf: url, limits: limits), name: url.path, limits: limits)
     }
 
     /// Decodes a PNG file held in `bytes`; `name` (a path) is used in error messages.
-    public static func decode(_ bytes: [UInt8], name: String = "PNG data") throws -> PNGImage {
+    ///
+    /// As soon as IHDR is read, the bytes the decoder would produce (the inflated rows plus the
+    /// 16-bit sample array) are checked against `limits.pngDecodeBudget`, and an image over it
+    /// is refused with ``NyquistError/Kind/sizeLimit`` before anything else is read; inflating
+    /// stops as soon as the stream produces more than IHDR's size needs.
+    public static func decode(_ bytes: [UInt8], name: String = "PNG data", limits: HostLimits = .current) throws -> PNGImage {
         func invalid(_ reason: String) -> NyquistError { NyquistError(.invalidFile, "PNG \(name): \(reason)") }
         guard bytes.count >= signature.count, Array(bytes[0..<signature.count]) == signature else {
             throw invalid("not a PNG file (the 8-byte PNG signature is missing)")
@@ -208,9 +214,11 @@ public enum PNG {
             switch type {
             case "IHDR":
                 guard header == nil else { throw invalid("more than one IHDR chunk") }
-                header = try Header(data, invalid: invalid, unsupported: { reason in
+                let declared = try Header(data, invalid: invalid, unsupported: { reason in
                     NyquistError(.unsupported, "PNG \(name): \(reason)")
                 })
+                try declared.checkBudget(limits.pngDecodeBudget, name: name)
+                header = declared
             case "PLTE":
                 guard data.count % 3 == 0, (3...768).contains(data.count) else {
                     throw invalid("PLTE has \(data.count) bytes; it must hold 1...256 RGB entries (3 bytes each)")
@@ -352,6 +360,28 @@ public enum PNG {
             }
         }
 
+        /// Throws `.sizeLimit` when decoding this image would produce more than `budget` bytes:
+        /// the inflated rows (a filter byte and the stored samples per row) plus the decoded
+        /// samples (2 bytes each, for the widest layout the file may turn out to have).
+        func checkBudget(_ budget: Int, name: String) throws {
+            let bytesPerSample = bitDepth / 8
+            let channels = colourType == 3 ? 4 : storedChannels
+            let (rowBytes, overflow1) = width.multipliedReportingOverflow(by: storedChannels * bytesPerSample)
+            let (inflated, overflow2) = height.multipliedReportingOverflow(by: rowBytes + 1)
+            let (pixels, overflow3) = width.multipliedReportingOverflow(by: height)
+            let (samples, overflow4) = pixels.multipliedReportingOverflow(by: channels * 2)
+            let (total, overflow5) = inflated.addingReportingOverflow(samples)
+            let overflow = overflow1 || overflow2 || overflow3 || overflow4 || overflow5
+            guard !overflow, total <= budget else {
+                let needs = overflow ? "more bytes than can be counted" : HostLimits.format(bytes: total)
+                throw NyquistError(
+                    .sizeLimit,
+                    "PNG \(name): IHDR declares \(width)x\(height) pixels (colour type \(colourType), \(bitDepth) bits); "
+                        + "decoding needs \(needs), more than the PNG decode budget of \(HostLimits.format(bytes: budget)) "
+                        + "(set NYQUIST_PNG_DECODE_BUDGET to change it)")
+            }
+        }
+
         /// The layout after palette expansion.
         func outputLayout(hasTransparency: Bool) -> PNGImage.Layout {
             switch colourType {
@@ -365,6 +395,9 @@ public enum PNG {
     }
 
     /// Inflates the zlib stream `compressed`, which must produce exactly `expectedCount` bytes.
+    ///
+    /// The output grows as the stream produces it (a lying IHDR over a tiny stream never gets
+    /// its declared buffer) and inflating stops at the first byte beyond `expectedCount`.
     private static func inflate(
         _ compressed: [UInt8], expectedCount: Int, invalid: (String) -> NyquistError
     ) throws -> [UInt8] {
@@ -374,36 +407,42 @@ public enum PNG {
             throw NyquistError(.io, "zlib could not start decompressing (status \(initialised))")
         }
         defer { inflateEnd(&stream) }
-        var input = compressed
-        var output = [UInt8](repeating: 0, count: expectedCount)
-        // zlib counts in 32-bit units, so feed it at most 1 GiB at a time each way.
+        var output: [UInt8] = []
+        // Deflate rarely beats 8:1 on images; past that the array doubles as usual.
+        output.reserveCapacity(min(expectedCount, max(compressed.count * 8, 1 << 16)))
+        // One byte more than can be accepted, so that overlong data is seen in the last chunk.
+        let chunkSize = min(expectedCount + 1, 1 << 18)
+        var chunk = [UInt8](repeating: 0, count: chunkSize)
+        // zlib counts input in 32-bit units, so feed it at most 1 GiB at a time.
         let step = 1 << 30
         var consumed = 0
-        var produced = 0
         var status: Int32 = Z_OK
-        input.withUnsafeMutableBufferPointer { source in
-            output.withUnsafeMutableBufferPointer { destination in
+        try compressed.withUnsafeBufferPointer { source in
+            try chunk.withUnsafeMutableBufferPointer { destination in
                 while true {
-                    let inputChunk = min(source.count - consumed, step)
-                    let outputChunk = min(destination.count - produced, step)
-                    stream.next_in = source.baseAddress.map { $0 + consumed }
-                    stream.avail_in = UInt32(inputChunk)
-                    stream.next_out = destination.baseAddress.map { $0 + produced }
-                    stream.avail_out = UInt32(outputChunk)
+                    if stream.avail_in == 0 && consumed < source.count {
+                        let inputChunk = min(source.count - consumed, step)
+                        stream.next_in = source.baseAddress.map { UnsafeMutablePointer(mutating: $0 + consumed) }
+                        stream.avail_in = UInt32(inputChunk)
+                        consumed += inputChunk
+                    }
+                    stream.next_out = destination.baseAddress
+                    stream.avail_out = UInt32(chunkSize)
                     status = CZlib.inflate(&stream, Z_NO_FLUSH)
-                    consumed += inputChunk - Int(stream.avail_in)
-                    produced += outputChunk - Int(stream.avail_out)
+                    let produced = chunkSize - Int(stream.avail_out)
+                    guard produced <= expectedCount - output.count else {
+                        throw invalid("the image data holds more than the \(expectedCount) bytes IHDR's size needs")
+                    }
+                    output.append(contentsOf: UnsafeBufferPointer(rebasing: destination[0..<produced]))
                     if status != Z_OK { return }
                 }
             }
         }
         switch status {
         case Z_STREAM_END:
-            guard produced == expectedCount else {
-                throw invalid("the image data holds \(produced) bytes but IHDR's size needs \(expectedCount)")
+            guard output.count == expectedCount else {
+                throw invalid("the image data holds \(output.count) bytes but IHDR's size needs \(expectedCount)")
             }
-        case Z_BUF_ERROR where produced == expectedCount:
-            throw invalid("the image data holds more than the \(expectedCount) bytes IHDR's size needs")
         case Z_BUF_ERROR:
             throw invalid("the compressed image data ends early (truncated IDAT)")
         case Z_MEM_ERROR:

@@ -4,9 +4,12 @@ extension PNGImage {
     /// The image as an NCHW tensor of shape [1, C, H, W] with values `sample / maximumSample`
     /// in [0, 1]: gray gives C = 1, RGB C = 3. Alpha is dropped (not premultiplied, not
     /// composited), because the operators see colour planes and an alpha plane would change C.
-    public func tensor() throws -> HostTensor {
+    /// The tensor must fit `limits.memoryBudget` (`.sizeLimit` otherwise).
+    public func tensor(limits: HostLimits = .current) throws -> HostTensor {
         let colourChannels = layout.hasAlpha ? layout.channels - 1 : layout.channels
         let plane = width * height
+        try limits.checkAllocation(
+            count: colourChannels * plane, bytesPerElement: 4, what: "the tensor of a \(width)x\(height) \(layout) image")
         // Division, not a reciprocal multiply: 51 / 255 is then exactly Float(0.2).
         let maximum = Float(maximumSample)
         var values = [Float](repeating: 0, count: colourChannels * plane)

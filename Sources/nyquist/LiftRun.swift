@@ -75,7 +75,10 @@ struct LiftRun {
         let parameters: LiftPoolParameters<Float> =
             try command.params.map {
                 try LiftPoolParameters(
-                    configuration, stateDict: Safetensors.read(contentsOf: URL(fileURLWithPath: $0)),
+                    configuration,
+                    stateDict: TensorFiles.readParameters(
+                        $0, expecting: LiftPoolParameters<Float>.names.map { (command.paramsPrefix ?? "") + $0 },
+                        layer: LiftPoolConfiguration.operatorName),
                     prefix: command.paramsPrefix ?? "")
             }
             ?? LiftPoolParameters(configuration, seed: 0)

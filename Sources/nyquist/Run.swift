@@ -221,14 +221,18 @@ struct Run: ParsableCommand {
         let x = try TensorFiles.read(input)
         let inputShape = try Shape4D(x.shape, role: "input \(input)")
         if let params {
-            let stateDict = try Safetensors.read(contentsOf: URL(fileURLWithPath: params))
+            let names = TIPSPool2DConfiguration.parameterNames
+            let stateDict = try TensorFiles.readParameters(
+                params, expecting: names.map { (paramsPrefix ?? "") + $0 }, layer: name.rawValue)
             options.parameters = try StateDictSelection.select(
-                stateDict, prefix: paramsPrefix ?? "", expected: TIPSPool2DConfiguration.parameterNames, layer: name.rawValue)
+                stateDict, prefix: paramsPrefix ?? "", expected: names, layer: name.rawValue)
         }
         let givenIndices = try indices.map { try readIndices($0, batch: inputShape.n) }
         let pool = try options.makeOperator(name, channels: inputShape.c)
         let outputShape = try pool.outputShape(for: inputShape)
         try TensorFiles.checkOutput(shape: outputShape.dimensions, path: output)
+        // The host copies of the output and the input gradient, before any device work.
+        try HostLimits.current.checkAllocation(count: outputShape.count, bytesPerElement: 4, what: "the output \(outputShape)")
         var gradOutputTensor: HostTensor?
         if let gradientPaths {
             let gy = try NPY.read(contentsOf: URL(fileURLWithPath: gradientPaths.output))

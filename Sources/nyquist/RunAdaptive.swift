@@ -63,11 +63,16 @@ extension Run {
             softmax: softmaxMode)
         let outputShape = try configuration.outputShape(for: inputShape)
         try TensorFiles.checkOutput(shape: outputShape.dimensions, path: output)
+        // The filters (G*k*k per output position) are the largest host result.
+        let filterShape = try configuration.filterShape(for: inputShape)
+        try HostLimits.current.checkAllocation(count: filterShape.count, bytesPerElement: 4, what: "the filters \(filterShape)")
         let parameters: AdaptiveBlurPool2DParameters<Float>
         if let params {
             parameters = try AdaptiveBlurPool2DParameters(
-                stateDict: Safetensors.read(contentsOf: URL(fileURLWithPath: params)), configuration: configuration,
-                prefix: paramsPrefix ?? "")
+                stateDict: TensorFiles.readParameters(
+                    params, expecting: AdaptiveBlurPool2DParameters<Float>.names.map { (paramsPrefix ?? "") + $0 },
+                    layer: AdaptiveBlurPool2DConfiguration.operatorName),
+                configuration: configuration, prefix: paramsPrefix ?? "")
         } else {
             parameters = AdaptiveBlurPool2DParameters(configuration: configuration, seed: 0)
         }

@@ -21,6 +21,13 @@ enum TensorFiles {
         return isPNG(path) ? try PNG.read(contentsOf: url).tensor() : try NPY.read(contentsOf: url)
     }
 
+    /// The float tensors of the safetensors file `path` (--params), after checking that none of
+    /// `names`, the parameters `layer` will look up, is stored with an integer dtype: the loader
+    /// would call such a tensor missing.
+    static func readParameters(_ path: String, expecting names: [String], layer: String) throws -> [String: HostTensor] {
+        try Safetensors.readContents(contentsOf: URL(fileURLWithPath: path)).parameters(expecting: names, layer: layer)
+    }
+
     /// Refuses, before any work, an output shape that `path` cannot hold (PNG: N = 1, C = 1 or 3).
     static func checkOutput(shape: [Int], path: String) throws {
         if isPNG(path) { try PNGImage.checkTensorShape(shape, role: "output \(path)") }

@@ -246,8 +246,14 @@ struct PNGTests {
         expectError(.invalidFile, "2^31") {
             try PNG.decode(HandPNG.file(width: 0x8000_0000, height: 1, raw: [0, 0]))
         }
-        // Declared far beyond what the data can inflate to: refused before allocating.
-        for (width, height) in [(0x7FFF_FFFF, 0x7FFF_FFFF), (100_000, 100_000), (65_536, 4)] as [(UInt32, UInt32)] {
+        // Declared beyond the decode budget: refused as soon as IHDR is read.
+        for (width, height) in [(0x7FFF_FFFF, 0x7FFF_FFFF), (100_000, 100_000)] as [(UInt32, UInt32)] {
+            expectError(.sizeLimit, "\(width)x\(height)", "PNG decode budget") {
+                try PNG.decode(HandPNG.file(width: width, height: height, colour: 6, raw: [0, 1, 2, 3, 4]))
+            }
+        }
+        // Within the budget but far beyond what the data can inflate to: refused before allocating.
+        for (width, height) in [(65_536, 4)] as [(UInt32, UInt32)] {
             expectError(.invalidFile, "\(width)x\(height)", "compressed") {
                 try PNG.decode(HandPNG.file(width: width, height: height, colour: 6, raw: [0, 1, 2, 3, 4]))
             }
