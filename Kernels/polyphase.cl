@@ -4,14 +4,14 @@
 // p1 = (1,0), p2 = (0,1), p3 = (1,1).
 //
 // APS (odd sizes: padded row H copies row 0, padded column W copies column 0):
-//   aps_partial_norms  global (chunks * GROUP_SIZE, N): `chunks` work-groups per SAMPLE; each
-//                  item accumulates the four phase norms of whole padded rows (rows dealt out
-//                  round robin over the sample's work-groups), then a fixed-shape tree reduction
-//                  in local memory gives one partial norm per phase and work-group.
-//   aps_pick       global (N): joins the partial norms in chunk order and picks the argmax (ties:
-//                  lowest k; the first NaN wins, as torch.argmax). Deterministic: the order of
-//                  every addition depends only on the sizes and the chunk count. NORM: 0 l2 (sum
-//                  of squares, the same order as the norm), 1 l1, 2 linf.
+//   aps_partial_norms  global (chunks * GROUP_SIZE, N): `chunks` work-groups per SAMPLE; the
+//                  padded rows of a sample are summed over a fixed set of lanes (reduce_lanes:
+//                  lane l takes rows l, l + lanes, ...; chunk c owns lanes c + b chunks), each
+//                  row's four phase norms added whole, then the first levels of the lanes' tree.
+//   aps_pick       global (N): the last levels of the tree over the chunk norms, then the argmax
+//                  (ties: lowest k; the first NaN wins, as torch.argmax). Deterministic: every
+//                  addition's order depends only on the sizes, not on GROUP_SIZE or the chunk
+//                  count. NORM: 0 l2 (sum of squares, the same order as the norm), 1 l1, 2 linf.
 //   aps_gather     global (out cols / 8, out rows, planes): y = padded x at (2i + a, 2j + b),
 //                  8 outputs per item (one 16-wide load, even lanes).
 //   aps_scatter    global (cols / 16, rows, planes) of the input: the gather's adjoint, as a
@@ -30,17 +30,21 @@
 //                     the plane's share of d conv2
 //   tips_grad_w2      global (C): d conv2 = sum over n of the plane shares, in order of n
 //   tips_grad_z       global (W', H', planes): dz = [psi > 0] (dq[quadrant] + L_undo term)
-//   tips_grad_w1      one work-group per channel: d conv1, k*k sums per item over its rows, then a tree
+//   tips_grad_w1_rows global (k k, H', planes): the d conv1 terms of each x' row and tap
 //   tips_grad_input   global (W' / 8, H, planes): dx as a gather over the x' positions that copy it,
 //                     8 columns per item (vectors away from the borders)
 //   tips_losses       global (planes): per-plane 1 - ||tau|| and sum (psi - T)^2 (host sums)
 //   tips_backward_band  the fused backward (the default): one work-group per band of x' rows
 //                     (or per batch of small planes): dz of the band and its halo into local
-//                     memory (psi recomputed from x, never read back), d conv1 partial sums per
-//                     (plane, band), then dx from local memory; replaces tips_grad_z,
-//                     tips_grad_w1 and tips_grad_input, which stay for devices whose local
-//                     memory cannot hold 3 rows of dz
-//   tips_grad_w1_sum  global (C k k): d conv1 = the band partials summed over n, then bands
+//                     memory (psi recomputed from x, never read back), the band's d conv1 row
+//                     terms, then dx from local memory; replaces tips_grad_z, tips_grad_w1_rows
+//                     and tips_grad_input, which stay for devices whose local memory cannot hold
+//                     3 rows of dz (and for bandElements 0)
+//   tips_grad_w1_sum  global (C k k): d conv1 = the row terms summed over n, then rows
+//
+// Determinism: no result depends on GROUP_SIZE, the plane batching or the band size. Per-plane
+// sums run over lanes fixed by the sizes (reduce_lanes); d conv1 is summed per x' row with one
+// body in both backward paths; dx adds a position's copies in one order in both paths.
 //
 // Defines: GROUP_SIZE (power of two), NORM, KERNEL_SIZE (odd), SHIFT_FILL (0 circular, 1 zero),
 // TIPS_WRITE_PSI (0 inference, 1 training).
@@ -61,6 +65,34 @@
 #ifndef TIPS_WRITE_PSI
 #define TIPS_WRITE_PSI 0
 #endif
+
+// Every per-plane and per-sample sum is split over `lanes` virtual lanes, a power of two that
+// depends only on how much there is to sum (never on GROUP_SIZE or the other launch knobs):
+// lane l adds work units l, l + lanes, l + 2 lanes, ... in that order, and the lanes are then
+// joined by a fixed tree (lane j takes lane j + span, span = lanes / 2 ... 1). A work-group of
+// any size only decides which item computes which lane, so every tuning candidate gives the
+// same bits. Small maps get few lanes, so their tree stays short.
+#define REDUCE_LANES 256
+
+// The lanes of a sum over `work` units: the power of two at or above it, at most REDUCE_LANES.
+inline int reduce_lanes(int work) {
+    int lanes = 1;
+    while (lanes < work && lanes < REDUCE_LANES) lanes <<= 1;
+    return lanes;
+}
+
+// Joins partial[t * REDUCE_LANES + lane], lane < lanes, for each of `slots` values t in the
+// fixed tree, leaving slot t's total in partial[t * REDUCE_LANES] for every item to read.
+// Every item of the work-group must call it (`lanes` is the same for all of them).
+inline void sum_lanes(__local float *partial, int slots, int lanes, int item) {
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int span = lanes / 2; span > 0; span >>= 1) {
+        for (int lane = item; lane < span; lane += GROUP_SIZE) {
+            for (int t = 0; t < slots; ++t) partial[t * REDUCE_LANES + lane] += partial[t * REDUCE_LANES + lane + span];
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // APS
@@ -94,58 +126,70 @@ inline float norm_combine(float total, float other) {
 __kernel __attribute__((reqd_work_group_size(GROUP_SIZE, 1, 1)))
 void aps_partial_norms(__global const float *x, __global float *partial_norms, int channels, int height,
                        int width) {
-    __local float partial[4 * GROUP_SIZE];
+    __local float partial[4 * REDUCE_LANES];
     const int chunk = get_group_id(0);
     const int chunks = get_num_groups(0);
     const int sample = get_group_id(1);
     const int item = get_local_id(0);
     const int padded_height = height + (height & 1);
     const int pairs = width / 2;
-    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     const int rows = channels * padded_height;
-    for (int row = chunk * GROUP_SIZE + item; row < rows; row += chunks * GROUP_SIZE) {
-        const int channel = row / padded_height;
-        const int r = row - channel * padded_height;
-        const int source_row = r < height ? r : 0;
-        __global const float *line = x + plane_offset(sample * channels + channel, source_row, 0, height, width);
-        float even = 0.0f;
-        float odd = 0.0f;
-        for (int j = 0; j < pairs; ++j) {
-            even = norm_accumulate(even, line[2 * j]);
-            odd = norm_accumulate(odd, line[2 * j + 1]);
+    // The sample's lanes (see reduce_lanes; the host keeps `chunks` a power of two no larger):
+    // this work-group owns lanes chunk + b * chunks, b < per_chunk.
+    const int lanes = reduce_lanes(rows);
+    const int per_chunk = lanes / chunks;
+    for (int b = item; b < per_chunk; b += GROUP_SIZE) {
+        const int lane = chunk + b * chunks;
+        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int row = lane; row < rows; row += lanes) {
+            const int channel = row / padded_height;
+            const int r = row - channel * padded_height;
+            const int source_row = r < height ? r : 0;
+            __global const float *line = x + plane_offset(sample * channels + channel, source_row, 0, height, width);
+            float even = 0.0f;
+            float odd = 0.0f;
+            for (int j = 0; j < pairs; ++j) {
+                even = norm_accumulate(even, line[2 * j]);
+                odd = norm_accumulate(odd, line[2 * j + 1]);
+            }
+            if (width & 1) {
+                even = norm_accumulate(even, line[width - 1]);
+                odd = norm_accumulate(odd, line[0]);
+            }
+            const int a = r & 1;
+            acc[a] = norm_combine(acc[a], even);
+            acc[a + 2] = norm_combine(acc[a + 2], odd);
         }
-        if (width & 1) {
-            even = norm_accumulate(even, line[width - 1]);
-            odd = norm_accumulate(odd, line[0]);
-        }
-        const int a = r & 1;
-        acc[a] = norm_combine(acc[a], even);
-        acc[a + 2] = norm_combine(acc[a + 2], odd);
+        for (int k = 0; k < 4; ++k) partial[k * REDUCE_LANES + b] = acc[k];
     }
-    for (int k = 0; k < 4; ++k) partial[k * GROUP_SIZE + item] = acc[k];
     barrier(CLK_LOCAL_MEM_FENCE);
-    for (int span = GROUP_SIZE / 2; span > 0; span >>= 1) {
-        if (item < span) {
+    // The first levels of the sample's tree: lane j + span with span >= chunks stays in this
+    // work-group (b + span / chunks); aps_pick runs the levels below chunks.
+    for (int span = per_chunk / 2; span > 0; span >>= 1) {
+        for (int b = item; b < span; b += GROUP_SIZE) {
             for (int k = 0; k < 4; ++k) {
-                partial[k * GROUP_SIZE + item] =
-                    norm_combine(partial[k * GROUP_SIZE + item], partial[k * GROUP_SIZE + item + span]);
+                partial[k * REDUCE_LANES + b] =
+                    norm_combine(partial[k * REDUCE_LANES + b], partial[k * REDUCE_LANES + b + span]);
             }
         }
         barrier(CLK_LOCAL_MEM_FENCE);
     }
-    if (item < 4) partial_norms[(sample * chunks + chunk) * 4 + item] = partial[item * GROUP_SIZE];
+    if (item < 4) partial_norms[(sample * chunks + chunk) * 4 + item] = partial[item * REDUCE_LANES];
 }
 
-// Stage 2. Global (N): joins a sample's chunk norms in chunk order (so the sums depend only on
-// the sizes and the chunk count, never on scheduling) and picks the phase.
-__kernel void aps_pick(__global const float *partial_norms, __global float *indices, int samples, int chunks) {
+// Stage 2. Global (N): the last levels of each sample's lane tree over its chunk norms (in
+// place: chunk c takes chunk c + span, span = chunks / 2 ... 1), then the argmax. With stage 1
+// this is one fixed tree over the sample's lanes, whatever the chunk count and GROUP_SIZE.
+__kernel void aps_pick(__global float *partial_norms, __global float *indices, int samples, int chunks) {
     const int sample = get_global_id(0);
     if (sample >= samples) return;
-    __global const float *norms = partial_norms + sample * chunks * 4;
-    float total[4] = {norms[0], norms[1], norms[2], norms[3]};
-    for (int chunk = 1; chunk < chunks; ++chunk) {
-        for (int k = 0; k < 4; ++k) total[k] = norm_combine(total[k], norms[chunk * 4 + k]);
+    __global float *norms = partial_norms + sample * chunks * 4;
+    for (int span = chunks / 2; span > 0; span >>= 1) {
+        for (int c = 0; c < span; ++c) {
+            for (int k = 0; k < 4; ++k) norms[c * 4 + k] = norm_combine(norms[c * 4 + k], norms[(c + span) * 4 + k]);
+        }
     }
+    float total[4] = {norms[0], norms[1], norms[2], norms[3]};
     int best = 0;
     for (int k = 1; k < 4; ++k) best = replaces_maximum(total[k], total[best]) ? k : best;
     indices[sample] = (float)best;
@@ -218,19 +262,6 @@ __kernel void aps_scatter(__global const float *grad_y, __global const float *in
                                    : -1;
             out[s] = load_or_zero(grad_y, source);
         }
-    }
-}
-
-// Sums partial[t * GROUP_SIZE + item] over the work-group's items for each of `slots` values t,
-// in a fixed tree (so the result depends only on GROUP_SIZE), leaving slot t's total in
-// partial[t * GROUP_SIZE] for every item to read. Every item of the work-group must call it.
-inline void sum_slots_over_group(__local float *partial, int slots, int item) {
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int span = GROUP_SIZE / 2; span > 0; span >>= 1) {
-        if (item < span) {
-            for (int t = 0; t < slots; ++t) partial[t * GROUP_SIZE + item] += partial[t * GROUP_SIZE + item + span];
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
     }
 }
 
@@ -313,7 +344,7 @@ __kernel __attribute__((reqd_work_group_size(GROUP_SIZE, 1, 1)))
 void tips_forward(__global const float *x, __global const float *w1, __global const float *w2, __global float *psi,
                   __global float *q, __global float *tau, __global float *y, int planes, int channels, int height,
                   int width, int planes_per_group) {
-    __local float partial[4 * GROUP_SIZE];
+    __local float partial[4 * REDUCE_LANES];
     __local float mix[4];
     const int item = get_local_id(0);
     const int first_plane = get_group_id(0) * planes_per_group;
@@ -332,54 +363,57 @@ void tips_forward(__global const float *x, __global const float *w1, __global co
         const int vectors = hi - lo >= 8 ? (hi - lo + 7) / 8 : 0;
         const int units = 1 + vectors;
         __global const float *w = w1 + (plane % channels) * KERNEL_SIZE * KERNEL_SIZE;
-        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        for (int e = item; e < hp * units; e += GROUP_SIZE) {
-            const int r = e / units;
-            const int unit = e - r * units;
-            const bool bottom = r >= hh;
-            if (unit > 0) {
-                const int start = lo + (unit - 1) * 8;
-                const int s0 = min(start, hi - 8);
-                const float8 value = tips_psi_chunk(x, w, plane, r, s0, height, width);
+        const int lanes = reduce_lanes(hp * units);
+        for (int lane = item; lane < lanes; lane += GROUP_SIZE) {
+            float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            for (int e = lane; e < hp * units; e += lanes) {
+                const int r = e / units;
+                const int unit = e - r * units;
+                const bool bottom = r >= hh;
+                if (unit > 0) {
+                    const int start = lo + (unit - 1) * 8;
+                    const int s0 = min(start, hi - 8);
+                    const float8 value = tips_psi_chunk(x, w, plane, r, s0, height, width);
     #if TIPS_WRITE_PSI
-                vstore8(value, 0, psi + plane_offset(plane, r, s0, hp, wp));
+                    vstore8(value, 0, psi + plane_offset(plane, r, s0, hp, wp));
     #endif
-                const int8 column = (int8)(s0) + (int8)(0, 1, 2, 3, 4, 5, 6, 7);
-                const int8 fresh = column >= (int8)(start);
-                const int8 left = column < (int8)(hw);
-                const float left_sum = sum8(select((float8)(0.0f), value, fresh & left));
-                const float right_sum = sum8(select((float8)(0.0f), value, fresh & ~left));
-                acc[0] += bottom ? 0.0f : left_sum;
-                acc[1] += bottom ? 0.0f : right_sum;
-                acc[2] += bottom ? left_sum : 0.0f;
-                acc[3] += bottom ? right_sum : 0.0f;
-            } else {
-                // The border columns, or the whole row when it is too narrow for a vector.
-                const int inner_end = vectors > 0 ? lo : wp;
-                const int outer_start = vectors > 0 ? hi : wp;
-                for (int index = 0; index < inner_end + wp - outer_start; ++index) {
-                    const int s = index < inner_end ? index : outer_start + index - inner_end;
-                    const float value = tips_psi_at(x, w, plane, r, s, height, width);
+                    const int8 column = (int8)(s0) + (int8)(0, 1, 2, 3, 4, 5, 6, 7);
+                    const int8 fresh = column >= (int8)(start);
+                    const int8 left = column < (int8)(hw);
+                    const float left_sum = sum8(select((float8)(0.0f), value, fresh & left));
+                    const float right_sum = sum8(select((float8)(0.0f), value, fresh & ~left));
+                    acc[0] += bottom ? 0.0f : left_sum;
+                    acc[1] += bottom ? 0.0f : right_sum;
+                    acc[2] += bottom ? left_sum : 0.0f;
+                    acc[3] += bottom ? right_sum : 0.0f;
+                } else {
+                    // The border columns, or the whole row when it is too narrow for a vector.
+                    const int inner_end = vectors > 0 ? lo : wp;
+                    const int outer_start = vectors > 0 ? hi : wp;
+                    for (int index = 0; index < inner_end + wp - outer_start; ++index) {
+                        const int s = index < inner_end ? index : outer_start + index - inner_end;
+                        const float value = tips_psi_at(x, w, plane, r, s, height, width);
     #if TIPS_WRITE_PSI
-                    psi[plane_offset(plane, r, s, hp, wp)] = value;
+                        psi[plane_offset(plane, r, s, hp, wp)] = value;
     #endif
-                    const int k = (bottom ? 2 : 0) + (s < hw ? 0 : 1);
-                    acc[0] += k == 0 ? value : 0.0f;
-                    acc[1] += k == 1 ? value : 0.0f;
-                    acc[2] += k == 2 ? value : 0.0f;
-                    acc[3] += k == 3 ? value : 0.0f;
+                        const int k = (bottom ? 2 : 0) + (s < hw ? 0 : 1);
+                        acc[0] += k == 0 ? value : 0.0f;
+                        acc[1] += k == 1 ? value : 0.0f;
+                        acc[2] += k == 2 ? value : 0.0f;
+                        acc[3] += k == 3 ? value : 0.0f;
+                    }
                 }
             }
+            for (int k = 0; k < 4; ++k) partial[k * REDUCE_LANES + lane] = acc[k];
         }
-        for (int k = 0; k < 4; ++k) partial[k * GROUP_SIZE + item] = acc[k];
-        sum_slots_over_group(partial, 4, item);
+        sum_lanes(partial, 4, lanes, item);
         if (item == 0) {
             const float scale = w2[plane % channels];
             const float area = (float)(hh * hw);
             float logits[4];
             float largest = -INFINITY;
             for (int k = 0; k < 4; ++k) {
-                const float mean = partial[k * GROUP_SIZE] / area;
+                const float mean = partial[k * REDUCE_LANES] / area;
                 q[plane * 4 + k] = mean;
                 logits[k] = mean * scale;
                 largest = fmax(largest, logits[k]);
@@ -452,22 +486,25 @@ __kernel __attribute__((reqd_work_group_size(GROUP_SIZE, 1, 1)))
 void tips_grad_tau(__global const float *x, __global const float *grad_y, __global const float *q,
                    __global const float *tau, __global const float *w2, __global float *grad_q,
                    __global float *grad_w2_share, int channels, int height, int width, float fm_scale) {
-    __local float partial[4 * GROUP_SIZE];
+    __local float partial[4 * REDUCE_LANES];
     const int plane = get_group_id(0);
     const int item = get_local_id(0);
     const int oh = (height + 1) / 2;
     const int ow = (width + 1) / 2;
-    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    for (int i = item; i < oh; i += GROUP_SIZE) {
-        for (int j = 0; j < ow; ++j) {
-            const float g = grad_y[plane_offset(plane, i, j, oh, ow)];
-            for (int k = 0; k < 4; ++k) {
-                acc[k] += g * x[tips_index(plane, 2 * i + (k & 1), 2 * j + (k >> 1), height, width)];
+    const int lanes = reduce_lanes(oh);
+    for (int lane = item; lane < lanes; lane += GROUP_SIZE) {
+        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int i = lane; i < oh; i += lanes) {
+            for (int j = 0; j < ow; ++j) {
+                const float g = grad_y[plane_offset(plane, i, j, oh, ow)];
+                for (int k = 0; k < 4; ++k) {
+                    acc[k] += g * x[tips_index(plane, 2 * i + (k & 1), 2 * j + (k >> 1), height, width)];
+                }
             }
         }
+        for (int k = 0; k < 4; ++k) partial[k * REDUCE_LANES + lane] = acc[k];
     }
-    for (int k = 0; k < 4; ++k) partial[k * GROUP_SIZE + item] = acc[k];
-    sum_slots_over_group(partial, 4, item);
+    sum_lanes(partial, 4, lanes, item);
     if (item == 0) {
         float t[4];
         float g[4];
@@ -479,7 +516,7 @@ void tips_grad_tau(__global const float *x, __global const float *grad_y, __glob
         norm = sqrt(norm);
         float inner = 0.0f;
         for (int k = 0; k < 4; ++k) {
-            g[k] = partial[k * GROUP_SIZE] - fm_scale * t[k] / norm;
+            g[k] = partial[k * REDUCE_LANES] - fm_scale * t[k] / norm;
             inner += t[k] * g[k];
         }
         const float scale = w2[plane % channels];
@@ -522,51 +559,53 @@ inline float tips_tap(__global const float *line, int cc, int wp, int pw) {
     return inside ? value : 0.0f;
 }
 
-// d conv1 of one channel: one work-group of GROUP_SIZE items (global C * GROUP_SIZE). Each item
-// takes x' rows (n, r) = item, item + GROUP_SIZE, ... and accumulates all k*k taps of every
-// element of its rows (the tap rows' sources are found once per row, not once per tap and
-// element), then a fixed-shape tree per tap: deterministic, no atomics.
-__kernel __attribute__((reqd_work_group_size(GROUP_SIZE, 1, 1)))
-void tips_grad_w1(__global const float *x, __global const float *grad_z, __global float *grad_w1, int batch,
-                  int channels, int height, int width) {
-    __local float partial[KERNEL_SIZE * KERNEL_SIZE * GROUP_SIZE];
-    const int channel = get_group_id(0);
-    const int item = get_local_id(0);
-    const int p = (KERNEL_SIZE - 1) / 2;
-    const int ph = height & 1;
-    const int pw = width & 1;
-    const int hp = height + ph;
-    const int wp = width + pw;
-    float sums[KERNEL_SIZE * KERNEL_SIZE];
-    for (int t = 0; t < KERNEL_SIZE * KERNEL_SIZE; ++t) sums[t] = 0.0f;
-    for (int row = item; row < batch * hp; row += GROUP_SIZE) {
-        const int n = row / hp;
-        const int r = row - n * hp;
-        const int plane = n * channels + channel;
-        __global const float *gz = grad_z + plane_offset(plane, r, 0, hp, wp);
-        for (int u = 0; u < KERNEL_SIZE; ++u) {
-            const int rr = r + u - p;
-            if (rr < 0 || rr >= hp) continue;  // zero padding: these taps add nothing
-            __global const float *line = x + plane_offset(plane, tips_source(rr, ph), 0, height, width);
-            for (int v = 0; v < KERNEL_SIZE; ++v) {
-                // Columns whose tap reads x directly (x' column s + v - p in pw ... W' - 1) run
-                // without index arithmetic; the few border columns take the general path. The
-                // three loops together visit s in ascending order.
-                const int first = clamp(p - v + pw, 0, wp);
-                const int end = clamp(wp + p - v, first, wp);
-                float sum = 0.0f;
-                for (int s = 0; s < first; ++s) sum += gz[s] * tips_tap(line, s + v - p, wp, pw);
-                __global const float *shifted = line + v - p - pw;
-                for (int s = first; s < end; ++s) sum += gz[s] * shifted[s];
-                for (int s = end; s < wp; ++s) sum += gz[s] * tips_tap(line, s + v - p, wp, pw);
-                sums[u * KERNEL_SIZE + v] += sum;
-            }
-        }
+// d conv1 term of x' row r and tap t = u k + v: sum over s of dz(r, s) x'(r + u - p, s + v - p),
+// with dz row r at `gz` (global memory in the unfused passes, local memory in the fused band
+// kernel: one body for both, so both give the same bits). The order is fixed by the sizes: the
+// left border columns, then 8-lane vectors over the columns whose tap reads x directly (lanes
+// added in sum8's tree), then the rest of them and the right border columns.
+#define TIPS_W1_ROW(NAME, SPACE)                                                                           \
+    inline float NAME(__global const float *x, SPACE const float *gz, int plane, int r, int t, int height,  \
+                      int width) {                                                                         \
+        const int p = (KERNEL_SIZE - 1) / 2;                                                               \
+        const int u = t / KERNEL_SIZE;                                                                     \
+        const int v = t - u * KERNEL_SIZE;                                                                 \
+        const int ph = height & 1;                                                                         \
+        const int pw = width & 1;                                                                          \
+        const int wp = width + pw;                                                                         \
+        const int rr = r + u - p;                                                                          \
+        if (rr < 0 || rr >= height + ph) return 0.0f; /* zero padding: the tap adds nothing */             \
+        __global const float *line = x + plane_offset(plane, tips_source(rr, ph), 0, height, width);       \
+        const int first = clamp(p - v + pw, 0, wp);                                                        \
+        const int end = clamp(wp + p - v, first, wp);                                                      \
+        __global const float *shifted = line + v - p - pw;                                                 \
+        float sum = 0.0f;                                                                                  \
+        for (int s = 0; s < first; ++s) sum += gz[s] * tips_tap(line, s + v - p, wp, pw);                  \
+        float8 lanes = (float8)(0.0f);                                                                     \
+        int s = first;                                                                                     \
+        for (; s + 8 <= end; s += 8) lanes += vload8(0, gz + s) * vload8(0, shifted + s);                  \
+        sum += sum8(lanes);                                                                                \
+        for (; s < end; ++s) sum += gz[s] * shifted[s];                                                    \
+        for (int b = end; b < wp; ++b) sum += gz[b] * tips_tap(line, b + v - p, wp, pw);                   \
+        return sum;                                                                                        \
     }
-    for (int t = 0; t < KERNEL_SIZE * KERNEL_SIZE; ++t) partial[t * GROUP_SIZE + item] = sums[t];
-    sum_slots_over_group(partial, KERNEL_SIZE * KERNEL_SIZE, item);
-    for (int t = item; t < KERNEL_SIZE * KERNEL_SIZE; t += GROUP_SIZE)
-        grad_w1[channel * KERNEL_SIZE * KERNEL_SIZE + t] = partial[t * GROUP_SIZE];
+
+TIPS_W1_ROW(tips_w1_row_global, __global)
+TIPS_W1_ROW(tips_w1_row_local, __local)
+
+// d conv1 terms of every x' row and tap (global (k*k, H', planes)) into
+// w1_rows[(plane * H' + r) * k*k + t]; tips_grad_w1_sum adds them in a fixed order. No
+// work-group reduction, so no launch parameter can change the result.
+__kernel void tips_grad_w1_rows(__global const float *x, __global const float *grad_z, __global float *w1_rows,
+                                int planes, int height, int width) {
+    const int t = get_global_id(0);
+    const int r = get_global_id(1);
+    const int plane = get_global_id(2);
+    const int hp = height + (height & 1);
+    const int wp = width + (width & 1);
+    if (t >= KERNEL_SIZE * KERNEL_SIZE || r >= hp || plane >= planes) return;
+    w1_rows[(plane * hp + r) * KERNEL_SIZE * KERNEL_SIZE + t] =
+        tips_w1_row_global(x, grad_z + plane_offset(plane, r, 0, hp, wp), plane, r, t, height, width);
 }
 
 // Gradient at x'(r, s): the mixing term plus the correlation's adjoint.
@@ -587,7 +626,9 @@ inline float tips_grad_padded(__global const float *grad_y, __global const float
 }
 
 // Gradient of input element (r, s): every x' position that copies it (r + ph, s + pw, and the
-// reflected row / column 0 when r = 1 / s = 1 on odd sizes).
+// reflected row / column 0 when r = 1 / s = 1 on odd sizes), added in the order the fused
+// tips_backward_band adds them (its vector chunks when W' >= 8, its element path otherwise), so
+// the unfused passes give the same bits.
 inline float tips_grad_input_at(__global const float *grad_y, __global const float *tau, __global const float *grad_z,
                                 __global const float *w, int plane, int r, int s, int height, int width) {
     const int ph = height & 1;
@@ -596,11 +637,23 @@ inline float tips_grad_input_at(__global const float *grad_y, __global const flo
     const int wp = width + pw;
     const bool extra_row = ph && r == 1;
     const bool extra_col = pw && s == 1;
-    float g = 0.0f;
-    if (extra_row && extra_col) g += tips_grad_padded(grad_y, tau, grad_z, w, plane, 0, 0, hp, wp);
-    if (extra_row) g += tips_grad_padded(grad_y, tau, grad_z, w, plane, 0, s + pw, hp, wp);
-    if (extra_col) g += tips_grad_padded(grad_y, tau, grad_z, w, plane, r + ph, 0, hp, wp);
-    g += tips_grad_padded(grad_y, tau, grad_z, w, plane, r + ph, s + pw, hp, wp);
+    const int R = r + ph;
+    const int S = s + pw;
+    float g = tips_grad_padded(grad_y, tau, grad_z, w, plane, R, S, hp, wp);
+    if (wp >= 8) {
+        if (extra_row) g += tips_grad_padded(grad_y, tau, grad_z, w, plane, 0, S, hp, wp);
+        if (extra_col) {
+            float column = tips_grad_padded(grad_y, tau, grad_z, w, plane, R, 0, hp, wp);
+            if (extra_row) column += tips_grad_padded(grad_y, tau, grad_z, w, plane, 0, 0, hp, wp);
+            g += column;
+        }
+    } else {
+        if (extra_col) g += tips_grad_padded(grad_y, tau, grad_z, w, plane, R, 0, hp, wp);
+        if (extra_row) {
+            g += tips_grad_padded(grad_y, tau, grad_z, w, plane, 0, S, hp, wp);
+            if (extra_col) g += tips_grad_padded(grad_y, tau, grad_z, w, plane, 0, 0, hp, wp);
+        }
+    }
     return g;
 }
 
@@ -673,27 +726,6 @@ inline float tips_dz_at(float psi, __global const float *grad_q, __global const 
     return psi > 0.0f ? g : 0.0f;
 }
 
-// d conv1 terms dz(r, s) x'(r + u - p, s + v - p) of one interior chunk (the loads of
-// tips_psi_chunk again, now in cache); lanes outside `fresh` (repeated by an overlapping chunk)
-// add nothing.
-inline void tips_w1_chunk(__global const float *x, int plane, int r, int s0, int height, int width, float8 dz,
-                          int8 fresh, float8 *sums) {
-    const int p = (KERNEL_SIZE - 1) / 2;
-    const int ph = height & 1;
-    const int pw = width & 1;
-    const int hp = height + ph;
-    for (int u = 0; u < KERNEL_SIZE; ++u) {
-        const int rr = r + u - p;
-        const bool inside = rr >= 0 && rr < hp;
-        __global const float *line =
-            x + plane_offset(plane, inside ? tips_source(rr, ph) : 0, 0, height, width) + s0 - pw - p;
-        for (int v = 0; v < KERNEL_SIZE; ++v) {
-            const float8 values = inside ? vload8(0, line + v) : (float8)(0.0f);
-            sums[u * KERNEL_SIZE + v] += select((float8)(0.0f), dz * values, fresh);
-        }
-    }
-}
-
 // Gradient at x'(r, s) from the band's dz in local memory (row stride wp + 2p, first row
 // r0 - p, p zero columns on each side): the mixing term plus the correlation's adjoint.
 inline float tips_band_grad_at(__global const float *grad_y, __global const float *tau, __local const float *dz,
@@ -745,20 +777,18 @@ inline float tips_band_input_at(__global const float *grad_y, __global const flo
 // holds the reflected row 0. dz_band holds (band_rows + 2p) x (W' + 2p) floats.
 //   (1) dz of the band's rows and p halo rows on each side (zero outside x', and in the p
 //       zero columns on each side), into local memory; psi chunk by chunk as in tips_forward.
-//       The band's own rows also add dz x' to k*k float8 sums per item (d conv1).
 //   (2) dx of the band's input rows: 8 x' columns per item and step from local memory (the
 //       last chunk of a row overlaps its predecessor and stores only its new columns; rows
 //       narrower than 8 go element by element), reflected copies folded into row / column 1.
-//   (3) the d conv1 sums: a fixed-shape tree per tap, one partial per (plane, band) in
-//       w1_partial; tips_grad_w1_sum adds them over n and bands in a fixed order.
-// No atomics: every sum's order depends only on the sizes and the launch parameters.
+//   (3) the d conv1 terms of each own row and tap (tips_w1_row_local, one (row, tap) per item)
+//       into w1_partial[(plane * H' + r) * k*k + t]; tips_grad_w1_sum adds them in a fixed order.
+// No atomics, and no sum whose order depends on the band size or GROUP_SIZE.
 __kernel __attribute__((reqd_work_group_size(GROUP_SIZE, 1, 1)))
 void tips_backward_band(__global const float *x, __global const float *grad_y, __global const float *tau,
                         __global const float *grad_q, __global const float *target, __global const float *w1,
                         __global float *grad_x, __global float *w1_partial, int planes, int channels, int height,
                         int width, int band_rows, int planes_per_group, int has_target, float undo_scale,
                         __local float *dz) {
-    __local float partial[KERNEL_SIZE * KERNEL_SIZE * GROUP_SIZE];
     const int item = get_local_id(0);
     const int p = (KERNEL_SIZE - 1) / 2;
     const int ph = height & 1;
@@ -779,9 +809,6 @@ void tips_backward_band(__global const float *x, __global const float *grad_y, _
     for (int plane = first_plane; plane < min(first_plane + planes_per_group, planes); ++plane) {
         __global const float *w = w1 + (plane % channels) * KERNEL_SIZE * KERNEL_SIZE;
         barrier(CLK_LOCAL_MEM_FENCE);  // the previous plane's dx has read dz
-        // Not live across a barrier: PoCL would keep a copy per work item in memory.
-        float8 sums[KERNEL_SIZE * KERNEL_SIZE];
-        for (int t = 0; t < KERNEL_SIZE * KERNEL_SIZE; ++t) sums[t] = (float8)(0.0f);
         // Loops of the same trip count for every item (the index guarded inside): with
         // `e = item; e < n; e += GROUP_SIZE` PoCL 3.1 ran this kernel's bodies past n.
         for (int base = 0; base < dz_rows * units; base += GROUP_SIZE) {
@@ -791,7 +818,6 @@ void tips_backward_band(__global const float *x, __global const float *grad_y, _
             const int unit = e - row * units;
             const int r = r0 - p + row;
             __local float *line = dz + row * stride + p;
-            const bool own = r >= r0 && r < r1;
             if (!active) {
             } else if (r < 0 || r >= hp) {
                 if (unit == 0) {
@@ -803,10 +829,6 @@ void tips_backward_band(__global const float *x, __global const float *grad_y, _
                 const float8 psi = tips_psi_chunk(x, w, plane, r, s0, height, width);
                 const float8 g = tips_dz_chunk(psi, grad_q, target, plane, r, s0, hp, wp, has_target, undo_scale);
                 vstore8(g, 0, line + s0);
-                if (own) {
-                    const int8 column = (int8)(s0) + (int8)(0, 1, 2, 3, 4, 5, 6, 7);
-                    tips_w1_chunk(x, plane, r, s0, height, width, g, column >= (int8)(start), sums);
-                }
             } else {
                 for (int s = 1; s <= p; ++s) {
                     line[-s] = 0.0f;
@@ -819,18 +841,9 @@ void tips_backward_band(__global const float *x, __global const float *grad_y, _
                     const float psi = tips_psi_at(x, w, plane, r, s, height, width);
                     const float g = tips_dz_at(psi, grad_q, target, plane, r, s, hp, wp, has_target, undo_scale);
                     line[s] = g;
-                    if (own) {
-                        for (int u = 0; u < KERNEL_SIZE; ++u) {
-                            for (int v = 0; v < KERNEL_SIZE; ++v) {
-                                const float value = load_or_zero(x, tips_index(plane, r + u - p, s + v - p, height, width));
-                                sums[u * KERNEL_SIZE + v].s0 += g * value;
-                            }
-                        }
-                    }
                 }
             }
         }
-        for (int t = 0; t < KERNEL_SIZE * KERNEL_SIZE; ++t) partial[t * GROUP_SIZE + item] = sum8(sums[t]);
         barrier(CLK_LOCAL_MEM_FENCE);
         // (2) dx. Units of a row: chunks of 8 x' columns (the last one shifted to end at W'), or
         // one element-by-element unit when W' < 8.
@@ -863,25 +876,33 @@ void tips_backward_band(__global const float *x, __global const float *grad_y, _
                 }
             }
         }
-        // (3) d conv1 of this plane's band (the item sums went to `partial` before (2)).
-        sum_slots_over_group(partial, KERNEL_SIZE * KERNEL_SIZE, item);
-        for (int t = item; t < KERNEL_SIZE * KERNEL_SIZE; t += GROUP_SIZE)
-            w1_partial[(plane * bands + band) * KERNEL_SIZE * KERNEL_SIZE + t] = partial[t * GROUP_SIZE];
+        // (3) d conv1 terms of the band's own rows, one (row, tap) per item and step, from dz in
+        // local memory (the same body as the unfused tips_grad_w1_rows, hence the same bits).
+        const int tasks = (r1 - r0) * KERNEL_SIZE * KERNEL_SIZE;
+        for (int base = 0; base < tasks; base += GROUP_SIZE) {
+            const int e = min(base + item, tasks - 1);
+            const int r = r0 + e / (KERNEL_SIZE * KERNEL_SIZE);
+            const int t = e - (r - r0) * KERNEL_SIZE * KERNEL_SIZE;
+            if (base + item < tasks) {
+                w1_partial[(plane * hp + r) * KERNEL_SIZE * KERNEL_SIZE + t] =
+                    tips_w1_row_local(x, dz + (r - r0 + p) * stride + p, plane, r, t, height, width);
+            }
+        }
     }
 }
 
-// d conv1 = the band partials of tips_backward_band summed over n, then bands, in that fixed
-// order. Global (C * k * k).
+// d conv1 = the row terms of tips_backward_band or tips_grad_w1_rows summed over n, then rows,
+// in that fixed order (`rows` = H'). Global (C * k * k).
 __kernel void tips_grad_w1_sum(__global const float *w1_partial, __global float *grad_w1, int batch, int channels,
-                               int bands) {
+                               int rows) {
     const int index = get_global_id(0);
     if (index >= channels * KERNEL_SIZE * KERNEL_SIZE) return;
     const int channel = index / (KERNEL_SIZE * KERNEL_SIZE);
     const int t = index - channel * KERNEL_SIZE * KERNEL_SIZE;
     float sum = 0.0f;
     for (int n = 0; n < batch; ++n) {
-        for (int band = 0; band < bands; ++band)
-            sum += w1_partial[((n * channels + channel) * bands + band) * KERNEL_SIZE * KERNEL_SIZE + t];
+        for (int r = 0; r < rows; ++r)
+            sum += w1_partial[((n * channels + channel) * rows + r) * KERNEL_SIZE * KERNEL_SIZE + t];
     }
     grad_w1[index] = sum;
 }

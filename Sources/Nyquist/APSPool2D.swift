@@ -160,12 +160,24 @@ public struct APSPool2D: PoolingLayer {
 
     /// Work-groups per sample for the norm pass: about four per compute unit over the whole
     /// batch, and never more than the sample has rows for (each work-group item takes whole
-    /// padded rows).
+    /// padded rows). A power of two no larger than the sample's reduction lanes
+    /// (``reductionLanes(rows:)``): each work-group then owns whole branches of the lanes' fixed
+    /// tree, so the count (which follows the group size and the device) never changes the norms.
     static func chunksPerSample(_ shape: Shape4D, groupSize: Int, computeUnits: Int) -> Int {
         let rows = shape.c * (shape.h + (shape.h & 1))
         let useful = max(1, (rows + groupSize - 1) / groupSize)
         let wanted = max(1, (4 * max(computeUnits, 1) + shape.n - 1) / max(shape.n, 1))
-        return min(useful, wanted)
+        var chunks = 1
+        while chunks * 2 <= min(useful, wanted, reductionLanes(rows: rows)) { chunks *= 2 }
+        return chunks
+    }
+
+    /// The lanes of a per-sample sum over `rows` padded rows: reduce_lanes of Kernels/polyphase.cl
+    /// (the power of two at or above `rows`, at most 256).
+    static func reductionLanes(rows: Int) -> Int {
+        var lanes = 1
+        while lanes < rows && lanes < 256 { lanes *= 2 }
+        return lanes
     }
 
     private func checkIndices(_ indices: DeviceTensor, _ shape: Shape4D, on device: Device) throws {

@@ -243,8 +243,7 @@ public struct TIPSPool2D: PoolingLayer {
         guard launch.backwardBandElements > 0 else { return nil }
         let halo = configuration.kernelSize - 1
         let stride = padded.w + halo
-        let fixedBytes = configuration.kernelSize * configuration.kernelSize * launch.groupSize * 4
-        let available = (device.info.localMemorySize - fixedBytes) / 4 / stride - halo
+        let available = device.info.localMemorySize / 4 / stride - halo
         let planeElements = padded.h * padded.w
         var rows: Int
         var perGroup = 1
@@ -301,10 +300,11 @@ public struct TIPSPool2D: PoolingLayer {
             global: [c])
         let undoScale = target == nil ? 0 : Float(2 * lossWeights.undo / Double(padded.count))
         if let band {
-            // dz, d conv1 and dx in one pass over bands of rows (psi recomputed from the input),
-            // then the deterministic sum of the band partials of d conv1.
+            // dz, d conv1 row terms and dx in one pass over bands of rows (psi recomputed from the
+            // input), then the row terms summed in a fixed order: per x' row, not per band, so
+            // the band size cannot change d conv1's bits.
             let bands = (padded.h + band.rows - 1) / band.rows
-            let partial = try DeviceTensor(shape: [planes * bands, k * k], on: device)
+            let partial = try DeviceTensor(shape: [planes * padded.h, k * k], on: device)
             let groups = (planes + band.planesPerGroup - 1) / band.planesPerGroup * bands
             try context.dispatch(
                 "tips_backward_band", in: program,
@@ -318,7 +318,7 @@ public struct TIPSPool2D: PoolingLayer {
                 global: [groups * group], local: [group])
             try context.dispatch(
                 "tips_grad_w1_sum", in: program,
-                arguments: [.buffer(partial.buffer), .buffer(gradW1.buffer), .int(n), .int(c), .int(bands)],
+                arguments: [.buffer(partial.buffer), .buffer(gradW1.buffer), .int(n), .int(c), .int(padded.h)],
                 global: [c * k * k])
             return [TIPSPool2DConfiguration.conv1Name: gradW1, TIPSPool2DConfiguration.conv2Name: gradW2]
         }
@@ -333,13 +333,19 @@ public struct TIPSPool2D: PoolingLayer {
                 .buffer(gradZ.buffer), .int(planes), .int(padded.h), .int(padded.w), .float(undoScale),
             ],
             global: [padded.w, padded.h, planes])
+        // The same row terms and sum as the fused path (tips_grad_w1_rows shares its body).
+        let rowTerms = try DeviceTensor(shape: [planes * padded.h, k * k], on: device)
         try context.dispatch(
-            "tips_grad_w1", in: program,
+            "tips_grad_w1_rows", in: program,
             arguments: [
-                .buffer(saved.input.buffer), .buffer(gradZ.buffer), .buffer(gradW1.buffer), .int(n), .int(c),
+                .buffer(saved.input.buffer), .buffer(gradZ.buffer), .buffer(rowTerms.buffer), .int(planes),
                 .int(inputShape.h), .int(inputShape.w),
             ],
-            global: [c * group], local: [group])
+            global: [k * k, padded.h, planes])
+        try context.dispatch(
+            "tips_grad_w1_sum", in: program,
+            arguments: [.buffer(rowTerms.buffer), .buffer(gradW1.buffer), .int(n), .int(c), .int(padded.h)],
+            global: [c * k * k])
         try context.dispatch(
             "tips_grad_input", in: program,
             arguments: [

@@ -1,6 +1,14 @@
 import COpenCL
 import Synchronization
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// An OpenCL context and in-order profiling command queue on one device, with the program
 /// cache and the allocation counters that the tests read.
 ///
@@ -56,7 +64,20 @@ public final class OpenCLContext: @unchecked Sendable {
     private struct State {
         var programs: [ProgramKey: OpenCLProgram] = [:]
         var statistics = Statistics()
-        var timingEvents: [(kernel: String, event: cl_event)]? = nil
+        /// The open timing sessions by calling thread (``OpenCLContext/currentThreadKey``): a
+        /// launch joins the session of the thread that enqueues it, so two threads measuring on
+        /// one context at once each count their own kernels and lose none.
+        var timingSessions: [UInt: [(kernel: String, event: cl_event)]] = [:]
+    }
+
+    /// The calling thread's identity while it runs (a session lives within one call, so a key
+    /// reused by a later thread never meets the old session).
+    static var currentThreadKey: UInt {
+        #if canImport(Darwin)
+            UInt(bitPattern: pthread_self())
+        #else
+            UInt(pthread_self())
+        #endif
     }
 
     /// Creates a context and a profiling queue on `device`; compiled programs are also kept in
@@ -458,8 +479,9 @@ public final class OpenCLContext: @unchecked Sendable {
             try check(status, "clEnqueueNDRangeKernel", "\(name) global \(globalSizes) local \(local ?? [])")
             state.statistics.launches += 1
             if let event {
-                if state.timingEvents != nil {
-                    state.timingEvents?.append((name, event))
+                let thread = Self.currentThreadKey
+                if state.timingSessions[thread] != nil {
+                    state.timingSessions[thread]?.append((name, event))
                 } else {
                     clReleaseEvent(event)
                 }
@@ -475,7 +497,11 @@ public final class OpenCLContext: @unchecked Sendable {
     /// Runs `body`, waits for the kernels it enqueued, and returns their summed device time in
     /// nanoseconds from profiling events (queue time and host overhead excluded).
     ///
-    /// Sessions do not nest: a nested call's kernels are counted by the outer one only.
+    /// A session belongs to the calling thread: it counts the kernels `body` enqueues on this
+    /// thread, never those another thread enqueues meanwhile (each thread may measure at the same
+    /// time; the queue is shared, and each launch's event times only its own execution). Kernels
+    /// that `body` hands to other threads are not counted. Sessions do not nest: a nested call
+    /// on the same thread counts nothing and its kernels are counted by the outer one.
     public func measure<T>(_ body: () throws -> T) throws -> (value: T, nanoseconds: UInt64) {
         let (value, launches) = try measureLaunches(body)
         return (value, launches.reduce(0) { $0 + $1.nanoseconds })
@@ -486,9 +512,10 @@ public final class OpenCLContext: @unchecked Sendable {
     public func measureLaunches<T>(_ body: () throws -> T) throws
         -> (value: T, launches: [(kernel: String, nanoseconds: UInt64)])
     {
+        let thread = Self.currentThreadKey
         let nested = state.withLock { state -> Bool in
-            if state.timingEvents != nil { return true }
-            state.timingEvents = []
+            if state.timingSessions[thread] != nil { return true }
+            state.timingSessions[thread] = []
             return false
         }
         if nested { return (try body(), []) }
@@ -497,17 +524,9 @@ public final class OpenCLContext: @unchecked Sendable {
         let value: T
         do {
             value = try body()
-            events = state.withLock { state in
-                let collected = state.timingEvents ?? []
-                state.timingEvents = nil
-                return collected
-            }
+            events = state.withLock { $0.timingSessions.removeValue(forKey: thread) ?? [] }
         } catch {
-            events = state.withLock { state in
-                let collected = state.timingEvents ?? []
-                state.timingEvents = nil
-                return collected
-            }
+            events = state.withLock { $0.timingSessions.removeValue(forKey: thread) ?? [] }
             throw error
         }
         try finish()
