@@ -86,14 +86,9 @@ private func optionCases() -> [BadInput] {
     return cases
 }
 
-/// An NPY header (version 1.0) for `descr` and `shape`, padded to a multiple of 64 bytes.
+/// An NPY header (version 1.0) for `descr` and `shape`, without data.
 private func npyHeader(descr: String, shape: [Int]) -> [UInt8] {
-    let shapeText = shape.count == 1 ? "(\(shape[0]),)" : "(" + shape.map(String.init).joined(separator: ", ") + ")"
-    var dictionary = "{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shapeText), }"
-    let unpadded = 10 + dictionary.utf8.count + 1
-    dictionary += String(repeating: " ", count: (64 - unpadded % 64) % 64) + "\n"
-    let length = dictionary.utf8.count
-    return [0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(length & 0xff), UInt8(length >> 8)] + Array(dictionary.utf8)
+    handWrittenNPY(descr: descr, shape: shape, payload: [])
 }
 
 /// A safetensors file from a JSON header and raw data bytes.
@@ -102,12 +97,28 @@ private func safetensors(header: String, data: [UInt8]) -> [UInt8] {
     return withUnsafeBytes(of: UInt64(json.count).littleEndian, Array.init) + json + data
 }
 
-/// The TIPS weights for 8 channels and k = 3 as a safetensors header, with `edit` applied to
-/// each entry's JSON text ("conv1.weight" and "conv2.weight" entries in that order).
-private func tipsParameters(conv1: String, conv2: String, extra: String = "", dataBytes: Int) -> [UInt8] {
-    safetensors(
-        header: "{\"conv1.weight\":\(conv1),\"conv2.weight\":\(conv2)\(extra)}",
+/// A tips-pool parameter file for 8 channels and k = 3 whose two entries are
+/// (dtype, shape, begin, end), plus `extra` JSON entries and `dataBytes` of zeros.
+private func tipsParameters(
+    conv1: (String, [Int], Int, Int), conv2: (String, [Int], Int, Int), extra: String = "", dataBytes: Int
+) -> [UInt8] {
+    func entry(_ value: (String, [Int], Int, Int)) -> String {
+        "{\"dtype\":\"\(value.0)\",\"shape\":\(value.1),\"data_offsets\":[\(value.2),\(value.3)]}"
+    }
+    return safetensors(
+        header: "{\"conv1.weight\":\(entry(conv1)),\"conv2.weight\":\(entry(conv2))\(extra)}",
         data: [UInt8](repeating: 0, count: dataBytes))
+}
+
+/// A tips-pool case whose --params file is `tipsParameters(...)`.
+private func tipsParametersCase(
+    _ name: String, conv1: (String, [Int], Int, Int), conv2: (String, [Int], Int, Int), extra: String = "",
+    dataBytes: Int, options: [String] = []
+) -> BadInput {
+    BadInput(name, tips(["--params", "p.safetensors"] + options)) { workspace in
+        try workspace.write(
+            bytes: tipsParameters(conv1: conv1, conv2: conv2, extra: extra, dataBytes: dataBytes), "p.safetensors")
+    }
 }
 
 /// CRC-32 (PNG's chunk checksum), bit by bit: small inputs only.
@@ -187,61 +198,24 @@ private func fileCases() -> [BadInput] {
         BadInput(
             "params header length of 2^62", tips(["--params", "p.safetensors"]),
             prepare: { try $0.write(bytes: withUnsafeBytes(of: (UInt64(1) << 62).littleEndian, Array.init) + Array("{}".utf8), "p.safetensors") }),
-        BadInput(
-            "params with overlapping data offsets", tips(["--params", "p.safetensors"]),
-            prepare: {
-                try $0.write(
-                    bytes: tipsParameters(
-                        conv1: "{\"dtype\":\"F32\",\"shape\":[8,1,3,3],\"data_offsets\":[0,288]}",
-                        conv2: "{\"dtype\":\"F32\",\"shape\":[8,1,1,1],\"data_offsets\":[256,288]}", dataBytes: 288),
-                    "p.safetensors")
-            }),
-        BadInput(
-            "params with a gap between tensors", tips(["--params", "p.safetensors"]),
-            prepare: {
-                try $0.write(
-                    bytes: tipsParameters(
-                        conv1: "{\"dtype\":\"F32\",\"shape\":[8,1,3,3],\"data_offsets\":[0,288]}",
-                        conv2: "{\"dtype\":\"F32\",\"shape\":[8,1,1,1],\"data_offsets\":[292,324]}", dataBytes: 324),
-                    "p.safetensors")
-            }),
-        BadInput(
-            "params with an unexpected tensor", tips(["--params", "p.safetensors"]),
-            prepare: {
-                try $0.write(
-                    bytes: tipsParameters(
-                        conv1: "{\"dtype\":\"F32\",\"shape\":[8,1,3,3],\"data_offsets\":[0,288]}",
-                        conv2: "{\"dtype\":\"F32\",\"shape\":[8,1,1,1],\"data_offsets\":[288,320]}",
-                        extra: ",\"fc.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[320,324]}", dataBytes: 324),
-                    "p.safetensors")
-            }),
-        BadInput(
-            "params with an integer weight", tips(["--params", "p.safetensors"]),
-            prepare: {
-                try $0.write(
-                    bytes: tipsParameters(
-                        conv1: "{\"dtype\":\"I32\",\"shape\":[8,1,3,3],\"data_offsets\":[0,288]}",
-                        conv2: "{\"dtype\":\"F32\",\"shape\":[8,1,1,1],\"data_offsets\":[288,320]}", dataBytes: 320),
-                    "p.safetensors")
-            }),
-        BadInput(
-            "params of the wrong shape", tips(["--params", "p.safetensors"]),
-            prepare: {
-                try $0.write(
-                    bytes: tipsParameters(
-                        conv1: "{\"dtype\":\"F32\",\"shape\":[8,1,5,5],\"data_offsets\":[0,800]}",
-                        conv2: "{\"dtype\":\"F32\",\"shape\":[8,1,1,1],\"data_offsets\":[800,832]}", dataBytes: 832),
-                    "p.safetensors")
-            }),
-        BadInput(
-            "params prefix that matches nothing", tips(["--params", "p.safetensors", "--params-prefix", "layer9."]),
-            prepare: {
-                try $0.write(
-                    bytes: tipsParameters(
-                        conv1: "{\"dtype\":\"F32\",\"shape\":[8,1,3,3],\"data_offsets\":[0,288]}",
-                        conv2: "{\"dtype\":\"F32\",\"shape\":[8,1,1,1],\"data_offsets\":[288,320]}", dataBytes: 320),
-                    "p.safetensors")
-            }),
+        tipsParametersCase(
+            "params with overlapping data offsets", conv1: ("F32", [8, 1, 3, 3], 0, 288), conv2: ("F32", [8, 1, 1, 1], 256, 288),
+            dataBytes: 288),
+        tipsParametersCase(
+            "params with a gap between tensors", conv1: ("F32", [8, 1, 3, 3], 0, 288), conv2: ("F32", [8, 1, 1, 1], 292, 324),
+            dataBytes: 324),
+        tipsParametersCase(
+            "params with an unexpected tensor", conv1: ("F32", [8, 1, 3, 3], 0, 288), conv2: ("F32", [8, 1, 1, 1], 288, 320),
+            extra: ",\"fc.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[320,324]}", dataBytes: 324),
+        tipsParametersCase(
+            "params with an integer weight", conv1: ("I32", [8, 1, 3, 3], 0, 288), conv2: ("F32", [8, 1, 1, 1], 288, 320),
+            dataBytes: 320),
+        tipsParametersCase(
+            "params of the wrong shape", conv1: ("F32", [8, 1, 5, 5], 0, 800), conv2: ("F32", [8, 1, 1, 1], 800, 832),
+            dataBytes: 832),
+        tipsParametersCase(
+            "params prefix that matches nothing", conv1: ("F32", [8, 1, 3, 3], 0, 288), conv2: ("F32", [8, 1, 1, 1], 288, 320),
+            dataBytes: 320, options: ["--params-prefix", "layer9."]),
         BadInput("params prefix without params", tips(["--params-prefix", "layer1."])),
         // PNG
         BadInput(

@@ -293,13 +293,24 @@ struct PolyphaseParityTests {
         }
     }
 
-    @Test("tips-pool parameters: safetensors-style dictionaries are checked by name and shape")
+    @Test("tips-pool parameters: safetensors-style dictionaries are checked by name and shape, strictly")
     func tipsParameters() throws {
         let config = try TIPSPool2DConfiguration(channels: 4)
         var parameters = config.defaultParameters(seed: 1)
-        parameters["other.weight"] = try HostTensor(shape: [1], values: [0])
         let layer = try TIPSPool2D(config, parameters: parameters)
         #expect(Set(layer.parameters.keys) == [TIPSPool2DConfiguration.conv1Name, TIPSPool2DConfiguration.conv2Name])
+        // An unexpected name is refused and named (PyTorch's strict load_state_dict) ...
+        parameters["other.weight"] = try HostTensor(shape: [1], values: [0])
+        let unexpected = #expect(throws: NyquistError.self) { try TIPSPool2D(config, parameters: parameters) }
+        #expect(unexpected?.kind == .invalidParameters)
+        #expect(unexpected?.message.contains("other.weight") == true)
+        // ... unless a prefix selects the layer out of a larger dictionary.
+        var model = ["head.other.weight": try HostTensor(shape: [1], values: [0])]
+        for (name, tensor) in config.defaultParameters(seed: 1) { model["layer1.tips." + name] = tensor }
+        let selected = try StateDictSelection.select(
+            model, prefix: "layer1.tips.", expected: TIPSPool2DConfiguration.parameterNames, layer: "tips-pool")
+        #expect(try TIPSPool2D(config, parameters: selected).parameters == layer.parameters)
+        parameters["other.weight"] = nil
         parameters[TIPSPool2DConfiguration.conv2Name] = try HostTensor(shape: [4, 1, 1], repeating: 0)
         let wrong = #expect(throws: NyquistError.self) { try TIPSPool2D(config, parameters: parameters) }
         #expect(wrong?.kind == .invalidParameters)
