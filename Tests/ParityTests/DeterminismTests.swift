@@ -23,20 +23,24 @@ struct DeterminismTests {
     /// Named results of one run, as Float bit patterns (Double results as their bits too).
     typealias Results = [(name: String, bits: [UInt64])]
 
-    /// Runs `body` once per candidate (pinned for `family` and every shape class in `classes`
-    /// on a Device of its own, so concurrent suites keep their choice) and expects every result
-    /// to have the first candidate's bits; then runs the last candidate's call again, and from
-    /// three threads at once, and expects the same bits.
+    /// Runs `body` once per candidate (pinned for each of `families` and every shape class in
+    /// `classes` on a Device of its own, so concurrent suites keep their choice) and expects
+    /// every result to have the first candidate's bits; then runs the last candidate's call
+    /// again, and from three threads at once, and expects the same bits.
     static func expectIdentical(
-        family: String, classes: [String], candidates: [LaunchParameters], label: String,
+        families: [String], classes: [String], candidates: [LaunchParameters], label: String,
         _ body: @Sendable (Device) throws -> Results
     ) throws {
         let device = try TestDevice.fresh()
-        defer { try? LaunchVariantParityTests.pin(nil, family: family, shapeClasses: classes, on: device) }
+        defer {
+            for family in families { try? LaunchVariantParityTests.pin(nil, family: family, shapeClasses: classes, on: device) }
+        }
         #expect(!candidates.isEmpty, "\(label): no candidates")
         var first: (LaunchParameters, Results)? = nil
         for candidate in candidates {
-            try LaunchVariantParityTests.pin(candidate, family: family, shapeClasses: classes, on: device)
+            for family in families {
+                try LaunchVariantParityTests.pin(candidate, family: family, shapeClasses: classes, on: device)
+            }
             let results = try body(device)
             if let (reference, expected) = first {
                 compare(results, expected, "\(label): \(candidate) against \(reference)")
@@ -75,22 +79,14 @@ struct DeterminismTests {
 
     static let shapes: [[Int]] = [[3, 5, 9, 11], [2, 3, 20, 17]]
 
-    // Known gap (issue 17, item 6, still open): the vector backward kernels (outputsPerItem 2, 4,
-    // 8) add a gradient's window terms in another order than the one-element kernels, so the
-    // input gradients differ in the last bits (forwards agree). Enable once they share an order.
-    @Test(
-        "Window families (BlurPool, MaxBlurPool, AvgPool, MaxPool) under every window candidate",
-        .disabled("known gap: the vector and one-element window backward kernels add in different orders"))
+    @Test("Window families (BlurPool, MaxBlurPool, AvgPool, MaxPool) under every window candidate")
     func window() throws {
         let inputs = try Self.shapes.enumerated().map { try randomTensor($0.element, seed: UInt64(300 + $0.offset)) }
-        let classes = ["wide", "medium", "narrow"]
         // One pin covers the four window families: each candidate is pinned for all of them.
-        let families = WindowLaunch.allCases.map(\.rawValue)
-        let device = try TestDevice.fresh()
-        defer {
-            for family in families { try? LaunchVariantParityTests.pin(nil, family: family, shapeClasses: classes, on: device) }
-        }
-        func run(_ device: Device) throws -> Results {
+        try Self.expectIdentical(
+            families: WindowLaunch.allCases.map(\.rawValue), classes: ["wide", "medium", "narrow"],
+            candidates: WindowTuning.candidates, label: "window"
+        ) { device in
             var results: Results = []
             for (index, x) in inputs.enumerated() {
                 let channels = x.shape[1]
@@ -106,21 +102,6 @@ struct DeterminismTests {
                 }
             }
             return results
-        }
-        var first: (LaunchParameters, Results)? = nil
-        for candidate in WindowTuning.candidates {
-            for family in families {
-                try LaunchVariantParityTests.pin(candidate, family: family, shapeClasses: classes, on: device)
-            }
-            let results = try run(device)
-            if let (reference, expected) = first {
-                Self.compare(results, expected, "window: \(candidate) against \(reference)")
-            } else {
-                first = (candidate, results)
-            }
-        }
-        if let (_, expected) = first {
-            Self.compare(try run(device), expected, "window: second run")
         }
     }
 
@@ -140,7 +121,7 @@ struct DeterminismTests {
             try randomTensor($0.element, seed: UInt64(320 + $0.offset))
         }
         try Self.expectIdentical(
-            family: family, classes: ["large", "small"],
+            families: [family], classes: ["large", "small"],
             candidates: PolyphaseLaunch.candidates(family: family), label: "aps"
         ) { device in
             var results: Results = []
@@ -180,7 +161,7 @@ struct DeterminismTests {
             try randomTensor($0.element, seed: UInt64(340 + $0.offset))
         }
         try Self.expectIdentical(
-            family: PolyphaseLaunch.tipsFamily, classes: [PolyphaseLaunch.tipsShapeClass],
+            families: [PolyphaseLaunch.tipsFamily], classes: [PolyphaseLaunch.tipsShapeClass],
             candidates: Self.tipsCandidates, label: "tips"
         ) { device in
             var results: Results = []
@@ -219,7 +200,7 @@ struct DeterminismTests {
         let cases: [([Int], Int)] = [([3, 5, 9, 11], 5), ([2, 3, 6, 37], 3), ([1, 2, 35, 8], 7)]
         let inputs = try cases.enumerated().map { try randomTensor($0.element.0, seed: UInt64(360 + $0.offset)) }
         try Self.expectIdentical(
-            family: LiftLaunch.family, classes: ["wide", "narrow"], candidates: LiftLaunch.candidates, label: "lift"
+            families: [LiftLaunch.family], classes: ["wide", "narrow"], candidates: LiftLaunch.candidates, label: "lift"
         ) { device in
             var results: Results = []
             for (index, x) in inputs.enumerated() {
@@ -277,7 +258,7 @@ struct DeterminismTests {
         ]
         let inputs = try cases.enumerated().map { try randomTensor($0.element.shape, seed: UInt64(400 + $0.offset)) }
         try Self.expectIdentical(
-            family: AdaptiveLaunch.family, classes: [AdaptiveLaunch.shapeClass], candidates: Self.adaptiveCandidates,
+            families: [AdaptiveLaunch.family], classes: [AdaptiveLaunch.shapeClass], candidates: Self.adaptiveCandidates,
             label: "adaptive"
         ) { device in
             var results: Results = []
