@@ -189,13 +189,7 @@ struct DeterminismTests {
         }
     }
 
-    // Known gap (issue 17, item 6, still open): RUN changes the vector width of the lifting
-    // steps (bands differ in the last bit at a few positions) and the order of the parameter
-    // gradient sums (each item sums RUN-lane vectors over its strided units). Enable once both
-    // follow the shape only.
-    @Test(
-        "LiftDownPool2D and LiftUpPool2D (bands, regularisers, gradients) under every run length",
-        .disabled("known gap: RUN changes the lifting's vector arithmetic and the parameter-gradient sum order"))
+    @Test("LiftDownPool2D and LiftUpPool2D (bands, regularisers, gradients) under every run length")
     func lift() throws {
         let cases: [([Int], Int)] = [([3, 5, 9, 11], 5), ([2, 3, 6, 37], 3), ([1, 2, 35, 8], 7)]
         let inputs = try cases.enumerated().map { try randomTensor($0.element.0, seed: UInt64(360 + $0.offset)) }
