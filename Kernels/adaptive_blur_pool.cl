@@ -602,6 +602,12 @@ __kernel void adaptive_bn_backward(
                              : gamma[o] * inverse_std * (gz - grad_beta[o] / count - xhat * grad_gamma[o] / count);
 }
 
+// The two conv.weight gradient kernels (adaptive_weight_gradient_rows, adaptive_weight_gradient)
+// must give the same bits: no contraction of a * b + c into fma in them (OFF here and before
+// adaptive_weight_gradient, ON after adaptive_weight_gradient_sum), since a compiler may contract
+// a float8 lane and a scalar differently; the rest of the file keeps its fma.
+#pragma OPENCL FP_CONTRACT OFF
+
 // dL/dconv.weight[o, c, u, v] = sum over n, y, x of dL/da[n, o, y, x] * xpad[n, c, y + u, x + v]
 // (stride-1 tables), without work-groups or atomics: one item per (c, o, n), global (C, P, N),
 // summing over rows and columns in that fixed order into partial[n][o][c][tap];
@@ -674,6 +680,7 @@ __kernel void adaptive_weight_gradient_sum(__global const float *partial, __glob
     for (int n = 0; n < batch; ++n) sum += partial[n * P * CHANNELS * KK + index];
     grad_weight[index] = sum;
 }
+#pragma OPENCL FP_CONTRACT ON
 
 // The filter-tap term of the input gradient at (a, b): output positions whose window reads the
 // pixel, with the tap's filter weight (inverted strided tables).
@@ -819,45 +826,87 @@ __kernel void adaptive_input_gradient(
     grad_x[(nc * height + a) * width + b] = sum;
 }
 
-// dL/dconv.weight[o, c, u, v] = sum over n, y, x of dL/da[n, o, y, x] * xpad[n, c, y + u, x + v].
-// One work-group per (o, c) computes its k*k weights together, so each dL/da value and each
-// table entry is read once per window rather than once per tap: global (P * C * REDUCE), local
-// (REDUCE), scratch REDUCE * K * K floats; stride-1 tables.
+// dL/dconv.weight[o, c, u, v] = sum over n, y, x of dL/da[n, o, y, x] * xpad[n, c, y + u, x + v],
+// with the bits of adaptive_weight_gradient_rows + adaptive_weight_gradient_sum (so that the
+// rowGradients knob cannot change the gradient): one work-group per (o, c), its items taken as
+// REDUCE / 8 samples x 8 lanes; lane l of sample n adds exactly what lane l of the row kernel's
+// float8 sums adds, in the same order (rows in order; per row its interior chunk columns, then,
+// lane 0 only, the border columns), the 8 lanes are joined by the row kernel's tree (l + 4,
+// then + 2, then + 1) and item 0 adds the samples' sums in order of n. Neighbouring lanes read
+// neighbouring columns (coalesced on GPUs). Global (P * C * REDUCE), local (REDUCE), scratch
+// REDUCE * K * K floats; stride-1 tables.
+#pragma OPENCL FP_CONTRACT OFF
+#if REDUCE % 8 != 0
+#error "REDUCE must be a multiple of 8 (adaptive_weight_gradient's lanes)"
+#endif
 __kernel void adaptive_weight_gradient(
     __global const float *grad_map, __global const float *x, __global const int *row_source,
     __global const int *col_source, __global float *grad_weight, int batch, int height, int width,
     __local float *scratch) {
-    int e = get_group_id(0);
-    int lid = get_local_id(0);
-    int c = e % CHANNELS;
-    int o = e / CHANNELS;
-    int plane = height * width;
-    int count = batch * plane;
-    float sums[KK];
-    for (int t = 0; t < KK; ++t) sums[t] = 0.0f;
-    for (int index = lid; index < count; index += REDUCE) {
-        int n = index / plane;
-        int position = index - n * plane;
-        int y = position / width;
-        int xx = position - y * width;
-        float ga = grad_map[(n * P + o) * plane + position];
-        __global const float *xc = x + (n * CHANNELS + c) * plane;
-        for (int u = 0; u < K; ++u) {
-            int row = row_source[y * K + u];
-            for (int v = 0; v < K; ++v) {
-                int col = col_source[xx * K + v];
-                int offset = (row >= 0 && col >= 0) ? row * width + col : -1;
-                sums[u * K + v] += ga * load_or_zero(xc, offset);
+    const int e = get_group_id(0);
+    const int lid = get_local_id(0);
+    const int c = e % CHANNELS;
+    const int o = e / CHANNELS;
+    const int lane = lid % 8;
+    const int sample = lid / 8;
+    const int p = (K - 1) / 2;
+    const int plane = height * width;
+    const int lo = p;
+    const int hi = max(width - p, lo);
+    const int vectors = hi - lo >= 8 ? (hi - lo + 7) / 8 : 0;
+    const int inner_end = vectors > 0 ? lo : width;
+    const int outer_start = vectors > 0 ? hi : width;
+    float totals[KK];
+    for (int t = 0; t < KK; ++t) totals[t] = 0.0f;
+    for (int n0 = 0; n0 < batch; n0 += REDUCE / 8) {
+        const int n = n0 + sample;
+        float sums[KK];
+        for (int t = 0; t < KK; ++t) sums[t] = 0.0f;
+        if (n < batch) {
+            __global const float *ga = grad_map + (n * P + o) * plane;
+            __global const float *xc = x + (n * CHANNELS + c) * plane;
+            for (int y = 0; y < height; ++y) {
+                for (int unit = 0; unit < vectors; ++unit) {
+                    const int start = lo + unit * 8;
+                    const int column = min(start, hi - 8) + lane;
+                    const float g = ga[y * width + column];
+                    for (int u = 0; u < K; ++u) {
+                        const int row = row_source[y * K + u];
+                        __global const float *line = xc + max(row, 0) * width + column - p;
+                        for (int v = 0; v < K; ++v) {
+                            const float value = row >= 0 ? line[v] : 0.0f;
+                            sums[u * K + v] += column >= start ? g * value : 0.0f;
+                        }
+                    }
+                }
+                for (int index = 0; lane == 0 && index < inner_end + width - outer_start; ++index) {
+                    const int xx = index < inner_end ? index : outer_start + index - inner_end;
+                    const float g = ga[y * width + xx];
+                    for (int u = 0; u < K; ++u) {
+                        const int row = row_source[y * K + u];
+                        for (int v = 0; v < K; ++v) {
+                            const int col = col_source[xx * K + v];
+                            sums[u * K + v] += g * load_or_zero(xc, (row >= 0 && col >= 0) ? row * width + col : -1);
+                        }
+                    }
+                }
             }
         }
-    }
-    for (int t = 0; t < KK; ++t) scratch[t * REDUCE + lid] = sums[t];
-    for (int span = REDUCE / 2; span > 0; span /= 2) {
-        barrier(CLK_LOCAL_MEM_FENCE);
-        if (lid < span) {
-            for (int t = 0; t < KK; ++t) scratch[t * REDUCE + lid] += scratch[t * REDUCE + lid + span];
+        for (int t = 0; t < KK; ++t) scratch[t * REDUCE + lid] = sums[t];
+        for (int span = 4; span > 0; span /= 2) {
+            barrier(CLK_LOCAL_MEM_FENCE);
+            if (lane < span) {
+                for (int t = 0; t < KK; ++t) scratch[t * REDUCE + lid] += scratch[t * REDUCE + lid + span];
+            }
         }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (lid == 0) {
+            for (int k = 0; k < REDUCE / 8 && n0 + k < batch; ++k)
+                for (int t = 0; t < KK; ++t) totals[t] += scratch[t * REDUCE + 8 * k];
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
     }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int t = lid; t < KK; t += REDUCE) grad_weight[e * KK + t] = scratch[t * REDUCE];
+    if (lid == 0) {
+        for (int t = 0; t < KK; ++t) grad_weight[e * KK + t] = totals[t];
+    }
 }

@@ -37,6 +37,11 @@
 // columns that do not fill a whole vector to the table kernel with the border strips).
 #include "common.h"
 
+// No contraction of a * b + c into fma: the scalar, vector and table kernels must round each
+// product and each sum alike for their results to have the same bits (a compiler may contract
+// one form of an expression and not another, e.g. a product under a select).
+#pragma OPENCL FP_CONTRACT OFF
+
 #ifndef TAPS
 #define TAPS 4
 #endif
@@ -247,12 +252,14 @@ __kernel void weighted_window_backward_interior(
         col_weights[q] = taps[min(v, TAPS - 1)];
         cols_read[q] = max((b + pad_left - v) / STRIDE, 0);
     }
+    // Taps in decreasing order: increasing output rows and columns, the order of the tables
+    // (window_backward_element), so every kernel adds an element's terms in one sequence.
     float sum = 0.0f;
-    for (int p = 0; p < AFFINE_FAN; ++p) {
+    for (int p = AFFINE_FAN - 1; p >= 0; --p) {
         int u = row_phase + p * STRIDE;
         __global const float *gradient_row = gradient + max((a + pad_top - u) / STRIDE, 0) * out_width;
         float row_sum = 0.0f;
-        for (int q = 0; q < AFFINE_FAN; ++q) {
+        for (int q = AFFINE_FAN - 1; q >= 0; --q) {
             float value = gradient_row[cols_read[q]];
             row_sum += col_valid[q] ? col_weights[q] * value : 0.0f;
         }
@@ -302,7 +309,11 @@ __kernel void weighted_window_backward_interior_vector(
     bool affine = a >= affine_begin && a < affine_end;
     int fan = affine ? AFFINE_FAN : FAN_IN_ROWS;
     int row_phase = (a + pad_top) % 2;
-    for (int p = 0; p < fan; ++p) {
+    // Affine rows in decreasing tap order, table rows in slot order: increasing output rows
+    // either way, as in the one-element kernels, and decreasing taps (increasing output
+    // columns) along W, so each lane adds the same terms in the same order as they do.
+    for (int slot = 0; slot < fan; ++slot) {
+        int p = affine ? AFFINE_FAN - 1 - slot : slot;
         int u = row_phase + 2 * p;
         // Table: unused slots (-1) read row 0 with weight 0, so no load depends on a branch.
         int i = affine ? max((a + pad_top - u) / 2, 0) : row_target[a * FAN_IN_ROWS + p];
@@ -311,8 +322,8 @@ __kernel void weighted_window_backward_interior_vector(
         __global const float *gradient_row = gradient + max(i, 0) * out_width;
         HALF even_row = (HALF)(0.0f);
         HALF odd_row = (HALF)(0.0f);
-        for (int v = 0; v < TAPS; v += 2) even_row += taps[v] * HALF_LOAD(gradient_row - v / 2);
-        for (int v = 1; v < TAPS; v += 2) odd_row += taps[v] * HALF_LOAD(gradient_row - (v - 1) / 2);
+        for (int v = (TAPS - 1) & ~1; v >= 0; v -= 2) even_row += taps[v] * HALF_LOAD(gradient_row - v / 2);
+        for (int v = TAPS - 1 - (TAPS & 1); v >= 1; v -= 2) odd_row += taps[v] * HALF_LOAD(gradient_row - (v - 1) / 2);
         even += weight * even_row;
         odd += weight * odd_row;
     }

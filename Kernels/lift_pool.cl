@@ -26,6 +26,11 @@
 // Defines: KERNEL_SIZE (K, odd, 1...7).
 #include "common.h"
 
+// No contraction of a * b + c into fma: the RUN lanes must round like RUN = 1 (a compiler may
+// contract scalar and vector forms of one expression differently), so that every run length
+// gives the same bits.
+#pragma OPENCL FP_CONTRACT OFF
+
 #ifndef KERNEL_SIZE
 #define KERNEL_SIZE 5
 #endif
@@ -422,7 +427,9 @@ __kernel void lift_up(__global const float *s, __global const float *d, __global
 // channel; each item sums its strided share of the channel's runs (RUN positions as one vector,
 // lanes past the band contributing 0) in a fixed order, then a local-memory tree reduction; the
 // group's item 0 adds the result to the gradient buffers (accumulate = 1 for the second and
-// third lifting of a 2-D layer). No atomics, so the result is deterministic.
+// third lifting of a 2-D layer). No atomics, so the result is deterministic. RUN decides which
+// lane sums which position, so the host builds these kernels with one RUN whatever the `run`
+// knob says (LiftLaunch.reductionRun).
 //
 // Regularisers (lift_regulariser_partials): work group g sums (s - x_o)^2 and d^2 over a fixed
 // strided share, tree-reduces and writes partials[2g], partials[2g + 1]; the host adds the

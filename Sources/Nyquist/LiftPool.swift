@@ -767,17 +767,16 @@ struct LiftPass {
             global: [Self.group * channels], local: [Self.group])
     }
 
-    /// The LiftPool program with RUN = `run`; the default, the choice for wide maps, serves the
-    /// kernels that do not read RUN (backward, regularisers), so they share the usual program.
+    /// The LiftPool program with RUN = `run`. Without `run` it is the reductions' program
+    /// (parameter gradients, regularisers): their RUN is `LiftLaunch.reductionRun` whatever the
+    /// knob says, because it sets the lanes the parameter-gradient sums are split over, so a
+    /// tuned `run` would otherwise change the gradients' bits.
     static func program(_ configuration: LiftPoolConfiguration, _ device: Device, run: Int? = nil) throws
         -> OpenCLProgram
     {
         try device.program(
             "lift_pool.cl",
-            defines: [
-                "KERNEL_SIZE": configuration.kernelSize,
-                "RUN": run ?? LiftLaunch.choose(for: device, band: LiftLaunch.wideBand).run,
-            ])
+            defines: ["KERNEL_SIZE": configuration.kernelSize, "RUN": run ?? LiftLaunch.reductionRun])
     }
 
     /// Throws unless `tensor` has `shape` and lives on `device`.
@@ -820,6 +819,10 @@ struct LiftLaunch: Equatable {
     static let family = "lift"
     /// A band length of the "wide" class.
     static let wideBand = 16
+    /// RUN of the reduction kernels, fixed (not a knob): the parameter-gradient sums visit a
+    /// channel in units of this many lanes, so it fixes their order. 8, the CPU default `run`,
+    /// so that CPUs build one program.
+    static let reductionRun = 8
 
     /// The shape class of a pass whose bands are `band` positions long.
     static func shapeClass(band: Int) -> String { band >= wideBand ? "wide" : "narrow" }

@@ -23,20 +23,24 @@ struct DeterminismTests {
     /// Named results of one run, as Float bit patterns (Double results as their bits too).
     typealias Results = [(name: String, bits: [UInt64])]
 
-    /// Runs `body` once per candidate (pinned for `family` and every shape class in `classes`
-    /// on a Device of its own, so concurrent suites keep their choice) and expects every result
-    /// to have the first candidate's bits; then runs the last candidate's call again, and from
-    /// three threads at once, and expects the same bits.
+    /// Runs `body` once per candidate (pinned for each of `families` and every shape class in
+    /// `classes` on a Device of its own, so concurrent suites keep their choice) and expects
+    /// every result to have the first candidate's bits; then runs the last candidate's call
+    /// again, and from three threads at once, and expects the same bits.
     static func expectIdentical(
-        family: String, classes: [String], candidates: [LaunchParameters], label: String,
+        families: [String], classes: [String], candidates: [LaunchParameters], label: String,
         _ body: @Sendable (Device) throws -> Results
     ) throws {
         let device = try TestDevice.fresh()
-        defer { try? LaunchVariantParityTests.pin(nil, family: family, shapeClasses: classes, on: device) }
+        defer {
+            for family in families { try? LaunchVariantParityTests.pin(nil, family: family, shapeClasses: classes, on: device) }
+        }
         #expect(!candidates.isEmpty, "\(label): no candidates")
         var first: (LaunchParameters, Results)? = nil
         for candidate in candidates {
-            try LaunchVariantParityTests.pin(candidate, family: family, shapeClasses: classes, on: device)
+            for family in families {
+                try LaunchVariantParityTests.pin(candidate, family: family, shapeClasses: classes, on: device)
+            }
             let results = try body(device)
             if let (reference, expected) = first {
                 compare(results, expected, "\(label): \(candidate) against \(reference)")
@@ -75,22 +79,14 @@ struct DeterminismTests {
 
     static let shapes: [[Int]] = [[3, 5, 9, 11], [2, 3, 20, 17]]
 
-    // Known gap (issue 17, item 6, still open): the vector backward kernels (outputsPerItem 2, 4,
-    // 8) add a gradient's window terms in another order than the one-element kernels, so the
-    // input gradients differ in the last bits (forwards agree). Enable once they share an order.
-    @Test(
-        "Window families (BlurPool, MaxBlurPool, AvgPool, MaxPool) under every window candidate",
-        .disabled("known gap: the vector and one-element window backward kernels add in different orders"))
+    @Test("Window families (BlurPool, MaxBlurPool, AvgPool, MaxPool) under every window candidate")
     func window() throws {
         let inputs = try Self.shapes.enumerated().map { try randomTensor($0.element, seed: UInt64(300 + $0.offset)) }
-        let classes = ["wide", "medium", "narrow"]
         // One pin covers the four window families: each candidate is pinned for all of them.
-        let families = WindowLaunch.allCases.map(\.rawValue)
-        let device = try TestDevice.fresh()
-        defer {
-            for family in families { try? LaunchVariantParityTests.pin(nil, family: family, shapeClasses: classes, on: device) }
-        }
-        func run(_ device: Device) throws -> Results {
+        try Self.expectIdentical(
+            families: WindowLaunch.allCases.map(\.rawValue), classes: ["wide", "medium", "narrow"],
+            candidates: WindowTuning.candidates, label: "window"
+        ) { device in
             var results: Results = []
             for (index, x) in inputs.enumerated() {
                 let channels = x.shape[1]
@@ -106,21 +102,6 @@ struct DeterminismTests {
                 }
             }
             return results
-        }
-        var first: (LaunchParameters, Results)? = nil
-        for candidate in WindowTuning.candidates {
-            for family in families {
-                try LaunchVariantParityTests.pin(candidate, family: family, shapeClasses: classes, on: device)
-            }
-            let results = try run(device)
-            if let (reference, expected) = first {
-                Self.compare(results, expected, "window: \(candidate) against \(reference)")
-            } else {
-                first = (candidate, results)
-            }
-        }
-        if let (_, expected) = first {
-            Self.compare(try run(device), expected, "window: second run")
         }
     }
 
@@ -140,7 +121,7 @@ struct DeterminismTests {
             try randomTensor($0.element, seed: UInt64(320 + $0.offset))
         }
         try Self.expectIdentical(
-            family: family, classes: ["large", "small"],
+            families: [family], classes: ["large", "small"],
             candidates: PolyphaseLaunch.candidates(family: family), label: "aps"
         ) { device in
             var results: Results = []
@@ -180,7 +161,7 @@ struct DeterminismTests {
             try randomTensor($0.element, seed: UInt64(340 + $0.offset))
         }
         try Self.expectIdentical(
-            family: PolyphaseLaunch.tipsFamily, classes: [PolyphaseLaunch.tipsShapeClass],
+            families: [PolyphaseLaunch.tipsFamily], classes: [PolyphaseLaunch.tipsShapeClass],
             candidates: Self.tipsCandidates, label: "tips"
         ) { device in
             var results: Results = []
@@ -208,18 +189,12 @@ struct DeterminismTests {
         }
     }
 
-    // Known gap (issue 17, item 6, still open): RUN changes the vector width of the lifting
-    // steps (bands differ in the last bit at a few positions) and the order of the parameter
-    // gradient sums (each item sums RUN-lane vectors over its strided units). Enable once both
-    // follow the shape only.
-    @Test(
-        "LiftDownPool2D and LiftUpPool2D (bands, regularisers, gradients) under every run length",
-        .disabled("known gap: RUN changes the lifting's vector arithmetic and the parameter-gradient sum order"))
+    @Test("LiftDownPool2D and LiftUpPool2D (bands, regularisers, gradients) under every run length")
     func lift() throws {
         let cases: [([Int], Int)] = [([3, 5, 9, 11], 5), ([2, 3, 6, 37], 3), ([1, 2, 35, 8], 7)]
         let inputs = try cases.enumerated().map { try randomTensor($0.element.0, seed: UInt64(360 + $0.offset)) }
         try Self.expectIdentical(
-            family: LiftLaunch.family, classes: ["wide", "narrow"], candidates: LiftLaunch.candidates, label: "lift"
+            families: [LiftLaunch.family], classes: ["wide", "narrow"], candidates: LiftLaunch.candidates, label: "lift"
         ) { device in
             var results: Results = []
             for (index, x) in inputs.enumerated() {
@@ -258,26 +233,26 @@ struct DeterminismTests {
         }
     }
 
-    /// Every predictor candidate with the row gradient kernels (the CPU default). Known gap: the
-    /// one-element kernels (rowGradients false, the GPU default) sum conv.weight's gradient in
-    /// another order (a REDUCE-item tree per (o, c) instead of per-(c, o, n) rows summed over
-    /// n), so conv.weight differs in the last bits between the two; every other result agrees.
+    /// Every predictor candidate, alternately with the one-element gradient kernels
+    /// (rowGradients false, the GPU default) and the row kernels (the CPU default), so every
+    /// result of both gradient paths is compared with the first candidate's.
     static var adaptiveCandidates: [LaunchParameters] {
-        AdaptiveLaunch.candidates.map { candidate in
+        AdaptiveLaunch.candidates.enumerated().map { index, candidate in
             var launch = candidate
-            launch.rowGradients = true
+            launch.rowGradients = index % 2 == 1
             return launch
         }
     }
 
-    @Test("AdaptiveBlurPool2D (output, filters, batch statistics, gradients) under every predictor candidate")
+    @Test("AdaptiveBlurPool2D (output, filters, batch statistics, gradients) under every predictor candidate and gradient kernel")
     func adaptive() throws {
         let cases: [(shape: [Int], k: Int, groups: Int, softmax: AdaptiveSoftmax)] = [
-            ([3, 5, 9, 11], 3, 5, .joint), ([2, 4, 7, 12], 5, 2, .perGroup),
+            // N 9: more samples than one round of the one-element weight gradient's groups (8).
+            ([3, 5, 9, 11], 3, 5, .joint), ([2, 4, 7, 12], 5, 2, .perGroup), ([9, 2, 6, 10], 3, 1, .joint),
         ]
         let inputs = try cases.enumerated().map { try randomTensor($0.element.shape, seed: UInt64(400 + $0.offset)) }
         try Self.expectIdentical(
-            family: AdaptiveLaunch.family, classes: [AdaptiveLaunch.shapeClass], candidates: Self.adaptiveCandidates,
+            families: [AdaptiveLaunch.family], classes: [AdaptiveLaunch.shapeClass], candidates: Self.adaptiveCandidates,
             label: "adaptive"
         ) { device in
             var results: Results = []
