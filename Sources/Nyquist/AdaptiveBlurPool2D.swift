@@ -88,11 +88,14 @@ public final class AdaptiveBlurPool2D {
 
     /// Loads a PyTorch `state_dict` saved as safetensors; `prefix` selects one layer of a whole
     /// model ("layer2.0.downsample.0."). Throws `.invalidParameters` for missing, unexpected or
-    /// misshapen tensors, and the file errors of ``Safetensors``.
+    /// misshapen tensors (an integer tensor under one of its names is a wrong dtype), and the
+    /// file errors of ``Safetensors``.
     public func load(safetensors url: URL, prefix: String = "") throws {
+        let names = AdaptiveBlurPool2DParameters<Float>.names.map { prefix + $0 }
+        let stateDict = try Safetensors.readContents(contentsOf: url).parameters(
+            expecting: names, layer: AdaptiveBlurPool2DConfiguration.operatorName)
         try setParameters(
-            AdaptiveBlurPool2DParameters(
-                stateDict: Safetensors.read(contentsOf: url), configuration: configuration, prefix: prefix))
+            AdaptiveBlurPool2DParameters(stateDict: stateDict, configuration: configuration, prefix: prefix))
     }
 
     /// BatchNorm with running statistics folded into y = a * scale + shift, in Double.
