@@ -608,6 +608,24 @@ __kernel void adaptive_bn_backward(
 // a float8 lane and a scalar differently; the rest of the file keeps its fma.
 #pragma OPENCL FP_CONTRACT OFF
 
+// How both conv.weight gradient kernels walk a row, so that they add the same terms in the same
+// order: interior columns lo..hi in chunks of 8 (the last chunk overlapping its predecessor),
+// then the border columns 0..inner_end and outer_start..width (all columns when a row is
+// narrower than 8 + 2p).
+typedef struct {
+    int lo, hi, vectors, inner_end, outer_start;
+} RowSplit;
+
+inline RowSplit weight_gradient_row_split(int width) {
+    RowSplit split;
+    split.lo = (K - 1) / 2;
+    split.hi = max(width - split.lo, split.lo);
+    split.vectors = split.hi - split.lo >= 8 ? (split.hi - split.lo + 7) / 8 : 0;
+    split.inner_end = split.vectors > 0 ? split.lo : width;
+    split.outer_start = split.vectors > 0 ? split.hi : width;
+    return split;
+}
+
 // dL/dconv.weight[o, c, u, v] = sum over n, y, x of dL/da[n, o, y, x] * xpad[n, c, y + u, x + v]
 // (stride-1 tables), without work-groups or atomics: one item per (c, o, n), global (C, P, N),
 // summing over rows and columns in that fixed order into partial[n][o][c][tap];
@@ -626,11 +644,12 @@ __kernel void adaptive_weight_gradient_rows(
     if (c >= CHANNELS || o >= P || n >= batch) return;
     const int p = (K - 1) / 2;
     const int plane = height * width;
-    const int lo = p;
-    const int hi = max(width - p, lo);
-    const int vectors = hi - lo >= 8 ? (hi - lo + 7) / 8 : 0;
-    const int inner_end = vectors > 0 ? lo : width;
-    const int outer_start = vectors > 0 ? hi : width;
+    const RowSplit split = weight_gradient_row_split(width);
+    const int lo = split.lo;
+    const int hi = split.hi;
+    const int vectors = split.vectors;
+    const int inner_end = split.inner_end;
+    const int outer_start = split.outer_start;
     float8 sums[KK];
     for (int t = 0; t < KK; ++t) sums[t] = (float8)(0.0f);
     __global const float *ga = grad_map + (n * P + o) * plane;
@@ -851,11 +870,12 @@ __kernel void adaptive_weight_gradient(
     const int sample = lid / 8;
     const int p = (K - 1) / 2;
     const int plane = height * width;
-    const int lo = p;
-    const int hi = max(width - p, lo);
-    const int vectors = hi - lo >= 8 ? (hi - lo + 7) / 8 : 0;
-    const int inner_end = vectors > 0 ? lo : width;
-    const int outer_start = vectors > 0 ? hi : width;
+    const RowSplit split = weight_gradient_row_split(width);
+    const int lo = split.lo;
+    const int hi = split.hi;
+    const int vectors = split.vectors;
+    const int inner_end = split.inner_end;
+    const int outer_start = split.outer_start;
     float totals[KK];
     for (int t = 0; t < KK; ++t) totals[t] = 0.0f;
     for (int n0 = 0; n0 < batch; n0 += REDUCE / 8) {
