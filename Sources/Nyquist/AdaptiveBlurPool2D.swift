@@ -266,9 +266,9 @@ struct AdaptiveLaunch: Equatable {
             LaunchParameters(tiled: true, positions: $0.0, outVectors: $0.1)
         }
 
-    /// Built-in defaults: 4 positions x 3 vectors, the driver's groups, on every device. Measured
-    /// on PoCL (docs/kernels.md) and on an NVIDIA H200, where 4 x 3 took 0.19 ms on the tuning
-    /// shape against 0.41 ms for 2 x 2 (2026-11-26, docs/performance.md).
+    /// Built-in defaults: 4 positions x 3 vectors, the driver's groups, on every device: the
+    /// fastest candidate on PoCL (docs/kernels.md) and on an NVIDIA H200 (docs/performance.md,
+    /// "GPU figures").
     static func builtIn(on device: Device) -> LaunchParameters {
         LaunchParameters(tiled: true, positions: 4, outVectors: 3)
     }

@@ -832,9 +832,8 @@ struct LiftLaunch: Equatable {
 
     /// Built-in defaults. CPU devices (PoCL): runs of 8 (measured: docs/kernels.md). GPUs: runs
     /// of 2, trading some recomputation for more work items and shorter strides between
-    /// neighbouring items along W; on an NVIDIA H200 runs of 1 and 2 were within 4% of each
-    /// other and 16 was 2-3x slower (2026-11-26, docs/performance.md, with the scalar runs of
-    /// before the vector kernels; 16 is no longer a candidate).
+    /// neighbouring items along W; the H200 measurements behind this choice are in
+    /// docs/performance.md ("GPU figures").
     static func builtIn(on device: Device) -> LaunchParameters {
         LaunchParameters(run: device.info.isGPU ? 2 : 8)
     }

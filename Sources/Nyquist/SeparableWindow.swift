@@ -223,9 +223,8 @@ enum WindowLaunch: String, CaseIterable {
     /// where 8 would leave most columns to the border kernel), since PoCL runs the one-element
     /// kernels as scalar code, and work-groups of up to 64 x 8 vectors (the driver's choice is
     /// 2.5x slower for the backward on 8x64x112x112). GPUs: vectors of 2 outputs in 64 x 8
-    /// groups, the choice that was within 10% of the best candidate in every window family and
-    /// shape class when tuned on an NVIDIA H200 (2026-11-26, docs/performance.md), and 20-35%
-    /// faster there than one output per item.
+    /// groups, the choice closest to the best candidate in every window family and shape class
+    /// when tuned on an NVIDIA H200 (figures: docs/performance.md, "GPU figures").
     static func builtIn(_ family: WindowLaunch, shapeClass: String, isGPU: Bool) -> LaunchParameters {
         if isGPU {
             return LaunchParameters(outputsPerItem: 2, localSize: [64, 8, 1], foldedSides: foldsSidesByDefault(isGPU: true))

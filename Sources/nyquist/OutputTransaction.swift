@@ -134,8 +134,6 @@ struct OutputTransaction {
 
     /// One line for any error a writer throws (Foundation's included).
     static func reason(_ error: any Error) -> String {
-        if let failure = error as? CLIFailure { return failure.message }
-        let failure = CLIFailure(error)
-        return failure.message
+        CLIFailure(error).message
     }
 }
