@@ -23,7 +23,8 @@ public struct BenchmarkOptions: ParsableArguments {
     @Option(
         help: """
             Shape sets, comma-separated: resnet (64x112x112, 256x56x56, 512x28x28, 1024x14x14), \
-            odd (64x111x111, 64x7x7), tiny (64x2x2), or all.
+            odd (64x111x111, 64x7x7), tiny (64x2x2), or all; or explicit shapes NxCxHxW \
+            (e.g. 1x64x56x56), which ignore --batch.
             """)
     public var shapes = "all"
 
@@ -38,6 +39,14 @@ public struct BenchmarkOptions: ParsableArguments {
     /// First-call latency mode.
     @Flag(help: "Measure first-call latency (host clock, cold and warm disk cache) instead of kernel times.")
     public var startup = false
+
+    /// Host-clock mode.
+    @Flag(
+        help: """
+            Measure the host clock of whole calls (enqueue to clFinish, warm, median of at least 20) \
+            for every operator and pass, next to an empty kernel's launch floor, instead of kernel times.
+            """)
+    public var host = false
 
     /// Per-launch breakdown mode.
     @Flag(help: "Also print each measurement's kernel launches (median ms per kernel name) on stderr.")
@@ -113,6 +122,19 @@ public enum BenchmarkSuite {
                 + (ProcessInfo.processInfo.environment["POCL_KERNEL_CACHE"] ?? "unset")
             : selection.description
         var report = BenchmarkReport(device: info.name, deviceLine: deviceLine, settings: settings)
+        if options.host {
+            if options.markdown != nil {
+                throw NyquistError(.invalidConfiguration, "--markdown is not available with --host; use --json")
+            }
+            let rows = try HostBenchmark.measure(device: device, selection: selection)
+            printProgress("")
+            let settings = selection.description + "; host clock per call (enqueue to clFinish)"
+            print(HostBenchmark.text(rows), terminator: "")
+            if let json = options.json {
+                try writeText(HostBenchmark.json(rows, device: info.name, settings: settings), to: json)
+            }
+            return
+        }
         if options.startup {
             let shape = startupShape
             let (rows, skipped) = try StartupBenchmark.measure(
@@ -254,24 +276,35 @@ struct Selection: CustomStringConvertible {
         guard !batches.isEmpty else { throw NyquistError(.invalidConfiguration, "--batch names no batch size") }
         let requestedSets = Self.list(options.shapes)
         shapeSets = requestedSets == ["all"] ? BenchmarkSuite.shapeSetNames : requestedSets
-        for set in shapeSets where !BenchmarkSuite.shapeSetNames.contains(set) {
+        for set in shapeSets where !BenchmarkSuite.shapeSetNames.contains(set) && Self.explicitShape(set) == nil {
             throw NyquistError(
                 .invalidConfiguration,
                 "unknown shape set \"\(set)\" in --shapes; choose from " + BenchmarkSuite.shapeSetNames.joined(separator: ", ")
-                    + " or all")
+                    + ", all, or a shape NxCxHxW")
         }
         guard !shapeSets.isEmpty else { throw NyquistError(.invalidConfiguration, "--shapes names no shape set") }
         if options.smoke {
             shapes = [("smoke 3x8x8", [1, 3, 8, 8]), ("smoke 3x7x9", [2, 3, 7, 9])]
         } else {
             let sets = shapeSets
-            shapes = batches.flatMap { batch in sets.flatMap { BenchmarkSuite.shapeSet($0, batch: batch) } }
+            let batchSizes = batches
+            shapes = sets.flatMap { set -> [(name: String, shape: [Int])] in
+                if let shape = Self.explicitShape(set) { return [(set, shape)] }
+                return batchSizes.flatMap { BenchmarkSuite.shapeSet(set, batch: $0) }
+            }
         }
     }
 
     var description: String {
         let shapeText = smoke ? "smoke shapes (1x3x8x8, 2x3x7x9)" : "shape sets \(shapeSets.joined(separator: ",")) at batch \(batches.map(String.init).joined(separator: ","))"
         return "\(shapeText); operators \(factories.map(\.name).joined(separator: ",")); \(repeats) repeat(s)"
+    }
+
+    /// "1x64x56x56" as [1, 64, 56, 56]: four sizes of 1 to 4096 each; nil for anything else.
+    static func explicitShape(_ text: String) -> [Int]? {
+        let sizes = text.split(separator: "x", omittingEmptySubsequences: false).map { Int($0) }
+        guard sizes.count == 4, sizes.allSatisfy({ ($0 ?? 0) >= 1 && ($0 ?? 0) <= 4096 }) else { return nil }
+        return sizes.compactMap { $0 }
     }
 
     private static func list(_ text: String) -> [String] {

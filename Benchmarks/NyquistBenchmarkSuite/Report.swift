@@ -216,7 +216,7 @@ private func optional(_ value: Double?) -> String {
     value.map(number) ?? "null"
 }
 
-private func quoted(_ text: String) -> String {
+func quoted(_ text: String) -> String {
     var escaped = "\""
     for scalar in text.unicodeScalars {
         switch scalar {

@@ -15,6 +15,7 @@ public final class Device: @unchecked Sendable, CustomStringConvertible {
     /// The OpenCL context, queue and counters (builds, cache hits, allocations).
     public let context: OpenCLContext
     private let tables = Mutex<[AxisGeometry: AxisTableBuffers]>([:])
+    private let emptyLaunch = Mutex<PreparedLaunch?>(nil)
     /// Tuned launch parameters (read lazily from the cache directory) and overrides.
     let tuning = Mutex(TuningState())
 
@@ -121,6 +122,19 @@ enum KernelLibrary {
 }
 
 extension Device {
+    /// Enqueues a kernel that does nothing (one work item, Kernels/copy.cl) through the same
+    /// prepared-launch path as the operators, without waiting: followed by ``synchronize()``,
+    /// the least any operator call can cost on this device (the benchmarks' launch floor).
+    public func enqueueEmptyKernel() throws {
+        let launch = try emptyLaunch.withLock { cached -> PreparedLaunch in
+            if let cached { return cached }
+            let prepared = try context.prepare("empty_kernel", in: try program("copy.cl"), arguments: [], global: [1])
+            cached = prepared
+            return prepared
+        }
+        try context.enqueue([launch], buffers: [])
+    }
+
     /// Copies `source` into `destination` with the bandwidth-baseline kernel (Kernels/copy.cl);
     /// the benchmarks time it to get the device's practical memory roofline.
     public func copy(_ source: DeviceTensor, into destination: DeviceTensor) throws {

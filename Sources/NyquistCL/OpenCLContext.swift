@@ -21,7 +21,7 @@ public final class OpenCLContext: @unchecked Sendable {
     public let device: OpenCLDevice
     let context: cl_context
     let queue: cl_command_queue
-    private let state = Mutex(State())
+    let state = Mutex(State())
     private let diskCache: ProgramDiskCache?
 
     /// Where this context keeps compiled programs between processes.
@@ -56,12 +56,12 @@ public final class OpenCLContext: @unchecked Sendable {
         public var peakLiveBytes = 0
     }
 
-    private struct ProgramKey: Hashable {
+    struct ProgramKey: Hashable {
         let source: String
         let options: String
     }
 
-    private struct State {
+    struct State {
         var programs: [ProgramKey: OpenCLProgram] = [:]
         var statistics = Statistics()
         /// The open timing sessions by calling thread (``OpenCLContext/currentThreadKey``): a
@@ -418,21 +418,7 @@ public final class OpenCLContext: @unchecked Sendable {
     public func dispatch(
         _ name: String, in program: OpenCLProgram, arguments: [KernelArgument], global: [Int], local: [Int]? = nil
     ) throws {
-        guard !global.isEmpty, global.count <= 3, global.allSatisfy({ $0 > 0 }) else {
-            throw OpenCLError(call: "clEnqueueNDRangeKernel", code: CL_INVALID_GLOBAL_WORK_SIZE, detail: "\(name) \(global)")
-        }
-        let local =
-            local ?? (device.isGPU ? nil : Self.canonicalLocalSize(for: global, items: min(256, device.maxWorkGroupSize)))
-        var globalSizes = global
-        if let local {
-            // Checked here because the rounding below would trap on a zero or missing axis.
-            guard local.count == global.count, local.allSatisfy({ $0 > 0 }) else {
-                throw OpenCLError(
-                    call: "clEnqueueNDRangeKernel", code: CL_INVALID_WORK_GROUP_SIZE,
-                    detail: "\(name) local \(local) does not fit global \(global)")
-            }
-            for axis in global.indices { globalSizes[axis] = (global[axis] + local[axis] - 1) / local[axis] * local[axis] }
-        }
+        let (globalSizes, local) = try launchSizes(name, global: global, local: local)
         try state.withLock { state in
             let kernel = try program.kernel(named: name)
             // A cached kernel keeps the arguments of its previous launch, so a short list would
@@ -478,14 +464,39 @@ public final class OpenCLContext: @unchecked Sendable {
             }
             try check(status, "clEnqueueNDRangeKernel", "\(name) global \(globalSizes) local \(local ?? [])")
             state.statistics.launches += 1
-            if let event {
-                let thread = Self.currentThreadKey
-                if state.timingSessions[thread] != nil {
-                    state.timingSessions[thread]?.append((name, event))
-                } else {
-                    clReleaseEvent(event)
-                }
+            if let event { record(event, kernel: name, state: &state) }
+        }
+    }
+
+    /// The global sizes rounded up to the local size, and the local size: `local`, or without
+    /// it the driver's choice on a GPU and ``canonicalLocalSize(for:items:)`` elsewhere.
+    func launchSizes(_ name: String, global: [Int], local: [Int]?) throws -> (global: [Int], local: [Int]?) {
+        guard !global.isEmpty, global.count <= 3, global.allSatisfy({ $0 > 0 }) else {
+            throw OpenCLError(call: "clEnqueueNDRangeKernel", code: CL_INVALID_GLOBAL_WORK_SIZE, detail: "\(name) \(global)")
+        }
+        let local =
+            local ?? (device.isGPU ? nil : Self.canonicalLocalSize(for: global, items: min(256, device.maxWorkGroupSize)))
+        var globalSizes = global
+        if let local {
+            // Checked here because the rounding below would trap on a zero or missing axis.
+            guard local.count == global.count, local.allSatisfy({ $0 > 0 }) else {
+                throw OpenCLError(
+                    call: "clEnqueueNDRangeKernel", code: CL_INVALID_WORK_GROUP_SIZE,
+                    detail: "\(name) local \(local) does not fit global \(global)")
             }
+            for axis in global.indices { globalSizes[axis] = (global[axis] + local[axis] - 1) / local[axis] * local[axis] }
+        }
+        return (globalSizes, local)
+    }
+
+    /// Hands a launch's event to the calling thread's timing session, or releases it; the
+    /// caller holds the lock.
+    func record(_ event: cl_event, kernel name: String, state: inout State) {
+        let thread = Self.currentThreadKey
+        if state.timingSessions[thread] != nil {
+            state.timingSessions[thread]?.append((name, event))
+        } else {
+            clReleaseEvent(event)
         }
     }
 

@@ -1,0 +1,176 @@
+import COpenCL
+
+/// One argument of a ``PreparedLaunch``: either fixed when the launch is prepared, or bound to
+/// one of the buffers passed to each ``OpenCLContext/enqueue(_:buffers:)``.
+public enum LaunchArgument {
+    /// The call's buffer number `index` (the input, the output, a temporary, ...).
+    case bound(Int)
+    /// A buffer fixed for the launch's lifetime (a constant table); the launch keeps it alive.
+    case buffer(OpenCLBuffer)
+    /// A 32-bit signed integer (`int`).
+    case int32(Int32)
+    /// A 32-bit float (`float`).
+    case float(Float)
+    /// Local memory of this many bytes (`__local T*`).
+    case local(Int)
+
+    /// An `Int` passed as the kernel's `int`; throws ``OpenCLError`` (`CL_INVALID_ARG_VALUE`)
+    /// when it does not fit 32 bits (see ``KernelArgument/int(_:)``).
+    public static func int(_ value: Int) throws -> LaunchArgument {
+        guard case .int32(let narrow) = try KernelArgument.int(value) else {
+            throw OpenCLError(call: "clSetKernelArg", code: CL_INVALID_ARG_VALUE, detail: "\(value)")
+        }
+        return .int32(narrow)
+    }
+}
+
+/// A kernel launch decided once: its own `cl_kernel` with every fixed argument already set (the
+/// argument count checked against the kernel when prepared), its global size rounded to its
+/// local size. Enqueueing it sets only the bound buffers; nothing is looked up, formatted or
+/// queried on that path.
+///
+/// `@unchecked Sendable`: the kernel object is private to this launch and its arguments are set
+/// only while the owning ``OpenCLContext`` holds its lock (at preparation and in `enqueue`).
+public final class PreparedLaunch: @unchecked Sendable, CustomStringConvertible {
+    /// The kernel's name (what timing sessions report).
+    public let name: String
+    let kernel: cl_kernel
+    let dimensions: cl_uint
+    let global: [Int]
+    let local: [Int]?
+    /// (argument index, buffer number) of each bound argument.
+    let bindings: [(argument: cl_uint, buffer: Int)]
+    /// The most buffer numbers the launch reads (its highest bound number + 1).
+    public let bufferCount: Int
+    // Kept alive: the kernel's fixed arguments point at these, and the kernel at the program.
+    private let program: OpenCLProgram
+    private let constants: [OpenCLBuffer]
+
+    init(
+        name: String, kernel: cl_kernel, global: [Int], local: [Int]?, bindings: [(cl_uint, Int)],
+        program: OpenCLProgram, constants: [OpenCLBuffer]
+    ) {
+        self.name = name
+        self.kernel = kernel
+        self.dimensions = cl_uint(global.count)
+        self.global = global
+        self.local = local
+        self.bindings = bindings
+        self.bufferCount = (bindings.map(\.1).max() ?? -1) + 1
+        self.program = program
+        self.constants = constants
+    }
+
+    deinit { clReleaseKernel(kernel) }
+
+    public var description: String { "\(name) global \(global) local \(local.map { "\($0)" } ?? "driver")" }
+}
+
+extension OpenCLContext {
+    /// Prepares kernel `name` of `program` over `global` work items (1-3 dimensions; rounded up
+    /// to a multiple of the local size, so kernels must bounds-check), with the local size rule
+    /// of ``dispatch(_:in:arguments:global:local:)``. Throws when the kernel does not exist, when
+    /// `arguments` does not match its argument count, or when a fixed argument is refused.
+    public func prepare(
+        _ name: String, in program: OpenCLProgram, arguments: [LaunchArgument], global: [Int], local: [Int]? = nil
+    ) throws -> PreparedLaunch {
+        let (globalSizes, localSizes) = try launchSizes(name, global: global, local: local)
+        var status: cl_int = CL_SUCCESS
+        let created = name.withCString { clCreateKernel(program.handle, $0, &status) }
+        try check(status, "clCreateKernel", "kernel \(name)")
+        guard let kernel = created else { throw OpenCLError(call: "clCreateKernel", code: CL_INVALID_KERNEL, detail: name) }
+        var expected: cl_uint = 0
+        let infoStatus = clGetKernelInfo(
+            kernel, cl_kernel_info(CL_KERNEL_NUM_ARGS), MemoryLayout<cl_uint>.size, &expected, nil)
+        guard infoStatus == CL_SUCCESS, arguments.count == Int(expected) else {
+            clReleaseKernel(kernel)
+            try check(infoStatus, "clGetKernelInfo", name)
+            throw OpenCLError(
+                call: "clSetKernelArg", code: CL_INVALID_KERNEL_ARGS,
+                detail: "\(name) takes \(expected) argument(s), \(arguments.count) given")
+        }
+        var bindings: [(cl_uint, Int)] = []
+        var constants: [OpenCLBuffer] = []
+        do {
+            try state.withLock { _ in
+                for (index, argument) in arguments.enumerated() {
+                    let position = cl_uint(index)
+                    let status: cl_int
+                    switch argument {
+                    case .bound(let number):
+                        guard number >= 0 else {
+                            throw OpenCLError(
+                                call: "clSetKernelArg", code: CL_INVALID_ARG_INDEX, detail: "\(name) buffer number \(number)")
+                        }
+                        bindings.append((position, number))
+                        continue
+                    case .buffer(let buffer):
+                        constants.append(buffer)
+                        var handle: cl_mem? = buffer.handle
+                        status = clSetKernelArg(kernel, position, MemoryLayout<cl_mem>.size, &handle)
+                    case .int32(let value):
+                        var copy = value
+                        status = clSetKernelArg(kernel, position, 4, &copy)
+                    case .float(let value):
+                        var copy = value
+                        status = clSetKernelArg(kernel, position, 4, &copy)
+                    case .local(let bytes):
+                        status = clSetKernelArg(kernel, position, bytes, nil)
+                    }
+                    try check(status, "clSetKernelArg", "\(name) argument \(index)")
+                }
+            }
+        } catch {
+            clReleaseKernel(kernel)
+            throw error
+        }
+        return PreparedLaunch(
+            name: name, kernel: kernel, global: globalSizes, local: localSizes, bindings: bindings, program: program,
+            constants: constants)
+    }
+
+    /// Enqueues `launches` in order, binding each launch's `.bound(i)` arguments to
+    /// `buffers[i]`; returns without waiting. Launches of one call go out under one lock, so
+    /// another thread's launches never interleave with them.
+    public func enqueue(_ launches: [PreparedLaunch], buffers: [OpenCLBuffer]) throws {
+        try state.withLock { state in
+            let timing = !state.timingSessions.isEmpty
+            for launch in launches {
+                guard launch.bufferCount <= buffers.count else {
+                    throw OpenCLError(
+                        call: "clSetKernelArg", code: CL_INVALID_KERNEL_ARGS,
+                        detail: "\(launch.name) binds \(launch.bufferCount) buffer(s), \(buffers.count) given")
+                }
+                for binding in launch.bindings {
+                    var handle: cl_mem? = buffers[binding.buffer].handle
+                    try check(
+                        clSetKernelArg(launch.kernel, binding.argument, MemoryLayout<cl_mem>.size, &handle),
+                        "clSetKernelArg", "\(launch.name) argument \(binding.argument)")
+                }
+                try enqueueLocked(launch, state: &state, timing: timing)
+            }
+        }
+    }
+
+    /// Enqueues one prepared launch; the caller holds the lock.
+    private func enqueueLocked(_ launch: PreparedLaunch, state: inout State, timing: Bool) throws {
+        var event: cl_event? = nil
+        let status = launch.global.withUnsafeBufferPointer { global in
+            withUnsafeMutablePointer(to: &event) { eventPointer in
+                let eventOut = timing ? eventPointer : nil
+                guard let local = launch.local else {
+                    return clEnqueueNDRangeKernel(
+                        queue, launch.kernel, launch.dimensions, nil, global.baseAddress, nil, 0, nil, eventOut)
+                }
+                return local.withUnsafeBufferPointer { local in
+                    clEnqueueNDRangeKernel(
+                        queue, launch.kernel, launch.dimensions, nil, global.baseAddress, local.baseAddress, 0, nil,
+                        eventOut)
+                }
+            }
+        }
+        try check(status, "clEnqueueNDRangeKernel", launch.description)
+        state.statistics.launches += 1
+        if let event { record(event, kernel: launch.name, state: &state) }
+    }
+}
