@@ -1,3 +1,4 @@
+import NyquistCL
 import NyquistCore
 
 /// BlurPool (Zhang 2019, "Making Convolutional Networks Shift-Invariant Again"): pads the input,
@@ -33,18 +34,24 @@ public struct BlurPool2D: PoolingLayer {
     /// Writes the forward result into `output` (shape from the configuration); allocates nothing.
     public func forward(_ input: DeviceTensor, into output: DeviceTensor) throws {
         let (inputShape, outputShape) = try validateForward(input, output)
-        try window(inputShape, outputShape).forward(
-            input, into: output, planes: inputShape.n * inputShape.c, inputHeight: inputShape.h,
-            inputWidth: inputShape.w, maxMap: false)
+        let device = input.device
+        try device.compiledPass(PlanKey(configuration: configuration, pass: .forward, input: inputShape)) {
+            try window(inputShape, outputShape).forwardLaunches(
+                on: device, planes: inputShape.n * inputShape.c, inputHeight: inputShape.h, inputWidth: inputShape.w,
+                maxMap: false)
+        }.run(on: device, input.buffer, output.buffer)
     }
 
     /// Writes the gradient with respect to the input into `gradInput` (the input's shape).
     public func backward(_ gradOutput: DeviceTensor, _ saved: SavedForBackward, into gradInput: DeviceTensor) throws {
         let (inputShape, outputShape) = try validateBackward(gradOutput, saved, gradInput)
-        try window(inputShape, outputShape).backward(gradOutput, into: gradInput, planes: inputShape.n * inputShape.c)
+        let device = gradOutput.device
+        try device.compiledPass(PlanKey(configuration: configuration, pass: .backward, input: inputShape)) {
+            try window(inputShape, outputShape).backwardLaunches(on: device, planes: inputShape.n * inputShape.c)
+        }.run(on: device, gradOutput.buffer, gradInput.buffer)
     }
 
-    /// Training forward: BlurPool's backward needs only the input's shape, kept with the input.
+    /// The separable window of this layer at one input shape.
     func window(_ input: Shape4D, _ output: Shape4D) throws -> SeparableWindow {
         try Self.window(configuration, mapHeight: input.h, mapWidth: input.w, output: output)
     }
@@ -92,33 +99,49 @@ public struct MaxBlurPool2D: PoolingLayer {
     /// Writes the forward result into `output` (shape from the configuration); allocates nothing.
     public func forward(_ input: DeviceTensor, into output: DeviceTensor) throws {
         let (inputShape, outputShape) = try validateForward(input, output)
-        let map = try configuration.maxMapShape(for: inputShape)
-        try BlurPool2D.window(configuration.blur, mapHeight: map.h, mapWidth: map.w, output: outputShape).forward(
-            input, into: output, planes: inputShape.n * inputShape.c, inputHeight: inputShape.h,
-            inputWidth: inputShape.w, maxMap: true)
+        let device = input.device
+        try device.compiledPass(PlanKey(configuration: configuration, pass: .forward, input: inputShape)) {
+            let map = try configuration.maxMapShape(for: inputShape)
+            return try BlurPool2D.window(configuration.blur, mapHeight: map.h, mapWidth: map.w, output: outputShape)
+                .forwardLaunches(
+                    on: device, planes: inputShape.n * inputShape.c, inputHeight: inputShape.h,
+                    inputWidth: inputShape.w, maxMap: true)
+        }.run(on: device, input.buffer, output.buffer)
     }
 
     /// Writes the gradient with respect to the input into `gradInput` (the input's shape).
     public func backward(_ gradOutput: DeviceTensor, _ saved: SavedForBackward, into gradInput: DeviceTensor) throws {
         let (inputShape, outputShape) = try validateBackward(gradOutput, saved, gradInput)
         let map = try configuration.maxMapShape(for: inputShape)
-        let planes = inputShape.n * inputShape.c
         let device = gradOutput.device
         let gradMap = try DeviceTensor(shape: map.dimensions, on: device)
-        let window = try BlurPool2D.window(configuration.blur, mapHeight: map.h, mapWidth: map.w, output: outputShape)
-        try window.backward(gradOutput, into: gradMap, planes: planes)
+        try device.compiledPass(PlanKey(configuration: configuration, pass: .backward, input: inputShape)) {
+            try Self.backwardLaunches(configuration, input: inputShape, map: map, output: outputShape, on: device)
+        }.run(on: device, gradOutput.buffer, gradMap.buffer, saved.input.buffer, gradInput.buffer)
+    }
+
+    /// Backward's launches: the window's adjoint into the max map's gradient, then its routing
+    /// to the first maximum of each 2x2 window. Buffers: 0 gradOutput, 1 the max map's gradient
+    /// (a temporary), 2 the saved input, 3 gradInput.
+    private static func backwardLaunches(
+        _ configuration: MaxBlurPool2DConfiguration, input inputShape: Shape4D, map: Shape4D, output: Shape4D,
+        on device: Device
+    ) throws -> [PreparedLaunch] {
+        let planes = inputShape.n * inputShape.c
+        let window = try BlurPool2D.window(configuration.blur, mapHeight: map.h, mapWidth: map.w, output: output)
+        let adjoint = try window.backwardLaunches(on: device, planes: planes)
         // Routing to the 2x2 maxima: vectors of 8 input columns away from the left and right
         // borders (every window column of theirs inside), all rows; the one-element kernel on
         // the side strips.
         let (perItem, vectorColumns) = SeparableWindow.vectorColumns(1..<max(inputShape.w - 1, 1), 8)
         let parameters = WindowLaunch.choose(.windowBackward, width: inputShape.w, on: device)
-        try window.splitDispatch(
+        return adjoint + (try window.splitLaunches(
             on: device, program: try device.program("blur_pool.cl"),
             kernels: ("max_map_backward_vector", "max_map_backward"),
-            buffers: [.buffer(saved.input.buffer), .buffer(gradMap.buffer), .buffer(gradInput.buffer)],
+            buffers: [.bound(2), .bound(1), .bound(3)],
             interiorExtras: [], tables: [], shape: [.int(planes), .int(inputShape.h), .int(inputShape.w)],
             planes: planes,
             interior: (0..<inputShape.h, perItem == 8 ? vectorColumns : 1..<1),
-            extent: (inputShape.h, inputShape.w), outputsPerItem: 8, parameters: parameters)
+            extent: (inputShape.h, inputShape.w), outputsPerItem: 8, parameters: parameters))
     }
 }

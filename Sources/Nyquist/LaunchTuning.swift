@@ -185,6 +185,9 @@ struct TuningState {
     var loaded = false
     var database: TuningDatabase? = nil
     var overrides: [String: LaunchParameters] = [:]
+    /// Changes with every override and reload, so compiled plans built under other
+    /// parameters are rebuilt (it is part of their cache key).
+    var generation = 0
 }
 
 extension Device {
@@ -221,7 +224,10 @@ extension Device {
             throw NyquistError(.invalidConfiguration, "launch parameters \(parameters) cannot be launched")
         }
         let key = TuningDatabase.key(family: family, shapeClass: shapeClass)
-        tuning.withLock { $0.overrides[key] = parameters }
+        tuning.withLock {
+            $0.overrides[key] = parameters
+            $0.generation += 1
+        }
     }
 
     /// Forgets the database read from disk, so the next lookup reads the file again (after
@@ -233,6 +239,7 @@ extension Device {
         tuning.withLock { state in
             state.loaded = path != nil
             state.database = database
+            state.generation += 1
         }
     }
 }

@@ -17,12 +17,11 @@ struct SeparableWindow {
             taps: taps)
     }
 
-    /// y = window(x) (or of the 2x2 max map of x when `maxMap`), for `planes` planes of x whose
-    /// spatial size is `inputHeight` x `inputWidth`.
-    func forward(
-        _ input: DeviceTensor, into output: DeviceTensor, planes: Int, inputHeight: Int, inputWidth: Int, maxMap: Bool
-    ) throws {
-        let device = input.device
+    /// The launches of y = window(x) (or of the 2x2 max map of x when `maxMap`), for `planes`
+    /// planes of x whose spatial size is `inputHeight` x `inputWidth`. Buffers: 0 x, 1 y.
+    func forwardLaunches(on device: Device, planes: Int, inputHeight: Int, inputWidth: Int, maxMap: Bool) throws
+        -> [PreparedLaunch]
+    {
         let rowTables = try device.axisTables(rows)
         let columnTables = try device.axisTables(columns)
         let parameters = WindowLaunch.choose(
@@ -34,12 +33,12 @@ struct SeparableWindow {
         let program = try device.program("blur_pool.cl", defines: defines)
         // The vector kernel reads rows through the row table, so it covers every row and
         // leaves only the left and right strips to the table kernel.
-        try splitDispatch(
+        return try splitLaunches(
             on: device, program: program,
             kernels: (
                 perItem > 1 ? "weighted_window_interior_vector" : "weighted_window_interior", "weighted_window_forward"
             ),
-            buffers: [.buffer(input.buffer), .buffer(output.buffer)],
+            buffers: [.bound(0), .bound(1)],
             interiorExtras: perItem > 1
                 ? [.buffer(rowTables.tapWeights), .buffer(rowTables.source)] : [.buffer(rowTables.tapWeights)],
             tables: [
@@ -51,9 +50,9 @@ struct SeparableWindow {
             extent: (rows.outputSize, columns.outputSize), outputsPerItem: perItem, parameters: parameters)
     }
 
-    /// gradMap = adjoint of the window applied to gradOutput (gradMap has the filtered map's size).
-    func backward(_ gradOutput: DeviceTensor, into gradMap: DeviceTensor, planes: Int) throws {
-        let device = gradOutput.device
+    /// The launches of gradMap = adjoint of the window applied to gradOutput (gradMap has the
+    /// filtered map's size). Buffers: 0 gradOutput, 1 gradMap.
+    func backwardLaunches(on device: Device, planes: Int) throws -> [PreparedLaunch] {
         let rowTables = try device.axisTables(rows)
         let columnTables = try device.axisTables(columns)
         let parameters = WindowLaunch.choose(.windowBackward, width: columns.inputSize, on: device)
@@ -73,13 +72,13 @@ struct SeparableWindow {
         ]
         if perItem > 1 { defines["OUTPUTS_PER_ITEM"] = perItem }
         let program = try device.program("blur_pool.cl", defines: defines)
-        try splitDispatch(
+        return try splitLaunches(
             on: device, program: program,
             kernels: (
                 perItem > 1 ? "weighted_window_backward_interior_vector" : "weighted_window_backward_interior",
                 "weighted_window_backward"
             ),
-            buffers: [.buffer(gradOutput.buffer), .buffer(gradMap.buffer)],
+            buffers: [.bound(0), .bound(1)],
             interiorExtras: perItem > 1
                 ? [
                     .buffer(rowTables.tapWeights), .buffer(rowTables.target), .buffer(rowTables.targetWeight),
@@ -99,8 +98,8 @@ struct SeparableWindow {
             extent: (rows.inputSize, columns.inputSize), outputsPerItem: perItem, parameters: parameters)
     }
 
-    /// Launches a pass over `extent` (rows, columns) of the elements it writes, in up to three
-    /// launches: the interior (every tap in range: affine indices, no tables; `outputsPerItem`
+    /// The launches of a pass over `extent` (rows, columns) of the elements it writes, up to
+    /// three: the interior (every tap in range: affine indices, no tables; `outputsPerItem`
     /// columns per work item, `parameters`' local size), then the left and
     /// right strips over all rows, then the top and bottom strips between them, both through
     /// the tables. A vector kernel (`outputsPerItem` > 1) covering every row may compute the
@@ -109,23 +108,25 @@ struct SeparableWindow {
     /// `interiorExtras` (interior) or `tables`, then (vector kernels only) `tables` and the
     /// side-column remapping, then `shape`, then the interior range and pads or the strip
     /// remappings.
-    func splitDispatch(
+    func splitLaunches(
         on device: Device, program: OpenCLProgram, kernels: (interior: String, tables: String),
-        buffers: [KernelArgument], interiorExtras: [KernelArgument], tables: [KernelArgument], shape: [KernelArgument],
+        buffers: [LaunchArgument], interiorExtras: [LaunchArgument], tables: [LaunchArgument], shape: [LaunchArgument],
         planes: Int, interior: (rows: Range<Int>, columns: Range<Int>), extent: (rows: Int, columns: Int),
         outputsPerItem: Int, parameters: LaunchParameters
-    ) throws {
+    ) throws -> [PreparedLaunch] {
+        var launches: [PreparedLaunch] = []
         func launchTables(rows: Remap, columns: Remap) throws {
             let global = [columns.count, rows.count, planes]
-            try device.context.dispatch(
-                kernels.tables, in: program, arguments: buffers + tables + shape + rows.arguments + columns.arguments,
-                global: global)
+            launches.append(
+                try device.context.prepare(
+                    kernels.tables, in: program, arguments: buffers + tables + shape + rows.arguments + columns.arguments,
+                    global: global))
         }
         // The interior kernels assume one stride and one tap vector for both axes.
         let square = rows.stride == columns.stride && rows.taps == columns.taps
         guard square, !interior.rows.isEmpty, !interior.columns.isEmpty else {
             try launchTables(rows: Remap(count: extent.rows), columns: Remap(count: extent.columns))
-            return
+            return launches
         }
         let sideColumns = Remap(around: interior.columns, count: extent.columns)
         // The vector kernels take the tables and the side-column remapping, and compute the side
@@ -135,18 +136,19 @@ struct SeparableWindow {
         let fold =
             vectorKernel && sideColumns.count > 0 && interior.rows == 0..<extent.rows
             && (parameters.foldedSides ?? WindowLaunch.foldsSidesByDefault(isGPU: device.info.isGPU))
-        let sideArguments: [KernelArgument] =
+        let sideArguments: [LaunchArgument] =
             vectorKernel
             ? try tables + [.int(fold ? sideColumns.count : 0), .int(sideColumns.split), .int(sideColumns.jump)] : []
         let vectors = (interior.columns.count + outputsPerItem - 1) / outputsPerItem
         let global = [vectors + (fold ? 1 : 0), interior.rows.count, planes]
-        try device.context.dispatch(
-            kernels.interior, in: program,
-            arguments: buffers + interiorExtras + sideArguments + shape + [
-                .int(interior.rows.lowerBound), .int(interior.rows.count), .int(interior.columns.lowerBound),
-                .int(interior.columns.count), .int(rows.padBefore), .int(columns.padBefore),
-            ],
-            global: global, local: parameters.local(for: global))
+        launches.append(
+            try device.context.prepare(
+                kernels.interior, in: program,
+                arguments: buffers + interiorExtras + sideArguments + shape + [
+                    .int(interior.rows.lowerBound), .int(interior.rows.count), .int(interior.columns.lowerBound),
+                    .int(interior.columns.count), .int(rows.padBefore), .int(columns.padBefore),
+                ],
+                global: global, local: parameters.local(for: global)))
         if sideColumns.count > 0 && !fold {
             try launchTables(rows: Remap(count: extent.rows), columns: sideColumns)
         }
@@ -155,6 +157,7 @@ struct SeparableWindow {
             try launchTables(
                 rows: topAndBottom, columns: Remap(base: interior.columns.lowerBound, count: interior.columns.count))
         }
+        return launches
     }
 
     /// The interior columns a vector kernel of `outputsPerItem` lanes covers: all of
@@ -195,7 +198,7 @@ struct SeparableWindow {
             jump = interior.count
         }
 
-        var arguments: [KernelArgument] { get throws { try [.int(count), .int(base), .int(split), .int(jump)] } }
+        var arguments: [LaunchArgument] { get throws { try [.int(count), .int(base), .int(split), .int(jump)] } }
     }
 }
 

@@ -24,6 +24,15 @@ public struct MaxPool2D: PoolingLayer {
     public func forward(_ input: DeviceTensor, into output: DeviceTensor) throws {
         let (inputShape, outputShape) = try validateForward(input, output)
         let device = input.device
+        try device.compiledPass(PlanKey(configuration: configuration, pass: .forward, input: inputShape)) {
+            try forwardLaunches(inputShape, outputShape, on: device)
+        }.run(on: device, input.buffer, output.buffer)
+    }
+
+    /// Forward's launches. Buffers: 0 input, 1 output.
+    private func forwardLaunches(_ inputShape: Shape4D, _ outputShape: Shape4D, on device: Device) throws
+        -> [PreparedLaunch]
+    {
         let window = self.window(inputShape, outputShape)
         let rows = try device.axisTables(window.rows)
         let columns = try device.axisTables(window.columns)
@@ -33,10 +42,10 @@ public struct MaxPool2D: PoolingLayer {
         var defines = ["KERNEL_SIZE": configuration.kernelSize, "STRIDE": configuration.stride]
         if perItem > 1 { defines["OUTPUTS_PER_ITEM"] = perItem }
         let program = try device.program("max_pool.cl", defines: defines)
-        try window.splitDispatch(
+        return try window.splitLaunches(
             on: device, program: program,
             kernels: (perItem > 1 ? "max_pool_forward_interior_vector" : "max_pool_forward_interior", "max_pool_forward"),
-            buffers: [.buffer(input.buffer), .buffer(output.buffer)],
+            buffers: [.bound(0), .bound(1)],
             interiorExtras: perItem > 1 ? [.buffer(rows.source)] : [],
             tables: [.buffer(rows.source), .buffer(columns.source)],
             shape: [
@@ -59,19 +68,24 @@ public struct MaxPool2D: PoolingLayer {
         let output = try DeviceTensor(shape: outputShape.dimensions, on: device)
         // Int32 indices stored in a float tensor's buffer (same size); only kernels read them.
         let argmax = try DeviceTensor(shape: outputShape.dimensions, on: device)
-        let window = self.window(inputShape, outputShape)
-        let rows = try device.axisTables(window.rows)
-        let columns = try device.axisTables(window.columns)
-        let program = try device.program(
-            "max_pool.cl", defines: ["KERNEL_SIZE": configuration.kernelSize, "STRIDE": configuration.stride])
-        try device.context.dispatch(
-            "max_pool_forward_argmax", in: program,
-            arguments: [
-                .buffer(input.buffer), .buffer(output.buffer), .buffer(argmax.buffer), .buffer(rows.source),
-                .buffer(columns.source), .int(inputShape.n * inputShape.c), .int(inputShape.h), .int(inputShape.w),
-                .int(outputShape.h), .int(outputShape.w),
-            ],
-            global: [outputShape.w, outputShape.h, inputShape.n * inputShape.c])
+        // Buffers: 0 input, 1 output, 2 argmax.
+        try device.compiledPass(PlanKey(configuration: configuration, pass: .trainingForward, input: inputShape)) {
+            let window = self.window(inputShape, outputShape)
+            let rows = try device.axisTables(window.rows)
+            let columns = try device.axisTables(window.columns)
+            let program = try device.program(
+                "max_pool.cl", defines: ["KERNEL_SIZE": configuration.kernelSize, "STRIDE": configuration.stride])
+            return [
+                try device.context.prepare(
+                    "max_pool_forward_argmax", in: program,
+                    arguments: [
+                        .bound(0), .bound(1), .bound(2), .buffer(rows.source), .buffer(columns.source),
+                        .int(inputShape.n * inputShape.c), .int(inputShape.h), .int(inputShape.w), .int(outputShape.h),
+                        .int(outputShape.w),
+                    ],
+                    global: [outputShape.w, outputShape.h, inputShape.n * inputShape.c])
+            ]
+        }.run(on: device, input.buffer, output.buffer, argmax.buffer)
         return (output, SavedForBackward(input: input, tensors: [argmaxKey: argmax]))
     }
 
@@ -87,6 +101,22 @@ public struct MaxPool2D: PoolingLayer {
     public func backward(_ gradOutput: DeviceTensor, _ saved: SavedForBackward, into gradInput: DeviceTensor) throws {
         let (inputShape, outputShape) = try validateBackward(gradOutput, saved, gradInput)
         let device = gradOutput.device
+        if let argmax = saved.tensors[argmaxKey], argmax.shape == outputShape.dimensions, argmax.device === device {
+            try device.compiledPass(PlanKey(configuration: configuration, pass: .backwardFromIndices, input: inputShape)) {
+                try backwardLaunches(inputShape, outputShape, fromIndices: true, on: device)
+            }.run(on: device, argmax.buffer, gradOutput.buffer, gradInput.buffer)
+            return
+        }
+        try device.compiledPass(PlanKey(configuration: configuration, pass: .backward, input: inputShape)) {
+            try backwardLaunches(inputShape, outputShape, fromIndices: false, on: device)
+        }.run(on: device, saved.input.buffer, gradOutput.buffer, gradInput.buffer)
+    }
+
+    /// Backward's launches. Buffers: 0 the argmax indices (`fromIndices`) or the saved input,
+    /// 1 gradOutput, 2 gradInput.
+    private func backwardLaunches(_ inputShape: Shape4D, _ outputShape: Shape4D, fromIndices: Bool, on device: Device)
+        throws -> [PreparedLaunch]
+    {
         let window = self.window(inputShape, outputShape)
         let rows = try device.axisTables(window.rows)
         let columns = try device.axisTables(window.columns)
@@ -96,34 +126,35 @@ public struct MaxPool2D: PoolingLayer {
                 "KERNEL_SIZE": configuration.kernelSize, "STRIDE": configuration.stride, "FAN_IN_ROWS": rows.fanIn,
                 "FAN_IN_COLS": columns.fanIn,
             ])
-        let shape: [KernelArgument] = try [
+        let shape: [LaunchArgument] = try [
             .int(inputShape.n * inputShape.c), .int(inputShape.h), .int(inputShape.w), .int(outputShape.h),
             .int(outputShape.w),
         ]
-        if let argmax = saved.tensors[argmaxKey], argmax.shape == outputShape.dimensions, argmax.device === device {
+        if fromIndices {
             // Vectors of 8 columns (stride 2) start on an even padded column; the rest of the
             // columns go through the one-element kernel.
             let vectorColumns =
                 configuration.stride == 2
                 ? SeparableWindow.alignedVectorColumns(
                     columns.backwardInterior, lanes: 8, padBefore: configuration.padding) : 0..<0
-            try window.splitDispatch(
+            return try window.splitLaunches(
                 on: device, program: program,
                 kernels: ("max_pool_backward_argmax_vector", "max_pool_backward_argmax"),
-                buffers: [.buffer(argmax.buffer), .buffer(gradOutput.buffer), .buffer(gradInput.buffer)],
+                buffers: [.bound(0), .bound(1), .bound(2)],
                 interiorExtras: [.buffer(rows.target)], tables: [.buffer(rows.target), .buffer(columns.target)],
                 shape: shape, planes: inputShape.n * inputShape.c, interior: (0..<inputShape.h, vectorColumns),
                 extent: (inputShape.h, inputShape.w), outputsPerItem: 8,
                 parameters: WindowLaunch.choose(.windowBackward, width: inputShape.w, on: device))
-            return
         }
-        try device.context.dispatch(
-            "max_pool_backward", in: program,
-            arguments: [
-                .buffer(saved.input.buffer), .buffer(gradOutput.buffer), .buffer(gradInput.buffer),
-                .buffer(rows.source), .buffer(columns.source), .buffer(rows.target), .buffer(columns.target),
-            ] + shape,
-            global: [inputShape.w, inputShape.h, inputShape.n * inputShape.c])
+        return [
+            try device.context.prepare(
+                "max_pool_backward", in: program,
+                arguments: [
+                    .bound(0), .bound(1), .bound(2), .buffer(rows.source), .buffer(columns.source),
+                    .buffer(rows.target), .buffer(columns.target),
+                ] + shape,
+                global: [inputShape.w, inputShape.h, inputShape.n * inputShape.c])
+        ]
     }
 
     private func window(_ input: Shape4D, _ output: Shape4D) -> SeparableWindow {
@@ -158,15 +189,21 @@ public struct AvgPool2D: PoolingLayer {
     /// Writes the forward result into `output` (shape from the configuration); allocates nothing.
     public func forward(_ input: DeviceTensor, into output: DeviceTensor) throws {
         let (inputShape, outputShape) = try validateForward(input, output)
-        try window(inputShape, outputShape).forward(
-            input, into: output, planes: inputShape.n * inputShape.c, inputHeight: inputShape.h,
-            inputWidth: inputShape.w, maxMap: false)
+        let device = input.device
+        try device.compiledPass(PlanKey(configuration: configuration, pass: .forward, input: inputShape)) {
+            try window(inputShape, outputShape).forwardLaunches(
+                on: device, planes: inputShape.n * inputShape.c, inputHeight: inputShape.h, inputWidth: inputShape.w,
+                maxMap: false)
+        }.run(on: device, input.buffer, output.buffer)
     }
 
     /// Writes the gradient with respect to the input into `gradInput` (the input's shape).
     public func backward(_ gradOutput: DeviceTensor, _ saved: SavedForBackward, into gradInput: DeviceTensor) throws {
         let (inputShape, outputShape) = try validateBackward(gradOutput, saved, gradInput)
-        try window(inputShape, outputShape).backward(gradOutput, into: gradInput, planes: inputShape.n * inputShape.c)
+        let device = gradOutput.device
+        try device.compiledPass(PlanKey(configuration: configuration, pass: .backward, input: inputShape)) {
+            try window(inputShape, outputShape).backwardLaunches(on: device, planes: inputShape.n * inputShape.c)
+        }.run(on: device, gradOutput.buffer, gradInput.buffer)
     }
 
     private func window(_ input: Shape4D, _ output: Shape4D) -> SeparableWindow {

@@ -420,15 +420,10 @@ public final class OpenCLContext: @unchecked Sendable {
     ) throws {
         let (globalSizes, local) = try launchSizes(name, global: global, local: local)
         try state.withLock { state in
-            let kernel = try program.kernel(named: name)
             // A cached kernel keeps the arguments of its previous launch, so a short list would
             // silently reuse them (and possibly a buffer released since) instead of failing.
-            var expected: cl_uint = 0
-            try check(
-                clGetKernelInfo(
-                    kernel, cl_kernel_info(CL_KERNEL_NUM_ARGS), MemoryLayout<cl_uint>.size, &expected, nil),
-                "clGetKernelInfo", name)
-            guard arguments.count == Int(expected) else {
+            let (kernel, expected) = try program.kernel(named: name)
+            guard arguments.count == expected else {
                 throw OpenCLError(
                     call: "clEnqueueNDRangeKernel", code: CL_INVALID_KERNEL_ARGS,
                     detail: "\(name) takes \(expected) argument(s), \(arguments.count) given")
@@ -450,17 +445,23 @@ public final class OpenCLContext: @unchecked Sendable {
                 }
                 try check(status, "clSetKernelArg", "\(name) argument \(index)")
             }
+            // An event only for a timing session: creating and releasing one per launch costs
+            // the driver an allocation on every call.
+            let timing = !state.timingSessions.isEmpty
             var event: cl_event? = nil
             let status = globalSizes.withUnsafeBufferPointer { globalPointer in
-                if let local {
+                withUnsafeMutablePointer(to: &event) { eventPointer in
+                    let eventOut = timing ? eventPointer : nil
+                    guard let local else {
+                        return clEnqueueNDRangeKernel(
+                            queue, kernel, cl_uint(global.count), nil, globalPointer.baseAddress, nil, 0, nil, eventOut)
+                    }
                     return local.withUnsafeBufferPointer { localPointer in
                         clEnqueueNDRangeKernel(
-                            queue, kernel, cl_uint(global.count), nil, globalPointer.baseAddress, localPointer.baseAddress, 0,
-                            nil, &event)
+                            queue, kernel, cl_uint(global.count), nil, globalPointer.baseAddress,
+                            localPointer.baseAddress, 0, nil, eventOut)
                     }
                 }
-                return clEnqueueNDRangeKernel(
-                    queue, kernel, cl_uint(global.count), nil, globalPointer.baseAddress, nil, 0, nil, &event)
             }
             try check(status, "clEnqueueNDRangeKernel", "\(name) global \(globalSizes) local \(local ?? [])")
             state.statistics.launches += 1

@@ -9,7 +9,7 @@ public final class OpenCLProgram: @unchecked Sendable {
     let handle: cl_program
     /// The build options it was compiled with (its `-D` specialisation).
     public let options: String
-    private var kernels: [String: cl_kernel] = [:]
+    private var kernels: [String: (kernel: cl_kernel, argumentCount: Int)] = [:]
 
     init(handle: cl_program, options: String) {
         self.handle = handle
@@ -17,19 +17,26 @@ public final class OpenCLProgram: @unchecked Sendable {
     }
 
     deinit {
-        for kernel in kernels.values { clReleaseKernel(kernel) }
+        for entry in kernels.values { clReleaseKernel(entry.kernel) }
         clReleaseProgram(handle)
     }
 
-    /// Returns the kernel called `name`; callers hold the context's dispatch lock.
-    func kernel(named name: String) throws -> cl_kernel {
-        if let kernel = kernels[name] { return kernel }
+    /// Returns the kernel called `name` with its argument count (queried once, when the kernel
+    /// is created); callers hold the context's dispatch lock.
+    func kernel(named name: String) throws -> (kernel: cl_kernel, argumentCount: Int) {
+        if let entry = kernels[name] { return entry }
         var status: cl_int = CL_SUCCESS
         let kernel = name.withCString { clCreateKernel(handle, $0, &status) }
         try check(status, "clCreateKernel", "kernel \(name)")
         guard let kernel else { throw OpenCLError(call: "clCreateKernel", code: CL_INVALID_KERNEL, detail: name) }
-        kernels[name] = kernel
-        return kernel
+        var count: cl_uint = 0
+        let infoStatus = clGetKernelInfo(kernel, cl_kernel_info(CL_KERNEL_NUM_ARGS), MemoryLayout<cl_uint>.size, &count, nil)
+        guard infoStatus == CL_SUCCESS else {
+            clReleaseKernel(kernel)
+            throw OpenCLError(call: "clGetKernelInfo", code: infoStatus, detail: name)
+        }
+        kernels[name] = (kernel, Int(count))
+        return (kernel, Int(count))
     }
 }
 

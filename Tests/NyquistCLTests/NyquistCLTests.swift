@@ -725,3 +725,45 @@ private func environment(_ name: String) -> String? {
         #expect(after.nanoseconds > 0)
     }
 }
+
+@Suite("Prepared launches")
+struct PreparedLaunchTests {
+    static let source = """
+        __kernel void scale(__global const float *x, __global float *y, float factor, int count) {
+            int i = get_global_id(0);
+            if (i < count) y[i] = x[i] * factor;
+        }
+        """
+
+    @Test("fixed arguments are set once; bound buffers change per call")
+    func bindsPerCall() throws {
+        let context = try OpenCLContext(device: OpenCLDevice.select(nil), programCache: .memoryOnly)
+        let program = try context.program(source: Self.source, options: "-cl-std=CL1.2")
+        let launch = try context.prepare(
+            "scale", in: program, arguments: [.bound(0), .bound(1), .float(3), .int(5)], global: [5])
+        let x = try context.makeBuffer(byteCount: 20)
+        let y = try context.makeBuffer(byteCount: 20)
+        let z = try context.makeBuffer(byteCount: 20)
+        try context.write([1, 2, 3, 4, 5], to: x)
+        try context.enqueue([launch], buffers: [x, y])
+        try context.enqueue([launch], buffers: [y, z])
+        #expect(try context.read(y, count: 5) == [3, 6, 9, 12, 15])
+        #expect(try context.read(z, count: 5) == [9, 18, 27, 36, 45])
+    }
+
+    @Test("a wrong argument count fails when prepared; too few buffers fail when enqueued")
+    func checksArguments() throws {
+        let context = try OpenCLContext(device: OpenCLDevice.select(nil), programCache: .memoryOnly)
+        let program = try context.program(source: Self.source, options: "-cl-std=CL1.2")
+        #expect(throws: OpenCLError.self) {
+            _ = try context.prepare("scale", in: program, arguments: [.bound(0), .bound(1), .float(3)], global: [5])
+        }
+        #expect(throws: OpenCLError.self) {
+            _ = try context.prepare("missing", in: program, arguments: [], global: [1])
+        }
+        let launch = try context.prepare(
+            "scale", in: program, arguments: [.bound(0), .bound(1), .float(3), .int(5)], global: [5])
+        let x = try context.makeBuffer(byteCount: 20)
+        #expect(throws: OpenCLError.self) { try context.enqueue([launch], buffers: [x]) }
+    }
+}

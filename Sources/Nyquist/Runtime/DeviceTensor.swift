@@ -8,13 +8,16 @@ import NyquistCore
 public final class DeviceTensor {
     /// Sizes, outermost first (N, C, H, W for the 2-D operators).
     public let shape: [Int]
-    /// The memory holding the values (possibly a sub-buffer of a larger allocation).
-    public let buffer: OpenCLBuffer
+    /// The memory holding the values (possibly a sub-buffer of a larger allocation, possibly
+    /// larger than the values: the device's allocator serves sizes by class).
+    public private(set) var buffer: OpenCLBuffer
     /// The device it lives on.
     public let device: Device
 
     /// Number of elements.
     public let count: Int
+    /// Whether the buffer came from the device's caching allocator (and goes back to it).
+    private let cached: Bool
 
     /// Uploads `host` to `device`.
     public convenience init(_ host: HostTensor, on device: Device) throws {
@@ -30,24 +33,35 @@ public final class DeviceTensor {
         }
         let buffer: OpenCLBuffer
         do {
-            buffer = try device.context.makeBuffer(byteCount: count * 4)
+            buffer = try device.allocator.buffer(byteCount: count * 4)
         } catch let error as OpenCLError where error.isOutOfMemory {
             throw NyquistError(.outOfMemory, "tensor \(shape): \(error.detail)")
         }
-        try self.init(shape: shape, buffer: buffer, device: device)
+        self.init(shape: shape, count: count, buffer: buffer, device: device, cached: true)
     }
 
-    /// Wraps an existing buffer (e.g. a sub-buffer with guard regions around it, or memory the
-    /// caller manages); the buffer must hold at least `shape`'s element count of floats.
-    public init(shape: [Int], buffer: OpenCLBuffer, device: Device) throws {
-        let count = try HostTensor.elementCount(of: shape)
-        guard buffer.floatCount >= count else {
-            throw NyquistError(.invalidShape, "a buffer of \(buffer.floatCount) floats cannot hold shape \(shape)")
-        }
+    private init(shape: [Int], count: Int, buffer: OpenCLBuffer, device: Device, cached: Bool) {
         self.shape = shape
         self.buffer = buffer
         self.device = device
         self.count = count
+        self.cached = cached
+    }
+
+    deinit {
+        // Only when this tensor held the last reference: a caller that kept `buffer` (or a
+        // sub-buffer of it) keeps memory that no other tensor may get.
+        if cached, isKnownUniquelyReferenced(&buffer) { device.allocator.recycle(buffer) }
+    }
+
+    /// Wraps an existing buffer (e.g. a sub-buffer with guard regions around it, or memory the
+    /// caller manages); the buffer must hold at least `shape`'s element count of floats.
+    public convenience init(shape: [Int], buffer: OpenCLBuffer, device: Device) throws {
+        let count = try HostTensor.elementCount(of: shape)
+        guard buffer.floatCount >= count else {
+            throw NyquistError(.invalidShape, "a buffer of \(buffer.floatCount) floats cannot hold shape \(shape)")
+        }
+        self.init(shape: shape, count: count, buffer: buffer, device: device, cached: false)
     }
 
     /// Copies the values back to the host (waits for the kernels that produce them).
@@ -56,7 +70,9 @@ public final class DeviceTensor {
     }
 
     /// The shape as NCHW, or a typed error naming `role` when the rank is not 4.
-    func nchw(_ role: String) throws -> Shape4D {
-        try Shape4D(shape, role: role)
+    func nchw(_ role: @autoclosure () -> String) throws -> Shape4D {
+        // The role is formatted only for the error: this runs on every layer call.
+        guard shape.count == 4 else { return try Shape4D(shape, role: role()) }
+        return try Shape4D(n: shape[0], c: shape[1], h: shape[2], w: shape[3])
     }
 }

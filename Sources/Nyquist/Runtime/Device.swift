@@ -16,6 +16,11 @@ public final class Device: @unchecked Sendable, CustomStringConvertible {
     public let context: OpenCLContext
     private let tables = Mutex<[AxisGeometry: AxisTableBuffers]>([:])
     private let emptyLaunch = Mutex<PreparedLaunch?>(nil)
+    private let programs = Mutex<[ProgramRequest: OpenCLProgram]>([:])
+    /// Compiled passes by ``PlanKey`` (see ``compiledPass(_:build:)``).
+    let plans = Mutex<[AnyPlanKey: CompiledPass]>([:])
+    /// Device memory for tensors: buffers freed by dropped tensors are kept and reused.
+    let allocator: CachingAllocator
     /// Tuned launch parameters (read lazily from the cache directory) and overrides.
     let tuning = Mutex(TuningState())
 
@@ -24,6 +29,7 @@ public final class Device: @unchecked Sendable, CustomStringConvertible {
     /// ``ProgramCacheLocation/fromEnvironment()``).
     public init(_ device: OpenCLDevice, programCache: ProgramCacheLocation = .fromEnvironment()) throws {
         context = try OpenCLContext(device: device, programCache: programCache)
+        allocator = CachingAllocator(context: context)
     }
 
     /// Opens the device that `spec` names: an index into ``all()`` or a substring of the
@@ -66,7 +72,13 @@ public final class Device: @unchecked Sendable, CustomStringConvertible {
     // MARK: Internals shared by the operators
 
     /// The program built from kernel file `file` with `defines`, from the cache when possible.
+    ///
+    /// Requests are remembered by (file, defines), so a repeated request costs one dictionary
+    /// lookup: the sources are spliced, the options formatted and the program cache keyed by the
+    /// full text only on the first request for each.
     func program(_ file: String, defines: [String: Int] = [:]) throws -> OpenCLProgram {
+        let request = ProgramRequest(file: file, defines: defines)
+        if let known = programs.withLock({ $0[request] }) { return known }
         let source = try KernelLibrary.source(of: file)
         // `-w`: the kernels are linted warning-free with clang at development time, but PoCL's
         // compiler writes "N warnings generated." to the process's stderr for target-ABI notes
@@ -74,7 +86,9 @@ public final class Device: @unchecked Sendable, CustomStringConvertible {
         // print compiler noise into the CLI's one-line error contract.
         let options = (["-cl-std=CL1.2", "-w"] + defines.sorted { $0.key < $1.key }.map { "-D\($0.key)=\($0.value)" })
             .joined(separator: " ")
-        return try context.program(source: source, options: options)
+        let program = try context.program(source: source, options: options)
+        programs.withLock { $0[request] = program }
+        return program
     }
 
     /// Device copies of the padding tables for one axis, built once per geometry.
@@ -87,6 +101,12 @@ public final class Device: @unchecked Sendable, CustomStringConvertible {
             return built
         }
     }
+}
+
+/// One program request: a kernel file and its -D defines.
+struct ProgramRequest: Hashable {
+    let file: String
+    let defines: [String: Int]
 }
 
 /// The OpenCL C sources, from the binary or from `NYQUIST_KERNEL_DIR`, with `#include "x"` lines

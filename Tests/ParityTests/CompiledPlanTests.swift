@@ -1,0 +1,95 @@
+import Nyquist
+import NyquistCL
+import NyquistCore
+import Testing
+import _NyquistTestSupport
+
+/// The steady state of a layer call: plans built once, memory from the device's cache, and a
+/// cache that never hands one tensor's memory to another while it is in use.
+@Suite("Compiled plans and the caching allocator")
+struct CompiledPlanTests {
+    @Test("a steady-state call allocates nothing from the driver and builds nothing")
+    func steadyState() throws {
+        let device = try TestDevice.fresh()
+        let pool = try BlurPool2D(channels: 4)
+        let x = try DeviceTensor(randomTensor([2, 4, 20, 18], seed: 1), on: device)
+        _ = try pool(x)
+        let before = device.context.statistics
+        let memoryBefore = device.memoryStatistics
+        for _ in 0..<5 {
+            let (y, saved) = try pool.forwardTraining(x)
+            _ = try pool.backward(y, saved)
+        }
+        let after = device.context.statistics
+        #expect(after.allocations == before.allocations, "outputs and gradients come from the cache")
+        #expect(after.builds == before.builds)
+        #expect(device.memoryStatistics.requests - memoryBefore.requests == 10)
+        #expect(device.memoryStatistics.reuses - memoryBefore.reuses == 10)
+    }
+
+    @Test("a recycled buffer is never shared by two live tensors, and values survive reuse")
+    func noAliasing() throws {
+        let device = try TestDevice.fresh()
+        let pool = try AvgPool2D(kernelSize: 2)
+        let host = try randomTensor([1, 3, 8, 8], seed: 2)
+        let x = try DeviceTensor(host, on: device)
+        let expected = try pool(x).toHost()
+        var outputs: [DeviceTensor] = []
+        for _ in 0..<4 { outputs.append(try pool(x)) }
+        let handles = Set(outputs.map { ObjectIdentifier($0.buffer) })
+        #expect(handles.count == outputs.count, "live outputs must have buffers of their own")
+        for output in outputs { #expect(try output.toHost().values == expected.values) }
+    }
+
+    @Test("a buffer the caller still holds is not reused after its tensor is gone")
+    func heldBufferIsNotRecycled() throws {
+        let device = try TestDevice.fresh()
+        let x = try DeviceTensor(randomTensor([1, 2, 4, 4], seed: 3), on: device)
+        var kept: OpenCLBuffer? = nil
+        do {
+            let y = try MaxPool2D(kernelSize: 2)(x)
+            kept = y.buffer
+        }
+        let reusesBefore = device.memoryStatistics.reuses
+        let next = try DeviceTensor(shape: [1, 2, 2, 2], on: device)
+        #expect(device.memoryStatistics.reuses == reusesBefore, "the held buffer must not be handed out")
+        #expect(next.buffer !== kept)
+    }
+
+    @Test("releaseCachedMemory hands the cached bytes back to the driver")
+    func releaseCachedMemory() throws {
+        let device = try TestDevice.fresh()
+        do {
+            _ = try DeviceTensor(shape: [1, 4, 32, 32], on: device)
+            _ = try DeviceTensor(shape: [3, 5, 7, 11], on: device)
+        }
+        let cached = device.memoryStatistics.cachedBytes
+        #expect(cached >= (4 * 32 * 32 + 3 * 5 * 7 * 11) * 4)
+        let liveBefore = device.context.statistics.liveBytes
+        #expect(device.releaseCachedMemory() == cached)
+        #expect(device.memoryStatistics.cachedBytes == 0)
+        #expect(device.context.statistics.liveBytes == liveBefore - cached)
+    }
+
+    @Test("a changed launch override rebuilds the plan; results stay the same")
+    func overrideRebuildsPlan() throws {
+        let device = try TestDevice.fresh()
+        let pool = try BlurPool2D(channels: 3)
+        let host = try randomTensor([2, 3, 40, 40], seed: 4)
+        let x = try DeviceTensor(host, on: device)
+        let first = try pool(x).toHost()
+        var launches: [Int] = []
+        for folded in [false, true] {
+            for shapeClass in ["wide", "medium", "narrow"] {
+                try device.overrideLaunchParameters(
+                    LaunchParameters(outputsPerItem: 8, localSize: [64, 8, 1], foldedSides: folded),
+                    family: "window-forward", shapeClass: shapeClass)
+            }
+            let before = device.context.statistics.launches
+            let y = try pool(x).toHost()
+            launches.append(device.context.statistics.launches - before)
+            #expect(y.values == first.values)
+        }
+        #expect(launches[0] > launches[1], "folding the side columns must take fewer launches: \(launches)")
+    }
+}
