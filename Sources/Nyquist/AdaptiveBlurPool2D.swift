@@ -182,35 +182,43 @@ public final class AdaptiveBlurPool2D {
         if let filters {
             try Self.require(filters, configuration.filterShape(for: inputShape).dimensions, role: "filters")
         }
-        let taps = [Float](repeating: 1, count: configuration.kernelSize)
-        let rows = try device.axisTables(
-            AxisGeometry(
-                inputSize: inputShape.h, outputSize: outputShape.h, stride: configuration.stride,
-                padBefore: configuration.pad, border: .padding(configuration.padding), taps: taps))
-        let columns = try device.axisTables(
-            AxisGeometry(
-                inputSize: inputShape.w, outputSize: outputShape.w, stride: configuration.stride,
-                padBefore: configuration.pad, border: .padding(configuration.padding), taps: taps))
+        let key = PlanKey(
+            configuration: AdaptivePlanVariant(configuration, writeFilters: filters != nil), pass: .forward,
+            input: inputShape)
+        try device.compiledPass(key) {
+            try forwardLaunches(inputShape, outputShape, writeFilters: filters != nil)
+        }.run(
+            on: device, input.buffer, constants.weight, constants.tiledWeight, constants.scale, constants.shift,
+            output.buffer, (filters ?? output).buffer)
+    }
+
+    /// Inference forward's launch. Buffers: 0 input, 1 conv.weight, 2 conv.weight repacked for
+    /// the tiled kernel, 3 folded scale, 4 folded shift, 5 output, 6 filters (or the output
+    /// again when not written).
+    private func forwardLaunches(_ inputShape: Shape4D, _ outputShape: Shape4D, writeFilters: Bool) throws
+        -> [PreparedLaunch]
+    {
+        let (rows, columns) = try stridedTables(inputShape, outputShape)
         let launch = AdaptiveLaunch.choose(for: device, configuration: configuration)
         let program = try device.program(
             "adaptive_blur_pool.cl",
             defines: [
                 "K": configuration.kernelSize, "CHANNELS": configuration.channels, "GROUPS": configuration.groups,
-                "JOINT": configuration.softmax == .joint ? 1 : 0, "WRITE_FILTERS": filters == nil ? 0 : 1,
+                "JOINT": configuration.softmax == .joint ? 1 : 0, "WRITE_FILTERS": writeFilters ? 1 : 0,
                 "POSITIONS": launch.positions, "OUT_VECTORS": launch.outVectors,
             ])
         let rowsPerItem = launch.tiled ? launch.positions : 1
-        try device.context.dispatch(
-            launch.tiled ? "adaptive_forward_tiled" : "adaptive_forward", in: program,
-            arguments: [
-                .buffer(input.buffer), .buffer(launch.tiled ? constants.tiledWeight : constants.weight),
-                .buffer(constants.scale), .buffer(constants.shift),
-                .buffer(rows.source), .buffer(columns.source), .buffer(output.buffer),
-                .buffer((filters ?? output).buffer), .int(inputShape.n), .int(inputShape.h), .int(inputShape.w),
-                .int(outputShape.h), .int(outputShape.w),
-            ],
-            global: [outputShape.w, (outputShape.h + rowsPerItem - 1) / rowsPerItem, inputShape.n],
-            local: launch.local)
+        return [
+            try device.context.prepare(
+                launch.tiled ? "adaptive_forward_tiled" : "adaptive_forward", in: program,
+                arguments: [
+                    .bound(0), .bound(launch.tiled ? 2 : 1), .bound(3), .bound(4), .buffer(rows.source),
+                    .buffer(columns.source), .bound(5), .bound(6), .int(inputShape.n), .int(inputShape.h),
+                    .int(inputShape.w), .int(outputShape.h), .int(outputShape.w),
+                ],
+                global: [outputShape.w, (outputShape.h + rowsPerItem - 1) / rowsPerItem, inputShape.n],
+                local: launch.local)
+        ]
     }
 
     private static func require(_ tensor: DeviceTensor, _ expected: [Int], role: String) throws {
@@ -219,6 +227,22 @@ public final class AdaptiveBlurPool2D {
                 .invalidShape,
                 "\(AdaptiveBlurPool2DConfiguration.operatorName): \(role) has shape \(tensor.shape), expected \(expected)")
         }
+    }
+}
+
+/// An AdaptiveBlurPool plan's configuration with the variant of the pass (whether the filters
+/// are written, whether the BatchNorm statistics are frozen): what its launches depend on
+/// besides the pass and the input shape. The layer's parameters are bound per call, so two
+/// layers with one configuration share plans.
+struct AdaptivePlanVariant: Hashable, Sendable {
+    let configuration: AdaptiveBlurPool2DConfiguration
+    var writeFilters = false
+    var frozenStatistics = false
+
+    init(_ configuration: AdaptiveBlurPool2DConfiguration, writeFilters: Bool = false, frozenStatistics: Bool = false) {
+        self.configuration = configuration
+        self.writeFilters = writeFilters
+        self.frozenStatistics = frozenStatistics
     }
 }
 

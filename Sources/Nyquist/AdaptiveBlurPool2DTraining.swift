@@ -66,19 +66,7 @@ extension AdaptiveBlurPool2D {
         }
         let p = configuration.predictorChannels
         let constants = self.constants
-        let program = try trainingProgram(writeFilters: withFilters)
-        let full = try fullTables(inputShape)
         let map = try DeviceTensor(shape: [inputShape.n, p, inputShape.h, inputShape.w], on: device)
-        let launch = AdaptiveLaunch.choose(for: device, configuration: configuration)
-        let rowsPerItem = launch.tiled ? launch.positions : 1
-        try device.context.dispatch(
-            launch.tiled ? "adaptive_predictor_full_tiled" : "adaptive_predictor_full", in: program,
-            arguments: [
-                .buffer(input.buffer), .buffer(launch.tiled ? constants.tiledWeight : constants.weight),
-                .buffer(full.rows.source), .buffer(full.columns.source),
-                .buffer(map.buffer), .int(inputShape.n), .int(inputShape.h), .int(inputShape.w),
-            ],
-            global: [inputShape.w, (inputShape.h + rowsPerItem - 1) / rowsPerItem, inputShape.n], local: launch.local)
         let mean: DeviceTensor
         let variance: DeviceTensor
         let scale: DeviceTensor
@@ -95,29 +83,19 @@ extension AdaptiveBlurPool2D {
             scale = try DeviceTensor(shape: [p], on: device)
             shift = try DeviceTensor(shape: [p], on: device)
         }
-        let reduce = reduceSize
-        if !frozenStatistics {
-            try device.context.dispatch(
-            "adaptive_batch_statistics", in: program,
-            arguments: [
-                .buffer(map.buffer), .buffer(constants.gamma), .buffer(constants.beta), .buffer(mean.buffer),
-                .buffer(variance.buffer), .buffer(scale.buffer), .buffer(shift.buffer), .int(inputShape.n),
-                .int(inputShape.h * inputShape.w), .local(reduce * 4),
-            ],
-            global: [p * reduce], local: [reduce])
-        }
         let output = try DeviceTensor(shape: outputShape.dimensions, on: device)
         let filters = withFilters ? try DeviceTensor(shape: configuration.filterShape(for: inputShape).dimensions, on: device) : nil
-        let strided = try stridedTables(inputShape, outputShape)
-        try device.context.dispatch(
-            "adaptive_forward_from_map", in: program,
-            arguments: [
-                .buffer(input.buffer), .buffer(map.buffer), .buffer(scale.buffer), .buffer(shift.buffer),
-                .buffer(strided.rows.source), .buffer(strided.columns.source), .buffer(output.buffer),
-                .buffer((filters ?? output).buffer), .int(inputShape.n), .int(inputShape.h), .int(inputShape.w),
-                .int(outputShape.h), .int(outputShape.w),
-            ],
-            global: [outputShape.w, outputShape.h, inputShape.n])
+        let key = PlanKey(
+            configuration: AdaptivePlanVariant(
+                configuration, writeFilters: withFilters, frozenStatistics: frozenStatistics),
+            pass: .trainingForward, input: inputShape)
+        try device.compiledPass(key) {
+            try trainingForwardLaunches(
+                inputShape, outputShape, writeFilters: withFilters, frozenStatistics: frozenStatistics)
+        }.run(
+            on: device, input.buffer, constants.weight, constants.tiledWeight, map.buffer, constants.gamma,
+            constants.beta, mean.buffer, variance.buffer, scale.buffer, shift.buffer, output.buffer,
+            (filters ?? output).buffer)
         let saved = AdaptiveSavedForBackward(
             input: input, predictor: map, batchMean: mean, batchVariance: variance, batchStatistics: !frozenStatistics,
             scale: scale, shift: shift, constants: constants)
@@ -164,6 +142,82 @@ extension AdaptiveBlurPool2D {
                 "\(layer) backward: the saved state (predictor \(saved.predictor.shape)) does not come from this layer's "
                     + "training forward on input \(inputShape) (expected predictor \([n, p, h, w]))")
         }
+        let gradGamma = try DeviceTensor(shape: [p], on: device)
+        let gradBeta = try DeviceTensor(shape: [p], on: device)
+        let gradInput = try DeviceTensor(shape: inputShape.dimensions, on: device)
+        let gradWeight = try DeviceTensor(shape: [p, c, k, k], on: device)
+        let key = PlanKey(
+            configuration: AdaptivePlanVariant(configuration, frozenStatistics: !saved.batchStatistics), pass: .backward,
+            input: inputShape)
+        try device.compiledPass(key) {
+            try backwardPass(inputShape, outputShape, frozenStatistics: !saved.batchStatistics)
+        }.run(
+            on: device, saved.input.buffer, saved.predictor.buffer, saved.scale.buffer, saved.shift.buffer,
+            gradOutput.buffer, saved.batchMean.buffer, saved.batchVariance.buffer, saved.constants.gamma,
+            saved.constants.weight, gradGamma.buffer, gradBeta.buffer, gradInput.buffer, gradWeight.buffer)
+        return Gradients(
+            input: gradInput, parameters: ["conv.weight": gradWeight, "bn.weight": gradGamma, "bn.bias": gradBeta])
+    }
+
+    /// Training forward's launches: the predictor at every input position, the batch
+    /// statistics (unless frozen), then softmax and filtering at the output positions.
+    /// Buffers: 0 input, 1 conv.weight, 2 conv.weight repacked for the tiled kernel, 3 the
+    /// predictor map, 4 bn.weight, 5 bn.bias, 6 mean, 7 variance, 8 scale, 9 shift (6-9 written
+    /// from the batch, or given when frozen), 10 output, 11 filters (or the output again).
+    private func trainingForwardLaunches(
+        _ inputShape: Shape4D, _ outputShape: Shape4D, writeFilters: Bool, frozenStatistics: Bool
+    ) throws -> [PreparedLaunch] {
+        let p = configuration.predictorChannels
+        let program = try trainingProgram(writeFilters: writeFilters)
+        let full = try fullTables(inputShape)
+        let strided = try stridedTables(inputShape, outputShape)
+        let launch = AdaptiveLaunch.choose(for: device, configuration: configuration)
+        let rowsPerItem = launch.tiled ? launch.positions : 1
+        let context = device.context
+        var launches = [
+            try context.prepare(
+                launch.tiled ? "adaptive_predictor_full_tiled" : "adaptive_predictor_full", in: program,
+                arguments: [
+                    .bound(0), .bound(launch.tiled ? 2 : 1), .buffer(full.rows.source), .buffer(full.columns.source),
+                    .bound(3), .int(inputShape.n), .int(inputShape.h), .int(inputShape.w),
+                ],
+                global: [inputShape.w, (inputShape.h + rowsPerItem - 1) / rowsPerItem, inputShape.n],
+                local: launch.local)
+        ]
+        if !frozenStatistics {
+            let reduce = reduceSize
+            launches.append(
+                try context.prepare(
+                    "adaptive_batch_statistics", in: program,
+                    arguments: [
+                        .bound(3), .bound(4), .bound(5), .bound(6), .bound(7), .bound(8), .bound(9), .int(inputShape.n),
+                        .int(inputShape.h * inputShape.w), .local(reduce * 4),
+                    ],
+                    global: [p * reduce], local: [reduce]))
+        }
+        launches.append(
+            try context.prepare(
+                "adaptive_forward_from_map", in: program,
+                arguments: [
+                    .bound(0), .bound(3), .bound(8), .bound(9), .buffer(strided.rows.source),
+                    .buffer(strided.columns.source), .bound(10), .bound(11), .int(inputShape.n), .int(inputShape.h),
+                    .int(inputShape.w), .int(outputShape.h), .int(outputShape.w),
+                ],
+                global: [outputShape.w, outputShape.h, inputShape.n]))
+        return launches
+    }
+
+    /// Backward's launches and temporaries. Buffers: 0 saved input, 1 predictor map, 2 scale,
+    /// 3 shift, 4 gradOutput, 5 batch mean, 6 batch variance, 7 bn.weight, 8 conv.weight,
+    /// 9 gradient of bn.weight, 10 of bn.bias, 11 gradInput, 12 gradient of conv.weight;
+    /// temporaries 13 softmax weights and 14 their logits' gradient (N x P x H' x W'), 15 the
+    /// predictor map's gradient (N x P x H x W), 16 per-sample conv.weight partials (row path).
+    private func backwardPass(_ inputShape: Shape4D, _ outputShape: Shape4D, frozenStatistics: Bool) throws
+        -> CompiledPass
+    {
+        let p = configuration.predictorChannels
+        let k = configuration.kernelSize
+        let (n, c, h, w) = (inputShape.n, inputShape.c, inputShape.h, inputShape.w)
         let (oh, ow) = (outputShape.h, outputShape.w)
         let strided = try stridedTables(inputShape, outputShape)
         let full = try fullTables(inputShape)
@@ -178,89 +232,82 @@ extension AdaptiveBlurPool2D {
                 "FAN_FULL_COLS": fullCols.fan,
             ]) { $1 })
         let context = device.context
-        let weights = try DeviceTensor(shape: [n, p, oh, ow], on: device)
-        let gradZ = try DeviceTensor(shape: [n, p, oh, ow], on: device)
-        try context.dispatch(
-            "adaptive_backward_softmax", in: program,
-            arguments: [
-                .buffer(saved.input.buffer), .buffer(saved.predictor.buffer), .buffer(saved.scale.buffer),
-                .buffer(saved.shift.buffer), .buffer(strided.rows.source), .buffer(strided.columns.source),
-                .buffer(gradOutput.buffer), .buffer(weights.buffer), .buffer(gradZ.buffer), .int(n), .int(h), .int(w),
-                .int(oh), .int(ow),
-            ],
-            global: [ow, oh, n])
-        let gradGamma = try DeviceTensor(shape: [p], on: device)
-        let gradBeta = try DeviceTensor(shape: [p], on: device)
         let reduce = reduceSize
-        try context.dispatch(
-            "adaptive_bn_parameter_gradients", in: program,
-            arguments: [
-                .buffer(gradZ.buffer), .buffer(saved.predictor.buffer), .buffer(saved.batchMean.buffer),
-                .buffer(saved.batchVariance.buffer), .buffer(gradGamma.buffer), .buffer(gradBeta.buffer), .int(n),
-                .int(h), .int(w), .int(oh), .int(ow), .local(reduce * 4),
-            ],
-            global: [p * reduce], local: [reduce])
-        let gradMap = try DeviceTensor(shape: [n, p, h, w], on: device)
-        try context.dispatch(
-            "adaptive_bn_backward", in: program,
-            arguments: [
-                .buffer(saved.predictor.buffer), .buffer(gradZ.buffer), .buffer(saved.batchMean.buffer),
-                .buffer(saved.batchVariance.buffer), .buffer(saved.constants.gamma), .buffer(gradGamma.buffer),
-                .buffer(gradBeta.buffer), .buffer(gradMap.buffer), .int(n), .int(h), .int(w), .int(oh), .int(ow),
-                .int(saved.batchStatistics ? 0 : 1),
-            ],
-            global: [w, h, n * p])
-        let gradInput = try DeviceTensor(shape: inputShape.dimensions, on: device)
-        let gradWeight = try DeviceTensor(shape: [p, c, k, k], on: device)
-        if AdaptiveLaunch.choose(for: device, configuration: configuration).rowGradients {
+        let rowGradients = AdaptiveLaunch.choose(for: device, configuration: configuration).rowGradients
+        var launches = [
+            try context.prepare(
+                "adaptive_backward_softmax", in: program,
+                arguments: [
+                    .bound(0), .bound(1), .bound(2), .bound(3), .buffer(strided.rows.source),
+                    .buffer(strided.columns.source), .bound(4), .bound(13), .bound(14), .int(n), .int(h), .int(w),
+                    .int(oh), .int(ow),
+                ],
+                global: [ow, oh, n]),
+            try context.prepare(
+                "adaptive_bn_parameter_gradients", in: program,
+                arguments: [
+                    .bound(14), .bound(1), .bound(5), .bound(6), .bound(9), .bound(10), .int(n), .int(h), .int(w),
+                    .int(oh), .int(ow), .local(reduce * 4),
+                ],
+                global: [p * reduce], local: [reduce]),
+            try context.prepare(
+                "adaptive_bn_backward", in: program,
+                arguments: [
+                    .bound(1), .bound(14), .bound(5), .bound(6), .bound(7), .bound(9), .bound(10), .bound(15), .int(n),
+                    .int(h), .int(w), .int(oh), .int(ow), .int(frozenStatistics ? 1 : 0),
+                ],
+                global: [w, h, n * p]),
+        ]
+        let inverted: [LaunchArgument] = [
+            .buffer(outRows.buffer), .buffer(outCols.buffer), .buffer(fullRows.buffer), .buffer(fullCols.buffer),
+        ]
+        var temporaries = [n * p * oh * ow, n * p * oh * ow, n * p * h * w]
+        if rowGradients {
             // One item per input row, 8 columns at a time where the predictor's adjoint needs no
             // column table (adaptive_input_gradient_rows).
-            try context.dispatch(
-                "adaptive_input_gradient_rows", in: program,
-                arguments: [
-                    .buffer(gradOutput.buffer), .buffer(weights.buffer), .buffer(gradMap.buffer),
-                    .buffer(saved.constants.weight), .buffer(outRows.buffer), .buffer(outCols.buffer),
-                    .buffer(fullRows.buffer), .buffer(fullCols.buffer), .buffer(gradInput.buffer), .int(n), .int(h),
-                    .int(w), .int(oh), .int(ow), .int(fullCols.plain.lowerBound), .int(fullCols.plain.upperBound),
-                ],
-                global: [h, n * c])
+            launches.append(
+                try context.prepare(
+                    "adaptive_input_gradient_rows", in: program,
+                    arguments: [.bound(4), .bound(13), .bound(15), .bound(8)] + inverted + [
+                        .bound(11), .int(n), .int(h), .int(w), .int(oh), .int(ow), .int(fullCols.plain.lowerBound),
+                        .int(fullCols.plain.upperBound),
+                    ],
+                    global: [h, n * c]))
             // One item per (c, o, n) with vector loads along rows (adaptive_weight_gradient_rows),
-            // then the partials summed in order of n: on PoCL (2-core EPYC, 8x64x112x112) 0.5-0.6 s
-            // against 4.6-5.0 s for a work-group per (o, c) that looked up every tap's window.
-            let partial = try DeviceTensor(shape: [n, p, c, k, k], on: device)
-            try context.dispatch(
-                "adaptive_weight_gradient_rows", in: program,
-                arguments: [
-                    .buffer(gradMap.buffer), .buffer(saved.input.buffer), .buffer(full.rows.source),
-                    .buffer(full.columns.source), .buffer(partial.buffer), .int(n), .int(h), .int(w),
-                ],
-                global: [c, p, n])
-            try context.dispatch(
-                "adaptive_weight_gradient_sum", in: program,
-                arguments: [.buffer(partial.buffer), .buffer(gradWeight.buffer), .int(n)], global: [p * c * k * k])
+            // then the partials summed in order of n; measurements in docs/kernels.md.
+            launches.append(
+                try context.prepare(
+                    "adaptive_weight_gradient_rows", in: program,
+                    arguments: [
+                        .bound(15), .bound(0), .buffer(full.rows.source), .buffer(full.columns.source), .bound(16),
+                        .int(n), .int(h), .int(w),
+                    ],
+                    global: [c, p, n]))
+            launches.append(
+                try context.prepare(
+                    "adaptive_weight_gradient_sum", in: program, arguments: [.bound(16), .bound(12), .int(n)],
+                    global: [p * c * k * k]))
+            temporaries.append(n * p * c * k * k)
         } else {
             // One item per element (coalesced on GPUs): adaptive_input_gradient gathers through
             // the inverted tables, adaptive_weight_gradient runs a work-group per (o, c).
-            try context.dispatch(
-                "adaptive_input_gradient", in: program,
-                arguments: [
-                    .buffer(gradOutput.buffer), .buffer(weights.buffer), .buffer(gradMap.buffer),
-                    .buffer(saved.constants.weight), .buffer(outRows.buffer), .buffer(outCols.buffer),
-                    .buffer(fullRows.buffer), .buffer(fullCols.buffer), .buffer(gradInput.buffer), .int(n), .int(h),
-                    .int(w), .int(oh), .int(ow),
-                ],
-                global: [w, h, n * c])
-            try context.dispatch(
-                "adaptive_weight_gradient", in: program,
-                arguments: [
-                    .buffer(gradMap.buffer), .buffer(saved.input.buffer), .buffer(full.rows.source),
-                    .buffer(full.columns.source), .buffer(gradWeight.buffer), .int(n), .int(h), .int(w),
-                    .local(reduce * k * k * 4),
-                ],
-                global: [p * c * reduce], local: [reduce])
+            launches.append(
+                try context.prepare(
+                    "adaptive_input_gradient", in: program,
+                    arguments: [.bound(4), .bound(13), .bound(15), .bound(8)] + inverted + [
+                        .bound(11), .int(n), .int(h), .int(w), .int(oh), .int(ow),
+                    ],
+                    global: [w, h, n * c]))
+            launches.append(
+                try context.prepare(
+                    "adaptive_weight_gradient", in: program,
+                    arguments: [
+                        .bound(15), .bound(0), .buffer(full.rows.source), .buffer(full.columns.source), .bound(12),
+                        .int(n), .int(h), .int(w), .local(reduce * k * k * 4),
+                    ],
+                    global: [p * c * reduce], local: [reduce]))
         }
-        return Gradients(
-            input: gradInput, parameters: ["conv.weight": gradWeight, "bn.weight": gradGamma, "bn.bias": gradBeta])
+        return CompiledPass(launches, temporaries: temporaries)
     }
 
     func programDefines(writeFilters: Bool) -> [String: Int] {

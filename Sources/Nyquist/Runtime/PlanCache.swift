@@ -6,14 +6,23 @@ import NyquistCore
 /// buffers and enqueues.
 final class CompiledPass: Sendable {
     let launches: [PreparedLaunch]
+    /// Element counts of the temporaries a run allocates (from the device's caching allocator)
+    /// and binds after the caller's buffers, in this order.
+    let temporaries: [Int]
 
-    init(_ launches: [PreparedLaunch]) {
+    init(_ launches: [PreparedLaunch], temporaries: [Int] = []) {
         self.launches = launches
+        self.temporaries = temporaries
     }
 
-    /// Enqueues every launch with `buffers` bound by number (each plan documents its numbering).
+    /// Enqueues every launch with `buffers` bound by number (each plan documents its numbering),
+    /// followed by the plan's temporaries. The temporaries go back to the cache on return,
+    /// before the launches have run: safe, because every later use of their memory is
+    /// enqueued after them on the device's in-order queue.
     func run(on device: Device, _ buffers: OpenCLBuffer...) throws {
-        try device.context.enqueue(launches, buffers: buffers)
+        if temporaries.isEmpty { return try device.context.enqueue(launches, buffers: buffers) }
+        let scratch = try temporaries.map { try DeviceTensor(shape: [$0], on: device) }
+        try device.context.enqueue(launches, buffers: buffers + scratch.map(\.buffer))
     }
 }
 
@@ -52,11 +61,18 @@ extension Device {
     func compiledPass<Configuration: Hashable & Sendable>(
         _ key: PlanKey<Configuration>, build: () throws -> [PreparedLaunch]
     ) throws -> CompiledPass {
+        try compiledPass(key) { CompiledPass(try build()) }
+    }
+
+    /// The compiled pass for `key` (a pass with temporaries: `build` returns the whole pass).
+    func compiledPass<Configuration: Hashable & Sendable>(
+        _ key: PlanKey<Configuration>, build: () throws -> CompiledPass
+    ) throws -> CompiledPass {
         var key = key
         key.tuning = tuning.withLock { $0.generation }
         let boxed = AnyPlanKey(base: AnyHashable(key))
         if let cached = plans.withLock({ $0[boxed] }) { return cached }
-        let built = CompiledPass(try build())
+        let built = try build()
         return plans.withLock { plans in
             if let raced = plans[boxed] { return raced }
             // A bound on what a process that sweeps shapes keeps: plans hold kernel objects.
