@@ -114,22 +114,23 @@ public struct MaxBlurPool2D: PoolingLayer {
         let (inputShape, outputShape) = try validateBackward(gradOutput, saved, gradInput)
         let map = try configuration.maxMapShape(for: inputShape)
         let device = gradOutput.device
-        let gradMap = try DeviceTensor(shape: map.dimensions, on: device)
         try device.compiledPass(PlanKey(configuration: configuration, pass: .backward, input: inputShape)) {
-            try Self.backwardLaunches(configuration, input: inputShape, map: map, output: outputShape, on: device)
-        }.run(on: device, gradOutput.buffer, gradMap.buffer, saved.input.buffer, gradInput.buffer)
+            CompiledPass(
+                try Self.backwardLaunches(configuration, input: inputShape, map: map, output: outputShape, on: device),
+                temporaries: [map.count])
+        }.run(on: device, gradOutput.buffer, saved.input.buffer, gradInput.buffer)
     }
 
     /// Backward's launches: the window's adjoint into the max map's gradient, then its routing
-    /// to the first maximum of each 2x2 window. Buffers: 0 gradOutput, 1 the max map's gradient
-    /// (a temporary), 2 the saved input, 3 gradInput.
+    /// to the first maximum of each 2x2 window. Buffers: 0 gradOutput, 1 the saved input,
+    /// 2 gradInput; temporary 3 the max map's gradient.
     private static func backwardLaunches(
         _ configuration: MaxBlurPool2DConfiguration, input inputShape: Shape4D, map: Shape4D, output: Shape4D,
         on device: Device
     ) throws -> [PreparedLaunch] {
         let planes = inputShape.n * inputShape.c
         let window = try BlurPool2D.window(configuration.blur, mapHeight: map.h, mapWidth: map.w, output: output)
-        let adjoint = try window.backwardLaunches(on: device, planes: planes)
+        let adjoint = try window.backwardLaunches(on: device, planes: planes, buffers: (0, 3))
         // Routing to the 2x2 maxima: vectors of 8 input columns away from the left and right
         // borders (every window column of theirs inside), all rows; the one-element kernel on
         // the side strips.
@@ -138,7 +139,7 @@ public struct MaxBlurPool2D: PoolingLayer {
         return adjoint + (try window.splitLaunches(
             on: device, program: try device.program("blur_pool.cl"),
             kernels: ("max_map_backward_vector", "max_map_backward"),
-            buffers: [.bound(2), .bound(1), .bound(3)],
+            buffers: [.bound(1), .bound(3), .bound(2)],
             interiorExtras: [], tables: [], shape: [.int(planes), .int(inputShape.h), .int(inputShape.w)],
             planes: planes,
             interior: (0..<inputShape.h, perItem == 8 ? vectorColumns : 1..<1),

@@ -51,8 +51,11 @@ struct SeparableWindow {
     }
 
     /// The launches of gradMap = adjoint of the window applied to gradOutput (gradMap has the
-    /// filtered map's size). Buffers: 0 gradOutput, 1 gradMap.
-    func backwardLaunches(on device: Device, planes: Int) throws -> [PreparedLaunch] {
+    /// filtered map's size). Buffers: gradOutput and gradMap by the numbers in `buffers`
+    /// (default 0 and 1).
+    func backwardLaunches(on device: Device, planes: Int, buffers: (gradOutput: Int, gradMap: Int) = (0, 1)) throws
+        -> [PreparedLaunch]
+    {
         let rowTables = try device.axisTables(rows)
         let columnTables = try device.axisTables(columns)
         let parameters = WindowLaunch.choose(.windowBackward, width: columns.inputSize, on: device)
@@ -78,7 +81,7 @@ struct SeparableWindow {
                 perItem > 1 ? "weighted_window_backward_interior_vector" : "weighted_window_backward_interior",
                 "weighted_window_backward"
             ),
-            buffers: [.bound(0), .bound(1)],
+            buffers: [.bound(buffers.gradOutput), .bound(buffers.gradMap)],
             interiorExtras: perItem > 1
                 ? [
                     .buffer(rowTables.tapWeights), .buffer(rowTables.target), .buffer(rowTables.targetWeight),

@@ -31,6 +31,26 @@ struct CompiledPlanTests {
         #expect(device.memoryStatistics.reuses - memoryBefore.reuses == 10)
     }
 
+    @Test("every window layer's training step allocates nothing from the driver once warm")
+    func windowLayersSteadyState() throws {
+        let device = try TestDevice.fresh()
+        let x = try DeviceTensor(randomTensor([1, 4, 24, 24], seed: 5), on: device)
+        let layers: [any PoolingLayer] = [
+            try MaxPool2D(kernelSize: 3, stride: 2, padding: 1), try AvgPool2D(kernelSize: 2),
+            try BlurPool2D(channels: 4), try MaxBlurPool2D(channels: 4),
+        ]
+        for layer in layers {
+            func step() throws {
+                let (y, saved) = try layer.forwardTraining(x)
+                _ = try layer.backward(y, saved)
+            }
+            try step()
+            let before = device.context.statistics.allocations
+            try step()
+            #expect(device.context.statistics.allocations == before, "\(type(of: layer))")
+        }
+    }
+
     @Test("a recycled buffer is never shared by two live tensors, and values survive reuse")
     func noAliasing() throws {
         let device = try TestDevice.fresh()

@@ -7,9 +7,12 @@ import Synchronization
 ///
 /// Reuse is safe without waiting for the device because every command goes through the
 /// device's one in-order queue: a kernel that reads the recycled buffer was enqueued before any
-/// later kernel that writes it. A buffer is recycled only when its tensor held the last
-/// reference (``DeviceTensor``'s `deinit`), so a caller that kept `tensor.buffer` keeps a
-/// buffer nobody else gets.
+/// later kernel that writes it. A tensor's buffer comes back when the tensor goes away, but is
+/// handed out again only once the cache holds the last reference to it: a caller that kept
+/// `tensor.buffer` (or an argument list of a launch still being enqueued, which an optimised
+/// build may outlive the tensor with) keeps a buffer nobody else gets. Checking at reuse
+/// rather than at release is what lets an optimised build, which ends a temporary's lifetime
+/// at its last use, still recycle it.
 ///
 /// `@unchecked Sendable`: the free lists and counters live behind `state`'s mutex; the context
 /// is itself thread safe.
@@ -50,10 +53,14 @@ final class CachingAllocator: @unchecked Sendable {
         let size = Self.sizeClass(byteCount)
         let reused = state.withLock { state -> OpenCLBuffer? in
             state.statistics.requests += 1
-            guard let buffer = state.free[size]?.popLast() else { return nil }
-            state.cachedBytes -= size
-            state.statistics.reuses += 1
-            return buffer
+            guard var list = state.free.removeValue(forKey: size) else { return nil }
+            defer { if !list.isEmpty { state.free[size] = list } }
+            for index in list.indices.reversed() where isKnownUniquelyReferenced(&list[index]) {
+                state.cachedBytes -= size
+                state.statistics.reuses += 1
+                return list.remove(at: index)
+            }
+            return nil
         }
         if let reused { return reused }
         do {
@@ -64,7 +71,8 @@ final class CachingAllocator: @unchecked Sendable {
         }
     }
 
-    /// Takes back a buffer whose tensor is gone (it must have come from ``buffer(byteCount:)``).
+    /// Takes back a buffer whose tensor is gone (it must have come from ``buffer(byteCount:)``);
+    /// it is reused once nothing else refers to it.
     func recycle(_ buffer: OpenCLBuffer) {
         let size = buffer.byteCount
         guard size <= limit else { return }

@@ -10,7 +10,7 @@ public final class DeviceTensor {
     public let shape: [Int]
     /// The memory holding the values (possibly a sub-buffer of a larger allocation, possibly
     /// larger than the values: the device's allocator serves sizes by class).
-    public private(set) var buffer: OpenCLBuffer
+    public let buffer: OpenCLBuffer
     /// The device it lives on.
     public let device: Device
 
@@ -49,9 +49,9 @@ public final class DeviceTensor {
     }
 
     deinit {
-        // Only when this tensor held the last reference: a caller that kept `buffer` (or a
-        // sub-buffer of it) keeps memory that no other tensor may get.
-        if cached, isKnownUniquelyReferenced(&buffer) { device.allocator.recycle(buffer) }
+        // The allocator hands the buffer out again only when it holds the last reference, so a
+        // caller that kept `buffer` (or a sub-buffer of it) keeps memory no other tensor gets.
+        if cached { device.allocator.recycle(buffer) }
     }
 
     /// Wraps an existing buffer (e.g. a sub-buffer with guard regions around it, or memory the
