@@ -200,13 +200,8 @@ public final class AdaptiveBlurPool2D {
     {
         let (rows, columns) = try stridedTables(inputShape, outputShape)
         let launch = AdaptiveLaunch.choose(for: device, configuration: configuration)
-        let program = try device.program(
-            "adaptive_blur_pool.cl",
-            defines: [
-                "K": configuration.kernelSize, "CHANNELS": configuration.channels, "GROUPS": configuration.groups,
-                "JOINT": configuration.softmax == .joint ? 1 : 0, "WRITE_FILTERS": writeFilters ? 1 : 0,
-                "POSITIONS": launch.positions, "OUT_VECTORS": launch.outVectors,
-            ])
+        // The training passes' program: one build serves inference and training.
+        let program = try device.program("adaptive_blur_pool.cl", defines: programDefines(writeFilters: writeFilters))
         let rowsPerItem = launch.tiled ? launch.positions : 1
         return [
             try device.context.prepare(

@@ -310,6 +310,7 @@ extension AdaptiveBlurPool2D {
         return CompiledPass(launches, temporaries: temporaries)
     }
 
+    /// The -D defines of every AdaptiveBlurPool program (backward adds its table widths).
     func programDefines(writeFilters: Bool) -> [String: Int] {
         let launch = AdaptiveLaunch.choose(for: device, configuration: configuration)
         return [

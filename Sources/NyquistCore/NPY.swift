@@ -90,14 +90,12 @@ public enum NPY {
         guard !header.shape.isEmpty else {
             throw invalid("array is a rank-0 scalar (shape ()); at least one axis is required")
         }
-        var count = 1
-        for size in header.shape {
-            guard size > 0 else {
-                throw invalid("shape \(header.shape) has a size \(size); every size must be positive")
-            }
-            let (product, overflow) = count.multipliedReportingOverflow(by: size)
-            guard !overflow else { throw invalid("shape \(header.shape) has more elements than can be addressed") }
-            count = product
+        let count: Int
+        switch ShapeCount(header.shape) {
+        case .count(let product): count = product
+        case .nonPositive(let size):
+            throw invalid("shape \(header.shape) has a size \(size); every size must be positive")
+        case .overflow: throw invalid("shape \(header.shape) has more elements than can be addressed")
         }
         let (dataSize, overflow) = count.multipliedReportingOverflow(by: scalarSize)
         guard !overflow else { throw invalid("shape \(header.shape) needs more bytes than can be addressed") }

@@ -1,5 +1,6 @@
-/// The one error type of Nyquist's host-side code: bad configurations, shapes that do not fit,
-/// malformed files and size limits. OpenCL failures have their own `OpenCLError` in NyquistCL.
+/// The one error type of Nyquist: bad configurations, shapes that do not fit, malformed files,
+/// size limits, and (kind ``Kind/device``) failures the OpenCL driver reports, which the library
+/// wraps here so that callers catch one type.
 ///
 /// `message` is written for a person: it names the layer, the axis and the sizes involved, and
 /// where it can, what to do instead.
@@ -25,6 +26,9 @@ public struct NyquistError: Error, Sendable, Equatable, CustomStringConvertible 
         /// A host or device allocation would not fit the memory there is (or the configured
         /// budget); the message names what was asked and what is available.
         case outOfMemory
+        /// The OpenCL driver refused a call or failed in it; the message names the call and
+        /// the driver's error code (and, for a kernel build, its log).
+        case device
     }
 
     /// The category of the failure.

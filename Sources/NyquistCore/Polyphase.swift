@@ -271,34 +271,6 @@ public struct TIPSLossWeights: Sendable, Hashable {
     public static let none = TIPSLossWeights(uncheckedFM: 0, undo: 0)
 }
 
-/// SplitMix64: a small seedable generator, identical on every platform (parameter
-/// initialisation and L_undo shifts).
-public struct NyquistRandom: RandomNumberGenerator, Sendable {
-    private var state: UInt64
-
-    /// The sequence fixed by `seed`.
-    public init(seed: UInt64) { state = seed }
-
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// Uniform in `range`, from the top 24 bits.
-    public mutating func uniform(_ range: ClosedRange<Float>) -> Float {
-        let unit = Float(next() >> 40) / Float(1 << 24)
-        return range.lowerBound + unit * (range.upperBound - range.lowerBound)
-    }
-
-    /// Uniform integer in `range` (rejection sampling, no modulo bias).
-    public mutating func integer(in range: ClosedRange<Int>) -> Int {
-        let span = UInt64(range.upperBound - range.lowerBound) + 1
-        let limit = UInt64.max - UInt64.max % span
-        var value = next()
-        while value >= limit { value = next() }
-        return range.lowerBound + Int(value % span)
-    }
-}
+/// The generator of parameter initialisation and L_undo shifts: ``SplitMix64``, identical on
+/// every platform.
+public typealias NyquistRandom = SplitMix64

@@ -355,14 +355,12 @@ public enum Safetensors {
             }
 
             if shape.isEmpty { shape = [1] }  // a scalar; Tensor needs rank >= 1
-            var count = 1
-            for size in shape {
-                guard size > 0 else {
-                    throw invalid("\(label) has shape \(shape) with a zero size; empty tensors are not supported")
-                }
-                let (product, overflow) = count.multipliedReportingOverflow(by: size)
-                guard !overflow else { throw invalid("\(label) has shape \(shape) with more elements than can be addressed") }
-                count = product
+            let count: Int
+            switch ShapeCount(shape) {
+            case .count(let product): count = product
+            case .nonPositive:
+                throw invalid("\(label) has shape \(shape) with a zero size; empty tensors are not supported")
+            case .overflow: throw invalid("\(label) has shape \(shape) with more elements than can be addressed")
             }
             let (needed, overflow) = count.multipliedReportingOverflow(by: scalarSize)
             guard !overflow, needed == end - begin else {

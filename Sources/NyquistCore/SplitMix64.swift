@@ -23,6 +23,15 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
         return range.lowerBound + unit * (range.upperBound - range.lowerBound)
     }
 
+    /// A uniform integer in `range` (rejection sampling, so no modulo bias).
+    public mutating func integer(in range: ClosedRange<Int>) -> Int {
+        let span = UInt64(range.upperBound - range.lowerBound) + 1
+        let limit = UInt64.max - UInt64.max % span
+        var value = next()
+        while value >= limit { value = next() }
+        return range.lowerBound + Int(value % span)
+    }
+
     /// A tensor of `shape` with values drawn by ``uniform(_:)``.
     public mutating func tensor(_ shape: [Int], range: ClosedRange<Float> = -1...1) throws -> HostTensor {
         let count = try HostTensor.elementCount(of: shape)

@@ -53,18 +53,13 @@ public struct Tensor<Scalar: BinaryFloatingPoint & Sendable>: Sendable, Equatabl
 
     /// Product of `shape`, checking that every size is positive and the product fits an `Int`.
     public static func elementCount(of shape: [Int]) throws -> Int {
-        var count = 1
-        for size in shape {
-            guard size > 0 else {
-                throw NyquistError(.invalidShape, "shape \(shape) has a size \(size); every size must be positive")
-            }
-            let (product, overflow) = count.multipliedReportingOverflow(by: size)
-            guard !overflow else {
-                throw NyquistError(.sizeLimit, "shape \(shape) has more elements than an Int can count")
-            }
-            count = product
+        switch ShapeCount(shape) {
+        case .count(let count): return count
+        case .nonPositive(let size):
+            throw NyquistError(.invalidShape, "shape \(shape) has a size \(size); every size must be positive")
+        case .overflow:
+            throw NyquistError(.sizeLimit, "shape \(shape) has more elements than an Int can count")
         }
-        return count
     }
 }
 
@@ -111,3 +106,31 @@ public struct Shape4D: Sendable, Hashable, CustomStringConvertible {
 
 /// Largest element count that 32-bit kernel index arithmetic can address.
 public let maximumDeviceElementCount = Int(Int32.max)
+
+/// The element count of a shape, or the rule it breaks: what every reader of a shape (tensors,
+/// NPY and safetensors headers) checks before it trusts the shape, each with its own message.
+enum ShapeCount: Equatable {
+    /// Every size is positive and the product fits an `Int`.
+    case count(Int)
+    /// The first size below 1.
+    case nonPositive(Int)
+    /// The product does not fit an `Int`.
+    case overflow
+
+    init(_ shape: [Int]) {
+        var count = 1
+        for size in shape {
+            guard size > 0 else {
+                self = .nonPositive(size)
+                return
+            }
+            let (product, overflow) = count.multipliedReportingOverflow(by: size)
+            guard !overflow else {
+                self = .overflow
+                return
+            }
+            count = product
+        }
+        self = .count(count)
+    }
+}

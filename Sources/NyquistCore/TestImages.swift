@@ -29,6 +29,21 @@ public enum TestImages {
         return try repeated(plane: plane, size: size, batch: batch, channels: channels)
     }
 
+    /// A zone plate of any shape in [-1, 1], cos(pi * ((r - H/2)^2 + (c + channel - W/2)^2) / H):
+    /// the chirp of ``zonePlate(size:batch:channels:)`` (the same centre pixel on even sizes) on
+    /// any H x W, each channel shifted by one more column so that channels differ (the demo's
+    /// input).
+    public static func zonePlate(n: Int, c: Int, h: Int, w: Int) throws -> HostTensor {
+        try HostTensor(shape: [n, c, h, w]) { index in
+            let column = index % w
+            let row = (index / w) % h
+            let channel = (index / (w * h)) % c
+            let dr = Double(row) - Double(h) / 2
+            let dc = Double(column + channel) - Double(w) / 2
+            return Float(cos(Double.pi * (dr * dr + dc * dc) / Double(h)))
+        }
+    }
+
     /// Checkerboard with squares of `period` pixels (period 1 = the Nyquist pattern), [0, 1].
     ///
     /// value(i, j) = 1 when floor(i / period) + floor(j / period) is even, else 0: the top-left

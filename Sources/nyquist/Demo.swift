@@ -82,7 +82,7 @@ struct Demo: ParsableCommand {
         let deviceLine = "\(info.name) (\(info.typeName), \(info.platformName), driver \(info.driverVersion))"
 
         var random = SplitMix64(seed: 0x4E59_5155_4953_5421)
-        let zonePlate = Input(label: "zone plate", tensor: try Self.zonePlate(n: 2, c: 3, h: 128, w: 128))
+        let zonePlate = Input(label: "zone plate", tensor: try TestImages.zonePlate(n: 2, c: 3, h: 128, w: 128))
         let large = Input(label: "random", tensor: try random.tensor([8, 64, 56, 56]))
         let odd = Input(label: "random", tensor: try random.tensor([3, 5, 31, 33]))
         var steps: [Step] = []
@@ -292,20 +292,6 @@ struct Demo: ParsableCommand {
             largestMagnitude = max(largestMagnitude, abs(Double(e)))
         }
         return largestMagnitude > 0 ? largestDifference / largestMagnitude : largestDifference
-    }
-
-    /// A zone plate, cos(pi * ((r - H/2)^2 + (c - W/2)^2) / H): its local frequency grows
-    /// linearly from the centre and passes the Nyquist limit near the edges. Every channel of
-    /// every sample holds the same image, shifted by one column per channel.
-    static func zonePlate(n: Int, c: Int, h: Int, w: Int) throws -> HostTensor {
-        try HostTensor(shape: [n, c, h, w]) { index in
-            let column = index % w
-            let row = (index / w) % h
-            let channel = (index / (w * h)) % c
-            let dr = Double(row) - Double(h) / 2
-            let dc = Double(column + channel) - Double(w) / 2
-            return Float(cos(Double.pi * (dr * dr + dc * dc) / Double(h)))
-        }
     }
 
     /// Shows `line` as the current progress on standard error (overwriting the previous one on a

@@ -28,7 +28,7 @@ public final class Device: @unchecked Sendable, CustomStringConvertible {
     /// process skips the compiler (default: where the environment says, see
     /// ``ProgramCacheLocation/fromEnvironment()``).
     public init(_ device: OpenCLDevice, programCache: ProgramCacheLocation = .fromEnvironment()) throws {
-        context = try OpenCLContext(device: device, programCache: programCache)
+        context = try wrappingDriverErrors { try OpenCLContext(device: device, programCache: programCache) }
         allocator = CachingAllocator(context: context)
     }
 
@@ -60,13 +60,13 @@ public final class Device: @unchecked Sendable, CustomStringConvertible {
     /// Runs `body` and returns its value with the summed kernel time, in seconds, of the
     /// kernels it enqueued (from OpenCL profiling events; transfers and host time excluded).
     public func measure<T>(_ body: () throws -> T) throws -> (value: T, kernelSeconds: Double) {
-        let (value, nanoseconds) = try context.measure(body)
+        let (value, nanoseconds) = try wrappingDriverErrors { try context.measure(body) }
         return (value, Double(nanoseconds) * 1e-9)
     }
 
     /// Waits for every queued command.
     public func synchronize() throws {
-        try context.finish()
+        try wrappingDriverErrors { try context.finish() }
     }
 
     // MARK: Internals shared by the operators
@@ -130,12 +130,12 @@ enum KernelLibrary {
         if let directory = environment("NYQUIST_KERNEL_DIR"), !directory.isEmpty {
             let path = directory.hasSuffix("/") ? directory + file : directory + "/" + file
             guard let text = readTextFile(path) else {
-                throw OpenCLError(call: "loadKernelSource", code: 0, detail: "cannot read \(path) (NYQUIST_KERNEL_DIR)")
+                throw NyquistError(.io, "cannot read the kernel file \(path) (NYQUIST_KERNEL_DIR)")
             }
             return text
         }
         guard let text = KernelSources.files[file] else {
-            throw OpenCLError(call: "loadKernelSource", code: 0, detail: "no embedded kernel file \(file)")
+            throw NyquistError(.unsupported, "this build embeds no kernel file \(file)")
         }
         return text
     }

@@ -22,7 +22,7 @@ public final class DeviceTensor {
     /// Uploads `host` to `device`.
     public convenience init(_ host: HostTensor, on device: Device) throws {
         try self.init(shape: host.shape, on: device)
-        try device.context.write(host.values, to: buffer)
+        try wrappingDriverErrors { try device.context.write(host.values, to: buffer) }
     }
 
     /// Allocates an uninitialised tensor of `shape` on `device`.
@@ -34,8 +34,9 @@ public final class DeviceTensor {
         let buffer: OpenCLBuffer
         do {
             buffer = try device.allocator.buffer(byteCount: count * 4)
-        } catch let error as OpenCLError where error.isOutOfMemory {
-            throw NyquistError(.outOfMemory, "tensor \(shape): \(error.detail)")
+        } catch let error as OpenCLError {
+            throw NyquistError(
+                error.isOutOfMemory ? .outOfMemory : .device, "tensor \(shape): \(error.isOutOfMemory ? error.detail : error.description)")
         }
         self.init(shape: shape, count: count, buffer: buffer, device: device, cached: true)
     }
@@ -66,7 +67,7 @@ public final class DeviceTensor {
 
     /// Copies the values back to the host (waits for the kernels that produce them).
     public func toHost() throws -> HostTensor {
-        try HostTensor(shape: shape, values: device.context.read(buffer, count: count))
+        try HostTensor(shape: shape, values: wrappingDriverErrors { try device.context.read(buffer, count: count) })
     }
 
     /// The shape as NCHW, or a typed error naming `role` when the rank is not 4.

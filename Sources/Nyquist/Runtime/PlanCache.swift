@@ -20,9 +20,11 @@ final class CompiledPass: Sendable {
     /// before the launches have run: safe, because every later use of their memory is
     /// enqueued after them on the device's in-order queue.
     func run(on device: Device, _ buffers: OpenCLBuffer...) throws {
-        if temporaries.isEmpty { return try device.context.enqueue(launches, buffers: buffers) }
-        let scratch = try temporaries.map { try DeviceTensor(shape: [$0], on: device) }
-        try device.context.enqueue(launches, buffers: buffers + scratch.map(\.buffer))
+        try wrappingDriverErrors {
+            if temporaries.isEmpty { return try device.context.enqueue(launches, buffers: buffers) }
+            let scratch = try temporaries.map { try DeviceTensor(shape: [$0], on: device) }
+            try device.context.enqueue(launches, buffers: buffers + scratch.map(\.buffer))
+        }
     }
 }
 
@@ -72,7 +74,7 @@ extension Device {
         key.tuning = tuning.withLock { $0.generation }
         let boxed = AnyPlanKey(base: AnyHashable(key))
         if let cached = plans.withLock({ $0[boxed] }) { return cached }
-        let built = try build()
+        let built = try wrappingDriverErrors(build)
         return plans.withLock { plans in
             if let raced = plans[boxed] { return raced }
             // A bound on what a process that sweeps shapes keeps: plans hold kernel objects.
@@ -84,4 +86,14 @@ extension Device {
 
     /// The most compiled passes a device keeps.
     static let planLimit = 1024
+}
+
+/// Runs `body`, reporting the driver's failures as ``NyquistError`` (kind `.outOfMemory` for
+/// its out-of-memory codes, `.device` for the others) so that a layer call throws one type.
+func wrappingDriverErrors<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let error as OpenCLError {
+        throw NyquistError(error.isOutOfMemory ? .outOfMemory : .device, error.description)
+    }
 }
