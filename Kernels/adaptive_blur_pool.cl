@@ -10,7 +10,7 @@
 // exp(z - max) / sum. This trades a second predictor evaluation for O(k*k) private memory
 // whatever G is. Per-group softmax needs one pass.
 //
-// Padding: the host's axis tables (Sources/Nyquist/AxisTables.swift) give, for tap u of
+// Padding: the host's axis tables (Sources/Nyquist/Plans/AxisTables.swift) give, for tap u of
 // output row i, the input row row_source[i * K + u] (-1: reads zero); the same for columns.
 //
 // Defines:

@@ -1,7 +1,7 @@
 // Separable weighted windows: BlurPool (binomial taps, any padding mode), AvgPool (box taps,
 // zero padding) and the fused MaxBlurPool (the same blur read through an on-the-fly 2x2 max).
 //
-// Every kernel reads per-axis tables built on the host (Sources/Nyquist/AxisTables.swift):
+// Every kernel reads per-axis tables built on the host (Sources/Nyquist/Plans/AxisTables.swift):
 //   forward  row_source[i * TAPS + u]        input row read by tap u of output row i (-1: zero)
 //            row_weight[i * TAPS + u]        that tap's weight
 //   backward row_target[a * FAN_IN_ROWS + p] p-th output row that reads input row a (-1: none)

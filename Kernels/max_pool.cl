@@ -1,14 +1,14 @@
 // Max pooling: window KERNEL_SIZE x KERNEL_SIZE, -inf padding, NaN-propagating, and a backward
 // that routes each output gradient to the first maximum (row-major) of its window.
 //
-// Tables from the host (Sources/Nyquist/AxisTables.swift), per axis:
+// Tables from the host (Sources/Nyquist/Plans/AxisTables.swift), per axis:
 //   row_source[i * KERNEL_SIZE + u]   input row read by tap u of output row i; padded taps are
 //                                     clamped to the nearest row of the same window, which
 //                                     cannot change the maximum (padding is at most k/2, so every
 //                                     window holds a real row) and never wins a tie before it
 //   row_window[a * FAN_IN_ROWS + p]   p-th output row whose window holds input row a (-1: none)
 //
-// Forward is split like the blur kernels (Sources/Nyquist/SeparableWindow.swift): an interior
+// Forward is split like the blur kernels (Sources/Nyquist/Plans/WindowPlans.swift): an interior
 // kernel over the outputs whose windows lie inside the input (affine indices, no tables; the
 // _vector variant computes OUTPUTS_PER_ITEM consecutive outputs along W with vector types and
 // reads rows through the row table, so it covers every row) and the table kernel over the

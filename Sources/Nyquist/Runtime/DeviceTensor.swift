@@ -65,6 +65,15 @@ public final class DeviceTensor {
         self.init(shape: shape, count: count, buffer: buffer, device: device, cached: false)
     }
 
+    /// Overwrites the values with `values` (as many as the tensor holds; blocking, so the
+    /// caller may reuse the array at once).
+    func replaceValues(with values: [Float]) throws {
+        guard values.count == count else {
+            throw NyquistError(.invalidShape, "\(values.count) values cannot replace a tensor of shape \(shape)")
+        }
+        try wrappingDriverErrors { try device.context.write(values, to: buffer) }
+    }
+
     /// Copies the values back to the host (waits for the kernels that produce them).
     public func toHost() throws -> HostTensor {
         try HostTensor(shape: shape, values: wrappingDriverErrors { try device.context.read(buffer, count: count) })

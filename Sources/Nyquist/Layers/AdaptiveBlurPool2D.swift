@@ -1,5 +1,4 @@
 import Foundation
-import NyquistCL
 import NyquistCore
 
 /// AdaptiveBlurPool (Zou et al. 2020, "Delving Deeper into Anti-aliasing in ConvNets"): a
@@ -36,20 +35,20 @@ public final class AdaptiveBlurPool2D {
     public private(set) var parameters: AdaptiveBlurPool2DParameters<Float>
     private(set) var constants: Constants
 
-    /// The parameters in the form the kernels read them.
+    /// The parameters in the form the kernels read them, as device tensors.
     struct Constants {
         /// conv.weight as stored (G*k*k, C, k, k).
-        let weight: OpenCLBuffer
+        let weight: DeviceTensor
         /// conv.weight repacked for the tiled predictor: [(c * k*k + tap) * P8 + o], P8 = G*k*k
         /// rounded up to a multiple of 8, zero filled.
-        let tiledWeight: OpenCLBuffer
+        let tiledWeight: DeviceTensor
         /// gamma / sqrt(running_var + eps) per predictor channel.
-        let scale: OpenCLBuffer
+        let scale: DeviceTensor
         /// beta - running_mean * scale per predictor channel.
-        let shift: OpenCLBuffer
+        let shift: DeviceTensor
         /// bn.weight (gamma) and bn.bias (beta), for training.
-        let gamma: OpenCLBuffer
-        let beta: OpenCLBuffer
+        let gamma: DeviceTensor
+        let beta: DeviceTensor
     }
 
     /// Builds the layer with PyTorch's default initialisation (Kaiming-normal fan_out/ReLU conv
@@ -116,33 +115,26 @@ public final class AdaptiveBlurPool2D {
     /// shift in place, so a training step allocates no new constants.
     func setRunningStatistics(_ parameters: AdaptiveBlurPool2DParameters<Float>) throws {
         let (scale, shift) = Self.folded(parameters)
-        try device.context.write(scale, to: constants.scale)
-        try device.context.write(shift, to: constants.shift)
+        try constants.scale.replaceValues(with: scale)
+        try constants.shift.replaceValues(with: shift)
         self.parameters = parameters
     }
 
     private static func upload(_ parameters: AdaptiveBlurPool2DParameters<Float>, device: Device) throws -> Constants {
         let count = parameters.bnWeight.count
         let (scale, shift) = folded(parameters)
-        let context = device.context
-        let weight = try context.makeBuffer(byteCount: parameters.convWeight.count * 4)
-        try context.write(parameters.convWeight.values, to: weight)
+        let weight = try DeviceTensor(parameters.convWeight, on: device)
         let inputs = count == 0 ? 0 : parameters.convWeight.count / count
         let padded = (count + 7) / 8 * 8
         var repacked = [Float](repeating: 0, count: max(inputs * padded, 1))
         for o in 0..<count {
             for input in 0..<inputs { repacked[input * padded + o] = parameters.convWeight.values[o * inputs + input] }
         }
-        let tiledWeight = try context.makeBuffer(byteCount: repacked.count * 4)
-        try context.write(repacked, to: tiledWeight)
-        let scaleBuffer = try context.makeBuffer(byteCount: count * 4)
-        try context.write(scale, to: scaleBuffer)
-        let shiftBuffer = try context.makeBuffer(byteCount: count * 4)
-        try context.write(shift, to: shiftBuffer)
-        let gamma = try context.makeBuffer(byteCount: count * 4)
-        try context.write(parameters.bnWeight.values, to: gamma)
-        let beta = try context.makeBuffer(byteCount: count * 4)
-        try context.write(parameters.bnBias.values, to: beta)
+        let tiledWeight = try DeviceTensor(HostTensor(shape: [repacked.count], values: repacked), on: device)
+        let scaleBuffer = try DeviceTensor(HostTensor(shape: [count], values: scale), on: device)
+        let shiftBuffer = try DeviceTensor(HostTensor(shape: [count], values: shift), on: device)
+        let gamma = try DeviceTensor(parameters.bnWeight, on: device)
+        let beta = try DeviceTensor(parameters.bnBias, on: device)
         return Constants(weight: weight, tiledWeight: tiledWeight, scale: scaleBuffer, shift: shiftBuffer, gamma: gamma, beta: beta)
     }
 
@@ -188,32 +180,9 @@ public final class AdaptiveBlurPool2D {
         try device.compiledPass(key) {
             try forwardLaunches(inputShape, outputShape, writeFilters: filters != nil)
         }.run(
-            on: device, input.buffer, constants.weight, constants.tiledWeight, constants.scale, constants.shift,
+            on: device, input.buffer, constants.weight.buffer, constants.tiledWeight.buffer, constants.scale.buffer,
+            constants.shift.buffer,
             output.buffer, (filters ?? output).buffer)
-    }
-
-    /// Inference forward's launch. Buffers: 0 input, 1 conv.weight, 2 conv.weight repacked for
-    /// the tiled kernel, 3 folded scale, 4 folded shift, 5 output, 6 filters (or the output
-    /// again when not written).
-    private func forwardLaunches(_ inputShape: Shape4D, _ outputShape: Shape4D, writeFilters: Bool) throws
-        -> [PreparedLaunch]
-    {
-        let (rows, columns) = try stridedTables(inputShape, outputShape)
-        let launch = AdaptiveLaunch.choose(for: device, configuration: configuration)
-        // The training passes' program: one build serves inference and training.
-        let program = try device.program("adaptive_blur_pool.cl", defines: programDefines(writeFilters: writeFilters))
-        let rowsPerItem = launch.tiled ? launch.positions : 1
-        return [
-            try device.context.prepare(
-                launch.tiled ? "adaptive_forward_tiled" : "adaptive_forward", in: program,
-                arguments: [
-                    .bound(0), .bound(launch.tiled ? 2 : 1), .bound(3), .bound(4), .buffer(rows.source),
-                    .buffer(columns.source), .bound(5), .bound(6), .int(inputShape.n), .int(inputShape.h),
-                    .int(inputShape.w), .int(outputShape.h), .int(outputShape.w),
-                ],
-                global: [outputShape.w, (outputShape.h + rowsPerItem - 1) / rowsPerItem, inputShape.n],
-                local: launch.local)
-        ]
     }
 
     private static func require(_ tensor: DeviceTensor, _ expected: [Int], role: String) throws {
@@ -222,86 +191,5 @@ public final class AdaptiveBlurPool2D {
                 .invalidShape,
                 "\(AdaptiveBlurPool2DConfiguration.operatorName): \(role) has shape \(tensor.shape), expected \(expected)")
         }
-    }
-}
-
-/// An AdaptiveBlurPool plan's configuration with the variant of the pass (whether the filters
-/// are written, whether the BatchNorm statistics are frozen): what its launches depend on
-/// besides the pass and the input shape. The layer's parameters are bound per call, so two
-/// layers with one configuration share plans.
-struct AdaptivePlanVariant: Hashable, Sendable {
-    let configuration: AdaptiveBlurPool2DConfiguration
-    var writeFilters = false
-    var frozenStatistics = false
-
-    init(_ configuration: AdaptiveBlurPool2DConfiguration, writeFilters: Bool = false, frozenStatistics: Bool = false) {
-        self.configuration = configuration
-        self.writeFilters = writeFilters
-        self.frozenStatistics = frozenStatistics
-    }
-}
-
-/// Launch parameters of the AdaptiveBlurPool predictor kernels (Kernels/adaptive_blur_pool.cl),
-/// read through ``Device/launchParameters(family:shapeClass:builtIn:accepts:)`` so a tuned
-/// database entry, the built-in default and a test's override all take one path.
-///
-/// * `tiled`: the register-tiled predictor (adaptive_forward_tiled, adaptive_predictor_full_tiled)
-///   keeps `positions` x P logits per item in private memory; it is used while that stays small
-///   (P = G*k*k <= 128), otherwise the one-position kernels (two predictor evaluations for joint
-///   softmax, O(k*k) private memory).
-/// * `positions`: output positions per work item (rows of one column). Candidates 1, 2, 3, 4.
-/// * `outVectors`: float8 blocks of output channels per register tile. Candidates 1, 2, 3, 4;
-///   positions x outVectors accumulators plus outVectors weights must fit the vector registers
-///   (16 on AVX2: 4 x 3 = 12 + 3).
-/// * `local`: work-group shape, or nil to let the runtime choose (the tiled kernels use no local
-///   memory, so on PoCL's CPU device it only sets the scheduling grain).
-struct AdaptiveLaunch: Equatable {
-    /// Whether the tiled predictor kernels run.
-    var tiled: Bool
-    /// Output positions per work item of the tiled kernels.
-    var positions: Int
-    /// float8 blocks of predictor channels per register tile.
-    var outVectors: Int
-    /// Work-group size of the forward kernels (nil: the runtime's choice).
-    var local: [Int]?
-    /// Whether backward runs the row-walking input and weight gradient kernels (fast on PoCL)
-    /// or the one-element ones (coalesced on GPUs). Not a tuner candidate (the tuner times the
-    /// forward); a database entry or override may set it, else it follows the device type.
-    var rowGradients = true
-
-    /// Largest P = G*k*k the tiled kernels accept (their private logits are positions x P).
-    static let tiledChannelLimit = 128
-
-    /// The tuner and database name of the family, with its one shape class ("all": the
-    /// training kernels choose without knowing the map size, and must agree with the forward).
-    static let family = "adaptive-forward"
-    static let shapeClass = "all"
-
-    /// Every candidate: the one-position kernels, and register tiles of positions x outVectors
-    /// that fit 16 vector registers (positions x outVectors + outVectors <= 16).
-    static let candidates: [LaunchParameters] =
-        [LaunchParameters(tiled: false, positions: 1, outVectors: 1)]
-        + [(1, 1), (2, 2), (2, 4), (3, 2), (3, 3), (4, 1), (4, 2), (4, 3)].map {
-            LaunchParameters(tiled: true, positions: $0.0, outVectors: $0.1)
-        }
-
-    /// Built-in defaults: 4 positions x 3 vectors, the driver's groups, on every device: the
-    /// fastest candidate on PoCL (docs/kernels.md) and on an NVIDIA H200 (docs/performance.md,
-    /// "GPU figures").
-    static func builtIn(on device: Device) -> LaunchParameters {
-        LaunchParameters(tiled: true, positions: 4, outVectors: 3)
-    }
-
-    /// The choice for `device` and `configuration`; `tiled` is refused above ``tiledChannelLimit``.
-    static func choose(for device: Device, configuration: AdaptiveBlurPool2DConfiguration) -> AdaptiveLaunch {
-        let parameters = device.launchParameters(
-            family: family, shapeClass: shapeClass, builtIn: builtIn(on: device),
-            accepts: {
-                $0.tiled != nil && $0.positions != nil && $0.outVectors != nil && ($0.localSize.map { $0.count == 3 } ?? true)
-            })
-        return AdaptiveLaunch(
-            tiled: (parameters.tiled ?? true) && configuration.predictorChannels <= tiledChannelLimit,
-            positions: parameters.positions ?? 4, outVectors: parameters.outVectors ?? 3, local: parameters.localSize,
-            rowGradients: parameters.rowGradients ?? !device.info.isGPU)
     }
 }

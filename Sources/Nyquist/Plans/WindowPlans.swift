@@ -257,3 +257,174 @@ enum WindowLaunch: String, CaseIterable {
             builtIn: builtIn(family, shapeClass: shapeClass, isGPU: device.info.isGPU))
     }
 }
+
+// MARK: The window layers' launches (their buffer numbering is part of each builder's contract)
+
+extension BlurPool2D {
+    /// The separable window of this layer at one input shape.
+    func window(_ input: Shape4D, _ output: Shape4D) throws -> SeparableWindow {
+        try Self.window(configuration, mapHeight: input.h, mapWidth: input.w, output: output)
+    }
+
+    static func window(_ configuration: BlurPool2DConfiguration, mapHeight: Int, mapWidth: Int, output: Shape4D) throws
+        -> SeparableWindow
+    {
+        let taps: [Float] = try BinomialFilter.taps(size: configuration.filterSize)
+        let pads = configuration.pads
+        return SeparableWindow(
+            rows: SeparableWindow.axis(
+                size: mapHeight, outputSize: output.h, taps: taps, stride: configuration.stride, padBefore: pads.top,
+                mode: configuration.padding),
+            columns: SeparableWindow.axis(
+                size: mapWidth, outputSize: output.w, taps: taps, stride: configuration.stride, padBefore: pads.left,
+                mode: configuration.padding))
+    }
+}
+
+extension MaxBlurPool2D {
+    /// Backward's launches: the window's adjoint into the max map's gradient, then its routing
+    /// to the first maximum of each 2x2 window. Buffers: 0 gradOutput, 1 the saved input,
+    /// 2 gradInput; temporary 3 the max map's gradient.
+    static func backwardLaunches(
+        _ configuration: MaxBlurPool2DConfiguration, input inputShape: Shape4D, map: Shape4D, output: Shape4D,
+        on device: Device
+    ) throws -> [PreparedLaunch] {
+        let planes = inputShape.n * inputShape.c
+        let window = try BlurPool2D.window(configuration.blur, mapHeight: map.h, mapWidth: map.w, output: output)
+        let adjoint = try window.backwardLaunches(on: device, planes: planes, buffers: (0, 3))
+        // Routing to the 2x2 maxima: vectors of 8 input columns away from the left and right
+        // borders (every window column of theirs inside), all rows; the one-element kernel on
+        // the side strips.
+        let (perItem, vectorColumns) = SeparableWindow.vectorColumns(1..<max(inputShape.w - 1, 1), 8)
+        let parameters = WindowLaunch.choose(.windowBackward, width: inputShape.w, on: device)
+        return adjoint + (try window.splitLaunches(
+            on: device, program: try device.program("blur_pool.cl"),
+            kernels: ("max_map_backward_vector", "max_map_backward"),
+            buffers: [.bound(1), .bound(3), .bound(2)],
+            interiorExtras: [], tables: [], shape: [.int(planes), .int(inputShape.h), .int(inputShape.w)],
+            planes: planes,
+            interior: (0..<inputShape.h, perItem == 8 ? vectorColumns : 1..<1),
+            extent: (inputShape.h, inputShape.w), outputsPerItem: 8, parameters: parameters))
+    }
+}
+
+extension MaxPool2D {
+    /// Training forward's launch: the output and each window's first-maximum index.
+    /// Buffers: 0 input, 1 output, 2 argmax.
+    func trainingForwardLaunches(_ inputShape: Shape4D, _ outputShape: Shape4D, on device: Device) throws
+        -> [PreparedLaunch]
+    {
+        let window = self.window(inputShape, outputShape)
+        let rows = try device.axisTables(window.rows)
+        let columns = try device.axisTables(window.columns)
+        let program = try device.program(
+            "max_pool.cl", defines: ["KERNEL_SIZE": configuration.kernelSize, "STRIDE": configuration.stride])
+        return [
+            try device.context.prepare(
+                "max_pool_forward_argmax", in: program,
+                arguments: [
+                    .bound(0), .bound(1), .bound(2), .buffer(rows.source), .buffer(columns.source),
+                    .int(inputShape.n * inputShape.c), .int(inputShape.h), .int(inputShape.w), .int(outputShape.h),
+                    .int(outputShape.w),
+                ],
+                global: [outputShape.w, outputShape.h, inputShape.n * inputShape.c])
+        ]
+    }
+
+    /// Forward's launches. Buffers: 0 input, 1 output.
+    func forwardLaunches(_ inputShape: Shape4D, _ outputShape: Shape4D, on device: Device) throws
+        -> [PreparedLaunch]
+    {
+        let window = self.window(inputShape, outputShape)
+        let rows = try device.axisTables(window.rows)
+        let columns = try device.axisTables(window.columns)
+        let parameters = WindowLaunch.choose(.maxPoolForward, width: outputShape.w, on: device)
+        let (perItem, interiorColumns) = SeparableWindow.vectorColumns(
+            columns.interior, configuration.stride == 2 ? parameters.outputsPerItem : 1)
+        var defines = ["KERNEL_SIZE": configuration.kernelSize, "STRIDE": configuration.stride]
+        if perItem > 1 { defines["OUTPUTS_PER_ITEM"] = perItem }
+        let program = try device.program("max_pool.cl", defines: defines)
+        return try window.splitLaunches(
+            on: device, program: program,
+            kernels: (perItem > 1 ? "max_pool_forward_interior_vector" : "max_pool_forward_interior", "max_pool_forward"),
+            buffers: [.bound(0), .bound(1)],
+            interiorExtras: perItem > 1 ? [.buffer(rows.source)] : [],
+            tables: [.buffer(rows.source), .buffer(columns.source)],
+            shape: [
+                .int(inputShape.n * inputShape.c), .int(inputShape.h), .int(inputShape.w), .int(outputShape.h),
+                .int(outputShape.w),
+            ],
+            // The vector kernel reads rows through the table: every row, only side strips left.
+            planes: inputShape.n * inputShape.c,
+            interior: (perItem > 1 ? 0..<outputShape.h : rows.interior, interiorColumns),
+            extent: (outputShape.h, outputShape.w), outputsPerItem: perItem, parameters: parameters)
+    }
+
+    /// Backward's launches. Buffers: 0 the argmax indices (`fromIndices`) or the saved input,
+    /// 1 gradOutput, 2 gradInput.
+    func backwardLaunches(_ inputShape: Shape4D, _ outputShape: Shape4D, fromIndices: Bool, on device: Device)
+        throws -> [PreparedLaunch]
+    {
+        let window = self.window(inputShape, outputShape)
+        let rows = try device.axisTables(window.rows)
+        let columns = try device.axisTables(window.columns)
+        let program = try device.program(
+            "max_pool.cl",
+            defines: [
+                "KERNEL_SIZE": configuration.kernelSize, "STRIDE": configuration.stride, "FAN_IN_ROWS": rows.fanIn,
+                "FAN_IN_COLS": columns.fanIn,
+            ])
+        let shape: [LaunchArgument] = try [
+            .int(inputShape.n * inputShape.c), .int(inputShape.h), .int(inputShape.w), .int(outputShape.h),
+            .int(outputShape.w),
+        ]
+        if fromIndices {
+            // Vectors of 8 columns (stride 2) start on an even padded column; the rest of the
+            // columns go through the one-element kernel.
+            let vectorColumns =
+                configuration.stride == 2
+                ? SeparableWindow.alignedVectorColumns(
+                    columns.backwardInterior, lanes: 8, padBefore: configuration.padding) : 0..<0
+            return try window.splitLaunches(
+                on: device, program: program,
+                kernels: ("max_pool_backward_argmax_vector", "max_pool_backward_argmax"),
+                buffers: [.bound(0), .bound(1), .bound(2)],
+                interiorExtras: [.buffer(rows.target)], tables: [.buffer(rows.target), .buffer(columns.target)],
+                shape: shape, planes: inputShape.n * inputShape.c, interior: (0..<inputShape.h, vectorColumns),
+                extent: (inputShape.h, inputShape.w), outputsPerItem: 8,
+                parameters: WindowLaunch.choose(.windowBackward, width: inputShape.w, on: device))
+        }
+        return [
+            try device.context.prepare(
+                "max_pool_backward", in: program,
+                arguments: [
+                    .bound(0), .bound(1), .bound(2), .buffer(rows.source), .buffer(columns.source),
+                    .buffer(rows.target), .buffer(columns.target),
+                ] + shape,
+                global: [inputShape.w, inputShape.h, inputShape.n * inputShape.c])
+        ]
+    }
+
+    func window(_ input: Shape4D, _ output: Shape4D) -> SeparableWindow {
+        let taps = [Float](repeating: 1, count: configuration.kernelSize)
+        func axis(_ size: Int, _ outputSize: Int) -> AxisGeometry {
+            AxisGeometry(
+                inputSize: size, outputSize: outputSize, stride: configuration.stride, padBefore: configuration.padding,
+                border: .clampToWindow, taps: taps)
+        }
+        return SeparableWindow(rows: axis(input.h, output.h), columns: axis(input.w, output.w))
+    }
+}
+
+extension AvgPool2D {
+    func window(_ input: Shape4D, _ output: Shape4D) -> SeparableWindow {
+        let taps = [Float](repeating: 1 / Float(configuration.kernelSize), count: configuration.kernelSize)
+        return SeparableWindow(
+            rows: SeparableWindow.axis(
+                size: input.h, outputSize: output.h, taps: taps, stride: configuration.stride,
+                padBefore: configuration.padding, mode: .zero),
+            columns: SeparableWindow.axis(
+                size: input.w, outputSize: output.w, taps: taps, stride: configuration.stride,
+                padBefore: configuration.padding, mode: .zero))
+    }
+}

@@ -1,27 +1,8 @@
 import NyquistCL
 import NyquistCore
 
-/// What ``AdaptiveBlurPool2D/backward(_:_:)`` needs from a training forward: the input, the
-/// raw full-resolution predictor map and the batch statistics, plus the parameters the forward
-/// used (later parameter updates do not affect this backward).
-public struct AdaptiveSavedForBackward {
-    /// The forward's input.
-    public let input: DeviceTensor
-    /// conv(xpad) at every input position, N x G*k*k x H x W (before BatchNorm).
-    public let predictor: DeviceTensor
-    /// Batch mean of each predictor channel over N x H x W (G*k*k).
-    public let batchMean: DeviceTensor
-    /// Biased batch variance of each predictor channel (G*k*k), the one the forward divided by.
-    public let batchVariance: DeviceTensor
-    /// True after a training forward (batch statistics, differentiated in backward); false
-    /// after ``AdaptiveBlurPool2D/forwardTraining(_:withFilters:frozenStatistics:)`` with
-    /// frozen statistics, where `batchMean` and `batchVariance` hold the running statistics.
-    public let batchStatistics: Bool
-    /// gamma / sqrt(var + eps) and beta - mean * scale (G*k*k each).
-    let scale: DeviceTensor
-    let shift: DeviceTensor
-    let constants: AdaptiveBlurPool2D.Constants
-}
+// AdaptiveBlurPool2D's launches: inference, training forward and backward (their buffer
+// numbering is part of each builder's contract), the tables they read and the launch knobs.
 
 extension AdaptiveBlurPool2D {
     /// Work-group size of the reduction kernels: 64, or less (a power of two) where the device
@@ -35,128 +16,28 @@ extension AdaptiveBlurPool2D {
         return size
     }
 
-    /// Training forward: BatchNorm statistics of the predictor over all N x H x W positions
-    /// (biased variance for the normalisation), softmax and filtering at the output positions,
-    /// and the running statistics updated in ``parameters`` with momentum 0.1 and the unbiased
-    /// variance (as PyTorch). Allocates the N x G*k*k x H x W predictor map that backward needs
-    /// (SPEC.md allows it), never a k*k x input tensor: a call allocates that map, four
-    /// G*k*k-vectors (batch mean, variance, folded scale and shift) and the output (and the
-    /// filters when asked). `withFilters` also returns the filters.
-    /// Needs N*H*W > 1, as PyTorch's BatchNorm in training.
-    ///
-    /// `frozenStatistics: true` is PyTorch's eval mode with gradients (fine-tuning with frozen
-    /// BatchNorm): the output is the inference output (running statistics), the running
-    /// statistics are not updated, and backward treats them as constants.
-    public func forwardTraining(_ input: DeviceTensor, withFilters: Bool = false, frozenStatistics: Bool = false) throws -> (
-        output: DeviceTensor, filters: DeviceTensor?, saved: AdaptiveSavedForBackward
-    ) {
-        let layer = AdaptiveBlurPool2DConfiguration.operatorName
-        let inputShape = try input.nchw("\(layer) input")
-        let outputShape = try configuration.outputShape(for: inputShape)
-        guard input.device === device else {
-            throw NyquistError(.invalidConfiguration, "\(layer): the input must live on the layer's device (\(device.name))")
-        }
-        try configuration.checkTrainingMap(for: inputShape)
-        let positions = inputShape.n * inputShape.h * inputShape.w
-        guard positions > 1 || frozenStatistics else {
-            throw NyquistError(
-                .invalidShape,
-                "\(layer): training BatchNorm needs more than one value per channel, but N x H x W = "
-                    + "\(inputShape.n)x\(inputShape.h)x\(inputShape.w)")
-        }
-        let p = configuration.predictorChannels
-        let constants = self.constants
-        let map = try DeviceTensor(shape: [inputShape.n, p, inputShape.h, inputShape.w], on: device)
-        let mean: DeviceTensor
-        let variance: DeviceTensor
-        let scale: DeviceTensor
-        let shift: DeviceTensor
-        if frozenStatistics {
-            mean = try DeviceTensor(parameters.runningMean, on: device)
-            variance = try DeviceTensor(parameters.runningVar, on: device)
-            let folded = Self.folded(parameters)
-            scale = try DeviceTensor(HostTensor(shape: [p], values: folded.scale), on: device)
-            shift = try DeviceTensor(HostTensor(shape: [p], values: folded.shift), on: device)
-        } else {
-            mean = try DeviceTensor(shape: [p], on: device)
-            variance = try DeviceTensor(shape: [p], on: device)
-            scale = try DeviceTensor(shape: [p], on: device)
-            shift = try DeviceTensor(shape: [p], on: device)
-        }
-        let output = try DeviceTensor(shape: outputShape.dimensions, on: device)
-        let filters = withFilters ? try DeviceTensor(shape: configuration.filterShape(for: inputShape).dimensions, on: device) : nil
-        let key = PlanKey(
-            configuration: AdaptivePlanVariant(
-                configuration, writeFilters: withFilters, frozenStatistics: frozenStatistics),
-            pass: .trainingForward, input: inputShape)
-        try device.compiledPass(key) {
-            try trainingForwardLaunches(
-                inputShape, outputShape, writeFilters: withFilters, frozenStatistics: frozenStatistics)
-        }.run(
-            on: device, input.buffer, constants.weight, constants.tiledWeight, map.buffer, constants.gamma,
-            constants.beta, mean.buffer, variance.buffer, scale.buffer, shift.buffer, output.buffer,
-            (filters ?? output).buffer)
-        let saved = AdaptiveSavedForBackward(
-            input: input, predictor: map, batchMean: mean, batchVariance: variance, batchStatistics: !frozenStatistics,
-            scale: scale, shift: shift, constants: constants)
-        if frozenStatistics { return (output, filters, saved) }
-        // Running statistics: P values each way.
-        let batchMean = try mean.toHost().values
-        let batchVariance = try variance.toHost().values
-        let momentum = AdaptiveBlurPool2DConfiguration.momentum
-        let unbiased = Double(positions) / Double(positions - 1)
-        var updated = parameters
-        for o in 0..<p {
-            updated.runningMean.values[o] = Float(
-                (1 - momentum) * Double(parameters.runningMean.values[o]) + momentum * Double(batchMean[o]))
-            updated.runningVar.values[o] = Float(
-                (1 - momentum) * Double(parameters.runningVar.values[o]) + momentum * Double(batchVariance[o]) * unbiased)
-        }
-        try setRunningStatistics(updated)
-        return (output, filters, saved)
-    }
-
-    /// Backward of ``forwardTraining(_:withFilters:frozenStatistics:)``: gradients to the input
-    /// (through the filter taps and the predictor), and `conv.weight`, `bn.weight`, `bn.bias` in
-    /// ``Gradients/parameters``.
-    /// Deterministic: gathers and fixed-order work-group reductions, no atomics.
-    public func backward(_ gradOutput: DeviceTensor, _ saved: AdaptiveSavedForBackward) throws -> Gradients {
-        let layer = AdaptiveBlurPool2DConfiguration.operatorName
-        let inputShape = try saved.input.nchw("\(layer) saved input")
-        let outputShape = try configuration.outputShape(for: inputShape)
-        guard gradOutput.shape == outputShape.dimensions else {
-            throw NyquistError(
-                .invalidShape, "\(layer) backward: gradOutput has shape \(gradOutput.shape), expected \(outputShape.dimensions)")
-        }
-        guard gradOutput.device === device, saved.input.device === device else {
-            throw NyquistError(.invalidConfiguration, "\(layer): tensors must live on the layer's device (\(device.name))")
-        }
-        let p = configuration.predictorChannels
-        let k = configuration.kernelSize
-        let (n, c, h, w) = (inputShape.n, inputShape.c, inputShape.h, inputShape.w)
-        guard saved.predictor.shape == [n, p, h, w], saved.batchMean.count == p, saved.batchVariance.count == p,
-            saved.scale.count == p, saved.shift.count == p
-        else {
-            throw NyquistError(
-                .invalidShape,
-                "\(layer) backward: the saved state (predictor \(saved.predictor.shape)) does not come from this layer's "
-                    + "training forward on input \(inputShape) (expected predictor \([n, p, h, w]))")
-        }
-        let gradGamma = try DeviceTensor(shape: [p], on: device)
-        let gradBeta = try DeviceTensor(shape: [p], on: device)
-        let gradInput = try DeviceTensor(shape: inputShape.dimensions, on: device)
-        let gradWeight = try DeviceTensor(shape: [p, c, k, k], on: device)
-        let key = PlanKey(
-            configuration: AdaptivePlanVariant(configuration, frozenStatistics: !saved.batchStatistics), pass: .backward,
-            input: inputShape)
-        try device.compiledPass(key) {
-            try backwardPass(inputShape, outputShape, frozenStatistics: !saved.batchStatistics)
-        }.run(
-            on: device, saved.input.buffer, saved.predictor.buffer, saved.scale.buffer, saved.shift.buffer,
-            gradOutput.buffer, saved.batchMean.buffer, saved.batchVariance.buffer, saved.constants.gamma,
-            saved.constants.weight, gradGamma.buffer, gradBeta.buffer, gradInput.buffer, gradWeight.buffer)
-        return Gradients(
-            input: gradInput, parameters: ["conv.weight": gradWeight, "bn.weight": gradGamma, "bn.bias": gradBeta])
+    /// Inference forward's launch. Buffers: 0 input, 1 conv.weight, 2 conv.weight repacked for
+    /// the tiled kernel, 3 folded scale, 4 folded shift, 5 output, 6 filters (or the output
+    /// again when not written).
+    func forwardLaunches(_ inputShape: Shape4D, _ outputShape: Shape4D, writeFilters: Bool) throws
+        -> [PreparedLaunch]
+    {
+        let (rows, columns) = try stridedTables(inputShape, outputShape)
+        let launch = AdaptiveLaunch.choose(for: device, configuration: configuration)
+        // The training passes' program: one build serves inference and training.
+        let program = try device.program("adaptive_blur_pool.cl", defines: programDefines(writeFilters: writeFilters))
+        let rowsPerItem = launch.tiled ? launch.positions : 1
+        return [
+            try device.context.prepare(
+                launch.tiled ? "adaptive_forward_tiled" : "adaptive_forward", in: program,
+                arguments: [
+                    .bound(0), .bound(launch.tiled ? 2 : 1), .bound(3), .bound(4), .buffer(rows.source),
+                    .buffer(columns.source), .bound(5), .bound(6), .int(inputShape.n), .int(inputShape.h),
+                    .int(inputShape.w), .int(outputShape.h), .int(outputShape.w),
+                ],
+                global: [outputShape.w, (outputShape.h + rowsPerItem - 1) / rowsPerItem, inputShape.n],
+                local: launch.local)
+        ]
     }
 
     /// Training forward's launches: the predictor at every input position, the batch
@@ -164,7 +45,7 @@ extension AdaptiveBlurPool2D {
     /// Buffers: 0 input, 1 conv.weight, 2 conv.weight repacked for the tiled kernel, 3 the
     /// predictor map, 4 bn.weight, 5 bn.bias, 6 mean, 7 variance, 8 scale, 9 shift (6-9 written
     /// from the batch, or given when frozen), 10 output, 11 filters (or the output again).
-    private func trainingForwardLaunches(
+    func trainingForwardLaunches(
         _ inputShape: Shape4D, _ outputShape: Shape4D, writeFilters: Bool, frozenStatistics: Bool
     ) throws -> [PreparedLaunch] {
         let p = configuration.predictorChannels
@@ -212,7 +93,7 @@ extension AdaptiveBlurPool2D {
     /// 9 gradient of bn.weight, 10 of bn.bias, 11 gradInput, 12 gradient of conv.weight;
     /// temporaries 13 softmax weights and 14 their logits' gradient (N x P x H' x W'), 15 the
     /// predictor map's gradient (N x P x H x W), 16 per-sample conv.weight partials (row path).
-    private func backwardPass(_ inputShape: Shape4D, _ outputShape: Shape4D, frozenStatistics: Bool) throws
+    func backwardPass(_ inputShape: Shape4D, _ outputShape: Shape4D, frozenStatistics: Bool) throws
         -> CompiledPass
     {
         let p = configuration.predictorChannels
@@ -321,11 +202,11 @@ extension AdaptiveBlurPool2D {
         ]
     }
 
-    private func trainingProgram(writeFilters: Bool) throws -> OpenCLProgram {
+    func trainingProgram(writeFilters: Bool) throws -> OpenCLProgram {
         try device.program("adaptive_blur_pool.cl", defines: programDefines(writeFilters: writeFilters))
     }
 
-    private func geometry(rows: Bool, _ input: Shape4D, outputSize: Int, stride: Int) -> AxisGeometry {
+    func geometry(rows: Bool, _ input: Shape4D, outputSize: Int, stride: Int) -> AxisGeometry {
         AxisGeometry(
             inputSize: rows ? input.h : input.w, outputSize: outputSize, stride: stride, padBefore: configuration.pad,
             border: .padding(configuration.padding), taps: [Float](repeating: 1, count: configuration.kernelSize))
@@ -340,7 +221,7 @@ extension AdaptiveBlurPool2D {
     }
 
     /// Forward tables of every input position (stride 1), where training evaluates the predictor.
-    private func fullTables(_ input: Shape4D) throws -> (rows: AxisTableBuffers, columns: AxisTableBuffers) {
+    func fullTables(_ input: Shape4D) throws -> (rows: AxisTableBuffers, columns: AxisTableBuffers) {
         (
             try device.axisTables(geometry(rows: true, input, outputSize: input.h, stride: 1)),
             try device.axisTables(geometry(rows: false, input, outputSize: input.w, stride: 1))
@@ -351,7 +232,7 @@ extension AdaptiveBlurPool2D {
     /// in increasing order, padded with -1 to the largest count (`fan`). `plain`: the indices
     /// i (one range, possibly empty) read only as an unpadded stride-1 conv reads them, by output
     /// i - v + p at tap v for every v, where a gather needs no table.
-    private func invertedTable(rows: Bool, _ input: Shape4D, _ output: Shape4D, stride: Int) throws -> (
+    func invertedTable(rows: Bool, _ input: Shape4D, _ output: Shape4D, stride: Int) throws -> (
         buffer: OpenCLBuffer, fan: Int, plain: Range<Int>
     ) {
         let outputSize = stride == 1 ? (rows ? input.h : input.w) : (rows ? output.h : output.w)
@@ -379,5 +260,86 @@ extension AdaptiveBlurPool2D {
         var end = first
         while end < inputSize && isPlain(end) { end += 1 }
         return (buffer, fan, first..<end)
+    }
+}
+
+/// An AdaptiveBlurPool plan's configuration with the variant of the pass (whether the filters
+/// are written, whether the BatchNorm statistics are frozen): what its launches depend on
+/// besides the pass and the input shape. The layer's parameters are bound per call, so two
+/// layers with one configuration share plans.
+struct AdaptivePlanVariant: Hashable, Sendable {
+    let configuration: AdaptiveBlurPool2DConfiguration
+    var writeFilters = false
+    var frozenStatistics = false
+
+    init(_ configuration: AdaptiveBlurPool2DConfiguration, writeFilters: Bool = false, frozenStatistics: Bool = false) {
+        self.configuration = configuration
+        self.writeFilters = writeFilters
+        self.frozenStatistics = frozenStatistics
+    }
+}
+
+/// Launch parameters of the AdaptiveBlurPool predictor kernels (Kernels/adaptive_blur_pool.cl),
+/// read through ``Device/launchParameters(family:shapeClass:builtIn:accepts:)`` so a tuned
+/// database entry, the built-in default and a test's override all take one path.
+///
+/// * `tiled`: the register-tiled predictor (adaptive_forward_tiled, adaptive_predictor_full_tiled)
+///   keeps `positions` x P logits per item in private memory; it is used while that stays small
+///   (P = G*k*k <= 128), otherwise the one-position kernels (two predictor evaluations for joint
+///   softmax, O(k*k) private memory).
+/// * `positions`: output positions per work item (rows of one column). Candidates 1, 2, 3, 4.
+/// * `outVectors`: float8 blocks of output channels per register tile. Candidates 1, 2, 3, 4;
+///   positions x outVectors accumulators plus outVectors weights must fit the vector registers
+///   (16 on AVX2: 4 x 3 = 12 + 3).
+/// * `local`: work-group shape, or nil to let the runtime choose (the tiled kernels use no local
+///   memory, so on PoCL's CPU device it only sets the scheduling grain).
+struct AdaptiveLaunch: Equatable {
+    /// Whether the tiled predictor kernels run.
+    var tiled: Bool
+    /// Output positions per work item of the tiled kernels.
+    var positions: Int
+    /// float8 blocks of predictor channels per register tile.
+    var outVectors: Int
+    /// Work-group size of the forward kernels (nil: the runtime's choice).
+    var local: [Int]?
+    /// Whether backward runs the row-walking input and weight gradient kernels (fast on PoCL)
+    /// or the one-element ones (coalesced on GPUs). Not a tuner candidate (the tuner times the
+    /// forward); a database entry or override may set it, else it follows the device type.
+    var rowGradients = true
+
+    /// Largest P = G*k*k the tiled kernels accept (their private logits are positions x P).
+    static let tiledChannelLimit = 128
+
+    /// The tuner and database name of the family, with its one shape class ("all": the
+    /// training kernels choose without knowing the map size, and must agree with the forward).
+    static let family = "adaptive-forward"
+    static let shapeClass = "all"
+
+    /// Every candidate: the one-position kernels, and register tiles of positions x outVectors
+    /// that fit 16 vector registers (positions x outVectors + outVectors <= 16).
+    static let candidates: [LaunchParameters] =
+        [LaunchParameters(tiled: false, positions: 1, outVectors: 1)]
+        + [(1, 1), (2, 2), (2, 4), (3, 2), (3, 3), (4, 1), (4, 2), (4, 3)].map {
+            LaunchParameters(tiled: true, positions: $0.0, outVectors: $0.1)
+        }
+
+    /// Built-in defaults: 4 positions x 3 vectors, the driver's groups, on every device: the
+    /// fastest candidate on PoCL (docs/kernels.md) and on an NVIDIA H200 (docs/performance.md,
+    /// "GPU figures").
+    static func builtIn(on device: Device) -> LaunchParameters {
+        LaunchParameters(tiled: true, positions: 4, outVectors: 3)
+    }
+
+    /// The choice for `device` and `configuration`; `tiled` is refused above ``tiledChannelLimit``.
+    static func choose(for device: Device, configuration: AdaptiveBlurPool2DConfiguration) -> AdaptiveLaunch {
+        let parameters = device.launchParameters(
+            family: family, shapeClass: shapeClass, builtIn: builtIn(on: device),
+            accepts: {
+                $0.tiled != nil && $0.positions != nil && $0.outVectors != nil && ($0.localSize.map { $0.count == 3 } ?? true)
+            })
+        return AdaptiveLaunch(
+            tiled: (parameters.tiled ?? true) && configuration.predictorChannels <= tiledChannelLimit,
+            positions: parameters.positions ?? 4, outVectors: parameters.outVectors ?? 3, local: parameters.localSize,
+            rowGradients: parameters.rowGradients ?? !device.info.isGPU)
     }
 }
