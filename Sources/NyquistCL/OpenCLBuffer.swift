@@ -5,16 +5,16 @@ import COpenCL
 /// `@unchecked Sendable`: the handle is immutable after `init`, OpenCL memory objects may be
 /// used from any host thread, and every command that touches one is enqueued under the owning
 /// ``OpenCLContext``'s lock.
-public final class OpenCLBuffer: @unchecked Sendable {
+package final class OpenCLBuffer: @unchecked Sendable {
     let handle: cl_mem
     /// Size in bytes.
-    public let byteCount: Int
+    package let byteCount: Int
     /// The context it was allocated in.
-    public let context: OpenCLContext
+    package let context: OpenCLContext
     /// The buffer this one is a sub-buffer of (kept alive while the view exists).
-    public let parent: OpenCLBuffer?
+    package let parent: OpenCLBuffer?
     /// Byte offset into `parent` (0 when this is not a sub-buffer).
-    public let parentOffset: Int
+    package let parentOffset: Int
 
     init(handle: cl_mem, byteCount: Int, context: OpenCLContext, parent: OpenCLBuffer? = nil, parentOffset: Int = 0) {
         self.handle = handle
@@ -31,5 +31,5 @@ public final class OpenCLBuffer: @unchecked Sendable {
     }
 
     /// Number of `Float`s the buffer holds.
-    public var floatCount: Int { byteCount / MemoryLayout<Float>.stride }
+    package var floatCount: Int { byteCount / MemoryLayout<Float>.stride }
 }

@@ -16,44 +16,44 @@ import Synchronization
 /// OpenCL; everything mutable (cache, counters, kernel argument state, timing session) is
 /// touched only inside `state`'s mutex, and every enqueue happens inside it, so two threads
 /// never set arguments on the same `cl_kernel` at once.
-public final class OpenCLContext: @unchecked Sendable {
+package final class OpenCLContext: @unchecked Sendable {
     /// The device this context drives.
-    public let device: OpenCLDevice
+    package let device: OpenCLDevice
     let context: cl_context
     let queue: cl_command_queue
     let state = Mutex(State())
     private let diskCache: ProgramDiskCache?
 
     /// Where this context keeps compiled programs between processes.
-    public let programCacheLocation: ProgramCacheLocation
+    package let programCacheLocation: ProgramCacheLocation
 
     /// Counters that tests assert on (no rebuild on a second call, no hidden buffers).
-    public struct Statistics: Sendable, Equatable {
+    package struct Statistics: Sendable, Equatable {
         /// Programs compiled from source (binaries loaded from the disk cache are not counted).
-        public var builds = 0
+        package var builds = 0
         /// Program requests answered from the in-memory cache.
-        public var cacheHits = 0
+        package var cacheHits = 0
         /// Programs loaded from a verified disk-cache entry instead of being compiled.
-        public var diskHits = 0
+        package var diskHits = 0
         /// Entries written to the disk cache.
-        public var diskWrites = 0
+        package var diskWrites = 0
         /// Disk-cache entries found but not used (truncated, corrupted, written for another key,
         /// or refused by the driver); each was rebuilt from source and overwritten.
-        public var diskRejected = 0
+        package var diskRejected = 0
         /// Entries that could not be written (directory missing and not creatable, read-only,
         /// disk full); the programs stay cached in memory.
-        public var diskWriteFailures = 0
+        package var diskWriteFailures = 0
         /// Device buffers ever allocated (sub-buffers not counted).
-        public var allocations = 0
+        package var allocations = 0
         /// Device buffers currently alive (sub-buffers not counted).
-        public var liveBuffers = 0
+        package var liveBuffers = 0
         /// Kernel launches.
-        public var launches = 0
+        package var launches = 0
         /// Bytes of the device buffers currently alive (sub-buffers not counted).
-        public var liveBytes = 0
+        package var liveBytes = 0
         /// The most bytes alive at once since the context was made or
         /// ``OpenCLContext/resetPeakLiveBytes()`` was called (the benchmarks' memory column).
-        public var peakLiveBytes = 0
+        package var peakLiveBytes = 0
     }
 
     struct ProgramKey: Hashable {
@@ -83,7 +83,7 @@ public final class OpenCLContext: @unchecked Sendable {
     /// Creates a context and a profiling queue on `device`; compiled programs are also kept in
     /// `programCache` (by default where the environment says, see
     /// ``ProgramCacheLocation/fromEnvironment()``).
-    public init(device: OpenCLDevice, programCache: ProgramCacheLocation = .fromEnvironment()) throws {
+    package init(device: OpenCLDevice, programCache: ProgramCacheLocation = .fromEnvironment()) throws {
         self.device = device
         programCacheLocation = programCache
         let sizeLimit = try ProgramCacheLocation.sizeLimitFromEnvironment()
@@ -114,10 +114,10 @@ public final class OpenCLContext: @unchecked Sendable {
     }
 
     /// A snapshot of the counters.
-    public var statistics: Statistics { state.withLock { $0.statistics } }
+    package var statistics: Statistics { state.withLock { $0.statistics } }
 
     /// Forgets every cached program (the next request rebuilds).
-    public func clearProgramCache() {
+    package func clearProgramCache() {
         state.withLock { $0.programs.removeAll() }
     }
 
@@ -129,7 +129,7 @@ public final class OpenCLContext: @unchecked Sendable {
     /// `CL_DEVICE_GLOBAL_MEM_SIZE` (with the bytes this context already holds) before the driver
     /// sees them; a refusal, or the driver's own out-of-memory status, throws an ``OpenCLError``
     /// whose code is ``OpenCLError/isOutOfMemory`` and whose detail names every size involved.
-    public func makeBuffer(byteCount: Int) throws -> OpenCLBuffer {
+    package func makeBuffer(byteCount: Int) throws -> OpenCLBuffer {
         guard byteCount >= 0 else {
             throw OpenCLError(call: "clCreateBuffer", code: CL_INVALID_BUFFER_SIZE, detail: "\(byteCount) bytes requested")
         }
@@ -160,7 +160,7 @@ public final class OpenCLContext: @unchecked Sendable {
 
     /// A view of `byteCount` bytes of `parent` starting at `offset`, which must be a multiple of
     /// ``baseAddressAlignment``.
-    public func makeSubBuffer(of parent: OpenCLBuffer, offset: Int, byteCount: Int) throws -> OpenCLBuffer {
+    package func makeSubBuffer(of parent: OpenCLBuffer, offset: Int, byteCount: Int) throws -> OpenCLBuffer {
         var region = cl_buffer_region(origin: offset, size: byteCount)
         var status: cl_int = CL_SUCCESS
         let handle = clCreateSubBuffer(
@@ -172,7 +172,7 @@ public final class OpenCLContext: @unchecked Sendable {
     }
 
     /// Alignment in bytes that sub-buffer offsets need (`CL_DEVICE_MEM_BASE_ADDR_ALIGN`).
-    public var baseAddressAlignment: Int {
+    package var baseAddressAlignment: Int {
         var bits: cl_uint = 0
         clGetDeviceInfo(device.id, cl_device_info(CL_DEVICE_MEM_BASE_ADDR_ALIGN), MemoryLayout<cl_uint>.size, &bits, nil)
         return max(Int(bits) / 8, 4)
@@ -187,12 +187,12 @@ public final class OpenCLContext: @unchecked Sendable {
     }
 
     /// Starts a new high-water mark: ``Statistics/peakLiveBytes`` becomes the bytes alive now.
-    public func resetPeakLiveBytes() {
+    package func resetPeakLiveBytes() {
         state.withLock { $0.statistics.peakLiveBytes = $0.statistics.liveBytes }
     }
 
     /// Copies `values` into `buffer` at element `offset` (blocking, so `values` may go away after).
-    public func write(_ values: [Float], to buffer: OpenCLBuffer, offset: Int = 0) throws {
+    package func write(_ values: [Float], to buffer: OpenCLBuffer, offset: Int = 0) throws {
         let bytes = values.count * MemoryLayout<Float>.stride
         guard offset >= 0, (offset * 4 + bytes) <= buffer.byteCount else {
             throw OpenCLError(
@@ -210,7 +210,7 @@ public final class OpenCLContext: @unchecked Sendable {
     }
 
     /// Copies raw bytes (e.g. `Int32` tables) into `buffer` (blocking).
-    public func write<T>(bytesOf values: [T], to buffer: OpenCLBuffer) throws {
+    package func write<T>(bytesOf values: [T], to buffer: OpenCLBuffer) throws {
         let bytes = values.count * MemoryLayout<T>.stride
         guard bytes <= buffer.byteCount else {
             throw OpenCLError(call: "clEnqueueWriteBuffer", code: CL_INVALID_VALUE, detail: "\(bytes) bytes do not fit")
@@ -226,7 +226,7 @@ public final class OpenCLContext: @unchecked Sendable {
     }
 
     /// Reads `count` floats from `buffer` (blocking; waits for the commands before it).
-    public func read(_ buffer: OpenCLBuffer, count: Int) throws -> [Float] {
+    package func read(_ buffer: OpenCLBuffer, count: Int) throws -> [Float] {
         guard count >= 0, count * 4 <= buffer.byteCount else {
             throw OpenCLError(
                 call: "clEnqueueReadBuffer", code: CL_INVALID_VALUE,
@@ -245,7 +245,7 @@ public final class OpenCLContext: @unchecked Sendable {
     }
 
     /// Fills `buffer` with `value` on the device.
-    public func fill(_ buffer: OpenCLBuffer, with value: Float) throws {
+    package func fill(_ buffer: OpenCLBuffer, with value: Float) throws {
         var pattern = value
         let bytes = buffer.byteCount / 4 * 4
         // Zero-size enqueues are not portable (PoCL accepts them, the spec does not promise it);
@@ -266,7 +266,7 @@ public final class OpenCLContext: @unchecked Sendable {
     /// A miss in memory consults the disk cache: a verified entry is loaded as a binary (counted
     /// in ``Statistics/diskHits``, not ``Statistics/builds``); otherwise the program is compiled
     /// from source and its binary stored for the next process.
-    public func program(source: String, options: String) throws -> OpenCLProgram {
+    package func program(source: String, options: String) throws -> OpenCLProgram {
         let key = ProgramKey(source: source, options: options)
         if let cached = state.withLock({ state -> OpenCLProgram? in
             guard let program = state.programs[key] else { return nil }
@@ -389,7 +389,7 @@ public final class OpenCLContext: @unchecked Sendable {
     /// axis 0, the one a CPU driver vectorises across, stays wide. Powers of four rather than
     /// two: half the sizes per axis, for at most 4x idle items along an axis shorter than 64,
     /// where the launch is small anyway.
-    public static func canonicalLocalSize(for global: [Int], items: Int = 256) -> [Int] {
+    package static func canonicalLocalSize(for global: [Int], items: Int = 256) -> [Int] {
         var budget = max(1, items)
         return global.indices.map { axis in
             let cap = axis == 0 && global.count > 1 ? min(64, budget) : budget
@@ -401,7 +401,7 @@ public final class OpenCLContext: @unchecked Sendable {
     }
 
     /// The least power of two at or above `size` (1 for sizes below 2).
-    public static func powerOfTwoCeiling(_ size: Int) -> Int {
+    package static func powerOfTwoCeiling(_ size: Int) -> Int {
         var power = 1
         while power < size { power <<= 1 }
         return power
@@ -415,7 +415,7 @@ public final class OpenCLContext: @unchecked Sendable {
     /// every distinct local size and its own choice follows the global size's divisors, so every
     /// new input shape would cost a compile of up to seconds (a cold test run compiled 9,138
     /// work-group functions, mostly for such shape-derived sizes).
-    public func dispatch(
+    package func dispatch(
         _ name: String, in program: OpenCLProgram, arguments: [KernelArgument], global: [Int], local: [Int]? = nil
     ) throws {
         let (globalSizes, local) = try launchSizes(name, global: global, local: local)
@@ -502,7 +502,7 @@ public final class OpenCLContext: @unchecked Sendable {
     }
 
     /// Waits until every enqueued command has finished.
-    public func finish() throws {
+    package func finish() throws {
         try check(clFinish(queue), "clFinish")
     }
 
@@ -514,14 +514,14 @@ public final class OpenCLContext: @unchecked Sendable {
     /// time; the queue is shared, and each launch's event times only its own execution). Kernels
     /// that `body` hands to other threads are not counted. Sessions do not nest: a nested call
     /// on the same thread counts nothing and its kernels are counted by the outer one.
-    public func measure<T>(_ body: () throws -> T) throws -> (value: T, nanoseconds: UInt64) {
+    package func measure<T>(_ body: () throws -> T) throws -> (value: T, nanoseconds: UInt64) {
         let (value, launches) = try measureLaunches(body)
         return (value, launches.reduce(0) { $0 + $1.nanoseconds })
     }
 
     /// Like ``measure(_:)`` but keeps every kernel launch apart, in enqueue order, with its
     /// kernel name: where a layer's time goes (border strips, temporaries, extra passes).
-    public func measureLaunches<T>(_ body: () throws -> T) throws
+    package func measureLaunches<T>(_ body: () throws -> T) throws
         -> (value: T, launches: [(kernel: String, nanoseconds: UInt64)])
     {
         let thread = Self.currentThreadKey

@@ -5,10 +5,10 @@ import COpenCL
 /// `@unchecked Sendable`: the program handle is immutable; the kernel objects, whose argument
 /// state is not thread safe, are created, configured and enqueued only while the owning
 /// ``OpenCLContext`` holds its dispatch lock.
-public final class OpenCLProgram: @unchecked Sendable {
+package final class OpenCLProgram: @unchecked Sendable {
     let handle: cl_program
     /// The build options it was compiled with (its `-D` specialisation).
-    public let options: String
+    package let options: String
     private var kernels: [String: (kernel: cl_kernel, argumentCount: Int)] = [:]
 
     init(handle: cl_program, options: String) {
@@ -41,7 +41,7 @@ public final class OpenCLProgram: @unchecked Sendable {
 }
 
 /// One argument of a kernel launch.
-public enum KernelArgument {
+package enum KernelArgument {
     /// A global-memory buffer (`__global T*`).
     case buffer(OpenCLBuffer)
     /// A 32-bit signed integer (`int`).
@@ -54,7 +54,7 @@ public enum KernelArgument {
     /// An `Int` passed as the kernel's `int`; throws ``OpenCLError`` (`CL_INVALID_ARG_VALUE`)
     /// when the value does not fit 32 bits, because a truncated size or pad would make the
     /// kernel index outside its buffers instead of failing.
-    public static func int(_ value: Int) throws -> KernelArgument {
+    package static func int(_ value: Int) throws -> KernelArgument {
         guard let narrow = Int32(exactly: value) else {
             throw OpenCLError(
                 call: "clSetKernelArg", code: CL_INVALID_ARG_VALUE,

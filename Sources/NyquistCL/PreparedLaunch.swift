@@ -2,7 +2,7 @@ import COpenCL
 
 /// One argument of a ``PreparedLaunch``: either fixed when the launch is prepared, or bound to
 /// one of the buffers passed to each ``OpenCLContext/enqueue(_:buffers:)``.
-public enum LaunchArgument {
+package enum LaunchArgument {
     /// The call's buffer number `index` (the input, the output, a temporary, ...).
     case bound(Int)
     /// A buffer fixed for the launch's lifetime (a constant table); the launch keeps it alive.
@@ -16,7 +16,7 @@ public enum LaunchArgument {
 
     /// An `Int` passed as the kernel's `int`; throws ``OpenCLError`` (`CL_INVALID_ARG_VALUE`)
     /// when it does not fit 32 bits (see ``KernelArgument/int(_:)``).
-    public static func int(_ value: Int) throws -> LaunchArgument {
+    package static func int(_ value: Int) throws -> LaunchArgument {
         guard case .int32(let narrow) = try KernelArgument.int(value) else {
             throw OpenCLError(call: "clSetKernelArg", code: CL_INVALID_ARG_VALUE, detail: "\(value)")
         }
@@ -31,9 +31,9 @@ public enum LaunchArgument {
 ///
 /// `@unchecked Sendable`: the kernel object is private to this launch and its arguments are set
 /// only while the owning ``OpenCLContext`` holds its lock (at preparation and in `enqueue`).
-public final class PreparedLaunch: @unchecked Sendable, CustomStringConvertible {
+package final class PreparedLaunch: @unchecked Sendable, CustomStringConvertible {
     /// The kernel's name (what timing sessions report).
-    public let name: String
+    package let name: String
     let kernel: cl_kernel
     let dimensions: cl_uint
     let global: [Int]
@@ -41,7 +41,7 @@ public final class PreparedLaunch: @unchecked Sendable, CustomStringConvertible 
     /// (argument index, buffer number) of each bound argument.
     let bindings: [(argument: cl_uint, buffer: Int)]
     /// The most buffer numbers the launch reads (its highest bound number + 1).
-    public let bufferCount: Int
+    package let bufferCount: Int
     // Kept alive: the kernel's fixed arguments point at these, and the kernel at the program.
     private let program: OpenCLProgram
     private let constants: [OpenCLBuffer]
@@ -63,7 +63,7 @@ public final class PreparedLaunch: @unchecked Sendable, CustomStringConvertible 
 
     deinit { clReleaseKernel(kernel) }
 
-    public var description: String { "\(name) global \(global) local \(local.map { "\($0)" } ?? "driver")" }
+    package var description: String { "\(name) global \(global) local \(local.map { "\($0)" } ?? "driver")" }
 }
 
 extension OpenCLContext {
@@ -71,7 +71,7 @@ extension OpenCLContext {
     /// to a multiple of the local size, so kernels must bounds-check), with the local size rule
     /// of ``dispatch(_:in:arguments:global:local:)``. Throws when the kernel does not exist, when
     /// `arguments` does not match its argument count, or when a fixed argument is refused.
-    public func prepare(
+    package func prepare(
         _ name: String, in program: OpenCLProgram, arguments: [LaunchArgument], global: [Int], local: [Int]? = nil
     ) throws -> PreparedLaunch {
         let (globalSizes, localSizes) = try launchSizes(name, global: global, local: local)
@@ -132,7 +132,7 @@ extension OpenCLContext {
     /// Enqueues `launches` in order, binding each launch's `.bound(i)` arguments to
     /// `buffers[i]`; returns without waiting. Launches of one call go out under one lock, so
     /// another thread's launches never interleave with them.
-    public func enqueue(_ launches: [PreparedLaunch], buffers: [OpenCLBuffer]) throws {
+    package func enqueue(_ launches: [PreparedLaunch], buffers: [OpenCLBuffer]) throws {
         try state.withLock { state in
             let timing = !state.timingSessions.isEmpty
             for launch in launches {

@@ -225,13 +225,14 @@ enum WindowLaunch: String, CaseIterable {
         width < 16 ? "narrow" : width < 64 ? "medium" : "wide"
     }
 
-    /// Built-in defaults. CPU devices (PoCL): vectors of 8 outputs along W (4 on narrow maps,
+    /// Built-in defaults, one for every window family (the families differ in what they tune
+    /// to, not in where they start). CPU devices (PoCL): vectors of 8 outputs along W (4 on narrow maps,
     /// where 8 would leave most columns to the border kernel), since PoCL runs the one-element
     /// kernels as scalar code, and work-groups of up to 64 x 8 vectors (the driver's choice is
     /// 2.5x slower for the backward on 8x64x112x112). GPUs: vectors of 2 outputs in 64 x 8
     /// groups, the choice closest to the best candidate in every window family and shape class
     /// when tuned on an NVIDIA H200 (figures: docs/performance.md, "GPU figures").
-    static func builtIn(_ family: WindowLaunch, shapeClass: String, isGPU: Bool) -> LaunchParameters {
+    static func builtIn(shapeClass: String, isGPU: Bool) -> LaunchParameters {
         if isGPU {
             return LaunchParameters(outputsPerItem: 2, localSize: [64, 8, 1], foldedSides: foldsSidesByDefault(isGPU: true))
         }
@@ -254,7 +255,7 @@ enum WindowLaunch: String, CaseIterable {
         let shapeClass = shapeClass(width: width)
         return device.launchParameters(
             family: family.rawValue, shapeClass: shapeClass,
-            builtIn: builtIn(family, shapeClass: shapeClass, isGPU: device.info.isGPU))
+            builtIn: builtIn(shapeClass: shapeClass, isGPU: device.info.isGPU))
     }
 }
 

@@ -13,7 +13,7 @@ import Synchronization
 /// the table cache and the tuning state are behind mutexes; nothing else is mutable.
 public final class Device: @unchecked Sendable, CustomStringConvertible {
     /// The OpenCL context, queue and counters (builds, cache hits, allocations).
-    public let context: OpenCLContext
+    package let context: OpenCLContext
     private let tables = Mutex<[AxisGeometry: AxisTableBuffers]>([:])
     private let emptyLaunch = Mutex<PreparedLaunch?>(nil)
     private let programs = Mutex<[ProgramRequest: OpenCLProgram]>([:])
@@ -166,5 +166,31 @@ extension Device {
             "copy_float4", in: try program("copy.cl"),
             arguments: [.buffer(source.buffer), .buffer(destination.buffer), .int(source.count)],
             global: [(source.count + 3) / 4])
+    }
+}
+
+/// What a device has done so far: what it compiled, what it launched, what it allocated from
+/// the driver (see ``Device/statistics``; tensor requests are in ``Device/memoryStatistics``).
+public struct DeviceStatistics: Sendable, Equatable {
+    /// Programs compiled from source.
+    public let builds: Int
+    /// Programs loaded from the on-disk cache instead of compiled.
+    public let diskCacheHits: Int
+    /// Kernel launches.
+    public let launches: Int
+    /// Device buffers allocated from the driver (the caching allocator makes this stop growing
+    /// once every size a program uses has been seen).
+    public let driverAllocations: Int
+    /// Bytes of device memory held now, the cache's included.
+    public let liveBytes: Int
+}
+
+extension Device {
+    /// A snapshot of the device's counters: builds, launches, driver allocations.
+    public var statistics: DeviceStatistics {
+        let counters = context.statistics
+        return DeviceStatistics(
+            builds: counters.builds, diskCacheHits: counters.diskHits, launches: counters.launches,
+            driverAllocations: counters.allocations, liveBytes: counters.liveBytes)
     }
 }

@@ -10,7 +10,7 @@ public final class DeviceTensor {
     public let shape: [Int]
     /// The memory holding the values (possibly a sub-buffer of a larger allocation, possibly
     /// larger than the values: the device's allocator serves sizes by class).
-    public let buffer: OpenCLBuffer
+    package let buffer: OpenCLBuffer
     /// The device it lives on.
     public let device: Device
 
@@ -57,7 +57,7 @@ public final class DeviceTensor {
 
     /// Wraps an existing buffer (e.g. a sub-buffer with guard regions around it, or memory the
     /// caller manages); the buffer must hold at least `shape`'s element count of floats.
-    public convenience init(shape: [Int], buffer: OpenCLBuffer, device: Device) throws {
+    package convenience init(shape: [Int], buffer: OpenCLBuffer, device: Device) throws {
         let count = try HostTensor.elementCount(of: shape)
         guard buffer.floatCount >= count else {
             throw NyquistError(.invalidShape, "a buffer of \(buffer.floatCount) floats cannot hold shape \(shape)")

@@ -7,45 +7,45 @@ import NyquistCore
 /// Each family reads these through one "choose launch parameters" function (see
 /// ``Device/launchParameters(family:shapeClass:builtIn:)``) so that a tuned database entry, a
 /// built-in default and a test's override all go through the same path.
-public struct LaunchParameters: Codable, Hashable, Sendable, CustomStringConvertible {
+package struct LaunchParameters: Codable, Hashable, Sendable, CustomStringConvertible {
     /// Consecutive outputs along W per work item (1: the one-element kernels; 2, 4 or 8: the
     /// vector kernels of the window families).
-    public var outputsPerItem: Int
+    package var outputsPerItem: Int
     /// Work-group size per dimension, each clamped to the global size at launch (nil: the
     /// driver chooses).
-    public var localSize: [Int]?
+    package var localSize: [Int]?
     /// Items per work-group of the polyphase kernels that run one work-group per sample or
     /// plane (GROUP_SIZE of Kernels/polyphase.cl): a power of two; nil for other families.
-    public var groupSize: Int?
+    package var groupSize: Int?
     /// Elements per work-group below which tips_forward batches several planes into one
     /// work-group (1: one plane per work-group); nil for other families.
-    public var elementsPerGroup: Int?
+    package var elementsPerGroup: Int?
     /// Band positions per work item of the LiftPool kernels (RUN of Kernels/lift_pool.cl, the
     /// lanes of one vector: 1, 2, 4 or 8); nil for other families.
-    public var run: Int?
+    package var run: Int?
     /// Whether the register-tiled AdaptiveBlurPool predictor runs (where P = G*k*k allows it);
     /// nil for other families.
-    public var tiled: Bool?
+    package var tiled: Bool?
     /// Output positions per work item of the tiled AdaptiveBlurPool predictor (POSITIONS);
     /// nil for other families.
-    public var positions: Int?
+    package var positions: Int?
     /// float8 blocks of predictor channels per register tile of the tiled AdaptiveBlurPool
     /// predictor (OUT_VECTORS); nil for other families.
-    public var outVectors: Int?
+    package var outVectors: Int?
     /// x' elements per work-group of the fused TIPS backward (tips_backward_band); 0 selects the
     /// unfused passes; nil for other families (and for TIPS: the built-in 4096).
-    public var bandElements: Int?
+    package var bandElements: Int?
     /// Whether the AdaptiveBlurPool backward uses the row-walking gradient kernels (true, the CPU
     /// default) or the one-element ones (false, the GPU default); nil for other families.
-    public var rowGradients: Bool?
+    package var rowGradients: Bool?
     /// Whether the window families' vector kernels compute the left and right border columns
     /// themselves, one extra work item per row (true), or leave them to a separate launch of
     /// the table kernel (false); nil for other families (and for the window families: the
     /// device's built-in default).
-    public var foldedSides: Bool?
+    package var foldedSides: Bool?
 
     /// Bundles the parameters; a family reads only its own knobs and leaves the others nil.
-    public init(
+    package init(
         outputsPerItem: Int = 1, localSize: [Int]? = nil, groupSize: Int? = nil, elementsPerGroup: Int? = nil,
         run: Int? = nil, tiled: Bool? = nil, positions: Int? = nil, outVectors: Int? = nil, bandElements: Int? = nil,
         rowGradients: Bool? = nil, foldedSides: Bool? = nil
@@ -63,7 +63,7 @@ public struct LaunchParameters: Codable, Hashable, Sendable, CustomStringConvert
         self.foldedSides = foldedSides
     }
 
-    public var description: String {
+    package var description: String {
         // The window families' knobs always show; another family's only what it sets.
         let windowFamily =
             [groupSize, elementsPerGroup, run, positions, outVectors, bandElements].allSatisfy { $0 == nil } && tiled == nil
@@ -115,28 +115,28 @@ public struct LaunchParameters: Codable, Hashable, Sendable, CustomStringConvert
 /// Layers never tune on a user's call: `nyquist-bench --tune` fills the file, layers read it.
 /// A missing, unreadable or malformed file, or an entry whose values cannot be launched, is
 /// ignored and the family's built-in default is used.
-public struct TuningDatabase: Codable, Sendable, Equatable {
+package struct TuningDatabase: Codable, Sendable, Equatable {
     /// The OpenCL device name the entries were measured on.
-    public var device: String
+    package var device: String
     /// Entries by key `family/shapeClass`.
-    public var entries: [String: LaunchParameters]
+    package var entries: [String: LaunchParameters]
 
     /// An empty database for `device`.
-    public init(device: String, entries: [String: LaunchParameters] = [:]) {
+    package init(device: String, entries: [String: LaunchParameters] = [:]) {
         self.device = device
         self.entries = entries
     }
 
     /// The key of one family and shape class.
-    public static func key(family: String, shapeClass: String) -> String { "\(family)/\(shapeClass)" }
+    package static func key(family: String, shapeClass: String) -> String { "\(family)/\(shapeClass)" }
 
     /// The cache directory (not created): `NYQUIST_CACHE_DIR`, else `$XDG_CACHE_HOME/nyquist`,
     /// else `$HOME/.cache/nyquist`; nil when none of these is set.
-    public static func cacheDirectory() -> String? { ProgramCacheLocation.defaultRoot() }
+    package static func cacheDirectory() -> String? { ProgramCacheLocation.defaultRoot() }
 
     /// The database file of `deviceName` under `directory` (default: ``cacheDirectory()``):
     /// `tuning/<name>.json`, with every character outside [A-Za-z0-9._-] replaced by "_".
-    public static func path(deviceName: String, directory: String? = nil) -> String? {
+    package static func path(deviceName: String, directory: String? = nil) -> String? {
         guard let base = directory ?? cacheDirectory() else { return nil }
         let safe = String(
             deviceName.unicodeScalars.map { scalar -> Character in
@@ -149,7 +149,7 @@ public struct TuningDatabase: Codable, Sendable, Equatable {
 
     /// Reads the database at `path`; nil when it is missing, unreadable, not valid JSON, or
     /// measured on another device (a renamed file must not apply one device's numbers to another).
-    public static func load(path: String, deviceName: String) -> TuningDatabase? {
+    package static func load(path: String, deviceName: String) -> TuningDatabase? {
         guard let text = readTextFile(path),
             let database = try? JSONDecoder().decode(TuningDatabase.self, from: Data(text.utf8)),
             database.device == deviceName
@@ -159,7 +159,7 @@ public struct TuningDatabase: Codable, Sendable, Equatable {
 
     /// Writes the database to `path` (creating its folder), through a temporary file renamed
     /// into place so a reader never sees half a file.
-    public func save(path: String) throws {
+    package func save(path: String) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let data: Data
@@ -197,7 +197,7 @@ extension Device {
     ///
     /// `accepts` is the family's own check (its knobs are set, within what this device allows):
     /// an override or a database entry it refuses is skipped like an unusable one.
-    public func launchParameters(
+    package func launchParameters(
         family: String, shapeClass: String, builtIn: LaunchParameters,
         accepts: (LaunchParameters) -> Bool = { _ in true }
     ) -> LaunchParameters {
@@ -219,7 +219,7 @@ extension Device {
     /// Pins (or, with nil, unpins) the launch parameters of one family and shape class for
     /// this device object only, ahead of the database; the tuner and the parity tests use it.
     /// Throws for values that cannot be launched.
-    public func overrideLaunchParameters(_ parameters: LaunchParameters?, family: String, shapeClass: String) throws {
+    package func overrideLaunchParameters(_ parameters: LaunchParameters?, family: String, shapeClass: String) throws {
         if let parameters, !parameters.isUsable {
             throw NyquistError(.invalidConfiguration, "launch parameters \(parameters) cannot be launched")
         }
@@ -234,7 +234,7 @@ extension Device {
     /// `nyquist-bench --tune` wrote it, for example); with `path`, reads that file now instead
     /// of the one under the cache directory (a broken or foreign file leaves only the built-in
     /// defaults).
-    public func reloadTuningDatabase(path: String? = nil) {
+    package func reloadTuningDatabase(path: String? = nil) {
         let database = path.flatMap { TuningDatabase.load(path: $0, deviceName: name) }
         tuning.withLock { state in
             state.loaded = path != nil
@@ -248,22 +248,22 @@ extension Device {
 /// shape), its candidate launch parameters, and how to run the pass being tuned. Other kernel
 /// families plug in by providing one of these and reading their parameters through
 /// ``Device/launchParameters(family:shapeClass:builtIn:)``.
-public struct TunableFamily: Sendable {
+package struct TunableFamily: Sendable {
     /// The family name, the first half of the database key.
-    public let name: String
+    package let name: String
     /// Shape classes with the input shape (N, C, H, W) the tuner times them on.
-    public let shapeClasses: [(name: String, inputShape: [Int])]
+    package let shapeClasses: [(name: String, inputShape: [Int])]
     /// Every candidate; each must give the same results (the parity tests run them all).
-    public let candidates: [LaunchParameters]
+    package let candidates: [LaunchParameters]
     /// Prepares the pass for `input` once (allocations, training forward) and returns the
     /// closure that runs only the timed kernels.
-    public let prepare: @Sendable (_ input: DeviceTensor) throws -> () throws -> Void
+    package let prepare: @Sendable (_ input: DeviceTensor) throws -> () throws -> Void
     /// Whether a candidate can run on a device (e.g. a work-group size within its maximum);
     /// the tuner skips the others rather than time the built-in default under their name.
-    public let accepts: @Sendable (_ candidate: LaunchParameters, _ device: Device) -> Bool
+    package let accepts: @Sendable (_ candidate: LaunchParameters, _ device: Device) -> Bool
 
     /// Bundles a family.
-    public init(
+    package init(
         name: String, shapeClasses: [(name: String, inputShape: [Int])], candidates: [LaunchParameters],
         accepts: @escaping @Sendable (_ candidate: LaunchParameters, _ device: Device) -> Bool = { _, _ in true },
         prepare: @escaping @Sendable (_ input: DeviceTensor) throws -> () throws -> Void
@@ -278,22 +278,22 @@ public struct TunableFamily: Sendable {
 
 /// Times every candidate of some kernel families on one device with profiling events and
 /// keeps the fastest per shape class (in the spirit of CLBlast's tuning database).
-public enum KernelTuner {
+package enum KernelTuner {
     /// One measured candidate.
-    public struct Measurement: Sendable {
+    package struct Measurement: Sendable {
         /// The database key.
-        public let key: String
+        package let key: String
         /// The candidate.
-        public let parameters: LaunchParameters
+        package let parameters: LaunchParameters
         /// Median kernel time in seconds.
-        public let seconds: Double
+        package let seconds: Double
     }
 
     /// Tunes `families` on `device`: for each shape class, pins each candidate in turn (an
     /// in-memory override), runs the pass `repeats` times after one warm-up, and keeps the
     /// candidate with the lowest median. Returns the database (existing entries of other
     /// families kept from `existing`) and every measurement. Overrides are removed afterwards.
-    public static func tune(
+    package static func tune(
         _ families: [TunableFamily], on device: Device, repeats: Int = 5, existing: TuningDatabase? = nil,
         progress: (String) -> Void = { _ in }
     ) throws -> (database: TuningDatabase, measurements: [Measurement]) {
@@ -332,14 +332,14 @@ public enum KernelTuner {
 
     /// Every tunable family: the window families (``WindowTuning``), then the polyphase,
     /// LiftPool and AdaptiveBlurPool families (``OperatorTuning``).
-    public static func allFamilies() throws -> [TunableFamily] {
+    package static func allFamilies() throws -> [TunableFamily] {
         try WindowTuning.families() + OperatorTuning.families()
     }
 
     /// Tunes `families` (default: ``allFamilies()``) on `device` and saves the result, merged
     /// with the entries of other families already in the file, to `path` (default: this
     /// device's file under the cache directory). Returns the path and every measurement.
-    public static func tuneAndSave(
+    package static func tuneAndSave(
         _ families: [TunableFamily]? = nil, on device: Device, repeats: Int = 5, path: String? = nil,
         progress: (String) -> Void = { _ in }
     ) throws -> (path: String, measurements: [Measurement]) {

@@ -3,7 +3,7 @@ import NyquistCore
 /// The tuner's view of the polyphase (APSPool2D, TIPSPool2D forward), LiftPool and
 /// AdaptiveBlurPool kernel families: what `nyquist-bench --tune` measures and saves for this
 /// device next to the window families (``WindowTuning``).
-public enum OperatorTuning {
+package enum OperatorTuning {
     /// The tunable families:
     /// * `aps`: APSPool2D forward (aps_partial_norms, aps_pick, aps_gather) and backward (aps_scatter) with
     ///   saved indices; shape classes "large" and "small" (padded height >= 32 rows or not).
@@ -12,7 +12,7 @@ public enum OperatorTuning {
     ///   "narrow" (bands >= 16 positions or not).
     /// * `adaptive-forward`: AdaptiveBlurPool2D inference forward with its defaults, one shape
     ///   class "all".
-    public static func families() throws -> [TunableFamily] {
+    package static func families() throws -> [TunableFamily] {
         [
             TunableFamily(
                 name: PolyphaseLaunch.apsFamily,

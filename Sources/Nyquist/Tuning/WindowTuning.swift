@@ -2,7 +2,7 @@ import NyquistCore
 
 /// The tuner's view of the window kernel families (max pool, avg pool, BlurPool, MaxBlurPool):
 /// what `nyquist-bench --tune` measures and saves for this device.
-public enum WindowTuning {
+package enum WindowTuning {
     /// Representative inputs per shape class (the class is the width of what a pass writes:
     /// 128 -> outputs 64 wide, 56 -> 28 medium, 14 -> 7 narrow).
     static let shapeClasses: [(name: String, inputShape: [Int])] = [
@@ -13,7 +13,7 @@ public enum WindowTuning {
     /// a row of up to 64 work items, 16 x 4 tiles, or up to 64 x 8 (each clamped to the launch);
     /// the vector ones (2, 4, 8) both with the side columns folded into the vector kernel and
     /// with a separate strip launch.
-    public static let candidates: [LaunchParameters] = [1, 2, 4, 8].flatMap { perItem in
+    package static let candidates: [LaunchParameters] = [1, 2, 4, 8].flatMap { perItem in
         [nil, [64, 1, 1], [16, 4, 1], [64, 8, 1]].flatMap { local in
             (perItem > 1 ? [false, true] : [false]).map {
                 LaunchParameters(outputsPerItem: perItem, localSize: local, foldedSides: $0)
@@ -23,7 +23,7 @@ public enum WindowTuning {
 
     /// The tunable families: BlurPool forward (also AvgPool's), MaxBlurPool's fused forward,
     /// the window backward (BlurPool, AvgPool, MaxBlurPool) and MaxPool forward (k 3, s 2, p 1).
-    public static func families() throws -> [TunableFamily] {
+    package static func families() throws -> [TunableFamily] {
         let maxPool = try MaxPool2D(kernelSize: 3, stride: 2, padding: 1)
         return [
             TunableFamily(
@@ -51,23 +51,5 @@ public enum WindowTuning {
     {
         let output = try DeviceTensor(shape: layer.outputShape(for: input).dimensions, on: input.device)
         return { try layer.forward(input, into: output) }
-    }
-
-    /// Tunes every window family on `device` and saves the result (merged with the entries of
-    /// other families already in the file) to `path`, by default this device's file under the
-    /// cache directory. Returns the path and every measurement.
-    public static func tuneAndSave(
-        on device: Device, repeats: Int = 5, path: String? = nil, progress: (String) -> Void = { _ in }
-    ) throws -> (path: String, measurements: [KernelTuner.Measurement]) {
-        guard let path = path ?? TuningDatabase.path(deviceName: device.name) else {
-            throw NyquistError(
-                .io, "no cache directory for the tuning database: set NYQUIST_CACHE_DIR, XDG_CACHE_HOME or HOME")
-        }
-        let existing = TuningDatabase.load(path: path, deviceName: device.name)
-        let (database, measurements) = try KernelTuner.tune(
-            families(), on: device, repeats: repeats, existing: existing, progress: progress)
-        try database.save(path: path)
-        device.reloadTuningDatabase()
-        return (path, measurements)
     }
 }
