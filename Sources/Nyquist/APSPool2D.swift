@@ -128,7 +128,7 @@ public struct APSPool2D: PoolingLayer {
         case .l1: norm = 1
         case .linf: norm = 2
         }
-        return try device.program("polyphase.cl", defines: ["GROUP_SIZE": launch.groupSize, "NORM": norm])
+        return try device.program("aps.cl", defines: ["GROUP_SIZE": launch.groupSize, "NORM": norm])
     }
 
     private func blurred(_ input: DeviceTensor, _ shape: Shape4D) throws -> DeviceTensor {
@@ -172,7 +172,7 @@ public struct APSPool2D: PoolingLayer {
         return chunks
     }
 
-    /// The lanes of a per-sample sum over `rows` padded rows: reduce_lanes of Kernels/polyphase.cl
+    /// The lanes of a per-sample sum over `rows` padded rows: reduce_lanes of Kernels/reduce_lanes.h
     /// (the power of two at or above `rows`, at most 256).
     static func reductionLanes(rows: Int) -> Int {
         var lanes = 1
@@ -194,7 +194,7 @@ public struct APSPool2D: PoolingLayer {
     }
 }
 
-/// Launch parameters of the polyphase kernels (Kernels/polyphase.cl), read through
+/// Launch parameters of the polyphase kernels (Kernels/aps.cl, Kernels/tips.cl), read through
 /// ``Device/launchParameters(family:shapeClass:builtIn:accepts:)`` so a tuned database entry,
 /// the built-in default and a test's override all take one path.
 ///

@@ -153,7 +153,7 @@ public struct TIPSPool2D: PoolingLayer {
 
     private func program(_ device: Device, fill: ShiftFill = .circular) throws -> OpenCLProgram {
         try device.program(
-            "polyphase.cl",
+            "tips.cl",
             defines: [
                 "GROUP_SIZE": PolyphaseLaunch.choose(for: device).groupSize, "KERNEL_SIZE": configuration.kernelSize,
                 "SHIFT_FILL": fill == .circular ? 0 : 1,
@@ -167,7 +167,7 @@ public struct TIPSPool2D: PoolingLayer {
         return try DeviceTensor(host, on: device)
     }
 
-    /// One fused pass per plane (Kernels/polyphase.cl, tips_forward); psi is allocated and
+    /// One fused pass per plane (Kernels/tips.cl, tips_forward); psi is allocated and
     /// written only when `keepPsi` (training, ``outputs(_:)``): inference needs only its sums.
     private func run(_ input: DeviceTensor, _ inputShape: Shape4D, output: DeviceTensor, keepPsi: Bool = true) throws
         -> (outputs: TIPSOutputs, q: DeviceTensor)
@@ -175,7 +175,7 @@ public struct TIPSPool2D: PoolingLayer {
         let device = input.device
         let launch = PolyphaseLaunch.choose(for: device)
         let program = try device.program(
-            "polyphase.cl",
+            "tips.cl",
             defines: [
                 "GROUP_SIZE": launch.groupSize, "KERNEL_SIZE": configuration.kernelSize, "TIPS_WRITE_PSI": keepPsi ? 1 : 0,
             ])
