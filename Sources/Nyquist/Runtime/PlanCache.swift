@@ -42,8 +42,13 @@ enum PlanPass: Hashable, Sendable {
     case trainingForward
     /// Backward from the saved input.
     case backward
-    /// Backward from saved indices (MaxPool2D's argmax).
+    /// Backward from saved indices (MaxPool2D's argmax, APSPool2D's phases).
     case backwardFromIndices
+    /// Forward from given indices (APSPool2D sampling the phases another layer chose).
+    case forwardFromIndices
+    /// Only the choice a forward makes, without its output (APSPool2D's phases, re-chosen for a
+    /// backward that has no saved indices).
+    case chooseIndices
 }
 
 extension Device {
