@@ -15,7 +15,6 @@
 //   tips_grad_tau     one work-group per plane: dtau (reduction), + L_FM, softmax adjoint ->
 //                     per-plane dq (already divided by the quadrant size and scaled by conv2) and
 //                     the plane's share of d conv2
-//   tips_grad_w2      global (C): d conv2 = sum over n of the plane shares, in order of n
 //   tips_grad_z       global (W', H', planes): dz = [psi > 0] (dq[quadrant] + L_undo term)
 //   tips_grad_w1_rows global (k k, H', planes): the d conv1 terms of each x' row and tap
 //   tips_grad_input   global (W' / 8, H, planes): dx as a gather over the x' positions that copy it,
@@ -27,7 +26,8 @@
 //                     terms, then dx from local memory; replaces tips_grad_z, tips_grad_w1_rows
 //                     and tips_grad_input, which stay for devices whose local memory cannot hold
 //                     3 rows of dz (and for bandElements 0)
-//   tips_grad_w1_sum  global (C k k): d conv1 = the row terms summed over n, then rows
+//   tips_grad_weights_sum  global (C k k): d conv1 = the row terms summed over n, then rows;
+//                     items below C also d conv2 = the plane shares summed in order of n
 //
 // Determinism: no result depends on GROUP_SIZE, the plane batching or the band size. Per-plane
 // sums run over lanes fixed by the sizes (reduce_lanes in reduce_lanes.h); d conv1 is summed per
@@ -316,14 +316,6 @@ void tips_grad_tau(__global const float *x, __global const float *grad_y, __glob
     }
 }
 
-__kernel void tips_grad_w2(__global const float *share, __global float *grad_w2, int batch, int channels) {
-    const int channel = get_global_id(0);
-    if (channel >= channels) return;
-    float sum = 0.0f;
-    for (int n = 0; n < batch; ++n) sum += share[n * channels + channel];
-    grad_w2[channel] = sum;
-}
-
 __kernel void tips_grad_z(__global const float *psi, __global const float *grad_q, __global const float *target,
                           __global float *grad_z, int planes, int padded_height, int padded_width, float undo_scale) {
     const int s = get_global_id(0);
@@ -379,7 +371,7 @@ TIPS_W1_ROW(tips_w1_row_global, __global)
 TIPS_W1_ROW(tips_w1_row_local, __local)
 
 // d conv1 terms of every x' row and tap (global (k*k, H', planes)) into
-// w1_rows[(plane * H' + r) * k*k + t]; tips_grad_w1_sum adds them in a fixed order. No
+// w1_rows[(plane * H' + r) * k*k + t]; tips_grad_weights_sum adds them in a fixed order. No
 // work-group reduction, so no launch parameter can change the result.
 __kernel void tips_grad_w1_rows(__global const float *x, __global const float *grad_z, __global float *w1_rows,
                                 int planes, int height, int width) {
@@ -566,7 +558,7 @@ inline float tips_band_input_at(__global const float *grad_y, __global const flo
 //       last chunk of a row overlaps its predecessor and stores only its new columns; rows
 //       narrower than 8 go element by element), reflected copies folded into row / column 1.
 //   (3) the d conv1 terms of each own row and tap (tips_w1_row_local, one (row, tap) per item)
-//       into w1_partial[(plane * H' + r) * k*k + t]; tips_grad_w1_sum adds them in a fixed order.
+//       into w1_partial[(plane * H' + r) * k*k + t]; tips_grad_weights_sum adds them in a fixed order.
 // No atomics, and no sum whose order depends on the band size or GROUP_SIZE.
 __kernel __attribute__((reqd_work_group_size(GROUP_SIZE, 1, 1)))
 void tips_backward_band(__global const float *x, __global const float *grad_y, __global const float *tau,
@@ -677,11 +669,19 @@ void tips_backward_band(__global const float *x, __global const float *grad_y, _
 }
 
 // d conv1 = the row terms of tips_backward_band or tips_grad_w1_rows summed over n, then rows,
-// in that fixed order (`rows` = H'). Global (C * k * k).
-__kernel void tips_grad_w1_sum(__global const float *w1_partial, __global float *grad_w1, int batch, int channels,
-                               int rows) {
+// and d conv2 = the planes' shares (tips_grad_tau) summed over n, each in that fixed order
+// (`rows` = H'). Global (C * k * k); items below C also take d conv2 of channel `index`, which
+// saves d conv2 a launch of its own.
+__kernel void tips_grad_weights_sum(__global const float *w1_partial, __global const float *grad_w2_share,
+                                    __global float *grad_w1, __global float *grad_w2, int batch, int channels,
+                                    int rows) {
     const int index = get_global_id(0);
     if (index >= channels * KERNEL_SIZE * KERNEL_SIZE) return;
+    if (index < channels) {
+        float share = 0.0f;
+        for (int n = 0; n < batch; ++n) share += grad_w2_share[n * channels + index];
+        grad_w2[index] = share;
+    }
     const int channel = index / (KERNEL_SIZE * KERNEL_SIZE);
     const int t = index - channel * KERNEL_SIZE * KERNEL_SIZE;
     float sum = 0.0f;
