@@ -51,19 +51,23 @@ public struct APSPool2D: PoolingLayer {
     /// (shape [N]), with `given` true they are read from it.
     public func forward(_ input: DeviceTensor, into output: DeviceTensor, indices: DeviceTensor, given: Bool) throws {
         let (inputShape, outputShape) = try validateForward(input, output)
-        try checkIndices(indices, inputShape, on: input.device)
-        let source = try blurred(input, inputShape)
-        let launch = PolyphaseLaunch.chooseAPS(for: input.device, height: inputShape.h + inputShape.h % 2)
-        let program = try self.program(input.device, launch)
-        if !given { try choose(source, inputShape, indices: indices, program: program, launch: launch) }
-        let global = [(outputShape.w + 7) / 8, outputShape.h, inputShape.n * inputShape.c]
-        try input.device.context.dispatch(
-            "aps_gather", in: program,
-            arguments: [
-                .buffer(source.buffer), .buffer(indices.buffer), .buffer(output.buffer), .int(inputShape.n * inputShape.c),
-                .int(inputShape.c), .int(inputShape.h), .int(inputShape.w), .int(outputShape.h), .int(outputShape.w),
-            ],
-            global: global, local: LaunchParameters(localSize: launch.localSize).local(for: global))
+        let device = input.device
+        try checkIndices(indices, inputShape, on: device)
+        let blurred = try blurTemporary(for: input, inputShape)
+        if given {
+            // Buffer 3 (the partial norms) is not bound without a choice: any buffer fills it.
+            let key = PlanKey(configuration: configuration, pass: .forwardFromIndices, input: inputShape)
+            try device.compiledPass(key) {
+                try Self.forwardLaunches(
+                    configuration, input: inputShape, output: outputShape, choosing: false, on: device)
+            }.run(on: device, input.buffer, blurred.buffer, indices.buffer, indices.buffer, output.buffer)
+        } else {
+            let partialNorms = try partialNormsTemporary(inputShape, on: device)
+            try device.compiledPass(PlanKey(configuration: configuration, pass: .forward, input: inputShape)) {
+                try Self.forwardLaunches(
+                    configuration, input: inputShape, output: outputShape, choosing: true, on: device)
+            }.run(on: device, input.buffer, blurred.buffer, indices.buffer, partialNorms.buffer, output.buffer)
+        }
     }
 
     /// Inference forward returning the output and the phase indices; pass `indices` (shape [N],
@@ -91,71 +95,136 @@ public struct APSPool2D: PoolingLayer {
     /// saved indices, or re-chooses from the saved input when there are none (the protocol's
     /// `forwardTraining(_:)` saves only the input).
     public func backward(_ gradOutput: DeviceTensor, _ saved: SavedForBackward, into gradInput: DeviceTensor) throws {
-        let (inputShape, outputShape) = try validateBackward(gradOutput, saved, gradInput)
+        let (inputShape, _) = try validateBackward(gradOutput, saved, gradInput)
         let device = gradOutput.device
-        let launch = PolyphaseLaunch.chooseAPS(for: device, height: inputShape.h + inputShape.h % 2)
-        let program = try self.program(device, launch)
         let indices: DeviceTensor
         if let savedIndices = saved.tensors[Self.indicesName] {
             try checkIndices(savedIndices, inputShape, on: device)
             indices = savedIndices
         } else {
             indices = try DeviceTensor(shape: [inputShape.n], on: device)
-            try choose(
-                try blurred(saved.input, inputShape), inputShape, indices: indices, program: program, launch: launch)
+            let blurred = try blurTemporary(for: saved.input, inputShape)
+            let partialNorms = try partialNormsTemporary(inputShape, on: device)
+            try device.compiledPass(PlanKey(configuration: configuration, pass: .chooseIndices, input: inputShape)) {
+                try Self.chooseLaunches(configuration, input: inputShape, on: device)
+            }.run(on: device, saved.input.buffer, blurred.buffer, indices.buffer, partialNorms.buffer)
         }
-        let gradBlurred = configuration.blur == nil ? gradInput : try DeviceTensor(shape: gradInput.shape, on: device)
-        let global = [(inputShape.w + 15) / 16, inputShape.h, inputShape.n * inputShape.c]
-        try device.context.dispatch(
-            "aps_scatter", in: program,
-            arguments: [
-                .buffer(gradOutput.buffer), .buffer(indices.buffer), .buffer(gradBlurred.buffer),
-                .int(inputShape.n * inputShape.c), .int(inputShape.c), .int(inputShape.h), .int(inputShape.w),
-                .int(outputShape.h), .int(outputShape.w),
-            ],
-            global: global, local: LaunchParameters(localSize: launch.localSize).local(for: global))
-        if let blur = configuration.blur {
-            try BlurPool2D(blur).backward(gradBlurred, SavedForBackward(input: saved.input), into: gradInput)
-        }
+        // Without a blur the scatter writes gradInput itself (buffer 1) and buffer 0 is unused.
+        let gradBlurred =
+            configuration.filterSize > 1 ? try DeviceTensor(shape: gradInput.shape, on: device) : gradInput
+        try device.compiledPass(PlanKey(configuration: configuration, pass: .backwardFromIndices, input: inputShape)) {
+            try Self.backwardLaunches(configuration, input: inputShape, on: device)
+        }.run(on: device, gradBlurred.buffer, gradInput.buffer, indices.buffer, gradOutput.buffer)
     }
 
-    // MARK: Internals
+    // MARK: Plans
 
-    private func program(_ device: Device, _ launch: PolyphaseLaunch) throws -> OpenCLProgram {
+    /// The forward launches: the blur (when configured), the phase choice (when `choosing`),
+    /// then the gather. Buffers (shared with ``chooseLaunches(_:input:on:)``): 0 input, 1 the
+    /// blurred input (a temporary; without a blur the input again, and unbound), 2 indices,
+    /// 3 partial norms (a temporary of ``partialNormsTemporary(_:on:)``; bound only when
+    /// choosing), 4 output.
+    private static func forwardLaunches(
+        _ configuration: APSPool2DConfiguration, input: Shape4D, output: Shape4D, choosing: Bool, on device: Device
+    ) throws -> [PreparedLaunch] {
+        let (launch, program) = try launchAndProgram(configuration, input: input, on: device)
+        let source: LaunchArgument = configuration.blur == nil ? .bound(0) : .bound(1)
+        let global = [(output.w + 7) / 8, output.h, input.n * input.c]
+        let gather = try device.context.prepare(
+            "aps_gather", in: program,
+            arguments: [
+                source, .bound(2), .bound(4), .int(input.n * input.c), .int(input.c), .int(input.h), .int(input.w),
+                .int(output.h), .int(output.w),
+            ],
+            global: global, local: LaunchParameters(localSize: launch.localSize).local(for: global))
+        let before = try choosing
+            ? chooseLaunches(configuration, input: input, on: device) : blurLaunches(configuration, input, device)
+        return before + [gather]
+    }
+
+    /// The blur (when configured), then each sample's phase in two launches: partial norms
+    /// from `chunks` work-groups per sample, then one item per sample joins them in chunk order
+    /// and takes the argmax. One work-group per sample would leave all but N of a GPU's compute
+    /// units idle. Buffers: 0 input, 1 the blurred input, 2 indices, 3 partial norms.
+    private static func chooseLaunches(_ configuration: APSPool2DConfiguration, input: Shape4D, on device: Device)
+        throws -> [PreparedLaunch]
+    {
+        let (launch, program) = try launchAndProgram(configuration, input: input, on: device)
+        let source: LaunchArgument = configuration.blur == nil ? .bound(0) : .bound(1)
+        let group = launch.groupSize
+        let chunks = chunksPerSample(input, groupSize: group, computeUnits: device.info.computeUnits)
+        let norms = try device.context.prepare(
+            "aps_partial_norms", in: program,
+            arguments: [source, .bound(3), .int(input.c), .int(input.h), .int(input.w)],
+            global: [chunks * group, input.n], local: [group, 1])
+        let pick = try device.context.prepare(
+            "aps_pick", in: program, arguments: [.bound(3), .bound(2), .int(input.n), .int(chunks)], global: [input.n])
+        return try blurLaunches(configuration, input, device) + [norms, pick]
+    }
+
+    /// The backward launches: the gather's adjoint, then the blur's adjoint (when configured).
+    /// Buffers: 0 the blurred input's gradient (a temporary; without a blur unbound),
+    /// 1 gradInput, 2 indices, 3 gradOutput.
+    private static func backwardLaunches(_ configuration: APSPool2DConfiguration, input: Shape4D, on device: Device)
+        throws -> [PreparedLaunch]
+    {
+        let (launch, program) = try launchAndProgram(configuration, input: input, on: device)
+        let output = try configuration.outputShape(for: input)
+        let global = [(input.w + 15) / 16, input.h, input.n * input.c]
+        let scatter = try device.context.prepare(
+            "aps_scatter", in: program,
+            arguments: [
+                .bound(3), .bound(2), configuration.blur == nil ? .bound(1) : .bound(0), .int(input.n * input.c),
+                .int(input.c), .int(input.h), .int(input.w), .int(output.h), .int(output.w),
+            ],
+            global: global, local: LaunchParameters(localSize: launch.localSize).local(for: global))
+        guard let blur = configuration.blur else { return [scatter] }
+        // The window's adjoint reads buffer 0 and writes buffer 1, as numbered here.
+        let window = try BlurPool2D.window(
+            blur, mapHeight: input.h, mapWidth: input.w, output: try blur.outputShape(for: input))
+        return [scatter] + (try window.backwardLaunches(on: device, planes: input.n * input.c))
+    }
+
+    /// The blur's launches from buffer 0 into buffer 1 (none without a blur). The blur is
+    /// stride 1 with circular padding: its output has the input's shape.
+    private static func blurLaunches(_ configuration: APSPool2DConfiguration, _ input: Shape4D, _ device: Device)
+        throws -> [PreparedLaunch]
+    {
+        guard let blur = configuration.blur else { return [] }
+        let window = try BlurPool2D.window(
+            blur, mapHeight: input.h, mapWidth: input.w, output: try blur.outputShape(for: input))
+        return try window.forwardLaunches(
+            on: device, planes: input.n * input.c, inputHeight: input.h, inputWidth: input.w, maxMap: false)
+    }
+
+    /// The launch parameters for `input` and the program they select.
+    private static func launchAndProgram(_ configuration: APSPool2DConfiguration, input: Shape4D, on device: Device)
+        throws -> (PolyphaseLaunch, OpenCLProgram)
+    {
+        let launch = PolyphaseLaunch.chooseAPS(for: device, height: input.h + input.h % 2)
         let norm: Int
         switch configuration.norm {
         case .l2: norm = 0
         case .l1: norm = 1
         case .linf: norm = 2
         }
-        return try device.program("polyphase.cl", defines: ["GROUP_SIZE": launch.groupSize, "NORM": norm])
+        return (launch, try device.program("aps.cl", defines: ["GROUP_SIZE": launch.groupSize, "NORM": norm]))
     }
 
-    private func blurred(_ input: DeviceTensor, _ shape: Shape4D) throws -> DeviceTensor {
-        guard let blur = configuration.blur else { return input }
-        let output = try DeviceTensor(shape: shape.dimensions, on: input.device)
-        try BlurPool2D(blur).forward(input, into: output)
-        return output
+    // MARK: Temporaries
+
+    /// A temporary for the blurred input; without a blur no launch binds it and the input
+    /// itself fills its place.
+    private func blurTemporary(for input: DeviceTensor, _ shape: Shape4D) throws -> DeviceTensor {
+        configuration.filterSize > 1 ? try DeviceTensor(shape: shape.dimensions, on: input.device) : input
     }
 
-    /// Picks each sample's phase in two launches: partial norms from `chunks` work-groups per
-    /// sample, then one item per sample joins them in chunk order and takes the argmax. One
-    /// work-group per sample would leave all but N of a GPU's compute units idle.
-    private func choose(
-        _ source: DeviceTensor, _ shape: Shape4D, indices: DeviceTensor, program: OpenCLProgram, launch: PolyphaseLaunch
-    ) throws {
-        let device = source.device
-        let group = launch.groupSize
-        let chunks = Self.chunksPerSample(shape, groupSize: group, computeUnits: device.info.computeUnits)
-        let partialNorms = try DeviceTensor(shape: [shape.n * chunks * 4], on: device)
-        try device.context.dispatch(
-            "aps_partial_norms", in: program,
-            arguments: [.buffer(source.buffer), .buffer(partialNorms.buffer), .int(shape.c), .int(shape.h), .int(shape.w)],
-            global: [chunks * group, shape.n], local: [group, 1])
-        try device.context.dispatch(
-            "aps_pick", in: program,
-            arguments: [.buffer(partialNorms.buffer), .buffer(indices.buffer), .int(shape.n), .int(chunks)],
-            global: [shape.n])
+    /// Room for the partial norms of every chunk count the plan may pick: the chunk count
+    /// follows the group size, a launch parameter the plan reads when it is built, and is
+    /// largest with groups of one item.
+    private func partialNormsTemporary(_ shape: Shape4D, on device: Device) throws -> DeviceTensor {
+        let chunks = Self.chunksPerSample(shape, groupSize: 1, computeUnits: device.info.computeUnits)
+        return try DeviceTensor(shape: [shape.n * chunks * 4], on: device)
     }
 
     /// Work-groups per sample for the norm pass: about four per compute unit over the whole
@@ -172,7 +241,7 @@ public struct APSPool2D: PoolingLayer {
         return chunks
     }
 
-    /// The lanes of a per-sample sum over `rows` padded rows: reduce_lanes of Kernels/polyphase.cl
+    /// The lanes of a per-sample sum over `rows` padded rows: reduce_lanes of Kernels/reduce_lanes.h
     /// (the power of two at or above `rows`, at most 256).
     static func reductionLanes(rows: Int) -> Int {
         var lanes = 1
@@ -194,7 +263,7 @@ public struct APSPool2D: PoolingLayer {
     }
 }
 
-/// Launch parameters of the polyphase kernels (Kernels/polyphase.cl), read through
+/// Launch parameters of the polyphase kernels (Kernels/aps.cl, Kernels/tips.cl), read through
 /// ``Device/launchParameters(family:shapeClass:builtIn:accepts:)`` so a tuned database entry,
 /// the built-in default and a test's override all take one path.
 ///
@@ -203,11 +272,10 @@ public struct APSPool2D: PoolingLayer {
 ///   shape of aps_gather / aps_scatter. Shape classes by the padded height, which sets how many
 ///   rows each aps_partial_norms item sums: "large" (>= 32 rows), "small".
 /// * `tips-forward` (TIPSPool2D): `groupSize` of tips_forward (also compiled into the TIPS
-///   backward kernels of the same program, tips_grad_tau and tips_grad_w1) and
-///   `elementsPerGroup`, and `bandElements` of the fused backward (not a tuner candidate: the
-///   tuner times the forward; an override or database entry may set it). One shape class,
-///   "all": the backward builds its program without
-///   knowing the forward's shape, and plane batching already adapts to the plane size.
+///   backward kernels, tips_grad_tau and tips_backward_band) and `elementsPerGroup`, and
+///   `bandElements` of the fused backward (not a tuner candidate: the tuner times the forward;
+///   an override or database entry may set it). One shape class, "all": plane batching already
+///   adapts to the plane size.
 ///
 /// `groupSize` is a power of two (candidates 16 ... 256, capped by the device's maximum
 /// work-group size). On PoCL's CPU device a work-group runs as a loop over its items on one

@@ -53,8 +53,18 @@ enum PlanPass: Hashable, Sendable {
     case trainingForward
     /// Backward from the saved input.
     case backward
-    /// Backward from saved indices (MaxPool2D's argmax).
+    /// Backward from saved indices (MaxPool2D's argmax, APSPool2D's phases).
     case backwardFromIndices
+    /// Forward from given indices (APSPool2D sampling the phases another layer chose).
+    case forwardFromIndices
+    /// Only the choice a forward makes, without its output (APSPool2D's phases, re-chosen for a
+    /// backward that has no saved indices).
+    case chooseIndices
+    /// Loss values (TIPSPool2D's L_FM and L_undo partial sums), with or without a target.
+    case losses(withTarget: Bool)
+    /// A target built from the input shifted by this much (TIPSPool2D's L_undo target; the
+    /// layer normalises the shift so that shifts giving the same target share a plan).
+    case target(MapShift)
 }
 
 extension Device {

@@ -15,7 +15,7 @@ package struct LaunchParameters: Codable, Hashable, Sendable, CustomStringConver
     /// driver chooses).
     package var localSize: [Int]?
     /// Items per work-group of the polyphase kernels that run one work-group per sample or
-    /// plane (GROUP_SIZE of Kernels/polyphase.cl): a power of two; nil for other families.
+    /// plane (GROUP_SIZE of Kernels/aps.cl and Kernels/tips.cl): a power of two; nil for other families.
     package var groupSize: Int?
     /// Elements per work-group below which tips_forward batches several planes into one
     /// work-group (1: one plane per work-group); nil for other families.
