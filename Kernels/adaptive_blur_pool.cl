@@ -142,6 +142,31 @@ inline void online_softmax(float z, float *maximum, float *total) {
     }
 }
 
+// The epilogue of the one-position forward kernels at output `position` of sample n: group g's
+// softmax (over every group's logits when JOINT, whose `maximum` and `total` the caller's
+// first pass found; over the group's own otherwise), the filters written when asked, and the
+// group's channels filtered with them.
+inline void softmax_and_filter(
+    float *logits, float maximum, float total, __global const float *xn, const int *offsets, int plane, int n,
+    int g, int position, int out_plane, __global float *y, __global float *filters) {
+#if !JOINT
+    maximum = -INFINITY;
+    total = 0.0f;
+    for (int t = 0; t < KK; ++t) online_softmax(logits[t], &maximum, &total);
+#endif
+    float inverse = 1.0f / total;
+    for (int t = 0; t < KK; ++t) logits[t] = exp(logits[t] - maximum) * inverse;
+#if WRITE_FILTERS
+    for (int t = 0; t < KK; ++t) filters[(n * P + g * KK + t) * out_plane + position] = logits[t];
+#endif
+    for (int c = g * CPG; c < (g + 1) * CPG; ++c) {
+        __global const float *xc = xn + c * plane;
+        float sum = 0.0f;
+        for (int q = 0; q < KK; ++q) sum += logits[q] * load_or_zero(xc, offsets[q]);
+        y[(n * CHANNELS + c) * out_plane + position] = sum;
+    }
+}
+
 __kernel void adaptive_forward(
     __global const float *x, __global const float *weight, __global const float *scale,
     __global const float *shift, __global const int *row_source, __global const int *col_source,
@@ -154,13 +179,7 @@ __kernel void adaptive_forward(
     int plane = height * width;
     int out_plane = out_height * out_width;
     int offsets[KK];
-    for (int u = 0; u < K; ++u) {
-        int row = row_source[i * K + u];
-        for (int v = 0; v < K; ++v) {
-            int col = col_source[j * K + v];
-            offsets[u * K + v] = (row >= 0 && col >= 0) ? row * width + col : -1;
-        }
-    }
+    window_offsets(row_source, col_source, i, j, width, offsets);
     __global const float *xn = x + n * CHANNELS * plane;
     float logits[KK];
     float maximum = -INFINITY;
@@ -173,23 +192,7 @@ __kernel void adaptive_forward(
 #endif
     for (int g = 0; g < GROUPS; ++g) {
         group_logits(xn, weight, scale, shift, offsets, plane, g, logits);
-#if !JOINT
-        maximum = -INFINITY;
-        total = 0.0f;
-        for (int t = 0; t < KK; ++t) online_softmax(logits[t], &maximum, &total);
-#endif
-        float inverse = 1.0f / total;
-        for (int t = 0; t < KK; ++t) logits[t] = exp(logits[t] - maximum) * inverse;
-#if WRITE_FILTERS
-        for (int t = 0; t < KK; ++t)
-            filters[(n * GROUPS * KK + g * KK + t) * out_plane + i * out_width + j] = logits[t];
-#endif
-        for (int c = g * CPG; c < (g + 1) * CPG; ++c) {
-            __global const float *xc = xn + c * plane;
-            float sum = 0.0f;
-            for (int q = 0; q < KK; ++q) sum += logits[q] * load_or_zero(xc, offsets[q]);
-            y[(n * CHANNELS + c) * out_plane + i * out_width + j] = sum;
-        }
+        softmax_and_filter(logits, maximum, total, xn, offsets, plane, n, g, i * out_width + j, out_plane, y, filters);
     }
 }
 
@@ -451,23 +454,7 @@ __kernel void adaptive_forward_from_map(
 #endif
     for (int g = 0; g < GROUPS; ++g) {
         group_logits_from_map(map, scale, shift, n, g, plane, centre, logits);
-#if !JOINT
-        maximum = -INFINITY;
-        total = 0.0f;
-        for (int t = 0; t < KK; ++t) online_softmax(logits[t], &maximum, &total);
-#endif
-        float inverse = 1.0f / total;
-        for (int t = 0; t < KK; ++t) logits[t] = exp(logits[t] - maximum) * inverse;
-#if WRITE_FILTERS
-        for (int t = 0; t < KK; ++t)
-            filters[(n * P + g * KK + t) * out_plane + i * out_width + j] = logits[t];
-#endif
-        for (int c = g * CPG; c < (g + 1) * CPG; ++c) {
-            __global const float *xc = xn + c * plane;
-            float sum = 0.0f;
-            for (int q = 0; q < KK; ++q) sum += logits[q] * load_or_zero(xc, offsets[q]);
-            y[(n * CHANNELS + c) * out_plane + i * out_width + j] = sum;
-        }
+        softmax_and_filter(logits, maximum, total, xn, offsets, plane, n, g, i * out_width + j, out_plane, y, filters);
     }
 }
 
