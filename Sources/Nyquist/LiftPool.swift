@@ -12,16 +12,23 @@ public final class LiftPoolDeviceParameters {
     /// The configuration the parameters are shaped for.
     public let configuration: LiftPoolConfiguration
     /// The eight tensors by PyTorch name.
-    public private(set) var tensors: [String: DeviceTensor]
+    public private(set) var tensors: [String: DeviceTensor] {
+        didSet { buffers = Self.ordered(tensors) }
+    }
     /// The device they live on.
     public let device: Device
+    /// The eight buffers in ``LiftPoolParameters/names`` order (P's four, then U's): numbers 0-7
+    /// of every LiftPool plan, kept in step with `tensors` so a call binds them without lookups.
+    private(set) var buffers: [OpenCLBuffer]
 
     /// Uploads `host` (e.g. `LiftPoolParameters(configuration, seed: 0)` for the default
     /// initialisation, or one loaded from a safetensors `state_dict`).
     public init(_ host: LiftPoolParameters<Float>, _ configuration: LiftPoolConfiguration, on device: Device) throws {
         self.configuration = configuration
         self.device = device
-        tensors = try Self.upload(host, configuration, device)
+        let uploaded = try Self.upload(host, configuration, device)
+        tensors = uploaded
+        buffers = Self.ordered(uploaded)
     }
 
     /// Replaces the values with those of a PyTorch `state_dict` (`Safetensors.read`); throws
@@ -47,9 +54,9 @@ public final class LiftPoolDeviceParameters {
         }
     }
 
-    /// The eight buffers in kernel-argument order (P's four, then U's).
-    var arguments: [KernelArgument] {
-        LiftPoolParameters<Float>.names.compactMap { tensors[$0].map { .buffer($0.buffer) } }
+    /// The buffers of `tensors` in ``LiftPoolParameters/names`` order (`upload` made every one).
+    private static func ordered(_ tensors: [String: DeviceTensor]) -> [OpenCLBuffer] {
+        LiftPoolParameters<Float>.names.compactMap { tensors[$0]?.buffer }
     }
 
     private static func upload(_ host: LiftPoolParameters<Float>, _ configuration: LiftPoolConfiguration, _ device: Device)
@@ -99,6 +106,9 @@ public struct LiftDownPool2DOutput {
 
     /// The four bands in LiftUpPool's order: LL, LH, HL, HH.
     public var bands: [DeviceTensor] { [ll, lh, hl, hh] }
+
+    /// The buffers of the four bands, then of the output (LiftDownPool2D's plan order).
+    var buffers: [OpenCLBuffer] { [ll.buffer, lh.buffer, hl.buffer, hh.buffer, output.buffer] }
 }
 
 /// The bands of a 1-D LiftDownPool on the device, each (N, C, ceil(L/2)).
@@ -175,7 +185,11 @@ public final class LiftDownPool2D {
 
     /// Writes the forward result for `input` into `output`'s five tensors.
     public func forward(_ input: DeviceTensor, into output: LiftDownPool2DOutput) throws {
-        _ = try run(input, into: output)
+        let shape = try validate(input, output)
+        let (sh, dh) = try rowBands(shape)
+        try plan(.forward, shape) {
+            try LiftPlans.down2DForward(configuration, shape, on: weights.device)
+        }.run(on: weights.device, buffers: weights.buffers + [input, sh, dh].map(\.buffer) + output.buffers)
     }
 
     /// Training forward: the bands, the regularisers c_u, c_p (each summed over the three
@@ -187,18 +201,18 @@ public final class LiftDownPool2D {
         bands: LiftDownPool2DOutput, regularisers: LiftRegularisers, saved: LiftDownPool2DSaved
     ) {
         let shape = try input.nchw("\(LiftPoolConfiguration.operatorName) input")
-        let bands = try LiftDownPool2DOutput(shape: configuration.outputShape(for: shape), on: input.device)
-        let (sh, dh) = try run(input, into: bands)
         let device = weights.device
-        let program = try LiftPass.program(configuration, device)
-        let planes = shape.n * shape.c
-        let rows = LiftPass(alongWidth: true, planes: planes, channels: shape.c, height: shape.h, width: shape.w)
-        let columns = LiftPass(alongWidth: false, planes: planes, channels: shape.c, height: shape.h, width: sh.shape[3])
-        let sums = [
-            try rows.regularisers(x: input, s: sh, d: dh, program: program, device: device),
-            try columns.regularisers(x: sh, s: bands.ll, d: bands.lh, program: program, device: device),
-            try columns.regularisers(x: dh, s: bands.hl, d: bands.hh, program: program, device: device),
-        ]
+        let bands = try LiftDownPool2DOutput(shape: configuration.outputShape(for: shape), on: input.device)
+        try validate(input, bands)
+        let (sh, dh) = try rowBands(shape)
+        let (rows, columns) = LiftPlans.passes2D(shape)
+        let partials = try [rows, columns, columns].map { try DeviceTensor(shape: [2 * $0.regulariserGroups], on: device) }
+        try plan(.trainingForward, shape) {
+            try LiftPlans.down2DTrainingForward(configuration, shape, on: device)
+        }.run(on: device, buffers: weights.buffers + [input, sh, dh].map(\.buffer) + bands.buffers + partials.map(\.buffer))
+        let sums = try zip([rows, columns, columns], partials).map { pass, partials in
+            pass.regularisers(try partials.toHost().values)
+        }
         let regularisers = LiftRegularisers(
             cu: sums.reduce(0) { $0 + $1.cu }, cp: sums.reduce(0) { $0 + $1.cp }, configuration)
         return (bands, regularisers, LiftDownPool2DSaved(input: input, sh: sh, dh: dh, bands: bands))
@@ -212,59 +226,64 @@ public final class LiftDownPool2D {
         gradHL: DeviceTensor? = nil, gradHH: DeviceTensor? = nil, gradLoss: Double = 1
     ) throws -> Gradients {
         let shape = try saved.input.nchw("\(LiftPoolConfiguration.operatorName) saved input")
-        let bandShape = try configuration.outputShape(for: shape)
+        let bandShape = try configuration.outputShape(for: shape).dimensions
         let device = weights.device
-        for (role, tensor) in [("gradOutput", gradOutput), ("gradLL", gradLL), ("gradLH", gradLH), ("gradHL", gradHL), ("gradHH", gradHH)] {
-            if let tensor { try LiftPass.require(tensor, bandShape.dimensions, device: device, role: role) }
+        let upstream = [gradOutput, gradLL, gradLH, gradHL, gradHH]
+        var given = 0
+        for (index, tensor) in upstream.enumerated() {
+            guard let tensor else { continue }
+            try LiftPass.require(tensor, bandShape, device: device, role: Self.upstreamRoles[index])
+            given |= 1 << index
         }
-        let program = try LiftPass.program(configuration, device)
-        let planes = shape.n * shape.c
-        let rows = LiftPass(alongWidth: true, planes: planes, channels: shape.c, height: shape.h, width: shape.w)
-        let columns = LiftPass(alongWidth: false, planes: planes, channels: shape.c, height: shape.h, width: bandShape.w)
         let gradients = try weights.zeroGradients()
         let gsh = try DeviceTensor(shape: saved.sh.shape, on: device)
         let gdh = try DeviceTensor(shape: saved.dh.shape, on: device)
         let gx = try DeviceTensor(shape: saved.input.shape, on: device)
-        try columns.backward(
-            x: saved.sh, s: saved.bands.ll, d: saved.bands.lh, gs: gradLL, gd: gradLH, gy: gradOutput, into: gsh,
-            gradients: gradients, accumulate: false, gradLoss: gradLoss, configuration, weights, program)
-        try columns.backward(
-            x: saved.dh, s: saved.bands.hl, d: saved.bands.hh, gs: gradHL, gd: gradHH, gy: gradOutput, into: gdh,
-            gradients: gradients, accumulate: true, gradLoss: gradLoss, configuration, weights, program)
-        try rows.backward(
-            x: saved.input, s: saved.sh, d: saved.dh, gs: gsh, gd: gdh, gy: nil, into: gx, gradients: gradients,
-            accumulate: true, gradLoss: gradLoss, configuration, weights, program)
+        // The gates of each lifting in turn; the row lifting's bands are the largest.
+        let gates = try (0..<5).map { _ in try DeviceTensor(shape: saved.sh.shape, on: device) }
+        // A missing upstream gradient binds a saved band in its place (never read).
+        let upstreamBuffers = upstream.map { $0?.buffer ?? saved.bands.ll.buffer }
+        try plan(.backward, shape, upstream: given, gradLoss: gradLoss) {
+            try LiftPlans.down2DBackward(configuration, shape, upstream: given, gradLoss: gradLoss, on: device)
+        }.run(
+            on: device,
+            buffers: weights.buffers + [saved.input, saved.sh, saved.dh].map(\.buffer) + saved.bands.bands.map(\.buffer)
+                + upstreamBuffers + [gsh, gdh, gx].map(\.buffer) + (gradients + gates).map(\.buffer))
         return Gradients(input: gx, parameters: Dictionary(uniqueKeysWithValues: zip(LiftPoolParameters<Float>.names, gradients)))
     }
 
-    /// The two passes of the forward; returns the row lifting's bands s_h, d_h.
-    private func run(_ input: DeviceTensor, into output: LiftDownPool2DOutput) throws -> (DeviceTensor, DeviceTensor) {
+    /// The roles of the backward's upstream gradients in errors, in argument order.
+    private static let upstreamRoles = ["gradOutput", "gradLL", "gradLH", "gradHL", "gradHH"]
+
+    /// Checks the input and the five output tensors; returns the input's shape.
+    @discardableResult
+    private func validate(_ input: DeviceTensor, _ output: LiftDownPool2DOutput) throws -> Shape4D {
         let shape = try input.nchw("\(LiftPoolConfiguration.operatorName) input")
-        let bandShape = try configuration.outputShape(for: shape)
+        let bandShape = try configuration.outputShape(for: shape).dimensions
         for tensor in [output.output, output.ll, output.lh, output.hl, output.hh] {
-            try LiftPass.require(tensor, bandShape.dimensions, device: weights.device, role: "output band")
+            try LiftPass.require(tensor, bandShape, device: weights.device, role: "output band")
         }
         try LiftPass.require(input, shape.dimensions, device: weights.device, role: "input")
-        let device = weights.device
-        let rowsShape = [shape.n, shape.c, shape.h, bandShape.w]
-        let sh = try DeviceTensor(shape: rowsShape, on: device)
-        let dh = try DeviceTensor(shape: rowsShape, on: device)
-        let rows = LiftPass(alongWidth: true, planes: shape.n * shape.c, channels: shape.c, height: shape.h, width: shape.w)
-        let rowsLaunch = try rows.runLaunch(configuration, on: device)
-        try device.context.dispatch(
-            "lift_down", in: rowsLaunch.program,
-            arguments: [.buffer(input.buffer), .buffer(sh.buffer), .buffer(dh.buffer), .buffer(dh.buffer), .int(0)]
-                + rows.arguments(inverse: false) + weights.arguments,
-            global: rowsLaunch.global)
-        let columns = LiftPass(
-            alongWidth: false, planes: shape.n * shape.c, channels: shape.c, height: shape.h, width: bandShape.w)
-        let columnsLaunch = try columns.runLaunch(configuration, on: device)
-        try device.context.dispatch(
-            "lift_down_pair", in: columnsLaunch.program,
-            arguments: [sh, dh, output.ll, output.lh, output.hl, output.hh, output.output].map { .buffer($0.buffer) }
-                + columns.arguments(inverse: false) + weights.arguments,
-            global: columnsLaunch.global)
-        return (sh, dh)
+        return shape
+    }
+
+    /// New tensors for the row lifting's bands s_h, d_h of an input of `shape`.
+    private func rowBands(_ shape: Shape4D) throws -> (DeviceTensor, DeviceTensor) {
+        let rowsShape = [shape.n, shape.c, shape.h, LiftPoolConfiguration.bandLength(shape.w)]
+        return (try DeviceTensor(shape: rowsShape, on: weights.device), try DeviceTensor(shape: rowsShape, on: weights.device))
+    }
+
+    /// The compiled `pass` of this layer for an input of `shape`, built by `build` once.
+    private func plan(
+        _ pass: PlanPass, _ shape: Shape4D, upstream: Int = 0, gradLoss: Double = 0,
+        build: () throws -> [PreparedLaunch]
+    ) throws -> CompiledPass {
+        try weights.device.compiledPass(
+            PlanKey(
+                configuration: LiftPlanConfiguration(
+                    configuration: configuration, layer: .down2D, upstream: upstream, gradLoss: gradLoss.bitPattern),
+                pass: pass, input: shape),
+            build: build)
     }
 }
 
@@ -304,19 +323,10 @@ public final class LiftDownPool1D {
 
     /// Writes the forward result for `input` into `output`'s three tensors.
     public func forward(_ input: DeviceTensor, into output: LiftDownPool1DOutput) throws {
-        let bandShape = try configuration.outputShape1D(for: input.shape)
-        let shape = try LiftPoolConfiguration.shape1D(input.shape, role: "input")
-        for tensor in [output.output, output.s, output.d] {
-            try LiftPass.require(tensor, bandShape, device: weights.device, role: "output band")
-        }
-        try LiftPass.require(input, input.shape, device: weights.device, role: "input")
-        let rows = LiftPass(alongWidth: true, planes: shape.n * shape.c, channels: shape.c, height: 1, width: shape.w)
-        let launch = try rows.runLaunch(configuration, on: weights.device)
-        try weights.device.context.dispatch(
-            "lift_down", in: launch.program,
-            arguments: [input, output.s, output.d, output.output].map { .buffer($0.buffer) } + [.int(1)]
-                + rows.arguments(inverse: false) + weights.arguments,
-            global: launch.global)
+        let shape = try validate(input, output)
+        try plan(.forward, shape) {
+            try LiftPlans.down1DForward(configuration, shape, on: weights.device)
+        }.run(on: weights.device, buffers: weights.buffers + [input, output.s, output.d, output.output].map(\.buffer))
     }
 
     /// Training forward: the bands, the regularisers of the lifting and what
@@ -324,11 +334,15 @@ public final class LiftDownPool1D {
     public func forwardTraining(_ input: DeviceTensor) throws -> (
         bands: LiftDownPool1DOutput, regularisers: LiftRegularisers, saved: LiftDownPool1DSaved
     ) {
-        let bands = try callAsFunction(input)
-        let shape = try LiftPoolConfiguration.shape1D(input.shape, role: "input")
-        let rows = LiftPass(alongWidth: true, planes: shape.n * shape.c, channels: shape.c, height: 1, width: shape.w)
-        let sums = try rows.regularisers(
-            x: input, s: bands.s, d: bands.d, program: try LiftPass.program(configuration, weights.device), device: weights.device)
+        let device = weights.device
+        let bands = try LiftDownPool1DOutput(shape: configuration.outputShape1D(for: input.shape), on: input.device)
+        let shape = try validate(input, bands)
+        let pass = LiftPlans.pass1D(shape)
+        let partials = try DeviceTensor(shape: [2 * pass.regulariserGroups], on: device)
+        try plan(.trainingForward, shape) {
+            try LiftPlans.down1DTrainingForward(configuration, shape, on: device)
+        }.run(on: device, buffers: weights.buffers + [input, bands.s, bands.d, bands.output, partials].map(\.buffer))
+        let sums = pass.regularisers(try partials.toHost().values)
         return (bands, LiftRegularisers(cu: sums.cu, cp: sums.cp, configuration), LiftDownPool1DSaved(input: input, bands: bands))
     }
 
@@ -341,17 +355,52 @@ public final class LiftDownPool1D {
         let bandShape = try configuration.outputShape1D(for: saved.input.shape)
         let shape = try LiftPoolConfiguration.shape1D(saved.input.shape, role: "saved input")
         let device = weights.device
-        for (role, tensor) in [("gradOutput", gradOutput), ("gradS", gradS), ("gradD", gradD)] {
-            if let tensor { try LiftPass.require(tensor, bandShape, device: device, role: role) }
+        let upstream = [gradOutput, gradS, gradD]
+        var given = 0
+        for (index, tensor) in upstream.enumerated() {
+            guard let tensor else { continue }
+            try LiftPass.require(tensor, bandShape, device: device, role: Self.upstreamRoles[index])
+            given |= 1 << index
         }
-        let rows = LiftPass(alongWidth: true, planes: shape.n * shape.c, channels: shape.c, height: 1, width: shape.w)
         let gradients = try weights.zeroGradients()
         let gx = try DeviceTensor(shape: saved.input.shape, on: device)
-        try rows.backward(
-            x: saved.input, s: saved.bands.s, d: saved.bands.d, gs: gradS, gd: gradD, gy: gradOutput, into: gx,
-            gradients: gradients, accumulate: false, gradLoss: gradLoss, configuration, weights,
-            try LiftPass.program(configuration, device))
+        let gates = try (0..<5).map { _ in try DeviceTensor(shape: bandShape, on: device) }
+        // A missing upstream gradient binds a saved band in its place (never read).
+        let upstreamBuffers = upstream.map { $0?.buffer ?? saved.bands.s.buffer }
+        try plan(.backward, shape, upstream: given, gradLoss: gradLoss) {
+            try LiftPlans.down1DBackward(configuration, shape, upstream: given, gradLoss: gradLoss, on: device)
+        }.run(
+            on: device,
+            buffers: weights.buffers + [saved.input, saved.bands.s, saved.bands.d].map(\.buffer) + upstreamBuffers
+                + [gx.buffer] + (gradients + gates).map(\.buffer))
         return Gradients(input: gx, parameters: Dictionary(uniqueKeysWithValues: zip(LiftPoolParameters<Float>.names, gradients)))
+    }
+
+    /// The roles of the backward's upstream gradients in errors, in argument order.
+    private static let upstreamRoles = ["gradOutput", "gradS", "gradD"]
+
+    /// Checks the input and the three output tensors; returns the input's shape as N x C x 1 x L.
+    private func validate(_ input: DeviceTensor, _ output: LiftDownPool1DOutput) throws -> Shape4D {
+        let bandShape = try configuration.outputShape1D(for: input.shape)
+        let shape = try LiftPoolConfiguration.shape1D(input.shape, role: "input")
+        for tensor in [output.output, output.s, output.d] {
+            try LiftPass.require(tensor, bandShape, device: weights.device, role: "output band")
+        }
+        try LiftPass.require(input, input.shape, device: weights.device, role: "input")
+        return shape
+    }
+
+    /// The compiled `pass` of this layer for an input of `shape`, built by `build` once.
+    private func plan(
+        _ pass: PlanPass, _ shape: Shape4D, upstream: Int = 0, gradLoss: Double = 0,
+        build: () throws -> [PreparedLaunch]
+    ) throws -> CompiledPass {
+        try weights.device.compiledPass(
+            PlanKey(
+                configuration: LiftPlanConfiguration(
+                    configuration: configuration, layer: .down1D, upstream: upstream, gradLoss: gradLoss.bitPattern),
+                pass: pass, input: shape),
+            build: build)
     }
 }
 
@@ -409,36 +458,7 @@ public final class LiftUpPool2D {
     public func forward(ll: DeviceTensor, lh: DeviceTensor, hl: DeviceTensor, hh: DeviceTensor, into output: DeviceTensor)
         throws
     {
-        let bandShape = try ll.nchw("\(LiftPoolConfiguration.inverseOperatorName) band LL")
-        let outputShape = try output.nchw("\(LiftPoolConfiguration.inverseOperatorName) output")
-        let shape = try configuration.checkInverse(bandShape: bandShape, targetHeight: outputShape.h, targetWidth: outputShape.w)
-        guard shape == outputShape else {
-            throw NyquistError(
-                .invalidShape, "\(LiftPoolConfiguration.inverseOperatorName): output \(outputShape) does not fit bands \(bandShape)")
-        }
-        let device = weights.device
-        for band in [ll, lh, hl, hh] {
-            try LiftPass.require(band, bandShape.dimensions, device: device, role: "band", layer: LiftPoolConfiguration.inverseOperatorName)
-        }
-        try LiftPass.require(output, outputShape.dimensions, device: device, role: "output", layer: LiftPoolConfiguration.inverseOperatorName)
-        let rowsShape = [shape.n, shape.c, shape.h, bandShape.w]
-        let sh = try DeviceTensor(shape: rowsShape, on: device)
-        let dh = try DeviceTensor(shape: rowsShape, on: device)
-        let planes = shape.n * shape.c
-        let columns = LiftPass(alongWidth: false, planes: planes, channels: shape.c, height: shape.h, width: bandShape.w)
-        let columnsLaunch = try columns.runLaunch(configuration, on: device)
-        for (s, d, x) in [(ll, lh, sh), (hl, hh, dh)] {
-            try device.context.dispatch(
-                "lift_up", in: columnsLaunch.program,
-                arguments: [s, d, x].map { .buffer($0.buffer) } + columns.arguments(inverse: true) + weights.arguments,
-                global: columnsLaunch.global)
-        }
-        let rows = LiftPass(alongWidth: true, planes: planes, channels: shape.c, height: shape.h, width: shape.w)
-        let rowsLaunch = try rows.runLaunch(configuration, on: device)
-        try device.context.dispatch(
-            "lift_up", in: rowsLaunch.program,
-            arguments: [sh, dh, output].map { .buffer($0.buffer) } + rows.arguments(inverse: true) + weights.arguments,
-            global: rowsLaunch.global)
+        _ = try reconstruct(ll: ll, lh: lh, hl: hl, hh: hh, into: output)
     }
 
     /// Training forward: the reconstruction and what ``backward(_:gradOutput:)`` needs (the
@@ -446,21 +466,10 @@ public final class LiftUpPool2D {
     public func forwardTraining(ll: DeviceTensor, lh: DeviceTensor, hl: DeviceTensor, hh: DeviceTensor, height: Int, width: Int)
         throws -> (output: DeviceTensor, saved: LiftUpPool2DSaved)
     {
-        let output = try callAsFunction(ll: ll, lh: lh, hl: hl, hh: hh, height: height, width: width)
         let bandShape = try ll.nchw("\(LiftPoolConfiguration.inverseOperatorName) band LL")
-        let device = weights.device
-        let columns = LiftPass(
-            alongWidth: false, planes: bandShape.n * bandShape.c, channels: bandShape.c, height: height, width: bandShape.w)
-        let rowsShape = [bandShape.n, bandShape.c, height, bandShape.w]
-        let sh = try DeviceTensor(shape: rowsShape, on: device)
-        let dh = try DeviceTensor(shape: rowsShape, on: device)
-        let columnsLaunch = try columns.runLaunch(configuration, on: device)
-        for (s, d, x) in [(ll, lh, sh), (hl, hh, dh)] {
-            try device.context.dispatch(
-                "lift_up", in: columnsLaunch.program,
-                arguments: [s, d, x].map { .buffer($0.buffer) } + columns.arguments(inverse: true) + weights.arguments,
-                global: columnsLaunch.global)
-        }
+        let shape = try configuration.checkInverse(bandShape: bandShape, targetHeight: height, targetWidth: width)
+        let output = try DeviceTensor(shape: shape.dimensions, on: ll.device)
+        let (sh, dh) = try reconstruct(ll: ll, lh: lh, hl: hl, hh: hh, into: output)
         return (output, LiftUpPool2DSaved(bands: [ll, lh, hl, hh], sh: sh, dh: dh))
     }
 
@@ -477,23 +486,51 @@ public final class LiftUpPool2D {
                 .invalidShape, "\(LiftPoolConfiguration.inverseOperatorName): gradOutput \(grad) does not fit the saved forward")
         }
         try LiftPass.require(gradOutput, grad.dimensions, device: device, role: "gradOutput", layer: LiftPoolConfiguration.inverseOperatorName)
-        let program = try LiftPass.program(configuration, device)
-        let planes = bandShape.n * bandShape.c
-        let rows = LiftPass(alongWidth: true, planes: planes, channels: bandShape.c, height: grad.h, width: grad.w)
-        let columns = LiftPass(alongWidth: false, planes: planes, channels: bandShape.c, height: grad.h, width: bandShape.w)
         let gradients = try weights.zeroGradients()
         let gsh = try DeviceTensor(shape: saved.sh.shape, on: device)
         let gdh = try DeviceTensor(shape: saved.dh.shape, on: device)
-        try rows.inverseBackward(
-            s: saved.sh, d: saved.dh, gx: gradOutput, gs: gsh, gd: gdh, gradients: gradients, accumulate: false, configuration, weights, program)
         let bands = try (0..<4).map { _ in try DeviceTensor(shape: bandShape.dimensions, on: device) }
-        try columns.inverseBackward(
-            s: saved.bands[0], d: saved.bands[1], gx: gsh, gs: bands[0], gd: bands[1], gradients: gradients, accumulate: true,
-            configuration, weights, program)
-        try columns.inverseBackward(
-            s: saved.bands[2], d: saved.bands[3], gx: gdh, gs: bands[2], gd: bands[3], gradients: gradients, accumulate: true,
-            configuration, weights, program)
+        // The gates of each inversion in turn; the row inversion's bands are the largest.
+        let gates = try (0..<5).map { _ in try DeviceTensor(shape: saved.sh.shape, on: device) }
+        try plan(.backward, grad) {
+            try LiftPlans.up2DBackward(configuration, grad, on: device)
+        }.run(
+            on: device,
+            buffers: weights.buffers + saved.bands.map(\.buffer) + [saved.sh, saved.dh, gradOutput, gsh, gdh].map(\.buffer)
+                + (bands + gradients + gates).map(\.buffer))
         return LiftUpGradients(bands: bands, parameters: Dictionary(uniqueKeysWithValues: zip(LiftPoolParameters<Float>.names, gradients)))
+    }
+
+    /// Checks the bands and `output` and runs the forward; returns the column inversions s_h, d_h.
+    private func reconstruct(ll: DeviceTensor, lh: DeviceTensor, hl: DeviceTensor, hh: DeviceTensor, into output: DeviceTensor)
+        throws -> (DeviceTensor, DeviceTensor)
+    {
+        let bandShape = try ll.nchw("\(LiftPoolConfiguration.inverseOperatorName) band LL")
+        let outputShape = try output.nchw("\(LiftPoolConfiguration.inverseOperatorName) output")
+        let shape = try configuration.checkInverse(bandShape: bandShape, targetHeight: outputShape.h, targetWidth: outputShape.w)
+        guard shape == outputShape else {
+            throw NyquistError(
+                .invalidShape, "\(LiftPoolConfiguration.inverseOperatorName): output \(outputShape) does not fit bands \(bandShape)")
+        }
+        let device = weights.device
+        for band in [ll, lh, hl, hh] {
+            try LiftPass.require(band, bandShape.dimensions, device: device, role: "band", layer: LiftPoolConfiguration.inverseOperatorName)
+        }
+        try LiftPass.require(output, outputShape.dimensions, device: device, role: "output", layer: LiftPoolConfiguration.inverseOperatorName)
+        let rowsShape = [shape.n, shape.c, shape.h, bandShape.w]
+        let sh = try DeviceTensor(shape: rowsShape, on: device)
+        let dh = try DeviceTensor(shape: rowsShape, on: device)
+        try plan(.forward, shape) {
+            try LiftPlans.up2DForward(configuration, shape, on: device)
+        }.run(on: device, buffers: weights.buffers + [ll, lh, hl, hh, sh, dh, output].map(\.buffer))
+        return (sh, dh)
+    }
+
+    /// The compiled `pass` of this layer for an output of `shape`, built by `build` once.
+    private func plan(_ pass: PlanPass, _ shape: Shape4D, build: () throws -> [PreparedLaunch]) throws -> CompiledPass {
+        try weights.device.compiledPass(
+            PlanKey(configuration: LiftPlanConfiguration(configuration: configuration, layer: .up2D), pass: pass, input: shape),
+            build: build)
     }
 }
 
@@ -528,12 +565,9 @@ public final class LiftUpPool1D {
         try LiftPass.require(s, s.shape, device: device, role: "band s", layer: layer)
         try LiftPass.require(d, s.shape, device: device, role: "band d", layer: layer)
         let output = try DeviceTensor(shape: [shape.n, shape.c, length], on: device)
-        let rows = LiftPass(alongWidth: true, planes: shape.n * shape.c, channels: shape.c, height: 1, width: length)
-        let launch = try rows.runLaunch(configuration, on: device)
-        try device.context.dispatch(
-            "lift_up", in: launch.program,
-            arguments: [s, d, output].map { .buffer($0.buffer) } + rows.arguments(inverse: true) + weights.arguments,
-            global: launch.global)
+        try plan(.forward, shape) {
+            try LiftPlans.up1DForward(configuration, shape, on: device)
+        }.run(on: device, buffers: weights.buffers + [s, d, output].map(\.buffer))
         return output
     }
 
@@ -548,14 +582,22 @@ public final class LiftUpPool1D {
         try LiftPass.require(s, s.shape, device: device, role: "band s", layer: layer)
         try LiftPass.require(d, s.shape, device: device, role: "band d", layer: layer)
         try LiftPass.require(gradOutput, [shape.n, shape.c, shape.w], device: device, role: "gradOutput", layer: layer)
-        let rows = LiftPass(alongWidth: true, planes: shape.n * shape.c, channels: shape.c, height: 1, width: shape.w)
         let gradients = try weights.zeroGradients()
         let gs = try DeviceTensor(shape: s.shape, on: device)
         let gd = try DeviceTensor(shape: s.shape, on: device)
-        try rows.inverseBackward(
-            s: s, d: d, gx: gradOutput, gs: gs, gd: gd, gradients: gradients, accumulate: false, configuration, weights,
-            try LiftPass.program(configuration, device))
+        let gates = try (0..<5).map { _ in try DeviceTensor(shape: s.shape, on: device) }
+        try plan(.backward, shape) {
+            try LiftPlans.up1DBackward(configuration, shape, on: device)
+        }.run(on: device, buffers: weights.buffers + [s, d, gradOutput, gs, gd].map(\.buffer) + (gradients + gates).map(\.buffer))
         return LiftUpGradients(bands: [gs, gd], parameters: Dictionary(uniqueKeysWithValues: zip(LiftPoolParameters<Float>.names, gradients)))
+    }
+
+    /// The compiled `pass` of this layer for an output of `shape` (N x C x 1 x L), built by
+    /// `build` once.
+    private func plan(_ pass: PlanPass, _ shape: Shape4D, build: () throws -> [PreparedLaunch]) throws -> CompiledPass {
+        try weights.device.compiledPass(
+            PlanKey(configuration: LiftPlanConfiguration(configuration: configuration, layer: .up1D), pass: pass, input: shape),
+            build: build)
     }
 }
 
@@ -612,237 +654,4 @@ public struct LiftDownPool1DSaved {
     public let input: DeviceTensor
     /// The forward's bands.
     public let bands: LiftDownPool1DOutput
-}
-
-/// Geometry of one lifting pass over `planes` maps of height x width (the full-size side), along
-/// W (rows) or H (columns): the 12 integer kernel arguments and the global size.
-struct LiftPass {
-    let alongWidth: Bool
-    let planes: Int
-    let channels: Int
-    let height: Int
-    let width: Int
-
-    /// Length L of the lifted axis and of its bands M.
-    var length: Int { alongWidth ? width : height }
-    var band: Int { LiftPoolConfiguration.bandLength(length) }
-    var lines: Int { alongWidth ? height : width }
-
-    /// (plane, line, step) strides of the full-size map and of the band map.
-    var full: (Int, Int, Int) { (height * width, alongWidth ? width : 1, alongWidth ? 1 : width) }
-    var bands: (Int, Int, Int) { alongWidth ? (height * band, band, 1) : (band * width, 1, width) }
-
-    /// The geometry arguments; forward reads the full map and writes bands, inverse the opposite.
-    func arguments(inverse: Bool) throws -> [KernelArgument] {
-        let (input, output) = inverse ? (bands, full) : (full, bands)
-        return try [length, band, lines, planes, channels, alongWidth ? 1 : 0, input.0, input.1, input.2, output.0, output.1, output.2]
-            .map { try .int($0) }
-    }
-
-    /// The forward and inverse kernels: one work item per run of `run` band positions, (run,
-    /// line) along W, (line, run) along H, then planes.
-    func runGlobal(_ run: Int) -> [Int] {
-        let runs = (band + run - 1) / run
-        return alongWidth ? [runs, lines, planes] : [lines, runs, planes]
-    }
-
-    /// The per-position backward kernels: along W one work item per run of `run` positions (as
-    /// `runGlobal`), along H one per group of `run` neighbouring lines at one position.
-    func laneGlobal(_ run: Int) -> [Int] {
-        alongWidth ? runGlobal(run) : [(lines + run - 1) / run, band, planes]
-    }
-
-    /// The program and global size of this pass's forward or inverse kernel on `device` (of its
-    /// per-position backward kernels with `backward`: `laneGlobal`), with RUN chosen for this
-    /// pass's band length.
-    func runLaunch(_ configuration: LiftPoolConfiguration, on device: Device, backward: Bool = false) throws -> (
-        program: OpenCLProgram, global: [Int]
-    ) {
-        let run = LiftLaunch.choose(for: device, band: band).run
-        return (try Self.program(configuration, device, run: run), backward ? laneGlobal(run) : runGlobal(run))
-    }
-
-    /// Work-group size of the reductions (LIFT_GROUP in the kernels).
-    static let group = 64
-
-    /// Number of band elements of this lifting (E, the regularisers' mean divisor).
-    var bandCount: Int { planes * lines * band }
-
-    /// c_u and c_p of this lifting (means over its band elements) from x and its bands.
-    func regularisers(x: DeviceTensor, s: DeviceTensor, d: DeviceTensor, program: OpenCLProgram, device: Device) throws
-        -> (cu: Double, cp: Double)
-    {
-        let groups = min(64, (bandCount + Self.group - 1) / Self.group)
-        let partials = try DeviceTensor(shape: [2 * groups], on: device)
-        try device.context.dispatch(
-            "lift_regulariser_partials", in: program,
-            arguments: [x, s, d, partials].map { .buffer($0.buffer) } + arguments(inverse: false),
-            global: [groups * Self.group], local: [Self.group])
-        let values = try partials.toHost().values
-        var cu = 0.0
-        var cp = 0.0
-        for group in 0..<groups {
-            cu += Double(values[2 * group])
-            cp += Double(values[2 * group + 1])
-        }
-        return (cu / Double(bandCount), cp / Double(bandCount))
-    }
-
-    /// Backward of one forward lifting x -> (s, d): writes the gradient of x into `gx` and
-    /// writes (or, with `accumulate`, adds) the parameter gradients into `gradients`. Four
-    /// passes: U's gate, gD (and P's gate), parameters, gx; each gate is evaluated once per band
-    /// position and read by its K neighbours.
-    func backward(
-        x: DeviceTensor, s: DeviceTensor, d: DeviceTensor, gs: DeviceTensor?, gd: DeviceTensor?, gy: DeviceTensor?,
-        into gx: DeviceTensor, gradients: [DeviceTensor], accumulate: Bool, gradLoss: Double,
-        _ configuration: LiftPoolConfiguration, _ weights: LiftPoolDeviceParameters, _ program: OpenCLProgram
-    ) throws {
-        let device = weights.device
-        let flags = (gs == nil ? 0 : 1) | (gd == nil ? 0 : 2) | (gy == nil ? 0 : 4)
-        let count = Double(bandCount)
-        let buffers: [KernelArgument] = try [x, s, d, gs ?? s, gd ?? s, gy ?? s].map { .buffer($0.buffer) } + [
-            .int(flags), .float(Float(2 * gradLoss * configuration.lambdaU / count)),
-            .float(Float(2 * gradLoss * configuration.lambdaP / count)),
-        ]
-        // The gates of U and P (pre-activation, gradient through the tanh), once per position.
-        let (updatePre, updateGradient, predictPre, predictGradient, detail) = try (
-            DeviceTensor(shape: s.shape, on: device), DeviceTensor(shape: s.shape, on: device),
-            DeviceTensor(shape: s.shape, on: device), DeviceTensor(shape: s.shape, on: device),
-            DeviceTensor(shape: s.shape, on: device)
-        )
-        let geometry = try arguments(inverse: false) + weights.arguments
-        let (runProgram, global) = try runLaunch(configuration, on: device, backward: true)
-        try device.context.dispatch(
-            "lift_backward_update_gate", in: runProgram,
-            arguments: buffers + [updatePre, updateGradient].map { .buffer($0.buffer) } + geometry, global: global)
-        try device.context.dispatch(
-            "lift_backward_detail", in: runProgram,
-            arguments: buffers + [updatePre, updateGradient, detail, predictPre, predictGradient].map { .buffer($0.buffer) }
-                + geometry,
-            global: global)
-        try device.context.dispatch(
-            "lift_parameter_gradients", in: program,
-            arguments: buffers + ([updatePre, updateGradient, predictPre, predictGradient] + gradients).map { .buffer($0.buffer) }
-                + [.int(accumulate ? 1 : 0)] + geometry,
-            global: [Self.group * channels], local: [Self.group])
-        try device.context.dispatch(
-            "lift_backward_input", in: runProgram,
-            arguments: buffers + [predictPre, predictGradient, detail, gx].map { .buffer($0.buffer) } + geometry,
-            global: global)
-    }
-
-    /// Backward of one inverse lifting (s, d) -> x: writes the gradients of s and d and writes
-    /// (or adds) the parameter gradients. Five passes: x_e (and U's pre-activation), P's gate,
-    /// gs (and U's gate), gd, parameters; each gate is evaluated once per band position.
-    func inverseBackward(
-        s: DeviceTensor, d: DeviceTensor, gx: DeviceTensor, gs: DeviceTensor, gd: DeviceTensor, gradients: [DeviceTensor],
-        accumulate: Bool, _ configuration: LiftPoolConfiguration, _ weights: LiftPoolDeviceParameters,
-        _ program: OpenCLProgram
-    ) throws {
-        let device = weights.device
-        let geometry = try arguments(inverse: true) + weights.arguments
-        let (runProgram, global) = try runLaunch(configuration, on: device, backward: true)
-        let (even, updatePre, updateGradient, predictPre, predictGradient) = try (
-            DeviceTensor(shape: s.shape, on: device), DeviceTensor(shape: s.shape, on: device),
-            DeviceTensor(shape: s.shape, on: device), DeviceTensor(shape: s.shape, on: device),
-            DeviceTensor(shape: s.shape, on: device)
-        )
-        try device.context.dispatch(
-            "lift_up_even", in: runProgram, arguments: [s, d, even, updatePre].map { .buffer($0.buffer) } + geometry,
-            global: global)
-        try device.context.dispatch(
-            "lift_up_predict_gate", in: runProgram,
-            arguments: [even, gx, predictPre, predictGradient].map { .buffer($0.buffer) } + geometry, global: global)
-        try device.context.dispatch(
-            "lift_up_backward_even", in: runProgram,
-            arguments: [predictPre, predictGradient, updatePre, gx, gs, updateGradient].map { .buffer($0.buffer) } + geometry,
-            global: global)
-        try device.context.dispatch(
-            "lift_up_backward_detail", in: runProgram,
-            arguments: [updatePre, updateGradient, gx, gd].map { .buffer($0.buffer) } + geometry, global: global)
-        try device.context.dispatch(
-            "lift_up_parameter_gradients", in: program,
-            arguments: ([even, d, predictPre, predictGradient, updatePre, updateGradient] + gradients).map { .buffer($0.buffer) }
-                + [.int(accumulate ? 1 : 0)] + geometry,
-            global: [Self.group * channels], local: [Self.group])
-    }
-
-    /// The LiftPool program with RUN = `run`. Without `run` it is the reductions' program
-    /// (parameter gradients, regularisers): their RUN is `LiftLaunch.reductionRun` whatever the
-    /// knob says, because it sets the lanes the parameter-gradient sums are split over, so a
-    /// tuned `run` would otherwise change the gradients' bits.
-    static func program(_ configuration: LiftPoolConfiguration, _ device: Device, run: Int? = nil) throws
-        -> OpenCLProgram
-    {
-        try device.program(
-            "lift_pool.cl",
-            defines: ["KERNEL_SIZE": configuration.kernelSize, "RUN": run ?? LiftLaunch.reductionRun])
-    }
-
-    /// Throws unless `tensor` has `shape` and lives on `device`.
-    static func require(
-        _ tensor: DeviceTensor, _ shape: [Int], device: Device, role: String,
-        layer: String = LiftPoolConfiguration.operatorName
-    ) throws {
-        guard tensor.shape == shape else {
-            throw NyquistError(.invalidShape, "\(layer): \(role) has shape \(tensor.shape), expected \(shape)")
-        }
-        guard tensor.device === device else {
-            throw NyquistError(
-                .invalidConfiguration, "\(layer): \(role) lives on \(tensor.device.name) but the parameters on \(device.name)")
-        }
-        guard tensor.count <= maximumDeviceElementCount else {
-            throw NyquistError(.sizeLimit, "\(layer): \(role) \(shape) has more than 2^31 - 1 elements")
-        }
-    }
-}
-
-/// Launch parameters of the LiftPool kernels (Kernels/lift_pool.cl), read through
-/// ``Device/launchParameters(family:shapeClass:builtIn:accepts:)`` (family `lift`) so a tuned
-/// database entry, the built-in default and a test's override all take one path.
-///
-/// `run` is the number of consecutive band positions one work item of the forward and inverse
-/// kernels computes (RUN), held as one vector of `run` lanes (float, float2, float4 or float8;
-/// the backward kernels use the same lanes, along H across `run` neighbouring columns):
-/// each evaluates the inner step (P for a forward lifting, U for an inverse one) on the run plus
-/// a K/2 halo each side, so the inner step costs about (run + K - 1) / run evaluations per band
-/// position instead of K, in vectors. Larger runs cut the recomputation and widen the
-/// vectors but give fewer work items (and, along W, less coalescing on GPUs). Shape classes by
-/// the band length of a pass (each pass of a 2-D layer chooses for its own axis): "wide" (>= 16
-/// positions), "narrow" (where a long run leaves few work items).
-struct LiftLaunch: Equatable {
-    /// Lanes per work item of the LiftPool kernels (band positions in lift_down, lift_down_pair and
-    /// lift_up).
-    var run: Int
-
-    /// The tuner and database name of the family.
-    static let family = "lift"
-    /// A band length of the "wide" class.
-    static let wideBand = 16
-    /// RUN of the reduction kernels, fixed (not a knob): the parameter-gradient sums visit a
-    /// channel in units of this many lanes, so it fixes their order. 8, the CPU default `run`,
-    /// so that CPUs build one program.
-    static let reductionRun = 8
-
-    /// The shape class of a pass whose bands are `band` positions long.
-    static func shapeClass(band: Int) -> String { band >= wideBand ? "wide" : "narrow" }
-
-    /// Every candidate (the tuner times them, the parity tests run them all).
-    static let candidates = [1, 2, 4, 8].map { LaunchParameters(run: $0) }
-
-    /// Built-in defaults. CPU devices (PoCL): runs of 8 (measured: docs/kernels.md). GPUs: runs
-    /// of 2, trading some recomputation for more work items and shorter strides between
-    /// neighbouring items along W; the H200 measurements behind this choice are in
-    /// docs/performance.md ("GPU figures").
-    static func builtIn(on device: Device) -> LaunchParameters {
-        LaunchParameters(run: device.info.isGPU ? 2 : 8)
-    }
-
-    /// The choice for a pass whose bands are `band` positions long on `device`.
-    static func choose(for device: Device, band: Int) -> LiftLaunch {
-        let parameters = device.launchParameters(
-            family: family, shapeClass: shapeClass(band: band), builtIn: builtIn(on: device),
-            accepts: { $0.run != nil })
-        return LiftLaunch(run: parameters.run ?? 8)
-    }
 }
