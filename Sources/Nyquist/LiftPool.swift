@@ -205,16 +205,12 @@ public final class LiftDownPool2D {
         let bands = try LiftDownPool2DOutput(shape: configuration.outputShape(for: shape), on: input.device)
         try validate(input, bands)
         let (sh, dh) = try rowBands(shape)
-        let (rows, columns) = LiftPlans.passes2D(shape)
-        let partials = try [rows, columns, columns].map { try DeviceTensor(shape: [2 * $0.regulariserGroups], on: device) }
+        let partials = try DeviceTensor(shape: [LiftPlans.regulariserPartials2D(shape)], on: device)
         try plan(.trainingForward, shape) {
             try LiftPlans.down2DTrainingForward(configuration, shape, on: device)
-        }.run(on: device, buffers: weights.buffers + [input, sh, dh].map(\.buffer) + bands.buffers + partials.map(\.buffer))
-        let sums = try zip([rows, columns, columns], partials).map { pass, partials in
-            pass.regularisers(try partials.toHost().values)
-        }
-        let regularisers = LiftRegularisers(
-            cu: sums.reduce(0) { $0 + $1.cu }, cp: sums.reduce(0) { $0 + $1.cp }, configuration)
+        }.run(on: device, buffers: weights.buffers + [input, sh, dh].map(\.buffer) + bands.buffers + [partials.buffer])
+        let sums = LiftPlans.regularisers2D(shape, partials: try partials.toHost().values)
+        let regularisers = LiftRegularisers(cu: sums.cu, cp: sums.cp, configuration)
         return (bands, regularisers, LiftDownPool2DSaved(input: input, sh: sh, dh: dh, bands: bands))
     }
 
@@ -239,8 +235,10 @@ public final class LiftDownPool2D {
         let gsh = try DeviceTensor(shape: saved.sh.shape, on: device)
         let gdh = try DeviceTensor(shape: saved.dh.shape, on: device)
         let gx = try DeviceTensor(shape: saved.input.shape, on: device)
-        // The gates of each lifting in turn; the row lifting's bands are the largest.
+        // The gates of the s_h column lifting and then of the row lifting (whose bands are the
+        // largest), and those of the d_h column lifting, which runs next to the first.
         let gates = try (0..<5).map { _ in try DeviceTensor(shape: saved.sh.shape, on: device) }
+            + (0..<5).map { _ in try DeviceTensor(shape: bandShape, on: device) }
         // A missing upstream gradient binds a saved band in its place (never read).
         let upstreamBuffers = upstream.map { $0?.buffer ?? saved.bands.ll.buffer }
         try plan(.backward, shape, upstream: given, gradLoss: gradLoss) {
@@ -342,7 +340,7 @@ public final class LiftDownPool1D {
         try plan(.trainingForward, shape) {
             try LiftPlans.down1DTrainingForward(configuration, shape, on: device)
         }.run(on: device, buffers: weights.buffers + [input, bands.s, bands.d, bands.output, partials].map(\.buffer))
-        let sums = pass.regularisers(try partials.toHost().values)
+        let sums = pass.regularisers(try partials.toHost().values[...])
         return (bands, LiftRegularisers(cu: sums.cu, cp: sums.cp, configuration), LiftDownPool1DSaved(input: input, bands: bands))
     }
 
@@ -490,8 +488,10 @@ public final class LiftUpPool2D {
         let gsh = try DeviceTensor(shape: saved.sh.shape, on: device)
         let gdh = try DeviceTensor(shape: saved.dh.shape, on: device)
         let bands = try (0..<4).map { _ in try DeviceTensor(shape: bandShape.dimensions, on: device) }
-        // The gates of each inversion in turn; the row inversion's bands are the largest.
+        // The gates of the row inversion (whose bands are the largest) and then of the (LL, LH)
+        // inversion, and those of the (HL, HH) inversion, which runs next to the latter.
         let gates = try (0..<5).map { _ in try DeviceTensor(shape: saved.sh.shape, on: device) }
+            + (0..<5).map { _ in try DeviceTensor(shape: bandShape.dimensions, on: device) }
         try plan(.backward, grad) {
             try LiftPlans.up2DBackward(configuration, grad, on: device)
         }.run(

@@ -67,25 +67,50 @@ enum LiftPlans {
     }
 
     /// Training forward: the forward, then the regularisers' partial sums of the three
-    /// liftings. Buffers: 8-15 as ``down2DForward(_:_:on:)``, 16-18 the partial sums of the
-    /// row lifting, of (s_h -> LL, LH) and of (d_h -> HL, HH) (``LiftPass/regulariserGroups``).
+    /// liftings in one launch. Buffers: 8-15 as ``down2DForward(_:_:on:)``, 16 the partial sums
+    /// (``regulariserPartials2D(_:)`` floats: the row lifting's, then (s_h -> LL, LH)'s, then
+    /// (d_h -> HL, HH)'s).
     static func down2DTrainingForward(_ configuration: LiftPoolConfiguration, _ shape: Shape4D, on device: Device)
         throws -> [PreparedLaunch]
     {
         let (rows, columns) = passes2D(shape)
+        let groups = rows.regulariserGroups + 2 * columns.regulariserGroups
         return try down2DForward(configuration, shape, on: device) + [
-            try rows.regulariserLaunch(x: 8, s: 9, d: 10, partials: 16, configuration, on: device),
-            try columns.regulariserLaunch(x: 9, s: 11, d: 12, partials: 17, configuration, on: device),
-            try columns.regulariserLaunch(x: 10, s: 13, d: 14, partials: 18, configuration, on: device),
+            try device.context.prepare(
+                "lift_regulariser_partials_2d", in: try LiftPass.program(configuration, device),
+                arguments: (8...14).map { .bound($0) } + [.bound(16), .int(rows.regulariserGroups), .int(columns.regulariserGroups)]
+                    + rows.geometry(inverse: false) + columns.geometry(inverse: false),
+                global: [groups * LiftPass.group], local: [LiftPass.group])
         ]
     }
 
-    /// Backward: both column liftings, then the row lifting. `upstream` has a bit per given
-    /// upstream gradient (output, LL, LH, HL, HH); a missing one's buffer is never read.
-    /// Buffers: 8 input, 9 s_h, 10 d_h, 11 LL, 12 LH, 13 HL, 14 HH (saved), 15 gradOutput,
-    /// 16 gradLL, 17 gradLH, 18 gradHL, 19 gradHH, 20 the gradient of s_h, 21 of d_h,
-    /// 22 gradInput, 23-30 the parameters' gradients, 31-35 the gates (s_h's shape; see
-    /// ``LiftPass/backwardLaunches(_:flags:gradLoss:accumulate:_:on:)``).
+    /// The number of floats of ``down2DTrainingForward(_:_:on:)``'s partial sums for an input
+    /// of `shape`.
+    static func regulariserPartials2D(_ shape: Shape4D) -> Int {
+        let (rows, columns) = passes2D(shape)
+        return 2 * (rows.regulariserGroups + 2 * columns.regulariserGroups)
+    }
+
+    /// c_u and c_p of a 2-D LiftDownPool (each summed over its three liftings) from the partial
+    /// sums of ``down2DTrainingForward(_:_:on:)``.
+    static func regularisers2D(_ shape: Shape4D, partials: [Float]) -> (cu: Double, cp: Double) {
+        let (rows, columns) = passes2D(shape)
+        let high = 2 * (rows.regulariserGroups + columns.regulariserGroups)
+        let sums = [
+            rows.regularisers(partials[0..<2 * rows.regulariserGroups]),
+            columns.regularisers(partials[2 * rows.regulariserGroups..<high]),
+            columns.regularisers(partials[high...]),
+        ]
+        return (sums.reduce(0) { $0 + $1.cu }, sums.reduce(0) { $0 + $1.cp })
+    }
+
+    /// Backward: both column liftings (pair kernels), then the row lifting. `upstream` has a
+    /// bit per given upstream gradient (output, LL, LH, HL, HH); a missing one's buffer is
+    /// never read. Buffers: 8 input, 9 s_h, 10 d_h, 11 LL, 12 LH, 13 HL, 14 HH (saved),
+    /// 15 gradOutput, 16 gradLL, 17 gradLH, 18 gradHL, 19 gradHH, 20 the gradient of s_h, 21 of
+    /// d_h, 22 gradInput, 23-30 the parameters' gradients, 31-35 the gates of the s_h column
+    /// lifting and then of the row lifting (s_h's shape), 36-40 those of the d_h column lifting
+    /// (the bands' shape; see ``LiftPass/backwardLaunches(_:gradLoss:accumulate:_:on:)``).
     static func down2DBackward(
         _ configuration: LiftPoolConfiguration, _ shape: Shape4D, upstream: Int, gradLoss: Double, on device: Device
     ) throws -> [PreparedLaunch] {
@@ -96,11 +121,10 @@ enum LiftPlans {
             gy: output != 0 ? 15 : nil, gx: 20, gradients: 23, gates: 31)
         let high = LiftPass.BackwardBuffers(
             x: 10, s: 13, d: 14, gs: upstream & 8 != 0 ? 18 : nil, gd: upstream & 16 != 0 ? 19 : nil,
-            gy: output != 0 ? 15 : nil, gx: 21, gradients: 23, gates: 31)
+            gy: output != 0 ? 15 : nil, gx: 21, gradients: 23, gates: 36)
         let row = LiftPass.BackwardBuffers(x: 8, s: 9, d: 10, gs: 20, gd: 21, gy: nil, gx: 22, gradients: 23, gates: 31)
-        return try columns.backwardLaunches(low, gradLoss: gradLoss, accumulate: false, configuration, on: device)
-            + columns.backwardLaunches(high, gradLoss: gradLoss, accumulate: true, configuration, on: device)
-            + rows.backwardLaunches(row, gradLoss: gradLoss, accumulate: true, configuration, on: device)
+        return try columns.backwardLaunches([low, high], gradLoss: gradLoss, accumulate: false, configuration, on: device)
+            + rows.backwardLaunches([row], gradLoss: gradLoss, accumulate: true, configuration, on: device)
     }
 
     // MARK: LiftDownPool1D
@@ -136,29 +160,31 @@ enum LiftPlans {
         let buffers = LiftPass.BackwardBuffers(
             x: 8, s: 9, d: 10, gs: upstream & 2 != 0 ? 12 : nil, gd: upstream & 4 != 0 ? 13 : nil,
             gy: upstream & 1 != 0 ? 11 : nil, gx: 14, gradients: 15, gates: 23)
-        return try pass1D(shape).backwardLaunches(buffers, gradLoss: gradLoss, accumulate: false, configuration, on: device)
+        return try pass1D(shape).backwardLaunches([buffers], gradLoss: gradLoss, accumulate: false, configuration, on: device)
     }
 
     // MARK: LiftUpPool2D
 
-    /// Forward (inference and training alike): the two column inversions, then the row
-    /// inversion. `shape` is the output's (the target size).
+    /// Forward (inference and training alike): both column inversions in one launch, then the
+    /// row inversion. `shape` is the output's (the target size).
     /// Buffers: 8 LL, 9 LH, 10 HL, 11 HH, 12 s_h, 13 d_h, 14 output.
     static func up2DForward(_ configuration: LiftPoolConfiguration, _ shape: Shape4D, on device: Device) throws
         -> [PreparedLaunch]
     {
         let (rows, columns) = passes2D(shape)
         return [
-            try columns.launch("lift_up", [.bound(8), .bound(9), .bound(12)], inverse: true, configuration, on: device),
-            try columns.launch("lift_up", [.bound(10), .bound(11), .bound(13)], inverse: true, configuration, on: device),
+            try columns.launch(
+                "lift_up_pair", [8, 9, 12, 10, 11, 13].map { .bound($0) }, inverse: true, pair: true, configuration,
+                on: device),
             try rows.launch("lift_up", [.bound(12), .bound(13), .bound(14)], inverse: true, configuration, on: device),
         ]
     }
 
-    /// Backward: the row inversion's, then both column inversions'. `shape` is the output's.
-    /// Buffers: 8 LL, 9 LH, 10 HL, 11 HH, 12 s_h, 13 d_h (saved), 14 gradOutput, 15 the
-    /// gradient of s_h, 16 of d_h, 17-20 the bands' gradients, 21-28 the parameters'
-    /// gradients, 29-33 the gates (s_h's shape; see
+    /// Backward: the row inversion's, then both column inversions' (pair kernels). `shape` is
+    /// the output's. Buffers: 8 LL, 9 LH, 10 HL, 11 HH, 12 s_h, 13 d_h (saved), 14 gradOutput,
+    /// 15 the gradient of s_h, 16 of d_h, 17-20 the bands' gradients, 21-28 the parameters'
+    /// gradients, 29-33 the gates of the row inversion and then of the (LL, LH) inversion
+    /// (s_h's shape), 34-38 those of the (HL, HH) inversion (the bands' shape; see
     /// ``LiftPass/inverseBackwardLaunches(_:accumulate:_:on:)``).
     static func up2DBackward(_ configuration: LiftPoolConfiguration, _ shape: Shape4D, on device: Device) throws
         -> [PreparedLaunch]
@@ -166,10 +192,9 @@ enum LiftPlans {
         let (rows, columns) = passes2D(shape)
         let row = LiftPass.InverseBackwardBuffers(s: 12, d: 13, gx: 14, gs: 15, gd: 16, gradients: 21, gates: 29)
         let low = LiftPass.InverseBackwardBuffers(s: 8, d: 9, gx: 15, gs: 17, gd: 18, gradients: 21, gates: 29)
-        let high = LiftPass.InverseBackwardBuffers(s: 10, d: 11, gx: 16, gs: 19, gd: 20, gradients: 21, gates: 29)
-        return try rows.inverseBackwardLaunches(row, accumulate: false, configuration, on: device)
-            + columns.inverseBackwardLaunches(low, accumulate: true, configuration, on: device)
-            + columns.inverseBackwardLaunches(high, accumulate: true, configuration, on: device)
+        let high = LiftPass.InverseBackwardBuffers(s: 10, d: 11, gx: 16, gs: 19, gd: 20, gradients: 21, gates: 34)
+        return try rows.inverseBackwardLaunches([row], accumulate: false, configuration, on: device)
+            + columns.inverseBackwardLaunches([low, high], accumulate: true, configuration, on: device)
     }
 
     // MARK: LiftUpPool1D
@@ -187,7 +212,7 @@ enum LiftPlans {
         -> [PreparedLaunch]
     {
         let buffers = LiftPass.InverseBackwardBuffers(s: 8, d: 9, gx: 10, gs: 11, gd: 12, gradients: 13, gates: 21)
-        return try pass1D(shape).inverseBackwardLaunches(buffers, accumulate: false, configuration, on: device)
+        return try pass1D(shape).inverseBackwardLaunches([buffers], accumulate: false, configuration, on: device)
     }
 }
 
@@ -242,16 +267,18 @@ struct LiftPass {
 
     /// A launch of per-position kernel `kernel`: `leading` arguments, then the geometry and the
     /// parameters; RUN chosen for this pass's band length, over `runGlobal` (with `lanes`, the
-    /// backward kernels: `laneGlobal`).
+    /// backward kernels: `laneGlobal`). With `pair` (the `_pair` kernels, two liftings of this
+    /// geometry) the plane axis is twice the planes.
     func launch(
-        _ kernel: String, _ leading: [LaunchArgument], inverse: Bool, lanes: Bool = false,
+        _ kernel: String, _ leading: [LaunchArgument], inverse: Bool, lanes: Bool = false, pair: Bool = false,
         _ configuration: LiftPoolConfiguration, on device: Device
     ) throws -> PreparedLaunch {
         let run = LiftLaunch.choose(for: device, band: band).run
+        var global = lanes ? laneGlobal(run) : runGlobal(run)
+        if pair { global[2] *= 2 }
         return try device.context.prepare(
             kernel, in: try Self.program(configuration, device, run: run),
-            arguments: leading + geometry(inverse: inverse) + LiftPlans.parameters,
-            global: lanes ? laneGlobal(run) : runGlobal(run))
+            arguments: leading + geometry(inverse: inverse) + LiftPlans.parameters, global: global)
     }
 
     /// A launch of parameter-gradient kernel `kernel`: one work group per channel, the
@@ -286,101 +313,134 @@ struct LiftPass {
             global: [regulariserGroups * Self.group], local: [Self.group])
     }
 
-    /// c_u and c_p of this lifting (means over its band elements) from the partial sums a
-    /// ``regulariserLaunch(x:s:d:partials:_:on:)`` wrote, added in order in `Double`.
-    func regularisers(_ partials: [Float]) -> (cu: Double, cp: Double) {
+    /// c_u and c_p of this lifting (means over its band elements) from the partial sums its
+    /// regulariser groups wrote (2 ``regulariserGroups`` floats), added in order in `Double`.
+    func regularisers(_ partials: ArraySlice<Float>) -> (cu: Double, cp: Double) {
         var cu = 0.0
         var cp = 0.0
+        let first = partials.startIndex
         for group in 0..<regulariserGroups {
-            cu += Double(partials[2 * group])
-            cp += Double(partials[2 * group + 1])
+            cu += Double(partials[first + 2 * group])
+            cp += Double(partials[first + 2 * group + 1])
         }
         return (cu / Double(bandCount), cp / Double(bandCount))
     }
 
     /// Buffer numbers of the backward of one forward lifting x -> (s, d): upstream gradients
     /// (nil: not given, never read), the gradient of x, the first of the eight parameter
-    /// gradients and the first of five gates of the band's shape (U's pre-activation and
-    /// gradient, P's pre-activation and gradient, gD).
+    /// gradients and the first of five gates of the band's shape.
     struct BackwardBuffers {
         let x, s, d: Int
         let gs, gd, gy: Int?
         let gx, gradients, gates: Int
+
+        /// The kernels' flags: which upstream gradients are read.
+        var flags: Int { (gs == nil ? 0 : 1) | (gd == nil ? 0 : 2) | (gy == nil ? 0 : 4) }
+        /// The gates: U's pre-activation and gradient, P's pre-activation and gradient, gD.
+        var updatePre: Int { gates }
+        var updateGradient: Int { gates + 1 }
+        var predictPre: Int { gates + 2 }
+        var predictGradient: Int { gates + 3 }
+        var detail: Int { gates + 4 }
     }
 
-    /// Backward of one forward lifting x -> (s, d): writes the gradient of x and writes (or,
-    /// with `accumulate`, adds) the parameter gradients. Four launches: U's gate, gD (and P's
-    /// gate), parameters, gx; each gate is evaluated once per band position and read by its K
-    /// neighbours.
+    /// Backward of one forward lifting x -> (s, d) of this geometry, or (two `liftings`, the
+    /// column liftings of a 2-D layer, which share gy and the parameter gradients) of both in
+    /// the `_pair` kernels: writes the gradient of x and writes (or, with `accumulate`, adds)
+    /// the parameter gradients. Four launches: U's gate, gD (and P's gate), parameters, gx;
+    /// each gate is evaluated once per band position and read by its K neighbours.
     func backwardLaunches(
-        _ b: BackwardBuffers, gradLoss: Double, accumulate: Bool, _ configuration: LiftPoolConfiguration,
+        _ liftings: [BackwardBuffers], gradLoss: Double, accumulate: Bool, _ configuration: LiftPoolConfiguration,
         on device: Device
     ) throws -> [PreparedLaunch] {
-        let flags = (b.gs == nil ? 0 : 1) | (b.gd == nil ? 0 : 2) | (b.gy == nil ? 0 : 4)
+        let pair = liftings.count == 2
+        let suffix = pair ? "_pair" : ""
+        let first = liftings[0]
         let count = Double(bandCount)
-        // A missing upstream gradient binds s in its place (the flags say it is not read).
-        let upstream: [LaunchArgument] = try [b.x, b.s, b.d, b.gs ?? b.s, b.gd ?? b.s, b.gy ?? b.s].map { .bound($0) } + [
-            .int(flags), .float(Float(2 * gradLoss * configuration.lambdaU / count)),
+        let scales: [LaunchArgument] = [
+            .float(Float(2 * gradLoss * configuration.lambdaU / count)),
             .float(Float(2 * gradLoss * configuration.lambdaP / count)),
         ]
-        let (updatePre, updateGradient, predictPre, predictGradient, detail) = (
-            b.gates, b.gates + 1, b.gates + 2, b.gates + 3, b.gates + 4
-        )
-        let gradients = (b.gradients..<b.gradients + 8).map { LaunchArgument.bound($0) }
+        // A missing upstream gradient binds s in its place (the flags say it is not read).
+        let upstream: [LaunchArgument] =
+            pair
+            ? try liftings.flatMap { b in [b.x, b.s, b.d, b.gs ?? b.s, b.gd ?? b.s].map { .bound($0) } + [try .int(b.flags)] }
+                + [.bound(first.gy ?? first.s)] + scales
+            : try [first.x, first.s, first.d, first.gs ?? first.s, first.gd ?? first.s, first.gy ?? first.s].map {
+                .bound($0)
+            } + [.int(first.flags)] + scales
+        /// Each lifting's buffers in turn.
+        func each(_ buffers: (BackwardBuffers) -> [Int]) -> [LaunchArgument] {
+            liftings.flatMap(buffers).map { .bound($0) }
+        }
+        let gradients = (first.gradients..<first.gradients + 8).map { LaunchArgument.bound($0) }
         return [
             try launch(
-                "lift_backward_update_gate", upstream + [.bound(updatePre), .bound(updateGradient)], inverse: false,
-                lanes: true, configuration, on: device),
+                "lift_backward_update_gate" + suffix, upstream + each { [$0.updatePre, $0.updateGradient] },
+                inverse: false, lanes: true, pair: pair, configuration, on: device),
             try launch(
-                "lift_backward_detail",
-                upstream + [updatePre, updateGradient, detail, predictPre, predictGradient].map { .bound($0) },
-                inverse: false, lanes: true, configuration, on: device),
+                "lift_backward_detail" + suffix,
+                upstream + each { [$0.updatePre, $0.updateGradient, $0.detail, $0.predictPre, $0.predictGradient] },
+                inverse: false, lanes: true, pair: pair, configuration, on: device),
             try reductionLaunch(
-                "lift_parameter_gradients",
-                upstream + [updatePre, updateGradient, predictPre, predictGradient].map { .bound($0) } + gradients
+                "lift_parameter_gradients" + suffix,
+                upstream + each { [$0.updatePre, $0.updateGradient, $0.predictPre, $0.predictGradient] } + gradients
                     + [.int32(accumulate ? 1 : 0)],
                 inverse: false, configuration, on: device),
             try launch(
-                "lift_backward_input", upstream + [predictPre, predictGradient, detail, b.gx].map { .bound($0) },
-                inverse: false, lanes: true, configuration, on: device),
+                "lift_backward_input" + suffix, upstream + each { [$0.predictPre, $0.predictGradient, $0.detail, $0.gx] },
+                inverse: false, lanes: true, pair: pair, configuration, on: device),
         ]
     }
 
     /// Buffer numbers of the backward of one inverse lifting (s, d) -> x: the bands, the
     /// gradient of x, the bands' gradients, the first of the eight parameter gradients and the
-    /// first of five gates of the band's shape (x_e, U's pre-activation and gradient, P's
-    /// pre-activation and gradient).
+    /// first of five gates of the band's shape.
     struct InverseBackwardBuffers {
         let s, d, gx, gs, gd, gradients, gates: Int
+
+        /// The gates: x_e, U's pre-activation and gradient, P's pre-activation and gradient.
+        var even: Int { gates }
+        var updatePre: Int { gates + 1 }
+        var updateGradient: Int { gates + 2 }
+        var predictPre: Int { gates + 3 }
+        var predictGradient: Int { gates + 4 }
     }
 
-    /// Backward of one inverse lifting (s, d) -> x: writes the gradients of s and d and writes
-    /// (or adds) the parameter gradients. Five launches: x_e (and U's pre-activation), P's
-    /// gate, gs (and U's gate), gd, parameters; each gate is evaluated once per band position.
+    /// Backward of one inverse lifting (s, d) -> x of this geometry, or (two `liftings`, the
+    /// column inversions of a 2-D layer, which share the parameter gradients) of both in the
+    /// `_pair` kernels: writes the gradients of s and d and writes (or adds) the parameter
+    /// gradients. Five launches: x_e (and U's pre-activation), P's gate, gs (and U's gate), gd,
+    /// parameters; each gate is evaluated once per band position.
     func inverseBackwardLaunches(
-        _ b: InverseBackwardBuffers, accumulate: Bool, _ configuration: LiftPoolConfiguration, on device: Device
+        _ liftings: [InverseBackwardBuffers], accumulate: Bool, _ configuration: LiftPoolConfiguration, on device: Device
     ) throws -> [PreparedLaunch] {
-        let (even, updatePre, updateGradient, predictPre, predictGradient) = (
-            b.gates, b.gates + 1, b.gates + 2, b.gates + 3, b.gates + 4
-        )
-        let gradients = (b.gradients..<b.gradients + 8).map { LaunchArgument.bound($0) }
+        let pair = liftings.count == 2
+        let suffix = pair ? "_pair" : ""
+        /// Each lifting's buffers in turn.
+        func each(_ buffers: (InverseBackwardBuffers) -> [Int]) -> [LaunchArgument] {
+            liftings.flatMap(buffers).map { .bound($0) }
+        }
+        let first = liftings[0].gradients
+        let gradients = (first..<first + 8).map { LaunchArgument.bound($0) }
         return [
             try launch(
-                "lift_up_even", [b.s, b.d, even, updatePre].map { .bound($0) }, inverse: true, lanes: true, configuration,
-                on: device),
+                "lift_up_even" + suffix, each { [$0.s, $0.d, $0.even, $0.updatePre] }, inverse: true, lanes: true,
+                pair: pair, configuration, on: device),
             try launch(
-                "lift_up_predict_gate", [even, b.gx, predictPre, predictGradient].map { .bound($0) }, inverse: true,
-                lanes: true, configuration, on: device),
+                "lift_up_predict_gate" + suffix, each { [$0.even, $0.gx, $0.predictPre, $0.predictGradient] },
+                inverse: true, lanes: true, pair: pair, configuration, on: device),
             try launch(
-                "lift_up_backward_even", [predictPre, predictGradient, updatePre, b.gx, b.gs, updateGradient].map { .bound($0) },
-                inverse: true, lanes: true, configuration, on: device),
+                "lift_up_backward_even" + suffix,
+                each { [$0.predictPre, $0.predictGradient, $0.updatePre, $0.gx, $0.gs, $0.updateGradient] },
+                inverse: true, lanes: true, pair: pair, configuration, on: device),
             try launch(
-                "lift_up_backward_detail", [updatePre, updateGradient, b.gx, b.gd].map { .bound($0) }, inverse: true,
-                lanes: true, configuration, on: device),
+                "lift_up_backward_detail" + suffix, each { [$0.updatePre, $0.updateGradient, $0.gx, $0.gd] },
+                inverse: true, lanes: true, pair: pair, configuration, on: device),
             try reductionLaunch(
-                "lift_up_parameter_gradients",
-                [even, b.d, predictPre, predictGradient, updatePre, updateGradient].map { .bound($0) } + gradients
-                    + [.int32(accumulate ? 1 : 0)],
+                "lift_up_parameter_gradients" + suffix,
+                each { [$0.even, $0.d, $0.predictPre, $0.predictGradient, $0.updatePre, $0.updateGradient] }
+                    + gradients + [.int32(accumulate ? 1 : 0)],
                 inverse: true, configuration, on: device),
         ]
     }
