@@ -405,7 +405,7 @@ public final class LiftDownPool1D {
 /// LiftUpPool2D (SPEC.md section 4): the exact inverse of LiftDownPool2D with the same P and U.
 /// Inverts the column liftings ((LL, LH) -> s_h, (HL, HH) -> d_h), then the row lifting, to a
 /// target H x W (2h or 2h - 1 rows for bands of h rows: an odd size drops the padded sample).
-/// Three passes (two column inversions, one row inversion).
+/// Two launches (both column inversions in one, then the row inversion).
 ///
 /// In a segmentation decoder the LL slot takes the decoder's feature map and LH, HL, HH the
 /// detail bands stored by the matching LiftDownPool.

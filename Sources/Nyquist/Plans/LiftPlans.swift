@@ -78,7 +78,8 @@ enum LiftPlans {
         return try down2DForward(configuration, shape, on: device) + [
             try device.context.prepare(
                 "lift_regulariser_partials_2d", in: try LiftPass.program(configuration, device),
-                arguments: (8...14).map { .bound($0) } + [.bound(16), .int(rows.regulariserGroups), .int(columns.regulariserGroups)]
+                arguments: (8...14).map { .bound($0) }
+                    + [.bound(16), .int(rows.regulariserGroups), .int(columns.regulariserGroups)]
                     + rows.geometry(inverse: false) + columns.geometry(inverse: false),
                 global: [groups * LiftPass.group], local: [LiftPass.group])
         ]
@@ -344,8 +345,8 @@ struct LiftPass {
         var detail: Int { gates + 4 }
     }
 
-    /// Backward of one forward lifting x -> (s, d) of this geometry, or (two `liftings`, the
-    /// column liftings of a 2-D layer, which share gy and the parameter gradients) of both in
+    /// Backward of one forward lifting x -> (s, d) of this geometry (one of `liftings`), or of
+    /// two (the column liftings of a 2-D layer, which share gy and the parameter gradients) in
     /// the `_pair` kernels: writes the gradient of x and writes (or, with `accumulate`, adds)
     /// the parameter gradients. Four launches: U's gate, gD (and P's gate), parameters, gx;
     /// each gate is evaluated once per band position and read by its K neighbours.
@@ -361,14 +362,16 @@ struct LiftPass {
             .float(Float(2 * gradLoss * configuration.lambdaU / count)),
             .float(Float(2 * gradLoss * configuration.lambdaP / count)),
         ]
-        // A missing upstream gradient binds s in its place (the flags say it is not read).
-        let upstream: [LaunchArgument] =
-            pair
-            ? try liftings.flatMap { b in [b.x, b.s, b.d, b.gs ?? b.s, b.gd ?? b.s].map { .bound($0) } + [try .int(b.flags)] }
-                + [.bound(first.gy ?? first.s)] + scales
-            : try [first.x, first.s, first.d, first.gs ?? first.s, first.gd ?? first.s, first.gy ?? first.s].map {
-                .bound($0)
-            } + [.int(first.flags)] + scales
+        // A missing upstream gradient binds s in its place (the flags say it is not read). The
+        // pair kernels take each lifting's buffers and flags, then the shared gy.
+        var upstream: [LaunchArgument] = []
+        for b in liftings {
+            upstream += [b.x, b.s, b.d, b.gs ?? b.s, b.gd ?? b.s].map { .bound($0) }
+            if pair { upstream.append(try .int(b.flags)) }
+        }
+        upstream.append(.bound(first.gy ?? first.s))
+        if !pair { upstream.append(try .int(first.flags)) }
+        upstream += scales
         /// Each lifting's buffers in turn.
         func each(_ buffers: (BackwardBuffers) -> [Int]) -> [LaunchArgument] {
             liftings.flatMap(buffers).map { .bound($0) }
@@ -407,8 +410,8 @@ struct LiftPass {
         var predictGradient: Int { gates + 4 }
     }
 
-    /// Backward of one inverse lifting (s, d) -> x of this geometry, or (two `liftings`, the
-    /// column inversions of a 2-D layer, which share the parameter gradients) of both in the
+    /// Backward of one inverse lifting (s, d) -> x of this geometry (one of `liftings`), or of
+    /// two (the column inversions of a 2-D layer, which share the parameter gradients) in the
     /// `_pair` kernels: writes the gradients of s and d and writes (or adds) the parameter
     /// gradients. Five launches: x_e (and U's pre-activation), P's gate, gs (and U's gate), gd,
     /// parameters; each gate is evaluated once per band position.
