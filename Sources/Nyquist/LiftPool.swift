@@ -188,7 +188,7 @@ public final class LiftDownPool2D {
         let shape = try validate(input, output)
         let (sh, dh) = try rowBands(shape)
         try plan(.forward, shape) {
-            try LiftPlans.down2DForward(configuration, shape, on: weights.device)
+            CompiledPass(try LiftPlans.down2DForward(configuration, shape, on: weights.device))
         }.run(on: weights.device, buffers: weights.buffers + [input, sh, dh].map(\.buffer) + output.buffers)
     }
 
@@ -207,7 +207,7 @@ public final class LiftDownPool2D {
         let (sh, dh) = try rowBands(shape)
         let partials = try DeviceTensor(shape: [LiftPlans.regulariserPartials2D(shape)], on: device)
         try plan(.trainingForward, shape) {
-            try LiftPlans.down2DTrainingForward(configuration, shape, on: device)
+            CompiledPass(try LiftPlans.down2DTrainingForward(configuration, shape, on: device))
         }.run(on: device, buffers: weights.buffers + [input, sh, dh].map(\.buffer) + bands.buffers + [partials.buffer])
         let sums = LiftPlans.regularisers2D(shape, partials: try partials.toHost().values)
         let regularisers = LiftRegularisers(cu: sums.cu, cp: sums.cp, configuration)
@@ -235,10 +235,6 @@ public final class LiftDownPool2D {
         let gsh = try DeviceTensor(shape: saved.sh.shape, on: device)
         let gdh = try DeviceTensor(shape: saved.dh.shape, on: device)
         let gx = try DeviceTensor(shape: saved.input.shape, on: device)
-        // The gates of the s_h column lifting and then of the row lifting (whose bands are the
-        // largest), and those of the d_h column lifting, which runs next to the first.
-        let gates = try (0..<5).map { _ in try DeviceTensor(shape: saved.sh.shape, on: device) }
-            + (0..<5).map { _ in try DeviceTensor(shape: bandShape, on: device) }
         // A missing upstream gradient binds a saved band in its place (never read).
         let upstreamBuffers = upstream.map { $0?.buffer ?? saved.bands.ll.buffer }
         try plan(.backward, shape, upstream: given, gradLoss: gradLoss) {
@@ -246,7 +242,7 @@ public final class LiftDownPool2D {
         }.run(
             on: device,
             buffers: weights.buffers + [saved.input, saved.sh, saved.dh].map(\.buffer) + saved.bands.bands.map(\.buffer)
-                + upstreamBuffers + [gsh, gdh, gx].map(\.buffer) + (gradients + gates).map(\.buffer))
+                + upstreamBuffers + [gsh, gdh, gx].map(\.buffer) + gradients.map(\.buffer))
         return Gradients(input: gx, parameters: Dictionary(uniqueKeysWithValues: zip(LiftPoolParameters<Float>.names, gradients)))
     }
 
@@ -274,7 +270,7 @@ public final class LiftDownPool2D {
     /// The compiled `pass` of this layer for an input of `shape`, built by `build` once.
     private func plan(
         _ pass: PlanPass, _ shape: Shape4D, upstream: Int = 0, gradLoss: Double = 0,
-        build: () throws -> [PreparedLaunch]
+        build: () throws -> CompiledPass
     ) throws -> CompiledPass {
         try weights.device.compiledPass(
             PlanKey(
@@ -323,7 +319,7 @@ public final class LiftDownPool1D {
     public func forward(_ input: DeviceTensor, into output: LiftDownPool1DOutput) throws {
         let shape = try validate(input, output)
         try plan(.forward, shape) {
-            try LiftPlans.down1DForward(configuration, shape, on: weights.device)
+            CompiledPass(try LiftPlans.down1DForward(configuration, shape, on: weights.device))
         }.run(on: weights.device, buffers: weights.buffers + [input, output.s, output.d, output.output].map(\.buffer))
     }
 
@@ -338,7 +334,7 @@ public final class LiftDownPool1D {
         let pass = LiftPlans.pass1D(shape)
         let partials = try DeviceTensor(shape: [2 * pass.regulariserGroups], on: device)
         try plan(.trainingForward, shape) {
-            try LiftPlans.down1DTrainingForward(configuration, shape, on: device)
+            CompiledPass(try LiftPlans.down1DTrainingForward(configuration, shape, on: device))
         }.run(on: device, buffers: weights.buffers + [input, bands.s, bands.d, bands.output, partials].map(\.buffer))
         let sums = pass.regularisers(try partials.toHost().values[...])
         return (bands, LiftRegularisers(cu: sums.cu, cp: sums.cp, configuration), LiftDownPool1DSaved(input: input, bands: bands))
@@ -362,7 +358,6 @@ public final class LiftDownPool1D {
         }
         let gradients = try weights.zeroGradients()
         let gx = try DeviceTensor(shape: saved.input.shape, on: device)
-        let gates = try (0..<5).map { _ in try DeviceTensor(shape: bandShape, on: device) }
         // A missing upstream gradient binds a saved band in its place (never read).
         let upstreamBuffers = upstream.map { $0?.buffer ?? saved.bands.s.buffer }
         try plan(.backward, shape, upstream: given, gradLoss: gradLoss) {
@@ -370,7 +365,7 @@ public final class LiftDownPool1D {
         }.run(
             on: device,
             buffers: weights.buffers + [saved.input, saved.bands.s, saved.bands.d].map(\.buffer) + upstreamBuffers
-                + [gx.buffer] + (gradients + gates).map(\.buffer))
+                + [gx.buffer] + gradients.map(\.buffer))
         return Gradients(input: gx, parameters: Dictionary(uniqueKeysWithValues: zip(LiftPoolParameters<Float>.names, gradients)))
     }
 
@@ -391,7 +386,7 @@ public final class LiftDownPool1D {
     /// The compiled `pass` of this layer for an input of `shape`, built by `build` once.
     private func plan(
         _ pass: PlanPass, _ shape: Shape4D, upstream: Int = 0, gradLoss: Double = 0,
-        build: () throws -> [PreparedLaunch]
+        build: () throws -> CompiledPass
     ) throws -> CompiledPass {
         try weights.device.compiledPass(
             PlanKey(
@@ -488,16 +483,12 @@ public final class LiftUpPool2D {
         let gsh = try DeviceTensor(shape: saved.sh.shape, on: device)
         let gdh = try DeviceTensor(shape: saved.dh.shape, on: device)
         let bands = try (0..<4).map { _ in try DeviceTensor(shape: bandShape.dimensions, on: device) }
-        // The gates of the row inversion (whose bands are the largest) and then of the (LL, LH)
-        // inversion, and those of the (HL, HH) inversion, which runs next to the latter.
-        let gates = try (0..<5).map { _ in try DeviceTensor(shape: saved.sh.shape, on: device) }
-            + (0..<5).map { _ in try DeviceTensor(shape: bandShape.dimensions, on: device) }
         try plan(.backward, grad) {
             try LiftPlans.up2DBackward(configuration, grad, on: device)
         }.run(
             on: device,
             buffers: weights.buffers + saved.bands.map(\.buffer) + [saved.sh, saved.dh, gradOutput, gsh, gdh].map(\.buffer)
-                + (bands + gradients + gates).map(\.buffer))
+                + (bands + gradients).map(\.buffer))
         return LiftUpGradients(bands: bands, parameters: Dictionary(uniqueKeysWithValues: zip(LiftPoolParameters<Float>.names, gradients)))
     }
 
@@ -521,13 +512,13 @@ public final class LiftUpPool2D {
         let sh = try DeviceTensor(shape: rowsShape, on: device)
         let dh = try DeviceTensor(shape: rowsShape, on: device)
         try plan(.forward, shape) {
-            try LiftPlans.up2DForward(configuration, shape, on: device)
+            CompiledPass(try LiftPlans.up2DForward(configuration, shape, on: device))
         }.run(on: device, buffers: weights.buffers + [ll, lh, hl, hh, sh, dh, output].map(\.buffer))
         return (sh, dh)
     }
 
     /// The compiled `pass` of this layer for an output of `shape`, built by `build` once.
-    private func plan(_ pass: PlanPass, _ shape: Shape4D, build: () throws -> [PreparedLaunch]) throws -> CompiledPass {
+    private func plan(_ pass: PlanPass, _ shape: Shape4D, build: () throws -> CompiledPass) throws -> CompiledPass {
         try weights.device.compiledPass(
             PlanKey(configuration: LiftPlanConfiguration(configuration: configuration, layer: .up2D), pass: pass, input: shape),
             build: build)
@@ -566,7 +557,7 @@ public final class LiftUpPool1D {
         try LiftPass.require(d, s.shape, device: device, role: "band d", layer: layer)
         let output = try DeviceTensor(shape: [shape.n, shape.c, length], on: device)
         try plan(.forward, shape) {
-            try LiftPlans.up1DForward(configuration, shape, on: device)
+            CompiledPass(try LiftPlans.up1DForward(configuration, shape, on: device))
         }.run(on: device, buffers: weights.buffers + [s, d, output].map(\.buffer))
         return output
     }
@@ -585,16 +576,15 @@ public final class LiftUpPool1D {
         let gradients = try weights.zeroGradients()
         let gs = try DeviceTensor(shape: s.shape, on: device)
         let gd = try DeviceTensor(shape: s.shape, on: device)
-        let gates = try (0..<5).map { _ in try DeviceTensor(shape: s.shape, on: device) }
         try plan(.backward, shape) {
             try LiftPlans.up1DBackward(configuration, shape, on: device)
-        }.run(on: device, buffers: weights.buffers + [s, d, gradOutput, gs, gd].map(\.buffer) + (gradients + gates).map(\.buffer))
+        }.run(on: device, buffers: weights.buffers + [s, d, gradOutput, gs, gd].map(\.buffer) + gradients.map(\.buffer))
         return LiftUpGradients(bands: [gs, gd], parameters: Dictionary(uniqueKeysWithValues: zip(LiftPoolParameters<Float>.names, gradients)))
     }
 
     /// The compiled `pass` of this layer for an output of `shape` (N x C x 1 x L), built by
     /// `build` once.
-    private func plan(_ pass: PlanPass, _ shape: Shape4D, build: () throws -> [PreparedLaunch]) throws -> CompiledPass {
+    private func plan(_ pass: PlanPass, _ shape: Shape4D, build: () throws -> CompiledPass) throws -> CompiledPass {
         try weights.device.compiledPass(
             PlanKey(configuration: LiftPlanConfiguration(configuration: configuration, layer: .up1D), pass: pass, input: shape),
             build: build)

@@ -109,12 +109,13 @@ enum LiftPlans {
     /// bit per given upstream gradient (output, LL, LH, HL, HH); a missing one's buffer is
     /// never read. Buffers: 8 input, 9 s_h, 10 d_h, 11 LL, 12 LH, 13 HL, 14 HH (saved),
     /// 15 gradOutput, 16 gradLL, 17 gradLH, 18 gradHL, 19 gradHH, 20 the gradient of s_h, 21 of
-    /// d_h, 22 gradInput, 23-30 the parameters' gradients, 31-35 the gates of the s_h column
-    /// lifting and then of the row lifting (s_h's shape), 36-40 those of the d_h column lifting
-    /// (the bands' shape; see ``LiftPass/backwardLaunches(_:gradLoss:accumulate:_:on:)``).
+    /// d_h, 22 gradInput, 23-30 the parameters' gradients; the plan's temporaries 31-35, the
+    /// gates of the s_h column lifting and then of the row lifting (s_h's size), and 36-40,
+    /// those of the d_h column lifting (the bands' size; see
+    /// ``LiftPass/backwardLaunches(_:gradLoss:accumulate:_:on:)``).
     static func down2DBackward(
         _ configuration: LiftPoolConfiguration, _ shape: Shape4D, upstream: Int, gradLoss: Double, on device: Device
-    ) throws -> [PreparedLaunch] {
+    ) throws -> CompiledPass {
         let (rows, columns) = passes2D(shape)
         let output = upstream & 1
         let low = LiftPass.BackwardBuffers(
@@ -124,8 +125,10 @@ enum LiftPlans {
             x: 10, s: 13, d: 14, gs: upstream & 8 != 0 ? 18 : nil, gd: upstream & 16 != 0 ? 19 : nil,
             gy: output != 0 ? 15 : nil, gx: 21, gradients: 23, gates: 36)
         let row = LiftPass.BackwardBuffers(x: 8, s: 9, d: 10, gs: 20, gd: 21, gy: nil, gx: 22, gradients: 23, gates: 31)
-        return try columns.backwardLaunches([low, high], gradLoss: gradLoss, accumulate: false, configuration, on: device)
-            + rows.backwardLaunches([row], gradLoss: gradLoss, accumulate: true, configuration, on: device)
+        return CompiledPass(
+            try columns.backwardLaunches([low, high], gradLoss: gradLoss, accumulate: false, configuration, on: device)
+                + rows.backwardLaunches([row], gradLoss: gradLoss, accumulate: true, configuration, on: device),
+            temporaries: gates(rows) + gates(columns))
     }
 
     // MARK: LiftDownPool1D
@@ -154,14 +157,17 @@ enum LiftPlans {
 
     /// Backward; `upstream` has a bit per given upstream gradient (output, s, d).
     /// Buffers: 8 input, 9 s, 10 d (saved), 11 gradOutput, 12 gradS, 13 gradD, 14 gradInput,
-    /// 15-22 the parameters' gradients, 23-27 the gates (the bands' shape).
+    /// 15-22 the parameters' gradients; the plan's temporaries 23-27, the gates.
     static func down1DBackward(
         _ configuration: LiftPoolConfiguration, _ shape: Shape4D, upstream: Int, gradLoss: Double, on device: Device
-    ) throws -> [PreparedLaunch] {
+    ) throws -> CompiledPass {
         let buffers = LiftPass.BackwardBuffers(
             x: 8, s: 9, d: 10, gs: upstream & 2 != 0 ? 12 : nil, gd: upstream & 4 != 0 ? 13 : nil,
             gy: upstream & 1 != 0 ? 11 : nil, gx: 14, gradients: 15, gates: 23)
-        return try pass1D(shape).backwardLaunches([buffers], gradLoss: gradLoss, accumulate: false, configuration, on: device)
+        let pass = pass1D(shape)
+        return CompiledPass(
+            try pass.backwardLaunches([buffers], gradLoss: gradLoss, accumulate: false, configuration, on: device),
+            temporaries: gates(pass))
     }
 
     // MARK: LiftUpPool2D
@@ -184,18 +190,20 @@ enum LiftPlans {
     /// Backward: the row inversion's, then both column inversions' (pair kernels). `shape` is
     /// the output's. Buffers: 8 LL, 9 LH, 10 HL, 11 HH, 12 s_h, 13 d_h (saved), 14 gradOutput,
     /// 15 the gradient of s_h, 16 of d_h, 17-20 the bands' gradients, 21-28 the parameters'
-    /// gradients, 29-33 the gates of the row inversion and then of the (LL, LH) inversion
-    /// (s_h's shape), 34-38 those of the (HL, HH) inversion (the bands' shape; see
-    /// ``LiftPass/inverseBackwardLaunches(_:accumulate:_:on:)``).
+    /// gradients; the plan's temporaries 29-33, the gates of the row inversion and then of the
+    /// (LL, LH) inversion (s_h's size), and 34-38, those of the (HL, HH) inversion (the bands'
+    /// size; see ``LiftPass/inverseBackwardLaunches(_:accumulate:_:on:)``).
     static func up2DBackward(_ configuration: LiftPoolConfiguration, _ shape: Shape4D, on device: Device) throws
-        -> [PreparedLaunch]
+        -> CompiledPass
     {
         let (rows, columns) = passes2D(shape)
         let row = LiftPass.InverseBackwardBuffers(s: 12, d: 13, gx: 14, gs: 15, gd: 16, gradients: 21, gates: 29)
         let low = LiftPass.InverseBackwardBuffers(s: 8, d: 9, gx: 15, gs: 17, gd: 18, gradients: 21, gates: 29)
         let high = LiftPass.InverseBackwardBuffers(s: 10, d: 11, gx: 16, gs: 19, gd: 20, gradients: 21, gates: 34)
-        return try rows.inverseBackwardLaunches([row], accumulate: false, configuration, on: device)
-            + columns.inverseBackwardLaunches([low, high], accumulate: true, configuration, on: device)
+        return CompiledPass(
+            try rows.inverseBackwardLaunches([row], accumulate: false, configuration, on: device)
+                + columns.inverseBackwardLaunches([low, high], accumulate: true, configuration, on: device),
+            temporaries: gates(rows) + gates(columns))
     }
 
     // MARK: LiftUpPool1D
@@ -208,20 +216,32 @@ enum LiftPlans {
     }
 
     /// Backward. `shape` is the output's. Buffers: 8 s, 9 d, 10 gradOutput, 11 gradS,
-    /// 12 gradD, 13-20 the parameters' gradients, 21-25 the gates (the bands' shape).
+    /// 12 gradD, 13-20 the parameters' gradients; the plan's temporaries 21-25, the gates.
     static func up1DBackward(_ configuration: LiftPoolConfiguration, _ shape: Shape4D, on device: Device) throws
-        -> [PreparedLaunch]
+        -> CompiledPass
     {
         let buffers = LiftPass.InverseBackwardBuffers(s: 8, d: 9, gx: 10, gs: 11, gd: 12, gradients: 13, gates: 21)
-        return try pass1D(shape).inverseBackwardLaunches([buffers], accumulate: false, configuration, on: device)
+        let pass = pass1D(shape)
+        return CompiledPass(
+            try pass.inverseBackwardLaunches([buffers], accumulate: false, configuration, on: device),
+            temporaries: gates(pass))
+    }
+
+    /// Element counts of the five gates of one lifting of `pass` (a backward's temporaries).
+    static func gates(_ pass: LiftPass) -> [Int] {
+        Array(repeating: pass.bandCount, count: 5)
     }
 }
 
 extension CompiledPass {
-    /// Enqueues every launch with `buffers` bound by number (for plans with many buffers,
-    /// assembled as an array).
+    /// ``run(on:_:)`` with the buffers as an array (LiftPool's plans bind the eight parameters
+    /// and up to 25 tensors, assembled per call): binds `buffers` by number, then the plan's
+    /// temporaries, and enqueues.
     func run(on device: Device, buffers: [OpenCLBuffer]) throws {
-        try device.context.enqueue(launches, buffers: buffers)
+        try wrappingDriverErrors {
+            let scratch = try temporaries.map { try DeviceTensor(shape: [$0], on: device) }
+            try device.context.enqueue(launches, buffers: buffers + scratch.map(\.buffer))
+        }
     }
 }
 
