@@ -78,12 +78,28 @@ inline float odd_sample(__global const float *line, int j, int length, int step)
 #define GEOMETRY \
     { length, band, lines, planes, channels, along_width, in_plane, in_line, in_step, out_plane, out_line, out_step }
 
+// The names of LIFT_PARAMETERS, for passing them on.
+#define LIFT_NAMES pw, pb, ps, pt, uw, ub, us, ut
+
+// Pair kernels (`<kernel>_pair`): one launch runs a step for both column liftings of a 2-D
+// layer (LiftUpPool2D: (LL, LH) -> s_h and (HL, HH) -> d_h; LiftDownPool2D's backward: of
+// s_h -> (LL, LH) and of d_h -> (HL, HH)), which share the geometry and the parameters. Their
+// plane axis is twice the planes: ids below g.planes work on lifting a, the others on lifting
+// b, each with its own buffers (suffixes _a and _b, picked by PICK), so each item does exactly
+// what the single kernel's item of that plane does, with the same bits, and a launch saved.
+#define PAIR_ITEM \
+    const int pair_id = get_global_id(2); \
+    const bool b = pair_id >= g.planes; \
+    const int item = b ? pair_id - g.planes : pair_id
+#define PICK(name) (b ? name##_b : name##_a)
+
 // Which run (first band position m0, line, plane) this work item owns in the forward and
-// inverse kernels, which compute RUN consecutive band positions each.
-inline bool lift_run_position(const lift_geometry g, int *m0, int *line, int *plane) {
+// inverse kernels, which compute RUN consecutive band positions each; `item` is its id along the
+// plane axis (the plane, but in the pair kernels below).
+inline bool lift_run_position(const lift_geometry g, int item, int *m0, int *line, int *plane) {
     int fast = get_global_id(0);
     int slow = get_global_id(1);
-    *plane = get_global_id(2);
+    *plane = item;
     *m0 = (g.along_width ? fast : slow) * RUN;
     *line = g.along_width ? slow : fast;
     return *m0 < g.band && *line < g.lines && *plane < g.planes;
@@ -338,7 +354,7 @@ __kernel void lift_down(__global const float *x, __global float *s, __global flo
                         int sum, GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
     int m0, line, plane;
-    if (!lift_run_position(g, &m0, &line, &plane)) return;
+    if (!lift_run_position(g, get_global_id(2), &m0, &line, &plane)) return;
     int c = plane % g.channels;
     __global const float *source = x + plane * g.in_plane + line * g.in_line;
     run_vector approximation, detail;
@@ -356,7 +372,7 @@ __kernel void lift_down_pair(__global const float *sh, __global const float *dh,
                              __global float *y, GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
     int m0, line, plane;
-    if (!lift_run_position(g, &m0, &line, &plane)) return;
+    if (!lift_run_position(g, get_global_id(2), &m0, &line, &plane)) return;
     int c = plane % g.channels;
     int in = plane * g.in_plane + line * g.in_line;
     run_vector low_s, low_d, high_s, high_d;
@@ -375,11 +391,10 @@ __kernel void lift_down_pair(__global const float *sh, __global const float *dh,
 // 2m+1 < L, x[2m+1]. x_e = s - U(d) is evaluated once on the window (zero outside the band),
 // then P reads it at its K shifts. Here g.length is L and g.band is M; in_* address the bands,
 // out_* address x.
-__kernel void lift_up(__global const float *s, __global const float *d, __global float *x,
-                      GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
-    const lift_geometry g = GEOMETRY;
+inline void lift_up_step(__global const float *s, __global const float *d, __global float *x, const lift_geometry g,
+                         int item, LIFT_PARAMETERS) {
     int m0, line, plane;
-    if (!lift_run_position(g, &m0, &line, &plane)) return;
+    if (!lift_run_position(g, item, &m0, &line, &plane)) return;
     int c = plane % g.channels;
     int in = plane * g.in_plane + line * g.in_line;
     __global const float *sl = s + in;
@@ -401,6 +416,20 @@ __kernel void lift_up(__global const float *s, __global const float *d, __global
     run_vector odd = band_run(dl, m0, interior, g.band, step) + run_activation(a, ps[c], pt[c]);
     __global float *xl = x + plane * g.out_plane + line * g.out_line;
     store_pairs(xl, LOAD_RUN(even + HALF), odd, m0, g.band, g.length, g.out_step, false, along(false));
+}
+
+__kernel void lift_up(__global const float *s, __global const float *d, __global float *x, GEOMETRY_PARAMETERS,
+                      LIFT_PARAMETERS) {
+    const lift_geometry g = GEOMETRY;
+    lift_up_step(s, d, x, g, get_global_id(2), LIFT_NAMES);
+}
+
+__kernel void lift_up_pair(__global const float *s_a, __global const float *d_a, __global float *x_a,
+                           __global const float *s_b, __global const float *d_b, __global float *x_b,
+                           GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
+    const lift_geometry g = GEOMETRY;
+    PAIR_ITEM;
+    lift_up_step(PICK(s), PICK(d), PICK(x), g, item, LIFT_NAMES);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -431,8 +460,9 @@ __kernel void lift_up(__global const float *s, __global const float *d, __global
 // lane sums which position, so the host builds these kernels with one RUN whatever the `run`
 // knob says (LiftLaunch.reductionRun).
 //
-// Regularisers (lift_regulariser_partials): work group g sums (s - x_o)^2 and d^2 over a fixed
-// strided share, tree-reduces and writes partials[2g], partials[2g + 1]; the host adds the
+// Regularisers (lift_regulariser_partials; lift_regulariser_partials_2d for the three liftings
+// of a 2-D layer in one launch): work group g sums (s - x_o)^2 and d^2 over a fixed strided
+// share, tree-reduces and writes partials[2g], partials[2g + 1]; the host adds each lifting's
 // partials in order (in double).
 #ifndef LIFT_GROUP
 #define LIFT_GROUP 64
@@ -446,6 +476,21 @@ __kernel void lift_up(__global const float *s, __global const float *d, __global
     __global const float *x, __global const float *s, __global const float *d, \
     __global const float *gs, __global const float *gd, __global const float *gy, int flags, \
     float cu_scale, float cp_scale
+#define BACKWARD_NAMES x, s, d, gs, gd, gy, flags, cu_scale, cp_scale
+
+// BACKWARD_BUFFERS of the two liftings of a pair kernel: their own bands and upstream gradients,
+// the shared gy (the 2-D output sums all four bands) and scales (the liftings have the same
+// band element count).
+#define PAIR_BACKWARD_BUFFERS \
+    __global const float *x_a, __global const float *s_a, __global const float *d_a, \
+    __global const float *gs_a, __global const float *gd_a, int flags_a, \
+    __global const float *x_b, __global const float *s_b, __global const float *d_b, \
+    __global const float *gs_b, __global const float *gd_b, int flags_b, \
+    __global const float *gy, float cu_scale, float cp_scale
+// BACKWARD_NAMES of lifting `which` (a or b), or of the one PICK chooses.
+#define PAIR_BACKWARD_NAMES(which) \
+    x_##which, s_##which, d_##which, gs_##which, gd_##which, gy, flags_##which, cu_scale, cp_scale
+#define PAIR_BACKWARD_NAMES_PICKED PICK(x), PICK(s), PICK(d), PICK(gs), PICK(gd), gy, PICK(flags), cu_scale, cp_scale
 
 // The per-position backward kernels below work on runs as vectors: along W like the forward
 // ones (RUN positions of a line), along H across RUN lines (lift_lane_position). Band lines are
@@ -467,14 +512,14 @@ inline run_access across(const lift_geometry g, int line) {
 // its lane layout. Along W as lift_run_position (ALONG). Along H the lanes are RUN neighbouring
 // lines at one position (ACROSS), global (ceil(lines / RUN), band, planes): the backward steps
 // need no window, so nothing is recomputed and every load is one vector.
-inline bool lift_lane_position(const lift_geometry g, int *m0, int *line, int *plane, run_access *layout) {
+inline bool lift_lane_position(const lift_geometry g, int item, int *m0, int *line, int *plane, run_access *layout) {
     if (g.along_width) {
         *layout = along(false);
-        return lift_run_position(g, m0, line, plane);
+        return lift_run_position(g, item, m0, line, plane);
     }
     *line = get_global_id(0) * RUN;
     *m0 = get_global_id(1);
-    *plane = get_global_id(2);
+    *plane = item;
     *layout = across(g, *line);
     return *m0 < g.band && *line < g.lines && *plane < g.planes;
 }
@@ -527,12 +572,11 @@ inline run_vector transposed_step(__global const float *pre, __global const floa
     return total;
 }
 
-__kernel void lift_backward_update_gate(BACKWARD_BUFFERS, __global float *update_pre_out, __global float *update_gz,
-                                        GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
-    const lift_geometry g = GEOMETRY;
+inline void backward_update_gate_step(BACKWARD_BUFFERS, __global float *update_pre_out, __global float *update_gz,
+                                      const lift_geometry g, int item, LIFT_PARAMETERS) {
     int m0, line, plane;
     run_access layout;
-    if (!lift_lane_position(g, &m0, &line, &plane, &layout)) return;
+    if (!lift_lane_position(g, item, &m0, &line, &plane, &layout)) return;
     int c = plane % g.channels;
     __global const float *xl = x + plane * g.in_plane + line * g.in_line;
     int base = plane * g.out_plane + line * g.out_line;
@@ -549,14 +593,27 @@ __kernel void lift_backward_update_gate(BACKWARD_BUFFERS, __global float *update
     store_run(update_gz + base + m0 * os, gradient * (1.0f - u * u), m0, g.band, os, layout);
 }
 
-__kernel void lift_backward_detail(BACKWARD_BUFFERS, __global const float *update_pre_in,
-                                   __global const float *update_gz, __global float *gdetail,
-                                   __global float *predict_pre_out, __global float *predict_gz,
-                                   GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
+__kernel void lift_backward_update_gate(BACKWARD_BUFFERS, __global float *update_pre_out, __global float *update_gz,
+                                        GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
+    backward_update_gate_step(BACKWARD_NAMES, update_pre_out, update_gz, g, get_global_id(2), LIFT_NAMES);
+}
+
+__kernel void lift_backward_update_gate_pair(PAIR_BACKWARD_BUFFERS, __global float *update_pre_out_a,
+                                             __global float *update_gz_a, __global float *update_pre_out_b,
+                                             __global float *update_gz_b, GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
+    const lift_geometry g = GEOMETRY;
+    PAIR_ITEM;
+    backward_update_gate_step(PAIR_BACKWARD_NAMES_PICKED, PICK(update_pre_out), PICK(update_gz), g, item, LIFT_NAMES);
+}
+
+inline void backward_detail_step(BACKWARD_BUFFERS, __global const float *update_pre_in,
+                                 __global const float *update_gz, __global float *gdetail,
+                                 __global float *predict_pre_out, __global float *predict_gz, const lift_geometry g,
+                                 int item, LIFT_PARAMETERS) {
     int m0, line, plane;
     run_access layout;
-    if (!lift_lane_position(g, &m0, &line, &plane, &layout)) return;
+    if (!lift_lane_position(g, item, &m0, &line, &plane, &layout)) return;
     int c = plane % g.channels;
     __global const float *xl = x + plane * g.in_plane + line * g.in_line;
     int base = plane * g.out_plane + line * g.out_line;
@@ -577,13 +634,33 @@ __kernel void lift_backward_detail(BACKWARD_BUFFERS, __global const float *updat
     store_run(predict_gz + base + m0 * os, -total * (1.0f - p * p), m0, g.band, os, layout);
 }
 
-__kernel void lift_backward_input(BACKWARD_BUFFERS, __global const float *predict_pre_in,
-                                  __global const float *predict_gz, __global const float *gdetail, __global float *gx,
-                                  GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
+__kernel void lift_backward_detail(BACKWARD_BUFFERS, __global const float *update_pre_in,
+                                   __global const float *update_gz, __global float *gdetail,
+                                   __global float *predict_pre_out, __global float *predict_gz, GEOMETRY_PARAMETERS,
+                                   LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
+    backward_detail_step(BACKWARD_NAMES, update_pre_in, update_gz, gdetail, predict_pre_out, predict_gz, g,
+        get_global_id(2), LIFT_NAMES);
+}
+
+__kernel void lift_backward_detail_pair(PAIR_BACKWARD_BUFFERS, __global const float *update_pre_in_a,
+                                        __global const float *update_gz_a, __global float *gdetail_a,
+                                        __global float *predict_pre_out_a, __global float *predict_gz_a,
+                                        __global const float *update_pre_in_b, __global const float *update_gz_b,
+                                        __global float *gdetail_b, __global float *predict_pre_out_b,
+                                        __global float *predict_gz_b, GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
+    const lift_geometry g = GEOMETRY;
+    PAIR_ITEM;
+    backward_detail_step(PAIR_BACKWARD_NAMES_PICKED, PICK(update_pre_in), PICK(update_gz), PICK(gdetail),
+        PICK(predict_pre_out), PICK(predict_gz), g, item, LIFT_NAMES);
+}
+
+inline void backward_input_step(BACKWARD_BUFFERS, __global const float *predict_pre_in,
+                                __global const float *predict_gz, __global const float *gdetail, __global float *gx,
+                                const lift_geometry g, int item, LIFT_PARAMETERS) {
     int m0, line, plane;
     run_access layout;
-    if (!lift_lane_position(g, &m0, &line, &plane, &layout)) return;
+    if (!lift_lane_position(g, item, &m0, &line, &plane, &layout)) return;
     int c = plane % g.channels;
     int in = plane * g.in_plane + line * g.in_line;
     __global const float *xl = x + in;
@@ -598,6 +675,24 @@ __kernel void lift_backward_input(BACKWARD_BUFFERS, __global const float *predic
         + transposed_step(predict_pre_in + base, predict_gz + base, m0, halo, g.band, os, pw + c * KERNEL_SIZE, ps[c]);
     run_vector odd = band_run(gdetail + base, m0, own, g.band, os) - cu_scale * residual;
     store_pairs(gx + in, even, odd, m0, g.band, g.length, is, true, layout);
+}
+
+__kernel void lift_backward_input(BACKWARD_BUFFERS, __global const float *predict_pre_in,
+                                  __global const float *predict_gz, __global const float *gdetail, __global float *gx,
+                                  GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
+    const lift_geometry g = GEOMETRY;
+    backward_input_step(BACKWARD_NAMES, predict_pre_in, predict_gz, gdetail, gx, g, get_global_id(2), LIFT_NAMES);
+}
+
+__kernel void lift_backward_input_pair(PAIR_BACKWARD_BUFFERS, __global const float *predict_pre_in_a,
+                                       __global const float *predict_gz_a, __global const float *gdetail_a,
+                                       __global float *gx_a, __global const float *predict_pre_in_b,
+                                       __global const float *predict_gz_b, __global const float *gdetail_b,
+                                       __global float *gx_b, GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
+    const lift_geometry g = GEOMETRY;
+    PAIR_ITEM;
+    backward_input_step(PAIR_BACKWARD_NAMES_PICKED, PICK(predict_pre_in), PICK(predict_gz), PICK(gdetail), PICK(gx), g,
+        item, LIFT_NAMES);
 }
 
 // Sums values[0..LIFT_GROUP) of local memory into values[0].
@@ -655,13 +750,12 @@ static void store_parameter_gradients(
 
 // Global size (LIFT_GROUP * channels), local LIFT_GROUP: group = channel.
 // Slots: P weight[K], P bias, P scale, P shift, then the same for U.
-__kernel void lift_parameter_gradients(BACKWARD_BUFFERS, __global const float *update_pre_in,
-                                       __global const float *update_gz, __global const float *predict_pre_in,
-                                       __global const float *predict_gz, __global float *gpw, __global float *gpb, __global float *gps, __global float *gpt,
-                                       __global float *guw, __global float *gub, __global float *gus, __global float *gut,
-                                       int accumulate, GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
-    const lift_geometry g = GEOMETRY;
-    __local float scratch[LIFT_GROUP];
+inline void parameter_gradients_step(BACKWARD_BUFFERS, __global const float *update_pre_in,
+                                     __global const float *update_gz, __global const float *predict_pre_in,
+                                     __global const float *predict_gz, __global float *gpw, __global float *gpb,
+                                     __global float *gps, __global float *gpt, __global float *guw,
+                                     __global float *gub, __global float *gus, __global float *gut, int accumulate,
+                                     const lift_geometry g, __local float *scratch, LIFT_PARAMETERS) {
     int c = get_group_id(0);
     int lid = get_local_id(0);
     run_vector sums[GRADIENT_SLOTS];
@@ -699,16 +793,48 @@ __kernel void lift_parameter_gradients(BACKWARD_BUFFERS, __global const float *u
     store_parameter_gradients(totals, scratch, lid, c, accumulate, gpw, gpb, gps, gpt, guw, gub, gus, gut);
 }
 
-// Global size (LIFT_GROUP * groups), local LIFT_GROUP; partials has 2 * groups floats.
-__kernel void lift_regulariser_partials(__global const float *x, __global const float *s, __global const float *d,
-                                        __global float *partials, GEOMETRY_PARAMETERS) {
+__kernel void lift_parameter_gradients(BACKWARD_BUFFERS, __global const float *update_pre_in,
+                                       __global const float *update_gz, __global const float *predict_pre_in,
+                                       __global const float *predict_gz, __global float *gpw, __global float *gpb,
+                                       __global float *gps, __global float *gpt, __global float *guw,
+                                       __global float *gub, __global float *gus, __global float *gut, int accumulate,
+                                       GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
     __local float scratch[LIFT_GROUP];
+    parameter_gradients_step(BACKWARD_NAMES, update_pre_in, update_gz, predict_pre_in, predict_gz, gpw, gpb, gps, gpt,
+        guw, gub, gus, gut, accumulate, g, scratch, LIFT_NAMES);
+}
+
+// Both column liftings' parameter gradients: each channel's group reduces lifting a and writes
+// (or adds) its sums, then reduces lifting b and adds: the order of two launches, one launch.
+__kernel void lift_parameter_gradients_pair(PAIR_BACKWARD_BUFFERS, __global const float *update_pre_in_a,
+                                            __global const float *update_gz_a, __global const float *predict_pre_in_a,
+                                            __global const float *predict_gz_a, __global const float *update_pre_in_b,
+                                            __global const float *update_gz_b, __global const float *predict_pre_in_b,
+                                            __global const float *predict_gz_b, __global float *gpw,
+                                            __global float *gpb, __global float *gps, __global float *gpt,
+                                            __global float *guw, __global float *gub, __global float *gus,
+                                            __global float *gut, int accumulate, GEOMETRY_PARAMETERS,
+                                            LIFT_PARAMETERS) {
+    const lift_geometry g = GEOMETRY;
+    __local float scratch[LIFT_GROUP];
+    parameter_gradients_step(PAIR_BACKWARD_NAMES(a), update_pre_in_a, update_gz_a, predict_pre_in_a, predict_gz_a, gpw,
+        gpb, gps, gpt, guw, gub, gus, gut, accumulate, g, scratch, LIFT_NAMES);
+    parameter_gradients_step(PAIR_BACKWARD_NAMES(b), update_pre_in_b, update_gz_b, predict_pre_in_b, predict_gz_b, gpw,
+        gpb, gps, gpt, guw, gub, gus, gut, 1, g, scratch, LIFT_NAMES);
+}
+
+// Work group `group` of `groups` sums (s - x_o)^2 and d^2 over its strided share of one
+// lifting's band elements (element group * LIFT_GROUP + lid, then every groups * LIFT_GROUP),
+// tree-reduces them and writes partials[0] and partials[1].
+inline void regulariser_partials_step(__global const float *x, __global const float *s, __global const float *d,
+                                      __global float *partials, const lift_geometry g, int group, int groups,
+                                      __local float *scratch) {
     int lid = get_local_id(0);
     int total = g.planes * g.lines * g.band;
     float cu = 0.0f;
     float cp = 0.0f;
-    for (int e = get_global_id(0); e < total; e += get_global_size(0)) {
+    for (int e = group * LIFT_GROUP + lid; e < total; e += groups * LIFT_GROUP) {
         int m = e % g.band;
         int rest = e / g.band;
         int line = rest % g.lines;
@@ -721,10 +847,53 @@ __kernel void lift_regulariser_partials(__global const float *x, __global const 
     }
     scratch[lid] = cu;
     group_sum(scratch, lid);
-    if (lid == 0) partials[2 * get_group_id(0)] = scratch[0];
+    if (lid == 0) partials[0] = scratch[0];
     scratch[lid] = cp;
     group_sum(scratch, lid);
-    if (lid == 0) partials[2 * get_group_id(0) + 1] = scratch[0];
+    if (lid == 0) partials[1] = scratch[0];
+}
+
+// Global size (LIFT_GROUP * groups), local LIFT_GROUP; partials has 2 * groups floats.
+__kernel void lift_regulariser_partials(__global const float *x, __global const float *s, __global const float *d,
+                                        __global float *partials, GEOMETRY_PARAMETERS) {
+    const lift_geometry g = GEOMETRY;
+    __local float scratch[LIFT_GROUP];
+    int group = get_group_id(0);
+    regulariser_partials_step(x, s, d, partials + 2 * group, g, group, get_num_groups(0), scratch);
+}
+
+// GEOMETRY_PARAMETERS and GEOMETRY with the names prefixed, for a kernel that takes two.
+#define PREFIXED_GEOMETRY_PARAMETERS(p) \
+    int p##length, int p##band, int p##lines, int p##planes, int p##channels, int p##along_width, \
+    int p##in_plane, int p##in_line, int p##in_step, int p##out_plane, int p##out_line, int p##out_step
+#define PREFIXED_GEOMETRY(p) \
+    { p##length, p##band, p##lines, p##planes, p##channels, p##along_width, \
+      p##in_plane, p##in_line, p##in_step, p##out_plane, p##out_line, p##out_step }
+
+// The three liftings of a 2-D LiftDownPool in one launch: groups 0 ... row_groups - 1 reduce
+// the row lifting (x -> s_h, d_h; geometry row_*), the next column_groups the column lifting of
+// s_h (-> LL, LH; column_*), the last column_groups that of d_h (-> HL, HH). Each group sums
+// what lift_regulariser_partials' group of the same number does for its lifting alone, so the
+// partials have the same bits; group k writes partials[2k], partials[2k + 1].
+__kernel void lift_regulariser_partials_2d(__global const float *x, __global const float *sh, __global const float *dh,
+                                           __global const float *ll, __global const float *lh,
+                                           __global const float *hl, __global const float *hh,
+                                           __global float *partials, int row_groups, int column_groups,
+                                           PREFIXED_GEOMETRY_PARAMETERS(row_),
+                                           PREFIXED_GEOMETRY_PARAMETERS(column_)) {
+    __local float scratch[LIFT_GROUP];
+    const int group = get_group_id(0);
+    if (group < row_groups) {
+        const lift_geometry rows = PREFIXED_GEOMETRY(row_);
+        regulariser_partials_step(x, sh, dh, partials + 2 * group, rows, group, row_groups, scratch);
+        return;
+    }
+    // Uniform per work group, so every item of a group meets the same barriers.
+    const lift_geometry columns = PREFIXED_GEOMETRY(column_);
+    const int column = group - row_groups;
+    const bool high = column >= column_groups;
+    regulariser_partials_step(high ? dh : sh, high ? hl : ll, high ? hh : lh, partials + 2 * group, columns,
+                              high ? column - column_groups : column, column_groups, scratch);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -755,12 +924,11 @@ inline run_vector odd_gradient_run(__global const float *gxl, int m0, run_access
     return LOAD_RUN(lanes);
 }
 
-__kernel void lift_up_even(__global const float *s, __global const float *d, __global float *even,
-                           __global float *update_pre_out, GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
-    const lift_geometry g = GEOMETRY;
+inline void up_even_step(__global const float *s, __global const float *d, __global float *even,
+                         __global float *update_pre_out, const lift_geometry g, int item, LIFT_PARAMETERS) {
     int m0, line, plane;
     run_access layout;
-    if (!lift_lane_position(g, &m0, &line, &plane, &layout)) return;
+    if (!lift_lane_position(g, item, &m0, &line, &plane, &layout)) return;
     int c = plane % g.channels;
     int base = plane * g.in_plane + line * g.in_line;
     int is = g.in_step;
@@ -773,12 +941,27 @@ __kernel void lift_up_even(__global const float *s, __global const float *d, __g
               g.band, is, layout);
 }
 
-__kernel void lift_up_predict_gate(__global const float *even, __global const float *gx, __global float *predict_pre_out,
-                                   __global float *predict_gz, GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
+__kernel void lift_up_even(__global const float *s, __global const float *d, __global float *even,
+                           __global float *update_pre_out, GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
+    up_even_step(s, d, even, update_pre_out, g, get_global_id(2), LIFT_NAMES);
+}
+
+__kernel void lift_up_even_pair(__global const float *s_a, __global const float *d_a, __global float *even_a,
+                                __global float *update_pre_out_a, __global const float *s_b,
+                                __global const float *d_b, __global float *even_b, __global float *update_pre_out_b,
+                                GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
+    const lift_geometry g = GEOMETRY;
+    PAIR_ITEM;
+    up_even_step(PICK(s), PICK(d), PICK(even), PICK(update_pre_out), g, item, LIFT_NAMES);
+}
+
+inline void up_predict_gate_step(__global const float *even, __global const float *gx,
+                                 __global float *predict_pre_out, __global float *predict_gz, const lift_geometry g,
+                                 int item, LIFT_PARAMETERS) {
     int m0, line, plane;
     run_access layout;
-    if (!lift_lane_position(g, &m0, &line, &plane, &layout)) return;
+    if (!lift_lane_position(g, item, &m0, &line, &plane, &layout)) return;
     int c = plane % g.channels;
     int base = plane * g.in_plane + line * g.in_line;
     int is = g.in_step;
@@ -794,13 +977,29 @@ __kernel void lift_up_predict_gate(__global const float *even, __global const fl
               g.band, is, layout);
 }
 
-__kernel void lift_up_backward_even(__global const float *predict_pre_in, __global const float *predict_gz,
-                                    __global const float *update_pre_in, __global const float *gx, __global float *gs,
-                                    __global float *update_gz, GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
+__kernel void lift_up_predict_gate(__global const float *even, __global const float *gx,
+                                   __global float *predict_pre_out, __global float *predict_gz, GEOMETRY_PARAMETERS,
+                                   LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
+    up_predict_gate_step(even, gx, predict_pre_out, predict_gz, g, get_global_id(2), LIFT_NAMES);
+}
+
+__kernel void lift_up_predict_gate_pair(__global const float *even_a, __global const float *gx_a,
+                                        __global float *predict_pre_out_a, __global float *predict_gz_a,
+                                        __global const float *even_b, __global const float *gx_b,
+                                        __global float *predict_pre_out_b, __global float *predict_gz_b,
+                                        GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
+    const lift_geometry g = GEOMETRY;
+    PAIR_ITEM;
+    up_predict_gate_step(PICK(even), PICK(gx), PICK(predict_pre_out), PICK(predict_gz), g, item, LIFT_NAMES);
+}
+
+inline void up_backward_even_step(__global const float *predict_pre_in, __global const float *predict_gz,
+                                  __global const float *update_pre_in, __global const float *gx, __global float *gs,
+                                  __global float *update_gz, const lift_geometry g, int item, LIFT_PARAMETERS) {
     int m0, line, plane;
     run_access layout;
-    if (!lift_lane_position(g, &m0, &line, &plane, &layout)) return;
+    if (!lift_lane_position(g, item, &m0, &line, &plane, &layout)) return;
     int c = plane % g.channels;
     int base = plane * g.in_plane + line * g.in_line;
     int is = g.in_step;
@@ -816,13 +1015,32 @@ __kernel void lift_up_backward_even(__global const float *predict_pre_in, __glob
     store_run(update_gz + base + m0 * is, -total * (1.0f - u * u), m0, g.band, is, layout);
 }
 
-__kernel void lift_up_backward_detail(__global const float *update_pre_in, __global const float *update_gz,
-                                      __global const float *gx, __global float *gd, GEOMETRY_PARAMETERS,
-                                      LIFT_PARAMETERS) {
+__kernel void lift_up_backward_even(__global const float *predict_pre_in, __global const float *predict_gz,
+                                    __global const float *update_pre_in, __global const float *gx, __global float *gs,
+                                    __global float *update_gz, GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
+    up_backward_even_step(predict_pre_in, predict_gz, update_pre_in, gx, gs, update_gz, g, get_global_id(2), LIFT_NAMES);
+}
+
+__kernel void lift_up_backward_even_pair(__global const float *predict_pre_in_a, __global const float *predict_gz_a,
+                                         __global const float *update_pre_in_a, __global const float *gx_a,
+                                         __global float *gs_a, __global float *update_gz_a,
+                                         __global const float *predict_pre_in_b, __global const float *predict_gz_b,
+                                         __global const float *update_pre_in_b, __global const float *gx_b,
+                                         __global float *gs_b, __global float *update_gz_b, GEOMETRY_PARAMETERS,
+                                         LIFT_PARAMETERS) {
+    const lift_geometry g = GEOMETRY;
+    PAIR_ITEM;
+    up_backward_even_step(PICK(predict_pre_in), PICK(predict_gz), PICK(update_pre_in), PICK(gx), PICK(gs),
+        PICK(update_gz), g, item, LIFT_NAMES);
+}
+
+inline void up_backward_detail_step(__global const float *update_pre_in, __global const float *update_gz,
+                                    __global const float *gx, __global float *gd, const lift_geometry g, int item,
+                                    LIFT_PARAMETERS) {
     int m0, line, plane;
     run_access layout;
-    if (!lift_lane_position(g, &m0, &line, &plane, &layout)) return;
+    if (!lift_lane_position(g, item, &m0, &line, &plane, &layout)) return;
     int c = plane % g.channels;
     int base = plane * g.in_plane + line * g.in_line;
     int is = g.in_step;
@@ -833,14 +1051,30 @@ __kernel void lift_up_backward_detail(__global const float *update_pre_in, __glo
     store_run(gd + base + m0 * is, total, m0, g.band, is, layout);
 }
 
-__kernel void lift_up_parameter_gradients(__global const float *even, __global const float *d,
-                                          __global const float *predict_pre_in, __global const float *predict_gz,
-                                          __global const float *update_pre_in, __global const float *update_gz,
-                                          __global float *gpw, __global float *gpb, __global float *gps, __global float *gpt,
-                                          __global float *guw, __global float *gub, __global float *gus, __global float *gut,
-                                          int accumulate, GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
+__kernel void lift_up_backward_detail(__global const float *update_pre_in, __global const float *update_gz,
+                                      __global const float *gx, __global float *gd, GEOMETRY_PARAMETERS,
+                                      LIFT_PARAMETERS) {
     const lift_geometry g = GEOMETRY;
-    __local float scratch[LIFT_GROUP];
+    up_backward_detail_step(update_pre_in, update_gz, gx, gd, g, get_global_id(2), LIFT_NAMES);
+}
+
+__kernel void lift_up_backward_detail_pair(__global const float *update_pre_in_a, __global const float *update_gz_a,
+                                           __global const float *gx_a, __global float *gd_a,
+                                           __global const float *update_pre_in_b, __global const float *update_gz_b,
+                                           __global const float *gx_b, __global float *gd_b, GEOMETRY_PARAMETERS,
+                                           LIFT_PARAMETERS) {
+    const lift_geometry g = GEOMETRY;
+    PAIR_ITEM;
+    up_backward_detail_step(PICK(update_pre_in), PICK(update_gz), PICK(gx), PICK(gd), g, item, LIFT_NAMES);
+}
+
+inline void up_parameter_gradients_step(__global const float *even, __global const float *d,
+                                        __global const float *predict_pre_in, __global const float *predict_gz,
+                                        __global const float *update_pre_in, __global const float *update_gz,
+                                        __global float *gpw, __global float *gpb, __global float *gps,
+                                        __global float *gpt, __global float *guw, __global float *gub,
+                                        __global float *gus, __global float *gut, int accumulate,
+                                        const lift_geometry g, __local float *scratch, LIFT_PARAMETERS) {
     int c = get_group_id(0);
     int lid = get_local_id(0);
     run_vector sums[GRADIENT_SLOTS];
@@ -875,4 +1109,40 @@ __kernel void lift_up_parameter_gradients(__global const float *even, __global c
     float totals[GRADIENT_SLOTS];
     lane_totals(sums, totals);
     store_parameter_gradients(totals, scratch, lid, c, accumulate, gpw, gpb, gps, gpt, guw, gub, gus, gut);
+}
+
+__kernel void lift_up_parameter_gradients(__global const float *even, __global const float *d,
+                                          __global const float *predict_pre_in, __global const float *predict_gz,
+                                          __global const float *update_pre_in, __global const float *update_gz,
+                                          __global float *gpw, __global float *gpb, __global float *gps,
+                                          __global float *gpt, __global float *guw, __global float *gub,
+                                          __global float *gus, __global float *gut, int accumulate,
+                                          GEOMETRY_PARAMETERS, LIFT_PARAMETERS) {
+    const lift_geometry g = GEOMETRY;
+    __local float scratch[LIFT_GROUP];
+    up_parameter_gradients_step(even, d, predict_pre_in, predict_gz, update_pre_in, update_gz, gpw, gpb, gps, gpt, guw,
+        gub, gus, gut, accumulate, g, scratch, LIFT_NAMES);
+}
+
+// Both column inversions' parameter gradients, in the order of two launches (as
+// lift_parameter_gradients_pair).
+__kernel void lift_up_parameter_gradients_pair(__global const float *even_a, __global const float *d_a,
+                                               __global const float *predict_pre_in_a,
+                                               __global const float *predict_gz_a,
+                                               __global const float *update_pre_in_a,
+                                               __global const float *update_gz_a, __global const float *even_b,
+                                               __global const float *d_b, __global const float *predict_pre_in_b,
+                                               __global const float *predict_gz_b,
+                                               __global const float *update_pre_in_b,
+                                               __global const float *update_gz_b, __global float *gpw,
+                                               __global float *gpb, __global float *gps, __global float *gpt,
+                                               __global float *guw, __global float *gub, __global float *gus,
+                                               __global float *gut, int accumulate, GEOMETRY_PARAMETERS,
+                                               LIFT_PARAMETERS) {
+    const lift_geometry g = GEOMETRY;
+    __local float scratch[LIFT_GROUP];
+    up_parameter_gradients_step(even_a, d_a, predict_pre_in_a, predict_gz_a, update_pre_in_a, update_gz_a, gpw, gpb,
+        gps, gpt, guw, gub, gus, gut, accumulate, g, scratch, LIFT_NAMES);
+    up_parameter_gradients_step(even_b, d_b, predict_pre_in_b, predict_gz_b, update_pre_in_b, update_gz_b, gpw, gpb,
+        gps, gpt, guw, gub, gus, gut, 1, g, scratch, LIFT_NAMES);
 }

@@ -81,7 +81,10 @@ public struct LiftPoolConfiguration: OperatorConfiguration {
                 .invalidShape, "\(layer): bands have \(bandShape.c) channels but the layer was built for \(channels)")
         }
         for (axis, target, band) in [("H", targetHeight, bandShape.h), ("W", targetWidth, bandShape.w)] {
-            try ConfigurationLimits.check(target, "target \(axis)", in: 1...ConfigurationLimits.axisSize, layer: layer)
+            // The name is formatted only for the error: this runs on every LiftUpPool call.
+            if !(1...ConfigurationLimits.axisSize).contains(target) {
+                try ConfigurationLimits.check(target, "target \(axis)", in: 1...ConfigurationLimits.axisSize, layer: layer)
+            }
             guard Self.bandLength(target) == band else {
                 throw NyquistError(
                     .invalidShape, "\(layer): target \(axis) = \(target) does not fit bands of \(axis) = \(band) (use \(2 * band) or \(2 * band - 1))")
@@ -92,11 +95,12 @@ public struct LiftPoolConfiguration: OperatorConfiguration {
         return output
     }
 
-    /// Reads an (N, C, L) shape as N x C x 1 x L; `role` names the tensor in errors.
-    public static func shape1D(_ shape: [Int], role: String) throws -> Shape4D {
+    /// Reads an (N, C, L) shape as N x C x 1 x L; `role` names the tensor in errors (formatted
+    /// only for an error: layers call this on every call).
+    public static func shape1D(_ shape: [Int], role: @autoclosure () -> String) throws -> Shape4D {
         guard shape.count == 3 else {
             throw NyquistError(
-                .invalidShape, "\(role) must have rank 3 (N, C, L) but has shape \(shape) (rank \(shape.count))")
+                .invalidShape, "\(role()) must have rank 3 (N, C, L) but has shape \(shape) (rank \(shape.count))")
         }
         return try Shape4D(n: shape[0], c: shape[1], h: 1, w: shape[2])
     }

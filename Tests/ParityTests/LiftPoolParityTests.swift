@@ -1,4 +1,5 @@
 import Nyquist
+import NyquistCL
 import NyquistCore
 import NyquistReference
 import Testing
@@ -367,5 +368,74 @@ struct LiftPoolParityTests {
         try pool.weights.load(stateDict: stored)
         #expect(try pool.weights.toHost() == LiftPoolParameters<Float>(config, seed: 3))
         #expect(pool.parameters.count == 8 && pool.parameters["predict.0.weight"]?.shape == [3, 1, 5])
+    }
+
+    /// Launches per call of each pass, in the order `compiledPlans` calls them: LiftDownPool2D
+    /// forward, training forward, backward; LiftUpPool2D forward, training forward, backward;
+    /// LiftDownPool1D forward, training forward, backward; LiftUpPool1D forward, backward.
+    static let launchesPerPass = [2, 3, 8, 2, 2, 10, 1, 2, 4, 1, 5]
+
+    @Test("compiled plans: a steady-state call builds, requests and allocates nothing; launches per pass; loaded parameters are used")
+    func compiledPlans() throws {
+        let device = try TestDevice.fresh()
+        let config = try LiftPoolConfiguration(channels: 3, kernelSize: 5)
+        let pool = try LiftDownPool2D(config, parameters: Self.parameters(config, seed: 11), on: device)
+        let unpool = LiftUpPool2D(inverting: pool)
+        let pool1D = try LiftDownPool1D(config, parameters: Self.parameters(config, seed: 12), on: device)
+        let unpool1D = LiftUpPool1D(inverting: pool1D)
+        let x = try DeviceTensor(randomTensor([2, 3, 9, 12], seed: 13), on: device)
+        let x1D = try DeviceTensor(randomTensor([2, 3, 21], seed: 14), on: device)
+        let gradients = try (0..<5).map { try DeviceTensor(randomTensor([2, 3, 5, 6], seed: UInt64(15 + $0)), on: device) }
+        let gradients1D = try (0..<3).map { try DeviceTensor(randomTensor([2, 3, 11], seed: UInt64(20 + $0)), on: device) }
+        func launches(_ call: () throws -> Void) throws -> Int {
+            let before = device.context.statistics.launches
+            try call()
+            return device.context.statistics.launches - before
+        }
+        func everyPass() throws -> [Int] {
+            let (bands, _, saved) = try pool.forwardTraining(x)
+            let (_, upSaved) = try unpool.forwardTraining(
+                ll: bands.ll, lh: bands.lh, hl: bands.hl, hh: bands.hh, height: 9, width: 12)
+            let (bands1D, _, saved1D) = try pool1D.forwardTraining(x1D)
+            return try [
+                launches { _ = try pool(x) },
+                launches { _ = try pool.forwardTraining(x) },
+                launches {
+                    _ = try pool.backward(
+                        saved, gradOutput: gradients[0], gradLL: gradients[1], gradLH: gradients[2], gradHL: gradients[3],
+                        gradHH: gradients[4])
+                },
+                launches { _ = try unpool(bands, height: 9, width: 12) },
+                launches { _ = try unpool.forwardTraining(ll: bands.ll, lh: bands.lh, hl: bands.hl, hh: bands.hh, height: 9, width: 12) },
+                launches { _ = try unpool.backward(upSaved, gradOutput: x) },
+                launches { _ = try pool1D(x1D) },
+                launches { _ = try pool1D.forwardTraining(x1D) },
+                launches { _ = try pool1D.backward(saved1D, gradOutput: gradients1D[0], gradS: gradients1D[1], gradD: gradients1D[2]) },
+                launches { _ = try unpool1D(s: bands1D.s, d: bands1D.d, length: 21) },
+                launches { _ = try unpool1D.backward(s: bands1D.s, d: bands1D.d, gradOutput: x1D) },
+            ]
+        }
+        _ = try everyPass()
+        let before = device.context.statistics
+        #expect(try everyPass() == Self.launchesPerPass)
+        let after = device.context.statistics
+        #expect(after.builds == before.builds && after.cacheHits == before.cacheHits, "no program is requested on the call path")
+        #expect(after.allocations == before.allocations, "outputs and temporaries come from the device's cache")
+
+        // Parameters are bound per call: a cached plan runs with the values load(stateDict:) put in.
+        let replacement = Self.parameters(config, seed: 31)
+        try pool.weights.load(stateDict: replacement.stateDict())
+        let fresh = try LiftDownPool2D(config, parameters: replacement, on: device)
+        #expect(try pool(x).output.toHost().values == (try fresh(x).output.toHost().values))
+        let (_, _, saved) = try pool.forwardTraining(x)
+        let (_, _, freshSaved) = try fresh.forwardTraining(x)
+        let loaded = try pool.backward(saved, gradOutput: gradients[0])
+        let expected = try fresh.backward(freshSaved, gradOutput: gradients[0])
+        #expect(try loaded.input.toHost().values == (try expected.input.toHost().values))
+        for name in LiftPoolParameters<Float>.names {
+            #expect(
+                try #require(loaded.parameters[name]).toHost().values == (try #require(expected.parameters[name]).toHost().values),
+                "\(name)")
+        }
     }
 }

@@ -1,0 +1,150 @@
+import NyquistCL
+import NyquistCore
+
+/// LiftDownPool1D (SPEC.md section 4) on (N, C, L): one learnable lifting; bands s and d and the
+/// pooled output s + d, each (N, C, ceil(L/2)). One global-memory pass.
+public final class LiftDownPool1D {
+    /// The options (shared with `Reference.liftDownPool1D`).
+    public let configuration: LiftPoolConfiguration
+    /// P and U on the device.
+    public let weights: LiftPoolDeviceParameters
+
+    /// Builds the layer with the given parameters.
+    public init(_ configuration: LiftPoolConfiguration, parameters: LiftPoolParameters<Float>, on device: Device) throws {
+        self.configuration = configuration
+        weights = try LiftPoolDeviceParameters(parameters, configuration, on: device)
+    }
+
+    /// Builds the layer with the default initialisation drawn from `seed`.
+    public convenience init(
+        channels: Int, kernelSize: Int = 5, lambdaU: Double = 0.01, lambdaP: Double = 0.1, seed: UInt64 = 0,
+        on device: Device
+    ) throws {
+        let configuration = try LiftPoolConfiguration(
+            channels: channels, kernelSize: kernelSize, lambdaU: lambdaU, lambdaP: lambdaP)
+        try self.init(configuration, parameters: LiftPoolParameters(configuration, seed: seed), on: device)
+    }
+
+    /// The parameters by PyTorch name.
+    public var parameters: [String: DeviceTensor] { weights.tensors }
+
+    /// Inference forward: new tensors for the bands and the output.
+    public func callAsFunction(_ input: DeviceTensor) throws -> LiftDownPool1DOutput {
+        let output = try LiftDownPool1DOutput(shape: configuration.outputShape1D(for: input.shape), on: input.device)
+        try forward(input, into: output)
+        return output
+    }
+
+    /// Writes the forward result for `input` into `output`'s three tensors.
+    public func forward(_ input: DeviceTensor, into output: LiftDownPool1DOutput) throws {
+        let shape = try validate(input, output)
+        try plan(.forward, shape) {
+            CompiledPass(try LiftPlans.down1DForward(configuration, shape, on: weights.device))
+        }.run(on: weights.device, buffers: weights.buffers + [input, output.s, output.d, output.output].map(\.buffer))
+    }
+
+    /// Training forward: the bands, the regularisers of the lifting and what
+    /// ``backward(_:gradOutput:gradS:gradD:gradLoss:)`` needs.
+    public func forwardTraining(_ input: DeviceTensor) throws -> (
+        bands: LiftDownPool1DOutput, regularisers: LiftRegularisers, saved: LiftDownPool1DSaved
+    ) {
+        let device = weights.device
+        let bands = try LiftDownPool1DOutput(shape: configuration.outputShape1D(for: input.shape), on: input.device)
+        let shape = try validate(input, bands)
+        let pass = LiftPlans.pass1D(shape)
+        let partials = try DeviceTensor(shape: [2 * pass.regulariserGroups], on: device)
+        try plan(.trainingForward, shape) {
+            CompiledPass(try LiftPlans.down1DTrainingForward(configuration, shape, on: device))
+        }.run(on: device, buffers: weights.buffers + [input, bands.s, bands.d, bands.output, partials].map(\.buffer))
+        let sums = pass.regularisers(try partials.toHost().values[...])
+        return (bands, LiftRegularisers(cu: sums.cu, cp: sums.cp, configuration), LiftDownPool1DSaved(input: input, bands: bands))
+    }
+
+    /// Backward: gradients of the input and the eight parameters from gradients on the output,
+    /// on s and d (nil: zero) and on the regulariser loss (`gradLoss`).
+    public func backward(
+        _ saved: LiftDownPool1DSaved, gradOutput: DeviceTensor?, gradS: DeviceTensor? = nil, gradD: DeviceTensor? = nil,
+        gradLoss: Double = 1
+    ) throws -> Gradients {
+        let bandShape = try configuration.outputShape1D(for: saved.input.shape)
+        let shape = try LiftPoolConfiguration.shape1D(saved.input.shape, role: "saved input")
+        let device = weights.device
+        let upstream = [gradOutput, gradS, gradD]
+        var given = 0
+        for (index, tensor) in upstream.enumerated() {
+            guard let tensor else { continue }
+            try LiftPass.require(tensor, bandShape, device: device, role: Self.upstreamRoles[index])
+            given |= 1 << index
+        }
+        let gradients = try weights.zeroGradients()
+        let gx = try DeviceTensor(shape: saved.input.shape, on: device)
+        // A missing upstream gradient binds a saved band in its place (never read).
+        let upstreamBuffers = upstream.map { $0?.buffer ?? saved.bands.s.buffer }
+        try plan(.backward, shape, upstream: given, gradLoss: gradLoss) {
+            try LiftPlans.down1DBackward(configuration, shape, upstream: given, gradLoss: gradLoss, on: device)
+        }.run(
+            on: device,
+            buffers: weights.buffers + [saved.input, saved.bands.s, saved.bands.d].map(\.buffer) + upstreamBuffers
+                + [gx.buffer] + gradients.map(\.buffer))
+        return Gradients(input: gx, parameters: Dictionary(uniqueKeysWithValues: zip(LiftPoolParameters<Float>.names, gradients)))
+    }
+
+    /// The roles of the backward's upstream gradients in errors, in argument order.
+    private static let upstreamRoles = ["gradOutput", "gradS", "gradD"]
+
+    /// Checks the input and the three output tensors; returns the input's shape as N x C x 1 x L.
+    private func validate(_ input: DeviceTensor, _ output: LiftDownPool1DOutput) throws -> Shape4D {
+        let bandShape = try configuration.outputShape1D(for: input.shape)
+        let shape = try LiftPoolConfiguration.shape1D(input.shape, role: "input")
+        for tensor in [output.output, output.s, output.d] {
+            try LiftPass.require(tensor, bandShape, device: weights.device, role: "output band")
+        }
+        try LiftPass.require(input, input.shape, device: weights.device, role: "input")
+        return shape
+    }
+
+    /// The compiled `pass` of this layer for an input of `shape`, built by `build` once.
+    private func plan(
+        _ pass: PlanPass, _ shape: Shape4D, upstream: Int = 0, gradLoss: Double = 0,
+        build: () throws -> CompiledPass
+    ) throws -> CompiledPass {
+        try weights.device.compiledPass(
+            PlanKey(
+                configuration: LiftPlanConfiguration(
+                    configuration: configuration, layer: .down1D, upstream: upstream, gradLoss: gradLoss.bitPattern),
+                pass: pass, input: shape),
+            build: build)
+    }
+}
+
+/// The bands of a 1-D LiftDownPool on the device, each (N, C, ceil(L/2)).
+public struct LiftDownPool1DOutput {
+    /// The pooled output s + d (our choice for 1-D: the sum of the sub-bands, as in 2-D).
+    public let output: DeviceTensor
+    /// Approximation (low) band s.
+    public let s: DeviceTensor
+    /// Detail (high) band d.
+    public let d: DeviceTensor
+
+    /// Allocates the three tensors of `shape` on `device`.
+    public init(shape: [Int], on device: Device) throws {
+        try self.init(
+            output: DeviceTensor(shape: shape, on: device), s: DeviceTensor(shape: shape, on: device),
+            d: DeviceTensor(shape: shape, on: device))
+    }
+
+    /// Bundles existing tensors.
+    public init(output: DeviceTensor, s: DeviceTensor, d: DeviceTensor) {
+        self.output = output
+        self.s = s
+        self.d = d
+    }
+}
+
+/// What LiftDownPool1D's backward needs: the input and the bands.
+public struct LiftDownPool1DSaved {
+    /// The forward's input.
+    public let input: DeviceTensor
+    /// The forward's bands.
+    public let bands: LiftDownPool1DOutput
+}
