@@ -233,18 +233,6 @@ enum LiftPlans {
     }
 }
 
-extension CompiledPass {
-    /// ``run(on:_:)`` with the buffers as an array (LiftPool's plans bind the eight parameters
-    /// and up to 25 tensors, assembled per call): binds `buffers` by number, then the plan's
-    /// temporaries, and enqueues.
-    func run(on device: Device, buffers: [OpenCLBuffer]) throws {
-        try wrappingDriverErrors {
-            let scratch = try temporaries.map { try DeviceTensor(shape: [$0], on: device) }
-            try device.context.enqueue(launches, buffers: buffers + scratch.map(\.buffer))
-        }
-    }
-}
-
 /// Geometry of one lifting pass over `planes` maps of height x width (the full-size side), along
 /// W (rows) or H (columns): the 12 integer kernel arguments, the global sizes and the launches of
 /// the pass.

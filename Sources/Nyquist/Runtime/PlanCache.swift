@@ -20,6 +20,11 @@ final class CompiledPass: Sendable {
     /// before the launches have run: safe, because every later use of their memory is
     /// enqueued after them on the device's in-order queue.
     func run(on device: Device, _ buffers: OpenCLBuffer...) throws {
+        try run(on: device, buffers: buffers)
+    }
+
+    /// ``run(on:_:)`` with the buffers as an array (for plans that bind many, assembled per call).
+    func run(on device: Device, buffers: [OpenCLBuffer]) throws {
         try wrappingDriverErrors {
             if temporaries.isEmpty { return try device.context.enqueue(launches, buffers: buffers) }
             let scratch = try temporaries.map { try DeviceTensor(shape: [$0], on: device) }
