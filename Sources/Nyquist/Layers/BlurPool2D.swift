@@ -13,7 +13,7 @@ import NyquistCore
 /// let pool = try BlurPool2D(channels: 64)
 /// let y = try pool(try DeviceTensor(x, on: device))
 /// ```
-public struct BlurPool2D: PoolingLayer {
+public struct BlurPool2D: PoolingLayer, SeparableWindowLayer {
     /// The options (shared with `Reference.blurPool2D`).
     public let configuration: BlurPool2DConfiguration
 
@@ -32,21 +32,11 @@ public struct BlurPool2D: PoolingLayer {
 
     /// Writes the forward result into `output` (shape from the configuration); allocates nothing.
     public func forward(_ input: DeviceTensor, into output: DeviceTensor) throws {
-        let (inputShape, outputShape) = try validateForward(input, output)
-        let device = input.device
-        try device.compiledPass(PlanKey(configuration: configuration, pass: .forward, input: inputShape)) {
-            try window(inputShape, outputShape).forwardLaunches(
-                on: device, planes: inputShape.n * inputShape.c, inputHeight: inputShape.h, inputWidth: inputShape.w,
-                maxMap: false)
-        }.run(on: device, input.buffer, output.buffer)
+        try windowForward(input, into: output)
     }
 
     /// Writes the gradient with respect to the input into `gradInput` (the input's shape).
     public func backward(_ gradOutput: DeviceTensor, _ saved: SavedForBackward, into gradInput: DeviceTensor) throws {
-        let (inputShape, outputShape) = try validateBackward(gradOutput, saved, gradInput)
-        let device = gradOutput.device
-        try device.compiledPass(PlanKey(configuration: configuration, pass: .backward, input: inputShape)) {
-            try window(inputShape, outputShape).backwardLaunches(on: device, planes: inputShape.n * inputShape.c)
-        }.run(on: device, gradOutput.buffer, gradInput.buffer)
+        try windowBackward(gradOutput, saved, into: gradInput)
     }
 }

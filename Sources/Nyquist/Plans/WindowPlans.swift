@@ -261,6 +261,34 @@ enum WindowLaunch: String, CaseIterable {
 
 // MARK: The window layers' launches (their buffer numbering is part of each builder's contract)
 
+/// A layer that is one separable window (BlurPool2D, AvgPool2D): its passes are the window's.
+protocol SeparableWindowLayer: PoolingLayer {
+    /// The window at one input shape.
+    func window(_ input: Shape4D, _ output: Shape4D) throws -> SeparableWindow
+}
+
+extension SeparableWindowLayer {
+    /// Forward through the window's plan. Buffers: 0 input, 1 output.
+    func windowForward(_ input: DeviceTensor, into output: DeviceTensor) throws {
+        let (inputShape, outputShape) = try validateForward(input, output)
+        let device = input.device
+        try device.compiledPass(PlanKey(configuration: configuration, pass: .forward, input: inputShape)) {
+            try window(inputShape, outputShape).forwardLaunches(
+                on: device, planes: inputShape.n * inputShape.c, inputHeight: inputShape.h, inputWidth: inputShape.w,
+                maxMap: false)
+        }.run(on: device, input.buffer, output.buffer)
+    }
+
+    /// Backward through the window's adjoint plan. Buffers: 0 gradOutput, 1 gradInput.
+    func windowBackward(_ gradOutput: DeviceTensor, _ saved: SavedForBackward, into gradInput: DeviceTensor) throws {
+        let (inputShape, outputShape) = try validateBackward(gradOutput, saved, gradInput)
+        let device = gradOutput.device
+        try device.compiledPass(PlanKey(configuration: configuration, pass: .backward, input: inputShape)) {
+            try window(inputShape, outputShape).backwardLaunches(on: device, planes: inputShape.n * inputShape.c)
+        }.run(on: device, gradOutput.buffer, gradInput.buffer)
+    }
+}
+
 extension BlurPool2D {
     /// The separable window of this layer at one input shape.
     func window(_ input: Shape4D, _ output: Shape4D) throws -> SeparableWindow {
