@@ -779,8 +779,8 @@ __kernel void adaptive_input_gradient_rows(
 
 // GPU path of the input and weight gradients (AdaptiveLaunch.rowGradients false): one item per
 // element, so neighbouring items touch neighbouring addresses. The row kernels above are 5-6x
-// faster on PoCL, but each of their items walks a whole row, which a GPU cannot coalesce
-// (on an NVIDIA H200 the backward took 25.3 ms with them against 7.4 ms with these).
+// faster on PoCL, but each of their items walks a whole row, which a GPU cannot coalesce (3.4x
+// slower there: docs/performance.md, GPU figures).
 //
 // Input gradient, gathered: the filter-tap path (output positions whose window reads this
 // pixel, with the tap's filter weight) plus the predictor path (full-resolution positions

@@ -109,12 +109,11 @@ inline bool lift_run_position(const lift_geometry g, int item, int *m0, int *lin
 // Runs as vectors. A run is RUN consecutive band positions m0 + r, r < RUN, held as one vector
 // of RUN lanes (run_vector: float, float2, float4 or float8), so the tanh, the taps and the stores
 // work on whole vectors: PoCL does not vectorise a work item's scalar tanh across work items,
-// and an explicit float8 tanh is 10x cheaper per element than the scalar one there (measured
-// 3.75 ms against 36.3 ms for 3.2 M elements, docs/performance.md). On GPUs the lanes are
+// and an explicit float8 tanh is about 10x cheaper per element than the scalar one there
+// (docs/kernels.md, LiftPool). On GPUs the lanes are
 // simply registers of one work item. No float16: PoCL's x86 builds without AVX-512 warn about
 // the ABI of every float16 argument or result (on stderr, at each program build), vload16
-// included, and 16 lanes were slower than 8 there anyway (33.5 against 28.5 ms for the rows of
-// 8x64x112x112).
+// included, and 16 lanes were slower than 8 there anyway (docs/kernels.md, LiftPool).
 //
 // The inner step (P forward, U inverse) is needed on the run and its K/2 halo each side, RUN +
 // 2 (K/2) positions (a "window"): it is evaluated in CHUNKS vectors that start at window offset

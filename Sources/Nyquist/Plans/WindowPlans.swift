@@ -243,9 +243,8 @@ enum WindowLaunch: String, CaseIterable {
 
     /// Whether the vector kernels compute the side columns themselves when neither a database
     /// entry nor an override says. CPUs (PoCL): yes; a separate strip launch re-reads the first
-    /// and last cache lines of every row after the interior has evicted them, and folding cut
-    /// the best-of-3 time of 26 of the 32 window cells of the ResNet shapes (blur-pool forward
-    /// at 256x56x56 6.5 -> 4.5 ms, max-blur-pool backward at 1024x14x14 23.5 -> 12.5 ms).
+    /// and last cache lines of every row after the interior has evicted them, and folding was
+    /// faster in most window cells of the ResNet shapes (docs/performance.md).
     /// GPUs: no, the configuration the H200 figures were measured with (folding is unmeasured
     /// there; `--tune` times both).
     static func foldsSidesByDefault(isGPU: Bool) -> Bool { !isGPU }
