@@ -162,11 +162,21 @@ extension Device {
             throw NyquistError(
                 .invalidShape, "copy: \(source.shape) and \(destination.shape) must have equal sizes on this device")
         }
-        try context.dispatch(
-            "copy_float4", in: try program("copy.cl"),
-            arguments: [.buffer(source.buffer), .buffer(destination.buffer), .int(source.count)],
-            global: [(source.count + 3) / 4])
+        // Buffers: 0 source, 1 destination.
+        let count = source.count
+        let key = PlanKey(configuration: CopyPlan(), pass: .forward, input: try Shape4D(n: 1, c: 1, h: 1, w: count))
+        try compiledPass(key) {
+            [
+                try context.prepare(
+                    "copy_float4", in: try program("copy.cl"), arguments: [.bound(0), .bound(1), .int(count)],
+                    global: [(count + 3) / 4])
+            ]
+        }.run(on: self, source.buffer, destination.buffer)
     }
+}
+
+/// The plan key's configuration of ``Device/copy(_:into:)``, which has no options.
+struct CopyPlan: Hashable, Sendable {
 }
 
 /// What a device has done so far: what it compiled, what it launched, what it allocated from
