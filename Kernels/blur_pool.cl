@@ -144,16 +144,10 @@ __kernel void weighted_window_interior_vector(
     int ii = get_global_id(1);
     int plane = get_global_id(2);
     if (ii >= rows || plane >= planes) return;
-    if (IS_SIDE_ITEM(cols)) {
-        int i = row_begin + ii;
-        __global const float *image = x + plane * height * width;
-        for (int k = 0; k < side_cols; ++k) {
-            int j = strip_index(k, 0, side_split, side_jump);
-            y[plane_offset(plane, i, j, out_height, out_width)] = window_forward_element(
-                image, table_row_source, row_weight, col_source, col_weight, i, j, width);
-        }
-        return;
-    }
+    COMPUTE_FOLDED_SIDES(
+        cols, i, j, y[plane_offset(plane, i, j, out_height, out_width)],
+        window_forward_element(
+            x + plane * height * width, table_row_source, row_weight, col_source, col_weight, i, j, width))
     if (get_global_id(0) * OUTPUTS_PER_ITEM >= cols) return;
     // The last vector ends at the last column (see LAST_VECTOR_NOTE in window_vector.h).
     int jj = min((int)get_global_id(0) * OUTPUTS_PER_ITEM, cols - OUTPUTS_PER_ITEM);
@@ -288,16 +282,11 @@ __kernel void weighted_window_backward_interior_vector(
     int ii = get_global_id(1);
     int plane = get_global_id(2);
     if (ii >= rows || plane >= planes) return;
-    if (IS_SIDE_ITEM(cols)) {
-        int a = row_begin + ii;
-        __global const float *plane_gradient = grad_y + plane * out_height * out_width;
-        for (int k = 0; k < side_cols; ++k) {
-            int b = strip_index(k, 0, side_split, side_jump);
-            grad_map[plane_offset(plane, a, b, height, width)] = window_backward_element(
-                plane_gradient, table_row_target, table_row_weight, col_target, col_weight, a, b, out_width);
-        }
-        return;
-    }
+    COMPUTE_FOLDED_SIDES(
+        cols, a, b, grad_map[plane_offset(plane, a, b, height, width)],
+        window_backward_element(
+            grad_y + plane * out_height * out_width, table_row_target, table_row_weight, col_target, col_weight, a, b,
+            out_width))
     if (get_global_id(0) * OUTPUTS_PER_ITEM >= cols) return;
     // The last vector ends at the last column (see LAST_VECTOR_NOTE in window_vector.h).
     int jj = min((int)get_global_id(0) * OUTPUTS_PER_ITEM, cols - OUTPUTS_PER_ITEM);

@@ -134,16 +134,9 @@ __kernel void max_pool_forward_interior_vector(
     int ii = get_global_id(1);
     int plane = get_global_id(2);
     if (ii >= rows || plane >= planes) return;
-    if (IS_SIDE_ITEM(cols)) {
-        int i = row_begin + ii;
-        __global const float *image = x + plane * height * width;
-        for (int k = 0; k < side_cols; ++k) {
-            int j = strip_index(k, 0, side_split, side_jump);
-            y[plane_offset(plane, i, j, out_height, out_width)] =
-                max_pool_element(image, table_row_source, col_source, i, j, width);
-        }
-        return;
-    }
+    COMPUTE_FOLDED_SIDES(
+        cols, i, j, y[plane_offset(plane, i, j, out_height, out_width)],
+        max_pool_element(x + plane * height * width, table_row_source, col_source, i, j, width))
     if (get_global_id(0) * OUTPUTS_PER_ITEM >= cols) return;
     // The last vector ends at the last column (see LAST_VECTOR_NOTE in window_vector.h).
     int jj = min((int)get_global_id(0) * OUTPUTS_PER_ITEM, cols - OUTPUTS_PER_ITEM);

@@ -52,6 +52,20 @@
 #define SIDE_ARGUMENTS int side_cols, int side_split, int side_jump
 #define IS_SIDE_ITEM(cols) (get_global_id(0) == ((cols) + OUTPUTS_PER_ITEM - 1) / OUTPUTS_PER_ITEM)
 
+// The side item's whole job, shared by the vector kernels that fold the sides: for row
+// `row_begin + ii` of `plane`, each side column (the strip remapping of SIDE_ARGUMENTS) gets
+// STORE = ELEMENT, with ROW and COLUMN naming the row and column for both expressions; then
+// the item returns. Expects `ii`, `plane`, `row_begin` and the side arguments in scope.
+#define COMPUTE_FOLDED_SIDES(cols, ROW, COLUMN, STORE, ELEMENT)           \
+    if (IS_SIDE_ITEM(cols)) {                                             \
+        int ROW = row_begin + ii;                                         \
+        for (int side = 0; side < side_cols; ++side) {                    \
+            int COLUMN = strip_index(side, 0, side_split, side_jump);     \
+            STORE = ELEMENT;                                              \
+        }                                                                 \
+        return;                                                           \
+    }
+
 // replaces_maximum (common.h) per lane: || and && act per component on vectors.
 #define VECTOR_MAX(best, candidate) \
     select((best), (candidate), ((candidate) > (best)) || (isnan(candidate) && !isnan(best)))
