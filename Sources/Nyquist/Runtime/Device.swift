@@ -15,7 +15,6 @@ public final class Device: @unchecked Sendable, CustomStringConvertible {
     /// The OpenCL context, queue and counters (builds, cache hits, allocations).
     package let context: OpenCLContext
     private let tables = Mutex<[AxisGeometry: AxisTableBuffers]>([:])
-    private let emptyLaunch = Mutex<PreparedLaunch?>(nil)
     private let programs = Mutex<[ProgramRequest: OpenCLProgram]>([:])
     /// Compiled passes by ``PlanKey`` (see ``compiledPass(_:build:)``).
     let plans = Mutex<[AnyPlanKey: CompiledPass]>([:])
@@ -146,13 +145,10 @@ extension Device {
     /// prepared-launch path as the operators, without waiting: followed by ``synchronize()``,
     /// the least any operator call can cost on this device (the benchmarks' launch floor).
     public func enqueueEmptyKernel() throws {
-        let launch = try emptyLaunch.withLock { cached -> PreparedLaunch in
-            if let cached { return cached }
-            let prepared = try context.prepare("empty_kernel", in: try program("copy.cl"), arguments: [], global: [1])
-            cached = prepared
-            return prepared
-        }
-        try context.enqueue([launch], buffers: [])
+        let key = PlanKey(configuration: BaselineKernel.empty, pass: .forward, input: try Shape4D(n: 1, c: 1, h: 1, w: 1))
+        try compiledPass(key) {
+            [try context.prepare("empty_kernel", in: try program("copy.cl"), arguments: [], global: [1])]
+        }.run(on: self)
     }
 
     /// Copies `source` into `destination` with the bandwidth-baseline kernel (Kernels/copy.cl);
@@ -164,7 +160,7 @@ extension Device {
         }
         // Buffers: 0 source, 1 destination.
         let count = source.count
-        let key = PlanKey(configuration: CopyPlan(), pass: .forward, input: try Shape4D(n: 1, c: 1, h: 1, w: count))
+        let key = PlanKey(configuration: BaselineKernel.copy, pass: .forward, input: try Shape4D(n: 1, c: 1, h: 1, w: count))
         try compiledPass(key) {
             [
                 try context.prepare(
@@ -175,8 +171,13 @@ extension Device {
     }
 }
 
-/// The plan key's configuration of ``Device/copy(_:into:)``, which has no options.
-struct CopyPlan: Hashable, Sendable {
+/// The plan key's configuration of the benchmarks' baseline kernels (Kernels/copy.cl), which
+/// have no options.
+enum BaselineKernel: Hashable, Sendable {
+    /// ``Device/copy(_:into:)``.
+    case copy
+    /// ``Device/enqueueEmptyKernel()``.
+    case empty
 }
 
 /// What a device has done so far: what it compiled, what it launched, what it allocated from
