@@ -6,6 +6,7 @@ let package = Package(
     products: [
         .library(name: "Nyquist", targets: ["Nyquist"]),
         .library(name: "NyquistReference", targets: ["NyquistReference"]),
+        .library(name: "NyquistOperators", targets: ["NyquistOperators"]),
         .executable(name: "nyquist", targets: ["nyquist"]),
         .executable(name: "nyquist-bench", targets: ["NyquistBench"]),
     ],
@@ -48,10 +49,13 @@ let package = Package(
             ]
         ),
         .target(name: "Nyquist", dependencies: ["NyquistCL", "NyquistCore", "NyquistKernels"]),
+        // The operator registry: every operator's options, device layer and CPU reference by
+        // name, for the CLI, the benchmarks and the parity tests.
+        .target(name: "NyquistOperators", dependencies: ["Nyquist", "NyquistCore", "NyquistReference"]),
         .executableTarget(
             name: "nyquist",
             dependencies: [
-                "Nyquist", "NyquistReference", "NyquistImage", "NyquistBenchmarkSuite",
+                "Nyquist", "NyquistOperators", "NyquistReference", "NyquistImage", "NyquistBenchmarkSuite",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -59,7 +63,7 @@ let package = Package(
         .target(
             name: "NyquistBenchmarkSuite",
             dependencies: [
-                "Nyquist", "NyquistCL", "NyquistCore", "NyquistKernels", "NyquistReference",
+                "Nyquist", "NyquistCL", "NyquistCore", "NyquistKernels", "NyquistOperators", "NyquistReference",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Benchmarks/NyquistBenchmarkSuite"
@@ -92,7 +96,7 @@ let package = Package(
         .testTarget(
             name: "ParityTests",
             dependencies: [
-                "Nyquist", "NyquistReference", "_NyquistTestSupport",
+                "Nyquist", "NyquistOperators", "NyquistReference", "_NyquistTestSupport",
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ]
         ),

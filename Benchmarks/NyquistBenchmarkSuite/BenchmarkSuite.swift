@@ -106,7 +106,7 @@ public enum BenchmarkSuite {
             let (path, measurements) = try KernelTuner.tuneAndSave(
                 on: device, repeats: options.smoke ? 1 : max(options.repeats, 1), progress: printProgress)
             printProgress("")
-            for row in measurements { print("\(row.key): \(row.parameters): \(fixed(row.seconds * 1e3, 3)) ms") }
+            for row in measurements { print("\(row.key): \(row.knobs): \(fixed(row.seconds * 1e3, 3)) ms") }
             print("saved: \(path)")
             return
         }

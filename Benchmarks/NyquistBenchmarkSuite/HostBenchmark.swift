@@ -61,8 +61,10 @@ enum HostBenchmark {
             let input = try DeviceTensor(host, on: device)
             for factory in selection.factories {
                 let benchmarkOperator: BenchmarkOperator
+                let inputs: [String: DeviceTensor]
                 do {
-                    benchmarkOperator = try factory.build(shape[1], device)
+                    benchmarkOperator = try factory.build(shape, device)
+                    inputs = try benchmarkOperator.inputs(input)
                 } catch let error as NyquistError {
                     printProgress("skipped \(factory.name) \(name): \(error.message)")
                     continue
@@ -73,14 +75,14 @@ enum HostBenchmark {
                     do {
                         switch pass {
                         case "forward":
-                            call = { _ = try benchmarkOperator.forward(input) }
+                            call = { _ = try benchmarkOperator.forward(inputs) }
                         case "training":
-                            call = { _ = try benchmarkOperator.training(input) }
+                            call = { _ = try benchmarkOperator.layer.forwardTraining(inputs) }
                         default:
-                            let (output, saved) = try benchmarkOperator.training(input)
-                            let gradOutput = try DeviceTensor(shape: output.shape, on: device)
+                            let (output, saved) = try benchmarkOperator.layer.forwardTraining(inputs)
+                            let gradOutput = try DeviceTensor(shape: output.output.shape, on: device)
                             try device.context.fill(gradOutput.buffer, with: 1)
-                            call = { _ = try benchmarkOperator.backward(gradOutput, saved) }
+                            call = { _ = try benchmarkOperator.layer.backward(gradOutput, saved) }
                         }
                         try call()
                     } catch let error as NyquistError {

@@ -47,13 +47,14 @@ enum StartupBenchmark {
         try device.synchronize()
         var built: BenchmarkOperator? = nil
         let seconds = try hostSeconds {
-            let benchmarkOperator = try factory.build(host.shape[1], device)
-            _ = try benchmarkOperator.forward(input).toHost()
+            let benchmarkOperator = try factory.build(host.shape, device)
+            _ = try benchmarkOperator.forward(benchmarkOperator.inputs(input)).output.toHost()
             built = benchmarkOperator
         }
         let statistics = device.context.statistics
         guard let benchmarkOperator = built else { return (seconds, 0, statistics) }
-        let steadySeconds = try hostSeconds { _ = try benchmarkOperator.forward(input).toHost() }
+        let inputs = try benchmarkOperator.inputs(input)
+        let steadySeconds = try hostSeconds { _ = try benchmarkOperator.forward(inputs).output.toHost() }
         return (seconds, steadySeconds, statistics)
     }
 }

@@ -146,6 +146,10 @@ public struct AdaptiveBlurPool2DParameters<Scalar: BinaryFloatingPoint & Sendabl
     /// The five names, in `state_dict` order.
     public static var names: [String] { ["conv.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"] }
 
+    /// Entries of a PyTorch `state_dict` that are accepted and ignored (BatchNorm's step counter,
+    /// which inference and training here do not use).
+    public static var ignoredNames: Set<String> { ["bn.num_batches_tracked"] }
+
     /// Predictor convolution weight (G*k*k, C, k, k); no bias.
     public var convWeight: Tensor<Scalar>
     /// BatchNorm scale gamma (G*k*k).
@@ -207,7 +211,7 @@ public struct AdaptiveBlurPool2DParameters<Scalar: BinaryFloatingPoint & Sendabl
     ) throws {
         let layer = AdaptiveBlurPool2DConfiguration.operatorName
         let selected = try StateDictSelection.select(
-            stateDict, prefix: prefix, expected: Self.names, ignored: ["bn.num_batches_tracked"], layer: layer)
+            stateDict, prefix: prefix, expected: Self.names, ignored: Self.ignoredNames, layer: layer)
         func take(_ name: String) throws -> Tensor<Scalar> {
             guard let tensor = selected[name] else {
                 throw NyquistError(.invalidParameters, "\(layer): parameter \(prefix + name) is missing")

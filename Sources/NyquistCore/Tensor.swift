@@ -134,3 +134,21 @@ enum ShapeCount: Equatable {
         self = .count(count)
     }
 }
+
+extension Tensor {
+    /// How far these values are from `expected`: max |self - expected| / max |expected| (the
+    /// absolute error when `expected` is all zero); NaN when the two disagree on where NaNs are,
+    /// infinite when the shapes differ (the error column of `nyquist demo`).
+    public func maxRelativeError(from expected: Tensor) -> Double {
+        guard shape == expected.shape else { return .infinity }
+        var largestDifference = 0.0
+        var largestMagnitude = 0.0
+        for (a, e) in zip(values, expected.values) {
+            let difference = abs(Double(a) - Double(e))
+            if difference.isNaN && !(a.isNaN && e.isNaN) { return .nan }
+            if difference > largestDifference { largestDifference = difference }
+            largestMagnitude = max(largestMagnitude, abs(Double(e)))
+        }
+        return largestMagnitude > 0 ? largestDifference / largestMagnitude : largestDifference
+    }
+}

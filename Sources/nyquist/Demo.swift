@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Nyquist
 import NyquistCore
+import NyquistOperators
 import NyquistReference
 
 /// `nyquist demo`: every operator on built-in inputs, on the device and on the CPU reference,
@@ -11,14 +12,14 @@ struct Demo: ParsableCommand {
         abstract: "Run every operator on built-in inputs: parity and timing against the CPU reference.",
         discussion: """
             Inputs: a zone plate (2x3x128x128) and seeded random tensors (8x64x56x56 and the odd \
-            3x5x31x33; adaptive-blur-pool, whose reference is slow, uses the zone plate and the \
-            odd tensor, with Kaiming-initialised parameters of seed 0). Each operator runs with its default options on the device (kernel time \
-            from OpenCL profiling events, after one warm-up call so that program builds are not \
-            counted) and on the CPU reference (host clock); one backward row per operator uses a \
-            seeded random output gradient. LiftDownPool (K = 5, seeded parameters) adds forward \
-            rows, a backward row on the odd input and a lift-up-pool row that reconstructs the \
-            odd input from the device's bands. The error column is max |device - reference| / \
-            max |reference|; the command exits 1 when any exceeds 1e-4.
+            3x5x31x33; operators with parameters, whose references are slow, use the zone plate \
+            and the odd tensor, with default parameters of seed 0). Each operator of the registry \
+            runs with its default options on the device (kernel time from OpenCL profiling events, \
+            after one warm-up call so that program builds are not counted) and on the CPU reference \
+            (host clock); one backward row per operator uses a seeded random output gradient, and \
+            its error is the largest over the input and parameter gradients. A lift-up-pool row \
+            reconstructs the odd input from lift-down-pool's bands. The error column is \
+            max |device - reference| / max |reference|; the command exits 1 when any exceeds 1e-4.
             """)
 
     @Option(help: ArgumentHelp(
@@ -71,7 +72,7 @@ struct Demo: ParsableCommand {
 
     /// A step of the demo: an operator on an input, forward or backward.
     private struct Step {
-        var op: OperatorName
+        var op: OperatorDescriptor
         var input: Input
         var backward: Bool
     }
@@ -85,32 +86,26 @@ struct Demo: ParsableCommand {
         let zonePlate = Input(label: "zone plate", tensor: try TestImages.zonePlate(n: 2, c: 3, h: 128, w: 128))
         let large = Input(label: "random", tensor: try random.tensor([8, 64, 56, 56]))
         let odd = Input(label: "random", tensor: try random.tensor([3, 5, 31, 33]))
+        // Every registry operator that takes one tensor; the ones with parameters (whose
+        // references are slow: adaptive-blur-pool evaluates a G*k*k-channel conv per pixel in
+        // Double) on the two smaller inputs, backward on the odd one.
         var steps: [Step] = []
-        for op in OperatorName.allCases {
-            for input in [zonePlate, large, odd] { steps.append(Step(op: op, input: input, backward: false)) }
-            steps.append(Step(op: op, input: large, backward: true))
+        for op in OperatorRegistry.all where op.extraInputs(4).allSatisfy({ $0 == "indices" }) {
+            let withParameters = !op.parameterNames.isEmpty
+            for input in withParameters ? [zonePlate, odd] : [zonePlate, large, odd] {
+                steps.append(Step(op: op, input: input, backward: false))
+            }
+            steps.append(Step(op: op, input: withParameters ? odd : large, backward: true))
         }
 
         var rows: [Row] = []
         for (index, step) in steps.enumerated() {
             let shape = Format.shape(step.input.tensor.shape)
-            progress("[\(index + 1)/\(steps.count)] \(step.op.rawValue) \(shape) \(step.backward ? "backward" : "forward") ...")
+            progress("[\(index + 1)/\(steps.count)] \(step.op.name) \(shape) \(step.backward ? "backward" : "forward") ...")
             rows.append(try measure(step, on: device, random: &random))
         }
-        for input in [zonePlate, odd] {
-            for kind in ["forward", "backward", "reconstruction"] where kind == "forward" || input.label != "zone plate" {
-                progress("lift-down-pool \(Format.shape(input.tensor.shape)) \(kind) ...")
-                rows.append(try measureLift(kind, input, on: device, random: &random))
-            }
-        }
-        // AdaptiveBlurPool: its CPU reference evaluates a G*k*k-channel conv per pixel, so it
-        // runs on the two smaller inputs only (forward on both, backward on the odd one).
-        for (index, (label, tensor, backward)) in [
-            ("zone plate", zonePlate.tensor, false), ("random", odd.tensor, false), ("random", odd.tensor, true),
-        ].enumerated() {
-            progress("[adaptive \(index + 1)/3] adaptive-blur-pool \(Format.shape(tensor.shape)) ...")
-            rows.append(try measureAdaptive(label: label, x: tensor, backward: backward, on: device, random: &random))
-        }
+        progress("lift-up-pool: reconstruction of \(Format.shape(odd.tensor.shape)) ...")
+        rows.append(try measureReconstruction(odd, on: device))
         progress(nil)
 
         if json {
@@ -141,13 +136,14 @@ struct Demo: ParsableCommand {
         }
     }
 
-    /// Runs one step on the device (warm-up, then a profiled call) and on the reference.
+    /// Runs one step on the device (warm-up, then a profiled call) and on the reference, both
+    /// built by the registry with the operator's default options.
     private func measure(_ step: Step, on device: Device, random: inout SplitMix64) throws -> Row {
         let x = step.input.tensor
-        let inputShape = try Shape4D(x.shape)
-        let pool = try OperatorOptions().makeOperator(step.op, channels: inputShape.c)
-        let outputShape = try pool.outputShape(for: inputShape)
-        let layer = try pool.layer
+        let options = OperatorOptions()
+        let parameters = try step.op.parameters(options, inputShape: x.shape)
+        let layer = try step.op.makeLayer(options, inputShape: x.shape, parameters: parameters, on: device)
+        let reference = try step.op.makeReference(options, inputShape: x.shape, parameters: parameters)
         let xDevice = try DeviceTensor(x, on: device)
         let clock = ContinuousClock()
 
@@ -155,43 +151,51 @@ struct Demo: ParsableCommand {
         var referenceResult: HostTensor
         let deviceSeconds: Double
         let referenceDuration: Duration
+        var parameterError = 0.0
         if step.backward {
-            let gradOutput = try random.tensor(outputShape.dimensions)
-            let gradOutputDevice = try DeviceTensor(gradOutput, on: device)
             let (_, saved) = try layer.forwardTraining(xDevice)
+            let (referenceOutput, referenceSaved) = try reference.forwardTraining(x)
+            let gradOutput = try random.tensor(referenceOutput.output.shape)
+            let gradOutputDevice = try DeviceTensor(gradOutput, on: device)
             _ = try layer.backward(gradOutputDevice, saved)
             try device.synchronize()
             let (gradients, seconds) = try device.measure { try layer.backward(gradOutputDevice, saved) }
             deviceResult = try gradients.input.toHost()
             deviceSeconds = seconds
-            let (_, referenceSaved) = try pool.referenceTraining(x)
-            var gradInput: HostTensor?
-            referenceDuration = try clock.measure { gradInput = try pool.referenceBackward(gradOutput, referenceSaved) }
-            guard let gradInput else { throw CLIFailure("the reference backward produced no result") }
-            referenceResult = gradInput
+            var expected: OperatorGradientValues<HostTensor>?
+            referenceDuration = try clock.measure { expected = try reference.backward(gradOutput, referenceSaved) }
+            guard let expected else { throw CLIFailure("the reference backward produced no result") }
+            referenceResult = expected.input
+            for (name, value) in expected.parameters {
+                guard let actual = gradients.parameters[name] else {
+                    throw CLIFailure("\(step.op.name): the device gave no gradient of \(name)")
+                }
+                parameterError = max(parameterError, try actual.toHost().maxRelativeError(from: value))
+            }
         } else {
             _ = try layer(xDevice)
             try device.synchronize()
-            let (y, seconds) = try device.measure { try layer(xDevice) }
+            let (y, seconds) = try device.measure { try layer(xDevice).output }
             deviceResult = try y.toHost()
             deviceSeconds = seconds
             var output: HostTensor?
-            referenceDuration = try clock.measure { output = try pool.reference(x) }
+            referenceDuration = try clock.measure { output = try reference(x).output }
             guard let output else { throw CLIFailure("the reference forward produced no result") }
             referenceResult = output
         }
 
-        if case .apsPool(let configuration) = pool, !step.backward {
-            referenceResult = try Self.apsReferenceOnTies(configuration, x, xDevice, otherwise: referenceResult)
+        if step.op.name == APSPool2DConfiguration.operatorName, !step.backward {
+            referenceResult = try Self.apsReferenceOnTies(
+                APSPool2DConfiguration(channels: x.shape[1]), x, xDevice, otherwise: referenceResult)
         }
         let referenceSeconds =
             Double(referenceDuration.components.seconds) + Double(referenceDuration.components.attoseconds) * 1e-18
         return Row(
-            op: step.op.rawValue, pass: step.backward ? "backward" : "forward", input: step.input.label,
+            op: step.op.name, pass: step.backward ? "backward" : "forward", input: step.input.label,
             shape: Format.shape(x.shape), outputShape: Format.shape(referenceResult.shape),
             deviceMilliseconds: deviceSeconds * 1e3, referenceMilliseconds: referenceSeconds * 1e3,
             speedUp: deviceSeconds > 0 ? referenceSeconds / deviceSeconds : 0,
-            maxRelativeError: try Self.maxRelativeError(deviceResult, referenceResult))
+            maxRelativeError: max(deviceResult.maxRelativeError(from: referenceResult), parameterError))
     }
 
     /// APS picks a phase by comparing norms; where two phase norms of a sample tie to Float
@@ -203,7 +207,7 @@ struct Demo: ParsableCommand {
     private static func apsReferenceOnTies(
         _ configuration: APSPool2DConfiguration, _ x: HostTensor, _ xDevice: DeviceTensor, otherwise: HostTensor
     ) throws -> HostTensor {
-        let (_, chosen) = try APSPool2D(configuration)(xDevice, indices: nil)
+        let chosen = try APSPool2D(configuration)(xDevice).indices
         let indices = try chosen.toHost().values.map { Int($0) }
         let norms = try Reference.apsNorms(x.converted(to: Double.self), configuration)
         let tied = zip(indices, norms).allSatisfy { index, norms in norms[index] >= (norms.max() ?? 0) * (1 - 1e-5) }
@@ -211,87 +215,36 @@ struct Demo: ParsableCommand {
         return try Reference.apsPool2D(x, configuration, indices: indices).output
     }
 
-    /// LiftDownPool2D (K = 5, seeded default parameters) on the device and the reference:
-    /// `forward` compares the pooled output, `backward` the input gradient (output gradient and
-    /// regulariser loss), `reconstruction` runs LiftUpPool2D on the device's bands (op
-    /// lift-up-pool) and compares with the reference's LiftUpPool2D of its own bands (both
-    /// reproduce the input). The reference's backward is slow in Double,
-    /// so the backward rows use the small odd input.
-    private func measureLift(_ kind: String, _ input: Input, on device: Device, random: inout SplitMix64) throws -> Row {
+    /// lift-up-pool on the bands lift-down-pool made of `input` (registry defaults, seed 0): the
+    /// device's on the device's bands, the reference's on its own; both reproduce the input.
+    private func measureReconstruction(_ input: Input, on device: Device) throws -> Row {
         let x = input.tensor
-        let shape = try Shape4D(x.shape)
-        let configuration = try LiftPoolConfiguration(channels: shape.c)
-        let parameters = LiftPoolParameters<Float>(configuration, seed: 0)
-        let pool = try LiftDownPool2D(configuration, parameters: parameters, on: device)
-        let xDevice = try DeviceTensor(x, on: device)
-        let clock = ContinuousClock()
-        let deviceResult: HostTensor
-        var referenceResult: HostTensor?
-        let deviceSeconds: Double
-        let referenceDuration: Duration
-        switch kind {
-        case "backward":
-            let gradOutput = try random.tensor(configuration.outputShape(for: shape).dimensions)
-            let gradOutputDevice = try DeviceTensor(gradOutput, on: device)
-            let (_, _, saved) = try pool.forwardTraining(xDevice)
-            _ = try pool.backward(saved, gradOutput: gradOutputDevice)
-            try device.synchronize()
-            let (gradients, seconds) = try device.measure { try pool.backward(saved, gradOutput: gradOutputDevice) }
-            deviceResult = try gradients.input.toHost()
-            deviceSeconds = seconds
-            referenceDuration = try clock.measure {
-                referenceResult = try Reference.liftDownPool2DBackward(
-                    input: x, parameters, configuration, gradOutput: gradOutput).input
-            }
-        case "reconstruction":
-            let bands = try pool(xDevice)
-            let unpool = LiftUpPool2D(inverting: pool)
-            _ = try unpool(bands, height: shape.h, width: shape.w)
-            try device.synchronize()
-            let (back, seconds) = try device.measure { try unpool(bands, height: shape.h, width: shape.w) }
-            deviceResult = try back.toHost()
-            deviceSeconds = seconds
-            let referenceBands = try Reference.liftDownPool2D(x, parameters, configuration).bands
-            referenceDuration = try clock.measure {
-                referenceResult = try Reference.liftUpPool2D(
-                    ll: referenceBands.ll, lh: referenceBands.lh, hl: referenceBands.hl, hh: referenceBands.hh, height: shape.h,
-                    width: shape.w, parameters, configuration)
-            }
-        default:
-            _ = try pool(xDevice)
-            try device.synchronize()
-            let (bands, seconds) = try device.measure { try pool(xDevice) }
-            deviceResult = try bands.output.toHost()
-            deviceSeconds = seconds
-            referenceDuration = try clock.measure {
-                referenceResult = try Reference.liftDownPool2D(x, parameters, configuration).bands.output
-            }
+        let down = try OperatorRegistry.named(LiftPoolConfiguration.operatorName)
+        let up = try OperatorRegistry.named(LiftPoolConfiguration.inverseOperatorName)
+        let bands = try down.makeReference(OperatorOptions(), inputShape: x.shape)(x).extras
+        let bandShape = try down.outputShape(OperatorOptions(), inputShape: x.shape)
+        let target = OperatorOptions(["height": "\(x.shape[2])", "width": "\(x.shape[3])"])
+        func upInputs<Tensor>(_ extras: [String: Tensor]) -> [String: Tensor] {
+            var inputs = extras
+            inputs["input"] = inputs.removeValue(forKey: "ll")
+            return inputs
         }
-        guard let referenceResult else { throw CLIFailure("the LiftPool reference produced no result") }
-        let referenceSeconds =
-            Double(referenceDuration.components.seconds) + Double(referenceDuration.components.attoseconds) * 1e-18
+        let deviceBands = try down.makeLayer(OperatorOptions(), inputShape: x.shape, on: device)(DeviceTensor(x, on: device)).extras
+        let unpool = try up.makeLayer(target, inputShape: bandShape, on: device)
+        _ = try unpool(upInputs(deviceBands))
+        try device.synchronize()
+        let (back, seconds) = try device.measure { try unpool(upInputs(deviceBands)).output }
+        let reference = try up.makeReference(target, inputShape: bandShape)
+        var expected: HostTensor?
+        let duration = try ContinuousClock().measure { expected = try reference(upInputs(bands)).output }
+        guard let expected else { throw CLIFailure("the LiftPool reference produced no result") }
+        let referenceSeconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18
+        let result = try back.toHost()
         return Row(
-            op: kind == "reconstruction" ? LiftPoolConfiguration.inverseOperatorName : LiftPoolConfiguration.operatorName,
-            pass: kind == "reconstruction" ? "forward" : kind, input: kind == "reconstruction" ? "bands of \(input.label)" : input.label,
-            shape: Format.shape(x.shape), outputShape: Format.shape(deviceResult.shape),
-            deviceMilliseconds: deviceSeconds * 1e3, referenceMilliseconds: referenceSeconds * 1e3,
-            speedUp: deviceSeconds > 0 ? referenceSeconds / deviceSeconds : 0,
-            maxRelativeError: try Self.maxRelativeError(deviceResult, referenceResult))
-    }
-
-    /// max |actual - expected| / max |expected| (the absolute error when `expected` is all zero);
-    /// NaN when the values disagree on NaN, infinite when the shapes differ.
-    static func maxRelativeError(_ actual: HostTensor, _ expected: HostTensor) throws -> Double {
-        guard actual.shape == expected.shape else { return .infinity }
-        var largestDifference = 0.0
-        var largestMagnitude = 0.0
-        for (a, e) in zip(actual.values, expected.values) {
-            let difference = abs(Double(a) - Double(e))
-            if difference.isNaN && !(a.isNaN && e.isNaN) { return .nan }
-            if difference > largestDifference { largestDifference = difference }
-            largestMagnitude = max(largestMagnitude, abs(Double(e)))
-        }
-        return largestMagnitude > 0 ? largestDifference / largestMagnitude : largestDifference
+            op: up.name, pass: "forward", input: "bands of \(input.label)", shape: Format.shape(x.shape),
+            outputShape: Format.shape(result.shape), deviceMilliseconds: seconds * 1e3,
+            referenceMilliseconds: referenceSeconds * 1e3, speedUp: seconds > 0 ? referenceSeconds / seconds : 0,
+            maxRelativeError: result.maxRelativeError(from: expected))
     }
 
     /// Shows `line` as the current progress on standard error (overwriting the previous one on a

@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import Nyquist
 import NyquistCore
-import NyquistReference
+import NyquistOperators
 
 /// `nyquist eval`: the shift-invariance measures of SPEC.md section 6 for every operator on the
 /// built-in inputs, as a table, JSON and an SVG chart.
@@ -206,34 +206,31 @@ struct Eval: ParsableCommand {
             perInput: perInput)
     }
 
-    /// Operator `name` with default options and parameters from `seed`, as a host-to-host function
-    /// on the device (when given) or on the CPU reference; and its options as text.
+    /// Operator `name` from the registry with default options and parameters from `seed`, as a
+    /// host-to-host function on the device (when given) or on the CPU reference; and its
+    /// options as text.
     private func makeOperator(_ name: String, on device: Device?) throws -> (String, ShiftInvariance.Operator) {
-        let channels = Self.channels
-        if name == AdaptiveBlurPool2DConfiguration.operatorName {
-            let configuration = try AdaptiveBlurPool2DConfiguration(channels: channels)
-            let parameters = AdaptiveBlurPool2DParameters<Float>(configuration: configuration, seed: seed)
-            guard let device else {
-                return (configuration.description, { try Reference.adaptiveBlurPool2D($0, parameters: parameters, configuration).output })
-            }
-            let layer = try AdaptiveBlurPool2D(configuration, parameters: parameters, on: device)
-            return (configuration.description, { try layer(DeviceTensor($0, on: device)).toHost() })
+        try Self.registryOperator(name, seed: seed, channels: Self.channels, on: device)
+    }
+
+    /// Operator `name` of the registry with its default options (and `seed` for the ones with
+    /// parameters) for inputs of `channels` channels, as a host-to-host function; and its
+    /// options as text. `nyquist picture` draws with the same functions.
+    static func registryOperator(_ name: String, seed: UInt64, channels: Int, on device: Device?) throws
+        -> (String, ShiftInvariance.Operator)
+    {
+        let descriptor = try OperatorRegistry.named(name)
+        let options = OperatorOptions(
+            descriptor.options.contains { $0.name == "seed" } ? ["seed": "\(seed)"] : [:])
+        let shape = [1, channels, 16, 16]
+        let summary = try descriptor.description(options, inputShape: shape)
+        let parameters = try descriptor.parameters(options, inputShape: shape)
+        guard let device else {
+            let reference = try descriptor.makeReference(options, inputShape: shape, parameters: parameters)
+            return (summary, { try reference($0).output })
         }
-        if name == LiftPoolConfiguration.operatorName {
-            let configuration = try LiftPoolConfiguration(channels: channels)
-            let parameters = LiftPoolParameters<Float>(configuration, seed: seed)
-            guard let device else {
-                return (configuration.description, { try Reference.liftDownPool2D($0, parameters, configuration).bands.output })
-            }
-            let layer = try LiftDownPool2D(configuration, parameters: parameters, on: device)
-            return (configuration.description, { try layer(DeviceTensor($0, on: device)).output.toHost() })
-        }
-        var options = OperatorOptions()
-        options.seed = seed
-        let pool = try options.makeOperator(try OperatorName.parse(name), channels: channels)
-        guard let device else { return (pool.summary, { try pool.reference($0) }) }
-        let layer = try pool.layer
-        return (pool.summary, { try layer(DeviceTensor($0, on: device)).toHost() })
+        let layer = try descriptor.makeLayer(options, inputShape: shape, parameters: parameters, on: device)
+        return (summary, { try layer(DeviceTensor($0, on: device)).output.toHost() })
     }
 
     /// True for `--backend opencl` (the default), false for `reference`.

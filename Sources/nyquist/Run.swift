@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import Nyquist
 import NyquistCore
-import NyquistReference
+import NyquistOperators
 
 /// `nyquist run OP`: one operator on `.npy` files, on an OpenCL device or the CPU reference.
 struct Run: ParsableCommand {
@@ -162,108 +162,163 @@ struct Run: ParsableCommand {
         if paramsPrefix != nil, params == nil {
             throw CLIFailure("--params-prefix needs --params (the state_dict file to select from)")
         }
-        if op == LiftPoolConfiguration.operatorName || op == LiftPoolConfiguration.inverseOperatorName {
-            try LiftRun(command: self, down: op == LiftPoolConfiguration.operatorName).run()
-            return
+        let descriptor: OperatorDescriptor
+        do {
+            descriptor = try OperatorRegistry.named(op)
+        } catch let error as NyquistError {
+            throw CLIFailure(error.message)
         }
-        if op == AdaptiveBlurPool2DConfiguration.operatorName {
-            try runAdaptive()
-            return
-        }
-        for (option, value) in [("--groups", groups != nil), ("--softmax", softmax != nil)] where value {
-            throw CLIFailure("option \(option) applies only to adaptive-blur-pool")
-        }
-        let name = try OperatorName.parse(op)
-        for (option, given) in [
-            ("--lambda-u", lambdaU != nil), ("--lambda-p", lambdaP != nil), ("--height", height != nil), ("--width", width != nil),
-        ] where given {
-            throw CLIFailure("option \(option) applies only to lift-down-pool / lift-up-pool")
-        }
-        var options = OperatorOptions()
-        options.kernel = kernel
-        options.stride = stride
-        options.pad = pad
-        options.filterSize = filterSize
-        options.padding = padding
-        options.padOffset = padOffset
-        options.norm = norm
-        options.seed = seed ?? 0
-        // Validate the options before touching any file (channels are checked again below).
-        _ = try options.makeOperator(name, channels: 1)
-
+        let options = OperatorOptions(registryOptions(descriptor))
+        // Options that do not apply are refused before any file is read; their values are
+        // checked with the input's shape, before anything is computed or written.
+        try descriptor.checkOptionNames(options)
         for (option, value, what) in [
-            ("--params", params, "has no parameters"), ("--extra", extra, "takes no extra inputs"),
-            ("--grad-params", gradParams, "has no parameters"),
-        ] where value != nil && !(name == .tipsPool || (name == .apsPool && option == "--extra")) {
-            throw CLIFailure("\(name.rawValue) \(what); \(option) does not apply")
+            ("--params", params, "has no parameters"), ("--grad-params", gradParams, "has no parameters"),
+        ] where value != nil && descriptor.parameterNames.isEmpty {
+            throw CLIFailure("\(op) \(what); \(option) does not apply")
         }
-        let tipsOptions: [(String, Bool)] = [
-            ("--lambda-fm", lambdaFm != nil), ("--lambda-undo", lambdaUndo != nil), ("--max-shift", maxShift != nil),
-            ("--shift-fill", shiftFill != nil), ("--seed", seed != nil),
-        ]
-        if name != .tipsPool, let (option, _) = tipsOptions.first(where: \.1) {
-            throw CLIFailure("option \(option) applies only to tips-pool")
+        if extra != nil, descriptor.extraOutputs(4).isEmpty, descriptor.extraInputs(4).allSatisfy({ $0 == "indices" }) {
+            throw CLIFailure("\(op) takes no extra inputs; --extra does not apply")
         }
-        if name != .apsPool, indices != nil {
+        if indices != nil, !descriptor.extraInputs(4).contains("indices") {
             throw CLIFailure("option --indices applies only to aps-pool")
         }
-        let undo = try undoShift()
         let backend = try selectedBackend()
         if backend == .reference, device != nil {
             throw CLIFailure("--device applies only to --backend opencl")
         }
         let gradientPaths = try gradientFiles()
-        let outputURL = URL(fileURLWithPath: output)
-        if let gradientPaths, URL(fileURLWithPath: gradientPaths.input).standardized == outputURL.standardized {
-            throw CLIFailure("--output and --grad-input name the same file (\(output))")
+        let written = [output, gradientPaths?.input, gradParams].compactMap { $0 }.map { URL(fileURLWithPath: $0).standardized }
+        guard Set(written).count == written.count else {
+            throw CLIFailure("--output, --grad-input and --grad-params must name different files")
+        }
+        if gradParams != nil && gradientPaths == nil {
+            throw CLIFailure("--grad-params needs --grad-output and --grad-input (a backward pass)")
         }
 
         let x = try TensorFiles.read(input)
-        let inputShape = try Shape4D(x.shape, role: "input \(input)")
+        let inputShape = Format.shape(x.shape)
+        var parameters: [String: HostTensor]?
         if let params {
-            let names = TIPSPool2DConfiguration.parameterNames
+            let names = descriptor.parameterNames
             let stateDict = try TensorFiles.readParameters(
-                params, expecting: names.map { (paramsPrefix ?? "") + $0 }, layer: name.rawValue)
-            options.parameters = try StateDictSelection.select(
-                stateDict, prefix: paramsPrefix ?? "", expected: names, layer: name.rawValue)
+                params, expecting: names.map { (paramsPrefix ?? "") + $0 }, layer: op)
+            parameters = try StateDictSelection.select(
+                stateDict, prefix: paramsPrefix ?? "", expected: names, ignored: descriptor.ignoredParameterNames, layer: op)
         }
-        let givenIndices = try indices.map { try readIndices($0, batch: inputShape.n) }
-        let pool = try options.makeOperator(name, channels: inputShape.c)
-        let outputShape = try pool.outputShape(for: inputShape)
-        try TensorFiles.checkOutput(shape: outputShape.dimensions, path: output)
+        let outputShape = try descriptor.outputShape(options, inputShape: x.shape)
+        var inputs = ["input": x]
+        if let indices {
+            let given = try readIndices(indices, batch: x.shape[0])
+            inputs["indices"] = try HostTensor(shape: [given.count], values: given.map { Float($0) })
+        }
+        // Further inputs (LiftUpPool's detail bands) are read from --extra, shaped like --input.
+        for name in descriptor.extraInputs(x.rank) where name != "indices" {
+            guard let extra else {
+                throw CLIFailure("\(op) needs --extra DIR (its input \(name).npy is read there)")
+            }
+            let path = URL(fileURLWithPath: extra).appendingPathComponent("\(name).npy")
+            let tensor = try NPY.read(contentsOf: path)
+            guard tensor.shape == x.shape else {
+                throw CLIFailure(
+                    "\(op): \(path.path) has shape \(Format.shape(tensor.shape)) but --input has \(inputShape)")
+            }
+            inputs[name] = tensor
+        }
+        try TensorFiles.checkOutput(shape: outputShape, path: output)
         // The host copies of the output and the input gradient, before any device work.
-        try HostLimits.current.checkAllocation(count: outputShape.count, bytesPerElement: 4, what: "the output \(outputShape)")
+        try HostLimits.current.checkAllocation(
+            count: outputShape.reduce(1, *), bytesPerElement: 4, what: "the output \(Format.shape(outputShape))")
         var gradOutputTensor: HostTensor?
         if let gradientPaths {
             let gy = try NPY.read(contentsOf: URL(fileURLWithPath: gradientPaths.output))
-            guard gy.shape == outputShape.dimensions else {
+            guard gy.shape == outputShape else {
                 throw CLIFailure(
                     "gradient of the output \(gradientPaths.output) has shape \(Format.shape(gy.shape)), but "
-                        + "\(name.rawValue) maps input \(inputShape) to \(outputShape)")
+                        + "\(op) maps input \(inputShape) to \(Format.shape(outputShape))")
             }
             gradOutputTensor = gy
         }
 
         let result: Computed
-        switch (backend, name.isPolyphase) {
-        case (.reference, false):
-            result = try runReference(pool, x, gradOutput: gradOutputTensor)
-        case (.opencl, false):
-            result = try runDevice(pool, x, gradOutput: gradOutputTensor)
-        case (_, true):
-            result = try runPolyphase(
-                pool, x, gradOutput: gradOutputTensor, undo: undo, givenIndices: givenIndices, onDevice: backend == .opencl)
+        switch backend {
+        case .reference:
+            let layer = try descriptor.makeReference(options, inputShape: x.shape, parameters: parameters)
+            result = try compute(layer, inputs: inputs, gradOutput: gradOutputTensor)
+                .computed(where: "the CPU reference", seconds: nil) { $0 }
+        case .opencl:
+            let device = try device.map { try Device(named: $0) } ?? Device.default()
+            let layer = try descriptor.makeLayer(options, inputShape: x.shape, parameters: parameters, on: device)
+            let deviceInputs = try inputs.mapValues { try DeviceTensor($0, on: device) }
+            let gradOutputDevice = try gradOutputTensor.map { try DeviceTensor($0, on: device) }
+            let (computed, seconds) = try device.measure {
+                try compute(layer, inputs: deviceInputs, gradOutput: gradOutputDevice)
+            }
+            result = try computed.computed(where: deviceDescription(device), seconds: seconds) { try $0.toHost() }
         }
-        if gradParams != nil && result.gradParameters == nil {
-            throw CLIFailure("--grad-params needs --grad-output and --grad-input (a backward pass)")
-        }
-        try write(result, gradientInputPath: gradientPaths?.input)
+        try write(result, gradientInputPath: gradientPaths?.input, scalarsName: descriptor.scalarsName)
         var summary =
-            "\(pool.summary): \(inputShape) -> \(Format.shape(result.output.shape)) on \(result.where)"
+            "\(try descriptor.description(options, inputShape: x.shape)): \(inputShape) -> \(Format.shape(result.output.shape)) on \(result.where)"
         if let seconds = result.kernelSeconds { summary += ", kernel time \(Format.fixed(seconds * 1e3, 3)) ms" }
         summary += "; wrote \(output)"
         if let gradInput = gradientPaths?.input { summary += " and \(gradInput)" }
         print(summary)
+    }
+
+    /// The operator options given on the command line, by the registry's names. Two follow
+    /// from the command rather than from an option: an operator with train and eval behaviour
+    /// (a `statistics` option) trains only with --train (without it, gradients are those of
+    /// PyTorch's eval mode), and one that can return its filters does so for --extra.
+    private func registryOptions(_ descriptor: OperatorDescriptor) -> [String: String] {
+        let given: [(String, String?)] = [
+            ("kernel", kernel.map { "\($0)" }), ("stride", stride.map { "\($0)" }), ("pad", pad.map { "\($0)" }),
+            ("filter-size", filterSize.map { "\($0)" }), ("padding", padding), ("pad-offset", padOffset.map { "\($0)" }),
+            ("norm", norm), ("lambda-fm", lambdaFm.map { "\($0)" }), ("lambda-undo", lambdaUndo.map { "\($0)" }),
+            ("max-shift", maxShift.map { "\($0)" }), ("shift-fill", shiftFill), ("seed", seed.map { "\($0)" }),
+            ("lambda-u", lambdaU.map { "\($0)" }), ("lambda-p", lambdaP.map { "\($0)" }), ("height", height.map { "\($0)" }),
+            ("width", width.map { "\($0)" }), ("groups", groups.map { "\($0)" }), ("softmax", softmax),
+        ]
+        var values: [String: String] = [:]
+        for (name, value) in given { if let value { values[name] = value } }
+        let takes = Set(descriptor.options.map(\.name))
+        if takes.contains("statistics") { values["statistics"] = train ? "batch" : "running" }
+        if takes.contains("filters"), extra != nil { values["filters"] = "true" }
+        return values
+    }
+
+    /// Runs `layer` on `inputs`: inference, or (with --train, a backward, or --extra, whose
+    /// results come from the training forward) the training forward, then the backward when
+    /// `gradOutput` is given. Scalars (losses) are kept only for a training run.
+    private func compute<Tensor>(_ layer: ErasedLayer<Tensor>, inputs: [String: Tensor], gradOutput: Tensor?) throws
+        -> Results<Tensor>
+    {
+        let training = train || gradOutput != nil
+        guard training || extra != nil else { return Results(values: try layer(inputs), gradients: nil, training: false) }
+        let (values, saved) = try layer.forwardTraining(inputs)
+        let gradients = try gradOutput.map { try layer.backward($0, saved) }
+        return Results(values: values, gradients: gradients, training: training)
+    }
+
+    /// What ``compute(_:inputs:gradOutput:)`` returns, on either backend.
+    private struct Results<Tensor> {
+        var values: OperatorValues<Tensor>
+        var gradients: OperatorGradientValues<Tensor>?
+        var training: Bool
+
+        /// The results on the host (`host` copies one tensor there), with the extras under
+        /// their file names and the scalars of a training run as the losses.
+        func computed(where place: String, seconds: Double?, _ host: (Tensor) throws -> HostTensor) throws -> Computed {
+            var computed = Computed(
+                output: try host(values.output), gradInput: try gradients.map { try host($0.input) }, where: place,
+                kernelSeconds: seconds)
+            for (name, tensor) in values.extras { computed.extras["\(name).npy"] = try host(tensor) }
+            for (name, tensor) in gradients?.extras ?? [:] { computed.extras["grad_\(name).npy"] = try host(tensor) }
+            if training, !values.scalars.isEmpty { computed.scalars = values.scalars }
+            if let parameters = gradients?.parameters, !parameters.isEmpty {
+                computed.gradParameters = try parameters.mapValues(host)
+            }
+            return computed
+        }
     }
 
     /// What a backend computed.
@@ -274,30 +329,12 @@ struct Run: ParsableCommand {
         var kernelSeconds: Double?
         /// Extra outputs by file name (indices.npy, psi.npy, tau.npy).
         var extras: [String: HostTensor] = [:]
-        /// Loss values for losses.json.
-        var losses: [String: Double]?
+        /// Scalar results (losses, regularisers) for <scalarsName>.json.
+        var scalars: [String: Double]?
         /// Parameter gradients by PyTorch name.
         var gradParameters: [String: HostTensor]?
     }
 
-    /// The L_undo shift of tips-pool, drawn from --seed, when its weight is non-zero or losses
-    /// are requested (a training run with --extra).
-    private func undoShift() throws -> MapShift? {
-        let fill: ShiftFill
-        if let shiftFill {
-            guard let value = ShiftFill(rawValue: shiftFill) else {
-                throw CLIFailure("unknown shift fill '\(shiftFill)'; use circular or zero")
-            }
-            fill = value
-        } else {
-            fill = .circular
-        }
-        let largest = maxShift ?? 2
-        var generator = try ShiftGenerator(seed: seed ?? 0, maxShiftH: largest, maxShiftW: largest, fill: fill)
-        return generator.next()
-    }
-
-    /// aps-pool and tips-pool, on the device or the reference, with their extra outputs.
     /// The phase indices of `path`: `batch` whole numbers in 0...3.
     private func readIndices(_ path: String, batch: Int) throws -> [Int] {
         let tensor = try NPY.read(contentsOf: URL(fileURLWithPath: path))
@@ -310,74 +347,6 @@ struct Run: ParsableCommand {
                 throw CLIFailure("phase indices \(path) hold \(value); every index must be 0, 1, 2 or 3")
             }
             return Int(value)
-        }
-    }
-
-    private func runPolyphase(
-        _ pool: PoolOperator, _ x: HostTensor, gradOutput: HostTensor?, undo: MapShift?, givenIndices: [Int]?,
-        onDevice: Bool
-    ) throws -> Computed {
-        let training = train || gradOutput != nil
-        let weights = try TIPSLossWeights(fm: lambdaFm ?? 0, undo: lambdaUndo ?? 0)
-        switch (pool, onDevice) {
-        case (.apsPool(let configuration), false):
-            let (y, indices, saved) = try Reference.apsPool2DTraining(x, configuration, indices: givenIndices)
-            let gradInput = try gradOutput.map { try Reference.apsPool2DBackward(gradOutput: $0, saved: saved, configuration) }
-            return Computed(
-                output: y, gradInput: gradInput, where: "the CPU reference",
-                extras: ["indices.npy": try HostTensor(shape: [indices.count], values: indices.map { Float($0) })])
-        case (.tipsPool(let configuration, let parameters), false):
-            let (result, saved) = try Reference.tipsPool2DTraining(x, configuration, parameters: parameters, shift: undo)
-            var computed = Computed(
-                output: result.output, where: "the CPU reference", extras: ["psi.npy": result.psi, "tau.npy": result.tau])
-            if training {
-                let losses = try Reference.tipsLosses(saved: saved, configuration)
-                computed.losses = ["fm": losses.fm, "undo": losses.undo ?? 0]
-            }
-            if let gradOutput {
-                let gradients = try Reference.tipsPool2DBackward(
-                    gradOutput: gradOutput, saved: saved, configuration, lossWeights: weights)
-                computed.gradInput = gradients.input
-                computed.gradParameters = gradients.parameters
-            }
-            return computed
-        case (.apsPool(let configuration), true):
-            let device = try device.map { try Device(named: $0) } ?? Device.default()
-            let layer = APSPool2D(configuration)
-            let xDevice = try DeviceTensor(x, on: device)
-            let gradOutputDevice = try gradOutput.map { try DeviceTensor($0, on: device) }
-            let given = try givenIndices.map {
-                try DeviceTensor(HostTensor(shape: [$0.count], values: $0.map { Float($0) }), on: device)
-            }
-            let ((y, indices, gradInput), seconds) = try device.measure {
-                () throws -> (DeviceTensor, DeviceTensor, DeviceTensor?) in
-                let (y, indices, saved) = try layer.forwardTraining(xDevice, indices: given)
-                return (y, indices, try gradOutputDevice.map { try layer.backward($0, saved).input })
-            }
-            return Computed(
-                output: try y.toHost(), gradInput: try gradInput?.toHost(), where: deviceDescription(device),
-                kernelSeconds: seconds, extras: ["indices.npy": try indices.toHost()])
-        case (.tipsPool(let configuration, let parameters), true):
-            let device = try device.map { try Device(named: $0) } ?? Device.default()
-            let layer = try TIPSPool2D(configuration, parameters: parameters)
-            let xDevice = try DeviceTensor(x, on: device)
-            let gradOutputDevice = try gradOutput.map { try DeviceTensor($0, on: device) }
-            let ((outputs, saved, gradients), seconds) = try device.measure {
-                () throws -> (TIPSOutputs, SavedForBackward, Gradients?) in
-                let (outputs, saved) = try layer.forwardTraining(xDevice, undoShift: undo)
-                return (outputs, saved, try gradOutputDevice.map { try layer.backward($0, saved, lossWeights: weights) })
-            }
-            var computed = Computed(
-                output: try outputs.output.toHost(), gradInput: try gradients?.input.toHost(), where: deviceDescription(device),
-                kernelSeconds: seconds, extras: ["psi.npy": try outputs.psi.toHost(), "tau.npy": try outputs.tau.toHost()])
-            if training {
-                let losses = try layer.losses(saved)
-                computed.losses = ["fm": losses.fm, "undo": losses.undo ?? 0]
-            }
-            if let gradients { computed.gradParameters = try gradients.parameters.mapValues { try $0.toHost() } }
-            return computed
-        default:
-            throw CLIFailure("\(pool.name.rawValue) is not a polyphase operator")
         }
     }
 
@@ -404,36 +373,10 @@ struct Run: ParsableCommand {
         }
     }
 
-    private func runReference(_ pool: PoolOperator, _ x: HostTensor, gradOutput: HostTensor?) throws -> Computed {
-        guard gradOutput != nil || train else {
-            return Computed(output: try pool.reference(x), where: "the CPU reference")
-        }
-        let (y, saved) = try pool.referenceTraining(x)
-        let gradInput = try gradOutput.map { try pool.referenceBackward($0, saved) }
-        return Computed(output: y, gradInput: gradInput, where: "the CPU reference")
-    }
-
-    private func runDevice(_ pool: PoolOperator, _ x: HostTensor, gradOutput: HostTensor?) throws -> Computed {
-        let device = try device.map { try Device(named: $0) } ?? Device.default()
-        let layer = try pool.layer
-        let xDevice = try DeviceTensor(x, on: device)
-        let gradOutputDevice = try gradOutput.map { try DeviceTensor($0, on: device) }
-        let ((y, gradInput), seconds) = try device.measure { () throws -> (DeviceTensor, DeviceTensor?) in
-            guard gradOutputDevice != nil || train else { return (try layer(xDevice), nil) }
-            let (y, saved) = try layer.forwardTraining(xDevice)
-            let gradInput = try gradOutputDevice.map { try layer.backward($0, saved).input }
-            return (y, gradInput)
-        }
-        let info = device.info
-        return Computed(
-            output: try y.toHost(), gradInput: try gradInput?.toHost(),
-            where: "\(info.name) (\(info.typeName), \(info.platformName))", kernelSeconds: seconds)
-    }
-
     /// Writes the output, the input gradient, the extra outputs and the parameter gradients all
     /// or nothing (``OutputTransaction``): a failed write leaves no new file or folder and every
     /// file that existed before as it was.
-    private func write(_ result: Computed, gradientInputPath: String?) throws {
+    private func write(_ result: Computed, gradientInputPath: String?, scalarsName: String?) throws {
         var transaction = OutputTransaction()
         transaction.stage(URL(fileURLWithPath: output)) { [output] in
             try TensorFiles.write(result.output, to: $0.path, as: output)
@@ -446,11 +389,11 @@ struct Run: ParsableCommand {
             for (name, tensor) in result.extras.sorted(by: { $0.key < $1.key }) {
                 transaction.stage(folder.appendingPathComponent(name), createsFolder: true) { try NPY.write(tensor, to: $0) }
             }
-            if let losses = result.losses {
-                transaction.stage(folder.appendingPathComponent("losses.json"), createsFolder: true) { url in
+            if let scalars = result.scalars, let name = scalarsName {
+                transaction.stage(folder.appendingPathComponent("\(name).json"), createsFolder: true) { url in
                     let encoder = JSONEncoder()
                     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                    try encoder.encode(losses).write(to: url)
+                    try encoder.encode(scalars).write(to: url)
                 }
             }
         }

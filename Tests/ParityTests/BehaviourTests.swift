@@ -28,12 +28,10 @@ struct BehaviourTests {
         let pool = try MaxBlurPool2D(channels: 8)
         let x = try DeviceTensor(randomTensor([2, 8, 64, 64], seed: 6), on: device)
         var y = x
-        for foldedSides in [false, true] {
-            for shapeClass in ["wide", "medium", "narrow"] {
-                try device.overrideLaunchParameters(
-                    LaunchParameters(outputsPerItem: 8, localSize: [64, 8, 1], foldedSides: foldedSides),
-                    family: "max-blur-forward", shapeClass: shapeClass)
-            }
+        try LaunchVariantParityTests.forEachPinned(
+            [false, true], knobs: { WindowKnobs(outputsPerItem: 8, localSize: [64, 8, 1], foldedSides: $0) },
+            families: ["max-blur-forward"], shapeClasses: ["wide", "medium", "narrow"]
+        ) { foldedSides in
             _ = try pool(x)  // builds the program and the constant padding tables
             let before = device.context.statistics
             let tensorsBefore = device.memoryStatistics.requests

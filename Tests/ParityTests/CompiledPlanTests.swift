@@ -95,20 +95,18 @@ struct CompiledPlanTests {
         #expect(device.context.statistics.liveBytes == liveBefore - cached)
     }
 
-    @Test("a changed launch override rebuilds the plan; results stay the same")
-    func overrideRebuildsPlan() throws {
+    @Test("changed pinned knobs rebuild the plan; results stay the same")
+    func pinnedKnobsRebuildPlan() throws {
         let device = try TestDevice.fresh()
         let pool = try BlurPool2D(channels: 3)
         let host = try randomTensor([2, 3, 40, 40], seed: 4)
         let x = try DeviceTensor(host, on: device)
         let first = try pool(x).toHost()
         var launches: [Int] = []
-        for folded in [false, true] {
-            for shapeClass in ["wide", "medium", "narrow"] {
-                try device.overrideLaunchParameters(
-                    LaunchParameters(outputsPerItem: 8, localSize: [64, 8, 1], foldedSides: folded),
-                    family: "window-forward", shapeClass: shapeClass)
-            }
+        try LaunchVariantParityTests.forEachPinned(
+            [false, true], knobs: { WindowKnobs(outputsPerItem: 8, localSize: [64, 8, 1], foldedSides: $0) },
+            families: ["window-forward"], shapeClasses: ["wide", "medium", "narrow"]
+        ) { folded in
             let before = device.context.statistics.launches
             let y = try pool(x).toHost()
             launches.append(device.context.statistics.launches - before)

@@ -24,23 +24,17 @@ struct DeterminismTests {
     typealias Results = [(name: String, bits: [UInt64])]
 
     /// Runs `body` once per candidate (pinned for each of `families` and every shape class in
-    /// `classes` on a Device of its own, so concurrent suites keep their choice) and expects
-    /// every result to have the first candidate's bits; then runs the last candidate's call
-    /// again, and from three threads at once, and expects the same bits.
-    static func expectIdentical(
-        families: [String], classes: [String], candidates: [LaunchParameters], label: String,
+    /// `classes`, on a Device of its own) and expects every result to have the first
+    /// candidate's bits; then runs the last candidate's call again, and from three threads at
+    /// once, and expects the same bits.
+    static func expectIdentical<Knobs: LaunchKnobs>(
+        families: [String], classes: [String], candidates: [Knobs], label: String,
         _ body: @Sendable (Device) throws -> Results
     ) throws {
         let device = try TestDevice.fresh()
-        defer {
-            for family in families { try? LaunchVariantParityTests.pin(nil, family: family, shapeClasses: classes, on: device) }
-        }
         #expect(!candidates.isEmpty, "\(label): no candidates")
-        var first: (LaunchParameters, Results)? = nil
-        for candidate in candidates {
-            for family in families {
-                try LaunchVariantParityTests.pin(candidate, family: family, shapeClasses: classes, on: device)
-            }
+        var first: (Knobs, Results)? = nil
+        try LaunchVariantParityTests.forEachPinned(candidates, families: families, shapeClasses: classes) { candidate in
             let results = try body(device)
             if let (reference, expected) = first {
                 compare(results, expected, "\(label): \(candidate) against \(reference)")
@@ -48,14 +42,18 @@ struct DeterminismTests {
                 first = (candidate, results)
             }
         }
-        guard let (_, expected) = first else { return }
-        // The last candidate stays pinned: run it again, then from three threads at once.
-        let again = try body(device)
-        let lastLabel = "\(label): \(candidates[candidates.count - 1])"
+        guard let (_, expected) = first, let last = candidates.last else { return }
+        // The last candidate again, then from three threads at once; each pins it, since pins
+        // hold only on the task or thread that sets them.
+        @Sendable func lastPinned() throws -> Results {
+            try withPinnedKnobs(last, families: families, shapeClasses: classes) { try body(device) }
+        }
+        let again = try lastPinned()
+        let lastLabel = "\(label): \(last)"
         compare(again, expected, "\(lastLabel), second run")
         let threaded = Mutex<[Int: Result<Results, any Error>]>([:])
         DispatchQueue.concurrentPerform(iterations: 3) { index in
-            let result = Result { try body(device) }
+            let result = Result { try lastPinned() }
             threaded.withLock { $0[index] = result }
         }
         for index in 0..<3 {
@@ -85,7 +83,7 @@ struct DeterminismTests {
         // One pin covers the four window families: each candidate is pinned for all of them.
         try Self.expectIdentical(
             families: WindowLaunch.allCases.map(\.rawValue), classes: ["wide", "medium", "narrow"],
-            candidates: WindowTuning.candidates, label: "window"
+            candidates: WindowKnobs.candidates, label: "window"
         ) { device in
             var results: Results = []
             for (index, x) in inputs.enumerated() {
@@ -122,14 +120,15 @@ struct DeterminismTests {
         }
         try Self.expectIdentical(
             families: [family], classes: ["large", "small"],
-            candidates: PolyphaseLaunch.candidates(family: family), label: "aps"
+            candidates: APSKnobs.candidates, label: "aps"
         ) { device in
             var results: Results = []
             for (index, x) in inputs.enumerated() {
                 for norm in [PolyphaseNorm.l2, .l1] {
                     let layer = try APSPool2D(channels: x.shape[1], filterSize: index == 0 ? 3 : 1, norm: norm)
                     let input = try DeviceTensor(x, on: device)
-                    let (output, indices, saved) = try layer.forwardTraining(input, indices: nil)
+                    let (training, saved) = try layer.forwardTraining(input, indices: nil)
+                    let (output, indices) = (training.output, training.indices)
                     let gradOutput = try DeviceTensor(try randomTensor(output.shape, seed: UInt64(330 + index)), on: device)
                     let gradInput = try DeviceTensor(shape: x.shape, on: device)
                     try layer.backward(gradOutput, saved, into: gradInput)
@@ -146,8 +145,8 @@ struct DeterminismTests {
 
     /// The TIPS forward candidates, each also with the backward's band sizes: 0 (the unfused
     /// passes), 1 (bands of 3 rows), 1000 and the built-in 4096.
-    static var tipsCandidates: [LaunchParameters] {
-        let forward = PolyphaseLaunch.candidates(family: PolyphaseLaunch.tipsFamily)
+    static var tipsCandidates: [TIPSKnobs] {
+        let forward = TIPSKnobs.candidates
         return forward + [0, 1, 1000].map { bandElements in
             var launch = forward[bandElements % forward.count]
             launch.bandElements = bandElements
@@ -166,18 +165,20 @@ struct DeterminismTests {
         ) { device in
             var results: Results = []
             for (index, x) in inputs.enumerated() {
-                let layer = try TIPSPool2D(channels: x.shape[1], kernelSize: index == 1 ? 5 : 3, seed: 7)
+                let layer = try TIPSPool2D(channels: x.shape[1], kernelSize: index == 1 ? 5 : 3, seed: 7, on: device)
                 let input = try DeviceTensor(x, on: device)
                 let label = "\(x.shape)"
-                let inference = try layer(input)
+                let inference = try layer(input).output
                 let shift = MapShift(dy: 1, dx: -2, fill: index == 0 ? .zero : .circular)
                 let (outputs, saved) = try layer.forwardTraining(input, undoShift: shift)
-                let losses = try layer.losses(saved)
+                let losses = try #require(outputs.losses, "\(label): training forward gives the losses")
+                let psi = try #require(outputs.psi, "\(label): training forward gives psi")
                 let gradOutput = try DeviceTensor(try randomTensor(inference.shape, seed: UInt64(350 + index)), on: device)
-                let gradients = try layer.backward(gradOutput, saved, lossWeights: TIPSLossWeights(fm: 0.5, undo: 2))
+                let gradients = try layer.backward(
+                    TIPSPool2DOutputGradients(output: gradOutput, lossWeights: TIPSLossWeights(fm: 0.5, undo: 2)), saved)
                 results += [
                     ("\(label) inference output", try bits(inference)), ("\(label) output", try bits(outputs.output)),
-                    ("\(label) psi", try bits(outputs.psi)), ("\(label) tau", try bits(outputs.tau)),
+                    ("\(label) psi", try bits(psi)), ("\(label) tau", try bits(outputs.tau)),
                     ("\(label) losses", [losses.fm.bitPattern, losses.undo?.bitPattern ?? 0]),
                     ("\(label) grad input", try bits(gradients.input)),
                 ]
@@ -194,7 +195,7 @@ struct DeterminismTests {
         let cases: [([Int], Int)] = [([3, 5, 9, 11], 5), ([2, 3, 6, 37], 3), ([1, 2, 35, 8], 7)]
         let inputs = try cases.enumerated().map { try randomTensor($0.element.0, seed: UInt64(360 + $0.offset)) }
         try Self.expectIdentical(
-            families: [LiftLaunch.family], classes: ["wide", "narrow"], candidates: LiftLaunch.candidates, label: "lift"
+            families: [LiftLaunch.family], classes: ["wide", "narrow"], candidates: LiftKnobs.candidates, label: "lift"
         ) { device in
             var results: Results = []
             for (index, x) in inputs.enumerated() {
@@ -202,7 +203,8 @@ struct DeterminismTests {
                 let params = LiftPoolParityTests.parameters(config, seed: UInt64(370 + index))
                 let pool = try LiftDownPool2D(config, parameters: params, on: device)
                 let label = "\(x.shape)"
-                let (bands, regularisers, saved) = try pool.forwardTraining(try DeviceTensor(x, on: device))
+                let (bands, saved) = try pool.forwardTraining(try DeviceTensor(x, on: device))
+                let regularisers = try #require(bands.regularisers, "\(label): training forward gives the regularisers")
                 results += try [("output", bands.output), ("LL", bands.ll), ("LH", bands.lh), ("HL", bands.hl), ("HH", bands.hh)]
                     .map { ("\(label) \($0.0)", try bits($0.1)) }
                 results.append(("\(label) regularisers", [regularisers.cu.bitPattern, regularisers.cp.bitPattern]))
@@ -210,18 +212,19 @@ struct DeterminismTests {
                     try DeviceTensor(try randomTensor(bands.ll.shape, seed: UInt64(380 + index * 5 + $0)), on: device)
                 }
                 let gradients = try pool.backward(
-                    saved, gradOutput: upstream[0], gradLL: upstream[1], gradLH: upstream[2], gradHL: upstream[3],
-                    gradHH: upstream[4], gradLoss: 1.3)
+                    LiftDownPool2DOutputGradients(
+                        output: upstream[0], ll: upstream[1], lh: upstream[2], hl: upstream[3], hh: upstream[4],
+                        regulariserLoss: 1.3), saved)
                 results.append(("\(label) grad input", try bits(gradients.input)))
                 for name in gradients.parameters.keys.sorted() {
                     results.append(("\(label) grad \(name)", try bits(try #require(gradients.parameters[name]))))
                 }
                 let unpool = LiftUpPool2D(inverting: pool)
                 let (reconstruction, upSaved) = try unpool.forwardTraining(
-                    ll: bands.ll, lh: bands.lh, hl: bands.hl, hh: bands.hh, height: x.shape[2], width: x.shape[3])
+                    LiftUpPool2DInput(bands, height: x.shape[2], width: x.shape[3]))
                 results.append(("\(label) up output", try bits(reconstruction)))
                 let gradUp = try DeviceTensor(try randomTensor(x.shape, seed: UInt64(395 + index)), on: device)
-                let upGradients = try unpool.backward(upSaved, gradOutput: gradUp)
+                let upGradients = try unpool.backward(gradUp, upSaved)
                 for (band, tensor) in upGradients.bands.enumerated() {
                     results.append(("\(label) up grad band \(band)", try bits(tensor)))
                 }
@@ -236,8 +239,8 @@ struct DeterminismTests {
     /// Every predictor candidate, alternately with the one-element gradient kernels
     /// (rowGradients false, the GPU default) and the row kernels (the CPU default), so every
     /// result of both gradient paths is compared with the first candidate's.
-    static var adaptiveCandidates: [LaunchParameters] {
-        AdaptiveLaunch.candidates.enumerated().map { index, candidate in
+    static var adaptiveCandidates: [AdaptiveKnobs] {
+        AdaptiveKnobs.candidates.enumerated().map { index, candidate in
             var launch = candidate
             launch.rowGradients = index % 2 == 1
             return launch
@@ -265,7 +268,7 @@ struct DeterminismTests {
                 let input = try DeviceTensor(inputs[index], on: device)
                 let label = "\(spec.shape)"
                 let (inference, inferenceFilters) = try layer.forwardWithFilters(input)
-                let (output, filters, saved) = try layer.forwardTraining(input, withFilters: true)
+                let (output, filters, saved) = try layer.forwardTraining(input, withFilters: true, frozenStatistics: false)
                 let gradOutput = try DeviceTensor(try randomTensor(output.shape, seed: UInt64(420 + index)), on: device)
                 let gradients = try layer.backward(gradOutput, saved)
                 results += [

@@ -4,6 +4,7 @@ import Nyquist
 import NyquistCore
 import NyquistReference
 // docs/guide.md: imports end
+import NyquistOperators
 import Testing
 
 // Every ```swift block of docs/*.md and README.md, verbatim between markers
@@ -80,20 +81,23 @@ struct DocSnippetTests {
         let x = try DeviceTensor(HostTensor(shape: [2, 4, 8, 8], generator: { Float(($0 * 7) % 11) }), on: device)
         let mainBranch = try APSPool2D(channels: 4, filterSize: 3, norm: .l2)  // circular pre-blur, k = 3
         let shortcut = try APSPool2D(channels: 4)                              // plain APS, l2 norm
-        let (y, indices) = try mainBranch(x, indices: nil)    // indices: shape [N], one phase 0...3 per sample
-        let (residual, _) = try shortcut(x, indices: indices) // samples the main branch's phases
-        let (output, _, saved) = try mainBranch.forwardTraining(x, indices: nil)
-        let gradOutput = try DeviceTensor(HostTensor(shape: output.shape, repeating: 1), on: device)
+        let y = try mainBranch(x)                            // y.output; y.indices: shape [N], one phase 0...3 per sample
+        let residual = try shortcut(x, indices: y.indices)   // samples the main branch's phases
+        let (training, saved) = try mainBranch.forwardTraining(x)  // saved: the input and the phases
+        let gradOutput = try DeviceTensor(HostTensor(shape: training.output.shape, repeating: 1), on: device)
         let gradients = try mainBranch.backward(gradOutput, saved)  // to the chosen phase, through the blur
-        print(try indices.toHost().values, y.shape, residual.shape, gradients.input.shape)
+        print(try y.indices.toHost().values, y.output.shape, residual.output.shape, gradients.input.shape)
         // docs/guide.md: aps end
-        #expect(indices.shape == [2])
-        #expect(y.shape == [2, 4, 4, 4] && residual.shape == [2, 4, 4, 4])
+        #expect(y.indices.shape == [2])
+        #expect(y.output.shape == [2, 4, 4, 4] && residual.output.shape == [2, 4, 4, 4])
         #expect(gradients.input.shape == [2, 4, 8, 8])
+        #expect(Array(y.extras.keys) == ["indices"])
         // The shortcut really sampled the given phase: compare with the reference.
-        let chosen = try indices.toHost().values.map { Int($0) }
+        let chosen = try y.indices.toHost().values.map { Int($0) }
+        #expect(try residual.indices.toHost().values.map { Int($0) } == chosen)
+        #expect(try saved.indices?.toHost().values.map { Int($0) } == chosen)
         let expected = try Reference.apsPool2D(try x.toHost(), APSPool2DConfiguration(channels: 4), indices: chosen)
-        #expect(try residual.toHost() == expected.output)
+        #expect(try residual.output.toHost() == expected.output)
     }
 
     @Test("guide: TIPSPool2D with its losses")
@@ -101,17 +105,22 @@ struct DocSnippetTests {
         // docs/guide.md: tips begin
         let device = try Device.default()
         let x = try DeviceTensor(HostTensor(shape: [2, 3, 8, 8], generator: { Float(($0 * 5) % 13) / 13 }), on: device)
-        let tips = try TIPSPool2D(channels: 3, kernelSize: 3, seed: 0)  // PyTorch's default init, seeded
-        let results = try tips.outputs(x)          // output 2 x 3 x 4 x 4, psi 2 x 3 x 8 x 8, tau 2 x 3 x 4
+        let tips = try TIPSPool2D(channels: 3, kernelSize: 3, seed: 0, on: device)  // PyTorch's default init, seeded
+        let y = try tips(x)                        // y.output 2 x 3 x 4 x 4, y.tau 2 x 3 x 4 (no psi, no losses)
         var shifts = try ShiftGenerator(seed: 42, maxShiftH: 2, maxShiftW: 2, fill: .circular)
         let (training, saved) = try tips.forwardTraining(x, undoShift: shifts.next())
-        let losses = try tips.losses(saved)        // losses.fm (L_FM), losses.undo (L_undo)
+        // training.psi: 2 x 3 x 8 x 8; training.losses: .fm (L_FM) and .undo (L_undo)
         let gradOutput = try DeviceTensor(HostTensor(shape: training.output.shape, repeating: 1), on: device)
-        let gradients = try tips.backward(gradOutput, saved, lossWeights: try TIPSLossWeights(fm: 1, undo: 0.35))
-        print(results.tau.shape, losses.fm, losses.undo ?? 0, gradients.parameters.keys.sorted())
+        let lossWeights = try TIPSLossWeights(fm: 1, undo: 0.35)
+        let gradients = try tips.backward(TIPSPool2DOutputGradients(output: gradOutput, lossWeights: lossWeights), saved)
+        print(y.tau.shape, training.scalars, gradients.parameters.keys.sorted())
         // docs/guide.md: tips end
-        #expect(results.output.shape == [2, 3, 4, 4] && results.psi.shape == [2, 3, 8, 8] && results.tau.shape == [2, 3, 4])
-        #expect(losses.undo != nil)
+        #expect(y.output.shape == [2, 3, 4, 4] && y.tau.shape == [2, 3, 4])
+        #expect(y.psi == nil && y.losses == nil && y.scalars.isEmpty)
+        #expect(training.psi?.shape == [2, 3, 8, 8])
+        let losses = try #require(training.losses)
+        let undo = try #require(losses.undo)
+        #expect(training.scalars == ["fm": losses.fm, "undo": undo])
         // tau is a softmax of 4 entries: ||tau||_2 lies in [0.5, 1], so L_FM lies in [0, 0.5].
         #expect(losses.fm >= 0 && losses.fm <= 0.5)
         #expect(gradients.parameters.keys.sorted() == ["conv1.weight", "conv2.weight"])
@@ -124,18 +133,26 @@ struct DocSnippetTests {
         let x = try DeviceTensor(HostTensor(shape: [1, 2, 7, 8], generator: { Float($0 % 9) / 9 }), on: device)
         let pool = try LiftDownPool2D(channels: 2, kernelSize: 5, lambdaU: 0.01, lambdaP: 0.1, seed: 0, on: device)
         let bands = try pool(x)                                  // output, ll, lh, hl, hh: 1 x 2 x 4 x 4
-        let back = try LiftUpPool2D(inverting: pool)(bands, height: 7, width: 8)  // x again, to rounding
-        let (trained, regularisers, saved) = try pool.forwardTraining(x)
+        let unpool = LiftUpPool2D(inverting: pool)               // shares the pool's P and U
+        let back = try unpool(LiftUpPool2DInput(bands, height: 7, width: 8))  // x again, to rounding
+        let (trained, saved) = try pool.forwardTraining(x)       // trained.regularisers: cu, cp, loss
         let gradOutput = try DeviceTensor(HostTensor(shape: trained.output.shape, repeating: 1), on: device)
-        let gradients = try pool.backward(saved, gradOutput: gradOutput, gradLoss: 1)
-        print(regularisers.cu, regularisers.cp, regularisers.loss, back.shape, gradients.parameters.keys.sorted())
+        let gradients = try pool.backward(LiftDownPool2DOutputGradients(output: gradOutput, regulariserLoss: 1), saved)
+        let (_, upSaved) = try unpool.forwardTraining(LiftUpPool2DInput(bands, height: 7, width: 8))
+        let gradBack = try DeviceTensor(HostTensor(shape: back.shape, repeating: 1), on: device)
+        let bandGradients = try unpool.backward(gradBack, upSaved)  // .bands: LL, LH, HL, HH; .parameters
+        print(trained.scalars, back.shape, gradients.parameters.keys.sorted(), bandGradients.bands.count)
         // docs/guide.md: lift end
         #expect(bands.ll.shape == [1, 2, 4, 4])
         let original = try x.toHost().values
         let reconstructed = try back.toHost().values
         #expect(zip(original, reconstructed).allSatisfy { abs($0 - $1) < 1e-5 }, "LiftUpPool must invert LiftDownPool")
+        let regularisers = try #require(trained.regularisers)
         #expect(abs(regularisers.loss - (0.01 * regularisers.cu + 0.1 * regularisers.cp)) < 1e-9)
+        #expect(trained.scalars == ["c_u": regularisers.cu, "c_p": regularisers.cp, "loss": regularisers.loss])
         #expect(gradients.parameters.count == 8 && gradients.input.shape == [1, 2, 7, 8])
+        #expect(bandGradients.bands.count == 4 && bandGradients.bands.allSatisfy { $0.shape == [1, 2, 4, 4] })
+        #expect(bandGradients.parameters.count == 8)
     }
 
     @Test("guide: AdaptiveBlurPool2D")
@@ -147,10 +164,10 @@ struct DocSnippetTests {
             channels: 8, kernelSize: 3, stride: 2, groups: 4, padding: .reflect, softmax: .joint, seed: 0, on: device)
         let y = try pool(x)                                 // inference, running statistics: 2 x 8 x 5 x 5
         let (_, filters) = try pool.forwardWithFilters(x)   // filters: 2 x 36 x 5 x 5 (G*k*k per position)
-        let (output, _, saved) = try pool.forwardTraining(x)  // batch statistics; updates the running ones
+        let (output, saved) = try pool.forwardTraining(x)   // batch statistics; updates the running ones
         let gradOutput = try DeviceTensor(HostTensor(shape: output.shape, repeating: 1), on: device)
         let gradients = try pool.backward(gradOutput, saved)  // .input; .parameters conv.weight, bn.weight, bn.bias
-        let (_, _, frozen) = try pool.forwardTraining(x, frozenStatistics: true)  // eval-mode BatchNorm
+        let (_, _, frozen) = try pool.forwardTraining(x, withFilters: false, frozenStatistics: true)  // eval-mode BatchNorm
         let fineTuning = try pool.backward(gradOutput, frozen)
         print(y.shape, filters.shape, gradients.parameters.keys.sorted(), fineTuning.input.shape)
         // docs/guide.md: adaptive end
@@ -158,7 +175,8 @@ struct DocSnippetTests {
         #expect(gradients.parameters.keys.sorted() == ["bn.bias", "bn.weight", "conv.weight"])
         #expect(fineTuning.input.shape == [2, 8, 9, 9])
         // The training forward moved the running mean away from its initial zeros.
-        #expect(pool.parameters.runningMean.values.contains { $0 != 0 })
+        #expect(pool.hostParameters.runningMean.values.contains { $0 != 0 })
+        #expect(try pool.parameterValues()["bn.running_mean"] == pool.hostParameters.runningMean)
     }
 
     @Test("guide: loading PyTorch weights from safetensors")
@@ -179,25 +197,28 @@ struct DocSnippetTests {
         }
         try Safetensors.write(model, to: url)
 
-        // AdaptiveBlurPool2D reads the file itself and selects its layer by prefix.
+        // Every layer with parameters reads the file itself and selects its tensors by prefix.
         let adaptive = try AdaptiveBlurPool2D(channels: 8, kernelSize: 3, groups: 4, on: device)
         try adaptive.load(safetensors: url, prefix: "layer2.0.pasa.")
-        // TIPSPool2D and LiftPool take the tensors by name, without the prefix.
-        let tensors = try Safetensors.read(contentsOf: url)
-        func layer(_ prefix: String) -> [String: HostTensor] {
-            var selected: [String: HostTensor] = [:]
-            for (name, tensor) in tensors where name.hasPrefix(prefix) { selected[String(name.dropFirst(prefix.count))] = tensor }
-            return selected
-        }
-        let tips = try TIPSPool2D(tipsConfiguration, parameters: layer("layer3.0.tips."))
+        let tips = try TIPSPool2D(channels: 8, on: device)
+        try tips.load(safetensors: url, prefix: "layer3.0.tips.")
         let lift = try LiftDownPool2D(channels: 8, on: device)
-        try lift.weights.load(stateDict: layer("layer1.lift."))
-        print(adaptive.parameters.convWeight.shape, tips.parameters.keys.sorted(), lift.parameters.count)
+        try lift.load(safetensors: url, prefix: "layer1.lift.")
+        // And back: the same names under a prefix, for PyTorch's load_state_dict.
+        let saved = FileManager.default.temporaryDirectory.appendingPathComponent("guide-tips.safetensors")
+        try tips.saveParameters(safetensors: saved, prefix: "layer3.0.tips.")
+        print(adaptive.hostParameters.convWeight.shape, tips.parameters.keys.sorted(), lift.parameters.count)
         // docs/guide.md: weights end
-        defer { try? FileManager.default.removeItem(at: url) }
-        #expect(adaptive.parameters == AdaptiveBlurPool2DParameters<Float>(configuration: adaptiveConfiguration, seed: 1))
-        #expect(tips.parameters == tipsConfiguration.defaultParameters(seed: 2))
+        defer {
+            try? FileManager.default.removeItem(at: url)
+            try? FileManager.default.removeItem(at: saved)
+        }
+        #expect(adaptive.hostParameters == AdaptiveBlurPool2DParameters<Float>(configuration: adaptiveConfiguration, seed: 1))
+        #expect(try tips.parameterValues() == tipsConfiguration.defaultParameters(seed: 2))
         #expect(try lift.weights.toHost() == LiftPoolParameters<Float>(liftConfiguration, seed: 3))
+        // The file written back holds the TIPS tensors of the model under the same names.
+        let written = try Safetensors.read(contentsOf: saved)
+        #expect(written == model.filter { $0.key.hasPrefix("layer3.0.tips.") })
     }
 
     @Test("guide: the CPU reference")
@@ -333,5 +354,23 @@ func docSnippetsMatchPages() throws {
         #expect(
             pages.contains { $0.file == copy.file && $0.lines == copy.lines },
             "Tests/ParityTests marker \(copy.file): \(copy.name) (line \(copy.line)) matches no ```swift block of \(copy.file) any more")
+    }
+}
+
+extension DocSnippetTests {
+    @Test("layers: the registry builds a device layer and its reference by name")
+    func registry() throws {
+        // docs/layers.md: registry begin
+        let device = try Device.default()
+        let x = try HostTensor(shape: [1, 3, 8, 8], generator: { Float($0 % 5) })
+        let blur = try OperatorRegistry.named("blur-pool")
+        let options = OperatorOptions(["filter-size": "5"])
+        let layer = try blur.makeLayer(options, inputShape: x.shape, on: device)
+        let reference = try blur.makeReference(options, inputShape: x.shape)
+        let y = try layer(DeviceTensor(x, on: device)).output.toHost()   // 1 x 3 x 4 x 4
+        let expected = try reference(x).output                           // the same on the CPU reference
+        // docs/layers.md: registry end
+        #expect(y.shape == [1, 3, 4, 4])
+        #expect(y.maxRelativeError(from: expected) <= Tolerance.window)
     }
 }

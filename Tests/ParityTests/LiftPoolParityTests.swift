@@ -69,7 +69,7 @@ struct LiftPoolParityTests {
                 }
                 // Reconstruction on the device, into a guarded output.
                 let back = try GuardedTensor(shape: shape, on: device)
-                try unpool.forward(ll: output.ll, lh: output.lh, hl: output.hl, hh: output.hh, into: back.tensor)
+                try unpool.forward(LiftUpPool2DInput(output, height: size.h, width: size.w), into: back.tensor)
                 let reconstruction = Discrepancy(actual: try back.tensor.toHost().values, expected: x.values)
                 #expect(reconstruction.maxAbsoluteError < 1e-4, "\(label) reconstruction: \(reconstruction)")
                 ParityReport.record(
@@ -84,7 +84,9 @@ struct LiftPoolParityTests {
                     ll: bands[0], lh: bands[1], hl: bands[2], hh: bands[3], height: size.h, width: size.w, params, config)
                 let deviceBands = try bands.map { try DeviceTensor($0, on: device) }
                 let up = try unpool(
-                    ll: deviceBands[0], lh: deviceBands[1], hl: deviceBands[2], hh: deviceBands[3], height: size.h, width: size.w)
+                    LiftUpPool2DInput(
+                        ll: deviceBands[0], lh: deviceBands[1], hl: deviceBands[2], hh: deviceBands[3], height: size.h,
+                        width: size.w))
                 let upDiscrepancy = Discrepancy(actual: try up.toHost().values, expected: expectedUp.values)
                 #expect(upDiscrepancy.within(Self.tolerance), "\(label) LiftUpPool2D: \(upDiscrepancy)")
                 ParityReport.record(.lift, "LiftUpPool2D", "forward", tolerance: Self.tolerance, upDiscrepancy, shape: shape, label: label)
@@ -121,7 +123,7 @@ struct LiftPoolParityTests {
                     worst = max(worst, discrepancy.relativeError)
                 }
                 for tensor in guarded { #expect(try tensor.damagedGuards().isEmpty, "\(label) wrote outside a band") }
-                let back = try unpool(s: output.s, d: output.d, length: length)
+                let back = try unpool(LiftUpPool1DInput(output, length: length))
                 let reconstruction = Discrepancy(actual: try back.toHost().values, expected: x.values)
                 #expect(reconstruction.maxAbsoluteError < 1e-4, "\(label) reconstruction: \(reconstruction)")
                 ParityReport.record(
@@ -175,7 +177,8 @@ struct LiftPoolParityTests {
                 let shape = [n, c, size.h, size.w]
                 let x = try randomTensor(shape, seed: UInt64(1500 + index))
                 let (expected, expectedRegularisers) = try Reference.liftDownPool2D(x, params, config)
-                let (bands, regularisers, saved) = try pool.forwardTraining(try DeviceTensor(x, on: device))
+                let (bands, saved) = try pool.forwardTraining(try DeviceTensor(x, on: device))
+                let regularisers = try #require(bands.regularisers, "K=\(kernelSize) \(shape): training forward gives regularisers")
                 let forward = Discrepancy(actual: try bands.output.toHost().values, expected: expected.output.values)
                 #expect(forward.within(Self.tolerance), "K=\(kernelSize) \(shape) training output: \(forward)")
                 ParityReport.record(
@@ -207,8 +210,9 @@ struct LiftPoolParityTests {
                         gradHL: upstream[3], gradHH: upstream[4], gradLoss: gradLoss)
                     let onDevice = try upstream.map { try $0.map { try DeviceTensor($0, on: device) } }
                     let gradients = try pool.backward(
-                        saved, gradOutput: onDevice[0], gradLL: onDevice[1], gradLH: onDevice[2], gradHL: onDevice[3],
-                        gradHH: onDevice[4], gradLoss: Double(gradLoss))
+                        LiftDownPool2DOutputGradients(
+                            output: onDevice[0], ll: onDevice[1], lh: onDevice[2], hl: onDevice[3], hh: onDevice[4],
+                            regulariserLoss: Double(gradLoss)), saved)
                     let input = Discrepancy(actual: try gradients.input.toHost().values, expected: reference.input.values)
                     #expect(input.within(Self.backwardTolerance), "\(label) input gradient: \(input)")
                     ParityReport.record(
@@ -238,7 +242,8 @@ struct LiftPoolParityTests {
                 let shape = [n, c, length]
                 let x = try randomTensor(shape, seed: UInt64(2500 + index))
                 let (_, expectedRegularisers) = try Reference.liftDownPool1D(x, params, config)
-                let (bands, regularisers, saved) = try pool.forwardTraining(try DeviceTensor(x, on: device))
+                let (bands, saved) = try pool.forwardTraining(try DeviceTensor(x, on: device))
+                let regularisers = try #require(bands.regularisers, "1-D K=\(kernelSize) \(shape): training forward gives regularisers")
                 let error = abs(regularisers.loss - Double(expectedRegularisers.loss)) / max(Double(expectedRegularisers.loss), 1e-30)
                 #expect(error < 1e-5, "1-D K=\(kernelSize) \(shape) loss: \(regularisers) vs \(expectedRegularisers)")
                 ParityReport.record(
@@ -248,7 +253,8 @@ struct LiftPoolParityTests {
                 let reference = try Reference.liftDownPool1DBackward(
                     input: x, params, config, gradOutput: upstream[0], gradS: upstream[1], gradD: upstream[2], gradLoss: 0.9)
                 let onDevice = try upstream.map { try DeviceTensor($0, on: device) }
-                let gradients = try pool.backward(saved, gradOutput: onDevice[0], gradS: onDevice[1], gradD: onDevice[2], gradLoss: 0.9)
+                let gradients = try pool.backward(
+                    LiftDownPool1DOutputGradients(output: onDevice[0], s: onDevice[1], d: onDevice[2], regulariserLoss: 0.9), saved)
                 let input = Discrepancy(actual: try gradients.input.toHost().values, expected: reference.input.values)
                 #expect(input.within(Self.backwardTolerance), "1-D K=\(kernelSize) \(shape) input gradient: \(input)")
                 ParityReport.record(
@@ -289,9 +295,11 @@ struct LiftPoolParityTests {
                     params, config)
                 let deviceBands = try bands.map { try DeviceTensor($0, on: device) }
                 let (output, saved) = try unpool.forwardTraining(
-                    ll: deviceBands[0], lh: deviceBands[1], hl: deviceBands[2], hh: deviceBands[3], height: size.h, width: size.w)
+                    LiftUpPool2DInput(
+                        ll: deviceBands[0], lh: deviceBands[1], hl: deviceBands[2], hh: deviceBands[3], height: size.h,
+                        width: size.w))
                 #expect(output.shape == g.shape)
-                let gradients = try unpool.backward(saved, gradOutput: try DeviceTensor(g, on: device))
+                let gradients = try unpool.backward(try DeviceTensor(g, on: device), saved)
                 for band in 0..<4 {
                     let discrepancy = Discrepancy(
                         actual: try gradients.bands[band].toHost().values, expected: reference.bands[band].values)
@@ -315,7 +323,8 @@ struct LiftPoolParityTests {
                 let reference1 = try Reference.liftUpPool1DBackward(gradOutput: g1, s: s1, d: d1, length: size.w, params, config)
                 let unpool1 = LiftUpPool1D(unpool.weights)
                 let gradients1 = try unpool1.backward(
-                    s: try DeviceTensor(s1, on: device), d: try DeviceTensor(d1, on: device), gradOutput: try DeviceTensor(g1, on: device))
+                    try DeviceTensor(g1, on: device),
+                    LiftUpPool1DInput(s: try DeviceTensor(s1, on: device), d: try DeviceTensor(d1, on: device), length: size.w))
                 for band in 0..<2 {
                     let discrepancy = Discrepancy(
                         actual: try gradients1.bands[band].toHost().values, expected: reference1.bands[band].values)
@@ -361,7 +370,7 @@ struct LiftPoolParityTests {
         let pool = try LiftDownPool2D(channels: 3, on: device)
         #expect(throws: NyquistError.self) { try pool(try DeviceTensor(shape: [1, 4, 4, 4], on: device)) }
         let bands = try pool(try DeviceTensor(try randomTensor([1, 3, 5, 4], seed: 1), on: device))
-        #expect(throws: NyquistError.self) { try LiftUpPool2D(inverting: pool)(bands, height: 4, width: 4) }
+        #expect(throws: NyquistError.self) { try LiftUpPool2D(inverting: pool)(LiftUpPool2DInput(bands, height: 4, width: 4)) }
         #expect(throws: NyquistError.self) { try pool.weights.load(stateDict: [:]) }
         let config = try LiftPoolConfiguration(channels: 3)
         let stored = try LiftPoolParameters<Float>(config, seed: 3).stateDict()
@@ -393,26 +402,31 @@ struct LiftPoolParityTests {
             return device.context.statistics.launches - before
         }
         func everyPass() throws -> [Int] {
-            let (bands, _, saved) = try pool.forwardTraining(x)
-            let (_, upSaved) = try unpool.forwardTraining(
-                ll: bands.ll, lh: bands.lh, hl: bands.hl, hh: bands.hh, height: 9, width: 12)
-            let (bands1D, _, saved1D) = try pool1D.forwardTraining(x1D)
+            let (bands, saved) = try pool.forwardTraining(x)
+            let upInput = LiftUpPool2DInput(bands, height: 9, width: 12)
+            let (_, upSaved) = try unpool.forwardTraining(upInput)
+            let (bands1D, saved1D) = try pool1D.forwardTraining(x1D)
+            let upInput1D = LiftUpPool1DInput(bands1D, length: 21)
             return try [
                 launches { _ = try pool(x) },
                 launches { _ = try pool.forwardTraining(x) },
                 launches {
                     _ = try pool.backward(
-                        saved, gradOutput: gradients[0], gradLL: gradients[1], gradLH: gradients[2], gradHL: gradients[3],
-                        gradHH: gradients[4])
+                        LiftDownPool2DOutputGradients(
+                            output: gradients[0], ll: gradients[1], lh: gradients[2], hl: gradients[3], hh: gradients[4]),
+                        saved)
                 },
-                launches { _ = try unpool(bands, height: 9, width: 12) },
-                launches { _ = try unpool.forwardTraining(ll: bands.ll, lh: bands.lh, hl: bands.hl, hh: bands.hh, height: 9, width: 12) },
-                launches { _ = try unpool.backward(upSaved, gradOutput: x) },
+                launches { _ = try unpool(upInput) },
+                launches { _ = try unpool.forwardTraining(upInput) },
+                launches { _ = try unpool.backward(x, upSaved) },
                 launches { _ = try pool1D(x1D) },
                 launches { _ = try pool1D.forwardTraining(x1D) },
-                launches { _ = try pool1D.backward(saved1D, gradOutput: gradients1D[0], gradS: gradients1D[1], gradD: gradients1D[2]) },
-                launches { _ = try unpool1D(s: bands1D.s, d: bands1D.d, length: 21) },
-                launches { _ = try unpool1D.backward(s: bands1D.s, d: bands1D.d, gradOutput: x1D) },
+                launches {
+                    _ = try pool1D.backward(
+                        LiftDownPool1DOutputGradients(output: gradients1D[0], s: gradients1D[1], d: gradients1D[2]), saved1D)
+                },
+                launches { _ = try unpool1D(upInput1D) },
+                launches { _ = try unpool1D.backward(x1D, upInput1D) },
             ]
         }
         _ = try everyPass()
@@ -427,10 +441,10 @@ struct LiftPoolParityTests {
         try pool.weights.load(stateDict: replacement.stateDict())
         let fresh = try LiftDownPool2D(config, parameters: replacement, on: device)
         #expect(try pool(x).output.toHost().values == (try fresh(x).output.toHost().values))
-        let (_, _, saved) = try pool.forwardTraining(x)
-        let (_, _, freshSaved) = try fresh.forwardTraining(x)
-        let loaded = try pool.backward(saved, gradOutput: gradients[0])
-        let expected = try fresh.backward(freshSaved, gradOutput: gradients[0])
+        let (_, saved) = try pool.forwardTraining(x)
+        let (_, freshSaved) = try fresh.forwardTraining(x)
+        let loaded = try pool.backward(LiftDownPool2DOutputGradients(output: gradients[0]), saved)
+        let expected = try fresh.backward(LiftDownPool2DOutputGradients(output: gradients[0]), freshSaved)
         #expect(try loaded.input.toHost().values == (try expected.input.toHost().values))
         for name in LiftPoolParameters<Float>.names {
             #expect(

@@ -26,14 +26,13 @@ struct OperatorTuningTests {
         let allFamilies = try KernelTuner.allFamilies().count
         #expect(allFamilies == families.count + windowFamilies)
         // The defaults must be candidates, so that tuning can only keep or beat them.
-        let builtIns = [
-            PolyphaseLaunch.builtIn(family: "aps", on: device), PolyphaseLaunch.builtIn(family: "tips-forward", on: device),
-            LiftLaunch.builtIn(on: device), AdaptiveLaunch.builtIn(on: device),
-        ]
-        for (family, builtIn) in zip(families, builtIns) {
-            #expect(family.candidates.contains(builtIn), "\(family.name): \(builtIn)")
-            #expect(family.candidates.allSatisfy { $0.isUsable }, "\(family.name)")
-            #expect(family.accepts(builtIn, device), "\(family.name)")
+        for family in try KernelTuner.allFamilies() {
+            for (shapeClass, _) in family.shapeClasses {
+                let builtIn = family.builtIn(shapeClass: shapeClass, on: device)
+                #expect(family.candidates.contains(builtIn), "\(family.name): \(builtIn)")
+                #expect(family.accepts(builtIn, on: device), "\(family.name)")
+            }
+            #expect(family.candidates.allSatisfy { $0.base.isUsable }, "\(family.name)")
         }
     }
 
@@ -45,20 +44,35 @@ struct OperatorTuningTests {
         let database = TuningDatabase(
             device: "some device",
             entries: [
-                "aps/large": LaunchParameters(localSize: [16, 4, 1], groupSize: 128),
-                "tips-forward/all": LaunchParameters(groupSize: 32, elementsPerGroup: 1024),
-                "lift/narrow": LaunchParameters(run: 2),
-                "adaptive-forward/all": LaunchParameters(tiled: true, positions: 3, outVectors: 2),
-                "window-forward/wide": LaunchParameters(outputsPerItem: 8, localSize: [64, 8, 1]),
+                "aps/large": AnyLaunchKnobs(APSKnobs(groupSize: 128, localSize: [16, 4, 1])),
+                "tips-forward/all": AnyLaunchKnobs(TIPSKnobs(groupSize: 32, elementsPerGroup: 1024, bandElements: 0)),
+                "lift/narrow": AnyLaunchKnobs(LiftKnobs(run: 2)),
+                "adaptive-forward/all": AnyLaunchKnobs(
+                    AdaptiveKnobs(tiled: true, positions: 3, outVectors: 2, rowGradients: false)),
+                "window-forward/wide": AnyLaunchKnobs(WindowKnobs(outputsPerItem: 8, localSize: [64, 8, 1])),
             ])
         try database.save(path: path)
         #expect(TuningDatabase.load(path: path, deviceName: "some device") == database)
-        // A file written before these families existed (no new keys) still reads.
+        // A file written before these families existed (no new keys) still reads, and so does
+        // one written when every family's knobs were one type (knobs of other families unset,
+        // outputsPerItem always there); entries that decode as no family's knobs are left out.
         let old = #"{"device": "some device", "entries": {"window-forward/wide": {"outputsPerItem": 4}}}"#
         try old.write(toFile: path, atomically: true, encoding: .utf8)
         #expect(
             TuningDatabase.load(path: path, deviceName: "some device")?.entries["window-forward/wide"]
-                == LaunchParameters(outputsPerItem: 4))
+                == AnyLaunchKnobs(WindowKnobs(outputsPerItem: 4)))
+        let union = #"""
+            {"device": "some device", "entries": {
+              "aps/small": {"outputsPerItem": 1, "groupSize": 32, "localSize": [8, 8, 1]},
+              "lift/wide": {"outputsPerItem": 1, "run": 4},
+              "lift/narrow": {"outputsPerItem": 4},
+              "unknown-family/all": {"outputsPerItem": 2}}}
+            """#
+        try union.write(toFile: path, atomically: true, encoding: .utf8)
+        let loaded = try #require(TuningDatabase.load(path: path, deviceName: "some device"))
+        #expect(loaded.knobs(APSKnobs.self, family: "aps", shapeClass: "small") == APSKnobs(groupSize: 32, localSize: [8, 8, 1]))
+        #expect(loaded.knobs(LiftKnobs.self, family: "lift", shapeClass: "wide") == LiftKnobs(run: 4))
+        #expect(loaded.entries.count == 2)
     }
 
     @Test("tuned entries are read; out-of-range and foreign entries give the defaults")
@@ -70,26 +84,26 @@ struct OperatorTuningTests {
             try? FileManager.default.removeItem(atPath: folder)
         }
         let path = folder + "/tuning/device.json"
-        let aps = try #require(PolyphaseLaunch.builtIn(family: "aps", on: device).groupSize)
+        let aps = APSKnobs.builtIn(shapeClass: "large", on: device).groupSize
         let tips = PolyphaseLaunch.choose(for: device)
-        let lift = try #require(LiftLaunch.builtIn(on: device).run)
-        let adaptive = AdaptiveLaunch.builtIn(on: device)
+        let lift = LiftKnobs.builtIn(shapeClass: "wide", on: device).run
+        let adaptive = AdaptiveKnobs.builtIn(shapeClass: AdaptiveLaunch.shapeClass, on: device)
         let config = try AdaptiveBlurPool2DConfiguration(channels: 8)
 
         // In range: used.
         try TuningDatabase(
             device: device.name,
             entries: [
-                "aps/large": LaunchParameters(localSize: [16, 4, 1], groupSize: 16),
-                "tips-forward/all": LaunchParameters(groupSize: 32, elementsPerGroup: 1024),
-                "lift/narrow": LaunchParameters(run: 2),
-                "adaptive-forward/all": LaunchParameters(tiled: true, positions: 2, outVectors: 4),
+                "aps/large": AnyLaunchKnobs(APSKnobs(groupSize: 16, localSize: [16, 4, 1])),
+                "tips-forward/all": AnyLaunchKnobs(TIPSKnobs(groupSize: 32, elementsPerGroup: 1024)),
+                "lift/narrow": AnyLaunchKnobs(LiftKnobs(run: 2)),
+                "adaptive-forward/all": AnyLaunchKnobs(AdaptiveKnobs(tiled: true, positions: 2, outVectors: 4)),
             ]
         ).save(path: path)
         device.reloadTuningDatabase(path: path)
-        #expect(PolyphaseLaunch.chooseAPS(for: device, height: 64) == PolyphaseLaunch(groupSize: 16, localSize: [16, 4, 1]))
+        #expect(PolyphaseLaunch.chooseAPS(for: device, height: 64) == APSKnobs(groupSize: 16, localSize: [16, 4, 1]))
         #expect(PolyphaseLaunch.chooseAPS(for: device, height: 8).groupSize == aps)
-        #expect(PolyphaseLaunch.choose(for: device) == PolyphaseLaunch(groupSize: 32, elementsPerGroup: 1024))
+        #expect(PolyphaseLaunch.choose(for: device) == TIPSKnobs(groupSize: 32, elementsPerGroup: 1024))
         #expect(LiftLaunch.choose(for: device, band: 7).run == 2)
         #expect(LiftLaunch.choose(for: device, band: 56).run == lift)
         #expect(
@@ -100,32 +114,31 @@ struct OperatorTuningTests {
         try TuningDatabase(
             device: device.name,
             entries: [
-                "aps/large": LaunchParameters(groupSize: 48),  // not a power of two
-                "aps/small": LaunchParameters(groupSize: 1 << 30),  // beyond any device
-                "tips-forward/all": LaunchParameters(groupSize: 64),  // elementsPerGroup missing
-                "lift/narrow": LaunchParameters(run: 0),
-                "lift/wide": LaunchParameters(outputsPerItem: 4),  // a window entry under lift's key
-                "adaptive-forward/all": LaunchParameters(tiled: true, positions: 9, outVectors: 2),
+                "aps/large": AnyLaunchKnobs(APSKnobs(groupSize: 48)),  // not a power of two
+                "aps/small": AnyLaunchKnobs(APSKnobs(groupSize: 1 << 30)),  // beyond any device
+                "tips-forward/all": AnyLaunchKnobs(APSKnobs(groupSize: 64)),  // elementsPerGroup missing
+                "lift/narrow": AnyLaunchKnobs(LiftKnobs(run: 0)),
+                "lift/wide": AnyLaunchKnobs(WindowKnobs(outputsPerItem: 4)),  // a window entry under lift's key
+                "adaptive-forward/all": AnyLaunchKnobs(AdaptiveKnobs(tiled: true, positions: 9, outVectors: 2)),
             ]
         ).save(path: path)
         device.reloadTuningDatabase(path: path)
-        #expect(PolyphaseLaunch.chooseAPS(for: device, height: 64) == PolyphaseLaunch(groupSize: aps))
-        #expect(PolyphaseLaunch.chooseAPS(for: device, height: 8) == PolyphaseLaunch(groupSize: aps))
+        #expect(PolyphaseLaunch.chooseAPS(for: device, height: 64) == APSKnobs(groupSize: aps))
+        #expect(PolyphaseLaunch.chooseAPS(for: device, height: 8) == APSKnobs(groupSize: aps))
         #expect(PolyphaseLaunch.choose(for: device) == tips)
         #expect(LiftLaunch.choose(for: device, band: 7).run == lift)
         #expect(LiftLaunch.choose(for: device, band: 56).run == lift)
         #expect(
             AdaptiveLaunch.choose(for: device, configuration: config)
                 == AdaptiveLaunch(
-                    tiled: true, positions: adaptive.positions ?? 0, outVectors: adaptive.outVectors ?? 0, local: nil))
+                    tiled: true, positions: adaptive.positions, outVectors: adaptive.outVectors, local: nil))
 
-        // A run-time override with a value the kernels cannot take is refused with a typed error.
+        // A pin with a value the kernels cannot take is refused with a typed error.
         #expect(throws: NyquistError.self) {
-            try device.overrideLaunchParameters(LaunchParameters(run: 64), family: LiftLaunch.family, shapeClass: "wide")
+            try withPinnedKnobs(LiftKnobs(run: 64), family: LiftLaunch.family, shapeClass: "wide") {}
         }
         #expect(throws: NyquistError.self) {
-            try device.overrideLaunchParameters(
-                LaunchParameters(groupSize: 24), family: PolyphaseLaunch.apsFamily, shapeClass: "large")
+            try withPinnedKnobs(APSKnobs(groupSize: 24), family: PolyphaseLaunch.apsFamily, shapeClass: "large") {}
         }
 
         // The layers still run with the broken file and match the reference.
@@ -137,8 +150,8 @@ struct OperatorTuningTests {
         let (expectedLift, _) = try Reference.liftDownPool2D(x, liftParameters, liftConfig)
         let liftError = Discrepancy(actual: try pool(input).output.toHost().values, expected: expectedLift.output.values)
         #expect(liftError.within(LiftPoolParityTests.tolerance), "lift: \(liftError)")
-        let tipsLayer = try TIPSPool2D(channels: 3, seed: 13)
-        let expectedTips = try Reference.tipsPool2D(x, tipsLayer.configuration, parameters: tipsLayer.parameters)
+        let tipsLayer = try TIPSPool2D(channels: 3, seed: 13, on: device)
+        let expectedTips = try Reference.tipsPool2D(x, tipsLayer.configuration, parameters: try tipsLayer.parameterValues())
         let tipsOutput = try DeviceTensor(shape: expectedTips.output.shape, on: device)
         try tipsLayer.forward(input, into: tipsOutput)
         let tipsError = Discrepancy(actual: try tipsOutput.toHost().values, expected: expectedTips.output.values)

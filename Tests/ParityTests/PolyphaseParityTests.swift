@@ -59,7 +59,7 @@ struct PolyphaseParityTests {
                     let (expected, expectedIndices) = try Reference.apsPool2D(x, config)
                     let deviceInput = try DeviceTensor(x, on: device)
                     // The device's own choice, wherever the reference's is not a near-tie.
-                    let (_, chosen) = try layer(deviceInput, indices: nil)
+                    let chosen = try layer(deviceInput, indices: nil).indices
                     let chosenIndices = try chosen.toHost().values.map { Int($0) }
                     for (sample, gap) in try apsNormGap(x, config).enumerated() where gap > 1e-4 {
                         comparedChoices += 1
@@ -80,8 +80,8 @@ struct PolyphaseParityTests {
                     ParityReport.record(.polyphase, "APSPool2D", "forward", tolerance: tolerance, forward, shape: shape, label: label)
                     #expect(try output.damagedGuards().isEmpty, "\(label) forward wrote outside its output")
                     // Training forward and backward with the same phases.
-                    let (trainingOutput, _, saved) = try layer.forwardTraining(deviceInput, indices: given)
-                    let training = Discrepancy(actual: try trainingOutput.toHost().values, expected: expected.values)
+                    let (trainingOutput, saved) = try layer.forwardTraining(deviceInput, indices: given)
+                    let training = Discrepancy(actual: try trainingOutput.output.toHost().values, expected: expected.values)
                     #expect(training.within(tolerance), "\(label) training forward: \(training)")
                     ParityReport.record(
                         .polyphase, "APSPool2D", "training forward", tolerance: tolerance, training, shape: shape, label: label)
@@ -109,9 +109,11 @@ struct PolyphaseParityTests {
         let x = try randomTensor([4, 3, 9, 10], seed: 5)
         let (expected, indices) = try Reference.apsPool2D(x, config)
         let deviceInput = try DeviceTensor(x, on: device)
-        let (output, saved) = try APSPool2D(config).forwardTraining(deviceInput)
-        #expect(Discrepancy(actual: try output.toHost().values, expected: expected.values).within(Tolerance.window))
+        let (training, _) = try APSPool2D(config).forwardTraining(deviceInput)
+        #expect(Discrepancy(actual: try training.output.toHost().values, expected: expected.values).within(Tolerance.window))
         let gradOutput = try randomTensor(expected.shape, seed: 6)
+        // Only the input saved: backward chooses the phases again.
+        let saved = APSPool2DSaved(input: deviceInput)
         let gradient = try APSPool2D(config).backward(try DeviceTensor(gradOutput, on: device), saved).input
         let expectedGradient = try Reference.apsPool2DBackward(
             gradOutput: gradOutput, saved: .init(input: x, indices: indices), config)
@@ -134,15 +136,17 @@ struct PolyphaseParityTests {
                 for norm in PolyphaseNorm.allCases {
                     let config = try APSPool2DConfiguration(channels: shape[1], filterSize: filterSize, norm: norm)
                     let layer = APSPool2D(config)
-                    let (y, chosen) = try layer(try DeviceTensor(x, on: device), indices: nil)
+                    let pooled = try layer(try DeviceTensor(x, on: device), indices: nil)
+                    let (y, chosen) = (pooled.output, pooled.indices)
                     let yHost = try y.toHost()
                     let indices = try chosen.toHost().values.map { Int($0) }
                     let gaps = try apsNormGap(x, config)
                     let (c, oh, ow) = (shape[1], yHost.shape[2], yHost.shape[3])
                     for dy in 0..<4 {
                         for dx in 0..<4 {
-                            let (ys, shiftedChosen) = try layer(
+                            let shifted = try layer(
                                 try DeviceTensor(try rollPlanes(x, dy: dy, dx: dx), on: device), indices: nil)
+                            let (ys, shiftedChosen) = (shifted.output, shifted.indices)
                             let ysHost = try ys.toHost()
                             let shiftedIndices = try shiftedChosen.toHost().values.map { Int($0) }
                             for sample in 0..<shape[0] where gaps[sample] > 1e-4 {
@@ -178,8 +182,8 @@ struct PolyphaseParityTests {
         var shifts = try ShiftGenerator(seed: UInt64(kernelSize), maxShiftH: 3, maxShiftW: 2)
         for (n, c) in parityBatchChannels + [(2, 6)] {
             let config = try TIPSPool2DConfiguration(channels: c, kernelSize: kernelSize)
-            let layer = try TIPSPool2D(channels: c, kernelSize: kernelSize, seed: UInt64(c))
-            let parameters = layer.parameters
+            let layer = try TIPSPool2D(channels: c, kernelSize: kernelSize, seed: UInt64(c), on: device)
+            let parameters = try layer.parameterValues()
             for (index, size) in paritySpatialSizes.enumerated() {
                 let shape = [n, c, size.h, size.w]
                 let label = "\(config) on \(shape)"
@@ -205,8 +209,9 @@ struct PolyphaseParityTests {
                 let drawn = shifts.next()
                 let shift = MapShift(dy: drawn.dy, dx: drawn.dx, fill: index % 2 == 0 ? .circular : .zero)
                 let (outputs, saved) = try layer.forwardTraining(deviceInput, undoShift: shift)
+                let psi = try #require(outputs.psi, "\(label): training forward gives psi")
                 for (name, actual, reference) in [
-                    ("training output", outputs.output, expected.output), ("psi", outputs.psi, expected.psi),
+                    ("training output", outputs.output, expected.output), ("psi", psi, expected.psi),
                     ("tau", outputs.tau, expected.tau),
                 ] {
                     let discrepancy = Discrepancy(actual: try actual.toHost().values, expected: reference.values)
@@ -218,7 +223,7 @@ struct PolyphaseParityTests {
                 }
                 let referenceSaved = Reference.TIPSSaved(input: x, parameters: parameters, shift: shift)
                 let expectedLosses = try Reference.tipsLosses(saved: referenceSaved, config)
-                let losses = try layer.losses(saved)
+                let losses = try #require(outputs.losses, "\(label): training forward gives the losses")
                 let lossError = max(
                     abs(losses.fm - expectedLosses.fm) / max(abs(expectedLosses.fm), 1e-3),
                     abs((losses.undo ?? .nan) - (expectedLosses.undo ?? 0)) / max(expectedLosses.undo ?? 0, 1e-3))
@@ -232,7 +237,8 @@ struct PolyphaseParityTests {
                 let gradOutput = try randomTensor(expected.output.shape, seed: UInt64(600 + index))
                 let expectedGradients = try Reference.tipsPool2DBackward(
                     gradOutput: gradOutput, saved: referenceSaved, config, lossWeights: weights)
-                let gradients = try layer.backward(try DeviceTensor(gradOutput, on: device), saved, lossWeights: weights)
+                let gradients = try layer.backward(
+                    TIPSPool2DOutputGradients(output: try DeviceTensor(gradOutput, on: device), lossWeights: weights), saved)
                 var pairs = [("input", gradients.input, expectedGradients.input)]
                 for name in [TIPSPool2DConfiguration.conv1Name, TIPSPool2DConfiguration.conv2Name] {
                     let actual = try #require(gradients.parameters[name])
@@ -248,13 +254,13 @@ struct PolyphaseParityTests {
                         tolerance: PolyphaseTolerance.tipsBackward, discrepancy, shape: shape, label: label)
                     worstBackward = max(worstBackward, discrepancy.relativeError)
                 }
-                // The protocol's input-only backward agrees with the full one (no losses).
-                let plain = try GuardedTensor(shape: shape, on: device)
-                try layer.backward(try DeviceTensor(gradOutput, on: device), saved, into: plain.tensor)
+                // Backward of the output alone (default loss weights: neither loss) agrees with the
+                // reference's. TIPSPool2D has no backward into a caller's tensor any more, so this
+                // gradient cannot be guarded.
+                let plain = try layer.backward(TIPSPool2DOutputGradients(output: try DeviceTensor(gradOutput, on: device)), saved)
                 let plainExpected = try Reference.tipsPool2DBackward(gradOutput: gradOutput, saved: referenceSaved, config)
-                let plainError = Discrepancy(actual: try plain.tensor.toHost().values, expected: plainExpected.input.values)
+                let plainError = Discrepancy(actual: try plain.input.toHost().values, expected: plainExpected.input.values)
                 #expect(plainError.within(PolyphaseTolerance.tipsBackward), "\(label) plain backward: \(plainError)")
-                #expect(try plain.damagedGuards().isEmpty, "\(label) backward wrote outside its gradient")
             }
         }
         print(
@@ -275,18 +281,21 @@ struct PolyphaseParityTests {
                 let (expected, indices) = try Reference.apsPool2D(x, config)
                 // Unblurred, only p2 of sample 0 holds the NaN; the blur spreads it to every phase.
                 #expect(indices[0] == (filterSize == 1 ? 2 : 0), "\(config)")
-                let (y, chosen) = try APSPool2D(config)(try DeviceTensor(x, on: device), indices: nil)
+                let pooled = try APSPool2D(config)(try DeviceTensor(x, on: device), indices: nil)
+                let (y, chosen) = (pooled.output, pooled.indices)
                 #expect(try chosen.toHost().values.map { Int($0) } == indices, "\(config)")
                 let discrepancy = Discrepancy(actual: try y.toHost().values, expected: expected.values)
                 #expect(discrepancy.within(filterSize == 1 ? 0 : Tolerance.window), "\(config): \(discrepancy)")
             }
         }
         let config = try TIPSPool2DConfiguration(channels: 2)
-        let layer = try TIPSPool2D(channels: 2, seed: 3)
-        let expected = try Reference.tipsPool2D(x, config, parameters: layer.parameters)
-        let outputs = try layer.outputs(try DeviceTensor(x, on: device))
+        let layer = try TIPSPool2D(channels: 2, seed: 3, on: device)
+        let expected = try Reference.tipsPool2D(x, config, parameters: try layer.parameterValues())
+        // psi comes from the training forward (inference does not write it).
+        let outputs = try layer.forwardTraining(try DeviceTensor(x, on: device)).output
+        let psi = try #require(outputs.psi)
         for (name, actual, reference) in [
-            ("output", outputs.output, expected.output), ("psi", outputs.psi, expected.psi), ("tau", outputs.tau, expected.tau),
+            ("output", outputs.output, expected.output), ("psi", psi, expected.psi), ("tau", outputs.tau, expected.tau),
         ] {
             let discrepancy = Discrepancy(actual: try actual.toHost().values, expected: reference.values)
             #expect(discrepancy.within(PolyphaseTolerance.tipsForward), "tips \(name): \(discrepancy)")
@@ -295,13 +304,14 @@ struct PolyphaseParityTests {
 
     @Test("tips-pool parameters: safetensors-style dictionaries are checked by name and shape, strictly")
     func tipsParameters() throws {
+        let device = try TestDevice.get()
         let config = try TIPSPool2DConfiguration(channels: 4)
         var parameters = config.defaultParameters(seed: 1)
-        let layer = try TIPSPool2D(config, parameters: parameters)
+        let layer = try TIPSPool2D(config, parameters: parameters, on: device)
         #expect(Set(layer.parameters.keys) == [TIPSPool2DConfiguration.conv1Name, TIPSPool2DConfiguration.conv2Name])
         // An unexpected name is refused and named (PyTorch's strict load_state_dict) ...
         parameters["other.weight"] = try HostTensor(shape: [1], values: [0])
-        let unexpected = #expect(throws: NyquistError.self) { try TIPSPool2D(config, parameters: parameters) }
+        let unexpected = #expect(throws: NyquistError.self) { try TIPSPool2D(config, parameters: parameters, on: device) }
         #expect(unexpected?.kind == .invalidParameters)
         #expect(unexpected?.message.contains("other.weight") == true)
         // ... unless a prefix selects the layer out of a larger dictionary.
@@ -309,13 +319,14 @@ struct PolyphaseParityTests {
         for (name, tensor) in config.defaultParameters(seed: 1) { model["layer1.tips." + name] = tensor }
         let selected = try StateDictSelection.select(
             model, prefix: "layer1.tips.", expected: TIPSPool2DConfiguration.parameterNames, layer: "tips-pool")
-        #expect(try TIPSPool2D(config, parameters: selected).parameters == layer.parameters)
+        #expect(try TIPSPool2D(config, parameters: selected, on: device).parameterValues() == layer.parameterValues())
+        #expect(try layer.parameterValues() == config.defaultParameters(seed: 1))
         parameters["other.weight"] = nil
         parameters[TIPSPool2DConfiguration.conv2Name] = try HostTensor(shape: [4, 1, 1], repeating: 0)
-        let wrong = #expect(throws: NyquistError.self) { try TIPSPool2D(config, parameters: parameters) }
+        let wrong = #expect(throws: NyquistError.self) { try TIPSPool2D(config, parameters: parameters, on: device) }
         #expect(wrong?.kind == .invalidParameters)
         parameters[TIPSPool2DConfiguration.conv2Name] = nil
-        let missing = #expect(throws: NyquistError.self) { try TIPSPool2D(config, parameters: parameters) }
+        let missing = #expect(throws: NyquistError.self) { try TIPSPool2D(config, parameters: parameters, on: device) }
         #expect(missing?.kind == .invalidParameters)
         #expect(config.defaultParameters(seed: 9) == config.defaultParameters(seed: 9))
         #expect(config.defaultParameters(seed: 9) != config.defaultParameters(seed: 10))

@@ -17,19 +17,20 @@ struct PolyphasePlanTests {
         for filterSize in [1, 3] {
             let aps = try APSPool2D(channels: 3, filterSize: filterSize)
             calls.append {
-                let (y, indices, saved) = try aps.forwardTraining(x, indices: nil)
-                _ = try aps(x, indices: indices)
-                _ = try aps.backward(y, saved)
-                _ = try aps.backward(y, SavedForBackward(input: x))
+                let (training, saved) = try aps.forwardTraining(x, indices: nil)
+                _ = try aps(x, indices: training.indices)
+                _ = try aps.backward(training.output, saved)
+                _ = try aps.backward(training.output, APSPool2DSaved(input: x))
             }
         }
-        let tips = try TIPSPool2D(channels: 3)
+        let tips = try TIPSPool2D(channels: 3, on: device)
         let weights = try TIPSLossWeights(fm: 0.5, undo: 2)
         calls.append {
+            // The training forward also reduces and reads back the losses (L_FM and L_undo).
             let (outputs, saved) = try tips.forwardTraining(x, undoShift: MapShift(dy: 1, dx: -2, fill: .zero))
-            _ = try tips.losses(saved)
-            _ = try tips.backward(outputs.output, saved, lossWeights: weights)
-            _ = try tips.backward(outputs.output, SavedForBackward(input: x))
+            #expect(outputs.losses?.undo != nil)
+            _ = try tips.backward(TIPSPool2DOutputGradients(output: outputs.output, lossWeights: weights), saved)
+            _ = try tips.backward(TIPSPool2DOutputGradients(output: outputs.output), TIPSPool2DSaved(input: x))
             _ = try tips(x)
         }
         for call in calls { try call() }
@@ -42,22 +43,25 @@ struct PolyphasePlanTests {
         #expect(after.builds == before.builds)
     }
 
-    @Test("a TIPS inference call allocates only tau and q: the weights stay on the device")
+    @Test("a TIPS inference call allocates only tau and q: the weights stay on the layer's device")
     func weightsUploadedOnce() throws {
         let device = try TestDevice.fresh()
-        let tips = try TIPSPool2D(channels: 4, kernelSize: 5, seed: 3)
+        let tips = try TIPSPool2D(channels: 4, kernelSize: 5, seed: 3, on: device)
         let x = try DeviceTensor(randomTensor([1, 4, 9, 12], seed: 2), on: device)
-        let output = try tips(x)
+        let output = try tips(x).output
         let expected = try output.toHost()
-        let copy = tips  // copies share the device weights
         let requests = device.memoryStatistics.requests
-        try copy.forward(x, into: output)
+        try tips.forward(x, into: output)
         #expect(device.memoryStatistics.requests - requests == 2)
         #expect(try output.toHost().values == expected.values)
-        // Another device gets its own copy of the weights.
+        // The layer is bound to its device: an input on another device is refused; a layer built
+        // there from the same weights gives the same output.
         let other = try TestDevice.fresh()
-        let elsewhere = try tips(try DeviceTensor(randomTensor([1, 4, 9, 12], seed: 2), on: other))
-        #expect(try elsewhere.toHost().values == expected.values)
+        let elsewhereInput = try DeviceTensor(randomTensor([1, 4, 9, 12], seed: 2), on: other)
+        let refused = #expect(throws: NyquistError.self) { try tips(elsewhereInput) }
+        #expect(refused?.kind == .invalidConfiguration)
+        let elsewhere = try TIPSPool2D(tips.configuration, parameters: try tips.parameterValues(), on: other)(elsewhereInput)
+        #expect(try elsewhere.output.toHost().values == expected.values)
     }
 
     @Test("shifts that give the same L_undo target give the same target, huge ones included")
@@ -66,7 +70,7 @@ struct PolyphasePlanTests {
         let shape = [2, 3, 7, 10]
         let host = try randomTensor(shape, seed: 4)
         let x = try DeviceTensor(host, on: device)
-        let tips = try TIPSPool2D(channels: 3)
+        let tips = try TIPSPool2D(channels: 3, on: device)
         // x' is 8 x 10.
         let cases: [(MapShift, MapShift)] = [
             (MapShift(dy: 3, dx: -4, fill: .circular), MapShift(dy: 3 - 5 * 8, dx: -4 + 7 * 10, fill: .circular)),
@@ -80,7 +84,7 @@ struct PolyphasePlanTests {
         for (plain, far) in cases {
             let expected = try Reference.tipsUndoTarget(host, tips.configuration, shift: plain)
             for shift in [plain, far] {
-                let target = try #require(try tips.forwardTraining(x, undoShift: shift).saved.tensors["target"])
+                let target = try #require(try tips.forwardTraining(x, undoShift: shift).saved.target)
                 #expect(try target.toHost().values == expected.values, "\(shift)")
             }
         }

@@ -23,8 +23,9 @@ struct ShiftInvarianceTests {
     }
 
     /// The device layer as a host-to-host operator.
-    static func onDevice(_ layer: any PoolingLayer, _ device: Device) -> ShiftInvariance.Operator {
-        { x in try layer(DeviceTensor(x, on: device)).toHost() }
+    static func onDevice<Pool: Layer>(_ layer: Pool, _ device: Device) -> ShiftInvariance.Operator
+    where Pool.Input == DeviceTensor {
+        { x in try layer(DeviceTensor(x, on: device)).output.toHost() }
     }
 
     @Test func shiftedByHand() throws {

@@ -26,8 +26,8 @@ struct TuningTests {
         let database = TuningDatabase(
             device: "pthread-haswell-AMD EPYC / x",
             entries: [
-                "window-forward/wide": LaunchParameters(outputsPerItem: 8, localSize: [64, 1, 1]),
-                "window-backward/narrow": LaunchParameters(outputsPerItem: 2),
+                "window-forward/wide": AnyLaunchKnobs(WindowKnobs(outputsPerItem: 8, localSize: [64, 1, 1])),
+                "window-backward/narrow": AnyLaunchKnobs(WindowKnobs(outputsPerItem: 2)),
             ])
         try database.save(path: path)
         #expect(TuningDatabase.load(path: path, deviceName: "pthread-haswell-AMD EPYC / x") == database)
@@ -40,30 +40,40 @@ struct TuningTests {
         let device = try Device(TestDevice.get().info)
         let folder = try temporaryFolder()
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        let builtIn = LaunchParameters(outputsPerItem: 4)
-        let tuned = LaunchParameters(outputsPerItem: 2, localSize: [16, 4, 1])
+        let builtIn = WindowKnobs.builtIn(shapeClass: "wide", on: device)
+        let tuned = WindowKnobs(outputsPerItem: builtIn.outputsPerItem == 2 ? 4 : 2, localSize: [16, 4, 1])
+        func knobs(_ shapeClass: String, family: String = Self.family) -> WindowKnobs {
+            device.knobs(WindowKnobs.self, family: family, shapeClass: shapeClass)
+        }
         let path = folder + "/tuning/device.json"
         try TuningDatabase(
             device: device.name,
             entries: [
-                "window-forward/wide": tuned,
-                "window-forward/medium": LaunchParameters(outputsPerItem: 3),
-                "window-forward/narrow": LaunchParameters(outputsPerItem: 8, localSize: [0, 1, 1]),
+                "window-forward/wide": AnyLaunchKnobs(tuned),
+                "window-forward/medium": AnyLaunchKnobs(WindowKnobs(outputsPerItem: 3)),
+                "window-forward/narrow": AnyLaunchKnobs(WindowKnobs(outputsPerItem: 8, localSize: [0, 1, 1])),
+                "window-backward/wide": AnyLaunchKnobs(LiftKnobs(run: 2)),  // another family's knobs
             ]
         ).save(path: path)
         device.reloadTuningDatabase(path: path)
-        #expect(device.launchParameters(family: Self.family, shapeClass: "wide", builtIn: builtIn) == tuned)
-        #expect(device.launchParameters(family: Self.family, shapeClass: "medium", builtIn: builtIn) == builtIn)
-        #expect(device.launchParameters(family: Self.family, shapeClass: "narrow", builtIn: builtIn) == builtIn)
-        #expect(device.launchParameters(family: "window-backward", shapeClass: "wide", builtIn: builtIn) == builtIn)
+        #expect(knobs("wide") == tuned)
+        #expect(knobs("medium") == WindowKnobs.builtIn(shapeClass: "medium", on: device))
+        #expect(knobs("narrow") == WindowKnobs.builtIn(shapeClass: "narrow", on: device))
+        #expect(knobs("wide", family: "window-backward") == builtIn)
 
-        // Overrides win over the file and can be removed again.
-        try device.overrideLaunchParameters(builtIn, family: Self.family, shapeClass: "wide")
-        #expect(device.launchParameters(family: Self.family, shapeClass: "wide", builtIn: tuned) == builtIn)
-        try device.overrideLaunchParameters(nil, family: Self.family, shapeClass: "wide")
-        #expect(device.launchParameters(family: Self.family, shapeClass: "wide", builtIn: builtIn) == tuned)
+        // Pins win over the file, only inside their closure; knobs that cannot be launched, or
+        // that are another family's, are refused.
+        let pinned = WindowKnobs(outputsPerItem: 1, localSize: [64, 1, 1], foldedSides: false)
+        try withPinnedKnobs(pinned, family: Self.family, shapeClass: "wide") {
+            #expect(knobs("wide") == pinned)
+            #expect(knobs("medium") == WindowKnobs.builtIn(shapeClass: "medium", on: device))
+        }
+        #expect(knobs("wide") == tuned)
         #expect(throws: NyquistError.self) {
-            try device.overrideLaunchParameters(LaunchParameters(outputsPerItem: 5), family: Self.family, shapeClass: "wide")
+            try withPinnedKnobs(WindowKnobs(outputsPerItem: 5), family: Self.family, shapeClass: "wide") {}
+        }
+        #expect(throws: NyquistError.self) {
+            try withPinnedKnobs(WindowKnobs(outputsPerItem: 2), family: "lift", shapeClass: "wide") {}
         }
 
         // Corrupt, truncated, empty and foreign files all leave the built-in defaults.
@@ -72,21 +82,47 @@ struct TuningTests {
         for text in broken {
             try text.write(toFile: path, atomically: true, encoding: .utf8)
             device.reloadTuningDatabase(path: path)
-            #expect(device.launchParameters(family: Self.family, shapeClass: "wide", builtIn: builtIn) == builtIn)
+            #expect(knobs("wide") == builtIn)
         }
         device.reloadTuningDatabase(path: folder + "/tuning/missing.json")
-        #expect(device.launchParameters(family: Self.family, shapeClass: "wide", builtIn: builtIn) == builtIn)
+        #expect(knobs("wide") == builtIn)
     }
 
-    @Test("every tuner candidate gives the reference's results", arguments: WindowTuning.candidates)
-    func candidateParity(parameters: LaunchParameters) throws {
-        // A device object of its own, so the pinned parameters reach no other test.
+    @Test("a plan built under pinned knobs is served only under them")
+    func pinsKeyPlans() throws {
         let device = try Device(TestDevice.get().info)
-        for family in try WindowTuning.families() {
-            for shapeClass in ["wide", "medium", "narrow"] {
-                try device.overrideLaunchParameters(parameters, family: family.name, shapeClass: shapeClass)
-            }
+        // No database (a tuned entry could equal the pinned knobs): the built-in choice only.
+        device.reloadTuningDatabase(path: NSTemporaryDirectory() + "nyquist-no-tuning-\(UUID().uuidString).json")
+        let pool = try BlurPool2D(channels: 3)
+        let x = try DeviceTensor(randomTensor([2, 3, 40, 40], seed: 4), on: device)
+        func launches() throws -> Int {
+            let before = device.statistics.launches
+            _ = try pool(x)
+            return device.statistics.launches - before
         }
+        // The output is 20 wide ("medium"). Vectors of 8 with the side columns the other way
+        // from the built-in choice: one launch more or one fewer.
+        let builtIn = WindowKnobs.builtIn(shapeClass: "medium", on: device)
+        let pinned = WindowKnobs(outputsPerItem: 8, localSize: [64, 8, 1], foldedSides: !(builtIn.foldedSides ?? false))
+        let unpinned = try launches()
+        let underPins = try withPinnedKnobs(pinned, family: "window-forward", shapeClass: "medium") { try launches() }
+        #expect(underPins != unpinned)
+        #expect(try launches() == unpinned)
+        #expect(try withPinnedKnobs(pinned, family: "window-forward", shapeClass: "medium") { try launches() } == underPins)
+    }
+
+    @Test("every tuner candidate gives the reference's results", arguments: WindowKnobs.candidates)
+    func candidateParity(knobs: WindowKnobs) throws {
+        // A device object of its own, so the plans built under these pins stay out of the
+        // shared device's plan cache.
+        let device = try Device(TestDevice.get().info)
+        let families = try WindowTuning.families().map(\.name)
+        try withPinnedKnobs(knobs, families: families, shapeClasses: ["wide", "medium", "narrow"]) {
+            try candidateParity(knobs, on: device)
+        }
+    }
+
+    private func candidateParity(_ knobs: WindowKnobs, on device: Device) throws {
         // Odd sizes, N and C not multiples of anything; widths in each shape class, and odd
         // pads so vectors start off the stride's phase.
         let shapes = [[1, 3, 9, 131], [3, 5, 31, 33], [2, 3, 7, 9], [1, 2, 12, 70]]
@@ -118,7 +154,7 @@ struct TuningTests {
                 }
             }
         }
-        print("window kernels with \(parameters): \(worst)")
+        print("window kernels with \(knobs): \(worst)")
     }
 
     @Test("max-pool backward through saved indices equals the re-scan, NaN and ties included")

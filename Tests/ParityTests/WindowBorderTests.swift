@@ -16,15 +16,19 @@ struct WindowBorderTests {
 
     @Test("every padding mode and vector width vs reference", arguments: [2, 4, 8], [false, true])
     func borderRows(lanes: Int, foldedSides: Bool) throws {
-        // A device object of its own, so the pinned parameters reach no other test.
+        // A device object of its own, so the plans built under these pins stay out of the
+        // shared device's plan cache.
         let device = try Device(TestDevice.get().info)
-        for family in try WindowTuning.families() {
-            for shapeClass in ["wide", "medium", "narrow"] {
-                try device.overrideLaunchParameters(
-                    LaunchParameters(outputsPerItem: lanes, localSize: [64, 8, 1], foldedSides: foldedSides), family: family.name,
-                    shapeClass: shapeClass)
-            }
+        let worst = try withPinnedKnobs(
+            WindowKnobs(outputsPerItem: lanes, localSize: [64, 8, 1], foldedSides: foldedSides),
+            families: try WindowTuning.families().map(\.name), shapeClasses: ["wide", "medium", "narrow"]
+        ) {
+            try borderRows(on: device)
         }
+        print("window kernels, \(lanes) lanes, \(foldedSides ? "folded" : "separate") sides: \(worst)")
+    }
+
+    private func borderRows(on device: Device) throws -> WorstErrors {
         var worst = WorstErrors()
         for (index, shape) in Self.shapes.enumerated() {
             let seed = UInt64(1300 + index)
@@ -47,6 +51,6 @@ struct WindowBorderTests {
                 }
             }
         }
-        print("window kernels, \(lanes) lanes, \(foldedSides ? "folded" : "separate") sides: \(worst)")
+        return worst
     }
 }

@@ -14,15 +14,15 @@ import NyquistCore
 ///
 /// ```swift
 /// let pool = try APSPool2D(channels: 64)
-/// let (y, indices) = try pool(x, indices: nil)
-/// let (shortcut, _) = try APSPool2D(channels: 256)(z, indices: indices)
+/// let y = try pool(x)                                   // y.output, y.indices
+/// let shortcut = try APSPool2D(channels: 256)(z, indices: y.indices)
 /// ```
 ///
 /// Given indices are not read back to the host for checking (that would stall the queue): the
 /// kernels clamp them to 0...3 (NaN reads as 0), so a bad index gives a wrong phase, never an
 /// out-of-bounds access. Norms are accumulated in Float on the device (l2 as a sum of squares,
 /// which overflows to +Inf for values above about 1e19, where the Double reference does not).
-public struct APSPool2D: PoolingLayer {
+public struct APSPool2D: Layer, Sendable {
     /// The options (shared with `Reference.apsPool2D`).
     public let configuration: APSPool2DConfiguration
 
@@ -36,18 +36,8 @@ public struct APSPool2D: PoolingLayer {
         self.configuration = configuration
     }
 
-    /// Name of the saved phase indices in ``SavedForBackward/tensors``.
-    public static let indicesName = "indices"
-
-    /// Writes the output for `input` into `output`, choosing each sample's phase by its norm
-    /// (the chosen indices go to a scratch tensor; use ``callAsFunction(_:indices:)`` to keep them).
-    public func forward(_ input: DeviceTensor, into output: DeviceTensor) throws {
-        let indices = try DeviceTensor(shape: [max(input.shape.first ?? 1, 1)], on: input.device)
-        try forward(input, into: output, indices: indices, given: false)
-    }
-
-    /// Forward into `output`; with `given` false the chosen phases are written to `indices`
-    /// (shape [N]), with `given` true they are read from it.
+    /// Writes the output for `input` into `output`; with `given` false the chosen phases are
+    /// written to `indices` (shape [N]), with `given` true they are read from it.
     public func forward(_ input: DeviceTensor, into output: DeviceTensor, indices: DeviceTensor, given: Bool) throws {
         let (inputShape, outputShape) = try validateForward(input, output)
         let device = input.device
@@ -69,35 +59,49 @@ public struct APSPool2D: PoolingLayer {
         }
     }
 
-    /// Inference forward returning the output and the phase indices; pass `indices` (shape [N],
-    /// from another APS layer) to sample those phases instead of choosing.
-    public func callAsFunction(_ input: DeviceTensor, indices given: DeviceTensor?) throws -> (
-        output: DeviceTensor, indices: DeviceTensor
-    ) {
+    /// Inference forward: the output and the phase indices chosen for each sample.
+    public func callAsFunction(_ input: DeviceTensor) throws -> APSPool2DOutput {
+        try callAsFunction(input, indices: nil)
+    }
+
+    /// Inference forward; pass `indices` (shape [N], from another APS layer) to sample those
+    /// phases instead of choosing (they come back as the output's indices).
+    public func callAsFunction(_ input: DeviceTensor, indices given: DeviceTensor?) throws -> APSPool2DOutput {
         let output = try DeviceTensor(shape: outputShape(for: input).dimensions, on: input.device)
         let indices = try given ?? DeviceTensor(shape: [input.shape.first ?? 1], on: input.device)
         try forward(input, into: output, indices: indices, given: given != nil)
-        return (output, indices)
+        return APSPool2DOutput(output: output, indices: indices)
     }
 
-    /// Training forward: output, phase indices, and what backward needs (the input and the
-    /// indices, under ``indicesName``).
+    /// Training forward: the output and phase indices, and what backward needs (the input and
+    /// the indices).
+    public func forwardTraining(_ input: DeviceTensor) throws -> (output: APSPool2DOutput, saved: APSPool2DSaved) {
+        try forwardTraining(input, indices: nil)
+    }
+
+    /// Training forward sampling the given phases (nil: choosing them).
     public func forwardTraining(_ input: DeviceTensor, indices given: DeviceTensor?) throws -> (
-        output: DeviceTensor, indices: DeviceTensor, saved: SavedForBackward
+        output: APSPool2DOutput, saved: APSPool2DSaved
     ) {
-        let (output, indices) = try self(input, indices: given)
-        return (output, indices, SavedForBackward(input: input, tensors: [Self.indicesName: indices]))
+        let output = try self(input, indices: given)
+        return (output, APSPool2DSaved(input: input, indices: output.indices))
     }
 
     /// Gradient with respect to the input: each output gradient goes back to the element of the
     /// chosen phase it copies (then through the odd-size pad and the blur's adjoint). Uses the
-    /// saved indices, or re-chooses from the saved input when there are none (the protocol's
-    /// `forwardTraining(_:)` saves only the input).
-    public func backward(_ gradOutput: DeviceTensor, _ saved: SavedForBackward, into gradInput: DeviceTensor) throws {
-        let (inputShape, _) = try validateBackward(gradOutput, saved, gradInput)
+    /// saved indices, or re-chooses from the saved input when there are none.
+    public func backward(_ gradOutput: DeviceTensor, _ saved: APSPool2DSaved) throws -> Gradients {
+        let gradInput = try DeviceTensor(shape: saved.input.shape, on: saved.input.device)
+        try backward(gradOutput, saved, into: gradInput)
+        return Gradients(input: gradInput)
+    }
+
+    /// ``backward(_:_:)`` into `gradInput` (the input's shape).
+    public func backward(_ gradOutput: DeviceTensor, _ saved: APSPool2DSaved, into gradInput: DeviceTensor) throws {
+        let (inputShape, _) = try validateBackward(gradOutput, savedInput: saved.input, gradInput)
         let device = gradOutput.device
         let indices: DeviceTensor
-        if let savedIndices = saved.tensors[Self.indicesName] {
+        if let savedIndices = saved.indices {
             try checkIndices(savedIndices, inputShape, on: device)
             indices = savedIndices
         } else {
@@ -165,5 +169,30 @@ public struct APSPool2D: PoolingLayer {
             throw NyquistError(
                 .invalidConfiguration, "\(APSPool2DConfiguration.operatorName): phase indices live on another device")
         }
+    }
+}
+
+/// What an APS call produces: the output and the phase each sample was sampled at.
+public struct APSPool2DOutput: LayerOutput {
+    /// N x C x ceil(H/2) x ceil(W/2).
+    public let output: DeviceTensor
+    /// The phase of each sample, shape [N], holding 0, 1, 2 or 3 as floats.
+    public let indices: DeviceTensor
+
+    /// The indices under the name `indices`.
+    public var extras: [String: DeviceTensor] { ["indices": indices] }
+}
+
+/// What APS's backward needs: the input and the phases the forward sampled.
+public struct APSPool2DSaved {
+    /// The forward's input.
+    public let input: DeviceTensor
+    /// The phases, shape [N]; nil re-chooses them from the input.
+    public let indices: DeviceTensor?
+
+    /// Bundles what backward needs; without `indices` backward chooses the phases again.
+    public init(input: DeviceTensor, indices: DeviceTensor? = nil) {
+        self.input = input
+        self.indices = indices
     }
 }

@@ -14,7 +14,7 @@ import NyquistCore
 ///
 /// Parameters use PyTorch's `state_dict` names (`conv.weight`, `bn.weight`, `bn.bias`,
 /// `bn.running_mean`, `bn.running_var`), so a module saved from PyTorch as safetensors loads
-/// with ``load(safetensors:prefix:)``.
+/// with ``Layer/load(safetensors:prefix:)``.
 ///
 /// A layer holds device buffers and mutable parameters: like ``DeviceTensor`` it is not
 /// `Sendable`; use one per task.
@@ -25,15 +25,23 @@ import NyquistCore
 /// try pool.load(safetensors: url)
 /// let y = try pool(try DeviceTensor(x, on: device))
 /// ```
-public final class AdaptiveBlurPool2D {
+public final class AdaptiveBlurPool2D: Layer {
     /// The options (shared with `Reference.adaptiveBlurPool2D`).
     public let configuration: AdaptiveBlurPool2DConfiguration
     /// The device the layer's constants and outputs live on.
     public let device: Device
-    /// The learnable parameters and running statistics (host copy; the device copy follows
-    /// ``setParameters(_:)``).
-    public private(set) var parameters: AdaptiveBlurPool2DParameters<Float>
+    /// The learnable parameters and running statistics, host copy (the device tensors of
+    /// ``parameters`` hold the same values).
+    public private(set) var hostParameters: AdaptiveBlurPool2DParameters<Float>
     private(set) var constants: Constants
+
+    /// The learnable parameters and running statistics on the device, by PyTorch name.
+    public var parameters: [String: DeviceTensor] {
+        [
+            "conv.weight": constants.weight, "bn.weight": constants.gamma, "bn.bias": constants.beta,
+            "bn.running_mean": constants.runningMean, "bn.running_var": constants.runningVar,
+        ]
+    }
 
     /// The parameters in the form the kernels read them, as device tensors.
     struct Constants {
@@ -49,6 +57,9 @@ public final class AdaptiveBlurPool2D {
         /// bn.weight (gamma) and bn.bias (beta), for training.
         let gamma: DeviceTensor
         let beta: DeviceTensor
+        /// bn.running_mean and bn.running_var (read by the frozen-statistics training forward).
+        let runningMean: DeviceTensor
+        let runningVar: DeviceTensor
     }
 
     /// Builds the layer with PyTorch's default initialisation (Kaiming-normal fan_out/ReLU conv
@@ -74,7 +85,7 @@ public final class AdaptiveBlurPool2D {
         try parameters.validate(for: configuration)
         self.configuration = configuration
         self.device = device
-        self.parameters = parameters
+        hostParameters = parameters
         constants = try Self.upload(parameters, device: device)
     }
 
@@ -82,19 +93,14 @@ public final class AdaptiveBlurPool2D {
     public func setParameters(_ parameters: AdaptiveBlurPool2DParameters<Float>) throws {
         try parameters.validate(for: configuration)
         constants = try Self.upload(parameters, device: device)
-        self.parameters = parameters
+        hostParameters = parameters
     }
 
-    /// Loads a PyTorch `state_dict` saved as safetensors; `prefix` selects one layer of a whole
-    /// model ("layer2.0.downsample.0."). Throws `.invalidParameters` for missing, unexpected or
-    /// misshapen tensors (an integer tensor under one of its names is a wrong dtype), and the
-    /// file errors of ``Safetensors``.
-    public func load(safetensors url: URL, prefix: String = "") throws {
-        let names = AdaptiveBlurPool2DParameters<Float>.names.map { prefix + $0 }
-        let stateDict = try Safetensors.readContents(contentsOf: url).parameters(
-            expecting: names, layer: AdaptiveBlurPool2DConfiguration.operatorName)
-        try setParameters(
-            AdaptiveBlurPool2DParameters(stateDict: stateDict, configuration: configuration, prefix: prefix))
+    /// Replaces the parameters with a PyTorch `state_dict`'s (`conv.weight`, `bn.weight`,
+    /// `bn.bias`, `bn.running_mean`, `bn.running_var`); throws `.invalidParameters` for missing
+    /// or misshapen tensors.
+    public func loadParameters(_ stateDict: [String: HostTensor]) throws {
+        try setParameters(AdaptiveBlurPool2DParameters(stateDict: stateDict, configuration: configuration, prefix: ""))
     }
 
     /// BatchNorm with running statistics folded into y = a * scale + shift, in Double.
@@ -117,7 +123,9 @@ public final class AdaptiveBlurPool2D {
         let (scale, shift) = Self.folded(parameters)
         try constants.scale.replaceValues(with: scale)
         try constants.shift.replaceValues(with: shift)
-        self.parameters = parameters
+        try constants.runningMean.replaceValues(with: parameters.runningMean.values)
+        try constants.runningVar.replaceValues(with: parameters.runningVar.values)
+        hostParameters = parameters
     }
 
     private static func upload(_ parameters: AdaptiveBlurPool2DParameters<Float>, device: Device) throws -> Constants {
@@ -135,7 +143,10 @@ public final class AdaptiveBlurPool2D {
         let shiftBuffer = try DeviceTensor(HostTensor(shape: [count], values: shift), on: device)
         let gamma = try DeviceTensor(parameters.bnWeight, on: device)
         let beta = try DeviceTensor(parameters.bnBias, on: device)
-        return Constants(weight: weight, tiledWeight: tiledWeight, scale: scaleBuffer, shift: shiftBuffer, gamma: gamma, beta: beta)
+        return Constants(
+            weight: weight, tiledWeight: tiledWeight, scale: scaleBuffer, shift: shiftBuffer, gamma: gamma, beta: beta,
+            runningMean: try DeviceTensor(parameters.runningMean, on: device),
+            runningVar: try DeviceTensor(parameters.runningVar, on: device))
     }
 
     /// The output shape for `input`, with the configuration's typed errors.

@@ -23,6 +23,13 @@ public struct AdaptiveSavedForBackward {
 }
 
 extension AdaptiveBlurPool2D {
+    /// Training forward with batch statistics (PyTorch's train mode): the output and what
+    /// ``backward(_:_:)`` needs; see ``forwardTraining(_:withFilters:frozenStatistics:)``.
+    public func forwardTraining(_ input: DeviceTensor) throws -> (output: DeviceTensor, saved: AdaptiveSavedForBackward) {
+        let (output, _, saved) = try forwardTraining(input, withFilters: false, frozenStatistics: false)
+        return (output, saved)
+    }
+
     /// Training forward: BatchNorm statistics of the predictor over all N x H x W positions
     /// (biased variance for the normalisation), softmax and filtering at the output positions,
     /// and the running statistics updated in ``parameters`` with momentum 0.1 and the unbiased
@@ -35,7 +42,7 @@ extension AdaptiveBlurPool2D {
     /// `frozenStatistics: true` is PyTorch's eval mode with gradients (fine-tuning with frozen
     /// BatchNorm): the output is the inference output (running statistics), the running
     /// statistics are not updated, and backward treats them as constants.
-    public func forwardTraining(_ input: DeviceTensor, withFilters: Bool = false, frozenStatistics: Bool = false) throws -> (
+    public func forwardTraining(_ input: DeviceTensor, withFilters: Bool, frozenStatistics: Bool) throws -> (
         output: DeviceTensor, filters: DeviceTensor?, saved: AdaptiveSavedForBackward
     ) {
         let layer = AdaptiveBlurPool2DConfiguration.operatorName
@@ -60,9 +67,9 @@ extension AdaptiveBlurPool2D {
         let scale: DeviceTensor
         let shift: DeviceTensor
         if frozenStatistics {
-            mean = try DeviceTensor(parameters.runningMean, on: device)
-            variance = try DeviceTensor(parameters.runningVar, on: device)
-            let folded = Self.folded(parameters)
+            mean = try DeviceTensor(hostParameters.runningMean, on: device)
+            variance = try DeviceTensor(hostParameters.runningVar, on: device)
+            let folded = Self.folded(hostParameters)
             scale = try DeviceTensor(HostTensor(shape: [p], values: folded.scale), on: device)
             shift = try DeviceTensor(HostTensor(shape: [p], values: folded.shift), on: device)
         } else {
@@ -93,6 +100,7 @@ extension AdaptiveBlurPool2D {
         let batchVariance = try variance.toHost().values
         let momentum = AdaptiveBlurPool2DConfiguration.momentum
         let unbiased = Double(positions) / Double(positions - 1)
+        let parameters = hostParameters
         var updated = parameters
         for o in 0..<p {
             updated.runningMean.values[o] = Float(

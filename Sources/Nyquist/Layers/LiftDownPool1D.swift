@@ -3,7 +3,7 @@ import NyquistCore
 
 /// LiftDownPool1D (SPEC.md section 4) on (N, C, L): one learnable lifting; bands s and d and the
 /// pooled output s + d, each (N, C, ceil(L/2)). One global-memory pass.
-public final class LiftDownPool1D {
+public final class LiftDownPool1D: Layer {
     /// The options (shared with `Reference.liftDownPool1D`).
     public let configuration: LiftPoolConfiguration
     /// P and U on the device.
@@ -28,6 +28,9 @@ public final class LiftDownPool1D {
     /// The parameters by PyTorch name.
     public var parameters: [String: DeviceTensor] { weights.tensors }
 
+    /// Replaces the parameters (shared with the LiftUpPool that inverts this layer).
+    public func loadParameters(_ stateDict: [String: HostTensor]) throws { try weights.load(stateDict: stateDict) }
+
     /// Inference forward: new tensors for the bands and the output.
     public func callAsFunction(_ input: DeviceTensor) throws -> LiftDownPool1DOutput {
         let output = try LiftDownPool1DOutput(shape: configuration.outputShape1D(for: input.shape), on: input.device)
@@ -43,11 +46,9 @@ public final class LiftDownPool1D {
         }.run(on: weights.device, buffers: weights.buffers + [input, output.s, output.d, output.output].map(\.buffer))
     }
 
-    /// Training forward: the bands, the regularisers of the lifting and what
-    /// ``backward(_:gradOutput:gradS:gradD:gradLoss:)`` needs.
-    public func forwardTraining(_ input: DeviceTensor) throws -> (
-        bands: LiftDownPool1DOutput, regularisers: LiftRegularisers, saved: LiftDownPool1DSaved
-    ) {
+    /// Training forward: the bands with the regularisers of the lifting, and what
+    /// ``backward(_:_:)`` needs.
+    public func forwardTraining(_ input: DeviceTensor) throws -> (output: LiftDownPool1DOutput, saved: LiftDownPool1DSaved) {
         let device = weights.device
         let bands = try LiftDownPool1DOutput(shape: configuration.outputShape1D(for: input.shape), on: input.device)
         let shape = try validate(input, bands)
@@ -57,19 +58,20 @@ public final class LiftDownPool1D {
             CompiledPass(try LiftPlans.down1DTrainingForward(configuration, shape, on: device))
         }.run(on: device, buffers: weights.buffers + [input, bands.s, bands.d, bands.output, partials].map(\.buffer))
         let sums = pass.regularisers(try partials.toHost().values[...])
-        return (bands, LiftRegularisers(cu: sums.cu, cp: sums.cp, configuration), LiftDownPool1DSaved(input: input, bands: bands))
+        let output = LiftDownPool1DOutput(
+            output: bands.output, s: bands.s, d: bands.d,
+            regularisers: LiftRegularisers(cu: sums.cu, cp: sums.cp, configuration))
+        return (output, LiftDownPool1DSaved(input: input, bands: output))
     }
 
     /// Backward: gradients of the input and the eight parameters from gradients on the output,
-    /// on s and d (nil: zero) and on the regulariser loss (`gradLoss`).
-    public func backward(
-        _ saved: LiftDownPool1DSaved, gradOutput: DeviceTensor?, gradS: DeviceTensor? = nil, gradD: DeviceTensor? = nil,
-        gradLoss: Double = 1
-    ) throws -> Gradients {
+    /// on s and d and on the regulariser loss.
+    public func backward(_ outputGradients: LiftDownPool1DOutputGradients, _ saved: LiftDownPool1DSaved) throws -> Gradients {
         let bandShape = try configuration.outputShape1D(for: saved.input.shape)
         let shape = try LiftPoolConfiguration.shape1D(saved.input.shape, role: "saved input")
         let device = weights.device
-        let upstream = [gradOutput, gradS, gradD]
+        let gradLoss = outputGradients.regulariserLoss
+        let upstream = [outputGradients.output, outputGradients.s, outputGradients.d]
         var given = 0
         for (index, tensor) in upstream.enumerated() {
             guard let tensor else { continue }
@@ -90,7 +92,7 @@ public final class LiftDownPool1D {
     }
 
     /// The roles of the backward's upstream gradients in errors, in argument order.
-    private static let upstreamRoles = ["gradOutput", "gradS", "gradD"]
+    private static let upstreamRoles = ["gradient of the output", "gradient of s", "gradient of d"]
 
     /// Checks the input and the three output tensors; returns the input's shape as N x C x 1 x L.
     private func validate(_ input: DeviceTensor, _ output: LiftDownPool1DOutput) throws -> Shape4D {
@@ -118,13 +120,15 @@ public final class LiftDownPool1D {
 }
 
 /// The bands of a 1-D LiftDownPool on the device, each (N, C, ceil(L/2)).
-public struct LiftDownPool1DOutput {
+public struct LiftDownPool1DOutput: LayerOutput {
     /// The pooled output s + d (our choice for 1-D: the sum of the sub-bands, as in 2-D).
     public let output: DeviceTensor
     /// Approximation (low) band s.
     public let s: DeviceTensor
     /// Detail (high) band d.
     public let d: DeviceTensor
+    /// The regularisers of a training forward; nil after inference.
+    public let regularisers: LiftRegularisers?
 
     /// Allocates the three tensors of `shape` on `device`.
     public init(shape: [Int], on device: Device) throws {
@@ -134,11 +138,18 @@ public struct LiftDownPool1DOutput {
     }
 
     /// Bundles existing tensors.
-    public init(output: DeviceTensor, s: DeviceTensor, d: DeviceTensor) {
+    public init(output: DeviceTensor, s: DeviceTensor, d: DeviceTensor, regularisers: LiftRegularisers? = nil) {
         self.output = output
         self.s = s
         self.d = d
+        self.regularisers = regularisers
     }
+
+    /// The bands under their names (`s`, `d`).
+    public var extras: [String: DeviceTensor] { ["s": s, "d": d] }
+
+    /// `c_u`, `c_p` and `loss` after a training forward.
+    public var scalars: [String: Double] { regularisers?.scalars ?? [:] }
 }
 
 /// What LiftDownPool1D's backward needs: the input and the bands.
@@ -147,4 +158,25 @@ public struct LiftDownPool1DSaved {
     public let input: DeviceTensor
     /// The forward's bands.
     public let bands: LiftDownPool1DOutput
+}
+
+/// The gradients LiftDownPool1D's backward starts from: on the output, on s and d (nil: zero),
+/// and the weight of the regulariser loss in the training objective.
+public struct LiftDownPool1DOutputGradients {
+    /// Gradient of the pooled output.
+    public let output: DeviceTensor?
+    /// Gradient of s.
+    public let s: DeviceTensor?
+    /// Gradient of d.
+    public let d: DeviceTensor?
+    /// d objective / d loss: 1 when the regulariser loss is added to the objective, 0 leaves it out.
+    public let regulariserLoss: Double
+
+    /// Bundles the gradients (the regulariser loss counts with weight 1 by default).
+    public init(output: DeviceTensor?, s: DeviceTensor? = nil, d: DeviceTensor? = nil, regulariserLoss: Double = 1) {
+        self.output = output
+        self.s = s
+        self.d = d
+        self.regulariserLoss = regulariserLoss
+    }
 }

@@ -13,9 +13,9 @@ import NyquistCore
 /// ```swift
 /// let pool = try LiftDownPool2D(channels: 64, on: device)
 /// let bands = try pool(x)        // bands.output, bands.ll, ...
-/// let back = try LiftUpPool2D(inverting: pool)(bands, height: x.shape[2], width: x.shape[3])
+/// let back = try LiftUpPool2D(inverting: pool)(LiftUpPool2DInput(bands, height: x.shape[2], width: x.shape[3]))
 /// ```
-public final class LiftDownPool2D {
+public final class LiftDownPool2D: Layer {
     /// The options (shared with `Reference.liftDownPool2D`).
     public let configuration: LiftPoolConfiguration
     /// P and U on the device.
@@ -40,6 +40,9 @@ public final class LiftDownPool2D {
     /// The parameters by PyTorch name.
     public var parameters: [String: DeviceTensor] { weights.tensors }
 
+    /// Replaces the parameters (shared with the LiftUpPool that inverts this layer).
+    public func loadParameters(_ stateDict: [String: HostTensor]) throws { try weights.load(stateDict: stateDict) }
+
     /// Inference forward: new tensors for the bands and the output.
     public func callAsFunction(_ input: DeviceTensor) throws -> LiftDownPool2DOutput {
         let output = try LiftDownPool2DOutput(
@@ -58,14 +61,12 @@ public final class LiftDownPool2D {
         }.run(on: weights.device, buffers: weights.buffers + [input, sh, dh].map(\.buffer) + output.buffers)
     }
 
-    /// Training forward: the bands, the regularisers c_u, c_p (each summed over the three
-    /// liftings) and loss = lambda_u c_u + lambda_p c_p, and what ``backward(_:gradOutput:gradLL:gradLH:gradHL:gradHH:gradLoss:)``
-    /// needs (the input, s_h, d_h and the bands). The regularisers are reduced on the device in a
-    /// fixed order (per-work-group partial sums, added on the host in `Double`), so reading them
+    /// Training forward: the bands with the regularisers c_u, c_p (each summed over the three
+    /// liftings) and loss = lambda_u c_u + lambda_p c_p, and what ``backward(_:_:)`` needs (the
+    /// input, s_h, d_h and the bands). The regularisers are reduced on the device in a fixed
+    /// order (per-work-group partial sums, added on the host in `Double`), so reading them
     /// waits for the forward.
-    public func forwardTraining(_ input: DeviceTensor) throws -> (
-        bands: LiftDownPool2DOutput, regularisers: LiftRegularisers, saved: LiftDownPool2DSaved
-    ) {
+    public func forwardTraining(_ input: DeviceTensor) throws -> (output: LiftDownPool2DOutput, saved: LiftDownPool2DSaved) {
         let shape = try input.nchw("\(LiftPoolConfiguration.operatorName) input")
         let device = weights.device
         let bands = try LiftDownPool2DOutput(shape: configuration.outputShape(for: shape), on: input.device)
@@ -76,21 +77,20 @@ public final class LiftDownPool2D {
             CompiledPass(try LiftPlans.down2DTrainingForward(configuration, shape, on: device))
         }.run(on: device, buffers: weights.buffers + [input, sh, dh].map(\.buffer) + bands.buffers + [partials.buffer])
         let sums = LiftPlans.regularisers2D(shape, partials: try partials.toHost().values)
-        let regularisers = LiftRegularisers(cu: sums.cu, cp: sums.cp, configuration)
-        return (bands, regularisers, LiftDownPool2DSaved(input: input, sh: sh, dh: dh, bands: bands))
+        let output = bands.with(LiftRegularisers(cu: sums.cu, cp: sums.cp, configuration))
+        return (output, LiftDownPool2DSaved(input: input, sh: sh, dh: dh, bands: output))
     }
 
     /// Backward: gradients of the input and of the eight parameters (by PyTorch name) from
-    /// gradients on the pooled output and on any band (nil: zero) and on the regulariser loss
-    /// (`gradLoss`, 1 when the loss is added to the training objective; 0 leaves it out).
-    public func backward(
-        _ saved: LiftDownPool2DSaved, gradOutput: DeviceTensor?, gradLL: DeviceTensor? = nil, gradLH: DeviceTensor? = nil,
-        gradHL: DeviceTensor? = nil, gradHH: DeviceTensor? = nil, gradLoss: Double = 1
-    ) throws -> Gradients {
+    /// gradients on the pooled output, on any band and on the regulariser loss.
+    public func backward(_ outputGradients: LiftDownPool2DOutputGradients, _ saved: LiftDownPool2DSaved) throws -> Gradients {
         let shape = try saved.input.nchw("\(LiftPoolConfiguration.operatorName) saved input")
         let bandShape = try configuration.outputShape(for: shape).dimensions
         let device = weights.device
-        let upstream = [gradOutput, gradLL, gradLH, gradHL, gradHH]
+        let gradLoss = outputGradients.regulariserLoss
+        let upstream = [
+            outputGradients.output, outputGradients.ll, outputGradients.lh, outputGradients.hl, outputGradients.hh,
+        ]
         var given = 0
         for (index, tensor) in upstream.enumerated() {
             guard let tensor else { continue }
@@ -113,7 +113,7 @@ public final class LiftDownPool2D {
     }
 
     /// The roles of the backward's upstream gradients in errors, in argument order.
-    private static let upstreamRoles = ["gradOutput", "gradLL", "gradLH", "gradHL", "gradHH"]
+    private static let upstreamRoles = ["gradient of the output", "gradient of LL", "gradient of LH", "gradient of HL", "gradient of HH"]
 
     /// Checks the input and the five output tensors; returns the input's shape.
     @discardableResult
@@ -149,7 +149,7 @@ public final class LiftDownPool2D {
 
 /// The bands of a 2-D LiftDownPool on the device, each N x C x ceil(H/2) x ceil(W/2).
 /// The first letter names the horizontal band (along W), the second the vertical one.
-public struct LiftDownPool2DOutput {
+public struct LiftDownPool2DOutput: LayerOutput {
     /// The pooled output y = LL + LH + HL + HH.
     public let output: DeviceTensor
     /// Low-low band: s of the column lifting of s_h.
@@ -160,6 +160,8 @@ public struct LiftDownPool2DOutput {
     public let hl: DeviceTensor
     /// d of the column lifting of d_h.
     public let hh: DeviceTensor
+    /// The regularisers of a training forward; nil after inference.
+    public let regularisers: LiftRegularisers?
 
     /// Allocates the five tensors of `shape` on `device`.
     public init(shape: Shape4D, on device: Device) throws {
@@ -170,13 +172,29 @@ public struct LiftDownPool2DOutput {
     }
 
     /// Bundles existing tensors (e.g. guarded ones in tests).
-    public init(output: DeviceTensor, ll: DeviceTensor, lh: DeviceTensor, hl: DeviceTensor, hh: DeviceTensor) {
+    public init(
+        output: DeviceTensor, ll: DeviceTensor, lh: DeviceTensor, hl: DeviceTensor, hh: DeviceTensor,
+        regularisers: LiftRegularisers? = nil
+    ) {
         self.output = output
         self.ll = ll
         self.lh = lh
         self.hl = hl
         self.hh = hh
+        self.regularisers = regularisers
     }
+
+    /// The same tensors with the regularisers of a training forward.
+    func with(_ regularisers: LiftRegularisers) -> LiftDownPool2DOutput {
+        LiftDownPool2DOutput(output: output, ll: ll, lh: lh, hl: hl, hh: hh, regularisers: regularisers)
+    }
+
+    /// The bands under their names (`ll`, `lh`, `hl`, `hh`).
+    public var extras: [String: DeviceTensor] { ["ll": ll, "lh": lh, "hl": hl, "hh": hh] }
+
+    /// `c_u`, `c_p` and `loss` after a training forward (the names of `nyquist run`'s
+    /// regularisers.json).
+    public var scalars: [String: Double] { regularisers?.scalars ?? [:] }
 
     /// The four bands in LiftUpPool's order: LL, LH, HL, HH.
     public var bands: [DeviceTensor] { [ll, lh, hl, hh] }
@@ -195,4 +213,34 @@ public struct LiftDownPool2DSaved {
     public let dh: DeviceTensor
     /// The forward's bands.
     public let bands: LiftDownPool2DOutput
+}
+
+/// The gradients LiftDownPool2D's backward starts from: on the pooled output, on any band
+/// (nil: zero), and the weight of the regulariser loss in the training objective.
+public struct LiftDownPool2DOutputGradients {
+    /// Gradient of the pooled output.
+    public let output: DeviceTensor?
+    /// Gradients of the bands.
+    public let ll: DeviceTensor?
+    /// Gradient of LH.
+    public let lh: DeviceTensor?
+    /// Gradient of HL.
+    public let hl: DeviceTensor?
+    /// Gradient of HH.
+    public let hh: DeviceTensor?
+    /// d objective / d loss: 1 when the regulariser loss is added to the objective, 0 leaves it out.
+    public let regulariserLoss: Double
+
+    /// Bundles the gradients (all optional; the regulariser loss counts with weight 1 by default).
+    public init(
+        output: DeviceTensor?, ll: DeviceTensor? = nil, lh: DeviceTensor? = nil, hl: DeviceTensor? = nil,
+        hh: DeviceTensor? = nil, regulariserLoss: Double = 1
+    ) {
+        self.output = output
+        self.ll = ll
+        self.lh = lh
+        self.hl = hl
+        self.hh = hh
+        self.regulariserLoss = regulariserLoss
+    }
 }

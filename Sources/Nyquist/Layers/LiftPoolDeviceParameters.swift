@@ -88,12 +88,24 @@ public struct LiftRegularisers: Sendable, Equatable {
         self.cp = cp
         loss = configuration.lambdaU * cu + configuration.lambdaP * cp
     }
+
+    /// `c_u`, `c_p` and `loss` by the names of `nyquist run`'s regularisers.json.
+    public var scalars: [String: Double] { ["c_u": cu, "c_p": cp, "loss": loss] }
 }
 
 /// Gradients of a LiftUpPool backward.
-public struct LiftUpGradients {
+public struct LiftUpGradients: LayerGradients {
     /// Gradients of the bands in the forward's order (1-D: s, d; 2-D: LL, LH, HL, HH).
     public let bands: [DeviceTensor]
     /// Gradients of the eight parameters by PyTorch name.
     public let parameters: [String: DeviceTensor]
+
+    /// The gradient of the coarse band (s or LL), the main input.
+    public var input: DeviceTensor { bands[0] }
+
+    /// The detail bands' gradients by band name (`d`; or `lh`, `hl`, `hh`).
+    public var extras: [String: DeviceTensor] {
+        let names = bands.count == 2 ? ["d"] : ["lh", "hl", "hh"]
+        return Dictionary(uniqueKeysWithValues: zip(names, bands.dropFirst()))
+    }
 }

@@ -3,7 +3,7 @@ import NyquistCore
 
 /// LiftUpPool1D (SPEC.md section 4): the exact inverse of LiftDownPool1D, (N, C, M) bands s and
 /// d to (N, C, L) with L = 2M or 2M - 1. One pass.
-public final class LiftUpPool1D {
+public final class LiftUpPool1D: Layer {
     /// The options (shared with `Reference.liftUpPool1D`).
     public let configuration: LiftPoolConfiguration
     /// P and U on the device.
@@ -23,8 +23,12 @@ public final class LiftUpPool1D {
     /// The parameters by PyTorch name.
     public var parameters: [String: DeviceTensor] { weights.tensors }
 
-    /// Reconstructs the (N, C, `length`) signal from bands s and d.
-    public func callAsFunction(s: DeviceTensor, d: DeviceTensor, length: Int) throws -> DeviceTensor {
+    /// Replaces the parameters (shared with the LiftDownPool this layer inverts).
+    public func loadParameters(_ stateDict: [String: HostTensor]) throws { try weights.load(stateDict: stateDict) }
+
+    /// Reconstructs the (N, C, length) signal from bands s and d.
+    public func callAsFunction(_ input: LiftUpPool1DInput) throws -> DeviceTensor {
+        let (s, d, length) = (input.s, input.d, input.length)
         let layer = LiftPoolConfiguration.inverseOperatorName
         let bandShape = try LiftPoolConfiguration.shape1D(s.shape, role: "\(layer) band s")
         let shape = try configuration.checkInverse(bandShape: bandShape, targetHeight: 1, targetWidth: length)
@@ -38,9 +42,16 @@ public final class LiftUpPool1D {
         return output
     }
 
+    /// Training forward: the reconstruction, and the input as what backward needs (the bands
+    /// are all it needs).
+    public func forwardTraining(_ input: LiftUpPool1DInput) throws -> (output: DeviceTensor, saved: LiftUpPool1DInput) {
+        (try self(input), input)
+    }
+
     /// Backward: gradients of s, d and the eight parameters from the gradient of the
-    /// reconstruction (the forward's inputs s and d are all it needs).
-    public func backward(s: DeviceTensor, d: DeviceTensor, gradOutput: DeviceTensor) throws -> LiftUpGradients {
+    /// reconstruction.
+    public func backward(_ gradOutput: DeviceTensor, _ saved: LiftUpPool1DInput) throws -> LiftUpGradients {
+        let (s, d) = (saved.s, saved.d)
         let layer = LiftPoolConfiguration.inverseOperatorName
         let bandShape = try LiftPoolConfiguration.shape1D(s.shape, role: "\(layer) band s")
         let gradShape = try LiftPoolConfiguration.shape1D(gradOutput.shape, role: "\(layer) gradOutput")
@@ -64,5 +75,27 @@ public final class LiftUpPool1D {
         try weights.device.compiledPass(
             PlanKey(configuration: LiftPlanConfiguration(configuration: configuration, layer: .up1D), pass: pass, input: shape),
             build: build)
+    }
+}
+
+/// What LiftUpPool1D reconstructs from: bands s and d and the target length.
+public struct LiftUpPool1DInput {
+    /// Approximation band (N, C, M).
+    public let s: DeviceTensor
+    /// Detail band (N, C, M).
+    public let d: DeviceTensor
+    /// Target length: 2M or 2M - 1.
+    public let length: Int
+
+    /// Two bands and a target length (default: twice the bands' length).
+    public init(s: DeviceTensor, d: DeviceTensor, length: Int? = nil) {
+        self.s = s
+        self.d = d
+        self.length = length ?? 2 * (s.shape.last ?? 0)
+    }
+
+    /// The bands of a LiftDownPool1D and a target length (default: twice the bands' length).
+    public init(_ bands: LiftDownPool1DOutput, length: Int? = nil) {
+        self.init(s: bands.s, d: bands.d, length: length)
     }
 }

@@ -8,7 +8,7 @@ import NyquistCore
 ///
 /// In a segmentation decoder the LL slot takes the decoder's feature map and LH, HL, HH the
 /// detail bands stored by the matching LiftDownPool.
-public final class LiftUpPool2D {
+public final class LiftUpPool2D: Layer {
     /// The options (shared with `Reference.liftUpPool2D`).
     public let configuration: LiftPoolConfiguration
     /// P and U on the device (shared with the LiftDownPool it inverts, when built from one).
@@ -35,44 +35,38 @@ public final class LiftUpPool2D {
     /// The parameters by PyTorch name.
     public var parameters: [String: DeviceTensor] { weights.tensors }
 
-    /// Reconstructs the N x C x `height` x `width` map from the bands of a LiftDownPool2D.
-    public func callAsFunction(_ bands: LiftDownPool2DOutput, height: Int, width: Int) throws -> DeviceTensor {
-        try callAsFunction(ll: bands.ll, lh: bands.lh, hl: bands.hl, hh: bands.hh, height: height, width: width)
-    }
+    /// Replaces the parameters (shared with the LiftDownPool this layer inverts).
+    public func loadParameters(_ stateDict: [String: HostTensor]) throws { try weights.load(stateDict: stateDict) }
 
-    /// Reconstructs the N x C x `height` x `width` map from four bands.
-    public func callAsFunction(ll: DeviceTensor, lh: DeviceTensor, hl: DeviceTensor, hh: DeviceTensor, height: Int, width: Int)
-        throws -> DeviceTensor
-    {
-        let bandShape = try ll.nchw("\(LiftPoolConfiguration.inverseOperatorName) band LL")
-        let shape = try configuration.checkInverse(bandShape: bandShape, targetHeight: height, targetWidth: width)
-        let output = try DeviceTensor(shape: shape.dimensions, on: ll.device)
-        try forward(ll: ll, lh: lh, hl: hl, hh: hh, into: output)
+    /// Reconstructs the N x C x height x width map from four bands.
+    public func callAsFunction(_ input: LiftUpPool2DInput) throws -> DeviceTensor {
+        let output = try DeviceTensor(shape: outputShape(for: input).dimensions, on: input.ll.device)
+        try forward(input, into: output)
         return output
     }
 
-    /// Writes the reconstruction into `output`, whose H and W are the target size.
-    public func forward(ll: DeviceTensor, lh: DeviceTensor, hl: DeviceTensor, hh: DeviceTensor, into output: DeviceTensor)
-        throws
-    {
-        _ = try reconstruct(ll: ll, lh: lh, hl: hl, hh: hh, into: output)
+    /// Writes the reconstruction into `output`, whose H and W must be the input's target size.
+    public func forward(_ input: LiftUpPool2DInput, into output: DeviceTensor) throws {
+        guard try output.nchw("\(LiftPoolConfiguration.inverseOperatorName) output") == outputShape(for: input) else {
+            throw NyquistError(
+                .invalidShape,
+                "\(LiftPoolConfiguration.inverseOperatorName): output has shape \(output.shape), expected "
+                    + "\(try outputShape(for: input).dimensions)")
+        }
+        _ = try reconstruct(ll: input.ll, lh: input.lh, hl: input.hl, hh: input.hh, into: output)
     }
 
-    /// Training forward: the reconstruction and what ``backward(_:gradOutput:)`` needs (the
-    /// bands and the column inversions s_h, d_h). LiftUpPool has no regulariser (our choice).
-    public func forwardTraining(ll: DeviceTensor, lh: DeviceTensor, hl: DeviceTensor, hh: DeviceTensor, height: Int, width: Int)
-        throws -> (output: DeviceTensor, saved: LiftUpPool2DSaved)
-    {
-        let bandShape = try ll.nchw("\(LiftPoolConfiguration.inverseOperatorName) band LL")
-        let shape = try configuration.checkInverse(bandShape: bandShape, targetHeight: height, targetWidth: width)
-        let output = try DeviceTensor(shape: shape.dimensions, on: ll.device)
-        let (sh, dh) = try reconstruct(ll: ll, lh: lh, hl: hl, hh: hh, into: output)
-        return (output, LiftUpPool2DSaved(bands: [ll, lh, hl, hh], sh: sh, dh: dh))
+    /// Training forward: the reconstruction and what ``backward(_:_:)`` needs (the bands and
+    /// the column inversions s_h, d_h). LiftUpPool has no regulariser (our choice).
+    public func forwardTraining(_ input: LiftUpPool2DInput) throws -> (output: DeviceTensor, saved: LiftUpPool2DSaved) {
+        let output = try DeviceTensor(shape: outputShape(for: input).dimensions, on: input.ll.device)
+        let (sh, dh) = try reconstruct(ll: input.ll, lh: input.lh, hl: input.hl, hh: input.hh, into: output)
+        return (output, LiftUpPool2DSaved(bands: [input.ll, input.lh, input.hl, input.hh], sh: sh, dh: dh))
     }
 
     /// Backward: gradients of the four bands (LL, LH, HL, HH) and of the eight parameters from
     /// the gradient of the reconstruction (a dropped padded sample passes no gradient).
-    public func backward(_ saved: LiftUpPool2DSaved, gradOutput: DeviceTensor) throws -> LiftUpGradients {
+    public func backward(_ gradOutput: DeviceTensor, _ saved: LiftUpPool2DSaved) throws -> LiftUpGradients {
         let bandShape = try saved.bands[0].nchw("\(LiftPoolConfiguration.inverseOperatorName) band LL")
         let height = saved.sh.shape[2]
         let device = weights.device
@@ -94,6 +88,12 @@ public final class LiftUpPool2D {
             buffers: weights.buffers + saved.bands.map(\.buffer) + [saved.sh, saved.dh, gradOutput, gsh, gdh].map(\.buffer)
                 + (bands + gradients).map(\.buffer))
         return LiftUpGradients(bands: bands, parameters: Dictionary(uniqueKeysWithValues: zip(LiftPoolParameters<Float>.names, gradients)))
+    }
+
+    /// The reconstruction's shape for `input`, with the configuration's typed errors.
+    public func outputShape(for input: LiftUpPool2DInput) throws -> Shape4D {
+        let bandShape = try input.ll.nchw("\(LiftPoolConfiguration.inverseOperatorName) band LL")
+        return try configuration.checkInverse(bandShape: bandShape, targetHeight: input.height, targetWidth: input.width)
     }
 
     /// Checks the bands and `output` and runs the forward; returns the column inversions s_h, d_h.
@@ -137,4 +137,35 @@ public struct LiftUpPool2DSaved {
     public let sh: DeviceTensor
     /// d_h, the inversion of (HL, HH) along H.
     public let dh: DeviceTensor
+}
+
+/// What LiftUpPool2D reconstructs from: the four bands and the target size.
+public struct LiftUpPool2DInput {
+    /// The coarse band (in a decoder: the decoder's feature map).
+    public let ll: DeviceTensor
+    /// The detail bands of the matching LiftDownPool.
+    public let lh: DeviceTensor
+    /// HL band.
+    public let hl: DeviceTensor
+    /// HH band.
+    public let hh: DeviceTensor
+    /// Target height: 2h or 2h - 1 for bands of h rows.
+    public let height: Int
+    /// Target width: 2w or 2w - 1 for bands of w columns.
+    public let width: Int
+
+    /// Four bands and a target size (default: twice the bands' size).
+    public init(ll: DeviceTensor, lh: DeviceTensor, hl: DeviceTensor, hh: DeviceTensor, height: Int? = nil, width: Int? = nil) {
+        self.ll = ll
+        self.lh = lh
+        self.hl = hl
+        self.hh = hh
+        self.height = height ?? 2 * (ll.shape.count == 4 ? ll.shape[2] : 0)
+        self.width = width ?? 2 * (ll.shape.count == 4 ? ll.shape[3] : 0)
+    }
+
+    /// The bands of a LiftDownPool2D and a target size (default: twice the bands' size).
+    public init(_ bands: LiftDownPool2DOutput, height: Int? = nil, width: Int? = nil) {
+        self.init(ll: bands.ll, lh: bands.lh, hl: bands.hl, hh: bands.hh, height: height, width: width)
+    }
 }

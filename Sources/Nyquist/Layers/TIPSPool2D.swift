@@ -1,15 +1,5 @@
 import NyquistCore
 
-/// What a TIPS forward produces: the output, psi and tau (SPEC.md section 5).
-public struct TIPSOutputs {
-    /// N x C x H'/2 x W'/2.
-    public let output: DeviceTensor
-    /// psi = ReLU(depthwise conv of x'), N x C x H' x W'.
-    public let psi: DeviceTensor
-    /// The mixing weights, N x C x 4 (softmax over p0..p3).
-    public let tau: DeviceTensor
-}
-
 /// TIPSPool2D (Saha & Gokhale 2025, "Translation Invariant Polyphase Sampling"): a learned,
 /// per-(sample, channel) soft mixture of the four polyphase components of a stride-2 sampling.
 ///
@@ -20,100 +10,146 @@ public struct TIPSOutputs {
 /// bottom-right); tau = softmax over the four q * `conv2.weight` (C,1,1,1);
 /// output = sum_k tau_k p_k(x') with p0 = (0,0), p1 = (1,0), p2 = (0,1), p3 = (1,1).
 ///
-/// The weights are kept on the host (this value stays `Sendable`) and uploaded to a device on
-/// its first call there, then kept (10 C floats per device). Training forward can also build the
-/// L_undo target T(x') from a shift drawn by a seeded ``ShiftGenerator``; backward then returns
-/// the gradient of <output, gradOutput> + lambda_FM L_FM + lambda_undo L_undo with respect to the
-/// input and both weights (T(x') is a constant), and ``losses(_:)`` gives the loss values.
-public struct TIPSPool2D: PoolingLayer {
+/// Training forward also returns the losses L_FM and (with an `undoShift`, a shift drawn by a
+/// seeded ``ShiftGenerator``) L_undo; backward returns the gradient of
+/// <output, gradOutput> + lambda_FM L_FM + lambda_undo L_undo with respect to the input and both
+/// weights, the lambdas given in ``TIPSPool2DOutputGradients`` (T(x') is a constant).
+///
+/// ```swift
+/// let tips = try TIPSPool2D(channels: 64, on: device)
+/// let (y, saved) = try tips.forwardTraining(x, undoShift: MapShift(dy: 1, dx: -2, fill: .circular))
+/// // y.output, y.psi, y.tau, y.losses
+/// let gradients = try tips.backward(
+///     TIPSPool2DOutputGradients(output: gradY, lossWeights: TIPSLossWeights(fm: 0.1, undo: 0.1)), saved)
+/// ```
+///
+/// A layer holds device tensors: like ``DeviceTensor`` it is not `Sendable`; use one per task.
+public final class TIPSPool2D: Layer {
     /// The options (shared with `Reference.tipsPool2D`).
     public let configuration: TIPSPool2DConfiguration
+    /// The device the weights live on.
+    public let device: Device
     /// `conv1.weight` (C,1,k,k) and `conv2.weight` (C,1,1,1), by PyTorch name.
-    public let parameters: [String: HostTensor]
-    /// The weights' device copies, made on a device's first call and shared by copies of this
-    /// value (the parameters never change).
-    private let deviceWeights: TIPSDeviceWeights
-
-    /// Names of the tensors training forward saves.
-    public enum SavedName {
-        /// psi (N,C,H',W').
-        public static let psi = "psi"
-        /// tau (N,C,4).
-        public static let tau = "tau"
-        /// Quadrant means q (N,C,4).
-        public static let q = "q"
-        /// The L_undo target T(x') (N,C,H',W'); absent without L_undo.
-        public static let target = "target"
-    }
+    public private(set) var parameters: [String: DeviceTensor]
 
     /// A layer with PyTorch's default initialisation of a standalone module (conv1 uniform in
     /// +-1/k, conv2 uniform in +-1) drawn from `seed`.
-    public init(channels: Int, kernelSize: Int = 3, seed: UInt64 = 0) throws {
+    public convenience init(channels: Int, kernelSize: Int = 3, seed: UInt64 = 0, on device: Device) throws {
         let configuration = try TIPSPool2DConfiguration(channels: channels, kernelSize: kernelSize)
-        self.configuration = configuration
-        parameters = configuration.defaultParameters(seed: seed)
-        deviceWeights = TIPSDeviceWeights(parameters)
+        try self.init(configuration, parameters: configuration.defaultParameters(seed: seed), on: device)
     }
 
     /// A layer with given weights, e.g. `Safetensors.read(...)` of a PyTorch state_dict (extra
     /// entries are ignored); throws ``NyquistError/Kind/invalidParameters`` when a weight is
     /// missing or misshapen.
-    public init(_ configuration: TIPSPool2DConfiguration, parameters: [String: HostTensor]) throws {
-        try configuration.validate(parameters: parameters)
+    public init(_ configuration: TIPSPool2DConfiguration, parameters: [String: HostTensor], on device: Device) throws {
         self.configuration = configuration
-        self.parameters = parameters.filter { configuration.parameterShapes[$0.key] != nil }
-        deviceWeights = TIPSDeviceWeights(self.parameters)
+        self.device = device
+        self.parameters = try Self.upload(parameters, configuration, on: device)
     }
 
-    /// Writes the output for `input` into `output` (psi and tau are computed but not returned;
-    /// ``outputs(_:)`` returns them).
+    /// Replaces both weights (validated; extra entries ignored).
+    public func loadParameters(_ stateDict: [String: HostTensor]) throws {
+        parameters = try Self.upload(stateDict, configuration, on: device)
+    }
+
+    private static func upload(_ stateDict: [String: HostTensor], _ configuration: TIPSPool2DConfiguration, on device: Device)
+        throws -> [String: DeviceTensor]
+    {
+        try configuration.validate(parameters: stateDict)
+        var tensors: [String: DeviceTensor] = [:]
+        for name in TIPSPool2DConfiguration.parameterNames {
+            guard let tensor = stateDict[name] else { continue }
+            tensors[name] = try DeviceTensor(tensor, on: device)
+        }
+        return tensors
+    }
+
+    /// The weight buffers (both present: `upload` checked them).
+    private var weightBuffers: (conv1: DeviceTensor, conv2: DeviceTensor) {
+        get throws {
+            guard let conv1 = parameters[TIPSPool2DConfiguration.conv1Name],
+                let conv2 = parameters[TIPSPool2DConfiguration.conv2Name]
+            else { throw NyquistError(.invalidParameters, "\(TIPSPool2DConfiguration.operatorName): a weight is missing") }
+            return (conv1, conv2)
+        }
+    }
+
+    /// Writes the output for `input` into `output`; psi is not kept (its sums are all that is
+    /// needed), tau goes to a temporary.
     public func forward(_ input: DeviceTensor, into output: DeviceTensor) throws {
         let (inputShape, _) = try validateForward(input, output)
         _ = try run(input, inputShape, output: output, keepPsi: false)
     }
 
-    /// Inference forward with every result: output, psi and tau.
-    public func outputs(_ input: DeviceTensor) throws -> TIPSOutputs {
+    /// Inference forward: the output and tau; psi is not written (``TIPSPool2DOutput/psi`` is
+    /// nil) and there are no losses.
+    public func callAsFunction(_ input: DeviceTensor) throws -> TIPSPool2DOutput {
         let inputShape = try input.nchw("\(TIPSPool2DConfiguration.operatorName) input")
-        let output = try DeviceTensor(shape: configuration.outputShape(for: inputShape).dimensions, on: input.device)
-        return try run(input, inputShape, output: output).outputs
+        try requireDevice(input)
+        let output = try DeviceTensor(shape: configuration.outputShape(for: inputShape).dimensions, on: device)
+        return try run(input, inputShape, output: output, keepPsi: false).outputs
     }
 
-    /// Training forward: the results and what backward needs. With `undoShift` the L_undo target
-    /// T(x') (x' shifted by it, wrapped or zero-filled) is built and saved.
+    /// Training forward without L_undo: output, psi, tau and L_FM, and what backward needs.
+    public func forwardTraining(_ input: DeviceTensor) throws -> (output: TIPSPool2DOutput, saved: TIPSPool2DSaved) {
+        try forwardTraining(input, undoShift: nil)
+    }
+
+    /// Training forward: output, psi, tau and the losses, and what backward needs. With
+    /// `undoShift` the L_undo target T(x') (x' shifted by it, wrapped or zero-filled) is built
+    /// and saved, and L_undo is among the losses. The losses are reduced on the device and read
+    /// back (per-plane partial sums added in Double in a fixed order), so this call waits for
+    /// the forward to finish.
     public func forwardTraining(_ input: DeviceTensor, undoShift: MapShift?) throws -> (
-        outputs: TIPSOutputs, saved: SavedForBackward
+        output: TIPSPool2DOutput, saved: TIPSPool2DSaved
     ) {
         let inputShape = try input.nchw("\(TIPSPool2DConfiguration.operatorName) input")
-        let output = try DeviceTensor(shape: configuration.outputShape(for: inputShape).dimensions, on: input.device)
-        let (outputs, q) = try run(input, inputShape, output: output)
-        var tensors = [SavedName.psi: outputs.psi, SavedName.tau: outputs.tau, SavedName.q: q]
-        if let undoShift { tensors[SavedName.target] = try target(input, inputShape, undoShift) }
-        return (outputs, SavedForBackward(input: input, tensors: tensors))
+        try requireDevice(input)
+        let output = try DeviceTensor(shape: configuration.outputShape(for: inputShape).dimensions, on: device)
+        let (outputs, q) = try run(input, inputShape, output: output, keepPsi: true)
+        let target = try undoShift.map { try self.target(input, inputShape, $0) }
+        let saved = TIPSPool2DSaved(input: input, psi: outputs.psi, tau: outputs.tau, q: q, target: target)
+        let losses = try self.losses(saved, inputShape)
+        return (
+            TIPSPool2DOutput(output: outputs.output, psi: outputs.psi, tau: outputs.tau, losses: losses), saved
+        )
+    }
+
+    /// Gradients of <output, gradOutput> + lossWeights.fm * L_FM + lossWeights.undo * L_undo
+    /// with respect to the input and both weights (by PyTorch name). L_undo needs the target
+    /// saved by ``forwardTraining(_:undoShift:)``.
+    public func backward(_ outputGradients: TIPSPool2DOutputGradients, _ saved: TIPSPool2DSaved) throws -> Gradients {
+        let gradInput = try DeviceTensor(shape: saved.input.shape, on: saved.input.device)
+        let weights = try backward(
+            outputGradients.output, saved, into: gradInput, lossWeights: outputGradients.lossWeights)
+        return Gradients(input: gradInput, parameters: weights)
+    }
+
+    // MARK: Internals
+
+    private func requireDevice(_ input: DeviceTensor) throws {
+        guard input.device === device else {
+            throw NyquistError(
+                .invalidConfiguration,
+                "\(TIPSPool2DConfiguration.operatorName): the input must live on the layer's device (\(device.name))")
+        }
     }
 
     /// The loss values of a training forward: L_FM = mean over (n, c) of (1 - ||tau||_2) and
-    /// L_undo = mean((psi - T(x'))^2) (`nil` when no target was saved). Reads back one pair of
-    /// per-plane partial sums and adds them in Double, in a fixed order.
-    public func losses(_ saved: SavedForBackward) throws -> (fm: Double, undo: Double?) {
-        let inputShape = try saved.input.nchw("\(TIPSPool2DConfiguration.operatorName) saved input")
-        let device = saved.input.device
-        let state: (psi: DeviceTensor, tau: DeviceTensor, q: DeviceTensor)
-        if let savedState = try savedState(saved, inputShape) {
-            state = savedState
-        } else {
-            let output = try DeviceTensor(shape: configuration.outputShape(for: inputShape).dimensions, on: device)
-            let (outputs, q) = try run(saved.input, inputShape, output: output)
-            state = (outputs.psi, outputs.tau, q)
+    /// L_undo = mean((psi - T(x'))^2) (nil when no target was saved).
+    private func losses(_ saved: TIPSPool2DSaved, _ inputShape: Shape4D) throws -> TIPSLosses {
+        guard let psi = saved.psi, let tau = saved.tau else {
+            throw NyquistError(.invalidConfiguration, "\(TIPSPool2DConfiguration.operatorName): losses need psi and tau")
         }
         let padded = try configuration.paddedShape(for: inputShape)
         let planes = inputShape.n * inputShape.c
         let partial = try DeviceTensor(shape: [planes, 2], on: device)
-        let target = saved.tensors[SavedName.target]
+        let target = saved.target
         let key = PlanKey(configuration: configuration, pass: .losses(withTarget: target != nil), input: inputShape)
         try device.compiledPass(key) {
             try Self.lossesLaunches(configuration, input: inputShape, withTarget: target != nil, on: device)
-        }.run(on: device, state.psi.buffer, state.tau.buffer, (target ?? state.psi).buffer, partial.buffer)
+        }.run(on: device, psi.buffer, tau.buffer, (target ?? psi).buffer, partial.buffer)
         let values = try partial.toHost().values
         var fm = 0.0
         var undo = 0.0
@@ -121,41 +157,15 @@ public struct TIPSPool2D: PoolingLayer {
             fm += Double(values[2 * plane])
             undo += Double(values[2 * plane + 1])
         }
-        return (fm / Double(planes), target == nil ? nil : undo / Double(padded.count))
+        return TIPSLosses(fm: fm / Double(planes), undo: target == nil ? nil : undo / Double(padded.count))
     }
-
-    /// Gradients of <output, gradOutput> (no losses): input, `conv1.weight`, `conv2.weight`.
-    public func backward(_ gradOutput: DeviceTensor, _ saved: SavedForBackward) throws -> Gradients {
-        try backward(gradOutput, saved, lossWeights: .none)
-    }
-
-    /// Gradients of <output, gradOutput> + lossWeights.fm * L_FM + lossWeights.undo * L_undo
-    /// with respect to the input and both weights (by PyTorch name). L_undo needs the target
-    /// saved by ``forwardTraining(_:undoShift:)``.
-    public func backward(_ gradOutput: DeviceTensor, _ saved: SavedForBackward, lossWeights: TIPSLossWeights) throws
-        -> Gradients
-    {
-        let gradInput = try DeviceTensor(shape: saved.input.shape, on: saved.input.device)
-        let weights = try backward(gradOutput, saved, into: gradInput, lossWeights: lossWeights)
-        return Gradients(input: gradInput, parameters: weights)
-    }
-
-    /// Writes the gradient of <output, gradOutput> with respect to the input into `gradInput`
-    /// (no losses); the weight gradients are computed and dropped, use
-    /// ``backward(_:_:lossWeights:)`` to get them.
-    public func backward(_ gradOutput: DeviceTensor, _ saved: SavedForBackward, into gradInput: DeviceTensor) throws {
-        _ = try backward(gradOutput, saved, into: gradInput, lossWeights: .none)
-    }
-
-    // MARK: Internals
 
     /// Inference or training forward (psi allocated and written only when `keepPsi`: inference
     /// needs only its sums), one fused pass per plane.
-    private func run(_ input: DeviceTensor, _ inputShape: Shape4D, output: DeviceTensor, keepPsi: Bool = true) throws
-        -> (outputs: TIPSOutputs, q: DeviceTensor)
+    private func run(_ input: DeviceTensor, _ inputShape: Shape4D, output: DeviceTensor, keepPsi: Bool) throws
+        -> (outputs: TIPSPool2DOutput, q: DeviceTensor)
     {
-        let device = input.device
-        let weights = try deviceWeights.buffers(on: device)
+        let weights = try weightBuffers
         let tau = try DeviceTensor(shape: [inputShape.n, inputShape.c, 4], on: device)
         let q = try DeviceTensor(shape: [inputShape.n, inputShape.c, 4], on: device)
         let psi =
@@ -172,13 +182,14 @@ public struct TIPSPool2D: PoolingLayer {
                         q: .bound(5), tau: .bound(4), output: .bound(3)
                     ), on: device)
             ]
-        }.run(on: device, input.buffer, weights.conv1, weights.conv2, output.buffer, tau.buffer, q.buffer, psi.buffer)
-        return (TIPSOutputs(output: output, psi: psi, tau: tau), q)
+        }.run(
+            on: device, input.buffer, weights.conv1.buffer, weights.conv2.buffer, output.buffer, tau.buffer, q.buffer,
+            psi.buffer)
+        return (TIPSPool2DOutput(output: output, psi: keepPsi ? psi : nil, tau: tau, losses: nil), q)
     }
 
     /// T(x') for `shift` into a new tensor of x''s shape.
     private func target(_ input: DeviceTensor, _ inputShape: Shape4D, _ shift: MapShift) throws -> DeviceTensor {
-        let device = input.device
         let padded = try configuration.paddedShape(for: inputShape)
         let target = try DeviceTensor(shape: padded.dimensions, on: device)
         let shift = Self.normalised(shift, padded: padded)
@@ -205,12 +216,10 @@ public struct TIPSPool2D: PoolingLayer {
 
     /// psi, tau and q saved by a training forward (checked against the input), or nil when the
     /// saved values hold only the input.
-    private func savedState(_ saved: SavedForBackward, _ inputShape: Shape4D) throws -> (
+    private func savedState(_ saved: TIPSPool2DSaved, _ inputShape: Shape4D) throws -> (
         psi: DeviceTensor, tau: DeviceTensor, q: DeviceTensor
     )? {
-        guard let psi = saved.tensors[SavedName.psi], let tau = saved.tensors[SavedName.tau],
-            let q = saved.tensors[SavedName.q]
-        else { return nil }
+        guard let psi = saved.psi, let tau = saved.tau, let q = saved.q else { return nil }
         let padded = try configuration.paddedShape(for: inputShape)
         guard psi.shape == padded.dimensions, tau.shape == [inputShape.n, inputShape.c, 4], q.shape == tau.shape else {
             throw NyquistError(
@@ -220,17 +229,17 @@ public struct TIPSPool2D: PoolingLayer {
     }
 
     private func backward(
-        _ gradOutput: DeviceTensor, _ saved: SavedForBackward, into gradInput: DeviceTensor, lossWeights: TIPSLossWeights
+        _ gradOutput: DeviceTensor, _ saved: TIPSPool2DSaved, into gradInput: DeviceTensor, lossWeights: TIPSLossWeights
     ) throws -> [String: DeviceTensor] {
-        let (inputShape, outputShape) = try validateBackward(gradOutput, saved, gradInput)
-        let target = saved.tensors[SavedName.target]
+        let (inputShape, outputShape) = try validateBackward(gradOutput, savedInput: saved.input, gradInput)
+        try requireDevice(saved.input)
+        let target = saved.target
         if lossWeights.undo != 0 && target == nil {
             throw NyquistError(
                 .invalidConfiguration,
                 "\(TIPSPool2DConfiguration.operatorName) backward: L_undo has weight \(lossWeights.undo) but the "
                     + "training forward saved no target")
         }
-        let device = gradOutput.device
         let padded = try configuration.paddedShape(for: inputShape)
         let (n, c, k) = (inputShape.n, inputShape.c, configuration.kernelSize)
         let state = try savedState(saved, inputShape)
@@ -240,7 +249,7 @@ public struct TIPSPool2D: PoolingLayer {
         let plan = try device.compiledPass(PlanKey(configuration: variant, pass: .backward, input: inputShape)) {
             try Self.backwardLaunches(variant, input: inputShape, on: device)
         }
-        let weights = try deviceWeights.buffers(on: device)
+        let weights = try weightBuffers
         let tau = try state?.tau ?? DeviceTensor(shape: [n, c, 4], on: device)
         let q = try state?.q ?? DeviceTensor(shape: [n, c, 4], on: device)
         let gradW1 = try DeviceTensor(shape: [c, 1, k, k], on: device)
@@ -256,9 +265,88 @@ public struct TIPSPool2D: PoolingLayer {
         let psi = unfused ? try state?.psi ?? DeviceTensor(shape: padded.dimensions, on: device) : filler
         let gradZ = unfused ? try DeviceTensor(shape: padded.dimensions, on: device) : filler
         try plan.run(
-            on: device, saved.input.buffer, gradOutput.buffer, weights.conv1, weights.conv2, gradInput.buffer,
+            on: device, saved.input.buffer, gradOutput.buffer, weights.conv1.buffer, weights.conv2.buffer, gradInput.buffer,
             gradW1.buffer, gradW2.buffer, tau.buffer, q.buffer, (target ?? filler).buffer, gradQ.buffer, shares.buffer,
             rowTerms.buffer, output.buffer, psi.buffer, gradZ.buffer)
         return [TIPSPool2DConfiguration.conv1Name: gradW1, TIPSPool2DConfiguration.conv2Name: gradW2]
+    }
+}
+
+/// What a TIPS call produces (SPEC.md section 5).
+public struct TIPSPool2DOutput: LayerOutput {
+    /// N x C x H'/2 x W'/2.
+    public let output: DeviceTensor
+    /// psi = ReLU(depthwise conv of x'), N x C x H' x W'; nil after inference, which does not
+    /// write it.
+    public let psi: DeviceTensor?
+    /// The mixing weights, N x C x 4 (softmax over p0..p3).
+    public let tau: DeviceTensor
+    /// L_FM and L_undo; nil after inference.
+    public let losses: TIPSLosses?
+
+    /// psi (when written) and tau.
+    public var extras: [String: DeviceTensor] {
+        var extras = ["tau": tau]
+        if let psi { extras["psi"] = psi }
+        return extras
+    }
+
+    /// `fm` and, with a target, `undo` (the names of `nyquist run`'s losses.json).
+    public var scalars: [String: Double] {
+        guard let losses else { return [:] }
+        var scalars = ["fm": losses.fm]
+        if let undo = losses.undo { scalars["undo"] = undo }
+        return scalars
+    }
+}
+
+/// The loss values of a TIPS training forward.
+public struct TIPSLosses: Sendable, Equatable {
+    /// L_FM = mean over (n, c) of (1 - ||tau||_2).
+    public let fm: Double
+    /// L_undo = mean((psi - T(x'))^2); nil without an undo shift.
+    public let undo: Double?
+}
+
+/// What TIPS's backward needs: the input and the training forward's psi, tau, quadrant means q
+/// and L_undo target.
+public struct TIPSPool2DSaved {
+    /// The forward's input.
+    public let input: DeviceTensor
+    /// psi (N,C,H',W'); nil: recomputed from the input.
+    public let psi: DeviceTensor?
+    /// tau (N,C,4).
+    public let tau: DeviceTensor?
+    /// Quadrant means q (N,C,4).
+    public let q: DeviceTensor?
+    /// The L_undo target T(x') (N,C,H',W'); nil without L_undo.
+    public let target: DeviceTensor?
+
+    /// Bundles what backward needs; with only the input, backward recomputes psi, tau and q
+    /// (less memory kept between the passes, one more forward's work).
+    public init(
+        input: DeviceTensor, psi: DeviceTensor? = nil, tau: DeviceTensor? = nil, q: DeviceTensor? = nil,
+        target: DeviceTensor? = nil
+    ) {
+        self.input = input
+        self.psi = psi
+        self.tau = tau
+        self.q = q
+        self.target = target
+    }
+}
+
+/// The gradients TIPS's backward starts from: the output's, and the weights of the two losses
+/// in the training objective (d objective / d L).
+public struct TIPSPool2DOutputGradients {
+    /// Gradient of the objective with respect to the output.
+    public let output: DeviceTensor
+    /// lambda_FM and lambda_undo (default: neither loss).
+    public let lossWeights: TIPSLossWeights
+
+    /// Bundles the gradients.
+    public init(output: DeviceTensor, lossWeights: TIPSLossWeights = .none) {
+        self.output = output
+        self.lossWeights = lossWeights
     }
 }

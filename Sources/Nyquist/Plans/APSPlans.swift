@@ -22,7 +22,7 @@ extension APSPool2D {
                 source, .bound(2), .bound(4), .int(input.n * input.c), .int(input.c), .int(input.h), .int(input.w),
                 .int(output.h), .int(output.w),
             ],
-            global: global, local: LaunchParameters(localSize: launch.localSize).local(for: global))
+            global: global, local: launch.local(for: global))
         let before = try choosing
             ? chooseLaunches(configuration, input: input, on: device) : blurLaunches(configuration, input, device)
         return before + [gather]
@@ -63,7 +63,7 @@ extension APSPool2D {
                 .bound(3), .bound(2), configuration.blur == nil ? .bound(1) : .bound(0), .int(input.n * input.c),
                 .int(input.c), .int(input.h), .int(input.w), .int(output.h), .int(output.w),
             ],
-            global: global, local: LaunchParameters(localSize: launch.localSize).local(for: global))
+            global: global, local: launch.local(for: global))
         guard let blur = configuration.blur else { return [scatter] }
         // The window's adjoint reads buffer 0 and writes buffer 1, as numbered here.
         let window = try BlurPool2D.window(
@@ -83,9 +83,9 @@ extension APSPool2D {
             on: device, planes: input.n * input.c, inputHeight: input.h, inputWidth: input.w, maxMap: false)
     }
 
-    /// The launch parameters for `input` and the program they select.
+    /// The launch knobs for `input` and the program they select.
     static func launchAndProgram(_ configuration: APSPool2DConfiguration, input: Shape4D, on device: Device)
-        throws -> (PolyphaseLaunch, OpenCLProgram)
+        throws -> (APSKnobs, OpenCLProgram)
     {
         let launch = PolyphaseLaunch.chooseAPS(for: device, height: input.h + input.h % 2)
         let norm: Int

@@ -279,20 +279,10 @@ struct AdaptivePlanVariant: Hashable, Sendable {
     }
 }
 
-/// Launch parameters of the AdaptiveBlurPool predictor kernels (Kernels/adaptive_blur_pool.cl),
-/// read through ``Device/launchParameters(family:shapeClass:builtIn:accepts:)`` so a tuned
-/// database entry, the built-in default and a test's override all take one path.
-///
-/// * `tiled`: the register-tiled predictor (adaptive_forward_tiled, adaptive_predictor_full_tiled)
-///   keeps `positions` x P logits per item in private memory; it is used while that stays small
-///   (P = G*k*k <= 128), otherwise the one-position kernels (two predictor evaluations for joint
-///   softmax, O(k*k) private memory).
-/// * `positions`: output positions per work item (rows of one column). Candidates 1, 2, 3, 4.
-/// * `outVectors`: float8 blocks of output channels per register tile. Candidates 1, 2, 3, 4;
-///   positions x outVectors accumulators plus outVectors weights must fit the vector registers
-///   (16 on AVX2: 4 x 3 = 12 + 3).
-/// * `local`: work-group shape, or nil to let the runtime choose (the tiled kernels use no local
-///   memory, so on PoCL's CPU device it only sets the scheduling grain).
+/// The launch choice of the AdaptiveBlurPool predictor kernels (Kernels/adaptive_blur_pool.cl)
+/// for one configuration: the `adaptive-forward` family's knobs (``AdaptiveKnobs``), read
+/// through ``Device/knobs(_:family:shapeClass:)`` so a pin, a tuned database entry and the
+/// built-in default all take one path, with what they leave open decided.
 struct AdaptiveLaunch: Equatable {
     /// Whether the tiled predictor kernels run.
     var tiled: Bool
@@ -302,12 +292,13 @@ struct AdaptiveLaunch: Equatable {
     var outVectors: Int
     /// Work-group size of the forward kernels (nil: the runtime's choice).
     var local: [Int]?
-    /// Whether backward runs the row-walking input and weight gradient kernels (fast on PoCL)
-    /// or the one-element ones (coalesced on GPUs). Not a tuner candidate (the tuner times the
-    /// forward); a database entry or override may set it, else it follows the device type.
+    /// Whether backward runs the row-walking input and weight gradient kernels or the
+    /// one-element ones (see ``AdaptiveKnobs/rowGradients``).
     var rowGradients = true
 
-    /// Largest P = G*k*k the tiled kernels accept (their private logits are positions x P).
+    /// Largest P = G*k*k the tiled kernels accept: they keep positions x P logits per item in
+    /// private memory, so above it the one-position kernels run (two predictor evaluations for
+    /// joint softmax, O(k*k) private memory).
     static let tiledChannelLimit = 128
 
     /// The tuner and database name of the family, with its one shape class ("all": the
@@ -315,31 +306,14 @@ struct AdaptiveLaunch: Equatable {
     static let family = "adaptive-forward"
     static let shapeClass = "all"
 
-    /// Every candidate: the one-position kernels, and register tiles of positions x outVectors
-    /// that fit 16 vector registers (positions x outVectors + outVectors <= 16).
-    static let candidates: [LaunchParameters] =
-        [LaunchParameters(tiled: false, positions: 1, outVectors: 1)]
-        + [(1, 1), (2, 2), (2, 4), (3, 2), (3, 3), (4, 1), (4, 2), (4, 3)].map {
-            LaunchParameters(tiled: true, positions: $0.0, outVectors: $0.1)
-        }
-
-    /// Built-in defaults: 4 positions x 3 vectors, the driver's groups, on every device: the
-    /// fastest candidate on PoCL (docs/kernels.md) and on an NVIDIA H200 (docs/performance.md,
-    /// "GPU figures").
-    static func builtIn(on device: Device) -> LaunchParameters {
-        LaunchParameters(tiled: true, positions: 4, outVectors: 3)
-    }
-
-    /// The choice for `device` and `configuration`; `tiled` is refused above ``tiledChannelLimit``.
+    /// The choice for `device` and `configuration`: `tiled` is refused above
+    /// ``tiledChannelLimit``, and the gradient kernels follow the device type unless the knobs
+    /// say (row kernels on CPUs, one-element kernels on GPUs).
     static func choose(for device: Device, configuration: AdaptiveBlurPool2DConfiguration) -> AdaptiveLaunch {
-        let parameters = device.launchParameters(
-            family: family, shapeClass: shapeClass, builtIn: builtIn(on: device),
-            accepts: {
-                $0.tiled != nil && $0.positions != nil && $0.outVectors != nil && ($0.localSize.map { $0.count == 3 } ?? true)
-            })
+        let knobs = device.knobs(AdaptiveKnobs.self, family: family, shapeClass: shapeClass)
         return AdaptiveLaunch(
-            tiled: (parameters.tiled ?? true) && configuration.predictorChannels <= tiledChannelLimit,
-            positions: parameters.positions ?? 4, outVectors: parameters.outVectors ?? 3, local: parameters.localSize,
-            rowGradients: parameters.rowGradients ?? !device.info.isGPU)
+            tiled: knobs.tiled && configuration.predictorChannels <= tiledChannelLimit,
+            positions: knobs.positions, outVectors: knobs.outVectors, local: knobs.localSize,
+            rowGradients: knobs.rowGradients ?? !device.info.isGPU)
     }
 }

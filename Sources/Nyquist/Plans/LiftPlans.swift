@@ -486,24 +486,12 @@ struct LiftPass {
     }
 }
 
-/// Launch parameters of the LiftPool kernels (Kernels/lift_pool.cl), read through
-/// ``Device/launchParameters(family:shapeClass:builtIn:accepts:)`` (family `lift`) so a tuned
-/// database entry, the built-in default and a test's override all take one path.
-///
-/// `run` is the number of consecutive band positions one work item of the forward and inverse
-/// kernels computes (RUN), held as one vector of `run` lanes (float, float2, float4 or float8;
-/// the backward kernels use the same lanes, along H across `run` neighbouring columns):
-/// each evaluates the inner step (P for a forward lifting, U for an inverse one) on the run plus
-/// a K/2 halo each side, so the inner step costs about (run + K - 1) / run evaluations per band
-/// position instead of K, in vectors. Larger runs cut the recomputation and widen the
-/// vectors but give fewer work items (and, along W, less coalescing on GPUs). Shape classes by
-/// the band length of a pass (each pass of a 2-D layer chooses for its own axis): "wide" (>= 16
-/// positions), "narrow" (where a long run leaves few work items).
-struct LiftLaunch: Equatable {
-    /// Lanes per work item of the LiftPool kernels (band positions in lift_down, lift_down_pair and
-    /// lift_up).
-    var run: Int
-
+/// The launch choice of the LiftPool kernels (Kernels/lift_pool.cl): the `lift` family's knobs
+/// (``LiftKnobs``), read through ``Device/knobs(_:family:shapeClass:)`` so a pin, a tuned
+/// database entry and the built-in default all take one path. Shape classes by the band length
+/// of a pass (each pass of a 2-D layer chooses for its own axis): "wide" (>= ``wideBand``
+/// positions), "narrow".
+enum LiftLaunch {
     /// The tuner and database name of the family.
     static let family = "lift"
     /// A band length of the "wide" class.
@@ -516,22 +504,8 @@ struct LiftLaunch: Equatable {
     /// The shape class of a pass whose bands are `band` positions long.
     static func shapeClass(band: Int) -> String { band >= wideBand ? "wide" : "narrow" }
 
-    /// Every candidate (the tuner times them, the parity tests run them all).
-    static let candidates = [1, 2, 4, 8].map { LaunchParameters(run: $0) }
-
-    /// Built-in defaults. CPU devices (PoCL): runs of 8 (measured: docs/kernels.md). GPUs: runs
-    /// of 2, trading some recomputation for more work items and shorter strides between
-    /// neighbouring items along W; the H200 measurements behind this choice are in
-    /// docs/performance.md ("GPU figures").
-    static func builtIn(on device: Device) -> LaunchParameters {
-        LaunchParameters(run: device.info.isGPU ? 2 : 8)
-    }
-
     /// The choice for a pass whose bands are `band` positions long on `device`.
-    static func choose(for device: Device, band: Int) -> LiftLaunch {
-        let parameters = device.launchParameters(
-            family: family, shapeClass: shapeClass(band: band), builtIn: builtIn(on: device),
-            accepts: { $0.run != nil })
-        return LiftLaunch(run: parameters.run ?? 8)
+    static func choose(for device: Device, band: Int) -> LiftKnobs {
+        device.knobs(LiftKnobs.self, family: family, shapeClass: shapeClass(band: band))
     }
 }

@@ -1,6 +1,5 @@
 import NyquistCL
 import NyquistCore
-import Synchronization
 
 // TIPSPool2D's launches (their buffer numbering is part of each builder's contract), the
 // variant a backward plan is keyed by, and the per-device copies of its weights.
@@ -10,7 +9,7 @@ extension TIPSPool2D {
     /// The program of every TIPS pass but the forward: GROUP_SIZE (which tips_grad_tau and the
     /// fused backward are compiled for) and the kernel size, and the target's fill.
     static func program(
-        _ configuration: TIPSPool2DConfiguration, _ launch: PolyphaseLaunch, fill: ShiftFill = .circular,
+        _ configuration: TIPSPool2DConfiguration, _ launch: TIPSKnobs, fill: ShiftFill = .circular,
         on device: Device
     ) throws -> OpenCLProgram {
         try device.program(
@@ -89,7 +88,7 @@ extension TIPSPool2D {
     /// `backwardBandElements` x' elements per work-group; nil (the unfused passes) when that is
     /// 0 or even 3 rows of dz do not fit in the device's local memory.
     static func bandLaunch(
-        _ configuration: TIPSPool2DConfiguration, _ launch: PolyphaseLaunch, padded: Shape4D, device: Device
+        _ configuration: TIPSPool2DConfiguration, _ launch: TIPSKnobs, padded: Shape4D, device: Device
     ) -> (rows: Int, planesPerGroup: Int, localBytes: Int)? {
         guard launch.backwardBandElements > 0 else { return nil }
         let halo = configuration.kernelSize - 1
@@ -225,47 +224,4 @@ struct TIPSBackwardVariant: Hashable, Sendable {
 
     var fmScale: Float { Float(bitPattern: fmScaleBits) }
     var undoScale: Float? { undoScaleBits.map(Float.init(bitPattern:)) }
-}
-
-/// A TIPSPool2D's weights on the devices it ran on: uploaded on a device's first call and kept,
-/// so that a call binds them instead of uploading them. An entry holds its device weakly (the
-/// cache must not keep a device alive) and is dropped once the device is gone.
-final class TIPSDeviceWeights: Sendable {
-    private let conv1: [Float]?
-    private let conv2: [Float]?
-    private let uploads = Mutex<[Upload]>([])
-
-    private struct Upload: Sendable {
-        weak var device: Device?
-        let conv1: OpenCLBuffer
-        let conv2: OpenCLBuffer
-    }
-
-    init(_ parameters: [String: HostTensor]) {
-        conv1 = parameters[TIPSPool2DConfiguration.conv1Name]?.values
-        conv2 = parameters[TIPSPool2DConfiguration.conv2Name]?.values
-    }
-
-    /// The weights on `device`, uploaded on the first request.
-    func buffers(on device: Device) throws -> (conv1: OpenCLBuffer, conv2: OpenCLBuffer) {
-        try uploads.withLock { uploads in
-            if let found = uploads.first(where: { $0.device === device }) { return (found.conv1, found.conv2) }
-            let upload = Upload(
-                device: device, conv1: try Self.upload(conv1, TIPSPool2DConfiguration.conv1Name, device),
-                conv2: try Self.upload(conv2, TIPSPool2DConfiguration.conv2Name, device))
-            uploads.removeAll { $0.device == nil }
-            uploads.append(upload)
-            return (upload.conv1, upload.conv2)
-        }
-    }
-
-    private static func upload(_ values: [Float]?, _ name: String, _ device: Device) throws -> OpenCLBuffer {
-        guard let values, !values.isEmpty else {
-            throw NyquistError(
-                .invalidParameters, "\(TIPSPool2DConfiguration.operatorName): parameter \(name) is missing")
-        }
-        let buffer = try device.context.makeBuffer(byteCount: values.count * 4)
-        try device.context.write(values, to: buffer)
-        return buffer
-    }
 }

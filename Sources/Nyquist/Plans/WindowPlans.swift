@@ -115,7 +115,7 @@ struct SeparableWindow {
         on device: Device, program: OpenCLProgram, kernels: (interior: String, tables: String),
         buffers: [LaunchArgument], interiorExtras: [LaunchArgument], tables: [LaunchArgument], shape: [LaunchArgument],
         planes: Int, interior: (rows: Range<Int>, columns: Range<Int>), extent: (rows: Int, columns: Int),
-        outputsPerItem: Int, parameters: LaunchParameters
+        outputsPerItem: Int, parameters: WindowKnobs
     ) throws -> [PreparedLaunch] {
         var launches: [PreparedLaunch] = []
         func launchTables(rows: Remap, columns: Remap) throws {
@@ -138,7 +138,7 @@ struct SeparableWindow {
         let vectorKernel = outputsPerItem > 1
         let fold =
             vectorKernel && sideColumns.count > 0 && interior.rows == 0..<extent.rows
-            && (parameters.foldedSides ?? WindowLaunch.foldsSidesByDefault(isGPU: device.info.isGPU))
+            && (parameters.foldedSides ?? WindowKnobs.foldsSidesByDefault(isGPU: device.info.isGPU))
         let sideArguments: [LaunchArgument] =
             vectorKernel
             ? try tables + [.int(fold ? sideColumns.count : 0), .int(sideColumns.split), .int(sideColumns.jump)] : []
@@ -206,9 +206,9 @@ struct SeparableWindow {
 }
 
 
-/// The launch parameters of the window kernel families, one choice function for all of them:
-/// a tuned database entry when `nyquist-bench --tune` has run on this device, else the
-/// built-in default below.
+/// The window kernel families, with one choice function for all of them: their knobs
+/// (``WindowKnobs``) through ``Device/knobs(_:family:shapeClass:)``, so a pin, a tuned
+/// database entry and the built-in default all take one path.
 enum WindowLaunch: String, CaseIterable {
     /// BlurPool / AvgPool forward (weighted_window_interior*).
     case windowForward = "window-forward"
@@ -225,36 +225,9 @@ enum WindowLaunch: String, CaseIterable {
         width < 16 ? "narrow" : width < 64 ? "medium" : "wide"
     }
 
-    /// Built-in defaults, one for every window family (the families differ in what they tune
-    /// to, not in where they start). CPU devices (PoCL): vectors of 8 outputs along W (4 on narrow maps,
-    /// where 8 would leave most columns to the border kernel), since PoCL runs the one-element
-    /// kernels as scalar code, and work-groups of up to 64 x 8 vectors (the driver's choice is
-    /// 2.5x slower for the backward on 8x64x112x112). GPUs: vectors of 2 outputs in 64 x 8
-    /// groups, the choice closest to the best candidate in every window family and shape class
-    /// when tuned on an NVIDIA H200 (figures: docs/performance.md, "GPU figures").
-    static func builtIn(shapeClass: String, isGPU: Bool) -> LaunchParameters {
-        if isGPU {
-            return LaunchParameters(outputsPerItem: 2, localSize: [64, 8, 1], foldedSides: foldsSidesByDefault(isGPU: true))
-        }
-        return LaunchParameters(
-            outputsPerItem: shapeClass == "narrow" ? 4 : 8, localSize: [64, 8, 1],
-            foldedSides: foldsSidesByDefault(isGPU: false))
-    }
-
-    /// Whether the vector kernels compute the side columns themselves when neither a database
-    /// entry nor an override says. CPUs (PoCL): yes; a separate strip launch re-reads the first
-    /// and last cache lines of every row after the interior has evicted them, and folding was
-    /// faster in most window cells of the ResNet shapes (docs/performance.md).
-    /// GPUs: no, the configuration the H200 figures were measured with (folding is unmeasured
-    /// there; `--tune` times both).
-    static func foldsSidesByDefault(isGPU: Bool) -> Bool { !isGPU }
-
-    /// The parameters for a pass of `family` writing rows of `width` elements on `device`.
-    static func choose(_ family: WindowLaunch, width: Int, on device: Device) -> LaunchParameters {
-        let shapeClass = shapeClass(width: width)
-        return device.launchParameters(
-            family: family.rawValue, shapeClass: shapeClass,
-            builtIn: builtIn(shapeClass: shapeClass, isGPU: device.info.isGPU))
+    /// The knobs for a pass of `family` writing rows of `width` elements on `device`.
+    static func choose(_ family: WindowLaunch, width: Int, on device: Device) -> WindowKnobs {
+        device.knobs(WindowKnobs.self, family: family.rawValue, shapeClass: shapeClass(width: width))
     }
 }
 

@@ -20,7 +20,7 @@ public final class Device: @unchecked Sendable, CustomStringConvertible {
     let plans = Mutex<[AnyPlanKey: CompiledPass]>([:])
     /// Device memory for tensors: buffers freed by dropped tensors are kept and reused.
     let allocator: CachingAllocator
-    /// Tuned launch parameters (read lazily from the cache directory) and overrides.
+    /// The tuning database (read lazily from the cache directory) and its generation.
     let tuning = Mutex(TuningState())
 
     /// Opens `device`; compiled kernels are also kept in `programCache` so that the next

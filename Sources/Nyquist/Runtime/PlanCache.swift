@@ -34,12 +34,13 @@ final class CompiledPass: Sendable {
 }
 
 /// What a plan is cached by: the operator's configuration, the pass, the input shape (and any
-/// other value the launches depend on), and the tuning state it was built under.
+/// other value the launches depend on), and the tuning state it was built under (the database
+/// generation and the pinned knobs, see ``TuningKey``).
 struct PlanKey<Configuration: Hashable & Sendable>: Hashable, Sendable {
     let configuration: Configuration
     let pass: PlanPass
     let input: Shape4D
-    var tuning = 0
+    var tuning = TuningKey()
 }
 
 /// A ``PlanKey`` of any configuration type.
@@ -74,7 +75,8 @@ enum PlanPass: Hashable, Sendable {
 
 extension Device {
     /// The compiled pass for `key`, built by `build` on the first request (and again after the
-    /// tuning state changed); later requests are one dictionary lookup.
+    /// database was reloaded, or under other pinned knobs); later requests are one dictionary
+    /// lookup.
     func compiledPass<Configuration: Hashable & Sendable>(
         _ key: PlanKey<Configuration>, build: () throws -> [PreparedLaunch]
     ) throws -> CompiledPass {
@@ -86,7 +88,7 @@ extension Device {
         _ key: PlanKey<Configuration>, build: () throws -> CompiledPass
     ) throws -> CompiledPass {
         var key = key
-        key.tuning = tuning.withLock { $0.generation }
+        key.tuning = tuningKey
         let boxed = AnyPlanKey(base: AnyHashable(key))
         if let cached = plans.withLock({ $0[boxed] }) { return cached }
         let built = try wrappingDriverErrors(build)

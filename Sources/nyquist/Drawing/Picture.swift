@@ -2,8 +2,8 @@ import ArgumentParser
 import Foundation
 import Nyquist
 import NyquistCore
+import NyquistOperators
 import NyquistImage
-import NyquistReference
 
 /// `nyquist picture`: PNG pictures that show what the operators do, with an index.md that
 /// captions each file and states how its values became gray levels or colours.
@@ -145,42 +145,20 @@ struct PictureEngine {
         return "\(info.name) (\(info.typeName), \(info.platformName))"
     }
 
-    func pool(_ pool: PoolOperator, _ x: HostTensor) throws -> HostTensor {
-        guard let device else { return try pool.reference(x) }
-        return try pool.layer(DeviceTensor(x, on: device)).toHost()
-    }
-
-    func adaptive(
-        _ x: HostTensor, _ configuration: AdaptiveBlurPool2DConfiguration, _ parameters: AdaptiveBlurPool2DParameters<Float>
-    ) throws -> (output: HostTensor, filters: HostTensor) {
-        guard let device else { return try Reference.adaptiveBlurPool2D(x, parameters: parameters, configuration) }
-        let layer = try AdaptiveBlurPool2D(configuration, parameters: parameters, on: device)
-        let (y, filters) = try layer.forwardWithFilters(DeviceTensor(x, on: device))
-        return (try y.toHost(), try filters.toHost())
-    }
-
-    /// LiftDownPool2D: the pooled output and the bands LL, LH, HL, HH.
-    func lift(_ x: HostTensor, _ configuration: LiftPoolConfiguration, _ parameters: LiftPoolParameters<Float>) throws
-        -> (output: HostTensor, bands: [HostTensor])
+    /// Operator `name` of the registry on `x` with `options` (and `seed` for the operators
+    /// with parameters): every result, on the host.
+    func results(_ name: String, _ x: HostTensor, seed: UInt64, options: [String: String] = [:]) throws
+        -> OperatorValues<HostTensor>
     {
-        guard let device else {
-            let bands = try Reference.liftDownPool2D(x, parameters, configuration).bands
-            return (bands.output, [bands.ll, bands.lh, bands.hl, bands.hh])
-        }
-        let result = try LiftDownPool2D(configuration, parameters: parameters, on: device)(DeviceTensor(x, on: device))
-        return (try result.output.toHost(), try result.bands.map { try $0.toHost() })
-    }
-
-    /// TIPSPool2D: the output and tau (N, C, 4).
-    func tips(_ x: HostTensor, _ configuration: TIPSPool2DConfiguration, _ parameters: [String: HostTensor]) throws
-        -> (output: HostTensor, tau: HostTensor)
-    {
-        guard let device else {
-            let result = try Reference.tipsPool2D(x, configuration, parameters: parameters)
-            return (result.output, result.tau)
-        }
-        let outputs = try TIPSPool2D(configuration, parameters: parameters).outputs(DeviceTensor(x, on: device))
-        return (try outputs.output.toHost(), try outputs.tau.toHost())
+        let descriptor = try OperatorRegistry.named(name)
+        var values = options
+        if descriptor.options.contains(where: { $0.name == "seed" }) { values["seed"] = "\(seed)" }
+        let options = OperatorOptions(values)
+        guard let device else { return try descriptor.makeReference(options, inputShape: x.shape)(x) }
+        let result = try descriptor.makeLayer(options, inputShape: x.shape, on: device)(DeviceTensor(x, on: device))
+        return OperatorValues(
+            output: try result.output.toHost(), extras: try result.extras.mapValues { try $0.toHost() },
+            scalars: result.scalars)
     }
 }
 
@@ -307,21 +285,8 @@ struct PictureBook {
         files.append(("input.png", panels[0].1))
         for name in Picture.operators {
             progress("\(name) on the \(inputName)")
-            let output: HostTensor
+            let output = try engine.results(name, input, seed: seed).output
             var rule = "gray = round(255 * clamp(v, 0, 1))"
-            switch name {
-            case AdaptiveBlurPool2DConfiguration.operatorName:
-                let configuration = try AdaptiveBlurPool2DConfiguration(channels: channels)
-                output = try engine.adaptive(
-                    input, configuration, AdaptiveBlurPool2DParameters(configuration: configuration, seed: seed)).output
-            case LiftPoolConfiguration.operatorName:
-                let configuration = try LiftPoolConfiguration(channels: channels)
-                output = try engine.lift(input, configuration, LiftPoolParameters(configuration, seed: seed)).output
-            default:
-                var options = OperatorOptions()
-                options.seed = seed
-                output = try engine.pool(options.makeOperator(try OperatorName.parse(name), channels: channels), input)
-            }
             var map = fixed
             if name == LiftPoolConfiguration.operatorName {
                 // LL + LH + HL + HH is not confined to [0, 1]; stretch its own range instead.
@@ -364,8 +329,11 @@ struct PictureBook {
         var captions: [String] = []
         for (file, title, x) in sources {
             progress("lift-down-pool bands of \(title)")
-            let configuration = try LiftPoolConfiguration(channels: 1)
-            let bands = try engine.lift(x, configuration, LiftPoolParameters(configuration, seed: seed)).bands
+            let extras = try engine.results(LiftPoolConfiguration.operatorName, x, seed: seed).extras
+            let bands = try ["ll", "lh", "hl", "hh"].map { name in
+                guard let band = extras[name] else { throw CLIFailure("lift-down-pool gave no band \(name)") }
+                return band
+            }
             let (bandHeight, bandWidth) = (bands[0].shape[2], bands[0].shape[3])
             let (low, high) = Self.range(bands[0].values)
             let detail = bands.dropFirst().flatMap(\.values).filter(\.isFinite).map { abs($0) }.max() ?? 1
@@ -407,10 +375,13 @@ struct PictureBook {
         let second = try pinkNoise(seed: 1, channels: 1)
         let x = try HostTensor(shape: [1, 2, height, width], values: first.values + second.values)
         let kernel = 3
-        let configuration = try AdaptiveBlurPool2DConfiguration(
-            channels: 2, kernelSize: kernel, stride: 2, groups: 2, padding: .reflect, softmax: .perGroup)
-        let filters = try engine.adaptive(x, configuration, AdaptiveBlurPool2DParameters(configuration: configuration, seed: seed))
-            .filters
+        let results = try engine.results(
+            AdaptiveBlurPool2DConfiguration.operatorName, x, seed: seed,
+            options: [
+                "kernel": "\(kernel)", "stride": "2", "groups": "2", "padding": "reflect", "softmax": "per-group",
+                "filters": "true",
+            ])
+        guard let filters = results.extras["filters"] else { throw CLIFailure("adaptive-blur-pool gave no filters") }
         let (outputHeight, outputWidth) = (filters.shape[2], filters.shape[3])
         let plane = outputHeight * outputWidth
         let taps = kernel * kernel
@@ -490,8 +461,9 @@ struct PictureBook {
             let column = (pixel % width - dx + width) % width
             return planes[channel * plane + row * width + column]
         }
-        let configuration = try TIPSPool2DConfiguration(channels: channelCount)
-        let tau = try engine.tips(x, configuration, configuration.defaultParameters(seed: seed)).tau
+        guard let tau = try engine.results(TIPSPool2DConfiguration.operatorName, x, seed: seed).extras["tau"] else {
+            throw CLIFailure("tips-pool gave no tau")
+        }
         let (low, high) = Self.range(tau.values)
 
         let cell = 16

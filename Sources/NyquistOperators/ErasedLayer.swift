@@ -1,0 +1,168 @@
+import Nyquist
+import NyquistCore
+
+/// What one call of an operator produces, by name, for code that handles every operator alike
+/// (the CLI, the benchmarks, the registry's parity tests): `Tensor` is ``DeviceTensor`` for the
+/// device layers and ``HostTensor`` for the CPU reference.
+public struct OperatorValues<Tensor> {
+    /// The main result (the pooled map; LiftUpPool: the reconstruction).
+    public var output: Tensor
+    /// The other results by the names `nyquist run --extra` writes them under (`indices`, `psi`,
+    /// `tau`, `ll`, ...).
+    public var extras: [String: Tensor] = [:]
+    /// Scalar results by name (TIPS's `fm`, `undo`; LiftPool's `c_u`, `c_p`, `loss`).
+    public var scalars: [String: Double] = [:]
+
+    /// Bundles the results.
+    public init(output: Tensor, extras: [String: Tensor] = [:], scalars: [String: Double] = [:]) {
+        self.output = output
+        self.extras = extras
+        self.scalars = scalars
+    }
+}
+
+/// What one backward of an operator produces, by name.
+public struct OperatorGradientValues<Tensor> {
+    /// Gradient with respect to the main input.
+    public var input: Tensor
+    /// Gradients with respect to the other inputs by name (LiftUpPool's `lh`, `hl`, `hh` or `d`).
+    public var extras: [String: Tensor] = [:]
+    /// Gradients with respect to the parameters by PyTorch `state_dict` name.
+    public var parameters: [String: Tensor] = [:]
+
+    /// Bundles the gradients.
+    public init(input: Tensor, extras: [String: Tensor] = [:], parameters: [String: Tensor] = [:]) {
+        self.input = input
+        self.extras = extras
+        self.parameters = parameters
+    }
+}
+
+/// What a training forward kept for the backward of the same ``ErasedLayer``, opaque to the
+/// caller.
+public struct SavedState {
+    let value: Any
+    let layer: ObjectIdentifier
+}
+
+/// One operator with its options and parameters fixed, behind one interface whatever its
+/// types: the registry's product (``OperatorDescriptor/makeLayer(_:inputShape:parameters:on:)``
+/// and ``OperatorDescriptor/makeReference(_:inputShape:parameters:)``).
+///
+/// Inputs are named: `input` is the main one (LiftUpPool: the coarse band LL or s); LiftUpPool
+/// also takes its detail bands (`lh`, `hl`, `hh` or `d`), APS optionally `indices` (phases to
+/// sample instead of choosing).
+public final class ErasedLayer<Tensor> {
+    /// The operator's CLI name.
+    public let name: String
+    /// The parameters by PyTorch `state_dict` name.
+    public let parameters: () throws -> [String: Tensor]
+    private let forwardBody: ([String: Tensor]) throws -> OperatorValues<Tensor>
+    private let trainingBody: ([String: Tensor]) throws -> (OperatorValues<Tensor>, Any)
+    private let backwardBody: (Tensor, Any) throws -> OperatorGradientValues<Tensor>
+
+    init(
+        name: String, parameters: @escaping () throws -> [String: Tensor],
+        forward: @escaping ([String: Tensor]) throws -> OperatorValues<Tensor>,
+        training: @escaping ([String: Tensor]) throws -> (OperatorValues<Tensor>, Any),
+        backward: @escaping (Tensor, Any) throws -> OperatorGradientValues<Tensor>
+    ) {
+        self.name = name
+        self.parameters = parameters
+        forwardBody = forward
+        trainingBody = training
+        backwardBody = backward
+    }
+
+    /// Inference forward of the named inputs.
+    public func callAsFunction(_ inputs: [String: Tensor]) throws -> OperatorValues<Tensor> {
+        try forwardBody(inputs)
+    }
+
+    /// Inference forward of one input.
+    public func callAsFunction(_ input: Tensor) throws -> OperatorValues<Tensor> {
+        try forwardBody([ErasedInputs.main: input])
+    }
+
+    /// Training forward: the results and what ``backward(_:_:)`` needs.
+    public func forwardTraining(_ inputs: [String: Tensor]) throws -> (output: OperatorValues<Tensor>, saved: SavedState) {
+        let (values, saved) = try trainingBody(inputs)
+        return (values, SavedState(value: saved, layer: ObjectIdentifier(self)))
+    }
+
+    /// Training forward of one input.
+    public func forwardTraining(_ input: Tensor) throws -> (output: OperatorValues<Tensor>, saved: SavedState) {
+        try forwardTraining([ErasedInputs.main: input])
+    }
+
+    /// Backward from the gradient of the main output (the other results' gradients are zero;
+    /// loss terms count with the weights the options gave) and this layer's saved state.
+    public func backward(_ gradOutput: Tensor, _ saved: SavedState) throws -> OperatorGradientValues<Tensor> {
+        guard saved.layer == ObjectIdentifier(self) else {
+            throw NyquistError(.invalidConfiguration, "\(name): backward was given the saved state of another layer")
+        }
+        return try backwardBody(gradOutput, saved.value)
+    }
+}
+
+/// The device form of an operator.
+public typealias AnyLayer = ErasedLayer<DeviceTensor>
+/// The CPU reference form of an operator.
+public typealias AnyReferenceLayer = ErasedLayer<HostTensor>
+
+/// Names and lookups of erased inputs.
+enum ErasedInputs {
+    /// The main input's name.
+    static let main = "input"
+
+    /// The input called `name`; a typed error naming the operator when it is missing.
+    static func require<Tensor>(_ inputs: [String: Tensor], _ name: String, operator operatorName: String) throws -> Tensor {
+        guard let tensor = inputs[name] else {
+            throw NyquistError(.invalidConfiguration, "\(operatorName): missing input '\(name)'")
+        }
+        return tensor
+    }
+
+    /// A saved value of the expected type (the layer built both closures, so this holds).
+    static func cast<Saved>(_ value: Any, _ operatorName: String) throws -> Saved {
+        guard let saved = value as? Saved else {
+            throw NyquistError(.invalidConfiguration, "\(operatorName): saved state of another kind")
+        }
+        return saved
+    }
+}
+
+extension ErasedLayer where Tensor == DeviceTensor {
+    /// Erases a device layer whose input is one tensor; `gradients` builds its output gradients
+    /// from the main output's gradient.
+    convenience init<L: Layer>(_ layer: L, gradients: @escaping (DeviceTensor) -> L.OutputGradients)
+    where L.Input == DeviceTensor, L.Gradients: LayerGradients {
+        let name = L.Configuration.operatorName
+        self.init(
+            name: name, parameters: { layer.parameters },
+            forward: { inputs in
+                OperatorValues(try layer(try ErasedInputs.require(inputs, ErasedInputs.main, operator: name)))
+            },
+            training: { inputs in
+                let (output, saved) = try layer.forwardTraining(try ErasedInputs.require(inputs, ErasedInputs.main, operator: name))
+                return (OperatorValues(output), saved)
+            },
+            backward: { gradOutput, saved in
+                OperatorGradientValues(try layer.backward(gradients(gradOutput), try ErasedInputs.cast(saved, name)))
+            })
+    }
+}
+
+extension OperatorValues where Tensor == DeviceTensor {
+    /// The named view of a layer's output.
+    init(_ output: some LayerOutput) {
+        self.init(output: output.output, extras: output.extras, scalars: output.scalars)
+    }
+}
+
+extension OperatorGradientValues where Tensor == DeviceTensor {
+    /// The named view of a layer's gradients.
+    init(_ gradients: some LayerGradients) {
+        self.init(input: gradients.input, extras: gradients.extras, parameters: gradients.parameters)
+    }
+}

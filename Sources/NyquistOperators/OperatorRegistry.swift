@@ -1,0 +1,118 @@
+import Nyquist
+import NyquistCore
+
+/// One operator of the library: its name, its options, its parameter names, and how to build
+/// its device layer and its CPU reference with the same options and parameters.
+///
+/// ```swift
+/// let blur = try OperatorRegistry.named("blur-pool")
+/// let options = OperatorOptions(["filter-size": "5"])
+/// let layer = try blur.makeLayer(options, inputShape: x.shape, on: device)
+/// let reference = try blur.makeReference(options, inputShape: x.shape)
+/// let y = try layer(try DeviceTensor(x, on: device)).output
+/// let expected = try reference(x).output
+/// ```
+public struct OperatorDescriptor: Sendable {
+    /// The CLI name (`blur-pool`).
+    public let name: String
+    /// One line saying what it is.
+    public let summary: String
+    /// The options it takes (none of the others).
+    public let options: [OperatorOption]
+    /// Its parameters' PyTorch `state_dict` names (empty without parameters).
+    public let parameterNames: [String]
+    /// Other `state_dict` entries a PyTorch module of this operator carries that are accepted
+    /// and ignored (AdaptiveBlurPool's `bn.num_batches_tracked`).
+    public var ignoredParameterNames: Set<String> = []
+    /// The input ranks it takes (4: N x C x H x W; LiftPool also 3: N x C x L).
+    public let inputRanks: [Int]
+    /// The names of the results besides `output` (APS `indices`; TIPS `psi`, `tau`; LiftDownPool
+    /// its bands, by input rank).
+    public let extraOutputs: @Sendable (_ rank: Int) -> [String]
+    /// What the scalar results are called as a group (`nyquist run --extra` writes them to
+    /// `<name>.json`): TIPS's `losses`, LiftDownPool's `regularisers`; nil without scalars.
+    public let scalarsName: String?
+    /// The names of the inputs besides `input` (LiftUpPool's detail bands, by input rank; APS's
+    /// optional `indices`).
+    public let extraInputs: @Sendable (_ rank: Int) -> [String]
+
+    let describe: @Sendable (OperatorOptions, _ inputShape: [Int]) throws -> String
+    let shape: @Sendable (OperatorOptions, _ inputShape: [Int]) throws -> [Int]
+    let defaults: @Sendable (OperatorOptions, _ channels: Int) throws -> [String: HostTensor]
+    let device: @Sendable (OperatorOptions, _ inputShape: [Int], _ parameters: [String: HostTensor], Device) throws -> AnyLayer
+    let host: @Sendable (OperatorOptions, _ inputShape: [Int], _ parameters: [String: HostTensor]) throws -> AnyReferenceLayer
+
+    /// Throws for an option this operator does not take, naming the ones it does (values are
+    /// checked with the input's shape, by every other method).
+    public func checkOptionNames(_ options: OperatorOptions) throws {
+        try options.check(allowedBy: self)
+    }
+
+    /// The operator's configuration as text (`blur-pool C=3 k=4 s=2 reflect offset=0`), with the
+    /// options' typed errors.
+    public func description(_ options: OperatorOptions, inputShape: [Int]) throws -> String {
+        try options.check(allowedBy: self)
+        return try describe(options, checkedShape(inputShape))
+    }
+
+    /// The shape of the main output for an input of `inputShape`, with the configuration's typed
+    /// errors (an input too small for the padding, a channel count the options refuse).
+    public func outputShape(_ options: OperatorOptions, inputShape: [Int]) throws -> [Int] {
+        try options.check(allowedBy: self)
+        return try shape(options, checkedShape(inputShape))
+    }
+
+    /// The parameters a layer gets: `given` (checked by the layer), else the operator's
+    /// default initialisation drawn from the `seed` option.
+    public func parameters(_ options: OperatorOptions, inputShape: [Int], given: [String: HostTensor]? = nil) throws
+        -> [String: HostTensor]
+    {
+        try options.check(allowedBy: self)
+        let shape = try checkedShape(inputShape)
+        if let given { return given }
+        return parameterNames.isEmpty ? [:] : try defaults(options, shape[1])
+    }
+
+    /// The device layer for inputs of `inputShape` (its channel count and rank pick the layer).
+    public func makeLayer(
+        _ options: OperatorOptions, inputShape: [Int], parameters given: [String: HostTensor]? = nil, on device: Device
+    ) throws -> AnyLayer {
+        let parameters = try parameters(options, inputShape: inputShape, given: given)
+        return try self.device(options, inputShape, parameters, device)
+    }
+
+    /// The CPU reference with the same options and parameters.
+    public func makeReference(
+        _ options: OperatorOptions, inputShape: [Int], parameters given: [String: HostTensor]? = nil
+    ) throws -> AnyReferenceLayer {
+        let parameters = try parameters(options, inputShape: inputShape, given: given)
+        return try host(options, inputShape, parameters)
+    }
+
+    private func checkedShape(_ shape: [Int]) throws -> [Int] {
+        guard inputRanks.contains(shape.count), shape.count >= 2 else {
+            let ranks = inputRanks.map(String.init).joined(separator: " or ")
+            throw NyquistError(.invalidShape, "\(name): input must have rank \(ranks), has shape \(shape)")
+        }
+        return shape
+    }
+}
+
+/// Every operator of the library, by CLI name: the one table the CLI, the benchmarks and the
+/// parity tests build layers from.
+public enum OperatorRegistry {
+    /// The operators in the CLI's order.
+    public static let all: [OperatorDescriptor] =
+        WindowOperators.all + PolyphaseOperators.all + LiftOperators.all + [AdaptiveOperator.descriptor]
+
+    /// The names, comma-separated (for errors and help).
+    public static var names: String { all.map(\.name).joined(separator: ", ") }
+
+    /// The operator called `name`; `.invalidConfiguration` listing the valid names otherwise.
+    public static func named(_ name: String) throws -> OperatorDescriptor {
+        guard let found = all.first(where: { $0.name == name }) else {
+            throw NyquistError(.invalidConfiguration, "unknown operator '\(name)'; valid operators: \(names)")
+        }
+        return found
+    }
+}
