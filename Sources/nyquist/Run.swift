@@ -111,7 +111,7 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("Fill of tips-pool's L_undo shift (default circular).", valueName: "circular|zero"))
     var shiftFill: String?
 
-    @Option(help: "Seed of tips-pool's default weights and of its L_undo shift (default 0).")
+    @Option(help: "Seed of the default parameters (tips-pool, LiftPool, adaptive-blur-pool) and of tips-pool's L_undo shift (default 0).")
     var seed: UInt64?
 
     @Option(help: "Filter groups of adaptive-blur-pool; must divide C (default gcd(8, C)).")

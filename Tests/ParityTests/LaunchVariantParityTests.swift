@@ -145,15 +145,17 @@ struct LaunchVariantParityTests {
                     #expect(discrepancy.within(PolyphaseTolerance.tipsBackward), "\(label) grad \(name): \(discrepancy)")
                 }
                 // Only the input saved (TIPSPool2DSaved(input:)), no loss: backward recomputes tau
-                // and q (and, fused, psi from the input). TIPSPool2D has no backward into a
-                // caller's tensor any more, so this gradient cannot be guarded.
+                // and q (and, fused, psi from the input), into a guarded gradient.
                 let plainExpected = try Reference.tipsPool2DBackward(
                     gradOutput: gradOutput, saved: Reference.TIPSSaved(input: x, parameters: hostParameters, shift: nil),
                     tips.configuration)
-                let plain = try tips.backward(
-                    TIPSPool2DOutputGradients(output: try DeviceTensor(gradOutput, on: device)), TIPSPool2DSaved(input: input))
-                let plainError = Discrepancy(actual: try plain.input.toHost().values, expected: plainExpected.input.values)
+                let plain = try GuardedTensor(shape: shape, on: device)
+                try tips.backward(
+                    TIPSPool2DOutputGradients(output: try DeviceTensor(gradOutput, on: device)), TIPSPool2DSaved(input: input),
+                    into: plain.tensor)
+                let plainError = Discrepancy(actual: try plain.tensor.toHost().values, expected: plainExpected.input.values)
                 #expect(plainError.within(PolyphaseTolerance.tipsBackward), "\(label) plain backward: \(plainError)")
+                #expect(try plain.damagedGuards().isEmpty, "\(label) plain backward wrote outside its gradient")
                 // Run to run identical: no atomics, every order fixed by the sizes.
                 let again = try tips.backward(
                     TIPSPool2DOutputGradients(output: try DeviceTensor(gradOutput, on: device), lossWeights: weights), saved)

@@ -255,12 +255,14 @@ struct PolyphaseParityTests {
                     worstBackward = max(worstBackward, discrepancy.relativeError)
                 }
                 // Backward of the output alone (default loss weights: neither loss) agrees with the
-                // reference's. TIPSPool2D has no backward into a caller's tensor any more, so this
-                // gradient cannot be guarded.
-                let plain = try layer.backward(TIPSPool2DOutputGradients(output: try DeviceTensor(gradOutput, on: device)), saved)
+                // reference's, written into a guarded gradient.
+                let plain = try GuardedTensor(shape: shape, on: device)
+                try layer.backward(
+                    TIPSPool2DOutputGradients(output: try DeviceTensor(gradOutput, on: device)), saved, into: plain.tensor)
                 let plainExpected = try Reference.tipsPool2DBackward(gradOutput: gradOutput, saved: referenceSaved, config)
-                let plainError = Discrepancy(actual: try plain.input.toHost().values, expected: plainExpected.input.values)
+                let plainError = Discrepancy(actual: try plain.tensor.toHost().values, expected: plainExpected.input.values)
                 #expect(plainError.within(PolyphaseTolerance.tipsBackward), "\(label) plain backward: \(plainError)")
+                #expect(try plain.damagedGuards().isEmpty, "\(label) backward wrote outside its gradient")
             }
         }
         print(

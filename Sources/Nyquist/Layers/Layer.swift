@@ -40,8 +40,9 @@ public protocol Layer {
     /// parameter-free operators).
     var parameters: [String: DeviceTensor] { get }
     /// Replaces the parameters with the tensors of a PyTorch `state_dict` (names without a
-    /// prefix; extra entries are ignored); throws ``NyquistError/Kind/invalidParameters`` for a
-    /// missing or misshapen tensor and then leaves the parameters as they were.
+    /// prefix; entries a PyTorch module carries but the layer does not use, such as BatchNorm's
+    /// `num_batches_tracked`, are accepted); throws ``NyquistError/Kind/invalidParameters`` for a
+    /// missing, misshapen or unexpected tensor and then leaves the parameters as they were.
     func loadParameters(_ stateDict: [String: HostTensor]) throws
     /// Inference forward.
     func callAsFunction(_ input: Input) throws -> Output

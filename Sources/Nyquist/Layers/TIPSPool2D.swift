@@ -39,16 +39,17 @@ public final class TIPSPool2D: Layer {
         try self.init(configuration, parameters: configuration.defaultParameters(seed: seed), on: device)
     }
 
-    /// A layer with given weights, e.g. `Safetensors.read(...)` of a PyTorch state_dict (extra
-    /// entries are ignored); throws ``NyquistError/Kind/invalidParameters`` when a weight is
-    /// missing or misshapen.
+    /// A layer with given weights, e.g. `Safetensors.read(...)` of a PyTorch state_dict; throws
+    /// ``NyquistError/Kind/invalidParameters`` when a weight is missing or misshapen or a name is
+    /// not one of the two.
     public init(_ configuration: TIPSPool2DConfiguration, parameters: [String: HostTensor], on device: Device) throws {
         self.configuration = configuration
         self.device = device
         self.parameters = try Self.upload(parameters, configuration, on: device)
     }
 
-    /// Replaces both weights (validated; extra entries ignored).
+    /// Replaces both weights; throws `.invalidParameters` for a missing, misshapen or unexpected
+    /// tensor and then leaves the weights as they were.
     public func loadParameters(_ stateDict: [String: HostTensor]) throws {
         parameters = try Self.upload(stateDict, configuration, on: device)
     }
@@ -121,9 +122,17 @@ public final class TIPSPool2D: Layer {
     /// saved by ``forwardTraining(_:undoShift:)``.
     public func backward(_ outputGradients: TIPSPool2DOutputGradients, _ saved: TIPSPool2DSaved) throws -> Gradients {
         let gradInput = try DeviceTensor(shape: saved.input.shape, on: saved.input.device)
-        let weights = try backward(
-            outputGradients.output, saved, into: gradInput, lossWeights: outputGradients.lossWeights)
+        let weights = try backward(outputGradients, saved, into: gradInput)
         return Gradients(input: gradInput, parameters: weights)
+    }
+
+    /// ``backward(_:_:)`` writing the input's gradient into `gradInput` (the input's shape);
+    /// returns the weights' gradients by PyTorch name.
+    @discardableResult
+    public func backward(_ outputGradients: TIPSPool2DOutputGradients, _ saved: TIPSPool2DSaved, into gradInput: DeviceTensor)
+        throws -> [String: DeviceTensor]
+    {
+        try backward(outputGradients.output, saved, into: gradInput, lossWeights: outputGradients.lossWeights)
     }
 
     // MARK: Internals
