@@ -1,7 +1,7 @@
 import COpenCL
 
 /// One argument of a ``PreparedLaunch``: either fixed when the launch is prepared, or bound to
-/// one of the buffers passed to each ``OpenCLContext/enqueue(_:buffers:)``.
+/// one of the buffers (or scalars) passed to each ``OpenCLContext/enqueue(_:buffers:scalars:)``.
 package enum LaunchArgument {
     /// The call's buffer number `index` (the input, the output, a temporary, ...).
     case bound(Int)
@@ -11,6 +11,10 @@ package enum LaunchArgument {
     case int32(Int32)
     /// A 32-bit float (`float`).
     case float(Float)
+    /// A `float` set on each call: `factor` times the call's scalar number `index`, multiplied
+    /// in `Double` and rounded once (a loss weight scaled by a count fixed with the shape), so
+    /// values that change from call to call share one launch.
+    case scaled(Int, factor: Double)
     /// Local memory of this many bytes (`__local T*`).
     case local(Int)
 
@@ -42,13 +46,17 @@ package final class PreparedLaunch: @unchecked Sendable, CustomStringConvertible
     let bindings: [(argument: cl_uint, buffer: Int)]
     /// The most buffer numbers the launch reads (its highest bound number + 1).
     package let bufferCount: Int
+    /// (argument index, scalar number, factor) of each per-call `float`.
+    let scalarBindings: [(argument: cl_uint, scalar: Int, factor: Double)]
+    /// The most scalar numbers the launch reads (its highest scalar number + 1).
+    let scalarCount: Int
     // Kept alive: the kernel's fixed arguments point at these, and the kernel at the program.
     private let program: OpenCLProgram
     private let constants: [OpenCLBuffer]
 
     init(
         name: String, kernel: cl_kernel, global: [Int], local: [Int]?, bindings: [(cl_uint, Int)],
-        program: OpenCLProgram, constants: [OpenCLBuffer]
+        scalarBindings: [(cl_uint, Int, Double)], program: OpenCLProgram, constants: [OpenCLBuffer]
     ) {
         self.name = name
         self.kernel = kernel
@@ -57,6 +65,8 @@ package final class PreparedLaunch: @unchecked Sendable, CustomStringConvertible
         self.local = local
         self.bindings = bindings
         self.bufferCount = (bindings.map(\.1).max() ?? -1) + 1
+        self.scalarBindings = scalarBindings
+        self.scalarCount = (scalarBindings.map(\.1).max() ?? -1) + 1
         self.program = program
         self.constants = constants
     }
@@ -90,6 +100,7 @@ extension OpenCLContext {
                 detail: "\(name) takes \(expected) argument(s), \(arguments.count) given")
         }
         var bindings: [(cl_uint, Int)] = []
+        var scalarBindings: [(cl_uint, Int, Double)] = []
         var constants: [OpenCLBuffer] = []
         do {
             try state.withLock { _ in
@@ -103,6 +114,13 @@ extension OpenCLContext {
                                 call: "clSetKernelArg", code: CL_INVALID_ARG_INDEX, detail: "\(name) buffer number \(number)")
                         }
                         bindings.append((position, number))
+                        continue
+                    case .scaled(let number, let factor):
+                        guard number >= 0 else {
+                            throw OpenCLError(
+                                call: "clSetKernelArg", code: CL_INVALID_ARG_INDEX, detail: "\(name) scalar number \(number)")
+                        }
+                        scalarBindings.append((position, number, factor))
                         continue
                     case .buffer(let buffer):
                         constants.append(buffer)
@@ -125,14 +143,15 @@ extension OpenCLContext {
             throw error
         }
         return PreparedLaunch(
-            name: name, kernel: kernel, global: globalSizes, local: localSizes, bindings: bindings, program: program,
-            constants: constants)
+            name: name, kernel: kernel, global: globalSizes, local: localSizes, bindings: bindings,
+            scalarBindings: scalarBindings, program: program, constants: constants)
     }
 
     /// Enqueues `launches` in order, binding each launch's `.bound(i)` arguments to
-    /// `buffers[i]`; returns without waiting. Launches of one call go out under one lock, so
-    /// another thread's launches never interleave with them.
-    package func enqueue(_ launches: [PreparedLaunch], buffers: [OpenCLBuffer]) throws {
+    /// `buffers[i]` and its `.scaled(i, factor)` ones to `factor * scalars[i]`; returns without
+    /// waiting. Launches of one call go out under one lock, so another thread's launches never
+    /// interleave with them.
+    package func enqueue(_ launches: [PreparedLaunch], buffers: [OpenCLBuffer], scalars: [Double] = []) throws {
         try state.withLock { state in
             let timing = !state.timingSessions.isEmpty
             for launch in launches {
@@ -146,6 +165,17 @@ extension OpenCLContext {
                     try check(
                         clSetKernelArg(launch.kernel, binding.argument, MemoryLayout<cl_mem>.size, &handle),
                         "clSetKernelArg", "\(launch.name) argument \(binding.argument)")
+                }
+                guard launch.scalarCount <= scalars.count else {
+                    throw OpenCLError(
+                        call: "clSetKernelArg", code: CL_INVALID_KERNEL_ARGS,
+                        detail: "\(launch.name) reads \(launch.scalarCount) scalar(s), \(scalars.count) given")
+                }
+                for binding in launch.scalarBindings {
+                    var value = Float(binding.factor * scalars[binding.scalar])
+                    try check(
+                        clSetKernelArg(launch.kernel, binding.argument, 4, &value), "clSetKernelArg",
+                        "\(launch.name) argument \(binding.argument)")
                 }
                 try enqueueLocked(launch, state: &state, timing: timing)
             }

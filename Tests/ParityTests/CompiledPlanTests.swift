@@ -1,6 +1,7 @@
 import Nyquist
 import NyquistCL
 import NyquistCore
+import NyquistReference
 import Testing
 import _NyquistTestSupport
 
@@ -113,5 +114,49 @@ struct CompiledPlanTests {
             #expect(y.values == first.values)
         }
         #expect(launches[0] > launches[1], "folding the side columns must take fewer launches: \(launches)")
+    }
+
+    @Test("loss weights are per-call values: a new weight reuses the plan and scales the loss terms")
+    func lossWeightsReusePlans() throws {
+        let device = try TestDevice.fresh()
+        let shape = [2, 3, 7, 8]
+        let x = try randomTensor(shape, seed: 31)
+        let input = try DeviceTensor(x, on: device)
+
+        let lift = try LiftDownPool2D(channels: 3, kernelSize: 3, seed: 2, on: device)
+        let hostParameters = try LiftPoolParameters<Float>(lift.configuration, stateDict: lift.parameterValues())
+        let gradOutput = try randomTensor(try lift.configuration.outputShape(for: Shape4D(shape)).dimensions, seed: 32)
+        let (_, liftSaved) = try lift.forwardTraining(input)
+        var plans: Int?
+        for weight in [1.0, 0.5, 0, 3] {
+            let gradients = try lift.backward(
+                LiftDownPool2DOutputGradients(output: try DeviceTensor(gradOutput, on: device), regulariserLoss: weight),
+                liftSaved)
+            let expected = try Reference.liftDownPool2DBackward(
+                input: x, hostParameters, lift.configuration, gradOutput: gradOutput, gradLoss: Float(weight))
+            let error = Discrepancy(actual: try gradients.input.toHost().values, expected: expected.input.values)
+            #expect(error.within(LiftPoolParityTests.backwardTolerance), "regulariser weight \(weight): \(error)")
+            if let plans { #expect(device.compiledPassCount == plans, "weight \(weight) built a plan") }
+            plans = device.compiledPassCount
+        }
+
+        let tips = try TIPSPool2D(channels: 3, seed: 4, on: device)
+        let shift = MapShift(dy: 1, dx: 1, fill: .circular)
+        let tipsGradOutput = try randomTensor(try tips.outputShape(for: input).dimensions, seed: 33)
+        let (_, tipsSaved) = try tips.forwardTraining(input, undoShift: shift)
+        let referenceSaved = Reference.TIPSSaved(input: x, parameters: try tips.parameterValues(), shift: shift)
+        plans = nil
+        for (fm, undo) in [(0.0, 0.0), (0.5, 2.0), (1.5, 0.25)] {
+            let weights = try TIPSLossWeights(fm: fm, undo: undo)
+            let gradients = try tips.backward(
+                TIPSPool2DOutputGradients(output: try DeviceTensor(tipsGradOutput, on: device), lossWeights: weights),
+                tipsSaved)
+            let expected = try Reference.tipsPool2DBackward(
+                gradOutput: tipsGradOutput, saved: referenceSaved, tips.configuration, lossWeights: weights)
+            let error = Discrepancy(actual: try gradients.input.toHost().values, expected: expected.input.values)
+            #expect(error.within(PolyphaseTolerance.tipsBackward), "loss weights \(fm), \(undo): \(error)")
+            if let plans { #expect(device.compiledPassCount == plans, "loss weights \(fm), \(undo) built a plan") }
+            plans = device.compiledPassCount
+        }
     }
 }

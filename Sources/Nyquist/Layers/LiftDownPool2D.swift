@@ -103,12 +103,12 @@ public final class LiftDownPool2D: Layer {
         let gx = try DeviceTensor(shape: saved.input.shape, on: device)
         // A missing upstream gradient binds a saved band in its place (never read).
         let upstreamBuffers = upstream.map { $0?.buffer ?? saved.bands.ll.buffer }
-        try plan(.backward, shape, upstream: given, gradLoss: gradLoss) {
-            try LiftPlans.down2DBackward(configuration, shape, upstream: given, gradLoss: gradLoss, on: device)
+        try plan(.backward, shape, upstream: given) {
+            try LiftPlans.down2DBackward(configuration, shape, upstream: given, on: device)
         }.run(
             on: device,
             buffers: weights.buffers + [saved.input, saved.sh, saved.dh].map(\.buffer) + saved.bands.bands.map(\.buffer)
-                + upstreamBuffers + [gsh, gdh, gx].map(\.buffer) + gradients.map(\.buffer))
+                + upstreamBuffers + [gsh, gdh, gx].map(\.buffer) + gradients.map(\.buffer), scalars: [gradLoss])
         return Gradients(input: gx, parameters: Dictionary(uniqueKeysWithValues: zip(LiftPoolParameters<Float>.names, gradients)))
     }
 
@@ -135,13 +135,12 @@ public final class LiftDownPool2D: Layer {
 
     /// The compiled `pass` of this layer for an input of `shape`, built by `build` once.
     private func plan(
-        _ pass: PlanPass, _ shape: Shape4D, upstream: Int = 0, gradLoss: Double = 0,
-        build: () throws -> CompiledPass
+        _ pass: PlanPass, _ shape: Shape4D, upstream: Int = 0, build: () throws -> CompiledPass
     ) throws -> CompiledPass {
         try weights.device.compiledPass(
             PlanKey(
                 configuration: LiftPlanConfiguration(
-                    configuration: configuration, layer: .down2D, upstream: upstream, gradLoss: gradLoss.bitPattern),
+                    configuration: configuration, layer: .down2D, upstream: upstream),
                 pass: pass, input: shape),
             build: build)
     }

@@ -252,9 +252,7 @@ public final class TIPSPool2D: Layer {
         let padded = try configuration.paddedShape(for: inputShape)
         let (n, c, k) = (inputShape.n, inputShape.c, configuration.kernelSize)
         let state = try savedState(saved, inputShape)
-        let variant = TIPSBackwardVariant(
-            configuration: configuration, fmScale: Float(lossWeights.fm / Double(n * c)),
-            undoScale: target == nil ? nil : Float(2 * lossWeights.undo / Double(padded.count)), recompute: state == nil)
+        let variant = TIPSBackwardVariant(configuration: configuration, withTarget: target != nil, recompute: state == nil)
         let plan = try device.compiledPass(PlanKey(configuration: variant, pass: .backward, input: inputShape)) {
             try Self.backwardLaunches(variant, input: inputShape, on: device)
         }
@@ -274,9 +272,12 @@ public final class TIPSPool2D: Layer {
         let psi = unfused ? try state?.psi ?? DeviceTensor(shape: padded.dimensions, on: device) : filler
         let gradZ = unfused ? try DeviceTensor(shape: padded.dimensions, on: device) : filler
         try plan.run(
-            on: device, saved.input.buffer, gradOutput.buffer, weights.conv1.buffer, weights.conv2.buffer, gradInput.buffer,
-            gradW1.buffer, gradW2.buffer, tau.buffer, q.buffer, (target ?? filler).buffer, gradQ.buffer, shares.buffer,
-            rowTerms.buffer, output.buffer, psi.buffer, gradZ.buffer)
+            on: device,
+            buffers: [
+                saved.input.buffer, gradOutput.buffer, weights.conv1.buffer, weights.conv2.buffer, gradInput.buffer,
+                gradW1.buffer, gradW2.buffer, tau.buffer, q.buffer, (target ?? filler).buffer, gradQ.buffer, shares.buffer,
+                rowTerms.buffer, output.buffer, psi.buffer, gradZ.buffer,
+            ], scalars: [lossWeights.fm, lossWeights.undo])
         return [TIPSPool2DConfiguration.conv1Name: gradW1, TIPSPool2DConfiguration.conv2Name: gradW2]
     }
 }

@@ -15,9 +15,6 @@ struct LiftPlanConfiguration: Hashable, Sendable {
     /// LiftDownPool backward: a bit per upstream gradient given, in the order of the backward's
     /// arguments (2-D: output, LL, LH, HL, HH; 1-D: output, s, d).
     var upstream = 0
-    /// LiftDownPool backward: the bit pattern of `gradLoss` (the regularisers' gradient scales
-    /// are fixed kernel arguments computed from it).
-    var gradLoss: UInt64 = 0
 }
 
 /// The launches of LiftPool's plans (Kernels/lift_pool.cl), one function per layer and pass.
@@ -112,9 +109,9 @@ enum LiftPlans {
     /// d_h, 22 gradInput, 23-30 the parameters' gradients; the plan's temporaries 31-35, the
     /// gates of the s_h column lifting and then of the row lifting (s_h's size), and 36-40,
     /// those of the d_h column lifting (the bands' size; see
-    /// ``LiftPass/backwardLaunches(_:gradLoss:accumulate:_:on:)``).
+    /// ``LiftPass/backwardLaunches(_:accumulate:_:on:)``).
     static func down2DBackward(
-        _ configuration: LiftPoolConfiguration, _ shape: Shape4D, upstream: Int, gradLoss: Double, on device: Device
+        _ configuration: LiftPoolConfiguration, _ shape: Shape4D, upstream: Int, on device: Device
     ) throws -> CompiledPass {
         let (rows, columns) = passes2D(shape)
         let output = upstream & 1
@@ -126,8 +123,8 @@ enum LiftPlans {
             gy: output != 0 ? 15 : nil, gx: 21, gradients: 23, gates: 36)
         let row = LiftPass.BackwardBuffers(x: 8, s: 9, d: 10, gs: 20, gd: 21, gy: nil, gx: 22, gradients: 23, gates: 31)
         return CompiledPass(
-            try columns.backwardLaunches([low, high], gradLoss: gradLoss, accumulate: false, configuration, on: device)
-                + rows.backwardLaunches([row], gradLoss: gradLoss, accumulate: true, configuration, on: device),
+            try columns.backwardLaunches([low, high], accumulate: false, configuration, on: device)
+                + rows.backwardLaunches([row], accumulate: true, configuration, on: device),
             temporaries: gates(rows) + gates(columns))
     }
 
@@ -159,14 +156,14 @@ enum LiftPlans {
     /// Buffers: 8 input, 9 s, 10 d (saved), 11 gradOutput, 12 gradS, 13 gradD, 14 gradInput,
     /// 15-22 the parameters' gradients; the plan's temporaries 23-27, the gates.
     static func down1DBackward(
-        _ configuration: LiftPoolConfiguration, _ shape: Shape4D, upstream: Int, gradLoss: Double, on device: Device
+        _ configuration: LiftPoolConfiguration, _ shape: Shape4D, upstream: Int, on device: Device
     ) throws -> CompiledPass {
         let buffers = LiftPass.BackwardBuffers(
             x: 8, s: 9, d: 10, gs: upstream & 2 != 0 ? 12 : nil, gd: upstream & 4 != 0 ? 13 : nil,
             gy: upstream & 1 != 0 ? 11 : nil, gx: 14, gradients: 15, gates: 23)
         let pass = pass1D(shape)
         return CompiledPass(
-            try pass.backwardLaunches([buffers], gradLoss: gradLoss, accumulate: false, configuration, on: device),
+            try pass.backwardLaunches([buffers], accumulate: false, configuration, on: device),
             temporaries: gates(pass))
     }
 
@@ -359,16 +356,16 @@ struct LiftPass {
     /// the parameter gradients. Four launches: U's gate, gD (and P's gate), parameters, gx;
     /// each gate is evaluated once per band position and read by its K neighbours.
     func backwardLaunches(
-        _ liftings: [BackwardBuffers], gradLoss: Double, accumulate: Bool, _ configuration: LiftPoolConfiguration,
+        _ liftings: [BackwardBuffers], accumulate: Bool, _ configuration: LiftPoolConfiguration,
         on device: Device
     ) throws -> [PreparedLaunch] {
         let pair = liftings.count == 2
         let suffix = pair ? "_pair" : ""
         let first = liftings[0]
         let count = Double(bandCount)
+        // The regulariser loss's weight is the call's scalar 0.
         let scales: [LaunchArgument] = [
-            .float(Float(2 * gradLoss * configuration.lambdaU / count)),
-            .float(Float(2 * gradLoss * configuration.lambdaP / count)),
+            .scaled(0, factor: 2 * configuration.lambdaU / count), .scaled(0, factor: 2 * configuration.lambdaP / count),
         ]
         // A missing upstream gradient binds s in its place (the flags say it is not read). The
         // pair kernels take each lifting's buffers and flags, then the shared gy.

@@ -118,6 +118,8 @@ extension TIPSPool2D {
     /// terms (temporaries), 13 the forward's output (a temporary; only when recomputing),
     /// 14 psi (saved or recomputed) and 15 dz (a temporary): the unfused passes only, and the
     /// highest numbers, so that the caller sees from the plan whether to allocate them.
+    /// Scalars (per call): 0 lambda_FM, 1 lambda_undo; the launches scale them by the counts
+    /// the losses average over.
     static func backwardLaunches(_ variant: TIPSBackwardVariant, input: Shape4D, on device: Device) throws
         -> [PreparedLaunch]
     {
@@ -146,11 +148,12 @@ extension TIPSPool2D {
                 "tips_grad_tau", in: program,
                 arguments: [
                     .bound(0), .bound(1), .bound(8), .bound(7), .bound(3), .bound(10), .bound(11), .int(c),
-                    .int(input.h), .int(input.w), .float(variant.fmScale),
+                    .int(input.h), .int(input.w), .scaled(0, factor: 1 / Double(planes)),
                 ],
                 global: [planes * launch.groupSize], local: [launch.groupSize]))
-        let undoScale = variant.undoScale ?? 0
-        let hasTarget = variant.undoScale != nil
+        // d L_undo / d psi = 2 (psi - T) / |x'|; without a target the term is multiplied by 0.
+        let hasTarget = variant.withTarget
+        let undoScale = LaunchArgument.scaled(1, factor: hasTarget ? 2 / Double(padded.count) : 0)
         // The d conv1 row terms summed over n, then rows, and d conv2 from the planes' shares.
         let weightSums = try context.prepare(
             "tips_grad_weights_sum", in: program,
@@ -168,7 +171,7 @@ extension TIPSPool2D {
                     arguments: [
                         .bound(0), .bound(1), .bound(7), .bound(10), .bound(9), .bound(2), .bound(4), .bound(12),
                         .int(planes), .int(c), .int(input.h), .int(input.w), .int(band.rows), .int(band.planesPerGroup),
-                        .int(hasTarget ? 1 : 0), .float(undoScale), .local(band.localBytes),
+                        .int(hasTarget ? 1 : 0), undoScale, .local(band.localBytes),
                     ],
                     global: [groups * launch.groupSize], local: [launch.groupSize]))
             return launches + [weightSums]
@@ -180,7 +183,7 @@ extension TIPSPool2D {
                 "tips_grad_z", in: program,
                 arguments: [
                     .bound(14), .bound(10), hasTarget ? .bound(9) : .bound(14), .bound(15), .int(planes),
-                    .int(padded.h), .int(padded.w), .float(undoScale),
+                    .int(padded.h), .int(padded.w), undoScale,
                 ],
                 global: [padded.w, padded.h, planes]))
         // The same row terms and sums as the fused path (tips_grad_w1_rows shares its body).
@@ -202,26 +205,15 @@ extension TIPSPool2D {
     }
 }
 
-/// What a TIPSPool2D backward plan bakes in besides the input shape: the loss scales of
-/// tips_grad_tau and the L_undo term (nil without a target; compared by bit pattern, as the
-/// kernels see them) and whether it recomputes the forward's psi, tau and q.
+/// What a TIPSPool2D backward plan bakes in besides the input shape: whether there is an
+/// L_undo target and whether it recomputes the forward's psi, tau and q (the loss weights are
+/// per-call scalars, so a schedule of weights reuses one plan).
 struct TIPSBackwardVariant: Hashable, Sendable {
     let configuration: TIPSPool2DConfiguration
-    let fmScaleBits: UInt32
-    let undoScaleBits: UInt32?
+    let withTarget: Bool
     let recompute: Bool
 
     /// dz's buffer number: the highest any backward launch binds, and bound by the unfused
     /// passes only.
     static let gradZBuffer = 15
-
-    init(configuration: TIPSPool2DConfiguration, fmScale: Float, undoScale: Float?, recompute: Bool) {
-        self.configuration = configuration
-        fmScaleBits = fmScale.bitPattern
-        undoScaleBits = undoScale?.bitPattern
-        self.recompute = recompute
-    }
-
-    var fmScale: Float { Float(bitPattern: fmScaleBits) }
-    var undoScale: Float? { undoScaleBits.map(Float.init(bitPattern:)) }
 }

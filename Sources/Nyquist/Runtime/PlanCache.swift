@@ -23,12 +23,13 @@ final class CompiledPass: Sendable {
         try run(on: device, buffers: buffers)
     }
 
-    /// ``run(on:_:)`` with the buffers as an array (for plans that bind many, assembled per call).
-    func run(on device: Device, buffers: [OpenCLBuffer]) throws {
+    /// ``run(on:_:)`` with the buffers as an array (for plans that bind many, assembled per call),
+    /// and the call's scalars (loss weights) for the launches' `.scaled` arguments.
+    func run(on device: Device, buffers: [OpenCLBuffer], scalars: [Double] = []) throws {
         try wrappingDriverErrors {
-            if temporaries.isEmpty { return try device.context.enqueue(launches, buffers: buffers) }
+            if temporaries.isEmpty { return try device.context.enqueue(launches, buffers: buffers, scalars: scalars) }
             let scratch = try temporaries.map { try DeviceTensor(shape: [$0], on: device) }
-            try device.context.enqueue(launches, buffers: buffers + scratch.map(\.buffer))
+            try device.context.enqueue(launches, buffers: buffers + scratch.map(\.buffer), scalars: scalars)
         }
     }
 }
@@ -103,6 +104,9 @@ extension Device {
 
     /// The most compiled passes a device keeps.
     static let planLimit = 1024
+
+    /// How many compiled passes the device holds (tests check that a call reuses its plan).
+    package var compiledPassCount: Int { plans.withLock { $0.count } }
 }
 
 /// Runs `body`, reporting the driver's failures as ``NyquistError`` (kind `.outOfMemory` for
