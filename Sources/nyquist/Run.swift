@@ -168,10 +168,9 @@ struct Run: ParsableCommand {
         } catch let error as NyquistError {
             throw CLIFailure(error.message)
         }
-        let options = OperatorOptions(registryOptions(descriptor))
         // Options that do not apply are refused before any file is read; their values are
         // checked with the input's shape, before anything is computed or written.
-        try descriptor.checkOptionNames(options)
+        let options = OperatorOptions(try registryOptions(descriptor))
         for (option, value, what) in [
             ("--params", params, "has no parameters"), ("--grad-params", gradParams, "has no parameters"),
         ] where value != nil && descriptor.parameterNames.isEmpty {
@@ -269,7 +268,7 @@ struct Run: ParsableCommand {
     /// from the command rather than from an option: an operator with train and eval behaviour
     /// (a `statistics` option) trains only with --train (without it, gradients are those of
     /// PyTorch's eval mode), and one that can return its filters does so for --extra.
-    private func registryOptions(_ descriptor: OperatorDescriptor) -> [String: String] {
+    private func registryOptions(_ descriptor: OperatorDescriptor) throws -> [String: String] {
         let given: [(String, String?)] = [
             ("kernel", kernel.map { "\($0)" }), ("stride", stride.map { "\($0)" }), ("pad", pad.map { "\($0)" }),
             ("filter-size", filterSize.map { "\($0)" }), ("padding", padding), ("pad-offset", padOffset.map { "\($0)" }),
@@ -281,6 +280,13 @@ struct Run: ParsableCommand {
         var values: [String: String] = [:]
         for (name, value) in given { if let value { values[name] = value } }
         let takes = Set(descriptor.options.map(\.name))
+        if let refused = given.first(where: { $0.1 != nil && !takes.contains($0.0) }) {
+            let flags = Set(given.map(\.0))
+            let own = descriptor.options.map(\.name).filter(flags.contains).map { "--" + $0 }
+            throw CLIFailure(
+                "option --\(refused.0) does not apply to \(descriptor.name) (its options: "
+                    + (own.isEmpty ? "none" : own.joined(separator: ", ")) + ")")
+        }
         if takes.contains("statistics") { values["statistics"] = train ? "batch" : "running" }
         if takes.contains("filters"), extra != nil { values["filters"] = "true" }
         return values
