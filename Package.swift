@@ -48,7 +48,7 @@ let package = Package(
                 .embedInCode("peak.cl"),
             ]
         ),
-        .target(name: "Nyquist", dependencies: ["NyquistCL", "NyquistCore", "NyquistKernels"]),
+        .target(name: "Nyquist", dependencies: ["COpenCL", "NyquistCL", "NyquistCore", "NyquistKernels"]),
         // The operator registry: every operator's options, device layer and CPU reference by
         // name, for the CLI, the benchmarks and the parity tests.
         .target(name: "NyquistOperators", dependencies: ["Nyquist", "NyquistCore", "NyquistReference"]),
@@ -96,7 +96,7 @@ let package = Package(
         .testTarget(
             name: "ParityTests",
             dependencies: [
-                "Nyquist", "NyquistOperators", "NyquistReference", "_NyquistTestSupport",
+                "COpenCL", "Nyquist", "NyquistOperators", "NyquistReference", "_NyquistTestSupport",
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ]
         ),

@@ -15,19 +15,26 @@ package final class OpenCLBuffer: @unchecked Sendable {
     package let parent: OpenCLBuffer?
     /// Byte offset into `parent` (0 when this is not a sub-buffer).
     package let parentOffset: Int
+    /// Whether the context's counters count it (false for a caller's buffer, which it holds one
+    /// reference to but did not allocate).
+    let counted: Bool
 
-    init(handle: cl_mem, byteCount: Int, context: OpenCLContext, parent: OpenCLBuffer? = nil, parentOffset: Int = 0) {
+    init(
+        handle: cl_mem, byteCount: Int, context: OpenCLContext, parent: OpenCLBuffer? = nil, parentOffset: Int = 0,
+        counted: Bool = true
+    ) {
         self.handle = handle
         self.byteCount = byteCount
         self.context = context
         self.parent = parent
         self.parentOffset = parentOffset
+        self.counted = counted
     }
 
     deinit {
         // Releasing while commands are queued is safe: OpenCL defers the free until they finish.
         clReleaseMemObject(handle)
-        context.noteRelease(isSubBuffer: parent != nil, byteCount: byteCount)
+        if counted { context.noteRelease(isSubBuffer: parent != nil, byteCount: byteCount) }
     }
 
     /// Number of `Float`s the buffer holds.

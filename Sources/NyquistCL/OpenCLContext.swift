@@ -22,6 +22,10 @@ package final class OpenCLContext: @unchecked Sendable {
     let context: cl_context
     let queue: cl_command_queue
     let state = Mutex(State())
+    /// False for a caller's queue: never finished implicitly (see ``init(wrapping:device:queue:programCache:)``).
+    private let ownsQueue: Bool
+    /// Whether the queue records profiling information (``measure(_:)`` needs it).
+    package let profiling: Bool
     private let diskCache: ProgramDiskCache?
 
     /// Where this context keeps compiled programs between processes.
@@ -68,6 +72,18 @@ package final class OpenCLContext: @unchecked Sendable {
         /// launch joins the session of the thread that enqueues it, so two threads measuring on
         /// one context at once each count their own kernels and lose none.
         var timingSessions: [UInt: [(kernel: String, event: cl_event)]] = [:]
+        /// The open submissions by calling thread (``OpenCLContext/submit(after:_:)``).
+        var submissions: [UInt: Submission] = [:]
+    }
+
+    /// A submission in progress: the wait list its first launch still has to take, and its
+    /// last launch's event.
+    ///
+    /// `@unchecked Sendable`: event handles may be used from any thread, and these are touched
+    /// only inside `state`'s mutex.
+    struct Submission: @unchecked Sendable {
+        var waitList: [cl_event]
+        var last: cl_event?
     }
 
     /// The calling thread's identity while it runs (a session lives within one call, so a key
@@ -104,13 +120,110 @@ package final class OpenCLContext: @unchecked Sendable {
         }
         context = created
         queue = createdQueue
+        ownsQueue = true
+        profiling = true
+    }
+
+    /// Drives a caller's context and in-order queue on `device`. Holds one reference to each
+    /// (released with this object), never finishes the queue implicitly, and refuses an
+    /// out-of-order queue (the caching allocator reuses memory in queue order) or one of
+    /// another context or device. Timing (``measure(_:)``) needs `CL_QUEUE_PROFILING_ENABLE`.
+    package init(
+        wrapping context: cl_context, device: cl_device_id, queue: cl_command_queue,
+        programCache: ProgramCacheLocation = .fromEnvironment()
+    ) throws {
+        var queueContext: cl_context? = nil
+        try check(
+            clGetCommandQueueInfo(
+                queue, cl_command_queue_info(CL_QUEUE_CONTEXT), MemoryLayout<cl_context>.size, &queueContext, nil),
+            "clGetCommandQueueInfo")
+        var queueDevice: cl_device_id? = nil
+        try check(
+            clGetCommandQueueInfo(
+                queue, cl_command_queue_info(CL_QUEUE_DEVICE), MemoryLayout<cl_device_id>.size, &queueDevice, nil),
+            "clGetCommandQueueInfo")
+        guard queueContext == context, queueDevice == device else {
+            throw OpenCLError(
+                call: "wrap", code: CL_INVALID_COMMAND_QUEUE, detail: "the queue belongs to another context or device")
+        }
+        var properties: cl_command_queue_properties = 0
+        try check(
+            clGetCommandQueueInfo(
+                queue, cl_command_queue_info(CL_QUEUE_PROPERTIES), MemoryLayout<cl_command_queue_properties>.size,
+                &properties, nil),
+            "clGetCommandQueueInfo")
+        guard properties & cl_command_queue_properties(CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE) == 0 else {
+            throw OpenCLError(
+                call: "wrap", code: CL_INVALID_COMMAND_QUEUE,
+                detail: "out-of-order queues are not supported: the commands of one call rely on queue order")
+        }
+        self.device = try OpenCLDevice(wrapping: device)
+        programCacheLocation = programCache
+        let sizeLimit = try ProgramCacheLocation.sizeLimitFromEnvironment()
+        diskCache = programCache.programsDirectory.map { ProgramDiskCache(directory: $0, sizeLimit: sizeLimit) }
+        try check(clRetainContext(context), "clRetainContext")
+        try check(clRetainCommandQueue(queue), "clRetainCommandQueue")
+        self.context = context
+        self.queue = queue
+        ownsQueue = false
+        profiling = properties & cl_command_queue_properties(CL_QUEUE_PROFILING_ENABLE) != 0
     }
 
     deinit {
-        clFinish(queue)
+        if ownsQueue { clFinish(queue) }
         state.withLock { $0.programs.removeAll() }
         clReleaseCommandQueue(queue)
         clReleaseContext(context)
+    }
+
+    /// A caller's memory object as a buffer of this context, holding one reference to it
+    /// (released with the buffer) and not counted among this context's allocations. Throws
+    /// when it belongs to another context.
+    package func wrapBuffer(_ memory: cl_mem) throws -> OpenCLBuffer {
+        var owner: cl_context? = nil
+        try check(
+            clGetMemObjectInfo(memory, cl_mem_info(CL_MEM_CONTEXT), MemoryLayout<cl_context>.size, &owner, nil),
+            "clGetMemObjectInfo")
+        guard owner == context else {
+            throw OpenCLError(call: "wrap", code: CL_INVALID_MEM_OBJECT, detail: "the buffer belongs to another context")
+        }
+        var size = 0
+        try check(
+            clGetMemObjectInfo(memory, cl_mem_info(CL_MEM_SIZE), MemoryLayout<Int>.size, &size, nil), "clGetMemObjectInfo")
+        try check(clRetainMemObject(memory), "clRetainMemObject")
+        return OpenCLBuffer(handle: memory, byteCount: size, context: self, counted: false)
+    }
+
+    /// Runs `body`, making the first kernel it enqueues on this thread wait for `waitList` and
+    /// returning the event of the last one (retained for the caller, who releases it; nil when
+    /// `body` enqueued no kernel). On an in-order queue that event completes after every
+    /// command `body` enqueued. Submissions do not nest. A blocking read inside `body` (a result
+    /// read back to the host) waits for the wait list too.
+    package func submit<T>(after waitList: [cl_event], _ body: () throws -> T) throws -> (value: T, completion: cl_event?) {
+        let thread = Self.currentThreadKey
+        for event in waitList { try check(clRetainEvent(event), "clRetainEvent") }
+        let nested = state.withLock { state -> Bool in
+            if state.submissions[thread] != nil { return true }
+            state.submissions[thread] = Submission(waitList: waitList, last: nil)
+            return false
+        }
+        if nested {
+            for event in waitList { clReleaseEvent(event) }
+            throw OpenCLError(call: "submit", code: CL_INVALID_OPERATION, detail: "submissions do not nest")
+        }
+        let value: T
+        do {
+            value = try body()
+        } catch {
+            if let submission = state.withLock({ $0.submissions.removeValue(forKey: thread) }) {
+                for event in submission.waitList { clReleaseEvent(event) }
+                if let last = submission.last { clReleaseEvent(last) }
+            }
+            throw error
+        }
+        let submission = state.withLock { $0.submissions.removeValue(forKey: thread) }
+        for event in submission?.waitList ?? [] { clReleaseEvent(event) }
+        return (value, submission?.last)
     }
 
     /// A snapshot of the counters.
@@ -524,6 +637,11 @@ package final class OpenCLContext: @unchecked Sendable {
     package func measureLaunches<T>(_ body: () throws -> T) throws
         -> (value: T, launches: [(kernel: String, nanoseconds: UInt64)])
     {
+        guard profiling else {
+            throw OpenCLError(
+                call: "measure", code: CL_PROFILING_INFO_NOT_AVAILABLE,
+                detail: "the command queue was created without CL_QUEUE_PROFILING_ENABLE")
+        }
         let thread = Self.currentThreadKey
         let nested = state.withLock { state -> Bool in
             if state.timingSessions[thread] != nil { return true }

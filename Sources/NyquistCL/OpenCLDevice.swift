@@ -154,6 +154,20 @@ public struct OpenCLDevice: Sendable, CustomStringConvertible {
         computeUnits = Int(try Self.value(id, cl_device_info(CL_DEVICE_MAX_COMPUTE_UNITS)) as cl_uint)
     }
 
+    /// The device of a caller's `cl_device_id` (its index among ``all()``, or -1 when it is not
+    /// among them).
+    package init(wrapping id: cl_device_id) throws {
+        let platform: cl_platform_id = try Self.value(id, cl_device_info(CL_DEVICE_PLATFORM))
+        let index = (try? Self.enumerate())?.first { $0.id == id }?.index ?? -1
+        try self.init(
+            id: id, platform: platform, index: index,
+            platformName: try Self.platformString(platform, cl_platform_info(CL_PLATFORM_NAME)),
+            platformVersion: try Self.platformString(platform, cl_platform_info(CL_PLATFORM_VERSION)))
+    }
+
+    /// The OpenCL handle (for tests that make their own contexts on this device).
+    package var handle: cl_device_id { id }
+
     private static func string(_ id: cl_device_id, _ param: cl_device_info) throws -> String {
         var size = 0
         try check(clGetDeviceInfo(id, param, 0, nil, &size), "clGetDeviceInfo")

@@ -184,23 +184,42 @@ extension OpenCLContext {
 
     /// Enqueues one prepared launch; the caller holds the lock.
     private func enqueueLocked(_ launch: PreparedLaunch, state: inout State, timing: Bool) throws {
+        let thread = Self.currentThreadKey
+        let submitting = state.submissions[thread] != nil
+        let waitList = state.submissions[thread]?.waitList ?? []
+        let waits: [cl_event?] = waitList.map { $0 }
         var event: cl_event? = nil
         let status = launch.global.withUnsafeBufferPointer { global in
-            withUnsafeMutablePointer(to: &event) { eventPointer in
-                let eventOut = timing ? eventPointer : nil
-                guard let local = launch.local else {
-                    return clEnqueueNDRangeKernel(
-                        queue, launch.kernel, launch.dimensions, nil, global.baseAddress, nil, 0, nil, eventOut)
-                }
-                return local.withUnsafeBufferPointer { local in
-                    clEnqueueNDRangeKernel(
-                        queue, launch.kernel, launch.dimensions, nil, global.baseAddress, local.baseAddress, 0, nil,
-                        eventOut)
+            waits.withUnsafeBufferPointer { waits in
+                withUnsafeMutablePointer(to: &event) { eventPointer in
+                    let eventOut = timing || submitting ? eventPointer : nil
+                    let waitCount = cl_uint(waits.count)
+                    let waitPointer = waits.isEmpty ? nil : waits.baseAddress
+                    guard let local = launch.local else {
+                        return clEnqueueNDRangeKernel(
+                            queue, launch.kernel, launch.dimensions, nil, global.baseAddress, nil, waitCount, waitPointer,
+                            eventOut)
+                    }
+                    return local.withUnsafeBufferPointer { local in
+                        clEnqueueNDRangeKernel(
+                            queue, launch.kernel, launch.dimensions, nil, global.baseAddress, local.baseAddress, waitCount,
+                            waitPointer, eventOut)
+                    }
                 }
             }
         }
         try check(status, "clEnqueueNDRangeKernel", launch.description)
         state.statistics.launches += 1
-        if let event { record(event, kernel: launch.name, state: &state) }
+        guard let event else { return }
+        if submitting {
+            // The first launch took the wait list; later ones follow it in queue order.
+            for waited in waitList { clReleaseEvent(waited) }
+            state.submissions[thread]?.waitList = []
+            if let previous = state.submissions[thread]?.last { clReleaseEvent(previous) }
+            if timing { clRetainEvent(event) }
+            state.submissions[thread]?.last = event
+            if !timing { return }
+        }
+        record(event, kernel: launch.name, state: &state)
     }
 }

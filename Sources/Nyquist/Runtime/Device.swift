@@ -1,3 +1,4 @@
+import COpenCL
 import NyquistCL
 import NyquistCore
 import NyquistKernels
@@ -26,9 +27,44 @@ public final class Device: @unchecked Sendable, CustomStringConvertible {
     /// Opens `device`; compiled kernels are also kept in `programCache` so that the next
     /// process skips the compiler (default: where the environment says, see
     /// ``ProgramCacheLocation/fromEnvironment()``).
-    public init(_ device: OpenCLDevice, programCache: ProgramCacheLocation = .fromEnvironment()) throws {
-        context = try wrappingDriverErrors { try OpenCLContext(device: device, programCache: programCache) }
+    public convenience init(_ device: OpenCLDevice, programCache: ProgramCacheLocation = .fromEnvironment()) throws {
+        self.init(context: try wrappingDriverErrors { try OpenCLContext(device: device, programCache: programCache) })
+    }
+
+    /// Runs on a caller's OpenCL objects: `context`, `device` and an in-order `queue` of them
+    /// (an inference engine's, an image pipeline's). The device holds one reference to the
+    /// context and the queue, released when it goes away, and never waits for the queue on its
+    /// own: layer calls enqueue on it and return; only reading a result back
+    /// (``DeviceTensor/toHost()``), ``synchronize()`` and the calls that read values back to
+    /// compute results (training forwards that return losses, regularisers or running
+    /// statistics) wait. Use ``submit(after:_:)`` to order calls after the caller's events.
+    /// ``measure(_:)`` needs a queue made with `CL_QUEUE_PROFILING_ENABLE`.
+    ///
+    /// Throws ``NyquistError/Kind/device`` for an out-of-order queue (buffers are reused in queue
+    /// order) or a queue of another context or device.
+    public convenience init(
+        wrapping context: cl_context, device: cl_device_id, queue: cl_command_queue,
+        programCache: ProgramCacheLocation = .fromEnvironment()
+    ) throws {
+        self.init(
+            context: try wrappingDriverErrors {
+                try OpenCLContext(wrapping: context, device: device, queue: queue, programCache: programCache)
+            })
+    }
+
+    private init(context: OpenCLContext) {
+        self.context = context
         allocator = CachingAllocator(context: context)
+    }
+
+    /// Runs `body` (layer calls on this device) after the caller's `waitList` events: the first
+    /// kernel it enqueues waits for them. Returns `body`'s value and the completion event of the
+    /// last kernel it enqueued, which completes after every command of `body` (the queue is in
+    /// order); the caller owns that event and releases it with `clReleaseEvent` (nil when
+    /// `body` enqueued nothing). Nothing here waits, unless `body` reads a result back, which
+    /// then waits for `waitList` too. Submissions on one thread do not nest.
+    public func submit<T>(after waitList: [cl_event] = [], _ body: () throws -> T) throws -> (value: T, completion: cl_event?) {
+        try wrappingDriverErrors { try context.submit(after: waitList, body) }
     }
 
     /// Opens the device that `spec` names: an index into ``all()`` or a substring of the

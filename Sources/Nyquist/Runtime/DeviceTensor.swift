@@ -1,3 +1,4 @@
+import COpenCL
 import NyquistCL
 import NyquistCore
 
@@ -53,6 +54,34 @@ public final class DeviceTensor {
         // The allocator hands the buffer out again only when it holds the last reference, so a
         // caller that kept `buffer` (or a sub-buffer of it) keeps memory no other tensor gets.
         if cached { device.allocator.recycle(buffer) }
+    }
+
+    /// A tensor on a caller's memory object (one of `device`'s context), starting `offset`
+    /// floats in. The tensor holds one reference to `buffer` (released with it) and never frees
+    /// or reuses its memory. A non-zero offset must be a multiple of the device's base-address
+    /// alignment (`CL_DEVICE_MEM_BASE_ADDR_ALIGN`); throws ``NyquistError`` when it is not, when
+    /// the values do not fit the buffer, or when the buffer belongs to another context.
+    public convenience init(wrapping buffer: cl_mem, offset: Int = 0, shape: [Int], on device: Device) throws {
+        let count = try HostTensor.elementCount(of: shape)
+        guard count <= maximumDeviceElementCount else {
+            throw NyquistError(.sizeLimit, "tensor \(shape) has \(count) elements; the device limit is 2^31 - 1")
+        }
+        let whole = try wrappingDriverErrors { try device.context.wrapBuffer(buffer) }
+        let alignment = device.context.baseAddressAlignment
+        guard offset >= 0, offset * 4 % alignment == 0 else {
+            throw NyquistError(
+                .invalidConfiguration,
+                "offset \(offset) floats is not a multiple of the device's base-address alignment (\(alignment / 4) floats)")
+        }
+        guard (offset + count) * 4 <= whole.byteCount else {
+            throw NyquistError(
+                .invalidShape,
+                "tensor \(shape) at offset \(offset) needs \((offset + count) * 4) bytes; the buffer has \(whole.byteCount)")
+        }
+        let view =
+            offset == 0
+            ? whole : try wrappingDriverErrors { try device.context.makeSubBuffer(of: whole, offset: offset * 4, byteCount: count * 4) }
+        try self.init(shape: shape, buffer: view, device: device)
     }
 
     /// Wraps an existing buffer (e.g. a sub-buffer with guard regions around it, or memory the
