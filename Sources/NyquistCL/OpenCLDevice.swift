@@ -165,8 +165,9 @@ public struct OpenCLDevice: Sendable, CustomStringConvertible {
             platformVersion: try Self.platformString(platform, cl_platform_info(CL_PLATFORM_VERSION)))
     }
 
-    /// The OpenCL handle (for tests that make their own contexts on this device).
-    package var handle: cl_device_id { id }
+    /// The device's `cl_device_id`, for an application that makes its own context and queue on
+    /// it and hands them to `Device(wrapping:device:queue:)`.
+    public var handle: cl_device_id { id }
 
     private static func string(_ id: cl_device_id, _ param: cl_device_info) throws -> String {
         var size = 0

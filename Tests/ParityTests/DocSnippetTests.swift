@@ -4,6 +4,7 @@ import Nyquist
 import NyquistCore
 import NyquistReference
 // docs/guide.md: imports end
+import COpenCL
 import NyquistOperators
 import Testing
 
@@ -372,5 +373,33 @@ extension DocSnippetTests {
         // docs/layers.md: registry end
         #expect(y.shape == [1, 3, 4, 4])
         #expect(y.maxRelativeError(from: expected) <= Tolerance.window)
+    }
+}
+
+extension DocSnippetTests {
+    @Test("guide: the application's own context, queue and buffers")
+    func callerObjects() throws {
+        // docs/guide.md: caller objects begin
+        let deviceID = try Device.default().info.handle
+        var id: cl_device_id? = deviceID
+        var status: cl_int = CL_SUCCESS
+        // The application's own objects (any in-order queue of the context will do).
+        guard let context = clCreateContext(nil, 1, &id, nil, nil, &status),
+            let queue = clCreateCommandQueue(context, deviceID, 0, &status),
+            let memory = clCreateBuffer(context, cl_mem_flags(CL_MEM_READ_WRITE), 1 * 3 * 4 * 4 * 4, nil, &status)
+        else { throw NyquistError(.device, "OpenCL status \(status)") }
+        defer { clReleaseMemObject(memory); clReleaseCommandQueue(queue); clReleaseContext(context) }
+
+        let device = try Device(wrapping: context, device: deviceID, queue: queue)
+        let x = try DeviceTensor(HostTensor(shape: [1, 3, 8, 8], generator: { Float($0 % 7) }), on: device)
+        let y = try DeviceTensor(wrapping: memory, shape: [1, 3, 4, 4], on: device)   // the application's buffer
+        let (_, done) = try device.submit(after: []) { try BlurPool2D(channels: 3).forward(x, into: y) }
+        // ... more of the application's commands on `queue`, or wait for this one:
+        var completion: cl_event? = done
+        clWaitForEvents(1, &completion)
+        if let done { clReleaseEvent(done) }
+        // docs/guide.md: caller objects end
+        let expected = try Reference.blurPool2D(x.toHost(), BlurPool2D(channels: 3).configuration)
+        #expect(try y.toHost().maxRelativeError(from: expected) <= Tolerance.window)
     }
 }
