@@ -55,8 +55,7 @@ public struct SavedState {
 public final class ErasedLayer<Tensor> {
     /// The operator's CLI name.
     public let name: String
-    /// The parameters by PyTorch `state_dict` name.
-    public let parameters: () throws -> [String: Tensor]
+    private let parametersBody: () throws -> [String: Tensor]
     private let forwardBody: ([String: Tensor]) throws -> OperatorValues<Tensor>
     private let trainingBody: ([String: Tensor]) throws -> (OperatorValues<Tensor>, Any)
     private let backwardBody: (Tensor, Any) throws -> OperatorGradientValues<Tensor>
@@ -68,10 +67,16 @@ public final class ErasedLayer<Tensor> {
         backward: @escaping (Tensor, Any) throws -> OperatorGradientValues<Tensor>
     ) {
         self.name = name
-        self.parameters = parameters
+        parametersBody = parameters
         forwardBody = forward
         trainingBody = training
         backwardBody = backward
+    }
+
+    /// The parameters by PyTorch `state_dict` name (the device layer's tensors, or the
+    /// reference's host values).
+    public func parameters() throws -> [String: Tensor] {
+        try parametersBody()
     }
 
     /// Inference forward of the named inputs.
