@@ -4,8 +4,10 @@ SHELL := /bin/bash
 SWIFT ?= swift
 PACKAGES := ocl-icd-opencl-dev opencl-headers pocl-opencl-icd zlib1g-dev
 CLANG ?= $(shell command -v clang)
+# The C compiler for the C API's example: cc, else the Swift toolchain's clang.
+EXAMPLE_CC ?= $(shell command -v cc || command -v clang)
 
-.PHONY: deps build demo test lint-kernels bench clean parity-report doc-coverage fuzz-build fuzz fuzz-smoke
+.PHONY: deps build demo test lint-kernels bench clean parity-report doc-coverage fuzz-build fuzz fuzz-smoke lib c-example
 
 deps:
 	@missing=""; for p in $(PACKAGES); do \
@@ -39,8 +41,22 @@ lint-kernels:
 	  echo "kernels lint clean"; \
 	else echo "clang not found: kernel lint skipped"; fi
 
-test: build lint-kernels fuzz-smoke
+test: build lint-kernels fuzz-smoke c-example
 	$(SWIFT) test
+
+# The C API as lib/libnyquist.so (include/nyquist.h); a symlink to the library SwiftPM builds,
+# whose own name (libNyquistC.so) is what a program linked with -lnyquist loads.
+lib: build
+	@mkdir -p lib
+	@cp "$$($(SWIFT) build --show-bin-path)/libNyquistC.so" lib/
+	@ln -sf libNyquistC.so lib/libnyquist.so
+	@echo "lib/libnyquist.so: link with -Iinclude -Llib -lnyquist -lOpenCL -Wl,-rpath,<this folder>/lib"
+
+# Builds and runs examples/c/pooling.c on the C API (checks its results against the reference).
+c-example: lib
+	@$(EXAMPLE_CC) -std=c11 -Wall -Wextra -Werror examples/c/pooling.c -Iinclude -Llib -lnyquist -lOpenCL -lm \
+	  -Wl,-rpath,"$(CURDIR)/lib" -o .build/c-example
+	.build/c-example
 
 # Regenerates docs/parity.md from one run of the parity suite (Tests/ParityTests/ParityReport.swift
 # collects the figures); the file is replaced only when the suite passes.
@@ -60,7 +76,7 @@ bench: deps
 	$(SWIFT) run -c release nyquist-bench
 
 clean:
-	rm -rf .build
+	rm -rf .build lib
 
 # libFuzzer targets for the NPY, safetensors and PNG decoders (Fuzz/README.md). The parsers are
 # compiled straight from Sources with swiftc (SwiftPM has no fuzzer mode); everything goes to

@@ -7,6 +7,8 @@ let package = Package(
         .library(name: "Nyquist", targets: ["Nyquist"]),
         .library(name: "NyquistReference", targets: ["NyquistReference"]),
         .library(name: "NyquistOperators", targets: ["NyquistOperators"]),
+        // The C API (include/nyquist.h); `make lib` copies it to lib/libnyquist.so.
+        .library(name: "NyquistC", type: .dynamic, targets: ["NyquistC"]),
         .executable(name: "nyquist", targets: ["nyquist"]),
         .executable(name: "nyquist-bench", targets: ["NyquistBench"]),
     ],
@@ -52,6 +54,9 @@ let package = Package(
         // The operator registry: every operator's options, device layer and CPU reference by
         // name, for the CLI, the benchmarks and the parity tests.
         .target(name: "NyquistOperators", dependencies: ["Nyquist", "NyquistCore", "NyquistReference"]),
+        // C entry points over the registry: opaque handles, status codes, no Swift type or error
+        // across the boundary.
+        .target(name: "NyquistC", dependencies: ["COpenCL", "Nyquist", "NyquistCore", "NyquistOperators"]),
         .executableTarget(
             name: "nyquist",
             dependencies: [

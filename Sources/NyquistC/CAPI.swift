@@ -1,0 +1,370 @@
+import COpenCL
+import Foundation
+import Nyquist
+import NyquistCore
+import NyquistOperators
+import Synchronization
+
+// The C entry points of include/nyquist.h. Every function catches every Swift error and turns
+// it into a status and a message for the calling thread; nothing traps on the caller's input.
+// Handles are retained Swift objects passed as opaque pointers.
+
+/// A device handle: the caller's context and queue, wrapped.
+final class DeviceHandle {
+    let device: Device
+    init(_ device: Device) { self.device = device }
+}
+
+/// A layer handle: the registry's device layer and what its reference needs.
+final class LayerHandle {
+    let device: Device
+    let descriptor: OperatorDescriptor
+    let options: OperatorOptions
+    let parameters: [String: HostTensor]
+    let inputShape: [Int]
+    let outputShape: [Int]
+    let layer: AnyLayer
+
+    init(
+        device: Device, descriptor: OperatorDescriptor, options: OperatorOptions, parameters: [String: HostTensor],
+        inputShape: [Int], outputShape: [Int], layer: AnyLayer
+    ) {
+        self.device = device
+        self.descriptor = descriptor
+        self.options = options
+        self.parameters = parameters
+        self.inputShape = inputShape
+        self.outputShape = outputShape
+        self.layer = layer
+    }
+}
+
+/// A saved-state handle: a training forward's state, for the layer that made it.
+final class SavedHandle {
+    let layer: ObjectIdentifier
+    let saved: SavedState
+    init(layer: LayerHandle, saved: SavedState) {
+        self.layer = ObjectIdentifier(layer)
+        self.saved = saved
+    }
+}
+
+/// The last failure's message per calling thread, as C strings the library owns (kept as
+/// address bit patterns, which are `Sendable`; each string is freed when the thread's next
+/// call replaces it).
+enum LastError {
+    private static let messages = Mutex<[UInt: UInt]>([:])
+
+    static var threadKey: UInt { UInt(pthread_self()) }
+
+    static func set(_ message: String?) {
+        let copy = message.flatMap { strdup($0) }.map { UInt(bitPattern: $0) }
+        let key = threadKey
+        let previous = messages.withLock { messages in
+            let previous = messages[key]
+            messages[key] = copy
+            return previous
+        }
+        if let previous { free(UnsafeMutableRawPointer(bitPattern: previous)) }
+    }
+
+    static func current() -> UnsafePointer<CChar>? {
+        let key = threadKey
+        return messages.withLock { $0[key] }.flatMap { UnsafePointer(bitPattern: $0) }
+    }
+}
+
+/// The statuses of include/nyquist.h.
+enum Status: Int32 {
+    case success = 0
+    case invalidArgument = 1
+    case invalidShape = 2
+    case invalidParameters = 3
+    case invalidFile = 4
+    case io = 5
+    case sizeLimit = 6
+    case unsupported = 7
+    case outOfMemory = 8
+    case device = 9
+
+    init(_ kind: NyquistError.Kind) {
+        switch kind {
+        case .invalidConfiguration: self = .invalidArgument
+        case .invalidShape: self = .invalidShape
+        case .invalidFile: self = .invalidFile
+        case .io: self = .io
+        case .sizeLimit: self = .sizeLimit
+        case .unsupported: self = .unsupported
+        case .deviceUnavailable, .device: self = .device
+        case .invalidParameters: self = .invalidParameters
+        case .outOfMemory: self = .outOfMemory
+        }
+    }
+}
+
+/// A failure of the C API's own checks (a null pointer).
+struct ArgumentError: Error {
+    let message: String
+}
+
+/// Runs `body`, returning its status and recording the message of a failure.
+func guarded(_ body: () throws -> Void) -> Int32 {
+    do {
+        try body()
+        LastError.set(nil)
+        return Status.success.rawValue
+    } catch let error as NyquistError {
+        LastError.set(error.message)
+        return Status(error.kind).rawValue
+    } catch let error as ArgumentError {
+        LastError.set(error.message)
+        return Status.invalidArgument.rawValue
+    } catch {
+        LastError.set("\(error)")
+        return Status.device.rawValue
+    }
+}
+
+/// The object behind a handle, or an argument error naming `what`.
+func unwrap<T: AnyObject>(_ pointer: OpaquePointer?, as type: T.Type, _ what: String) throws -> T {
+    guard let pointer else { throw ArgumentError(message: "\(what) is NULL") }
+    return Unmanaged<T>.fromOpaque(UnsafeRawPointer(pointer)).takeUnretainedValue()
+}
+
+/// `object` as a new handle, retained until its release function.
+func handle(_ object: AnyObject) -> OpaquePointer {
+    OpaquePointer(Unmanaged.passRetained(object).toOpaque())
+}
+
+func release<T: AnyObject>(_ pointer: OpaquePointer?, as type: T.Type) {
+    guard let pointer else { return }
+    Unmanaged<T>.fromOpaque(UnsafeRawPointer(pointer)).release()
+}
+
+/// The caller's wait list as events.
+func events(_ count: cl_uint, _ list: UnsafePointer<cl_event?>?) throws -> [cl_event] {
+    guard count > 0 else { return [] }
+    guard let list else { throw ArgumentError(message: "wait_list is NULL with wait_count \(count)") }
+    return try (0..<Int(count)).map { index in
+        guard let event = list[index] else { throw ArgumentError(message: "wait_list[\(index)] is NULL") }
+        return event
+    }
+}
+
+func string(_ pointer: UnsafePointer<CChar>?, _ what: String) throws -> String {
+    guard let pointer else { throw ArgumentError(message: "\(what) is NULL") }
+    return String(cString: pointer)
+}
+
+/// `const char *nyquist_last_error(void)`: the calling thread's last failure message ("" if none). See include/nyquist.h.
+@_cdecl("nyquist_last_error")
+public func nyquist_last_error() -> UnsafePointer<CChar> {
+    LastError.current() ?? UnsafeRawPointer(("" as StaticString).utf8Start).assumingMemoryBound(to: CChar.self)
+}
+
+/// `nyquist_device_create`: wraps the caller's context, device and in-order queue. See include/nyquist.h.
+@_cdecl("nyquist_device_create")
+public func nyquist_device_create(
+    _ context: cl_context?, _ device: cl_device_id?, _ queue: cl_command_queue?, _ out: UnsafeMutablePointer<OpaquePointer?>?
+) -> Int32 {
+    guarded {
+        guard let context, let device, let queue else { throw ArgumentError(message: "context, device or queue is NULL") }
+        guard let out else { throw ArgumentError(message: "out is NULL") }
+        out.pointee = handle(DeviceHandle(try Device(wrapping: context, device: device, queue: queue)))
+    }
+}
+
+/// `nyquist_device_release`: releases a device handle (NULL is ignored). See include/nyquist.h.
+@_cdecl("nyquist_device_release")
+public func nyquist_device_release(_ device: OpaquePointer?) {
+    release(device, as: DeviceHandle.self)
+}
+
+/// `nyquist_layer_create`: the registry's layer for an operator name, options and input shape. See include/nyquist.h.
+@_cdecl("nyquist_layer_create")
+public func nyquist_layer_create(
+    _ device: OpaquePointer?, _ op: UnsafePointer<CChar>?, _ optionCount: Int,
+    _ optionNames: UnsafePointer<UnsafePointer<CChar>?>?, _ optionValues: UnsafePointer<UnsafePointer<CChar>?>?,
+    _ parametersPath: UnsafePointer<CChar>?, _ rank: Int, _ inputShape: UnsafePointer<Int>?,
+    _ out: UnsafeMutablePointer<OpaquePointer?>?
+) -> Int32 {
+    guarded {
+        let device = try unwrap(device, as: DeviceHandle.self, "device").device
+        let descriptor = try OperatorRegistry.named(try string(op, "op"))
+        guard let out else { throw ArgumentError(message: "out is NULL") }
+        guard optionCount >= 0, optionCount == 0 || (optionNames != nil && optionValues != nil) else {
+            throw ArgumentError(message: "option_names or option_values is NULL")
+        }
+        var values: [String: String] = [:]
+        for index in 0..<optionCount {
+            values[try string(optionNames?[index], "option_names[\(index)]")] = try string(
+                optionValues?[index], "option_values[\(index)]")
+        }
+        guard (1...4).contains(rank), let inputShape else { throw ArgumentError(message: "rank \(rank) or input_shape") }
+        let shape = (0..<rank).map { inputShape[$0] }
+        guard descriptor.extraInputs(rank).allSatisfy({ $0 == "indices" }) else {
+            throw NyquistError(
+                .unsupported, "\(descriptor.name) takes more than one input tensor; the C API does not run it yet")
+        }
+        let options = OperatorOptions(values)
+        var given: [String: HostTensor]? = nil
+        if let parametersPath {
+            let stateDict = try Safetensors.read(contentsOf: URL(fileURLWithPath: String(cString: parametersPath)))
+            given = try StateDictSelection.select(
+                stateDict, prefix: "", expected: descriptor.parameterNames, ignored: descriptor.ignoredParameterNames,
+                layer: descriptor.name)
+        }
+        let parameters = try descriptor.parameters(options, inputShape: shape, given: given)
+        let layer = try descriptor.makeLayer(options, inputShape: shape, parameters: parameters, on: device)
+        let outputShape = try descriptor.outputShape(options, inputShape: shape)
+        out.pointee = handle(
+            LayerHandle(
+                device: device, descriptor: descriptor, options: options, parameters: parameters, inputShape: shape,
+                outputShape: outputShape, layer: layer))
+    }
+}
+
+/// `nyquist_layer_release`: releases a layer handle (NULL is ignored). See include/nyquist.h.
+@_cdecl("nyquist_layer_release")
+public func nyquist_layer_release(_ layer: OpaquePointer?) {
+    release(layer, as: LayerHandle.self)
+}
+
+/// `nyquist_layer_output_shape`: the output's rank and shape. See include/nyquist.h.
+@_cdecl("nyquist_layer_output_shape")
+public func nyquist_layer_output_shape(
+    _ layer: OpaquePointer?, _ rank: UnsafeMutablePointer<Int>?, _ shape: UnsafeMutablePointer<Int>?
+) -> Int32 {
+    guarded {
+        let layer = try unwrap(layer, as: LayerHandle.self, "layer")
+        guard let rank, let shape else { throw ArgumentError(message: "rank or shape is NULL") }
+        rank.pointee = layer.outputShape.count
+        for (index, size) in layer.outputShape.enumerated() { shape[index] = size }
+    }
+}
+
+/// Runs one call of `layer` on the caller's buffers inside a submission: `body` gets the input
+/// tensor and returns the result to copy into `output`.
+func run(
+    _ layer: LayerHandle, input: cl_mem?, inputOffset: Int, inputShape: [Int], output: cl_mem?, outputOffset: Int,
+    outputShape: [Int], waitCount: cl_uint, waitList: UnsafePointer<cl_event?>?, event: UnsafeMutablePointer<cl_event?>?,
+    _ body: (DeviceTensor) throws -> DeviceTensor
+) throws {
+    guard let input, let output else { throw ArgumentError(message: "an input or output buffer is NULL") }
+    let device = layer.device
+    let source = try DeviceTensor(wrapping: input, offset: inputOffset, shape: inputShape, on: device)
+    let destination = try DeviceTensor(wrapping: output, offset: outputOffset, shape: outputShape, on: device)
+    let (_, completion) = try device.submit(after: try events(waitCount, waitList)) {
+        try device.copy(try body(source), into: destination)
+    }
+    if let event { event.pointee = completion } else if let completion { clReleaseEvent(completion) }
+}
+
+/// `nyquist_forward`: inference forward on the caller's buffers after its wait list. See include/nyquist.h.
+@_cdecl("nyquist_forward")
+public func nyquist_forward(
+    _ layer: OpaquePointer?, _ input: cl_mem?, _ inputOffset: Int, _ output: cl_mem?, _ outputOffset: Int,
+    _ waitCount: cl_uint, _ waitList: UnsafePointer<cl_event?>?, _ event: UnsafeMutablePointer<cl_event?>?
+) -> Int32 {
+    guarded {
+        let layer = try unwrap(layer, as: LayerHandle.self, "layer")
+        try run(
+            layer, input: input, inputOffset: inputOffset, inputShape: layer.inputShape, output: output,
+            outputOffset: outputOffset, outputShape: layer.outputShape, waitCount: waitCount, waitList: waitList, event: event
+        ) { try layer.layer($0).output }
+    }
+}
+
+/// `nyquist_forward_training`: training forward on the caller's buffers; returns the saved state. See include/nyquist.h.
+@_cdecl("nyquist_forward_training")
+public func nyquist_forward_training(
+    _ layer: OpaquePointer?, _ input: cl_mem?, _ inputOffset: Int, _ output: cl_mem?, _ outputOffset: Int,
+    _ saved: UnsafeMutablePointer<OpaquePointer?>?, _ waitCount: cl_uint, _ waitList: UnsafePointer<cl_event?>?,
+    _ event: UnsafeMutablePointer<cl_event?>?
+) -> Int32 {
+    guarded {
+        let layer = try unwrap(layer, as: LayerHandle.self, "layer")
+        guard let saved else { throw ArgumentError(message: "saved is NULL") }
+        var state: SavedState?
+        try run(
+            layer, input: input, inputOffset: inputOffset, inputShape: layer.inputShape, output: output,
+            outputOffset: outputOffset, outputShape: layer.outputShape, waitCount: waitCount, waitList: waitList, event: event
+        ) { x in
+            let (values, kept) = try layer.layer.forwardTraining(x)
+            state = kept
+            return values.output
+        }
+        guard let state else { throw ArgumentError(message: "the training forward kept no state") }
+        saved.pointee = handle(SavedHandle(layer: layer, saved: state))
+    }
+}
+
+/// `nyquist_backward`: the input gradient from the output gradient and a saved state. See include/nyquist.h.
+@_cdecl("nyquist_backward")
+public func nyquist_backward(
+    _ layer: OpaquePointer?, _ saved: OpaquePointer?, _ gradOutput: cl_mem?, _ gradOutputOffset: Int, _ gradInput: cl_mem?,
+    _ gradInputOffset: Int, _ waitCount: cl_uint, _ waitList: UnsafePointer<cl_event?>?,
+    _ event: UnsafeMutablePointer<cl_event?>?
+) -> Int32 {
+    guarded {
+        let layer = try unwrap(layer, as: LayerHandle.self, "layer")
+        let state = try unwrap(saved, as: SavedHandle.self, "saved")
+        guard state.layer == ObjectIdentifier(layer) else {
+            throw ArgumentError(message: "saved comes from another layer's training forward")
+        }
+        try run(
+            layer, input: gradOutput, inputOffset: gradOutputOffset, inputShape: layer.outputShape, output: gradInput,
+            outputOffset: gradInputOffset, outputShape: layer.inputShape, waitCount: waitCount, waitList: waitList,
+            event: event
+        ) { try layer.layer.backward($0, state.saved).input }
+    }
+}
+
+/// `nyquist_saved_release`: releases a saved-state handle (NULL is ignored). See include/nyquist.h.
+@_cdecl("nyquist_saved_release")
+public func nyquist_saved_release(_ saved: OpaquePointer?) {
+    release(saved, as: SavedHandle.self)
+}
+
+/// `count` floats at `pointer` as a host tensor of `shape`.
+func hostTensor(_ pointer: UnsafePointer<Float>?, _ shape: [Int], _ what: String) throws -> HostTensor {
+    guard let pointer else { throw ArgumentError(message: "\(what) is NULL") }
+    let count = try HostTensor.elementCount(of: shape)
+    return try HostTensor(shape: shape, values: Array(UnsafeBufferPointer(start: pointer, count: count)))
+}
+
+func copy(_ tensor: HostTensor, to pointer: UnsafeMutablePointer<Float>?, _ what: String) throws {
+    guard let pointer else { throw ArgumentError(message: "\(what) is NULL") }
+    tensor.values.withUnsafeBufferPointer { values in
+        for index in values.indices { pointer[index] = values[index] }
+    }
+}
+
+/// `nyquist_reference_forward`: the CPU reference's forward on host arrays. See include/nyquist.h.
+@_cdecl("nyquist_reference_forward")
+public func nyquist_reference_forward(
+    _ layer: OpaquePointer?, _ input: UnsafePointer<Float>?, _ output: UnsafeMutablePointer<Float>?
+) -> Int32 {
+    guarded {
+        let layer = try unwrap(layer, as: LayerHandle.self, "layer")
+        let reference = try layer.descriptor.makeReference(
+            layer.options, inputShape: layer.inputShape, parameters: layer.parameters)
+        try copy(try reference(try hostTensor(input, layer.inputShape, "input")).output, to: output, "output")
+    }
+}
+
+/// `nyquist_reference_backward`: the CPU reference's input gradient on host arrays. See include/nyquist.h.
+@_cdecl("nyquist_reference_backward")
+public func nyquist_reference_backward(
+    _ layer: OpaquePointer?, _ input: UnsafePointer<Float>?, _ gradOutput: UnsafePointer<Float>?,
+    _ gradInput: UnsafeMutablePointer<Float>?
+) -> Int32 {
+    guarded {
+        let layer = try unwrap(layer, as: LayerHandle.self, "layer")
+        let reference = try layer.descriptor.makeReference(
+            layer.options, inputShape: layer.inputShape, parameters: layer.parameters)
+        let (_, saved) = try reference.forwardTraining(try hostTensor(input, layer.inputShape, "input"))
+        let gradients = try reference.backward(try hostTensor(gradOutput, layer.outputShape, "grad_output"), saved)
+        try copy(gradients.input, to: gradInput, "grad_input")
+    }
+}

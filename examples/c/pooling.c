@@ -1,0 +1,128 @@
+/*
+ * Nyquist from C: the application owns the OpenCL context, queue and buffers; Nyquist runs
+ * blur-pool and lift-down-pool forward and backward on them through include/nyquist.h and the
+ * results are checked against the library's CPU reference. Built and run by `make test`.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nyquist.h"
+
+#define CHECK(call)                                                                       \
+    do {                                                                                  \
+        nyquist_status status_ = (call);                                                  \
+        if (status_ != NYQUIST_SUCCESS) {                                                 \
+            fprintf(stderr, "%s failed (%d): %s\n", #call, (int)status_, nyquist_last_error()); \
+            exit(1);                                                                      \
+        }                                                                                 \
+    } while (0)
+
+static size_t count_of(size_t rank, const size_t *shape) {
+    size_t count = 1;
+    for (size_t i = 0; i < rank; i++) count *= shape[i];
+    return count;
+}
+
+static cl_mem buffer(cl_context context, size_t floats) {
+    cl_int status;
+    cl_mem memory = clCreateBuffer(context, CL_MEM_READ_WRITE, floats * sizeof(float), NULL, &status);
+    if (status != CL_SUCCESS) { fprintf(stderr, "clCreateBuffer: %d\n", status); exit(1); }
+    return memory;
+}
+
+/* max |a - b| / max(max |b|, floor). */
+static double relative_error(const float *a, const float *b, size_t count, double floor) {
+    double largest = 0, magnitude = floor;
+    for (size_t i = 0; i < count; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (d > largest) largest = d;
+        if (fabs((double)b[i]) > magnitude) magnitude = fabs((double)b[i]);
+    }
+    return largest / magnitude;
+}
+
+/* Forward and backward of `op` on the caller's buffers, checked against the reference. */
+static int run(nyquist_device *device, cl_context context, cl_command_queue queue, const char *op, size_t option_count,
+               const char *const *names, const char *const *values, double tolerance) {
+    const size_t input_shape[4] = {2, 3, 9, 10};
+    nyquist_layer *layer = NULL;
+    CHECK(nyquist_layer_create(device, op, option_count, names, values, NULL, 4, input_shape, &layer));
+    size_t rank = 0, output_shape[4] = {0};
+    CHECK(nyquist_layer_output_shape(layer, &rank, output_shape));
+    size_t input_count = count_of(4, input_shape), output_count = count_of(rank, output_shape);
+
+    float *x = malloc(input_count * sizeof(float)), *gy = malloc(output_count * sizeof(float));
+    float *y = malloc(output_count * sizeof(float)), *gx = malloc(input_count * sizeof(float));
+    float *y_ref = malloc(output_count * sizeof(float)), *gx_ref = malloc(input_count * sizeof(float));
+    unsigned state = 12345;
+    for (size_t i = 0; i < input_count; i++) { state = state * 1103515245u + 12345u; x[i] = (float)((state >> 8) % 2001) / 1000.0f - 1.0f; }
+    for (size_t i = 0; i < output_count; i++) { state = state * 1103515245u + 12345u; gy[i] = (float)((state >> 8) % 2001) / 1000.0f - 1.0f; }
+
+    cl_mem x_mem = buffer(context, input_count), y_mem = buffer(context, output_count);
+    cl_mem gy_mem = buffer(context, output_count), gx_mem = buffer(context, input_count);
+    clEnqueueWriteBuffer(queue, x_mem, CL_TRUE, 0, input_count * sizeof(float), x, 0, NULL, NULL);
+    clEnqueueWriteBuffer(queue, gy_mem, CL_TRUE, 0, output_count * sizeof(float), gy, 0, NULL, NULL);
+
+    /* Inference forward, waited for through its event. */
+    cl_event done = NULL;
+    CHECK(nyquist_forward(layer, x_mem, 0, y_mem, 0, 0, NULL, &done));
+    clWaitForEvents(1, &done);
+    clReleaseEvent(done);
+    clEnqueueReadBuffer(queue, y_mem, CL_TRUE, 0, output_count * sizeof(float), y, 0, NULL, NULL);
+    CHECK(nyquist_reference_forward(layer, x, y_ref));
+    double forward_error = relative_error(y, y_ref, output_count, 1.0);
+
+    /* Training forward, then backward after it (in queue order; the event is not needed). */
+    nyquist_saved *saved = NULL;
+    CHECK(nyquist_forward_training(layer, x_mem, 0, y_mem, 0, &saved, 0, NULL, NULL));
+    CHECK(nyquist_backward(layer, saved, gy_mem, 0, gx_mem, 0, 0, NULL, NULL));
+    clEnqueueReadBuffer(queue, gx_mem, CL_TRUE, 0, input_count * sizeof(float), gx, 0, NULL, NULL);
+    CHECK(nyquist_reference_backward(layer, x, gy, gx_ref));
+    double backward_error = relative_error(gx, gx_ref, input_count, 1.0);
+
+    printf("%s: output %zux%zux%zux%zu, forward error %.2e, backward error %.2e\n", op, output_shape[0], output_shape[1],
+           output_shape[2], output_shape[3], forward_error, backward_error);
+    int failed = !(forward_error <= tolerance && backward_error <= tolerance);
+    nyquist_saved_release(saved);
+    nyquist_layer_release(layer);
+    clReleaseMemObject(x_mem); clReleaseMemObject(y_mem); clReleaseMemObject(gy_mem); clReleaseMemObject(gx_mem);
+    free(x); free(gy); free(y); free(gx); free(y_ref); free(gx_ref);
+    return failed;
+}
+
+int main(void) {
+    cl_platform_id platform;
+    cl_device_id device_id;
+    cl_uint found = 0;
+    if (clGetPlatformIDs(1, &platform, &found) != CL_SUCCESS || found == 0 ||
+        clGetDeviceIDs(platform, CL_DEVICE_TYPE_ALL, 1, &device_id, &found) != CL_SUCCESS || found == 0) {
+        fprintf(stderr, "no OpenCL device\n");
+        return 1;
+    }
+    cl_int status;
+    cl_context context = clCreateContext(NULL, 1, &device_id, NULL, NULL, &status);
+    cl_command_queue queue = clCreateCommandQueue(context, device_id, 0, &status);
+    printf("nyquist %s\n", nyquist_version());
+
+    nyquist_device *device = NULL;
+    CHECK(nyquist_device_create(context, device_id, queue, &device));
+    const char *blur_names[] = {"filter-size"}, *blur_values[] = {"5"};
+    /* Tolerances: the parity suite's (docs/parity.md): blur 1e-5, LiftPool backward 1e-4. */
+    int failed = run(device, context, queue, "blur-pool", 1, blur_names, blur_values, 1e-5);
+    failed |= run(device, context, queue, "lift-down-pool", 0, NULL, NULL, 1e-4);
+
+    /* A mistake is a status and a message, not a crash. */
+    nyquist_layer *none = NULL;
+    const size_t shape[4] = {1, 1, 4, 4};
+    nyquist_status status_unknown = nyquist_layer_create(device, "median-pool", 0, NULL, NULL, NULL, 4, shape, &none);
+    printf("unknown operator: status %d, \"%s\"\n", (int)status_unknown, nyquist_last_error());
+    failed |= status_unknown != NYQUIST_INVALID_ARGUMENT || strstr(nyquist_last_error(), "median-pool") == NULL;
+
+    nyquist_device_release(device);
+    clReleaseCommandQueue(queue);
+    clReleaseContext(context);
+    printf(failed ? "FAILED\n" : "ok\n");
+    return failed;
+}

@@ -1,0 +1,117 @@
+/*
+ * nyquist.h: the C API of Nyquist, shift-invariant pooling layers as OpenCL kernels.
+ *
+ * Layers run on the caller's OpenCL objects: a context, an in-order command queue of it, and
+ * cl_mem buffers holding float32 NCHW tensors (N, C, L for 1-D LiftPool). Every call enqueues
+ * on the caller's queue after the given wait list and returns without waiting; the optional
+ * `event` out-parameter receives the completion event of the call (the caller releases it with
+ * clReleaseEvent). Handles are opaque; every function returns a status, and on failure
+ * nyquist_last_error() gives a one-line message for the calling thread.
+ *
+ * Link with -lNyquistC (lib/libnyquist.so after `make lib`) and -lOpenCL.
+ */
+#ifndef NYQUIST_H
+#define NYQUIST_H
+
+#include <stddef.h>
+/* Nyquist uses the OpenCL 1.2 API; a caller that needs a later one defines this first. */
+#ifndef CL_TARGET_OPENCL_VERSION
+#define CL_TARGET_OPENCL_VERSION 120
+#endif
+#include <CL/cl.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Status of a call: NYQUIST_SUCCESS, or what kind of failure (see nyquist_last_error()). */
+typedef enum nyquist_status {
+    NYQUIST_SUCCESS = 0,
+    NYQUIST_INVALID_ARGUMENT = 1,   /* a null pointer, an unknown operator or option, a bad value */
+    NYQUIST_INVALID_SHAPE = 2,      /* a shape the operator refuses, or buffers too small for it */
+    NYQUIST_INVALID_PARAMETERS = 3, /* missing, misshapen or unexpected parameters */
+    NYQUIST_INVALID_FILE = 4,       /* a malformed parameter file */
+    NYQUIST_IO_ERROR = 5,           /* a file that cannot be read */
+    NYQUIST_SIZE_LIMIT = 6,         /* a tensor over the limits */
+    NYQUIST_UNSUPPORTED = 7,        /* an operation the operator or device does not support */
+    NYQUIST_OUT_OF_MEMORY = 8,      /* the device is out of memory */
+    NYQUIST_DEVICE_ERROR = 9        /* any other OpenCL failure */
+} nyquist_status;
+
+/** A device: the caller's context and queue, held (one reference each) until released. */
+typedef struct nyquist_device nyquist_device;
+/** A layer: one operator with its options and parameters, for inputs of one shape. */
+typedef struct nyquist_layer nyquist_layer;
+/** What a training forward keeps for its backward. */
+typedef struct nyquist_saved nyquist_saved;
+
+/** The library's version ("MAJOR.MINOR.PATCH"), static storage. */
+const char *nyquist_version(void);
+
+/** The message of the calling thread's last failed call ("" if none); valid until its next call. */
+const char *nyquist_last_error(void);
+
+/**
+ * Wraps the caller's `context`, `device` and in-order `queue` (an out-of-order queue is refused:
+ * memory is reused in queue order). The queue is never finished implicitly.
+ */
+nyquist_status nyquist_device_create(cl_context context, cl_device_id device, cl_command_queue queue,
+                                     nyquist_device **out);
+/** Releases a device (and its references to the caller's context and queue); NULL is ignored. */
+void nyquist_device_release(nyquist_device *device);
+
+/**
+ * Creates the layer of operator `op` ("blur-pool", "lift-down-pool", ...: the names of
+ * `nyquist run`) for inputs of `input_shape` (`rank` 4, or 3 for 1-D LiftPool), with
+ * `option_count` options given as names and values as on the command line without dashes
+ * ("filter-size" = "5"). `parameters_path` is a safetensors file of a PyTorch state_dict (NULL:
+ * the operator's default initialisation, seeded by the "seed" option where it has one).
+ */
+nyquist_status nyquist_layer_create(nyquist_device *device, const char *op, size_t option_count,
+                                    const char *const *option_names, const char *const *option_values,
+                                    const char *parameters_path, size_t rank, const size_t *input_shape,
+                                    nyquist_layer **out);
+/** Releases a layer; NULL is ignored. */
+void nyquist_layer_release(nyquist_layer *layer);
+
+/** The output's rank and shape (`shape` holds at least 4 values). */
+nyquist_status nyquist_layer_output_shape(const nyquist_layer *layer, size_t *rank, size_t *shape);
+
+/**
+ * Inference forward of the float32 tensor in `input` (starting `input_offset` floats in) into
+ * `output` (at `output_offset`; a non-zero offset must be a multiple of the device's
+ * CL_DEVICE_MEM_BASE_ADDR_ALIGN in floats). The first kernel waits for `wait_list`; `event`
+ * (may be NULL) receives the completion event.
+ */
+nyquist_status nyquist_forward(nyquist_layer *layer, cl_mem input, size_t input_offset, cl_mem output,
+                               size_t output_offset, cl_uint wait_count, const cl_event *wait_list, cl_event *event);
+
+/** Training forward: as nyquist_forward, and `saved` receives what nyquist_backward needs. */
+nyquist_status nyquist_forward_training(nyquist_layer *layer, cl_mem input, size_t input_offset, cl_mem output,
+                                        size_t output_offset, nyquist_saved **saved, cl_uint wait_count,
+                                        const cl_event *wait_list, cl_event *event);
+
+/**
+ * Backward from the gradient of the output (`grad_output`) into the gradient of the input
+ * (`grad_input`), using a training forward's `saved` state of this layer.
+ */
+nyquist_status nyquist_backward(nyquist_layer *layer, const nyquist_saved *saved, cl_mem grad_output,
+                                size_t grad_output_offset, cl_mem grad_input, size_t grad_input_offset,
+                                cl_uint wait_count, const cl_event *wait_list, cl_event *event);
+/** Releases a saved state; NULL is ignored. */
+void nyquist_saved_release(nyquist_saved *saved);
+
+/**
+ * The same layer on the CPU reference (double precision inside), on host arrays: `input` of the
+ * input shape, `output` of the output shape. For checking results; blocking.
+ */
+nyquist_status nyquist_reference_forward(const nyquist_layer *layer, const float *input, float *output);
+/** The CPU reference's input gradient for `grad_output` at `input` (training forward, then backward). */
+nyquist_status nyquist_reference_backward(const nyquist_layer *layer, const float *input, const float *grad_output,
+                                          float *grad_input);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* NYQUIST_H */
