@@ -93,13 +93,49 @@ nyquist_status nyquist_forward_training(nyquist_layer *layer, cl_mem input, size
 
 /**
  * Backward from the gradient of the output (`grad_output`) into the gradient of the input
- * (`grad_input`), using a training forward's `saved` state of this layer.
+ * (`grad_input`), using a training forward's `saved` state of this layer. Loss terms count as
+ * the options say: tips-pool's lambda-fm and lambda-undo (default 0), lift-down-pool's
+ * regularisers with weight 1.
  */
 nyquist_status nyquist_backward(nyquist_layer *layer, const nyquist_saved *saved, cl_mem grad_output,
                                 size_t grad_output_offset, cl_mem grad_input, size_t grad_input_offset,
                                 cl_uint wait_count, const cl_event *wait_list, cl_event *event);
 /** Releases a saved state; NULL is ignored. */
 void nyquist_saved_release(nyquist_saved *saved);
+
+/**
+ * The shape of a result by name: "output", or one of the operator's other results of a training
+ * forward ("indices" of aps-pool; "psi", "tau" of tips-pool; the bands "ll", "lh", "hl", "hh"
+ * (1-D: "s", "d") of lift-down-pool; "filters" and the statistics of adaptive-blur-pool with the
+ * option filters=true).
+ */
+nyquist_status nyquist_layer_result_shape(const nyquist_layer *layer, const char *name, size_t *rank, size_t *shape);
+
+/**
+ * A forward with named inputs and results: inputs "input" and, where the operator takes them,
+ * lift-up-pool's detail bands "lh", "hl", "hh" (1-D: "d"; shaped like "input") and aps-pool's
+ * "indices" (N floats in 0...3, phases to sample); results by the names of
+ * nyquist_layer_result_shape, each copied into the caller's buffer of that name. With
+ * `training` non-zero it is the training forward and `saved` receives its state (and its scalar
+ * results, see nyquist_saved_scalar). Inference computes fewer results (tips-pool: no psi).
+ */
+nyquist_status nyquist_run(nyquist_layer *layer, int training, size_t input_count, const char *const *input_names,
+                           const cl_mem *inputs, const size_t *input_offsets, size_t output_count,
+                           const char *const *output_names, const cl_mem *outputs, const size_t *output_offsets,
+                           nyquist_saved **saved, cl_uint wait_count, const cl_event *wait_list, cl_event *event);
+
+/** A scalar result of a training forward: "fm", "undo" (tips-pool), "c_u", "c_p", "loss" (lift-down-pool). */
+nyquist_status nyquist_saved_scalar(const nyquist_saved *saved, const char *name, double *value);
+
+/**
+ * A backward writing named gradients: "input", the other inputs' ("lh", "hl", "hh", "d") and the
+ * parameters' by PyTorch state_dict name ("conv.weight", "predict.0.weight", ...), each into the
+ * caller's buffer of that name (of that tensor's shape). Loss terms count as in nyquist_backward.
+ */
+nyquist_status nyquist_backward_run(nyquist_layer *layer, const nyquist_saved *saved, cl_mem grad_output,
+                                    size_t grad_output_offset, size_t output_count, const char *const *output_names,
+                                    const cl_mem *outputs, const size_t *output_offsets, cl_uint wait_count,
+                                    const cl_event *wait_list, cl_event *event);
 
 /**
  * The same layer on the CPU reference (double precision inside), on host arrays: `input` of the

@@ -39,13 +39,16 @@ final class LayerHandle {
     }
 }
 
-/// A saved-state handle: a training forward's state, for the layer that made it.
+/// A saved-state handle: a training forward's state and scalar results, for the layer that
+/// made it.
 final class SavedHandle {
     let layer: ObjectIdentifier
     let saved: SavedState
-    init(layer: LayerHandle, saved: SavedState) {
+    let scalars: [String: Double]
+    init(layer: LayerHandle, saved: SavedState, scalars: [String: Double] = [:]) {
         self.layer = ObjectIdentifier(layer)
         self.saved = saved
+        self.scalars = scalars
     }
 }
 
@@ -202,10 +205,6 @@ public func nyquist_layer_create(
         }
         guard (1...4).contains(rank), let inputShape else { throw ArgumentError(message: "rank \(rank) or input_shape") }
         let shape = (0..<rank).map { inputShape[$0] }
-        guard descriptor.extraInputs(rank).allSatisfy({ $0 == "indices" }) else {
-            throw NyquistError(
-                .unsupported, "\(descriptor.name) takes more than one input tensor; the C API does not run it yet")
-        }
         let options = OperatorOptions(values)
         var given: [String: HostTensor]? = nil
         if let parametersPath {
@@ -366,5 +365,149 @@ public func nyquist_reference_backward(
         let (_, saved) = try reference.forwardTraining(try hostTensor(input, layer.inputShape, "input"))
         let gradients = try reference.backward(try hostTensor(gradOutput, layer.outputShape, "grad_output"), saved)
         try copy(gradients.input, to: gradInput, "grad_input")
+    }
+}
+
+/// Named buffers of a call: (name, buffer, offset in floats).
+func namedBuffers(
+    _ count: Int, _ names: UnsafePointer<UnsafePointer<CChar>?>?, _ buffers: UnsafePointer<cl_mem?>?,
+    _ offsets: UnsafePointer<Int>?, _ what: String
+) throws -> [(name: String, buffer: cl_mem, offset: Int)] {
+    guard count >= 0 else { throw ArgumentError(message: "\(what) count \(count)") }
+    guard count == 0 || (names != nil && buffers != nil) else { throw ArgumentError(message: "\(what) names or buffers are NULL") }
+    return try (0..<count).map { index in
+        guard let buffer = buffers?[index] else { throw ArgumentError(message: "\(what)[\(index)] is NULL") }
+        return (try string(names?[index], "\(what) name \(index)"), buffer, offsets?[index] ?? 0)
+    }
+}
+
+/// Copies each named result into the caller's buffer of that name (of the result's shape).
+func deliver(
+    _ results: [String: DeviceTensor], to outputs: [(name: String, buffer: cl_mem, offset: Int)], on device: Device,
+    what: String
+) throws {
+    for output in outputs {
+        guard let result = results[output.name] else {
+            throw NyquistError(
+                .invalidConfiguration,
+                "no \(what) named '\(output.name)' here; available: \(results.keys.sorted().joined(separator: ", "))")
+        }
+        let destination = try DeviceTensor(wrapping: output.buffer, offset: output.offset, shape: result.shape, on: device)
+        try device.copy(result, into: destination)
+    }
+}
+
+/// `nyquist_layer_result_shape`: the shape of a result by name (`output`, or one of the
+/// operator's other results). See include/nyquist.h.
+@_cdecl("nyquist_layer_result_shape")
+public func nyquist_layer_result_shape(
+    _ layer: OpaquePointer?, _ name: UnsafePointer<CChar>?, _ rank: UnsafeMutablePointer<Int>?,
+    _ shape: UnsafeMutablePointer<Int>?
+) -> Int32 {
+    guarded {
+        let layer = try unwrap(layer, as: LayerHandle.self, "layer")
+        let name = try string(name, "name")
+        guard let rank, let shape else { throw ArgumentError(message: "rank or shape is NULL") }
+        let shapes = try layer.descriptor.resultShapes(layer.options, inputShape: layer.inputShape)
+        guard let found = shapes[name] else {
+            throw NyquistError(
+                .invalidConfiguration,
+                "\(layer.descriptor.name) has no result '\(name)'; its results: \(shapes.keys.sorted().joined(separator: ", "))")
+        }
+        rank.pointee = found.count
+        for (index, size) in found.enumerated() { shape[index] = size }
+    }
+}
+
+/// `nyquist_run`: a forward (training when `training` is non-zero) with named inputs and
+/// named results. See include/nyquist.h.
+@_cdecl("nyquist_run")
+public func nyquist_run(
+    _ layer: OpaquePointer?, _ training: Int32, _ inputCount: Int, _ inputNames: UnsafePointer<UnsafePointer<CChar>?>?,
+    _ inputs: UnsafePointer<cl_mem?>?, _ inputOffsets: UnsafePointer<Int>?, _ outputCount: Int,
+    _ outputNames: UnsafePointer<UnsafePointer<CChar>?>?, _ outputs: UnsafePointer<cl_mem?>?,
+    _ outputOffsets: UnsafePointer<Int>?, _ saved: UnsafeMutablePointer<OpaquePointer?>?, _ waitCount: cl_uint,
+    _ waitList: UnsafePointer<cl_event?>?, _ event: UnsafeMutablePointer<cl_event?>?
+) -> Int32 {
+    guarded {
+        let layer = try unwrap(layer, as: LayerHandle.self, "layer")
+        if training != 0, saved == nil { throw ArgumentError(message: "saved is NULL for a training forward") }
+        let device = layer.device
+        let inputShapes = try layer.descriptor.inputShapes(layer.options, inputShape: layer.inputShape)
+        var tensors: [String: DeviceTensor] = [:]
+        for input in try namedBuffers(inputCount, inputNames, inputs, inputOffsets, "input") {
+            guard let shape = inputShapes[input.name] else {
+                throw NyquistError(
+                    .invalidConfiguration,
+                    "\(layer.descriptor.name) takes no input '\(input.name)'; its inputs: \(inputShapes.keys.sorted().joined(separator: ", "))")
+            }
+            tensors[input.name] = try DeviceTensor(wrapping: input.buffer, offset: input.offset, shape: shape, on: device)
+        }
+        let requested = try namedBuffers(outputCount, outputNames, outputs, outputOffsets, "output")
+        var kept: SavedHandle?
+        let (_, completion) = try device.submit(after: try events(waitCount, waitList)) {
+            let values: OperatorValues<DeviceTensor>
+            if training != 0 {
+                let (result, state) = try layer.layer.forwardTraining(tensors)
+                values = result
+                kept = SavedHandle(layer: layer, saved: state, scalars: result.scalars)
+            } else {
+                values = try layer.layer(tensors)
+            }
+            var results = values.extras
+            results["output"] = values.output
+            try deliver(results, to: requested, on: device, what: "result")
+        }
+        if let event { event.pointee = completion } else if let completion { clReleaseEvent(completion) }
+        if let kept, let saved { saved.pointee = handle(kept) }
+    }
+}
+
+/// `nyquist_saved_scalar`: a scalar result of the training forward (TIPS's `fm`, `undo`;
+/// LiftPool's `c_u`, `c_p`, `loss`). See include/nyquist.h.
+@_cdecl("nyquist_saved_scalar")
+public func nyquist_saved_scalar(_ saved: OpaquePointer?, _ name: UnsafePointer<CChar>?, _ value: UnsafeMutablePointer<Double>?)
+    -> Int32
+{
+    guarded {
+        let state = try unwrap(saved, as: SavedHandle.self, "saved")
+        let name = try string(name, "name")
+        guard let value else { throw ArgumentError(message: "value is NULL") }
+        guard let found = state.scalars[name] else {
+            throw NyquistError(
+                .invalidConfiguration,
+                "no scalar '\(name)'; this training forward gave: \(state.scalars.keys.sorted().joined(separator: ", "))")
+        }
+        value.pointee = found
+    }
+}
+
+/// `nyquist_backward_run`: a backward writing named gradients: `input`, the other inputs'
+/// (`lh`, `hl`, `hh`, `d`) and the parameters' (by state_dict name). See include/nyquist.h.
+@_cdecl("nyquist_backward_run")
+public func nyquist_backward_run(
+    _ layer: OpaquePointer?, _ saved: OpaquePointer?, _ gradOutput: cl_mem?, _ gradOutputOffset: Int, _ outputCount: Int,
+    _ outputNames: UnsafePointer<UnsafePointer<CChar>?>?, _ outputs: UnsafePointer<cl_mem?>?,
+    _ outputOffsets: UnsafePointer<Int>?, _ waitCount: cl_uint, _ waitList: UnsafePointer<cl_event?>?,
+    _ event: UnsafeMutablePointer<cl_event?>?
+) -> Int32 {
+    guarded {
+        let layer = try unwrap(layer, as: LayerHandle.self, "layer")
+        let state = try unwrap(saved, as: SavedHandle.self, "saved")
+        guard state.layer == ObjectIdentifier(layer) else {
+            throw ArgumentError(message: "saved comes from another layer's training forward")
+        }
+        guard let gradOutput else { throw ArgumentError(message: "grad_output is NULL") }
+        let device = layer.device
+        let outputShape = try layer.descriptor.outputShape(layer.options, inputShape: layer.inputShape)
+        let gradient = try DeviceTensor(wrapping: gradOutput, offset: gradOutputOffset, shape: outputShape, on: device)
+        let requested = try namedBuffers(outputCount, outputNames, outputs, outputOffsets, "gradient")
+        let (_, completion) = try device.submit(after: try events(waitCount, waitList)) {
+            let gradients = try layer.layer.backward(gradient, state.saved)
+            var results = gradients.extras.merging(gradients.parameters) { first, _ in first }
+            results["input"] = gradients.input
+            try deliver(results, to: requested, on: device, what: "gradient")
+        }
+        if let event { event.pointee = completion } else if let completion { clReleaseEvent(completion) }
     }
 }

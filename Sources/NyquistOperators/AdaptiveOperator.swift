@@ -54,6 +54,14 @@ enum AdaptiveOperator {
             return try configuration(options, shape[1]).description
         },
         shape: { options, shape in try configuration(options, shape[1]).outputShape(for: Shape4D(shape)).dimensions },
+        extraShapes: { options, shape in
+            let configuration = try configuration(options, shape[1])
+            let p = [configuration.predictorChannels]
+            return [
+                "filters": try configuration.filterShape(for: Shape4D(shape)).dimensions, "batch_mean": p, "batch_var": p,
+                "running_mean": p, "running_var": p,
+            ]
+        },
         defaults: { options, channels in
             AdaptiveBlurPool2DParameters<Float>(
                 configuration: try configuration(options, channels), seed: try options.seed("seed", 0)

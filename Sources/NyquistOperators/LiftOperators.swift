@@ -37,6 +37,13 @@ enum LiftOperators {
             return shape.count == 3
                 ? try configuration.outputShape1D(for: shape) : try configuration.outputShape(for: Shape4D(shape)).dimensions
         },
+        extraShapes: { options, shape in
+            let configuration = try configuration(options, shape[1])
+            let band =
+                shape.count == 3
+                ? try configuration.outputShape1D(for: shape) : try configuration.outputShape(for: Shape4D(shape)).dimensions
+            return Dictionary(uniqueKeysWithValues: bandNames(rank: shape.count).map { ($0, band) })
+        },
         defaults: defaults,
         device: { options, shape, parameters, device in
             let configuration = try configuration(options, shape[1])

@@ -38,6 +38,7 @@ public struct OperatorDescriptor: Sendable {
 
     let describe: @Sendable (OperatorOptions, _ inputShape: [Int]) throws -> String
     let shape: @Sendable (OperatorOptions, _ inputShape: [Int]) throws -> [Int]
+    var extraShapes: @Sendable (OperatorOptions, _ inputShape: [Int]) throws -> [String: [Int]] = { _, _ in [:] }
     let defaults: @Sendable (OperatorOptions, _ channels: Int) throws -> [String: HostTensor]
     let device: @Sendable (OperatorOptions, _ inputShape: [Int], _ parameters: [String: HostTensor], Device) throws -> AnyLayer
     let host: @Sendable (OperatorOptions, _ inputShape: [Int], _ parameters: [String: HostTensor]) throws -> AnyReferenceLayer
@@ -60,6 +61,27 @@ public struct OperatorDescriptor: Sendable {
     public func outputShape(_ options: OperatorOptions, inputShape: [Int]) throws -> [Int] {
         try options.check(allowedBy: self)
         return try shape(options, checkedShape(inputShape))
+    }
+
+    /// The shape of every result of a training forward by name: `output` and each of
+    /// ``extraOutputs`` (what a caller allocates to receive them).
+    public func resultShapes(_ options: OperatorOptions, inputShape: [Int]) throws -> [String: [Int]] {
+        try options.check(allowedBy: self)
+        let checked = try checkedShape(inputShape)
+        var shapes = try extraShapes(options, checked)
+        shapes["output"] = try shape(options, checked)
+        return shapes
+    }
+
+    /// The shape of every input by name for a main input of `inputShape`: `input`, the further
+    /// inputs (LiftUpPool's detail bands, shaped like the main one) and APS's optional `indices`
+    /// ([N]).
+    public func inputShapes(_ options: OperatorOptions, inputShape: [Int]) throws -> [String: [Int]] {
+        try options.check(allowedBy: self)
+        let checked = try checkedShape(inputShape)
+        var shapes = ["input": checked]
+        for name in extraInputs(checked.count) { shapes[name] = name == "indices" ? [checked[0]] : checked }
+        return shapes
     }
 
     /// The parameters a layer gets: `given` (checked by the layer), else the operator's

@@ -17,6 +17,7 @@ enum PolyphaseOperators {
         parameterNames: [], inputRanks: [4], extraOutputs: { _ in ["indices"] }, scalarsName: nil, extraInputs: { _ in ["indices"] },
         describe: { options, shape in try apsConfiguration(options, shape[1]).description },
         shape: { options, shape in try apsConfiguration(options, shape[1]).outputShape(for: Shape4D(shape)).dimensions },
+        extraShapes: { _, shape in ["indices": [shape[0]]] },
         defaults: { _, _ in [:] },
         device: { options, shape, _, _ in
             let layer = APSPool2D(try apsConfiguration(options, shape[1]))
@@ -78,6 +79,10 @@ enum PolyphaseOperators {
         describe: { options, shape in try TIPSTraining(options, shape[1]).configuration.description },
         shape: { options, shape in
             try TIPSTraining(options, shape[1]).configuration.outputShape(for: Shape4D(shape)).dimensions
+        },
+        extraShapes: { options, shape in
+            let padded = try TIPSTraining(options, shape[1]).configuration.paddedShape(for: Shape4D(shape))
+            return ["psi": padded.dimensions, "tau": [shape[0], shape[1], 4]]
         },
         defaults: { options, channels in
             try TIPSPool2DConfiguration(channels: channels, kernelSize: options.int("kernel", 3))

@@ -80,6 +80,10 @@ struct RegistryParityTests {
             "\(label): extras \(deviceTraining.extras.keys.sorted()) vs reference \(hostTraining.extras.keys.sorted())")
         #expect(
             deviceTraining.output.shape == (try descriptor.outputShape(options, inputShape: shape)), "\(label): output shape")
+        let resultShapes = try descriptor.resultShapes(options, inputShape: shape)
+        for (extra, tensor) in deviceTraining.extras {
+            #expect(tensor.shape == resultShapes[extra], "\(label): \(extra) has shape \(tensor.shape), resultShapes says \(resultShapes[extra] ?? [])")
+        }
         for (extra, expected) in hostTraining.extras {
             guard let actual = deviceTraining.extras[extra] else { continue }
             try compare("training \(extra)", actual, expected, forwardTolerance, floor: inputMagnitude)
