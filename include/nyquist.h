@@ -57,6 +57,13 @@ const char *nyquist_last_error(void);
  */
 nyquist_status nyquist_device_create(cl_context context, cl_device_id device, cl_command_queue queue,
                                      nyquist_device **out);
+/**
+ * A device with Nyquist's own context and queue, on the device `spec` names (an index or a name
+ * substring as `nyquist devices` lists them; NULL: NYQUIST_DEVICE, else the first GPU, else any).
+ * For the host-array calls (nyquist_run_host), which need no OpenCL objects of the caller's.
+ */
+nyquist_status nyquist_device_create_default(const char *spec, nyquist_device **out);
+
 /** Releases a device (and its references to the caller's context and queue); NULL is ignored. */
 void nyquist_device_release(nyquist_device *device);
 
@@ -136,6 +143,18 @@ nyquist_status nyquist_backward_run(nyquist_layer *layer, const nyquist_saved *s
                                     size_t grad_output_offset, size_t output_count, const char *const *output_names,
                                     const cl_mem *outputs, const size_t *output_offsets, cl_uint wait_count,
                                     const cl_event *wait_list, cl_event *event);
+
+/**
+ * nyquist_run on host float arrays: the inputs are uploaded, the layer runs on the device, the
+ * requested results are read back into `outputs` (each of its result's shape). Blocking.
+ */
+nyquist_status nyquist_run_host(nyquist_layer *layer, int training, size_t input_count, const char *const *input_names,
+                                const float *const *inputs, size_t output_count, const char *const *output_names,
+                                float *const *outputs, nyquist_saved **saved);
+
+/** nyquist_backward_run on host float arrays. Blocking. */
+nyquist_status nyquist_backward_run_host(nyquist_layer *layer, const nyquist_saved *saved, const float *grad_output,
+                                         size_t output_count, const char *const *output_names, float *const *outputs);
 
 /**
  * The same layer on the CPU reference (double precision inside), on host arrays: `input` of the

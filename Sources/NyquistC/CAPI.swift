@@ -511,3 +511,101 @@ public func nyquist_backward_run(
         if let event { event.pointee = completion } else if let completion { clReleaseEvent(completion) }
     }
 }
+
+/// `nyquist_device_create_default`: a device of Nyquist's own (its own context and queue) on the
+/// device `spec` names (an index or a name substring, as `nyquist devices` lists them; NULL: the
+/// default device). See include/nyquist.h.
+@_cdecl("nyquist_device_create_default")
+public func nyquist_device_create_default(_ spec: UnsafePointer<CChar>?, _ out: UnsafeMutablePointer<OpaquePointer?>?)
+    -> Int32
+{
+    guarded {
+        guard let out else { throw ArgumentError(message: "out is NULL") }
+        let device = try spec.map { try Device(named: String(cString: $0)) } ?? Device.default()
+        out.pointee = handle(DeviceHandle(device))
+    }
+}
+
+/// Host arrays of a call by name, `count` of each: (name, pointer).
+func namedHostArrays<Pointer>(
+    _ count: Int, _ names: UnsafePointer<UnsafePointer<CChar>?>?, _ arrays: UnsafePointer<Pointer?>?, _ what: String
+) throws -> [(name: String, pointer: Pointer)] {
+    guard count >= 0 else { throw ArgumentError(message: "\(what) count \(count)") }
+    guard count == 0 || (names != nil && arrays != nil) else { throw ArgumentError(message: "\(what) names or arrays are NULL") }
+    return try (0..<count).map { index in
+        guard let pointer = arrays?[index] else { throw ArgumentError(message: "\(what)[\(index)] is NULL") }
+        return (try string(names?[index], "\(what) name \(index)"), pointer)
+    }
+}
+
+/// Copies each requested result (by name) to the caller's host array.
+func download(_ results: [String: DeviceTensor], to outputs: [(name: String, pointer: UnsafeMutablePointer<Float>)], what: String)
+    throws
+{
+    for output in outputs {
+        guard let result = results[output.name] else {
+            throw NyquistError(
+                .invalidConfiguration,
+                "no \(what) named '\(output.name)' here; available: \(results.keys.sorted().joined(separator: ", "))")
+        }
+        try copy(try result.toHost(), to: output.pointer, output.name)
+    }
+}
+
+/// `nyquist_run_host`: ``nyquist_run`` on host arrays (uploaded, run, the requested results
+/// read back; blocking). See include/nyquist.h.
+@_cdecl("nyquist_run_host")
+public func nyquist_run_host(
+    _ layer: OpaquePointer?, _ training: Int32, _ inputCount: Int, _ inputNames: UnsafePointer<UnsafePointer<CChar>?>?,
+    _ inputs: UnsafePointer<UnsafePointer<Float>?>?, _ outputCount: Int, _ outputNames: UnsafePointer<UnsafePointer<CChar>?>?,
+    _ outputs: UnsafePointer<UnsafeMutablePointer<Float>?>?, _ saved: UnsafeMutablePointer<OpaquePointer?>?
+) -> Int32 {
+    guarded {
+        let layer = try unwrap(layer, as: LayerHandle.self, "layer")
+        if training != 0, saved == nil { throw ArgumentError(message: "saved is NULL for a training forward") }
+        let inputShapes = try layer.descriptor.inputShapes(layer.options, inputShape: layer.inputShape)
+        var tensors: [String: DeviceTensor] = [:]
+        for input in try namedHostArrays(inputCount, inputNames, inputs, "input") {
+            guard let shape = inputShapes[input.name] else {
+                throw NyquistError(
+                    .invalidConfiguration,
+                    "\(layer.descriptor.name) takes no input '\(input.name)'; its inputs: \(inputShapes.keys.sorted().joined(separator: ", "))")
+            }
+            tensors[input.name] = try DeviceTensor(try hostTensor(input.pointer, shape, input.name), on: layer.device)
+        }
+        let requested = try namedHostArrays(outputCount, outputNames, outputs, "output")
+        let values: OperatorValues<DeviceTensor>
+        if training != 0 {
+            let (result, state) = try layer.layer.forwardTraining(tensors)
+            values = result
+            saved?.pointee = handle(SavedHandle(layer: layer, saved: state, scalars: result.scalars))
+        } else {
+            values = try layer.layer(tensors)
+        }
+        var results = values.extras
+        results["output"] = values.output
+        try download(results, to: requested, what: "result")
+    }
+}
+
+/// `nyquist_backward_run_host`: ``nyquist_backward_run`` on host arrays (blocking). See
+/// include/nyquist.h.
+@_cdecl("nyquist_backward_run_host")
+public func nyquist_backward_run_host(
+    _ layer: OpaquePointer?, _ saved: OpaquePointer?, _ gradOutput: UnsafePointer<Float>?, _ outputCount: Int,
+    _ outputNames: UnsafePointer<UnsafePointer<CChar>?>?, _ outputs: UnsafePointer<UnsafeMutablePointer<Float>?>?
+) -> Int32 {
+    guarded {
+        let layer = try unwrap(layer, as: LayerHandle.self, "layer")
+        let state = try unwrap(saved, as: SavedHandle.self, "saved")
+        guard state.layer == ObjectIdentifier(layer) else {
+            throw ArgumentError(message: "saved comes from another layer's training forward")
+        }
+        let outputShape = try layer.descriptor.outputShape(layer.options, inputShape: layer.inputShape)
+        let gradient = try DeviceTensor(try hostTensor(gradOutput, outputShape, "grad_output"), on: layer.device)
+        let gradients = try layer.layer.backward(gradient, state.saved)
+        var results = gradients.extras.merging(gradients.parameters) { first, _ in first }
+        results["input"] = gradients.input
+        try download(results, to: try namedHostArrays(outputCount, outputNames, outputs, "gradient"), what: "gradient")
+    }
+}

@@ -168,6 +168,60 @@ static int lift_round_trip(nyquist_device *device, cl_context context, cl_comman
     return failed;
 }
 
+/*
+ * Host arrays on a device of Nyquist's own (no OpenCL objects of the caller's): tips-pool's
+ * training forward with psi, tau and the losses, then named gradients, against the reference.
+ */
+static int host_calls(void) {
+    nyquist_device *device = NULL;
+    CHECK(nyquist_device_create_default(NULL, &device));
+    const size_t shape[4] = {2, 3, 9, 10};
+    const char *names[] = {"lambda-fm", "lambda-undo"}, *values[] = {"0.5", "0.25"};
+    nyquist_layer *layer = NULL;
+    CHECK(nyquist_layer_create(device, "tips-pool", 2, names, values, NULL, 4, shape, &layer));
+    size_t rank = 0, output_shape[4] = {0}, psi_shape[4] = {0};
+    CHECK(nyquist_layer_result_shape(layer, "output", &rank, output_shape));
+    CHECK(nyquist_layer_result_shape(layer, "psi", &rank, psi_shape));
+    size_t input_count = count_of(4, shape), output_count = count_of(4, output_shape), psi_count = count_of(4, psi_shape);
+    float *x = malloc(input_count * sizeof(float)), *y = malloc(output_count * sizeof(float));
+    float *psi = malloc(psi_count * sizeof(float)), tau[2 * 3 * 4], *y_ref = malloc(output_count * sizeof(float));
+    float *gy = malloc(output_count * sizeof(float)), *gx = malloc(input_count * sizeof(float));
+    float *gx_ref = malloc(input_count * sizeof(float)), conv1[3 * 1 * 3 * 3];
+    for (size_t i = 0; i < input_count; i++) x[i] = (float)sin(0.23 * (double)i);
+    for (size_t i = 0; i < output_count; i++) gy[i] = (float)cos(0.17 * (double)i);
+
+    const char *input_name[] = {"input"};
+    const float *inputs[] = {x};
+    const char *result_names[] = {"output", "psi", "tau"};
+    float *results[] = {y, psi, tau};
+    nyquist_saved *saved = NULL;
+    CHECK(nyquist_run_host(layer, 1, 1, input_name, inputs, 3, result_names, results, &saved));
+    double fm = 0, undo = 0;
+    CHECK(nyquist_saved_scalar(saved, "fm", &fm));
+    CHECK(nyquist_saved_scalar(saved, "undo", &undo));
+    CHECK(nyquist_reference_forward(layer, x, y_ref));
+    double forward_error = relative_error(y, y_ref, output_count, 1.0);
+
+    const char *gradient_names[] = {"input", "conv1.weight"};
+    float *gradients[] = {gx, conv1};
+    CHECK(nyquist_backward_run_host(layer, saved, gy, 2, gradient_names, gradients));
+    CHECK(nyquist_reference_backward(layer, x, gy, gx_ref));
+    double backward_error = relative_error(gx, gx_ref, input_count, 1.0);
+    double tau_sum = 0;
+    for (int i = 0; i < 4; i++) tau_sum += tau[i];
+
+    printf("tips-pool on host arrays: forward error %.2e, backward error %.2e, L_FM %.4f, L_undo %.4f, "
+           "tau sums to %.6f\n", forward_error, backward_error, fm, undo, tau_sum);
+    /* Tolerances: TIPS forward 1e-5, backward 1e-4 (docs/parity.md); tau is a softmax. */
+    int failed = !(forward_error <= 1e-5 && backward_error <= 1e-4 && fabs(tau_sum - 1) <= 1e-5 && isfinite(fm) &&
+                   isfinite(undo));
+    nyquist_saved_release(saved);
+    nyquist_layer_release(layer);
+    nyquist_device_release(device);
+    free(x); free(y); free(psi); free(y_ref); free(gy); free(gx); free(gx_ref);
+    return failed;
+}
+
 int main(void) {
     cl_platform_id platform;
     cl_device_id device_id;
@@ -189,6 +243,7 @@ int main(void) {
     int failed = run(device, context, queue, "blur-pool", 1, blur_names, blur_values, 1e-5);
     failed |= run(device, context, queue, "lift-down-pool", 0, NULL, NULL, 1e-4);
     failed |= lift_round_trip(device, context, queue);
+    failed |= host_calls();
 
     /* A mistake is a status and a message, not a crash. */
     nyquist_layer *none = NULL;
