@@ -111,12 +111,20 @@ nyquist_status nyquist_backward(nyquist_layer *layer, const nyquist_saved *saved
 void nyquist_saved_release(nyquist_saved *saved);
 
 /**
- * The shape of a result by name: "output", or one of the operator's other results of a training
- * forward ("indices" of aps-pool; "psi", "tau" of tips-pool; the bands "ll", "lh", "hl", "hh"
- * (1-D: "s", "d") of lift-down-pool; "filters" and the statistics of adaptive-blur-pool with the
- * option filters=true).
+ * The shape of a named tensor of the layer: a result ("output", or one of nyquist_layer_names's
+ * results: "indices" of aps-pool; "psi", "tau" of tips-pool; the bands "ll", "lh", "hl", "hh"
+ * (1-D: "s", "d") of lift-down-pool; "filters" and the statistics of adaptive-blur-pool), an
+ * input ("input", "lh", ...), or a parameter by state_dict name (its gradient has its shape).
  */
 nyquist_status nyquist_layer_result_shape(const nyquist_layer *layer, const char *name, size_t *rank, size_t *shape);
+
+/**
+ * The layer's names, comma-separated into `buffer` (NUL-terminated; `needed` receives the bytes
+ * needed with the NUL; a NULL buffer only asks): `which` 0 the results of an inference call,
+ * 1 those of a training forward, 2 its inputs, 3 the gradients its backward gives ("input", the
+ * other inputs', the trainable parameters'), 4 its parameters.
+ */
+nyquist_status nyquist_layer_names(const nyquist_layer *layer, int which, char *buffer, size_t capacity, size_t *needed);
 
 /**
  * A forward with named inputs and results: inputs "input" and, where the operator takes them,

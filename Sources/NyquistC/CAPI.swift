@@ -397,8 +397,8 @@ func deliver(
     }
 }
 
-/// `nyquist_layer_result_shape`: the shape of a result by name (`output`, or one of the
-/// operator's other results). See include/nyquist.h.
+/// `nyquist_layer_result_shape`: the shape of a named tensor of the layer: a result, an input,
+/// or a parameter (whose gradient has its shape). See include/nyquist.h.
 @_cdecl("nyquist_layer_result_shape")
 public func nyquist_layer_result_shape(
     _ layer: OpaquePointer?, _ name: UnsafePointer<CChar>?, _ rank: UnsafeMutablePointer<Int>?,
@@ -408,14 +408,50 @@ public func nyquist_layer_result_shape(
         let layer = try unwrap(layer, as: LayerHandle.self, "layer")
         let name = try string(name, "name")
         guard let rank, let shape else { throw ArgumentError(message: "rank or shape is NULL") }
-        let shapes = try layer.descriptor.resultShapes(layer.options, inputShape: layer.inputShape)
+        var shapes = try layer.descriptor.inputShapes(layer.options, inputShape: layer.inputShape)
+        shapes.merge(try layer.descriptor.resultShapes(layer.options, inputShape: layer.inputShape)) { input, _ in input }
+        for (parameter, tensor) in layer.parameters where shapes[parameter] == nil { shapes[parameter] = tensor.shape }
+        // The main result is "output"; the main input is "input".
+        shapes["output"] = layer.outputShape
         guard let found = shapes[name] else {
             throw NyquistError(
                 .invalidConfiguration,
-                "\(layer.descriptor.name) has no result '\(name)'; its results: \(shapes.keys.sorted().joined(separator: ", "))")
+                "\(layer.descriptor.name) has no tensor '\(name)'; its tensors: \(shapes.keys.sorted().joined(separator: ", "))")
         }
         rank.pointee = found.count
         for (index, size) in found.enumerated() { shape[index] = size }
+    }
+}
+
+/// `nyquist_layer_names`: comma-separated names of the layer's results, inputs, gradients or
+/// parameters. See include/nyquist.h.
+@_cdecl("nyquist_layer_names")
+public func nyquist_layer_names(
+    _ layer: OpaquePointer?, _ which: Int32, _ buffer: UnsafeMutablePointer<CChar>?, _ capacity: Int,
+    _ needed: UnsafeMutablePointer<Int>?
+) -> Int32 {
+    guarded {
+        let layer = try unwrap(layer, as: LayerHandle.self, "layer")
+        let descriptor = layer.descriptor
+        let names: [String]
+        switch which {
+        case 0, 1: names = try descriptor.resultNames(layer.options, inputShape: layer.inputShape, training: which == 1)
+        case 2: names = try descriptor.inputShapes(layer.options, inputShape: layer.inputShape).keys.sorted { first, second in
+            first == "input" || (second != "input" && first < second)
+        }
+        case 3: names = try descriptor.gradientNames(inputShape: layer.inputShape)
+        case 4: names = descriptor.parameterNames
+        default:
+            throw ArgumentError(
+                message: "which is \(which); use 0 (inference results), 1 (training results), 2 (inputs), 3 (gradients) or 4 (parameters)")
+        }
+        let text = Array(names.joined(separator: ",").utf8CString)
+        needed?.pointee = text.count
+        guard let buffer else { return }
+        guard capacity >= text.count else {
+            throw NyquistError(.sizeLimit, "the names need \(text.count) bytes; the buffer has \(capacity)")
+        }
+        for (index, byte) in text.enumerated() { buffer[index] = byte }
     }
 }
 

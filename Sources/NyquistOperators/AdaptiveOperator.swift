@@ -62,6 +62,12 @@ enum AdaptiveOperator {
                 "running_mean": p, "running_var": p,
             ]
         },
+        producedOutputs: { options, _, training in
+            let mode = try Mode(options)
+            return (mode.filters ? ["filters"] : [])
+                + (training && mode.batchStatistics ? ["batch_mean", "batch_var", "running_mean", "running_var"] : [])
+        },
+        trainableParameterNames: ["conv.weight", "bn.weight", "bn.bias"],
         defaults: { options, channels in
             AdaptiveBlurPool2DParameters<Float>(
                 configuration: try configuration(options, channels), seed: try options.seed("seed", 0)

@@ -39,6 +39,11 @@ public struct OperatorDescriptor: Sendable {
     let describe: @Sendable (OperatorOptions, _ inputShape: [Int]) throws -> String
     let shape: @Sendable (OperatorOptions, _ inputShape: [Int]) throws -> [Int]
     var extraShapes: @Sendable (OperatorOptions, _ inputShape: [Int]) throws -> [String: [Int]] = { _, _ in [:] }
+    /// The other results a call produces when they depend on the options or the pass (nil:
+    /// ``extraOutputs`` always).
+    var producedOutputs: (@Sendable (OperatorOptions, _ rank: Int, _ training: Bool) throws -> [String])? = nil
+    /// The parameters backward gives gradients of, when not all of them (nil: every one).
+    var trainableParameterNames: [String]? = nil
     let defaults: @Sendable (OperatorOptions, _ channels: Int) throws -> [String: HostTensor]
     let device: @Sendable (OperatorOptions, _ inputShape: [Int], _ parameters: [String: HostTensor], Device) throws -> AnyLayer
     let host: @Sendable (OperatorOptions, _ inputShape: [Int], _ parameters: [String: HostTensor]) throws -> AnyReferenceLayer
@@ -71,6 +76,22 @@ public struct OperatorDescriptor: Sendable {
         var shapes = try extraShapes(options, checked)
         shapes["output"] = try shape(options, checked)
         return shapes
+    }
+
+    /// The names of the results one call produces: `output`, then the others of ``extraOutputs``
+    /// that this pass makes with these options (TIPS's inference writes no psi; AdaptiveBlurPool's
+    /// filters follow its `filters` option and its batch statistics its training forward).
+    public func resultNames(_ options: OperatorOptions, inputShape: [Int], training: Bool) throws -> [String] {
+        try options.check(allowedBy: self)
+        let rank = try checkedShape(inputShape).count
+        return ["output"] + (try producedOutputs?(options, rank, training) ?? extraOutputs(rank))
+    }
+
+    /// The names of the gradients backward gives: `input`, the other inputs' (not APS's
+    /// indices) and the trainable parameters' by `state_dict` name.
+    public func gradientNames(inputShape: [Int]) throws -> [String] {
+        let rank = try checkedShape(inputShape).count
+        return ["input"] + extraInputs(rank).filter { $0 != "indices" } + (trainableParameterNames ?? parameterNames)
     }
 
     /// The shape of every input by name for a main input of `inputShape`: `input`, the further

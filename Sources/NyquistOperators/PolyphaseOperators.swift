@@ -84,6 +84,7 @@ enum PolyphaseOperators {
             let padded = try TIPSTraining(options, shape[1]).configuration.paddedShape(for: Shape4D(shape))
             return ["psi": padded.dimensions, "tau": [shape[0], shape[1], 4]]
         },
+        producedOutputs: { _, _, training in training ? ["psi", "tau"] : ["tau"] },
         defaults: { options, channels in
             try TIPSPool2DConfiguration(channels: channels, kernelSize: options.int("kernel", 3))
                 .defaultParameters(seed: options.seed("seed", 0))

@@ -69,13 +69,20 @@ struct RegistryParityTests {
         // Inference forward.
         let deviceForward = try layer(deviceInputs)
         let hostForward = try reference(hostInputs)
+        let inferenceNames = try descriptor.resultNames(options, inputShape: shape, training: false)
+        #expect(
+            Set(["output"] + deviceForward.extras.keys) == Set(inferenceNames)
+                && Set(["output"] + hostForward.extras.keys) == Set(inferenceNames),
+            "\(label): inference results \(deviceForward.extras.keys.sorted()), reference \(hostForward.extras.keys.sorted()), named \(inferenceNames)")
         try compare("forward", deviceForward.output, hostForward.output, forwardTolerance, floor: inputMagnitude)
         // Training forward: every extra and scalar the reference names, the same on the device.
         let (deviceTraining, saved) = try layer.forwardTraining(deviceInputs)
         let (hostTraining, hostSaved) = try reference.forwardTraining(hostInputs)
         try compare("training output", deviceTraining.output, hostTraining.output, forwardTolerance, floor: inputMagnitude)
+        let trainingNames = try descriptor.resultNames(options, inputShape: shape, training: true)
         #expect(
             Set(deviceTraining.extras.keys) == Set(hostTraining.extras.keys)
+                && Set(["output"] + hostTraining.extras.keys) == Set(trainingNames)
                 && Set(hostTraining.extras.keys).isSubset(of: descriptor.extraOutputs(shape.count)),
             "\(label): extras \(deviceTraining.extras.keys.sorted()) vs reference \(hostTraining.extras.keys.sorted())")
         #expect(
@@ -107,6 +114,10 @@ struct RegistryParityTests {
             try compare("gradient of \(extra)", actual, value, backwardTolerance, floor: gradMagnitude)
         }
         #expect(Set(gradients.parameters.keys) == Set(expected.parameters.keys), "\(label): parameter gradients by name")
+        #expect(
+            Set(["input"] + gradients.extras.keys + gradients.parameters.keys)
+                == Set(try descriptor.gradientNames(inputShape: shape)),
+            "\(label): gradient names")
         #expect(Set(try layer.parameters().keys) == Set(descriptor.parameterNames), "\(label): parameters by name")
         for (parameter, value) in expected.parameters {
             guard let actual = gradients.parameters[parameter] else { continue }

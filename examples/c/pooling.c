@@ -190,6 +190,20 @@ static int host_calls(void) {
     for (size_t i = 0; i < input_count; i++) x[i] = (float)sin(0.23 * (double)i);
     for (size_t i = 0; i < output_count; i++) gy[i] = (float)cos(0.17 * (double)i);
 
+    /* What each pass produces, by name: inference writes no psi. */
+    char inference_names[64], training_names[64], gradient_names_text[64];
+    CHECK(nyquist_layer_names(layer, 0, inference_names, sizeof inference_names, NULL));
+    CHECK(nyquist_layer_names(layer, 1, training_names, sizeof training_names, NULL));
+    CHECK(nyquist_layer_names(layer, 3, gradient_names_text, sizeof gradient_names_text, NULL));
+    size_t conv1_rank = 0, conv1_shape[4] = {0};
+    CHECK(nyquist_layer_result_shape(layer, "conv1.weight", &conv1_rank, conv1_shape));
+    printf("tips-pool results: inference %s; training %s; gradients %s; conv1.weight %zux%zux%zux%zu\n",
+           inference_names, training_names, gradient_names_text, conv1_shape[0], conv1_shape[1], conv1_shape[2],
+           conv1_shape[3]);
+    int names_wrong = strcmp(inference_names, "output,tau") != 0 || strcmp(training_names, "output,psi,tau") != 0 ||
+                      strcmp(gradient_names_text, "input,conv1.weight,conv2.weight") != 0 || conv1_rank != 4 ||
+                      conv1_shape[0] != 3 || conv1_shape[2] != 3;
+
     const char *input_name[] = {"input"};
     const float *inputs[] = {x};
     const char *result_names[] = {"output", "psi", "tau"};
@@ -213,8 +227,8 @@ static int host_calls(void) {
     printf("tips-pool on host arrays: forward error %.2e, backward error %.2e, L_FM %.4f, L_undo %.4f, "
            "tau sums to %.6f\n", forward_error, backward_error, fm, undo, tau_sum);
     /* Tolerances: TIPS forward 1e-5, backward 1e-4 (docs/parity.md); tau is a softmax. */
-    int failed = !(forward_error <= 1e-5 && backward_error <= 1e-4 && fabs(tau_sum - 1) <= 1e-5 && isfinite(fm) &&
-                   isfinite(undo));
+    int failed = names_wrong || !(forward_error <= 1e-5 && backward_error <= 1e-4 && fabs(tau_sum - 1) <= 1e-5 &&
+                                  isfinite(fm) && isfinite(undo));
     nyquist_saved_release(saved);
     nyquist_layer_release(layer);
     nyquist_device_release(device);
