@@ -2,12 +2,12 @@
 # packages they need first (apt-get, as root) and explain what to run when not root.
 SHELL := /bin/bash
 SWIFT ?= swift
-PACKAGES := ocl-icd-opencl-dev opencl-headers pocl-opencl-icd zlib1g-dev
+PACKAGES := ocl-icd-opencl-dev opencl-headers pocl-opencl-icd zlib1g-dev python3-numpy python3-pytest
 CLANG ?= $(shell command -v clang)
 # The C compiler for the C API's example: cc, else the Swift toolchain's clang.
 EXAMPLE_CC ?= $(shell command -v cc || command -v clang)
 
-.PHONY: deps build demo test lint-kernels bench clean parity-report doc-coverage fuzz-build fuzz fuzz-smoke lib c-example
+.PHONY: deps build demo test lint-kernels bench clean parity-report doc-coverage fuzz-build fuzz fuzz-smoke lib c-example python python-test
 
 deps:
 	@missing=""; for p in $(PACKAGES); do \
@@ -41,7 +41,7 @@ lint-kernels:
 	  echo "kernels lint clean"; \
 	else echo "clang not found: kernel lint skipped"; fi
 
-test: build lint-kernels fuzz-smoke c-example
+test: build lint-kernels fuzz-smoke c-example python-test
 	$(SWIFT) test
 
 # The C API as lib/libnyquist.so (include/nyquist.h); a symlink to the library SwiftPM builds,
@@ -51,6 +51,13 @@ lib: build
 	@cp "$$($(SWIFT) build --show-bin-path)/libNyquistC.so" lib/
 	@ln -sf libNyquistC.so lib/libnyquist.so
 	@echo "lib/libnyquist.so: link with -Iinclude -Llib -lnyquist -lOpenCL -Wl,-rpath,<this folder>/lib"
+
+# The Python package (python/nyquist, ctypes over lib/libnyquist.so) needs only the library.
+python: lib
+
+# The Python tests (Debian's python3-numpy and python3-pytest, installed by `make deps`).
+python-test: python
+	cd python && python3 -m pytest -q tests
 
 # Builds and runs examples/c/pooling.c on the C API (checks its results against the reference).
 c-example: lib

@@ -122,7 +122,8 @@ nyquist_status nyquist_layer_result_shape(const nyquist_layer *layer, const char
  * The layer's names, comma-separated into `buffer` (NUL-terminated; `needed` receives the bytes
  * needed with the NUL; a NULL buffer only asks): `which` 0 the results of an inference call,
  * 1 those of a training forward, 2 its inputs, 3 the gradients its backward gives ("input", the
- * other inputs', the trainable parameters'), 4 its parameters.
+ * other inputs', the trainable parameters'), 4 its parameters, 5 the name of its scalar results'
+ * group as `nyquist run --extra` names their file ("losses", "regularisers"; empty without).
  */
 nyquist_status nyquist_layer_names(const nyquist_layer *layer, int which, char *buffer, size_t capacity, size_t *needed);
 
@@ -138,6 +139,12 @@ nyquist_status nyquist_run(nyquist_layer *layer, int training, size_t input_coun
                            const cl_mem *inputs, const size_t *input_offsets, size_t output_count,
                            const char *const *output_names, const cl_mem *outputs, const size_t *output_offsets,
                            nyquist_saved **saved, cl_uint wait_count, const cl_event *wait_list, cl_event *event);
+
+/** The option names operator `op` takes, comma-separated (as nyquist_layer_names writes names). */
+nyquist_status nyquist_operator_options(const char *op, char *buffer, size_t capacity, size_t *needed);
+
+/** The names of a training forward's scalar results, comma-separated (as nyquist_layer_names). */
+nyquist_status nyquist_saved_scalar_names(const nyquist_saved *saved, char *buffer, size_t capacity, size_t *needed);
 
 /** A scalar result of a training forward: "fm", "undo" (tips-pool), "c_u", "c_p", "loss" (lift-down-pool). */
 nyquist_status nyquist_saved_scalar(const nyquist_saved *saved, const char *name, double *value);

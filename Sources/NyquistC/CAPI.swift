@@ -441,17 +441,14 @@ public func nyquist_layer_names(
         }
         case 3: names = try descriptor.gradientNames(inputShape: layer.inputShape)
         case 4: names = descriptor.parameterNames
+        case 5: names = descriptor.scalarsName.map { [$0] } ?? []
         default:
             throw ArgumentError(
-                message: "which is \(which); use 0 (inference results), 1 (training results), 2 (inputs), 3 (gradients) or 4 (parameters)")
+                message:
+                    "which is \(which); use 0 (inference results), 1 (training results), 2 (inputs), 3 (gradients), "
+                    + "4 (parameters) or 5 (the scalar results' group)")
         }
-        let text = Array(names.joined(separator: ",").utf8CString)
-        needed?.pointee = text.count
-        guard let buffer else { return }
-        guard capacity >= text.count else {
-            throw NyquistError(.sizeLimit, "the names need \(text.count) bytes; the buffer has \(capacity)")
-        }
-        for (index, byte) in text.enumerated() { buffer[index] = byte }
+        try writeNames(names, buffer, capacity, needed)
     }
 }
 
@@ -643,5 +640,42 @@ public func nyquist_backward_run_host(
         var results = gradients.extras.merging(gradients.parameters) { first, _ in first }
         results["input"] = gradients.input
         try download(results, to: try namedHostArrays(outputCount, outputNames, outputs, "gradient"), what: "gradient")
+    }
+}
+
+/// Writes `names` comma-separated into the caller's buffer (see ``nyquist_layer_names``).
+func writeNames(_ names: [String], _ buffer: UnsafeMutablePointer<CChar>?, _ capacity: Int, _ needed: UnsafeMutablePointer<Int>?)
+    throws
+{
+    let text = Array(names.joined(separator: ",").utf8CString)
+    needed?.pointee = text.count
+    guard let buffer else { return }
+    guard capacity >= text.count else {
+        throw NyquistError(.sizeLimit, "the names need \(text.count) bytes; the buffer has \(capacity)")
+    }
+    for (index, byte) in text.enumerated() { buffer[index] = byte }
+}
+
+/// `nyquist_operator_options`: the option names operator `op` takes, comma-separated. See
+/// include/nyquist.h.
+@_cdecl("nyquist_operator_options")
+public func nyquist_operator_options(
+    _ op: UnsafePointer<CChar>?, _ buffer: UnsafeMutablePointer<CChar>?, _ capacity: Int, _ needed: UnsafeMutablePointer<Int>?
+) -> Int32 {
+    guarded {
+        let descriptor = try OperatorRegistry.named(try string(op, "op"))
+        try writeNames(descriptor.options.map(\.name), buffer, capacity, needed)
+    }
+}
+
+/// `nyquist_saved_scalar_names`: the names of a training forward's scalar results,
+/// comma-separated. See include/nyquist.h.
+@_cdecl("nyquist_saved_scalar_names")
+public func nyquist_saved_scalar_names(
+    _ saved: OpaquePointer?, _ buffer: UnsafeMutablePointer<CChar>?, _ capacity: Int, _ needed: UnsafeMutablePointer<Int>?
+) -> Int32 {
+    guarded {
+        let state = try unwrap(saved, as: SavedHandle.self, "saved")
+        try writeNames(state.scalars.keys.sorted(), buffer, capacity, needed)
     }
 }

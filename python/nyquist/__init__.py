@@ -1,0 +1,226 @@
+"""Nyquist from Python: shift-invariant pooling layers on OpenCL, over the C API (ctypes).
+
+``nyquist.run`` mirrors ``nyquist run`` on NumPy arrays::
+
+    import numpy as np, nyquist
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    result = nyquist.run("blur-pool", x, filter_size=5)
+    result["output"].shape            # (2, 3, 8, 8)
+
+The library is ``lib/libnyquist.so`` of this repository (``make python`` builds it), or the file
+the environment variable ``NYQUIST_LIBRARY`` names. Arrays go through the host: each call uploads
+its inputs and reads its results back (a device of Nyquist's own, ``nyquist devices`` lists them).
+"""
+
+import ctypes
+import os
+
+import numpy as np
+
+__all__ = ["NyquistError", "run", "reference", "version"]
+
+
+class NyquistError(RuntimeError):
+    """A failed call: ``status`` is the C API's status code; the message says what is wrong."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+def _library_path():
+    configured = os.environ.get("NYQUIST_LIBRARY")
+    if configured:
+        return configured
+    here = os.path.dirname(os.path.abspath(__file__))
+    return os.path.join(here, "..", "..", "lib", "libnyquist.so")
+
+
+_lib = ctypes.CDLL(_library_path())
+_strings_type = ctypes.POINTER(ctypes.c_char_p)
+_float_p = ctypes.POINTER(ctypes.c_float)
+_handle = ctypes.c_void_p
+_size = ctypes.c_size_t
+_size_p = ctypes.POINTER(ctypes.c_size_t)
+
+_SIGNATURES = {
+    "nyquist_device_create_default": [ctypes.c_char_p, ctypes.POINTER(_handle)],
+    "nyquist_layer_create": [_handle, ctypes.c_char_p, _size, _strings_type, _strings_type, ctypes.c_char_p, _size, _size_p,
+                             ctypes.POINTER(_handle)],
+    "nyquist_layer_result_shape": [_handle, ctypes.c_char_p, _size_p, _size_p],
+    "nyquist_layer_names": [_handle, ctypes.c_int, ctypes.c_char_p, _size, _size_p],
+    "nyquist_operator_options": [ctypes.c_char_p, ctypes.c_char_p, _size, _size_p],
+    "nyquist_run_host": [_handle, ctypes.c_int, _size, _strings_type, ctypes.POINTER(_float_p), _size, _strings_type,
+                         ctypes.POINTER(_float_p), ctypes.POINTER(_handle)],
+    "nyquist_backward_run_host": [_handle, _handle, _float_p, _size, _strings_type, ctypes.POINTER(_float_p)],
+    "nyquist_saved_scalar": [_handle, ctypes.c_char_p, ctypes.POINTER(ctypes.c_double)],
+    "nyquist_saved_scalar_names": [_handle, ctypes.c_char_p, _size, _size_p],
+    "nyquist_reference_forward": [_handle, _float_p, _float_p],
+    "nyquist_reference_backward": [_handle, _float_p, _float_p, _float_p],
+}
+for _name, _arguments in _SIGNATURES.items():
+    getattr(_lib, _name).argtypes = _arguments
+    getattr(_lib, _name).restype = ctypes.c_int
+_lib.nyquist_version.restype = ctypes.c_char_p
+_lib.nyquist_last_error.restype = ctypes.c_char_p
+_lib.nyquist_layer_release.argtypes = [_handle]
+_lib.nyquist_saved_release.argtypes = [_handle]
+
+
+def _check(status):
+    if status != 0:
+        raise NyquistError(status, _lib.nyquist_last_error().decode())
+
+
+def version():
+    """The library's version string."""
+    return _lib.nyquist_version().decode()
+
+
+def _names(call, *arguments):
+    """A names call of the C API (comma-separated into a buffer) as a list."""
+    needed = _size(0)
+    _check(call(*arguments, None, 0, ctypes.byref(needed)))
+    buffer = ctypes.create_string_buffer(needed.value)
+    _check(call(*arguments, buffer, needed.value, None))
+    text = buffer.value.decode()
+    return text.split(",") if text else []
+
+
+def _strings(values):
+    array = (ctypes.c_char_p * max(len(values), 1))()
+    for index, value in enumerate(values):
+        array[index] = value.encode()
+    return array
+
+
+def _floats(array):
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _pointers(arrays):
+    return (_float_p * max(len(arrays), 1))(*[array.ctypes.data_as(_float_p) for array in arrays])
+
+
+_devices = {}
+
+
+def _device(spec):
+    if spec not in _devices:
+        handle = _handle()
+        _check(_lib.nyquist_device_create_default(spec.encode() if spec else None, ctypes.byref(handle)))
+        _devices[spec] = handle
+    return _devices[spec]
+
+
+class _Layer:
+    """A C layer handle, released with this object."""
+
+    # `which` of nyquist_layer_names.
+    TRAINING_RESULTS, GRADIENTS, SCALAR_GROUP = 1, 3, 5
+
+    def __init__(self, op, shape, params, options, device):
+        names = list(options)
+        values = [str(options[name]) for name in names]
+        dims = (_size * len(shape))(*shape)
+        self.handle = _handle()
+        _check(_lib.nyquist_layer_create(
+            _device(device), op.encode(), len(names), _strings(names), _strings(values),
+            os.fspath(params).encode() if params is not None else None, len(shape), dims, ctypes.byref(self.handle)))
+
+    def names(self, which):
+        return _names(_lib.nyquist_layer_names, self.handle, which)
+
+    def shape(self, name):
+        rank = _size(0)
+        dims = (_size * 4)()
+        _check(_lib.nyquist_layer_result_shape(self.handle, name.encode(), ctypes.byref(rank), dims))
+        return tuple(dims[index] for index in range(rank.value))
+
+    def __del__(self):
+        if getattr(self, "handle", None):
+            _lib.nyquist_layer_release(self.handle)
+
+
+def _options(op, options, training, results):
+    """Option names of the command line (underscores become dashes); the two that follow the
+    command rather than an option, as `nyquist run` sets them: train/eval statistics, and the
+    filters among the results."""
+    named = {name.replace("_", "-"): value for name, value in options.items()}
+    takes = set(_names(_lib.nyquist_operator_options, op.encode()))
+    if "statistics" in takes:
+        named["statistics"] = "batch" if training else "running"
+    if "filters" in takes and results:
+        named["filters"] = "true"
+    return named
+
+
+def run(op, x, params=None, grad_output=None, train=False, device=None, inputs=None, **options):
+    """Runs operator ``op`` (a ``nyquist run`` name) on the float32 array ``x``, as ``nyquist run``.
+
+    ``params`` is a safetensors file of the layer's state_dict (None: the default initialisation,
+    seeded by the ``seed`` option where there is one); ``options`` are the operator's options with
+    underscores for dashes (``filter_size=5``); ``inputs`` holds further named inputs (lift-up-pool's
+    ``lh``, ``hl``, ``hh``; aps-pool's ``indices``); ``device`` names an OpenCL device (None: the
+    default). With ``grad_output`` (or ``train``) the layer trains: batch statistics, losses, and
+    with ``grad_output`` the backward.
+
+    Returns a dict: ``output``; ``extra``, the other results by name (bands, indices, psi, tau,
+    filters, statistics) and, for a training run, the scalar results under their group's name
+    (``losses``, ``regularisers``); with ``grad_output`` also ``grad_input``, ``grad_extra`` (the
+    other inputs' gradients) and ``grad_params`` (by state_dict name).
+    """
+    x = _floats(x)
+    training = bool(train) or grad_output is not None
+    layer = _Layer(op, x.shape, params, _options(op, options, training, True), device)
+    named_inputs = {"input": x}
+    named_inputs.update({name: _floats(value) for name, value in (inputs or {}).items()})
+    input_names = list(named_inputs)
+    # Every result comes from the training forward, as `nyquist run --extra`; with eval-mode
+    # statistics (see _options) its output is the inference output.
+    result_names = layer.names(_Layer.TRAINING_RESULTS)
+    results = {name: np.empty(layer.shape(name), dtype=np.float32) for name in result_names}
+    saved = _handle()
+    _check(_lib.nyquist_run_host(
+        layer.handle, 1, len(input_names), _strings(input_names), _pointers([named_inputs[n] for n in input_names]),
+        len(result_names), _strings(result_names), _pointers([results[n] for n in result_names]), ctypes.byref(saved)))
+    try:
+        answer = {"output": results.pop("output"), "extra": results}
+        group = layer.names(_Layer.SCALAR_GROUP)
+        if training and group:
+            scalars = {}
+            for name in _names(_lib.nyquist_saved_scalar_names, saved):
+                value = ctypes.c_double(0)
+                _check(_lib.nyquist_saved_scalar(saved, name.encode(), ctypes.byref(value)))
+                scalars[name] = value.value
+            answer["extra"][group[0]] = scalars
+        if grad_output is not None:
+            wanted = layer.names(_Layer.GRADIENTS)
+            gradients = {name: np.empty(layer.shape(name), dtype=np.float32) for name in wanted}
+            _check(_lib.nyquist_backward_run_host(
+                layer.handle, saved, _floats(grad_output).ctypes.data_as(_float_p), len(wanted), _strings(wanted),
+                _pointers([gradients[n] for n in wanted])))
+            answer["grad_input"] = gradients.pop("input")
+            others = [name for name in input_names if name != "input" and name in gradients]
+            answer["grad_extra"] = {name: gradients.pop(name) for name in others}
+            answer["grad_params"] = gradients
+        return answer
+    finally:
+        _lib.nyquist_saved_release(saved)
+
+
+def reference(op, x, params=None, grad_output=None, device=None, **options):
+    """The same operator on the library's CPU reference (for checking): ``output`` and, with
+    ``grad_output``, ``grad_input``."""
+    x = _floats(x)
+    layer = _Layer(op, x.shape, params, _options(op, options, grad_output is not None, False), device)
+    output = np.empty(layer.shape("output"), dtype=np.float32)
+    _check(_lib.nyquist_reference_forward(layer.handle, x.ctypes.data_as(_float_p), output.ctypes.data_as(_float_p)))
+    answer = {"output": output}
+    if grad_output is not None:
+        grad_input = np.empty(x.shape, dtype=np.float32)
+        _check(_lib.nyquist_reference_backward(
+            layer.handle, x.ctypes.data_as(_float_p), _floats(grad_output).ctypes.data_as(_float_p),
+            grad_input.ctypes.data_as(_float_p)))
+        answer["grad_input"] = grad_input
+    return answer

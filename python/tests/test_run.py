@@ -1,0 +1,99 @@
+"""nyquist.run on NumPy arrays against the library's CPU reference (nyquist.reference)."""
+
+import numpy as np
+import pytest
+
+import nyquist
+
+SHAPE = (2, 3, 9, 10)
+
+
+def relative_error(actual, expected):
+    """max |actual - expected| / max(max |expected|, 1), as the C example and the demo measure it."""
+    return float(np.max(np.abs(actual - expected)) / max(float(np.max(np.abs(expected))), 1.0))
+
+
+def random(shape, seed):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+# Operator, options, tolerance: each family's parity tolerance (docs/parity.md).
+CASES = [
+    ("max-pool", {"kernel": 3, "stride": 2, "pad": 1}, 1e-5),
+    ("avg-pool", {}, 1e-5),
+    ("blur-pool", {"filter_size": 5}, 1e-5),
+    ("max-blur-pool", {}, 1e-5),
+    ("aps-pool", {"norm": "l1"}, 1e-5),
+    ("tips-pool", {"lambda_fm": 0.5, "lambda_undo": 0.25, "seed": 3}, 1e-4),
+    ("lift-down-pool", {"kernel": 3}, 1e-4),
+    ("adaptive-blur-pool", {"softmax": "per-group"}, 1e-3),
+]
+
+
+@pytest.mark.parametrize("op,options,tolerance", CASES, ids=[case[0] for case in CASES])
+def test_forward_and_backward_match_the_reference(op, options, tolerance):
+    x = random(SHAPE, 1)
+    inference = nyquist.run(op, x, **options)
+    expected = nyquist.reference(op, x, **options)
+    assert inference["output"].shape == expected["output"].shape
+    assert relative_error(inference["output"], expected["output"]) <= tolerance
+    grad_output = random(inference["output"].shape, 2)
+    training = nyquist.run(op, x, grad_output=grad_output, **options)
+    expected = nyquist.reference(op, x, grad_output=grad_output, **options)
+    assert training["grad_input"].shape == x.shape
+    assert relative_error(training["grad_input"], expected["grad_input"]) <= tolerance
+
+
+def test_results_by_name():
+    x = random(SHAPE, 3)
+    tips = nyquist.run("tips-pool", x, train=True)
+    assert tips["extra"]["psi"].shape == (2, 3, 10, 10)
+    assert np.allclose(tips["extra"]["tau"].sum(axis=2), 1, atol=1e-5)
+    assert set(tips["extra"]["losses"]) == {"fm", "undo"}
+    aps = nyquist.run("aps-pool", x)
+    assert set(np.unique(aps["extra"]["indices"])) <= {0, 1, 2, 3}
+    lift = nyquist.run("lift-down-pool", x, grad_output=random((2, 3, 5, 5), 4))
+    assert set(lift["extra"]["regularisers"]) == {"c_u", "c_p", "loss"}
+    assert len(lift["grad_params"]) == 8
+    adaptive = nyquist.run("adaptive-blur-pool", x, grad_output=random((2, 3, 5, 5), 5))
+    assert set(adaptive["grad_params"]) == {"conv.weight", "bn.weight", "bn.bias"}
+    assert adaptive["extra"]["filters"].shape == (2, 9, 5, 5)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 7, 10), (2, 3, 9)], ids=["2-D", "1-D"])
+def test_lift_up_pool_reconstructs_the_input_from_the_bands(shape):
+    x = random(shape, 6)
+    bands = nyquist.run("lift-down-pool", x)["extra"]
+    names = ["ll", "lh", "hl", "hh"] if len(shape) == 4 else ["s", "d"]
+    size = {"height": shape[2], "width": shape[3]} if len(shape) == 4 else {"width": shape[2]}
+    back = nyquist.run("lift-up-pool", bands[names[0]], inputs={n: bands[n] for n in names[1:]}, **size)
+    assert relative_error(back["output"], x) <= 1e-5
+
+
+def test_mistakes_are_errors_with_messages():
+    x = random(SHAPE, 7)
+    with pytest.raises(nyquist.NyquistError) as unknown:
+        nyquist.run("median-pool", x)
+    assert unknown.value.status == 1 and "median-pool" in str(unknown.value)
+    with pytest.raises(nyquist.NyquistError) as refused:
+        nyquist.run("blur-pool", x, padding="mirror")
+    assert "mirror" in str(refused.value)
+    with pytest.raises(nyquist.NyquistError) as missing:
+        nyquist.run("lift-up-pool", random((2, 3, 4, 5), 8))
+    assert "lh" in str(missing.value)
+
+
+def test_version():
+    assert nyquist.version().count(".") == 2
+
+
+def test_the_documentation_examples_run():
+    """Every ```python block of docs/python.md runs as written."""
+    import os
+    import re
+    page = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "python.md")
+    with open(page) as file:
+        blocks = re.findall(r"```python\n(.*?)```", file.read(), re.DOTALL)
+    assert blocks, "docs/python.md has no python example"
+    for block in blocks:
+        exec(compile(block, page, "exec"), {})
