@@ -242,21 +242,117 @@ public func nyquist_layer_output_shape(
     }
 }
 
-/// Runs one call of `layer` on the caller's buffers inside a submission: `body` gets the input
-/// tensor and returns the result to copy into `output`.
-func run(
-    _ layer: LayerHandle, input: cl_mem?, inputOffset: Int, inputShape: [Int], output: cl_mem?, outputOffset: Int,
-    outputShape: [Int], waitCount: cl_uint, waitList: UnsafePointer<cl_event?>?, event: UnsafeMutablePointer<cl_event?>?,
-    _ body: (DeviceTensor) throws -> DeviceTensor
-) throws {
-    guard let input, let output else { throw ArgumentError(message: "an input or output buffer is NULL") }
-    let device = layer.device
-    let source = try DeviceTensor(wrapping: input, offset: inputOffset, shape: inputShape, on: device)
-    let destination = try DeviceTensor(wrapping: output, offset: outputOffset, shape: outputShape, on: device)
-    let (_, completion) = try device.submit(after: try events(waitCount, waitList)) {
-        try device.copy(try body(source), into: destination)
+/// A caller's buffer of a call: its name, memory object and offset in floats.
+typealias NamedBuffer = (name: String, buffer: cl_mem, offset: Int)
+
+extension LayerHandle {
+    /// The named inputs of a call as device tensors: `make` turns a caller's source into a tensor
+    /// of that input's shape.
+    func inputs<Source>(_ sources: [(name: String, item: Source)], _ make: (Source, [Int]) throws -> DeviceTensor) throws
+        -> [String: DeviceTensor]
+    {
+        let shapes = try descriptor.inputShapes(options, inputShape: inputShape)
+        var tensors: [String: DeviceTensor] = [:]
+        for source in sources {
+            guard let shape = shapes[source.name] else {
+                throw NyquistError(
+                    .invalidConfiguration,
+                    "\(descriptor.name) takes no input '\(source.name)'; its inputs: \(shapes.keys.sorted().joined(separator: ", "))")
+            }
+            tensors[source.name] = try make(source.item, shape)
+        }
+        return tensors
     }
+
+    /// A forward: every result by name (`output` and the others) and, for a training forward,
+    /// its saved state with the scalar results.
+    func forward(_ inputs: [String: DeviceTensor], training: Bool) throws -> (results: [String: DeviceTensor], saved: SavedHandle?) {
+        let values: OperatorValues<DeviceTensor>
+        var saved: SavedHandle?
+        if training {
+            let (result, state) = try layer.forwardTraining(inputs)
+            values = result
+            saved = SavedHandle(layer: self, saved: state, scalars: result.scalars)
+        } else {
+            values = try layer(inputs)
+        }
+        var results = values.extras
+        results["output"] = values.output
+        return (results, saved)
+    }
+
+    /// Backward of a training forward of this layer: every gradient by name (`input`, the other
+    /// inputs', the parameters').
+    func backward(_ gradOutput: DeviceTensor, _ state: SavedHandle) throws -> [String: DeviceTensor] {
+        guard state.layer == ObjectIdentifier(self) else {
+            throw ArgumentError(message: "saved comes from another layer's training forward")
+        }
+        let gradients = try layer.backward(gradOutput, state.saved)
+        var results = gradients.extras.merging(gradients.parameters) { first, _ in first }
+        results["input"] = gradients.input
+        return results
+    }
+
+    /// A forward on the caller's buffers after its wait list: the named results are copied into
+    /// the caller's buffers of those names; the completion event goes to `event`.
+    func run(
+        training: Bool, inputs: [NamedBuffer], outputs: [NamedBuffer], waitList: [cl_event],
+        event: UnsafeMutablePointer<cl_event?>?
+    ) throws -> SavedHandle? {
+        let tensors = try self.inputs(inputs.map { ($0.name, $0) }) { buffer, shape in
+            try DeviceTensor(wrapping: buffer.buffer, offset: buffer.offset, shape: shape, on: device)
+        }
+        var saved: SavedHandle?
+        let (_, completion) = try device.submit(after: waitList) {
+            let (results, state) = try forward(tensors, training: training)
+            saved = state
+            try deliver(results, to: outputs, what: "result")
+        }
+        hand(completion, to: event)
+        return saved
+    }
+
+    /// A backward on the caller's buffers after its wait list (see ``run(training:inputs:outputs:waitList:event:)``).
+    func runBackward(
+        _ state: SavedHandle, gradOutput: NamedBuffer, outputs: [NamedBuffer], waitList: [cl_event],
+        event: UnsafeMutablePointer<cl_event?>?
+    ) throws {
+        let gradient = try DeviceTensor(
+            wrapping: gradOutput.buffer, offset: gradOutput.offset, shape: outputShape, on: device)
+        let (_, completion) = try device.submit(after: waitList) {
+            try deliver(try backward(gradient, state), to: outputs, what: "gradient")
+        }
+        hand(completion, to: event)
+    }
+
+    /// Copies each named result into the caller's buffer of that name (of the result's shape).
+    func deliver(_ results: [String: DeviceTensor], to outputs: [NamedBuffer], what: String) throws {
+        for output in outputs {
+            let result = try pick(results, output.name, what: what)
+            let destination = try DeviceTensor(wrapping: output.buffer, offset: output.offset, shape: result.shape, on: device)
+            try device.copy(result, into: destination)
+        }
+    }
+}
+
+/// The result called `name`, or an error listing the available ones.
+func pick(_ results: [String: DeviceTensor], _ name: String, what: String) throws -> DeviceTensor {
+    guard let result = results[name] else {
+        throw NyquistError(
+            .invalidConfiguration, "no \(what) named '\(name)' here; available: \(results.keys.sorted().joined(separator: ", "))")
+    }
+    return result
+}
+
+/// Gives the completion event to the caller (who releases it), or releases it when not asked for.
+func hand(_ completion: cl_event?, to event: UnsafeMutablePointer<cl_event?>?) {
     if let event { event.pointee = completion } else if let completion { clReleaseEvent(completion) }
+}
+
+/// One caller buffer of a simple call, or an argument error naming it.
+func single(_ name: String, _ buffer: cl_mem?, _ offset: Int, _ what: String) throws -> [NamedBuffer] {
+    guard let buffer else { throw ArgumentError(message: "\(what) is NULL") }
+    return [(name, buffer, offset)]
 }
 
 /// `nyquist_forward`: inference forward on the caller's buffers after its wait list. See include/nyquist.h.
@@ -266,11 +362,10 @@ public func nyquist_forward(
     _ waitCount: cl_uint, _ waitList: UnsafePointer<cl_event?>?, _ event: UnsafeMutablePointer<cl_event?>?
 ) -> Int32 {
     guarded {
-        let layer = try unwrap(layer, as: LayerHandle.self, "layer")
-        try run(
-            layer, input: input, inputOffset: inputOffset, inputShape: layer.inputShape, output: output,
-            outputOffset: outputOffset, outputShape: layer.outputShape, waitCount: waitCount, waitList: waitList, event: event
-        ) { try layer.layer($0).output }
+        _ = try unwrap(layer, as: LayerHandle.self, "layer").run(
+            training: false, inputs: try single("input", input, inputOffset, "input"),
+            outputs: try single("output", output, outputOffset, "output"), waitList: try events(waitCount, waitList),
+            event: event)
     }
 }
 
@@ -284,17 +379,11 @@ public func nyquist_forward_training(
     guarded {
         let layer = try unwrap(layer, as: LayerHandle.self, "layer")
         guard let saved else { throw ArgumentError(message: "saved is NULL") }
-        var state: SavedState?
-        try run(
-            layer, input: input, inputOffset: inputOffset, inputShape: layer.inputShape, output: output,
-            outputOffset: outputOffset, outputShape: layer.outputShape, waitCount: waitCount, waitList: waitList, event: event
-        ) { x in
-            let (values, kept) = try layer.layer.forwardTraining(x)
-            state = kept
-            return values.output
-        }
-        guard let state else { throw ArgumentError(message: "the training forward kept no state") }
-        saved.pointee = handle(SavedHandle(layer: layer, saved: state))
+        let state = try layer.run(
+            training: true, inputs: try single("input", input, inputOffset, "input"),
+            outputs: try single("output", output, outputOffset, "output"), waitList: try events(waitCount, waitList),
+            event: event)
+        saved.pointee = state.map(handle)
     }
 }
 
@@ -306,16 +395,11 @@ public func nyquist_backward(
     _ event: UnsafeMutablePointer<cl_event?>?
 ) -> Int32 {
     guarded {
-        let layer = try unwrap(layer, as: LayerHandle.self, "layer")
-        let state = try unwrap(saved, as: SavedHandle.self, "saved")
-        guard state.layer == ObjectIdentifier(layer) else {
-            throw ArgumentError(message: "saved comes from another layer's training forward")
-        }
-        try run(
-            layer, input: gradOutput, inputOffset: gradOutputOffset, inputShape: layer.outputShape, output: gradInput,
-            outputOffset: gradInputOffset, outputShape: layer.inputShape, waitCount: waitCount, waitList: waitList,
-            event: event
-        ) { try layer.layer.backward($0, state.saved).input }
+        try unwrap(layer, as: LayerHandle.self, "layer").runBackward(
+            try unwrap(saved, as: SavedHandle.self, "saved"),
+            gradOutput: try single("grad_output", gradOutput, gradOutputOffset, "grad_output")[0],
+            outputs: try single("input", gradInput, gradInputOffset, "grad_input"), waitList: try events(waitCount, waitList),
+            event: event)
     }
 }
 
@@ -368,33 +452,25 @@ public func nyquist_reference_backward(
     }
 }
 
-/// Named buffers of a call: (name, buffer, offset in floats).
-func namedBuffers(
-    _ count: Int, _ names: UnsafePointer<UnsafePointer<CChar>?>?, _ buffers: UnsafePointer<cl_mem?>?,
-    _ offsets: UnsafePointer<Int>?, _ what: String
-) throws -> [(name: String, buffer: cl_mem, offset: Int)] {
+/// The `count` named items of a call (buffers or host arrays) with their index, or an argument
+/// error naming the one that is missing.
+func named<Item>(_ count: Int, _ names: UnsafePointer<UnsafePointer<CChar>?>?, _ items: UnsafePointer<Item?>?, _ what: String)
+    throws -> [(name: String, item: Item, index: Int)]
+{
     guard count >= 0 else { throw ArgumentError(message: "\(what) count \(count)") }
-    guard count == 0 || (names != nil && buffers != nil) else { throw ArgumentError(message: "\(what) names or buffers are NULL") }
+    guard count == 0 || (names != nil && items != nil) else { throw ArgumentError(message: "\(what) names or items are NULL") }
     return try (0..<count).map { index in
-        guard let buffer = buffers?[index] else { throw ArgumentError(message: "\(what)[\(index)] is NULL") }
-        return (try string(names?[index], "\(what) name \(index)"), buffer, offsets?[index] ?? 0)
+        guard let item = items?[index] else { throw ArgumentError(message: "\(what)[\(index)] is NULL") }
+        return (try string(names?[index], "\(what) name \(index)"), item, index)
     }
 }
 
-/// Copies each named result into the caller's buffer of that name (of the result's shape).
-func deliver(
-    _ results: [String: DeviceTensor], to outputs: [(name: String, buffer: cl_mem, offset: Int)], on device: Device,
-    what: String
-) throws {
-    for output in outputs {
-        guard let result = results[output.name] else {
-            throw NyquistError(
-                .invalidConfiguration,
-                "no \(what) named '\(output.name)' here; available: \(results.keys.sorted().joined(separator: ", "))")
-        }
-        let destination = try DeviceTensor(wrapping: output.buffer, offset: output.offset, shape: result.shape, on: device)
-        try device.copy(result, into: destination)
-    }
+/// The `count` named caller buffers of a call, with their offsets (none given: 0).
+func namedBuffers(
+    _ count: Int, _ names: UnsafePointer<UnsafePointer<CChar>?>?, _ buffers: UnsafePointer<cl_mem?>?,
+    _ offsets: UnsafePointer<Int>?, _ what: String
+) throws -> [NamedBuffer] {
+    try named(count, names, buffers, what).map { ($0.name, $0.item, offsets?[$0.index] ?? 0) }
 }
 
 /// `nyquist_layer_result_shape`: the shape of a named tensor of the layer: a result, an input,
@@ -465,34 +541,11 @@ public func nyquist_run(
     guarded {
         let layer = try unwrap(layer, as: LayerHandle.self, "layer")
         if training != 0, saved == nil { throw ArgumentError(message: "saved is NULL for a training forward") }
-        let device = layer.device
-        let inputShapes = try layer.descriptor.inputShapes(layer.options, inputShape: layer.inputShape)
-        var tensors: [String: DeviceTensor] = [:]
-        for input in try namedBuffers(inputCount, inputNames, inputs, inputOffsets, "input") {
-            guard let shape = inputShapes[input.name] else {
-                throw NyquistError(
-                    .invalidConfiguration,
-                    "\(layer.descriptor.name) takes no input '\(input.name)'; its inputs: \(inputShapes.keys.sorted().joined(separator: ", "))")
-            }
-            tensors[input.name] = try DeviceTensor(wrapping: input.buffer, offset: input.offset, shape: shape, on: device)
-        }
-        let requested = try namedBuffers(outputCount, outputNames, outputs, outputOffsets, "output")
-        var kept: SavedHandle?
-        let (_, completion) = try device.submit(after: try events(waitCount, waitList)) {
-            let values: OperatorValues<DeviceTensor>
-            if training != 0 {
-                let (result, state) = try layer.layer.forwardTraining(tensors)
-                values = result
-                kept = SavedHandle(layer: layer, saved: state, scalars: result.scalars)
-            } else {
-                values = try layer.layer(tensors)
-            }
-            var results = values.extras
-            results["output"] = values.output
-            try deliver(results, to: requested, on: device, what: "result")
-        }
-        if let event { event.pointee = completion } else if let completion { clReleaseEvent(completion) }
-        if let kept, let saved { saved.pointee = handle(kept) }
+        let state = try layer.run(
+            training: training != 0, inputs: try namedBuffers(inputCount, inputNames, inputs, inputOffsets, "input"),
+            outputs: try namedBuffers(outputCount, outputNames, outputs, outputOffsets, "output"),
+            waitList: try events(waitCount, waitList), event: event)
+        if let state, let saved { saved.pointee = handle(state) }
     }
 }
 
@@ -525,23 +578,11 @@ public func nyquist_backward_run(
     _ event: UnsafeMutablePointer<cl_event?>?
 ) -> Int32 {
     guarded {
-        let layer = try unwrap(layer, as: LayerHandle.self, "layer")
-        let state = try unwrap(saved, as: SavedHandle.self, "saved")
-        guard state.layer == ObjectIdentifier(layer) else {
-            throw ArgumentError(message: "saved comes from another layer's training forward")
-        }
-        guard let gradOutput else { throw ArgumentError(message: "grad_output is NULL") }
-        let device = layer.device
-        let outputShape = try layer.descriptor.outputShape(layer.options, inputShape: layer.inputShape)
-        let gradient = try DeviceTensor(wrapping: gradOutput, offset: gradOutputOffset, shape: outputShape, on: device)
-        let requested = try namedBuffers(outputCount, outputNames, outputs, outputOffsets, "gradient")
-        let (_, completion) = try device.submit(after: try events(waitCount, waitList)) {
-            let gradients = try layer.layer.backward(gradient, state.saved)
-            var results = gradients.extras.merging(gradients.parameters) { first, _ in first }
-            results["input"] = gradients.input
-            try deliver(results, to: requested, on: device, what: "gradient")
-        }
-        if let event { event.pointee = completion } else if let completion { clReleaseEvent(completion) }
+        try unwrap(layer, as: LayerHandle.self, "layer").runBackward(
+            try unwrap(saved, as: SavedHandle.self, "saved"),
+            gradOutput: try single("grad_output", gradOutput, gradOutputOffset, "grad_output")[0],
+            outputs: try namedBuffers(outputCount, outputNames, outputs, outputOffsets, "gradient"),
+            waitList: try events(waitCount, waitList), event: event)
     }
 }
 
@@ -559,30 +600,12 @@ public func nyquist_device_create_default(_ spec: UnsafePointer<CChar>?, _ out: 
     }
 }
 
-/// Host arrays of a call by name, `count` of each: (name, pointer).
-func namedHostArrays<Pointer>(
-    _ count: Int, _ names: UnsafePointer<UnsafePointer<CChar>?>?, _ arrays: UnsafePointer<Pointer?>?, _ what: String
-) throws -> [(name: String, pointer: Pointer)] {
-    guard count >= 0 else { throw ArgumentError(message: "\(what) count \(count)") }
-    guard count == 0 || (names != nil && arrays != nil) else { throw ArgumentError(message: "\(what) names or arrays are NULL") }
-    return try (0..<count).map { index in
-        guard let pointer = arrays?[index] else { throw ArgumentError(message: "\(what)[\(index)] is NULL") }
-        return (try string(names?[index], "\(what) name \(index)"), pointer)
-    }
-}
-
 /// Copies each requested result (by name) to the caller's host array.
-func download(_ results: [String: DeviceTensor], to outputs: [(name: String, pointer: UnsafeMutablePointer<Float>)], what: String)
-    throws
-{
-    for output in outputs {
-        guard let result = results[output.name] else {
-            throw NyquistError(
-                .invalidConfiguration,
-                "no \(what) named '\(output.name)' here; available: \(results.keys.sorted().joined(separator: ", "))")
-        }
-        try copy(try result.toHost(), to: output.pointer, output.name)
-    }
+func download(
+    _ results: [String: DeviceTensor], to outputs: [(name: String, item: UnsafeMutablePointer<Float>, index: Int)],
+    what: String
+) throws {
+    for output in outputs { try copy(try pick(results, output.name, what: what).toHost(), to: output.item, output.name) }
 }
 
 /// `nyquist_run_host`: ``nyquist_run`` on host arrays (uploaded, run, the requested results
@@ -596,27 +619,12 @@ public func nyquist_run_host(
     guarded {
         let layer = try unwrap(layer, as: LayerHandle.self, "layer")
         if training != 0, saved == nil { throw ArgumentError(message: "saved is NULL for a training forward") }
-        let inputShapes = try layer.descriptor.inputShapes(layer.options, inputShape: layer.inputShape)
-        var tensors: [String: DeviceTensor] = [:]
-        for input in try namedHostArrays(inputCount, inputNames, inputs, "input") {
-            guard let shape = inputShapes[input.name] else {
-                throw NyquistError(
-                    .invalidConfiguration,
-                    "\(layer.descriptor.name) takes no input '\(input.name)'; its inputs: \(inputShapes.keys.sorted().joined(separator: ", "))")
-            }
-            tensors[input.name] = try DeviceTensor(try hostTensor(input.pointer, shape, input.name), on: layer.device)
+        let tensors = try layer.inputs(try named(inputCount, inputNames, inputs, "input").map { ($0.name, $0.item) }) {
+            pointer, shape in try DeviceTensor(try hostTensor(pointer, shape, "input"), on: layer.device)
         }
-        let requested = try namedHostArrays(outputCount, outputNames, outputs, "output")
-        let values: OperatorValues<DeviceTensor>
-        if training != 0 {
-            let (result, state) = try layer.layer.forwardTraining(tensors)
-            values = result
-            saved?.pointee = handle(SavedHandle(layer: layer, saved: state, scalars: result.scalars))
-        } else {
-            values = try layer.layer(tensors)
-        }
-        var results = values.extras
-        results["output"] = values.output
+        let requested = try named(outputCount, outputNames, outputs, "output")
+        let (results, state) = try layer.forward(tensors, training: training != 0)
+        if let state { saved?.pointee = handle(state) }
         try download(results, to: requested, what: "result")
     }
 }
@@ -631,15 +639,9 @@ public func nyquist_backward_run_host(
     guarded {
         let layer = try unwrap(layer, as: LayerHandle.self, "layer")
         let state = try unwrap(saved, as: SavedHandle.self, "saved")
-        guard state.layer == ObjectIdentifier(layer) else {
-            throw ArgumentError(message: "saved comes from another layer's training forward")
-        }
-        let outputShape = try layer.descriptor.outputShape(layer.options, inputShape: layer.inputShape)
-        let gradient = try DeviceTensor(try hostTensor(gradOutput, outputShape, "grad_output"), on: layer.device)
-        let gradients = try layer.layer.backward(gradient, state.saved)
-        var results = gradients.extras.merging(gradients.parameters) { first, _ in first }
-        results["input"] = gradients.input
-        try download(results, to: try namedHostArrays(outputCount, outputNames, outputs, "gradient"), what: "gradient")
+        let gradient = try DeviceTensor(try hostTensor(gradOutput, layer.outputShape, "grad_output"), on: layer.device)
+        let requested = try named(outputCount, outputNames, outputs, "gradient")
+        try download(try layer.backward(gradient, state), to: requested, what: "gradient")
     }
 }
 

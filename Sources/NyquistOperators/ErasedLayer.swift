@@ -138,23 +138,30 @@ enum ErasedInputs {
 }
 
 extension ErasedLayer where Tensor == DeviceTensor {
-    /// Erases a device layer whose input is one tensor; `gradients` builds its output gradients
-    /// from the main output's gradient.
-    convenience init<L: Layer>(_ layer: L, gradients: @escaping (DeviceTensor) -> L.OutputGradients)
-    where L.Input == DeviceTensor, L.Gradients: LayerGradients {
-        let name = L.Configuration.operatorName
+    /// Erases a device layer called `name` (default: its configuration's operator name):
+    /// `input` builds its input from the named inputs, `gradients` its output gradients from the
+    /// main output's gradient.
+    convenience init<L: Layer>(
+        _ layer: L, name: String = L.Configuration.operatorName, input: @escaping ([String: DeviceTensor]) throws -> L.Input,
+        gradients: @escaping (DeviceTensor) -> L.OutputGradients
+    ) {
         self.init(
             name: name, parameters: { layer.parameters },
-            forward: { inputs in
-                OperatorValues(try layer(try ErasedInputs.require(inputs, ErasedInputs.main, operator: name)))
-            },
+            forward: { inputs in OperatorValues(try layer(try input(inputs))) },
             training: { inputs in
-                let (output, saved) = try layer.forwardTraining(try ErasedInputs.require(inputs, ErasedInputs.main, operator: name))
+                let (output, saved) = try layer.forwardTraining(try input(inputs))
                 return (OperatorValues(output), saved)
             },
             backward: { gradOutput, saved in
                 OperatorGradientValues(try layer.backward(gradients(gradOutput), try ErasedInputs.cast(saved, name)))
             })
+    }
+
+    /// Erases a device layer whose input is one tensor (the input `input`).
+    convenience init<L: Layer>(_ layer: L, gradients: @escaping (DeviceTensor) -> L.OutputGradients)
+    where L.Input == DeviceTensor {
+        let name = L.Configuration.operatorName
+        self.init(layer, input: { try ErasedInputs.require($0, ErasedInputs.main, operator: name) }, gradients: gradients)
     }
 }
 

@@ -127,37 +127,23 @@ enum LiftOperators {
             let name = LiftPoolConfiguration.inverseOperatorName
             let (height, width) = try targetSize(options, shape)
             if shape.count == 3 {
-                let layer = LiftUpPool1D(weights)
-                func input(_ inputs: [String: DeviceTensor]) throws -> LiftUpPool1DInput {
-                    LiftUpPool1DInput(
-                        s: try ErasedInputs.require(inputs, ErasedInputs.main, operator: name),
-                        d: try ErasedInputs.require(inputs, "d", operator: name), length: width)
-                }
                 return AnyLayer(
-                    name: name, parameters: { layer.parameters },
-                    forward: { OperatorValues(output: try layer(try input($0))) },
-                    training: { inputs in
-                        let (output, saved) = try layer.forwardTraining(try input(inputs))
-                        return (OperatorValues(output: output), saved)
-                    },
-                    backward: { OperatorGradientValues(try layer.backward($0, try ErasedInputs.cast($1, name))) })
-            }
-            let layer = LiftUpPool2D(weights)
-            func input(_ inputs: [String: DeviceTensor]) throws -> LiftUpPool2DInput {
-                LiftUpPool2DInput(
-                    ll: try ErasedInputs.require(inputs, ErasedInputs.main, operator: name),
-                    lh: try ErasedInputs.require(inputs, "lh", operator: name),
-                    hl: try ErasedInputs.require(inputs, "hl", operator: name),
-                    hh: try ErasedInputs.require(inputs, "hh", operator: name), height: height, width: width)
+                    LiftUpPool1D(weights), name: name,
+                    input: { inputs in
+                        LiftUpPool1DInput(
+                            s: try ErasedInputs.require(inputs, ErasedInputs.main, operator: name),
+                            d: try ErasedInputs.require(inputs, "d", operator: name), length: width)
+                    }, gradients: { $0 })
             }
             return AnyLayer(
-                name: name, parameters: { layer.parameters },
-                forward: { OperatorValues(output: try layer(try input($0))) },
-                training: { inputs in
-                    let (output, saved) = try layer.forwardTraining(try input(inputs))
-                    return (OperatorValues(output: output), saved)
-                },
-                backward: { OperatorGradientValues(try layer.backward($0, try ErasedInputs.cast($1, name))) })
+                LiftUpPool2D(weights), name: name,
+                input: { inputs in
+                    LiftUpPool2DInput(
+                        ll: try ErasedInputs.require(inputs, ErasedInputs.main, operator: name),
+                        lh: try ErasedInputs.require(inputs, "lh", operator: name),
+                        hl: try ErasedInputs.require(inputs, "hl", operator: name),
+                        hh: try ErasedInputs.require(inputs, "hh", operator: name), height: height, width: width)
+                }, gradients: { $0 })
         },
         host: { options, shape, parameters in
             let configuration = try configuration(options, shape[1])
