@@ -99,7 +99,7 @@ nyquist_status nyquist_forward_training(nyquist_layer *layer, cl_mem input, size
                                         const cl_event *wait_list, cl_event *event);
 
 /**
- * Backward from the gradient of the output (`grad_output`) into the gradient of the input
+ * Backward from the gradient of the output (`grad_output`; the other results' are zero) into the gradient of the input
  * (`grad_input`), using a training forward's `saved` state of this layer. Loss terms count as
  * the options say: tips-pool's lambda-fm and lambda-undo (default 0), lift-down-pool's
  * regularisers with weight 1.
@@ -123,7 +123,9 @@ nyquist_status nyquist_layer_result_shape(const nyquist_layer *layer, const char
  * needed with the NUL; a NULL buffer only asks): `which` 0 the results of an inference call,
  * 1 those of a training forward, 2 its inputs, 3 the gradients its backward gives ("input", the
  * other inputs', the trainable parameters'), 4 its parameters, 5 the name of its scalar results'
- * group as `nyquist run --extra` names their file ("losses", "regularisers"; empty without).
+ * group as `nyquist run --extra` names their file ("losses", "regularisers"; empty without),
+ * 6 the results whose gradients backward takes ("output", then lift-down-pool's bands,
+ * tips-pool's "psi" and "tau"), 7 the scalar results whose gradients backward takes.
  */
 nyquist_status nyquist_layer_names(const nyquist_layer *layer, int which, char *buffer, size_t capacity, size_t *needed);
 
@@ -150,14 +152,37 @@ nyquist_status nyquist_saved_scalar_names(const nyquist_saved *saved, char *buff
 nyquist_status nyquist_saved_scalar(const nyquist_saved *saved, const char *name, double *value);
 
 /**
- * A backward writing named gradients: "input", the other inputs' ("lh", "hl", "hh", "d") and the
+ * A backward from named gradients of the results: "output" (required: give zeros when the
+ * output is unused) and, where the operator takes them (nyquist_layer_names 6), its other
+ * results': lift-down-pool's bands "ll", "lh", "hl", "hh" (1-D: "s", "d"), tips-pool's "psi" and
+ * "tau"; a result left out has gradient zero. `scalar_gradients` are the gradients of scalar
+ * results (nyquist_layer_names 7: their weights in the objective): lift-down-pool's "loss"
+ * (default 1), tips-pool's "fm" and "undo" (default: the options lambda-fm and lambda-undo).
+ * Writes named gradients: "input", the other inputs' ("lh", "hl", "hh", "d") and the
  * parameters' by PyTorch state_dict name ("conv.weight", "predict.0.weight", ...), each into the
- * caller's buffer of that name (of that tensor's shape). Loss terms count as in nyquist_backward.
+ * caller's buffer of that name (of that tensor's shape).
  */
-nyquist_status nyquist_backward_run(nyquist_layer *layer, const nyquist_saved *saved, cl_mem grad_output,
-                                    size_t grad_output_offset, size_t output_count, const char *const *output_names,
+nyquist_status nyquist_backward_run(nyquist_layer *layer, const nyquist_saved *saved, size_t gradient_count,
+                                    const char *const *gradient_names, const cl_mem *gradients,
+                                    const size_t *gradient_offsets, size_t scalar_count, const char *const *scalar_names,
+                                    const double *scalar_gradients, size_t output_count, const char *const *output_names,
                                     const cl_mem *outputs, const size_t *output_offsets, cl_uint wait_count,
                                     const cl_event *wait_list, cl_event *event);
+
+/**
+ * Replaces parameters by PyTorch state_dict name with the contents of the caller's buffers
+ * (each of the parameter's shape, at its offset in floats), read once `wait_list` has
+ * completed; parameters left out keep their values (adaptive-blur-pool's running statistics
+ * are parameters too: a training forward updates them). Blocking: it waits for the wait list
+ * and reads the buffers.
+ */
+nyquist_status nyquist_layer_set_parameters(nyquist_layer *layer, size_t count, const char *const *names,
+                                            const cl_mem *buffers, const size_t *offsets, cl_uint wait_count,
+                                            const cl_event *wait_list);
+
+/** nyquist_layer_set_parameters from host float arrays. */
+nyquist_status nyquist_layer_set_parameters_host(nyquist_layer *layer, size_t count, const char *const *names,
+                                                 const float *const *values);
 
 /**
  * nyquist_run on host float arrays: the inputs are uploaded, the layer runs on the device, the
@@ -168,8 +193,11 @@ nyquist_status nyquist_run_host(nyquist_layer *layer, int training, size_t input
                                 float *const *outputs, nyquist_saved **saved);
 
 /** nyquist_backward_run on host float arrays. Blocking. */
-nyquist_status nyquist_backward_run_host(nyquist_layer *layer, const nyquist_saved *saved, const float *grad_output,
-                                         size_t output_count, const char *const *output_names, float *const *outputs);
+nyquist_status nyquist_backward_run_host(nyquist_layer *layer, const nyquist_saved *saved, size_t gradient_count,
+                                         const char *const *gradient_names, const float *const *gradients,
+                                         size_t scalar_count, const char *const *scalar_names,
+                                         const double *scalar_gradients, size_t output_count,
+                                         const char *const *output_names, float *const *outputs);
 
 /**
  * The same layer on the CPU reference (double precision inside), on host arrays: `input` of the

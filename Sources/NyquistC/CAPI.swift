@@ -20,7 +20,8 @@ final class LayerHandle {
     let device: Device
     let descriptor: OperatorDescriptor
     let options: OperatorOptions
-    let parameters: [String: HostTensor]
+    /// The parameters the layer was made with or last given (what the CPU reference uses).
+    var parameters: [String: HostTensor]
     let inputShape: [Int]
     let outputShape: [Int]
     let layer: AnyLayer
@@ -281,16 +282,65 @@ extension LayerHandle {
         return (results, saved)
     }
 
-    /// Backward of a training forward of this layer: every gradient by name (`input`, the other
-    /// inputs', the parameters').
-    func backward(_ gradOutput: DeviceTensor, _ state: SavedHandle) throws -> [String: DeviceTensor] {
+    /// Backward of a training forward of this layer from the gradients of its results: every
+    /// gradient by name (`input`, the other inputs', the parameters').
+    func backward(_ outputGradients: [String: DeviceTensor], scalars: [String: Double], _ state: SavedHandle) throws
+        -> [String: DeviceTensor]
+    {
         guard state.layer == ObjectIdentifier(self) else {
             throw ArgumentError(message: "saved comes from another layer's training forward")
         }
-        let gradients = try layer.backward(gradOutput, state.saved)
+        guard let output = outputGradients["output"] else {
+            throw ArgumentError(message: "the gradient of 'output' is missing (give zeros when the output is unused)")
+        }
+        let gradients = try layer.backward(
+            OperatorOutputGradients(output: output, extras: outputGradients.filter { $0.key != "output" }, scalars: scalars),
+            state.saved)
         var results = gradients.extras.merging(gradients.parameters) { first, _ in first }
         results["input"] = gradients.input
         return results
+    }
+
+    /// The shapes of the results whose gradients backward takes, by name.
+    func outputGradientShapes() throws -> [String: [Int]] {
+        try descriptor.resultShapes(options, inputShape: inputShape).filter {
+            $0.key == "output" || layer.differentiableOutputs.contains($0.key)
+        }
+    }
+
+    /// Gradients of results from the caller's sources by name: `make` turns a source into a
+    /// tensor of that result's shape.
+    func outputGradients<Source>(_ sources: [(name: String, item: Source)], _ make: (Source, [Int]) throws -> DeviceTensor)
+        throws -> [String: DeviceTensor]
+    {
+        let shapes = try outputGradientShapes()
+        var tensors: [String: DeviceTensor] = [:]
+        for source in sources {
+            guard let shape = shapes[source.name] else {
+                throw NyquistError(
+                    .invalidConfiguration,
+                    "\(descriptor.name): backward takes no gradient of '\(source.name)'; it takes gradients of "
+                        + shapes.keys.sorted().joined(separator: ", "))
+            }
+            tensors[source.name] = try make(source.item, shape)
+        }
+        return tensors
+    }
+
+    /// Replaces some or all parameters by `state_dict` name (the others keep their values).
+    func setParameters(_ given: [String: HostTensor]) throws {
+        for name in given.keys.sorted() where !descriptor.parameterNames.contains(name) {
+            throw NyquistError(
+                .invalidParameters,
+                "\(descriptor.name) has no parameter '\(name)'; its parameters: \(descriptor.parameterNames.joined(separator: ", "))")
+        }
+        var merged = given
+        if Set(given.keys) != Set(descriptor.parameterNames) {
+            // The layer's own values: a training forward may have moved its running statistics.
+            for (name, tensor) in try layer.parameters() where merged[name] == nil { merged[name] = try tensor.toHost() }
+        }
+        try layer.loadParameters(merged)
+        parameters = merged
     }
 
     /// A forward on the caller's buffers after its wait list: the named results are copied into
@@ -314,13 +364,14 @@ extension LayerHandle {
 
     /// A backward on the caller's buffers after its wait list (see ``run(training:inputs:outputs:waitList:event:)``).
     func runBackward(
-        _ state: SavedHandle, gradOutput: NamedBuffer, outputs: [NamedBuffer], waitList: [cl_event],
-        event: UnsafeMutablePointer<cl_event?>?
+        _ state: SavedHandle, gradients: [NamedBuffer], scalars: [String: Double], outputs: [NamedBuffer],
+        waitList: [cl_event], event: UnsafeMutablePointer<cl_event?>?
     ) throws {
-        let gradient = try DeviceTensor(
-            wrapping: gradOutput.buffer, offset: gradOutput.offset, shape: outputShape, on: device)
+        let tensors = try outputGradients(gradients.map { ($0.name, $0) }) { buffer, shape in
+            try DeviceTensor(wrapping: buffer.buffer, offset: buffer.offset, shape: shape, on: device)
+        }
         let (_, completion) = try device.submit(after: waitList) {
-            try deliver(try backward(gradient, state), to: outputs, what: "gradient")
+            try deliver(try backward(tensors, scalars: scalars, state), to: outputs, what: "gradient")
         }
         hand(completion, to: event)
     }
@@ -397,7 +448,7 @@ public func nyquist_backward(
     guarded {
         try unwrap(layer, as: LayerHandle.self, "layer").runBackward(
             try unwrap(saved, as: SavedHandle.self, "saved"),
-            gradOutput: try single("grad_output", gradOutput, gradOutputOffset, "grad_output")[0],
+            gradients: try single("output", gradOutput, gradOutputOffset, "grad_output"), scalars: [:],
             outputs: try single("input", gradInput, gradInputOffset, "grad_input"), waitList: try events(waitCount, waitList),
             event: event)
     }
@@ -518,11 +569,14 @@ public func nyquist_layer_names(
         case 3: names = try descriptor.gradientNames(inputShape: layer.inputShape)
         case 4: names = descriptor.parameterNames
         case 5: names = descriptor.scalarsName.map { [$0] } ?? []
+        case 6: names = ["output"] + descriptor.differentiableOutputs(layer.inputShape.count)
+        case 7: names = descriptor.scalarGradientNames
         default:
             throw ArgumentError(
                 message:
                     "which is \(which); use 0 (inference results), 1 (training results), 2 (inputs), 3 (gradients), "
-                    + "4 (parameters) or 5 (the scalar results' group)")
+                    + "4 (parameters), 5 (the scalar results' group), 6 (results backward takes gradients of) or "
+                    + "7 (scalar results backward takes gradients of)")
         }
         try writeNames(names, buffer, capacity, needed)
     }
@@ -568,21 +622,98 @@ public func nyquist_saved_scalar(_ saved: OpaquePointer?, _ name: UnsafePointer<
     }
 }
 
-/// `nyquist_backward_run`: a backward writing named gradients: `input`, the other inputs'
-/// (`lh`, `hl`, `hh`, `d`) and the parameters' (by state_dict name). See include/nyquist.h.
+/// The `count` named scalar gradients of a backward.
+func namedScalars(_ count: Int, _ names: UnsafePointer<UnsafePointer<CChar>?>?, _ values: UnsafePointer<Double>?) throws
+    -> [String: Double]
+{
+    guard count >= 0 else { throw ArgumentError(message: "scalar count \(count)") }
+    guard count == 0 || (names != nil && values != nil) else { throw ArgumentError(message: "scalar names or values are NULL") }
+    var scalars: [String: Double] = [:]
+    for index in 0..<count { scalars[try string(names?[index], "scalar name \(index)")] = values?[index] }
+    return scalars
+}
+
+/// `nyquist_backward_run`: a backward from named result gradients (`output` and, where the
+/// operator takes them, its other results' and scalar results') writing named gradients:
+/// `input`, the other inputs' (`lh`, `hl`, `hh`, `d`) and the parameters' (by state_dict name).
+/// See include/nyquist.h.
 @_cdecl("nyquist_backward_run")
 public func nyquist_backward_run(
-    _ layer: OpaquePointer?, _ saved: OpaquePointer?, _ gradOutput: cl_mem?, _ gradOutputOffset: Int, _ outputCount: Int,
-    _ outputNames: UnsafePointer<UnsafePointer<CChar>?>?, _ outputs: UnsafePointer<cl_mem?>?,
-    _ outputOffsets: UnsafePointer<Int>?, _ waitCount: cl_uint, _ waitList: UnsafePointer<cl_event?>?,
-    _ event: UnsafeMutablePointer<cl_event?>?
+    _ layer: OpaquePointer?, _ saved: OpaquePointer?, _ gradientCount: Int,
+    _ gradientNames: UnsafePointer<UnsafePointer<CChar>?>?, _ gradients: UnsafePointer<cl_mem?>?,
+    _ gradientOffsets: UnsafePointer<Int>?, _ scalarCount: Int, _ scalarNames: UnsafePointer<UnsafePointer<CChar>?>?,
+    _ scalarGradients: UnsafePointer<Double>?, _ outputCount: Int, _ outputNames: UnsafePointer<UnsafePointer<CChar>?>?,
+    _ outputs: UnsafePointer<cl_mem?>?, _ outputOffsets: UnsafePointer<Int>?, _ waitCount: cl_uint,
+    _ waitList: UnsafePointer<cl_event?>?, _ event: UnsafeMutablePointer<cl_event?>?
 ) -> Int32 {
     guarded {
         try unwrap(layer, as: LayerHandle.self, "layer").runBackward(
             try unwrap(saved, as: SavedHandle.self, "saved"),
-            gradOutput: try single("grad_output", gradOutput, gradOutputOffset, "grad_output")[0],
+            gradients: try namedBuffers(gradientCount, gradientNames, gradients, gradientOffsets, "result gradient"),
+            scalars: try namedScalars(scalarCount, scalarNames, scalarGradients),
             outputs: try namedBuffers(outputCount, outputNames, outputs, outputOffsets, "gradient"),
             waitList: try events(waitCount, waitList), event: event)
+    }
+}
+
+/// `nyquist_layer_set_parameters`: replaces parameters by state_dict name with the caller's
+/// buffers' contents (read after the wait list; blocking). See include/nyquist.h.
+@_cdecl("nyquist_layer_set_parameters")
+public func nyquist_layer_set_parameters(
+    _ layer: OpaquePointer?, _ count: Int, _ names: UnsafePointer<UnsafePointer<CChar>?>?, _ buffers: UnsafePointer<cl_mem?>?,
+    _ offsets: UnsafePointer<Int>?, _ waitCount: cl_uint, _ waitList: UnsafePointer<cl_event?>?
+) -> Int32 {
+    guarded {
+        let layer = try unwrap(layer, as: LayerHandle.self, "layer")
+        let waitList = try events(waitCount, waitList)
+        let shapes = try layer.parameterShapes()
+        let buffers = try namedBuffers(count, names, buffers, offsets, "parameter")
+        if !waitList.isEmpty {
+            let status = waitList.map { Optional($0) }.withUnsafeBufferPointer { clWaitForEvents(cl_uint($0.count), $0.baseAddress) }
+            guard status == CL_SUCCESS else { throw NyquistError(.device, "waiting for wait_list failed (OpenCL status \(status))") }
+        }
+        var given: [String: HostTensor] = [:]
+        for buffer in buffers {
+            let shape = try layer.parameterShape(buffer.name, shapes)
+            given[buffer.name] = try DeviceTensor(
+                wrapping: buffer.buffer, offset: buffer.offset, shape: shape, on: layer.device
+            ).toHost()
+        }
+        try layer.setParameters(given)
+    }
+}
+
+/// `nyquist_layer_set_parameters_host`: replaces parameters by state_dict name with host float
+/// arrays. See include/nyquist.h.
+@_cdecl("nyquist_layer_set_parameters_host")
+public func nyquist_layer_set_parameters_host(
+    _ layer: OpaquePointer?, _ count: Int, _ names: UnsafePointer<UnsafePointer<CChar>?>?,
+    _ values: UnsafePointer<UnsafePointer<Float>?>?
+) -> Int32 {
+    guarded {
+        let layer = try unwrap(layer, as: LayerHandle.self, "layer")
+        let shapes = try layer.parameterShapes()
+        var given: [String: HostTensor] = [:]
+        for item in try named(count, names, values, "parameter") {
+            given[item.name] = try hostTensor(item.item, try layer.parameterShape(item.name, shapes), item.name)
+        }
+        try layer.setParameters(given)
+    }
+}
+
+extension LayerHandle {
+    /// The parameters' shapes by state_dict name.
+    func parameterShapes() throws -> [String: [Int]] {
+        parameters.mapValues(\.shape)
+    }
+
+    /// The shape of parameter `name`, or an error listing the parameters.
+    func parameterShape(_ name: String, _ shapes: [String: [Int]]) throws -> [Int] {
+        guard let shape = shapes[name] else {
+            let names = descriptor.parameterNames.isEmpty ? "none" : descriptor.parameterNames.joined(separator: ", ")
+            throw NyquistError(.invalidParameters, "\(descriptor.name) has no parameter '\(name)'; its parameters: \(names)")
+        }
+        return shape
     }
 }
 
@@ -633,15 +764,21 @@ public func nyquist_run_host(
 /// include/nyquist.h.
 @_cdecl("nyquist_backward_run_host")
 public func nyquist_backward_run_host(
-    _ layer: OpaquePointer?, _ saved: OpaquePointer?, _ gradOutput: UnsafePointer<Float>?, _ outputCount: Int,
-    _ outputNames: UnsafePointer<UnsafePointer<CChar>?>?, _ outputs: UnsafePointer<UnsafeMutablePointer<Float>?>?
+    _ layer: OpaquePointer?, _ saved: OpaquePointer?, _ gradientCount: Int,
+    _ gradientNames: UnsafePointer<UnsafePointer<CChar>?>?, _ gradients: UnsafePointer<UnsafePointer<Float>?>?,
+    _ scalarCount: Int, _ scalarNames: UnsafePointer<UnsafePointer<CChar>?>?, _ scalarGradients: UnsafePointer<Double>?,
+    _ outputCount: Int, _ outputNames: UnsafePointer<UnsafePointer<CChar>?>?,
+    _ outputs: UnsafePointer<UnsafeMutablePointer<Float>?>?
 ) -> Int32 {
     guarded {
         let layer = try unwrap(layer, as: LayerHandle.self, "layer")
         let state = try unwrap(saved, as: SavedHandle.self, "saved")
-        let gradient = try DeviceTensor(try hostTensor(gradOutput, layer.outputShape, "grad_output"), on: layer.device)
+        let tensors = try layer.outputGradients(
+            try named(gradientCount, gradientNames, gradients, "result gradient").map { ($0.name, $0.item) }
+        ) { pointer, shape in try DeviceTensor(try hostTensor(pointer, shape, "gradient"), on: layer.device) }
+        let scalars = try namedScalars(scalarCount, scalarNames, scalarGradients)
         let requested = try named(outputCount, outputNames, outputs, "gradient")
-        try download(try layer.backward(gradient, state), to: requested, what: "gradient")
+        try download(try layer.backward(tensors, scalars: scalars, state), to: requested, what: "gradient")
     }
 }
 

@@ -81,7 +81,7 @@ enum AdaptiveOperator {
                 on: device)
             let name = AdaptiveBlurPool2DConfiguration.operatorName
             return AnyLayer(
-                name: name, parameters: { layer.parameters },
+                name: name, parameters: { layer.parameters }, load: { try layer.loadParameters($0) },
                 forward: { inputs in
                     let x = try ErasedInputs.require(inputs, ErasedInputs.main, operator: name)
                     guard mode.filters else { return OperatorValues(output: try layer(x)) }
@@ -104,9 +104,9 @@ enum AdaptiveOperator {
                     }
                     return (OperatorValues(output: output, extras: extras), saved)
                 },
-                backward: { gradOutput, saved in
+                backward: { gradients, saved in
                     OperatorGradientValues(
-                        try layer.backward(gradOutput, try ErasedInputs.cast(saved, name) as AdaptiveSavedForBackward))
+                        try layer.backward(gradients.output, try ErasedInputs.cast(saved, name) as AdaptiveSavedForBackward))
                 })
         },
         host: { options, shape, parameters in
@@ -137,9 +137,9 @@ enum AdaptiveOperator {
                     if mode.filters { extras["filters"] = result.filters }
                     return (OperatorValues(output: result.output, extras: extras), result.saved)
                 },
-                backward: { gradOutput, saved in
+                backward: { outputGradients, saved in
                     let gradients = try Reference.adaptiveBlurPool2DBackward(
-                        gradOutput: gradOutput, saved: try ErasedInputs.cast(saved, name), configuration)
+                        gradOutput: outputGradients.output, saved: try ErasedInputs.cast(saved, name), configuration)
                     return OperatorGradientValues(
                         input: gradients.input,
                         parameters: [

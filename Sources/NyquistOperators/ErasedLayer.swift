@@ -38,6 +38,27 @@ public struct OperatorGradientValues<Tensor> {
     }
 }
 
+/// What a backward starts from: the gradient of the main output, the gradients of other results
+/// by name (those of ``OperatorDescriptor/differentiableOutputs``: LiftDownPool's bands, TIPS's
+/// `psi` and `tau`; a missing one is zero) and the gradients of scalar results by name (the
+/// weight each has in the objective: LiftDownPool's `loss`, TIPS's `fm` and `undo`; a missing
+/// one takes the operator's default from its options).
+public struct OperatorOutputGradients<Tensor> {
+    /// Gradient of the main output.
+    public var output: Tensor
+    /// Gradients of other results by name.
+    public var extras: [String: Tensor]
+    /// Gradients of scalar results by name.
+    public var scalars: [String: Double]
+
+    /// Bundles the gradients.
+    public init(output: Tensor, extras: [String: Tensor] = [:], scalars: [String: Double] = [:]) {
+        self.output = output
+        self.extras = extras
+        self.scalars = scalars
+    }
+}
+
 /// What a training forward kept for the backward of the same ``ErasedLayer``, opaque to the
 /// caller.
 public struct SavedState {
@@ -56,18 +77,26 @@ public final class ErasedLayer<Tensor> {
     /// The operator's CLI name.
     public let name: String
     private let parametersBody: () throws -> [String: Tensor]
+    private let loadBody: (([String: HostTensor]) throws -> Void)?
     private let forwardBody: ([String: Tensor]) throws -> OperatorValues<Tensor>
     private let trainingBody: ([String: Tensor]) throws -> (OperatorValues<Tensor>, Any)
-    private let backwardBody: (Tensor, Any) throws -> OperatorGradientValues<Tensor>
+    private let backwardBody: (OperatorOutputGradients<Tensor>, Any) throws -> OperatorGradientValues<Tensor>
+    /// The results besides `output` whose gradients ``backward(_:_:)-(OperatorOutputGradients<Tensor>,_)``
+    /// takes (set by the registry from its descriptor).
+    public internal(set) var differentiableOutputs: Set<String> = []
+    /// The scalar results whose gradients (weights) backward takes.
+    public internal(set) var scalarGradientNames: Set<String> = []
 
     init(
         name: String, parameters: @escaping () throws -> [String: Tensor],
+        load: (([String: HostTensor]) throws -> Void)? = nil,
         forward: @escaping ([String: Tensor]) throws -> OperatorValues<Tensor>,
         training: @escaping ([String: Tensor]) throws -> (OperatorValues<Tensor>, Any),
-        backward: @escaping (Tensor, Any) throws -> OperatorGradientValues<Tensor>
+        backward: @escaping (OperatorOutputGradients<Tensor>, Any) throws -> OperatorGradientValues<Tensor>
     ) {
         self.name = name
         parametersBody = parameters
+        loadBody = load
         forwardBody = forward
         trainingBody = training
         backwardBody = backward
@@ -77,6 +106,17 @@ public final class ErasedLayer<Tensor> {
     /// reference's host values).
     public func parameters() throws -> [String: Tensor] {
         try parametersBody()
+    }
+
+    /// Replaces the parameters with new values by `state_dict` name (all of them, as the layer's
+    /// `loadParameters`: a missing, misshapen or unexpected tensor is `.invalidParameters` and
+    /// leaves them as they were). A layer without parameters takes an empty dictionary; the
+    /// CPU reference's parameters are fixed when it is made (make a new one instead).
+    public func loadParameters(_ stateDict: [String: HostTensor]) throws {
+        if let loadBody { return try loadBody(stateDict) }
+        if stateDict.isEmpty { return }
+        throw NyquistError(
+            .invalidParameters, "\(name): this layer's parameters cannot be replaced (got \(stateDict.keys.sorted()))")
     }
 
     /// Inference forward of the named inputs.
@@ -103,10 +143,32 @@ public final class ErasedLayer<Tensor> {
     /// Backward from the gradient of the main output (the other results' gradients are zero;
     /// loss terms count with the weights the options gave) and this layer's saved state.
     public func backward(_ gradOutput: Tensor, _ saved: SavedState) throws -> OperatorGradientValues<Tensor> {
+        try backward(OperatorOutputGradients(output: gradOutput), saved)
+    }
+
+    /// Backward from the gradients of any of the results (see ``OperatorOutputGradients``) and
+    /// this layer's saved state; a gradient of a result the operator does not differentiate
+    /// (APS's indices, AdaptiveBlurPool's filters) is a typed error.
+    public func backward(_ gradients: OperatorOutputGradients<Tensor>, _ saved: SavedState) throws
+        -> OperatorGradientValues<Tensor>
+    {
         guard saved.layer == ObjectIdentifier(self) else {
             throw NyquistError(.invalidConfiguration, "\(name): backward was given the saved state of another layer")
         }
-        return try backwardBody(gradOutput, saved.value)
+        for extra in gradients.extras.keys.sorted() where !differentiableOutputs.contains(extra) {
+            let accepted = (["output"] + differentiableOutputs.sorted()).joined(separator: ", ")
+            throw NyquistError(
+                .invalidConfiguration, "\(name): backward takes no gradient of '\(extra)'; it takes gradients of \(accepted)")
+        }
+        for scalar in gradients.scalars.keys.sorted() where !scalarGradientNames.contains(scalar) {
+            let accepted = scalarGradientNames.isEmpty ? "none" : scalarGradientNames.sorted().joined(separator: ", ")
+            throw NyquistError(
+                .invalidConfiguration, "\(name): backward takes no gradient of the scalar '\(scalar)'; scalars it takes: \(accepted)")
+        }
+        for (scalar, value) in gradients.scalars where !value.isFinite {
+            throw NyquistError(.invalidConfiguration, "\(name): the gradient of '\(scalar)' must be finite, is \(value)")
+        }
+        return try backwardBody(gradients, saved.value)
     }
 }
 
@@ -140,26 +202,27 @@ enum ErasedInputs {
 extension ErasedLayer where Tensor == DeviceTensor {
     /// Erases a device layer called `name` (default: its configuration's operator name):
     /// `input` builds its input from the named inputs, `gradients` its output gradients from the
-    /// main output's gradient.
+    /// gradients of its results.
     convenience init<L: Layer>(
         _ layer: L, name: String = L.Configuration.operatorName, input: @escaping ([String: DeviceTensor]) throws -> L.Input,
-        gradients: @escaping (DeviceTensor) -> L.OutputGradients
+        gradients: @escaping (OperatorOutputGradients<DeviceTensor>) throws -> L.OutputGradients
     ) {
         self.init(
-            name: name, parameters: { layer.parameters },
+            name: name, parameters: { layer.parameters }, load: { try layer.loadParameters($0) },
             forward: { inputs in OperatorValues(try layer(try input(inputs))) },
             training: { inputs in
                 let (output, saved) = try layer.forwardTraining(try input(inputs))
                 return (OperatorValues(output), saved)
             },
-            backward: { gradOutput, saved in
-                OperatorGradientValues(try layer.backward(gradients(gradOutput), try ErasedInputs.cast(saved, name)))
+            backward: { outputGradients, saved in
+                OperatorGradientValues(try layer.backward(try gradients(outputGradients), try ErasedInputs.cast(saved, name)))
             })
     }
 
     /// Erases a device layer whose input is one tensor (the input `input`).
-    convenience init<L: Layer>(_ layer: L, gradients: @escaping (DeviceTensor) -> L.OutputGradients)
-    where L.Input == DeviceTensor {
+    convenience init<L: Layer>(
+        _ layer: L, gradients: @escaping (OperatorOutputGradients<DeviceTensor>) throws -> L.OutputGradients
+    ) where L.Input == DeviceTensor {
         let name = L.Configuration.operatorName
         self.init(layer, input: { try ErasedInputs.require($0, ErasedInputs.main, operator: name) }, gradients: gradients)
     }

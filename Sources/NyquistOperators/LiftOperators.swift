@@ -4,7 +4,8 @@ import NyquistReference
 
 /// lift-down-pool and lift-up-pool in the registry: rank-4 inputs run the 2-D layers, rank-3
 /// inputs (N, C, L) the 1-D ones. Band names: `ll`, `lh`, `hl`, `hh` (2-D) or `s`, `d` (1-D).
-/// Backward adds the regulariser loss with weight 1 (the lambdas set its terms).
+/// Backward adds the regulariser loss with weight 1 (the lambdas set its terms) unless the
+/// gradient of the scalar `loss` says otherwise; the bands take gradients too.
 enum LiftOperators {
     static let all = [down, up]
 
@@ -44,16 +45,25 @@ enum LiftOperators {
                 ? try configuration.outputShape1D(for: shape) : try configuration.outputShape(for: Shape4D(shape)).dimensions
             return Dictionary(uniqueKeysWithValues: bandNames(rank: shape.count).map { ($0, band) })
         },
+        differentiableOutputs: { rank in bandNames(rank: rank) }, scalarGradientNames: ["loss"],
         defaults: defaults,
         device: { options, shape, parameters, device in
             let configuration = try configuration(options, shape[1])
             let host = try LiftPoolParameters<Float>(configuration, stateDict: parameters)
             if shape.count == 3 {
                 let layer = try LiftDownPool1D(configuration, parameters: host, on: device)
-                return AnyLayer(layer, gradients: { LiftDownPool1DOutputGradients(output: $0) })
+                return AnyLayer(layer) { gradients in
+                    LiftDownPool1DOutputGradients(
+                        output: gradients.output, s: gradients.extras["s"], d: gradients.extras["d"],
+                        regulariserLoss: gradients.scalars["loss"] ?? 1)
+                }
             }
             let layer = try LiftDownPool2D(configuration, parameters: host, on: device)
-            return AnyLayer(layer, gradients: { LiftDownPool2DOutputGradients(output: $0) })
+            return AnyLayer(layer) { gradients in
+                LiftDownPool2DOutputGradients(
+                    output: gradients.output, ll: gradients.extras["ll"], lh: gradients.extras["lh"],
+                    hl: gradients.extras["hl"], hh: gradients.extras["hh"], regulariserLoss: gradients.scalars["loss"] ?? 1)
+            }
         },
         host: { options, shape, parameters in
             let configuration = try configuration(options, shape[1])
@@ -82,12 +92,18 @@ enum LiftOperators {
                     let x = try ErasedInputs.require(inputs, ErasedInputs.main, operator: name)
                     return (try run(x), x)
                 },
-                backward: { gradOutput, saved in
+                backward: { outputGradients, saved in
                     let x: HostTensor = try ErasedInputs.cast(saved, name)
+                    let bands = outputGradients.extras
+                    let gradLoss = Float(outputGradients.scalars["loss"] ?? 1)
                     let gradients =
                         oneD
-                        ? try Reference.liftDownPool1DBackward(input: x, typed, configuration, gradOutput: gradOutput)
-                        : try Reference.liftDownPool2DBackward(input: x, typed, configuration, gradOutput: gradOutput)
+                        ? try Reference.liftDownPool1DBackward(
+                            input: x, typed, configuration, gradOutput: outputGradients.output, gradS: bands["s"],
+                            gradD: bands["d"], gradLoss: gradLoss)
+                        : try Reference.liftDownPool2DBackward(
+                            input: x, typed, configuration, gradOutput: outputGradients.output, gradLL: bands["ll"],
+                            gradLH: bands["lh"], gradHL: bands["hl"], gradHH: bands["hh"], gradLoss: gradLoss)
                     return OperatorGradientValues(input: gradients.input, parameters: gradients.parameters)
                 })
         })
@@ -133,7 +149,7 @@ enum LiftOperators {
                         LiftUpPool1DInput(
                             s: try ErasedInputs.require(inputs, ErasedInputs.main, operator: name),
                             d: try ErasedInputs.require(inputs, "d", operator: name), length: width)
-                    }, gradients: { $0 })
+                    }, gradients: { $0.output })
             }
             return AnyLayer(
                 LiftUpPool2D(weights), name: name,
@@ -143,7 +159,7 @@ enum LiftOperators {
                         lh: try ErasedInputs.require(inputs, "lh", operator: name),
                         hl: try ErasedInputs.require(inputs, "hl", operator: name),
                         hh: try ErasedInputs.require(inputs, "hh", operator: name), height: height, width: width)
-                }, gradients: { $0 })
+                }, gradients: { $0.output })
         },
         host: { options, shape, parameters in
             let configuration = try configuration(options, shape[1])
@@ -168,7 +184,8 @@ enum LiftOperators {
                     let b = try bands(inputs)
                     return (OperatorValues(output: try forward(b)), b)
                 },
-                backward: { gradOutput, saved in
+                backward: { outputGradients, saved in
+                    let gradOutput = outputGradients.output
                     let b: [HostTensor] = try ErasedInputs.cast(saved, name)
                     let gradients =
                         b.count == 2

@@ -44,6 +44,12 @@ public struct OperatorDescriptor: Sendable {
     var producedOutputs: (@Sendable (OperatorOptions, _ rank: Int, _ training: Bool) throws -> [String])? = nil
     /// The parameters backward gives gradients of, when not all of them (nil: every one).
     var trainableParameterNames: [String]? = nil
+    /// The results besides `output` whose gradients backward takes (LiftDownPool's bands; TIPS's
+    /// `psi` and `tau`), by input rank.
+    public internal(set) var differentiableOutputs: @Sendable (_ rank: Int) -> [String] = { _ in [] }
+    /// The scalar results whose gradients backward takes (their weights in the objective):
+    /// LiftDownPool's `loss`, TIPS's `fm` and `undo`.
+    public internal(set) var scalarGradientNames: [String] = []
     let defaults: @Sendable (OperatorOptions, _ channels: Int) throws -> [String: HostTensor]
     let device: @Sendable (OperatorOptions, _ inputShape: [Int], _ parameters: [String: HostTensor], Device) throws -> AnyLayer
     let host: @Sendable (OperatorOptions, _ inputShape: [Int], _ parameters: [String: HostTensor]) throws -> AnyReferenceLayer
@@ -121,7 +127,7 @@ public struct OperatorDescriptor: Sendable {
         _ options: OperatorOptions, inputShape: [Int], parameters given: [String: HostTensor]? = nil, on device: Device
     ) throws -> AnyLayer {
         let parameters = try parameters(options, inputShape: inputShape, given: given)
-        return try self.device(options, inputShape, parameters, device)
+        return accepting(try self.device(options, inputShape, parameters, device), rank: inputShape.count)
     }
 
     /// The CPU reference with the same options and parameters.
@@ -129,7 +135,14 @@ public struct OperatorDescriptor: Sendable {
         _ options: OperatorOptions, inputShape: [Int], parameters given: [String: HostTensor]? = nil
     ) throws -> AnyReferenceLayer {
         let parameters = try parameters(options, inputShape: inputShape, given: given)
-        return try host(options, inputShape, parameters)
+        return accepting(try host(options, inputShape, parameters), rank: inputShape.count)
+    }
+
+    /// `layer`, told which result gradients its backward takes.
+    private func accepting<Tensor>(_ layer: ErasedLayer<Tensor>, rank: Int) -> ErasedLayer<Tensor> {
+        layer.differentiableOutputs = Set(differentiableOutputs(rank))
+        layer.scalarGradientNames = Set(scalarGradientNames)
+        return layer
     }
 
     private func checkedShape(_ shape: [Int]) throws -> [Int] {

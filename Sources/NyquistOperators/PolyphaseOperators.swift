@@ -33,8 +33,8 @@ enum PolyphaseOperators {
                         try ErasedInputs.require(inputs, ErasedInputs.main, operator: name), indices: inputs["indices"])
                     return (OperatorValues(output), saved)
                 },
-                backward: { gradOutput, saved in
-                    OperatorGradientValues(try layer.backward(gradOutput, try ErasedInputs.cast(saved, name) as APSPool2DSaved))
+                backward: { gradients, saved in
+                    OperatorGradientValues(try layer.backward(gradients.output, try ErasedInputs.cast(saved, name) as APSPool2DSaved))
                 })
         },
         host: { options, shape, _ in
@@ -49,10 +49,10 @@ enum PolyphaseOperators {
             }
             return AnyReferenceLayer(
                 name: name, parameters: { [:] }, forward: { try run($0).0 }, training: { try run($0) },
-                backward: { gradOutput, saved in
+                backward: { gradients, saved in
                     OperatorGradientValues(
                         input: try Reference.apsPool2DBackward(
-                            gradOutput: gradOutput, saved: try ErasedInputs.cast(saved, name), configuration))
+                            gradOutput: gradients.output, saved: try ErasedInputs.cast(saved, name), configuration))
                 })
         })
 
@@ -85,6 +85,7 @@ enum PolyphaseOperators {
             return ["psi": padded.dimensions, "tau": [shape[0], shape[1], 4]]
         },
         producedOutputs: { _, _, training in training ? ["psi", "tau"] : ["tau"] },
+        scalarGradientNames: ["fm", "undo"],
         defaults: { options, channels in
             try TIPSPool2DConfiguration(channels: channels, kernelSize: options.int("kernel", 3))
                 .defaultParameters(seed: options.seed("seed", 0))
@@ -94,17 +95,17 @@ enum PolyphaseOperators {
             let layer = try TIPSPool2D(training.configuration, parameters: parameters, on: device)
             let name = TIPSPool2DConfiguration.operatorName
             return AnyLayer(
-                name: name, parameters: { layer.parameters },
+                name: name, parameters: { layer.parameters }, load: { try layer.loadParameters($0) },
                 forward: { inputs in OperatorValues(try layer(try ErasedInputs.require(inputs, ErasedInputs.main, operator: name))) },
                 training: { inputs in
                     let (output, saved) = try layer.forwardTraining(
                         try ErasedInputs.require(inputs, ErasedInputs.main, operator: name), undoShift: training.shift)
                     return (OperatorValues(output), saved)
                 },
-                backward: { gradOutput, saved in
+                backward: { gradients, saved in
                     OperatorGradientValues(
                         try layer.backward(
-                            TIPSPool2DOutputGradients(output: gradOutput, lossWeights: training.weights),
+                            TIPSPool2DOutputGradients(output: gradients.output, lossWeights: try training.weights(gradients.scalars)),
                             try ErasedInputs.cast(saved, name)))
                 })
         },
@@ -133,10 +134,10 @@ enum PolyphaseOperators {
                         saved
                     )
                 },
-                backward: { gradOutput, saved in
+                backward: { outputGradients, saved in
                     let gradients = try Reference.tipsPool2DBackward(
-                        gradOutput: gradOutput, saved: try ErasedInputs.cast(saved, name), configuration,
-                        lossWeights: training.weights)
+                        gradOutput: outputGradients.output, saved: try ErasedInputs.cast(saved, name), configuration,
+                        lossWeights: try training.weights(outputGradients.scalars))
                     return OperatorGradientValues(input: gradients.input, parameters: gradients.parameters)
                 })
         })
@@ -156,6 +157,12 @@ enum PolyphaseOperators {
                 seed: options.seed("seed", 0), maxShiftH: largest, maxShiftW: largest,
                 fill: options.choice("shift-fill", ShiftFill.circular))
             shift = generator.next()
+        }
+
+        /// The loss weights of one backward: the scalar gradients `fm` and `undo` where given,
+        /// else the options' lambdas.
+        func weights(_ scalars: [String: Double]) throws -> TIPSLossWeights {
+            try TIPSLossWeights(fm: scalars["fm"] ?? weights.fm, undo: scalars["undo"] ?? weights.undo)
         }
     }
 }

@@ -74,7 +74,7 @@ enum WindowOperators {
             shape: { options, shape in try configuration(options, shape[1]).outputShape(for: Shape4D(shape)).dimensions },
             defaults: { _, _ in [:] },
             device: { options, shape, _, _ in
-                AnyLayer(layer(try configuration(options, shape[1])), gradients: { $0 })
+                AnyLayer(layer(try configuration(options, shape[1])), gradients: { $0.output })
             },
             host: { options, shape, _ in
                 let configured = try configuration(options, shape[1])
@@ -89,8 +89,8 @@ enum WindowOperators {
                         let (output, saved) = try training(x, configured)
                         return (OperatorValues(output: output), saved)
                     },
-                    backward: { gradOutput, saved in
-                        OperatorGradientValues(input: try backward(gradOutput, try ErasedInputs.cast(saved, name), configured))
+                    backward: { gradients, saved in
+                        OperatorGradientValues(input: try backward(gradients.output, try ErasedInputs.cast(saved, name), configured))
                     })
             })
     }

@@ -123,6 +123,73 @@ struct RegistryParityTests {
             guard let actual = gradients.parameters[parameter] else { continue }
             try compare("gradient of \(parameter)", actual, value, backwardTolerance, floor: gradMagnitude)
         }
+        // Backward from gradients of every result that takes one, and of the scalar results.
+        let differentiable = descriptor.differentiableOutputs(shape.count)
+        guard !differentiable.isEmpty || !descriptor.scalarGradientNames.isEmpty else { return }
+        var hostGradients = OperatorOutputGradients(output: gradOutput)
+        var deviceGradients = OperatorOutputGradients(output: try DeviceTensor(gradOutput, on: device))
+        for (offset, extra) in differentiable.enumerated() {
+            let shape = try #require(resultShapes[extra], "\(label): no shape for \(extra)")
+            let value = try randomTensor(shape, seed: UInt64(index) + 201 + UInt64(offset))
+            hostGradients.extras[extra] = value
+            deviceGradients.extras[extra] = try DeviceTensor(value, on: device)
+        }
+        for (offset, scalar) in descriptor.scalarGradientNames.enumerated() {
+            hostGradients.scalars[scalar] = 0.3 + 0.2 * Double(offset)
+            deviceGradients.scalars[scalar] = 0.3 + 0.2 * Double(offset)
+        }
+        let allGradients = try layer.backward(deviceGradients, saved)
+        let allExpected = try reference.backward(hostGradients, hostSaved)
+        try compare("gradient of the input from every result", allGradients.input, allExpected.input, backwardTolerance, floor: gradMagnitude)
+        for (parameter, value) in allExpected.parameters {
+            let actual = try #require(allGradients.parameters[parameter], "\(label): no gradient of \(parameter)")
+            try compare("gradient of \(parameter) from every result", actual, value, backwardTolerance, floor: gradMagnitude)
+        }
+    }
+
+    @Test("gradients of results backward does not take are refused, naming those it takes")
+    func refusedResultGradients() throws {
+        let device = try TestDevice.get()
+        let shape = [1, 2, 6, 6]
+        let x = try randomTensor(shape, seed: 1)
+        let aps = try OperatorRegistry.named("aps-pool").makeLayer(OperatorOptions([:]), inputShape: shape, on: device)
+        let (values, saved) = try aps.forwardTraining(try DeviceTensor(x, on: device))
+        let indices = try #require(values.extras["indices"])
+        do {
+            _ = try aps.backward(OperatorOutputGradients(output: values.output, extras: ["indices": indices]), saved)
+            Issue.record("aps-pool took a gradient of its indices")
+        } catch let error as NyquistError {
+            #expect(error.message.contains("indices") && error.message.contains("output"), "\(error.message)")
+        }
+        let lift = try OperatorRegistry.named("lift-down-pool").makeLayer(OperatorOptions([:]), inputShape: shape, on: device)
+        let (bands, liftSaved) = try lift.forwardTraining(try DeviceTensor(x, on: device))
+        #expect(throws: NyquistError.self) {
+            try lift.backward(OperatorOutputGradients(output: bands.output, scalars: ["c_u": 1]), liftSaved)
+        }
+        #expect(throws: NyquistError.self) {
+            try lift.backward(OperatorOutputGradients(output: bands.output, scalars: ["loss": .nan]), liftSaved)
+        }
+    }
+
+    @Test("new parameters loaded into a device layer give the reference's results with those parameters")
+    func loadedParameters() throws {
+        let device = try TestDevice.get()
+        for name in ["lift-down-pool", "tips-pool", "adaptive-blur-pool"] {
+            let descriptor = try OperatorRegistry.named(name)
+            let shape = [2, 4, 6, 7]
+            let x = try randomTensor(shape, seed: 5)
+            let layer = try descriptor.makeLayer(OperatorOptions(["seed": "1"]), inputShape: shape, on: device)
+            let replaced = try descriptor.parameters(OperatorOptions(["seed": "2"]), inputShape: shape)
+            let original = try descriptor.parameters(OperatorOptions(["seed": "1"]), inputShape: shape)
+            #expect(replaced != original, "\(name): the two seeds give the same parameters")
+            try layer.loadParameters(replaced)
+            let reference = try descriptor.makeReference(OperatorOptions(["seed": "1"]), inputShape: shape, parameters: replaced)
+            let actual = try layer(try DeviceTensor(x, on: device)).output.toHost()
+            let expected = try reference(x).output
+            let error = actual.maxRelativeError(from: expected)
+            #expect(error <= Self.tolerances(name).forward, "\(name): error \(error) after loading new parameters")
+            #expect(throws: NyquistError.self) { try layer.loadParameters(["conv.weight": try randomTensor([1], seed: 1)]) }
+        }
     }
 
     @Test("unknown operators and options are refused with the valid names")

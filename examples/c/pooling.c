@@ -144,7 +144,10 @@ static int lift_round_trip(nyquist_device *device, cl_context context, cl_comman
     clEnqueueWriteBuffer(queue, gy_mem, CL_TRUE, 0, band_count * sizeof(float), gy, 0, NULL, NULL);
     const char *gradient_names[] = {"input", "predict.0.weight"};
     cl_mem gradient_outputs[] = {gx_mem, gw_mem};
-    CHECK(nyquist_backward_run(down, saved, gy_mem, 0, 2, gradient_names, gradient_outputs, NULL, 0, NULL, NULL));
+    const char *result_gradient_names[] = {"output"};
+    cl_mem result_gradients[] = {gy_mem};
+    CHECK(nyquist_backward_run(down, saved, 1, result_gradient_names, result_gradients, NULL, 0, NULL, NULL, 2,
+                               gradient_names, gradient_outputs, NULL, 0, NULL, NULL));
     clEnqueueReadBuffer(queue, gx_mem, CL_TRUE, 0, input_count * sizeof(float), gx, 0, NULL, NULL);
     clEnqueueReadBuffer(queue, gw_mem, CL_TRUE, 0, sizeof weight_grad, weight_grad, 0, NULL, NULL);
     CHECK(nyquist_reference_backward(down, x, gy, gx_ref));
@@ -204,6 +207,14 @@ static int host_calls(void) {
                       strcmp(gradient_names_text, "input,conv1.weight,conv2.weight") != 0 || conv1_rank != 4 ||
                       conv1_shape[0] != 3 || conv1_shape[2] != 3;
 
+    /* New weights from host arrays (as a training loop sets them each step): the device layer
+     * and the reference both use them from here on. */
+    float new_conv1[3 * 1 * 3 * 3];
+    for (int i = 0; i < 27; i++) new_conv1[i] = 0.05f * (float)(i % 7) - 0.1f;
+    const char *parameter_names[] = {"conv1.weight"};
+    const float *parameter_values[] = {new_conv1};
+    CHECK(nyquist_layer_set_parameters_host(layer, 1, parameter_names, parameter_values));
+
     const char *input_name[] = {"input"};
     const float *inputs[] = {x};
     const char *result_names[] = {"output", "psi", "tau"};
@@ -218,7 +229,10 @@ static int host_calls(void) {
 
     const char *gradient_names[] = {"input", "conv1.weight"};
     float *gradients[] = {gx, conv1};
-    CHECK(nyquist_backward_run_host(layer, saved, gy, 2, gradient_names, gradients));
+    const char *output_name[] = {"output"};
+    const float *output_gradients[] = {gy};
+    CHECK(nyquist_backward_run_host(layer, saved, 1, output_name, output_gradients, 0, NULL, NULL, 2, gradient_names,
+                                    gradients));
     CHECK(nyquist_reference_backward(layer, x, gy, gx_ref));
     double backward_error = relative_error(gx, gx_ref, input_count, 1.0);
     double tau_sum = 0;

@@ -52,7 +52,9 @@ _SIGNATURES = {
     "nyquist_operator_options": [ctypes.c_char_p, ctypes.c_char_p, _size, _size_p],
     "nyquist_run_host": [_handle, ctypes.c_int, _size, _strings_type, ctypes.POINTER(_float_p), _size, _strings_type,
                          ctypes.POINTER(_float_p), ctypes.POINTER(_handle)],
-    "nyquist_backward_run_host": [_handle, _handle, _float_p, _size, _strings_type, ctypes.POINTER(_float_p)],
+    "nyquist_backward_run_host": [_handle, _handle, _size, _strings_type, ctypes.POINTER(_float_p), _size, _strings_type,
+                                  ctypes.POINTER(ctypes.c_double), _size, _strings_type, ctypes.POINTER(_float_p)],
+    "nyquist_layer_set_parameters_host": [_handle, _size, _strings_type, ctypes.POINTER(_float_p)],
     "nyquist_saved_scalar": [_handle, ctypes.c_char_p, ctypes.POINTER(ctypes.c_double)],
     "nyquist_saved_scalar_names": [_handle, ctypes.c_char_p, _size, _size_p],
     "nyquist_reference_forward": [_handle, _float_p, _float_p],
@@ -98,8 +100,16 @@ def _floats(array):
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def _pointers(arrays):
-    return (_float_p * max(len(arrays), 1))(*[array.ctypes.data_as(_float_p) for array in arrays])
+def _address(item):
+    """The float pointer of a C-contiguous float32 NumPy array, or of an integer address (a
+    torch tensor's data_ptr())."""
+    if isinstance(item, int):
+        return ctypes.cast(ctypes.c_void_p(item), _float_p)
+    return item.ctypes.data_as(_float_p)
+
+
+def _pointers(items):
+    return (_float_p * max(len(items), 1))(*[_address(item) for item in items])
 
 
 _devices = {}
@@ -114,10 +124,12 @@ def _device(spec):
 
 
 class _Layer:
-    """A C layer handle, released with this object."""
+    """A C layer handle, released with this object. The calls take NumPy arrays or addresses
+    (``_address``) of float32 C-contiguous memory of the right shapes, by name."""
 
     # `which` of nyquist_layer_names.
-    TRAINING_RESULTS, GRADIENTS, SCALAR_GROUP = 1, 3, 5
+    INFERENCE_RESULTS, TRAINING_RESULTS, INPUTS, GRADIENTS, PARAMETERS, SCALAR_GROUP = 0, 1, 2, 3, 4, 5
+    RESULT_GRADIENTS, SCALAR_GRADIENTS = 6, 7
 
     def __init__(self, op, shape, params, options, device):
         names = list(options)
@@ -137,9 +149,55 @@ class _Layer:
         _check(_lib.nyquist_layer_result_shape(self.handle, name.encode(), ctypes.byref(rank), dims))
         return tuple(dims[index] for index in range(rank.value))
 
+    def set_parameters(self, values):
+        """Replaces parameters by state_dict name (the others keep theirs)."""
+        names = list(values)
+        _check(_lib.nyquist_layer_set_parameters_host(
+            self.handle, len(names), _strings(names), _pointers([values[n] for n in names])))
+
+    def forward(self, inputs, results, training):
+        """Runs the forward on the named inputs into the named results; a training forward
+        returns its saved state (a _Saved), inference None."""
+        input_names, result_names = list(inputs), list(results)
+        saved = _handle()
+        _check(_lib.nyquist_run_host(
+            self.handle, 1 if training else 0, len(input_names), _strings(input_names),
+            _pointers([inputs[n] for n in input_names]), len(result_names), _strings(result_names),
+            _pointers([results[n] for n in result_names]), ctypes.byref(saved)))
+        return _Saved(saved) if training else None
+
+    def backward(self, saved, result_gradients, scalar_gradients, gradients):
+        """Backward from the named result gradients (``output`` required) and scalar gradients
+        into the named gradients."""
+        given, scalars, wanted = list(result_gradients), list(scalar_gradients), list(gradients)
+        scalar_values = (ctypes.c_double * max(len(scalars), 1))(*[float(scalar_gradients[n]) for n in scalars])
+        _check(_lib.nyquist_backward_run_host(
+            self.handle, saved.handle, len(given), _strings(given), _pointers([result_gradients[n] for n in given]),
+            len(scalars), _strings(scalars), scalar_values, len(wanted), _strings(wanted),
+            _pointers([gradients[n] for n in wanted])))
+
     def __del__(self):
         if getattr(self, "handle", None):
             _lib.nyquist_layer_release(self.handle)
+
+
+class _Saved:
+    """A training forward's saved state, released with this object."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def scalars(self):
+        values = {}
+        for name in _names(_lib.nyquist_saved_scalar_names, self.handle):
+            value = ctypes.c_double(0)
+            _check(_lib.nyquist_saved_scalar(self.handle, name.encode(), ctypes.byref(value)))
+            values[name] = value.value
+        return values
+
+    def __del__(self):
+        if getattr(self, "handle", None):
+            _lib.nyquist_saved_release(self.handle)
 
 
 def _options(op, options, training, results):
@@ -155,15 +213,19 @@ def _options(op, options, training, results):
     return named
 
 
-def run(op, x, params=None, grad_output=None, train=False, device=None, inputs=None, **options):
+def run(op, x, params=None, grad_output=None, train=False, device=None, inputs=None, grad_extra=None,
+        grad_scalars=None, **options):
     """Runs operator ``op`` (a ``nyquist run`` name) on the float32 array ``x``, as ``nyquist run``.
 
-    ``params`` is a safetensors file of the layer's state_dict (None: the default initialisation,
-    seeded by the ``seed`` option where there is one); ``options`` are the operator's options with
-    underscores for dashes (``filter_size=5``); ``inputs`` holds further named inputs (lift-up-pool's
-    ``lh``, ``hl``, ``hh``; aps-pool's ``indices``); ``device`` names an OpenCL device (None: the
-    default). With ``grad_output`` (or ``train``) the layer trains: batch statistics, losses, and
-    with ``grad_output`` the backward.
+    ``params`` is a safetensors file of the layer's state_dict, or a dict of arrays by
+    state_dict name (None: the default initialisation, seeded by the ``seed`` option where there
+    is one); ``options`` are the operator's options with underscores for dashes
+    (``filter_size=5``); ``inputs`` holds further named inputs (lift-up-pool's ``lh``, ``hl``,
+    ``hh``; aps-pool's ``indices``); ``device`` names an OpenCL device (None: the default). With
+    ``grad_output`` (or ``train``) the layer trains: batch statistics, losses, and with
+    ``grad_output`` the backward, which also takes the gradients of other results
+    (``grad_extra``: lift-down-pool's bands, tips-pool's psi and tau) and of scalar results
+    (``grad_scalars``: their weights, lift-down-pool's ``loss``, tips-pool's ``fm`` and ``undo``).
 
     Returns a dict: ``output``; ``extra``, the other results by name (bands, indices, psi, tau,
     filters, statistics) and, for a training run, the scalar results under their group's name
@@ -172,41 +234,31 @@ def run(op, x, params=None, grad_output=None, train=False, device=None, inputs=N
     """
     x = _floats(x)
     training = bool(train) or grad_output is not None
-    layer = _Layer(op, x.shape, params, _options(op, options, training, True), device)
+    path = None if isinstance(params, dict) else params
+    layer = _Layer(op, x.shape, path, _options(op, options, training, True), device)
+    if isinstance(params, dict):
+        layer.set_parameters({name: _floats(value) for name, value in params.items()})
     named_inputs = {"input": x}
     named_inputs.update({name: _floats(value) for name, value in (inputs or {}).items()})
-    input_names = list(named_inputs)
     # Every result comes from the training forward, as `nyquist run --extra`; with eval-mode
     # statistics (see _options) its output is the inference output.
-    result_names = layer.names(_Layer.TRAINING_RESULTS)
-    results = {name: np.empty(layer.shape(name), dtype=np.float32) for name in result_names}
-    saved = _handle()
-    _check(_lib.nyquist_run_host(
-        layer.handle, 1, len(input_names), _strings(input_names), _pointers([named_inputs[n] for n in input_names]),
-        len(result_names), _strings(result_names), _pointers([results[n] for n in result_names]), ctypes.byref(saved)))
-    try:
-        answer = {"output": results.pop("output"), "extra": results}
-        group = layer.names(_Layer.SCALAR_GROUP)
-        if training and group:
-            scalars = {}
-            for name in _names(_lib.nyquist_saved_scalar_names, saved):
-                value = ctypes.c_double(0)
-                _check(_lib.nyquist_saved_scalar(saved, name.encode(), ctypes.byref(value)))
-                scalars[name] = value.value
-            answer["extra"][group[0]] = scalars
-        if grad_output is not None:
-            wanted = layer.names(_Layer.GRADIENTS)
-            gradients = {name: np.empty(layer.shape(name), dtype=np.float32) for name in wanted}
-            _check(_lib.nyquist_backward_run_host(
-                layer.handle, saved, _floats(grad_output).ctypes.data_as(_float_p), len(wanted), _strings(wanted),
-                _pointers([gradients[n] for n in wanted])))
-            answer["grad_input"] = gradients.pop("input")
-            others = [name for name in input_names if name != "input" and name in gradients]
-            answer["grad_extra"] = {name: gradients.pop(name) for name in others}
-            answer["grad_params"] = gradients
-        return answer
-    finally:
-        _lib.nyquist_saved_release(saved)
+    results = {name: np.empty(layer.shape(name), dtype=np.float32) for name in layer.names(_Layer.TRAINING_RESULTS)}
+    saved = layer.forward(named_inputs, results, training=True)
+    answer = {"output": results.pop("output"), "extra": results}
+    group = layer.names(_Layer.SCALAR_GROUP)
+    if training and group:
+        answer["extra"][group[0]] = saved.scalars()
+    if grad_output is not None:
+        given = {"output": _floats(grad_output)}
+        given.update({name: _floats(value) for name, value in (grad_extra or {}).items()})
+        wanted = layer.names(_Layer.GRADIENTS)
+        gradients = {name: np.empty(layer.shape(name), dtype=np.float32) for name in wanted}
+        layer.backward(saved, given, grad_scalars or {}, gradients)
+        answer["grad_input"] = gradients.pop("input")
+        others = [name for name in named_inputs if name != "input" and name in gradients]
+        answer["grad_extra"] = {name: gradients.pop(name) for name in others}
+        answer["grad_params"] = gradients
+    return answer
 
 
 def reference(op, x, params=None, grad_output=None, device=None, **options):
