@@ -25,9 +25,9 @@
 //                     (or per batch of small planes): dz of the band and its halo into local
 //                     memory (psi recomputed from x, never read back; grad_psi added as in
 //                     tips_grad_z), the band's d conv1 row terms, then dx from local memory;
-//                     replaces tips_grad_z, tips_grad_w1_rows
-//                     and tips_grad_input, which stay for devices whose local memory cannot hold
-//                     3 rows of dz (and for bandElements 0)
+//                     replaces tips_grad_z, tips_grad_w1_rows and tips_grad_input, which stay
+//                     for devices whose local memory cannot hold 3 rows of dz (and for
+//                     bandElements 0)
 //   tips_grad_weights_sum  global (C k k): d conv1 = the row terms summed over n, then rows;
 //                     items below C also d conv2 = the plane shares summed in order of n
 //

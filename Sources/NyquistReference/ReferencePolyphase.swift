@@ -400,7 +400,8 @@ extension Reference {
             return gradient.values.map { Double($0) }
         }
         let externalTau = try gradTau.map { gradient -> [Double] in
-            try checkExternal(gradient, expected: [state.shape.n, state.shape.c, 4], name: "gradTau (tau's shape)", layer: layer)
+            try checkExternal(
+                gradient, expected: [state.shape.n, state.shape.c, 4], name: "gradTau (tau's shape)", layer: layer)
             return gradient.values.map { Double($0) }
         }
         let gy = try planes(gradOutput, outputShape)
