@@ -12,30 +12,35 @@
 //                     from the same plane while it is in cache: one pass over x. psi is written
 //                     only with TIPS_WRITE_PSI = 1 (training; inference needs only its sums).
 //   tips_target       global (W', H', planes): T(x') = x' shifted by (dy, dx), wrapped or zero-filled
-//   tips_grad_tau     one work-group per plane: dtau (reduction), + L_FM, softmax adjoint ->
-//                     per-plane dq (already divided by the quadrant size and scaled by conv2) and
-//                     the plane's share of d conv2
-//   tips_grad_z       global (W', H', planes): dz = [psi > 0] (dq[quadrant] + L_undo term)
+//   tips_grad_tau     one work-group per plane: dtau (reduction), + L_FM, + the external
+//                     grad_tau (TIPS_GRAD_TAU), softmax adjoint -> per-plane dq (already divided
+//                     by the quadrant size and scaled by conv2) and the plane's share of d conv2
+//   tips_grad_z       global (W', H', planes): dz = [psi > 0] (dq[quadrant] + L_undo term
+//                     + the external grad_psi (TIPS_GRAD_PSI))
 //   tips_grad_w1_rows global (k k, H', planes): the d conv1 terms of each x' row and tap
 //   tips_grad_input   global (W' / 8, H, planes): dx as a gather over the x' positions that copy it,
 //                     8 columns per item (vectors away from the borders)
 //   tips_losses       global (planes): per-plane 1 - ||tau|| and sum (psi - T)^2 (host sums)
 //   tips_backward_band  the fused backward (the default): one work-group per band of x' rows
 //                     (or per batch of small planes): dz of the band and its halo into local
-//                     memory (psi recomputed from x, never read back), the band's d conv1 row
-//                     terms, then dx from local memory; replaces tips_grad_z, tips_grad_w1_rows
-//                     and tips_grad_input, which stay for devices whose local memory cannot hold
-//                     3 rows of dz (and for bandElements 0)
+//                     memory (psi recomputed from x, never read back; grad_psi added as in
+//                     tips_grad_z), the band's d conv1 row terms, then dx from local memory;
+//                     replaces tips_grad_z, tips_grad_w1_rows and tips_grad_input, which stay
+//                     for devices whose local memory cannot hold 3 rows of dz (and for
+//                     bandElements 0)
 //   tips_grad_weights_sum  global (C k k): d conv1 = the row terms summed over n, then rows;
 //                     items below C also d conv2 = the plane shares summed in order of n
 //
 // Determinism: no result depends on GROUP_SIZE, the plane batching or the band size. Per-plane
 // sums run over lanes fixed by the sizes (reduce_lanes in reduce_lanes.h); d conv1 is summed per
-// x' row with one body in both backward paths; dx adds a position's copies in one order in both
+// x' row with one body in both backward paths, from a dz whose terms both paths add in one
+// order (quadrant, L_undo, external grad_psi); dx adds a position's copies in one order in both
 // paths.
 //
 // Defines: GROUP_SIZE (power of two), KERNEL_SIZE (odd), SHIFT_FILL (0 circular, 1 zero),
-// TIPS_WRITE_PSI (0 inference, 1 training).
+// TIPS_WRITE_PSI (0 inference, 1 training), TIPS_GRAD_PSI and TIPS_GRAD_TAU (1: the backward
+// adds the caller's gradient of psi / tau; 0: the grad_psi / grad_tau arguments are never read,
+// so a plain backward binds any buffer there and loads nothing).
 #include "common.h"
 
 #ifndef GROUP_SIZE
@@ -49,6 +54,12 @@
 #endif
 #ifndef TIPS_WRITE_PSI
 #define TIPS_WRITE_PSI 0
+#endif
+#ifndef TIPS_GRAD_PSI
+#define TIPS_GRAD_PSI 0
+#endif
+#ifndef TIPS_GRAD_TAU
+#define TIPS_GRAD_TAU 0
 #endif
 
 #include "reduce_lanes.h"
@@ -269,8 +280,9 @@ __kernel void tips_target(__global const float *x, __global float *target, int p
 
 __kernel __attribute__((reqd_work_group_size(GROUP_SIZE, 1, 1)))
 void tips_grad_tau(__global const float *x, __global const float *grad_y, __global const float *q,
-                   __global const float *tau, __global const float *w2, __global float *grad_q,
-                   __global float *grad_w2_share, int channels, int height, int width, float fm_scale) {
+                   __global const float *tau, __global const float *grad_tau, __global const float *w2,
+                   __global float *grad_q, __global float *grad_w2_share, int channels, int height, int width,
+                   float fm_scale) {
     __local float partial[4 * REDUCE_LANES];
     const int plane = get_group_id(0);
     const int item = get_local_id(0);
@@ -302,6 +314,9 @@ void tips_grad_tau(__global const float *x, __global const float *grad_y, __glob
         float inner = 0.0f;
         for (int k = 0; k < 4; ++k) {
             g[k] = partial[k * REDUCE_LANES] - fm_scale * t[k] / norm;
+#if TIPS_GRAD_TAU
+            g[k] += grad_tau[plane * 4 + k];
+#endif
             inner += t[k] * g[k];
         }
         const float scale = w2[plane % channels];
@@ -317,7 +332,8 @@ void tips_grad_tau(__global const float *x, __global const float *grad_y, __glob
 }
 
 __kernel void tips_grad_z(__global const float *psi, __global const float *grad_q, __global const float *target,
-                          __global float *grad_z, int planes, int padded_height, int padded_width, float undo_scale) {
+                          __global const float *grad_psi, __global float *grad_z, int planes, int padded_height,
+                          int padded_width, float undo_scale) {
     const int s = get_global_id(0);
     const int r = get_global_id(1);
     const int plane = get_global_id(2);
@@ -325,7 +341,10 @@ __kernel void tips_grad_z(__global const float *psi, __global const float *grad_
     const int index = plane_offset(plane, r, s, padded_height, padded_width);
     const int quadrant = (r < padded_height / 2 ? 0 : 2) + (s < padded_width / 2 ? 0 : 1);
     const float value = psi[index];
-    const float g = grad_q[plane * 4 + quadrant] + undo_scale * (value - target[index]);
+    float g = grad_q[plane * 4 + quadrant] + undo_scale * (value - target[index]);
+#if TIPS_GRAD_PSI
+    g += grad_psi[index];
+#endif
     grad_z[index] = value > 0.0f ? g : 0.0f;
 }
 
@@ -482,24 +501,32 @@ __kernel void tips_grad_input(__global const float *grad_y, __global const float
 // goes to memory and psi is recomputed from x (exactly as tips_forward computes it) instead of
 // being read back.
 
-// dz = [psi > 0] (dq[quadrant] + L_undo term) of 8 values of row r from column s0 (psi NaN: 0,
-// as the unfused tips_grad_z).
-inline float8 tips_dz_chunk(float8 psi, __global const float *grad_q, __global const float *target, int plane, int r,
-                            int s0, int hp, int wp, int has_target, float undo_scale) {
+// dz = [psi > 0] (dq[quadrant] + L_undo term + grad_psi) of 8 values of row r from column s0
+// (psi NaN: 0, as the unfused tips_grad_z), the terms added in tips_grad_z's order.
+inline float8 tips_dz_chunk(float8 psi, __global const float *grad_q, __global const float *target,
+                            __global const float *grad_psi, int plane, int r, int s0, int hp, int wp, int has_target,
+                            float undo_scale) {
     const int8 column = (int8)(s0) + (int8)(0, 1, 2, 3, 4, 5, 6, 7);
     const int top = r < hp / 2 ? 0 : 2;
     const float left = grad_q[plane * 4 + top];
     const float right = grad_q[plane * 4 + top + 1];
     float8 g = select((float8)(right), (float8)(left), column < (int8)(wp / 2));
     if (has_target) g += undo_scale * (psi - vload8(0, target + plane_offset(plane, r, s0, hp, wp)));
+#if TIPS_GRAD_PSI
+    g += vload8(0, grad_psi + plane_offset(plane, r, s0, hp, wp));
+#endif
     return select((float8)(0.0f), g, psi > 0.0f);
 }
 
-inline float tips_dz_at(float psi, __global const float *grad_q, __global const float *target, int plane, int r, int s,
-                        int hp, int wp, int has_target, float undo_scale) {
+inline float tips_dz_at(float psi, __global const float *grad_q, __global const float *target,
+                        __global const float *grad_psi, int plane, int r, int s, int hp, int wp, int has_target,
+                        float undo_scale) {
     const int quadrant = (r < hp / 2 ? 0 : 2) + (s < wp / 2 ? 0 : 1);
     float g = grad_q[plane * 4 + quadrant];
     if (has_target) g += undo_scale * (psi - target[plane_offset(plane, r, s, hp, wp)]);
+#if TIPS_GRAD_PSI
+    g += grad_psi[plane_offset(plane, r, s, hp, wp)];
+#endif
     return psi > 0.0f ? g : 0.0f;
 }
 
@@ -553,7 +580,8 @@ inline float tips_band_input_at(__global const float *grad_y, __global const flo
 // band_rows); band_rows >= 3 unless it covers the plane, so the band holding x' row 2 also
 // holds the reflected row 0. dz_band holds (band_rows + 2p) x (W' + 2p) floats.
 //   (1) dz of the band's rows and p halo rows on each side (zero outside x', and in the p
-//       zero columns on each side), into local memory; psi chunk by chunk as in tips_forward.
+//       zero columns on each side), into local memory; psi chunk by chunk as in tips_forward,
+//       grad_psi (TIPS_GRAD_PSI) read at the same positions.
 //   (2) dx of the band's input rows: 8 x' columns per item and step from local memory (the
 //       last chunk of a row overlaps its predecessor and stores only its new columns; rows
 //       narrower than 8 go element by element), reflected copies folded into row / column 1.
@@ -562,10 +590,10 @@ inline float tips_band_input_at(__global const float *grad_y, __global const flo
 // No atomics, and no sum whose order depends on the band size or GROUP_SIZE.
 __kernel __attribute__((reqd_work_group_size(GROUP_SIZE, 1, 1)))
 void tips_backward_band(__global const float *x, __global const float *grad_y, __global const float *tau,
-                        __global const float *grad_q, __global const float *target, __global const float *w1,
-                        __global float *grad_x, __global float *w1_partial, int planes, int channels, int height,
-                        int width, int band_rows, int planes_per_group, int has_target, float undo_scale,
-                        __local float *dz) {
+                        __global const float *grad_q, __global const float *target, __global const float *grad_psi,
+                        __global const float *w1, __global float *grad_x, __global float *w1_partial, int planes,
+                        int channels, int height, int width, int band_rows, int planes_per_group, int has_target,
+                        float undo_scale, __local float *dz) {
     const int item = get_local_id(0);
     const int p = (KERNEL_SIZE - 1) / 2;
     const int ph = height & 1;
@@ -604,7 +632,7 @@ void tips_backward_band(__global const float *x, __global const float *grad_y, _
                 const int start = lo + (unit - 1) * 8;
                 const int s0 = min(start, hi - 8);
                 const float8 psi = tips_psi_chunk(x, w, plane, r, s0, height, width);
-                const float8 g = tips_dz_chunk(psi, grad_q, target, plane, r, s0, hp, wp, has_target, undo_scale);
+                const float8 g = tips_dz_chunk(psi, grad_q, target, grad_psi, plane, r, s0, hp, wp, has_target, undo_scale);
                 vstore8(g, 0, line + s0);
             } else {
                 for (int s = 1; s <= p; ++s) {
@@ -616,7 +644,7 @@ void tips_backward_band(__global const float *x, __global const float *grad_y, _
                 for (int index = 0; index < inner_end + wp - outer_start; ++index) {
                     const int s = index < inner_end ? index : outer_start + index - inner_end;
                     const float psi = tips_psi_at(x, w, plane, r, s, height, width);
-                    const float g = tips_dz_at(psi, grad_q, target, plane, r, s, hp, wp, has_target, undo_scale);
+                    const float g = tips_dz_at(psi, grad_q, target, grad_psi, plane, r, s, hp, wp, has_target, undo_scale);
                     line[s] = g;
                 }
             }

@@ -378,12 +378,14 @@ extension Reference {
         return try tipsLosses(result: result, target: target)
     }
 
-    /// Gradient of <output, gradOutput> + weights.fm * L_FM + weights.undo * L_undo with respect
-    /// to the input and both weights (by PyTorch name). T(x') is a constant: no gradient flows
-    /// through the target. ReLU's derivative at 0 is 0.
+    /// Gradient of <output, gradOutput> + <psi, gradPsi> + <tau, gradTau> + weights.fm * L_FM
+    /// + weights.undo * L_undo with respect to the input and both weights (by PyTorch name).
+    /// `gradPsi` (N x C x H' x W', psi's shape) and `gradTau` (N x C x 4, tau's order) are the
+    /// objective's gradients of losses computed outside the operator; nil adds nothing. T(x') is
+    /// a constant: no gradient flows through the target. ReLU's derivative at 0 is 0.
     public static func tipsPool2DBackward<T: BinaryFloatingPoint & Sendable>(
         gradOutput: Tensor<T>, saved: TIPSSaved<T>, _ config: TIPSPool2DConfiguration,
-        lossWeights: TIPSLossWeights = .none
+        lossWeights: TIPSLossWeights = .none, gradPsi: Tensor<T>? = nil, gradTau: Tensor<T>? = nil
     ) throws -> (input: Tensor<T>, parameters: [String: Tensor<T>]) {
         let layer = TIPSPool2DConfiguration.operatorName
         let state = try tipsState(saved.input, config, saved.parameters)
@@ -393,6 +395,15 @@ extension Reference {
             throw NyquistError(
                 .invalidConfiguration, "\(layer) backward: L_undo has weight \(lossWeights.undo) but no target shift was saved")
         }
+        let externalPsi = try gradPsi.map { gradient -> [Double] in
+            try checkExternal(gradient, expected: state.padded.dimensions, name: "gradPsi (psi's shape)", layer: layer)
+            return gradient.values.map { Double($0) }
+        }
+        let externalTau = try gradTau.map { gradient -> [Double] in
+            try checkExternal(
+                gradient, expected: [state.shape.n, state.shape.c, 4], name: "gradTau (tau's shape)", layer: layer)
+            return gradient.values.map { Double($0) }
+        }
         let gy = try planes(gradOutput, outputShape)
         let (n, c) = (state.shape.n, state.shape.c)
         let (hp, wp) = (state.padded.h, state.padded.w)
@@ -401,7 +412,7 @@ extension Reference {
         let p = (k - 1) / 2
         let planeCount = n * c
         var gradXPadded = Planes(count: planeCount, height: hp, width: wp)
-        var gradPsi = Planes(count: planeCount, height: hp, width: wp)
+        var psiGradient = Planes(count: planeCount, height: hp, width: wp)
         var gradW2 = [Double](repeating: 0, count: c)
         var gradW1 = [Double](repeating: 0, count: c * k * k)
         let target = saved.shift.map { shiftTarget(state.xPadded, $0) }
@@ -411,43 +422,49 @@ extension Reference {
             let base = plane * hp * wp
             let tau = (0..<4).map { state.tau[plane * 4 + $0] }
             // Output = sum_k tau_k p_k: gradients to the phases and to tau.
-            var gradTau = [Double](repeating: 0, count: 4)
+            var tauGradient = [Double](repeating: 0, count: 4)
             for i in 0..<hh {
                 for j in 0..<hw {
                     let g = gy.values[(plane * hh + i) * hw + j]
                     for phase in 0..<4 {
                         let position = base + (2 * i + phase % 2) * wp + 2 * j + phase / 2
                         gradXPadded.values[position] += tau[phase] * g
-                        gradTau[phase] += g * state.xPadded.values[position]
+                        tauGradient[phase] += g * state.xPadded.values[position]
                     }
                 }
             }
             // L_FM = mean (1 - ||tau||): d/dtau_k = -tau_k / ||tau|| / (N C).
             if lossWeights.fm != 0 {
                 let norm = tau.reduce(0) { $0 + $1 * $1 }.squareRoot()
-                for phase in 0..<4 { gradTau[phase] -= lossWeights.fm * tau[phase] / norm / Double(planeCount) }
+                for phase in 0..<4 { tauGradient[phase] -= lossWeights.fm * tau[phase] / norm / Double(planeCount) }
+            }
+            if let externalTau {
+                for phase in 0..<4 { tauGradient[phase] += externalTau[plane * 4 + phase] }
             }
             // Softmax: d logit_k = tau_k (g_k - sum_l tau_l g_l).
-            let inner = (0..<4).reduce(0.0) { $0 + tau[$1] * gradTau[$1] }
+            let inner = (0..<4).reduce(0.0) { $0 + tau[$1] * tauGradient[$1] }
             for phase in 0..<4 {
-                let gradLogit = tau[phase] * (gradTau[phase] - inner)
+                let gradLogit = tau[phase] * (tauGradient[phase] - inner)
                 gradW2[channel] += gradLogit * state.q[plane * 4 + phase]
                 let gradQ = gradLogit * state.w2[channel] / Double(hh * hw)
                 let (top, left) = ((phase / 2) * hh, (phase % 2) * hw)
                 for r in top..<(top + hh) {
-                    for s in left..<(left + hw) { gradPsi.values[base + r * wp + s] += gradQ }
+                    for s in left..<(left + hw) { psiGradient.values[base + r * wp + s] += gradQ }
                 }
             }
             if let target {
                 for index in base..<(base + hp * wp) {
-                    gradPsi.values[index] += undoScale * (state.psi.values[index] - target.values[index])
+                    psiGradient.values[index] += undoScale * (state.psi.values[index] - target.values[index])
                 }
+            }
+            if let externalPsi {
+                for index in base..<(base + hp * wp) { psiGradient.values[index] += externalPsi[index] }
             }
             // ReLU, then the depthwise correlation's adjoints (input and weight).
             for r in 0..<hp {
                 for s in 0..<wp {
                     let index = base + r * wp + s
-                    let gz = state.z.values[index] > 0 ? gradPsi.values[index] : 0
+                    let gz = state.z.values[index] > 0 ? psiGradient.values[index] : 0
                     if gz == 0 { continue }
                     for u in 0..<k {
                         let row = r + u - p
@@ -474,5 +491,16 @@ extension Reference {
                 TIPSPool2DConfiguration.conv2Name: try Tensor(shape: [c, 1, 1, 1], values: gradW2.map { T($0) }),
             ]
         )
+    }
+
+    /// Checks an external gradient against the shape of the result it belongs to (and its value
+    /// count against that shape, as `planes` does: `Tensor.values` is publicly mutable).
+    static func checkExternal<T>(_ gradient: Tensor<T>, expected: [Int], name: String, layer: String) throws {
+        guard gradient.shape == expected, gradient.values.count == expected.reduce(1, *) else {
+            throw NyquistError(
+                .invalidShape,
+                "\(layer) backward: \(name) has shape \(gradient.shape) and \(gradient.values.count) values, "
+                    + "expected \(expected)")
+        }
     }
 }

@@ -259,6 +259,81 @@ struct PolyphaseReferenceTests {
         print("TIPS reference: worst finite-difference error \(worst)")
     }
 
+    @Test("TIPS backward with external gradients of psi and tau (and the losses) matches finite differences")
+    func tipsExternalGradients() throws {
+        var rng = seededGenerator(23)
+        var worst = 0.0
+        for (index, shape) in [[1, 1, 4, 4], [2, 3, 5, 7], [2, 2, 6, 3]].enumerated() {
+            for kernelSize in [1, 3] {
+                // The second round also weighs both losses: every term is added to the others.
+                for withLosses in [false, true] {
+                    let config = try TIPSPool2DConfiguration(channels: shape[1], kernelSize: kernelSize)
+                    let parameters = Self.tipsParameters(config, seed: UInt64(kernelSize + index))
+                    let shift = withLosses ? MapShift(dy: 1, dx: -1, fill: index % 2 == 0 ? .circular : .zero) : nil
+                    let weights = withLosses ? try TIPSLossWeights(fm: 0.7, undo: 1.3) : .none
+                    let x = try randomTensor(shape, using: &rng)
+                    let (result, saved) = try Reference.tipsPool2DTraining(x, config, parameters: parameters, shift: shift)
+                    let gy = try randomTensor(result.output.shape, using: &rng)
+                    let gpsi = try randomTensor(result.psi.shape, using: &rng)
+                    let gtau = try randomTensor(result.tau.shape, using: &rng)
+                    let gradients = try Reference.tipsPool2DBackward(
+                        gradOutput: gy, saved: saved, config, lossWeights: weights, gradPsi: gpsi, gradTau: gtau)
+                    let target = try shift.map { try Reference.tipsUndoTarget(x, config, shift: $0) }
+                    func objective(_ x: Tensor<Double>, _ parameters: [String: Tensor<Double>]) throws -> Double {
+                        let result = try Reference.tipsPool2D(x, config, parameters: parameters)
+                        let losses = try Reference.tipsLosses(result: result, target: target)
+                        return dot(result.output.values, gy.values) + dot(result.psi.values, gpsi.values)
+                            + dot(result.tau.values, gtau.values) + weights.fm * losses.fm
+                            + weights.undo * (losses.undo ?? 0)
+                    }
+                    let label = "\(config) \(shape) losses \(withLosses)"
+                    let errorX = try Self.directionalError(
+                        { try objective($0, parameters) }, at: x, gradient: gradients.input.values, rng: &rng)
+                    worst = max(worst, errorX)
+                    #expect(errorX < 1e-6, "input \(label)")
+                    for name in [TIPSPool2DConfiguration.conv1Name, TIPSPool2DConfiguration.conv2Name] {
+                        let weight = try #require(parameters[name])
+                        let gradient = try #require(gradients.parameters[name])
+                        let error = try Self.directionalError(
+                            { var changed = parameters; changed[name] = $0; return try objective(x, changed) }, at: weight,
+                            gradient: gradient.values, rng: &rng)
+                        worst = max(worst, error)
+                        #expect(error < 1e-6, "\(name) \(label)")
+                    }
+                }
+            }
+        }
+        print("TIPS reference with external gradients: worst finite-difference error \(worst)")
+    }
+
+    @Test("TIPS backward refuses external gradients of the wrong shape with a typed error")
+    func tipsExternalGradientShapes() throws {
+        var rng = seededGenerator(29)
+        let config = try TIPSPool2DConfiguration(channels: 2)
+        let x = try randomTensor([1, 2, 5, 6], using: &rng)
+        let (result, saved) = try Reference.tipsPool2DTraining(
+            x, config, parameters: Self.tipsParameters(config, seed: 1), shift: nil)
+        let gy = try randomTensor(result.output.shape, using: &rng)
+        // psi is 1 x 2 x 6 x 6 (H padded to even): the input's own shape is wrong for it.
+        let unpadded = try randomTensor([1, 2, 5, 6], using: &rng)
+        let psiError = #expect(throws: NyquistError.self) {
+            try Reference.tipsPool2DBackward(gradOutput: gy, saved: saved, config, gradPsi: unpadded)
+        }
+        #expect(psiError?.kind == .invalidShape)
+        let tauError = #expect(throws: NyquistError.self) {
+            try Reference.tipsPool2DBackward(
+                gradOutput: gy, saved: saved, config, gradTau: try randomTensor([1, 2, 3], using: &rng))
+        }
+        #expect(tauError?.kind == .invalidShape)
+        // A tensor whose values were replaced by fewer than its shape holds.
+        var short = try randomTensor(result.psi.shape, using: &rng)
+        short.values.removeLast()
+        let countError = #expect(throws: NyquistError.self) {
+            try Reference.tipsPool2DBackward(gradOutput: gy, saved: saved, config, gradPsi: short)
+        }
+        #expect(countError?.kind == .invalidShape)
+    }
+
     @Test("The L_undo target: circular and zero-filled shifts as torch.roll, generator seeded")
     func shiftTargets() throws {
         var a = try ShiftGenerator(seed: 99, maxShiftH: 3, maxShiftW: 1)

@@ -1,12 +1,14 @@
-import Nyquist
 import NyquistCore
 import NyquistReference
 import Testing
 import _NyquistTestSupport
 
+@testable import Nyquist
+
 // APSPool2D and TIPSPool2D on the device against the CPU reference: forward (guarded), the
-// phase choice, training forward, backward (input and weights, with the TIPS losses), the loss
-// values, and APS's exact circular-shift invariance on the device.
+// phase choice, training forward, backward (input and weights, with the TIPS losses and the
+// external gradients of psi and tau), the loss values, and APS's exact circular-shift invariance
+// on the device.
 
 /// Tolerances of the polyphase operators, relative to max |reference|.
 ///
@@ -268,6 +270,108 @@ struct PolyphaseParityTests {
         print(
             "tips-pool k=\(kernelSize): worst relative error forward \(worstForward), backward \(worstBackward), "
                 + "losses \(worstLoss)")
+    }
+
+    @Test("tips-pool backward with external gradients of psi and tau: fused (whole planes, 3-row bands) and unfused")
+    func tipsExternalGradients() throws {
+        let device = try TestDevice.get()
+        // One group size for every path, so the paths share their programs and must agree bit for
+        // bit (tips.cl's determinism rule); bandElements 1: bands of 3 rows, 0: the unfused passes.
+        let paths = [nil, 1, 0].map { TIPSKnobs(groupSize: 64, elementsPerGroup: 4096, bandElements: $0) }
+        // Odd and even H and W; the wide ones reach the vector chunks of dz (W' - 2p - (W & 1) >= 8).
+        let shapes = [[2, 3, 6, 8], [1, 2, 7, 21], [3, 2, 12, 17], [2, 1, 9, 16]]
+        for (index, shape) in shapes.enumerated() {
+            let kernelSize = index == 2 ? 5 : 3
+            let layer = try TIPSPool2D(channels: shape[1], kernelSize: kernelSize, seed: UInt64(20 + index), on: device)
+            let parameters = try layer.parameterValues()
+            let x = try randomTensor(shape, seed: UInt64(700 + index))
+            let input = try DeviceTensor(x, on: device)
+            let forward = try Reference.tipsPool2D(x, layer.configuration, parameters: parameters)
+            let gradOutput = try randomTensor(forward.output.shape, seed: UInt64(710 + index))
+            let gradPsi = try randomTensor(forward.psi.shape, seed: UInt64(720 + index))
+            let gradTau = try randomTensor(forward.tau.shape, seed: UInt64(730 + index))
+            let shift = MapShift(dy: -1, dx: 2, fill: index % 2 == 0 ? .circular : .zero)
+            // Both external gradients with both losses; psi's alone from the input alone (the
+            // forward recomputed); tau's alone with L_FM; neither (a plan of its own: the
+            // external variants must not be served for it).
+            let cases: [(name: String, psi: Bool, tau: Bool, weights: TIPSLossWeights, full: Bool)] = [
+                ("psi and tau, both losses", true, true, try TIPSLossWeights(fm: 0.5, undo: 2), true),
+                ("psi only, input saved", true, false, .none, false),
+                ("tau only, L_FM", false, true, try TIPSLossWeights(fm: 0.5), true),
+                ("neither", false, false, .none, true),
+            ]
+            let expected = try cases.map { item in
+                try Reference.tipsPool2DBackward(
+                    gradOutput: gradOutput,
+                    saved: Reference.TIPSSaved(input: x, parameters: parameters, shift: item.full ? shift : nil),
+                    layer.configuration, lossWeights: item.weights, gradPsi: item.psi ? gradPsi : nil,
+                    gradTau: item.tau ? gradTau : nil)
+            }
+            var firstPathBits: [String: [UInt32]] = [:]
+            for launch in paths {
+                try withPinnedKnobs(
+                    launch, families: [PolyphaseLaunch.tipsFamily], shapeClasses: [PolyphaseLaunch.tipsShapeClass]
+                ) {
+                    let (_, trainingSaved) = try layer.forwardTraining(input, undoShift: shift)
+                    for (item, reference) in zip(cases, expected) {
+                        let label = "\(layer.configuration) on \(shape), \(launch), \(item.name)"
+                        let gradients = TIPSPool2DOutputGradients(
+                            output: try DeviceTensor(gradOutput, on: device),
+                            psi: item.psi ? try DeviceTensor(gradPsi, on: device) : nil,
+                            tau: item.tau ? try DeviceTensor(gradTau, on: device) : nil, lossWeights: item.weights)
+                        let gradInput = try GuardedTensor(shape: shape, on: device)
+                        let weights = try layer.backward(
+                            gradients, item.full ? trainingSaved : TIPSPool2DSaved(input: input), into: gradInput.tensor)
+                        #expect(try gradInput.damagedGuards().isEmpty, "\(label): wrote outside the input's gradient")
+                        var pairs = [("input", gradInput.tensor, reference.input)]
+                        for name in [TIPSPool2DConfiguration.conv1Name, TIPSPool2DConfiguration.conv2Name] {
+                            pairs.append((name, try #require(weights[name]), try #require(reference.parameters[name])))
+                        }
+                        for (name, actual, referenceValue) in pairs {
+                            let values = try actual.toHost().values
+                            let discrepancy = Discrepancy(actual: values, expected: referenceValue.values)
+                            #expect(discrepancy.within(PolyphaseTolerance.tipsBackward), "\(label) grad \(name): \(discrepancy)")
+                            ParityReport.record(
+                                .polyphase, "TIPSPool2D", "backward, external gradients: \(name)",
+                                tolerance: PolyphaseTolerance.tipsBackward, discrepancy, shape: shape, label: label)
+                            let key = "\(item.name) \(name)"
+                            let bits = values.map(\.bitPattern)
+                            if let first = firstPathBits[key] {
+                                #expect(bits == first, "\(label) grad \(name) differs from the first path's bits")
+                            } else {
+                                firstPathBits[key] = bits
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("tips-pool backward refuses external gradients that do not fit psi or tau with invalidShape")
+    func tipsExternalGradientShapes() throws {
+        let device = try TestDevice.get()
+        let layer = try TIPSPool2D(channels: 2, seed: 3, on: device)
+        // H = 5: psi is 6 rows high, so a gradient of the input's own shape does not fit it.
+        let input = try DeviceTensor(try randomTensor([1, 2, 5, 6], seed: 740), on: device)
+        let (outputs, saved) = try layer.forwardTraining(input)
+        let gradOutput = try DeviceTensor(try randomTensor(outputs.output.shape, seed: 741), on: device)
+        let misshapen: [(String, DeviceTensor?, DeviceTensor?)] = [
+            ("psi of the input's shape", try DeviceTensor(try randomTensor([1, 2, 5, 6], seed: 742), on: device), nil),
+            ("psi of another batch", try DeviceTensor(try randomTensor([2, 2, 6, 6], seed: 743), on: device), nil),
+            ("tau with 3 entries", nil, try DeviceTensor(try randomTensor([1, 2, 3], seed: 744), on: device)),
+            ("tau of rank 4", nil, try DeviceTensor(try randomTensor([1, 2, 4, 1], seed: 745), on: device)),
+        ]
+        for (name, psi, tau) in misshapen {
+            let error = #expect(throws: NyquistError.self, "\(name)") {
+                try layer.backward(TIPSPool2DOutputGradients(output: gradOutput, psi: psi, tau: tau), saved)
+            }
+            #expect(error?.kind == .invalidShape, "\(name)")
+        }
+        // The shapes the forward gave are accepted.
+        let psi: DeviceTensor = try #require(outputs.psi)
+        let accepted = try layer.backward(TIPSPool2DOutputGradients(output: gradOutput, psi: psi, tau: outputs.tau), saved)
+        #expect(accepted.input.shape == [1, 2, 5, 6])
     }
 
     @Test("NaN and Inf propagate as in the reference (APS: the first NaN norm wins)")

@@ -12,8 +12,10 @@ import NyquistCore
 ///
 /// Training forward also returns the losses L_FM and (with an `undoShift`, a shift drawn by a
 /// seeded ``ShiftGenerator``) L_undo; backward returns the gradient of
-/// <output, gradOutput> + lambda_FM L_FM + lambda_undo L_undo with respect to the input and both
-/// weights, the lambdas given in ``TIPSPool2DOutputGradients`` (T(x') is a constant).
+/// <output, gradOutput> + <psi, gradPsi> + <tau, gradTau> + lambda_FM L_FM + lambda_undo L_undo
+/// with respect to the input and both weights, the lambdas and the optional external gradients
+/// of psi and tau (losses computed outside the layer, as PyTorch users of TIPS do) given in
+/// ``TIPSPool2DOutputGradients`` (T(x') is a constant).
 ///
 /// ```swift
 /// let tips = try TIPSPool2D(channels: 64, on: device)
@@ -117,9 +119,11 @@ public final class TIPSPool2D: Layer {
         )
     }
 
-    /// Gradients of <output, gradOutput> + lossWeights.fm * L_FM + lossWeights.undo * L_undo
-    /// with respect to the input and both weights (by PyTorch name). L_undo needs the target
-    /// saved by ``forwardTraining(_:undoShift:)``.
+    /// Gradients of <output, gradOutput> + <psi, gradients.psi> + <tau, gradients.tau>
+    /// + lossWeights.fm * L_FM + lossWeights.undo * L_undo with respect to the input and both
+    /// weights (by PyTorch name). L_undo needs the target saved by
+    /// ``forwardTraining(_:undoShift:)``; a psi or tau gradient of the wrong shape throws
+    /// ``NyquistError/Kind/invalidShape``.
     public func backward(_ outputGradients: TIPSPool2DOutputGradients, _ saved: TIPSPool2DSaved) throws -> Gradients {
         let gradInput = try DeviceTensor(shape: saved.input.shape, on: saved.input.device)
         let weights = try backward(outputGradients, saved, into: gradInput)
@@ -132,7 +136,9 @@ public final class TIPSPool2D: Layer {
     public func backward(_ outputGradients: TIPSPool2DOutputGradients, _ saved: TIPSPool2DSaved, into gradInput: DeviceTensor)
         throws -> [String: DeviceTensor]
     {
-        try backward(outputGradients.output, saved, into: gradInput, lossWeights: outputGradients.lossWeights)
+        try backward(
+            outputGradients.output, saved, into: gradInput, external: (outputGradients.psi, outputGradients.tau),
+            lossWeights: outputGradients.lossWeights)
     }
 
     // MARK: Internals
@@ -238,10 +244,20 @@ public final class TIPSPool2D: Layer {
     }
 
     private func backward(
-        _ gradOutput: DeviceTensor, _ saved: TIPSPool2DSaved, into gradInput: DeviceTensor, lossWeights: TIPSLossWeights
+        _ gradOutput: DeviceTensor, _ saved: TIPSPool2DSaved, into gradInput: DeviceTensor,
+        external: (psi: DeviceTensor?, tau: DeviceTensor?), lossWeights: TIPSLossWeights
     ) throws -> [String: DeviceTensor] {
         let (inputShape, outputShape) = try validateBackward(gradOutput, savedInput: saved.input, gradInput)
         try requireDevice(saved.input)
+        // Kernels read these by the input's sizes: a smaller buffer would be read past its end.
+        if let gradPsi = external.psi {
+            try requireShape(gradPsi, configuration.paddedShape(for: inputShape).dimensions, role: "gradient of psi")
+            try requireSameDevice(saved.input, gradPsi)
+        }
+        if let gradTau = external.tau {
+            try requireShape(gradTau, [inputShape.n, inputShape.c, 4], role: "gradient of tau")
+            try requireSameDevice(saved.input, gradTau)
+        }
         let target = saved.target
         if lossWeights.undo != 0 && target == nil {
             throw NyquistError(
@@ -252,7 +268,9 @@ public final class TIPSPool2D: Layer {
         let padded = try configuration.paddedShape(for: inputShape)
         let (n, c, k) = (inputShape.n, inputShape.c, configuration.kernelSize)
         let state = try savedState(saved, inputShape)
-        let variant = TIPSBackwardVariant(configuration: configuration, withTarget: target != nil, recompute: state == nil)
+        let variant = TIPSBackwardVariant(
+            configuration: configuration, withTarget: target != nil, recompute: state == nil,
+            withGradPsi: external.psi != nil, withGradTau: external.tau != nil)
         let plan = try device.compiledPass(PlanKey(configuration: variant, pass: .backward, input: inputShape)) {
             try Self.backwardLaunches(variant, input: inputShape, on: device)
         }
@@ -276,7 +294,8 @@ public final class TIPSPool2D: Layer {
             buffers: [
                 saved.input.buffer, gradOutput.buffer, weights.conv1.buffer, weights.conv2.buffer, gradInput.buffer,
                 gradW1.buffer, gradW2.buffer, tau.buffer, q.buffer, (target ?? filler).buffer, gradQ.buffer, shares.buffer,
-                rowTerms.buffer, output.buffer, psi.buffer, gradZ.buffer,
+                rowTerms.buffer, output.buffer, (external.psi ?? filler).buffer, (external.tau ?? filler).buffer,
+                psi.buffer, gradZ.buffer,
             ], scalars: [lossWeights.fm, lossWeights.undo])
         return [TIPSPool2DConfiguration.conv1Name: gradW1, TIPSPool2DConfiguration.conv2Name: gradW2]
     }
@@ -346,17 +365,30 @@ public struct TIPSPool2DSaved {
     }
 }
 
-/// The gradients TIPS's backward starts from: the output's, and the weights of the two losses
-/// in the training objective (d objective / d L).
+/// The gradients TIPS's backward starts from: the output's, optionally psi's and tau's (of
+/// losses computed outside the layer from the training forward's psi and tau), and the weights
+/// of the two built-in losses in the training objective (d objective / d L). Every term given
+/// is added.
 public struct TIPSPool2DOutputGradients {
     /// Gradient of the objective with respect to the output.
     public let output: DeviceTensor
+    /// Gradient of the objective with respect to psi, shaped as the saved psi: N x C x H' x W'
+    /// (H', W' = H, W rounded up to even); nil: psi enters the objective only through the layer.
+    public let psi: DeviceTensor?
+    /// Gradient of the objective with respect to tau, N x C x 4 in the forward's tau order (the
+    /// quadrants (0,0), (0,1), (1,0), (1,1), mixing p0..p3); nil: tau enters only through the
+    /// layer.
+    public let tau: DeviceTensor?
     /// lambda_FM and lambda_undo (default: neither loss).
     public let lossWeights: TIPSLossWeights
 
     /// Bundles the gradients.
-    public init(output: DeviceTensor, lossWeights: TIPSLossWeights = .none) {
+    public init(
+        output: DeviceTensor, psi: DeviceTensor? = nil, tau: DeviceTensor? = nil, lossWeights: TIPSLossWeights = .none
+    ) {
         self.output = output
+        self.psi = psi
+        self.tau = tau
         self.lossWeights = lossWeights
     }
 }

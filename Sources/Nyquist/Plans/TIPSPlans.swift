@@ -7,16 +7,19 @@ import NyquistCore
 extension TIPSPool2D {
 
     /// The program of every TIPS pass but the forward: GROUP_SIZE (which tips_grad_tau and the
-    /// fused backward are compiled for) and the kernel size, and the target's fill.
+    /// fused backward are compiled for) and the kernel size, the target's fill, and whether the
+    /// backward adds external gradients of psi and tau (compiled out otherwise, so a plain
+    /// backward loads nothing for them).
     static func program(
         _ configuration: TIPSPool2DConfiguration, _ launch: TIPSKnobs, fill: ShiftFill = .circular,
-        on device: Device
+        gradPsi: Bool = false, gradTau: Bool = false, on device: Device
     ) throws -> OpenCLProgram {
         try device.program(
             "tips.cl",
             defines: [
                 "GROUP_SIZE": launch.groupSize, "KERNEL_SIZE": configuration.kernelSize,
-                "SHIFT_FILL": fill == .circular ? 0 : 1,
+                "SHIFT_FILL": fill == .circular ? 0 : 1, "TIPS_GRAD_PSI": gradPsi ? 1 : 0,
+                "TIPS_GRAD_TAU": gradTau ? 1 : 0,
             ])
     }
 
@@ -116,8 +119,10 @@ extension TIPSPool2D {
     /// 4 gradInput, 5 d conv1, 6 d conv2, 7 tau, 8 q (saved, or written by the forward),
     /// 9 target (a filler without one), 10 dq, 11 the planes' d conv2 shares, 12 d conv1 row
     /// terms (temporaries), 13 the forward's output (a temporary; only when recomputing),
-    /// 14 psi (saved or recomputed) and 15 dz (a temporary): the unfused passes only, and the
-    /// highest numbers, so that the caller sees from the plan whether to allocate them.
+    /// 14 the external gradient of psi and 15 of tau (read only by the variants that have them;
+    /// a filler otherwise), 16 psi (saved or recomputed) and 17 dz (a temporary): the unfused
+    /// passes only, and the highest numbers, so that the caller sees from the plan whether to
+    /// allocate them.
     /// Scalars (per call): 0 lambda_FM, 1 lambda_undo; the launches scale them by the counts
     /// the losses average over.
     static func backwardLaunches(_ variant: TIPSBackwardVariant, input: Shape4D, on device: Device) throws
@@ -130,7 +135,8 @@ extension TIPSPool2D {
         let planes = n * c
         let launch = PolyphaseLaunch.choose(for: device)
         let band = bandLaunch(configuration, launch, padded: padded, device: device)
-        let program = try program(configuration, launch, on: device)
+        let program = try program(
+            configuration, launch, gradPsi: variant.withGradPsi, gradTau: variant.withGradTau, on: device)
         var launches: [PreparedLaunch] = []
         if variant.recompute {
             // psi is needed in memory only by the unfused passes; otherwise its argument is the
@@ -140,14 +146,14 @@ extension TIPSPool2D {
                     configuration, input: input, keepPsi: band == nil,
                     buffers: (
                         input: .bound(0), conv1: .bound(2), conv2: .bound(3),
-                        psi: band == nil ? .bound(14) : .bound(13), q: .bound(8), tau: .bound(7), output: .bound(13)
+                        psi: band == nil ? .bound(16) : .bound(13), q: .bound(8), tau: .bound(7), output: .bound(13)
                     ), on: device))
         }
         launches.append(
             try context.prepare(
                 "tips_grad_tau", in: program,
                 arguments: [
-                    .bound(0), .bound(1), .bound(8), .bound(7), .bound(3), .bound(10), .bound(11), .int(c),
+                    .bound(0), .bound(1), .bound(8), .bound(7), .bound(15), .bound(3), .bound(10), .bound(11), .int(c),
                     .int(input.h), .int(input.w), .scaled(0, factor: 1 / Double(planes)),
                 ],
                 global: [planes * launch.groupSize], local: [launch.groupSize]))
@@ -169,7 +175,8 @@ extension TIPSPool2D {
                 try context.prepare(
                     "tips_backward_band", in: program,
                     arguments: [
-                        .bound(0), .bound(1), .bound(7), .bound(10), .bound(9), .bound(2), .bound(4), .bound(12),
+                        .bound(0), .bound(1), .bound(7), .bound(10), .bound(9), .bound(14), .bound(2), .bound(4),
+                        .bound(12),
                         .int(planes), .int(c), .int(input.h), .int(input.w), .int(band.rows), .int(band.planesPerGroup),
                         .int(hasTarget ? 1 : 0), undoScale, .local(band.localBytes),
                     ],
@@ -182,7 +189,7 @@ extension TIPSPool2D {
             try context.prepare(
                 "tips_grad_z", in: program,
                 arguments: [
-                    .bound(14), .bound(10), hasTarget ? .bound(9) : .bound(14), .bound(15), .int(planes),
+                    .bound(16), .bound(10), hasTarget ? .bound(9) : .bound(16), .bound(14), .bound(17), .int(planes),
                     .int(padded.h), .int(padded.w), undoScale,
                 ],
                 global: [padded.w, padded.h, planes]))
@@ -190,14 +197,14 @@ extension TIPSPool2D {
         launches.append(
             try context.prepare(
                 "tips_grad_w1_rows", in: program,
-                arguments: [.bound(0), .bound(15), .bound(12), .int(planes), .int(input.h), .int(input.w)],
+                arguments: [.bound(0), .bound(17), .bound(12), .int(planes), .int(input.h), .int(input.w)],
                 global: [k * k, padded.h, planes]))
         launches.append(weightSums)
         launches.append(
             try context.prepare(
                 "tips_grad_input", in: program,
                 arguments: [
-                    .bound(1), .bound(7), .bound(15), .bound(2), .bound(4), .int(planes), .int(c), .int(input.h),
+                    .bound(1), .bound(7), .bound(17), .bound(2), .bound(4), .int(planes), .int(c), .int(input.h),
                     .int(input.w),
                 ],
                 global: [(padded.w + 7) / 8, input.h, planes]))
@@ -206,14 +213,17 @@ extension TIPSPool2D {
 }
 
 /// What a TIPSPool2D backward plan bakes in besides the input shape: whether there is an
-/// L_undo target and whether it recomputes the forward's psi, tau and q (the loss weights are
-/// per-call scalars, so a schedule of weights reuses one plan).
+/// L_undo target, whether it recomputes the forward's psi, tau and q, and which external
+/// gradients (of psi, of tau) it adds (compiled in, so they are part of the plan's key; the loss
+/// weights are per-call scalars, so a schedule of weights reuses one plan).
 struct TIPSBackwardVariant: Hashable, Sendable {
     let configuration: TIPSPool2DConfiguration
     let withTarget: Bool
     let recompute: Bool
+    var withGradPsi = false
+    var withGradTau = false
 
     /// dz's buffer number: the highest any backward launch binds, and bound by the unfused
     /// passes only.
-    static let gradZBuffer = 15
+    static let gradZBuffer = 17
 }
