@@ -63,7 +63,8 @@ enum PolyphaseOperators {
 
     /// TIPS: training forward returns `psi`, `tau` and the losses `fm` and `undo` (the L_undo
     /// target's shift drawn from `seed`, within `max-shift`, filled by `shift-fill`); backward
-    /// weighs the losses with `lambda-fm` and `lambda-undo`.
+    /// weighs the losses with `lambda-fm` and `lambda-undo` (or the gradients of `fm` and `undo`)
+    /// and takes gradients of `psi` and `tau` too.
     static let tips = OperatorDescriptor(
         name: TIPSPool2DConfiguration.operatorName, summary: "translation-invariant polyphase sampling (Saha & Gokhale 2025)",
         options: [
@@ -85,7 +86,7 @@ enum PolyphaseOperators {
             return ["psi": padded.dimensions, "tau": [shape[0], shape[1], 4]]
         },
         producedOutputs: { _, _, training in training ? ["psi", "tau"] : ["tau"] },
-        scalarGradientNames: ["fm", "undo"],
+        differentiableOutputs: { _ in ["psi", "tau"] }, scalarGradientNames: ["fm", "undo"],
         defaults: { options, channels in
             try TIPSPool2DConfiguration(channels: channels, kernelSize: options.int("kernel", 3))
                 .defaultParameters(seed: options.seed("seed", 0))
@@ -105,7 +106,9 @@ enum PolyphaseOperators {
                 backward: { gradients, saved in
                     OperatorGradientValues(
                         try layer.backward(
-                            TIPSPool2DOutputGradients(output: gradients.output, lossWeights: try training.weights(gradients.scalars)),
+                            TIPSPool2DOutputGradients(
+                                output: gradients.output, psi: gradients.extras["psi"], tau: gradients.extras["tau"],
+                                lossWeights: try training.weights(gradients.scalars)),
                             try ErasedInputs.cast(saved, name)))
                 })
         },
@@ -137,7 +140,8 @@ enum PolyphaseOperators {
                 backward: { outputGradients, saved in
                     let gradients = try Reference.tipsPool2DBackward(
                         gradOutput: outputGradients.output, saved: try ErasedInputs.cast(saved, name), configuration,
-                        lossWeights: try training.weights(outputGradients.scalars))
+                        lossWeights: try training.weights(outputGradients.scalars), gradPsi: outputGradients.extras["psi"],
+                        gradTau: outputGradients.extras["tau"])
                     return OperatorGradientValues(input: gradients.input, parameters: gradients.parameters)
                 })
         })

@@ -55,6 +55,13 @@ _SIGNATURES = {
     "nyquist_backward_run_host": [_handle, _handle, _size, _strings_type, ctypes.POINTER(_float_p), _size, _strings_type,
                                   ctypes.POINTER(ctypes.c_double), _size, _strings_type, ctypes.POINTER(_float_p)],
     "nyquist_layer_set_parameters_host": [_handle, _size, _strings_type, ctypes.POINTER(_float_p)],
+    "nyquist_device_create": [_handle, _handle, _handle, ctypes.POINTER(_handle)],
+    "nyquist_run": [_handle, ctypes.c_int, _size, _strings_type, ctypes.POINTER(_handle), _size_p, _size, _strings_type,
+                    ctypes.POINTER(_handle), _size_p, ctypes.POINTER(_handle), ctypes.c_uint, ctypes.c_void_p,
+                    ctypes.c_void_p],
+    "nyquist_backward_run": [_handle, _handle, _size, _strings_type, ctypes.POINTER(_handle), _size_p, _size,
+                             _strings_type, ctypes.POINTER(ctypes.c_double), _size, _strings_type,
+                             ctypes.POINTER(_handle), _size_p, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p],
     "nyquist_saved_scalar": [_handle, ctypes.c_char_p, ctypes.POINTER(ctypes.c_double)],
     "nyquist_saved_scalar_names": [_handle, ctypes.c_char_p, _size, _size_p],
     "nyquist_reference_forward": [_handle, _float_p, _float_p],
@@ -108,6 +115,14 @@ def _address(item):
     return item.ctypes.data_as(_float_p)
 
 
+def _mems(buffers):
+    return (_handle * max(len(buffers), 1))(*[memory for memory, _ in buffers])
+
+
+def _offsets(buffers):
+    return (_size * max(len(buffers), 1))(*[offset for _, offset in buffers])
+
+
 def _pointers(items):
     return (_float_p * max(len(items), 1))(*[_address(item) for item in items])
 
@@ -116,11 +131,34 @@ _devices = {}
 
 
 def _device(spec):
-    if spec not in _devices:
+    """The device handle for `spec`: a name or index of `nyquist devices` (None: the default),
+    or a pyopencl CommandQueue (its context, device and queue, wrapped: held, never finished)."""
+    key = spec.int_ptr if _is_queue(spec) else spec
+    if key not in _devices:
         handle = _handle()
-        _check(_lib.nyquist_device_create_default(spec.encode() if spec else None, ctypes.byref(handle)))
-        _devices[spec] = handle
-    return _devices[spec]
+        if _is_queue(spec):
+            _check(_lib.nyquist_device_create(spec.context.int_ptr, spec.device.int_ptr, spec.int_ptr,
+                                              ctypes.byref(handle)))
+        else:
+            _check(_lib.nyquist_device_create_default(spec.encode() if spec else None, ctypes.byref(handle)))
+        # The queue stays referenced with its handle, so its address is not reused.
+        _devices[key] = (handle, spec)
+    return _devices[key][0]
+
+
+def _is_queue(value):
+    return type(value).__name__ == "CommandQueue" and type(value).__module__.startswith("pyopencl")
+
+
+def _is_cl_array(value):
+    return type(value).__module__.startswith("pyopencl") and hasattr(value, "base_data")
+
+
+def _cl_buffer(array):
+    """A pyopencl array's memory object and offset in floats (contiguous float32 only)."""
+    if array.dtype != np.float32 or not array.flags.c_contiguous:
+        raise ValueError("pyopencl arrays must be C-contiguous float32")
+    return array.base_data.int_ptr, array.offset // 4
 
 
 class _Layer:
@@ -176,6 +214,29 @@ class _Layer:
             len(scalars), _strings(scalars), scalar_values, len(wanted), _strings(wanted),
             _pointers([gradients[n] for n in wanted])))
 
+    def forward_cl(self, inputs, results, training):
+        """forward() on pyopencl arrays: enqueued on the arrays' queue, no host copies."""
+        input_names, result_names = list(inputs), list(results)
+        input_buffers = [_cl_buffer(inputs[n]) for n in input_names]
+        result_buffers = [_cl_buffer(results[n]) for n in result_names]
+        saved = _handle()
+        _check(_lib.nyquist_run(
+            self.handle, 1 if training else 0, len(input_names), _strings(input_names), _mems(input_buffers),
+            _offsets(input_buffers), len(result_names), _strings(result_names), _mems(result_buffers),
+            _offsets(result_buffers), ctypes.byref(saved), 0, None, None))
+        return _Saved(saved) if training else None
+
+    def backward_cl(self, saved, result_gradients, scalar_gradients, gradients):
+        """backward() on pyopencl arrays."""
+        given, scalars, wanted = list(result_gradients), list(scalar_gradients), list(gradients)
+        given_buffers = [_cl_buffer(result_gradients[n]) for n in given]
+        wanted_buffers = [_cl_buffer(gradients[n]) for n in wanted]
+        scalar_values = (ctypes.c_double * max(len(scalars), 1))(*[float(scalar_gradients[n]) for n in scalars])
+        _check(_lib.nyquist_backward_run(
+            self.handle, saved.handle, len(given), _strings(given), _mems(given_buffers), _offsets(given_buffers),
+            len(scalars), _strings(scalars), scalar_values, len(wanted), _strings(wanted), _mems(wanted_buffers),
+            _offsets(wanted_buffers), 0, None, None))
+
     def __del__(self):
         if getattr(self, "handle", None):
             _lib.nyquist_layer_release(self.handle)
@@ -227,33 +288,53 @@ def run(op, x, params=None, grad_output=None, train=False, device=None, inputs=N
     (``grad_extra``: lift-down-pool's bands, tips-pool's psi and tau) and of scalar results
     (``grad_scalars``: their weights, lift-down-pool's ``loss``, tips-pool's ``fm`` and ``undo``).
 
+    ``x`` may be a pyopencl array (float32, C-contiguous): then every input and gradient given
+    must be one on the same queue, the layer runs on that queue (wrapped as the C API's
+    nyquist_device_create does) and the results are new pyopencl arrays: no host copies.
+
     Returns a dict: ``output``; ``extra``, the other results by name (bands, indices, psi, tau,
     filters, statistics) and, for a training run, the scalar results under their group's name
     (``losses``, ``regularisers``); with ``grad_output`` also ``grad_input``, ``grad_extra`` (the
     other inputs' gradients) and ``grad_params`` (by state_dict name).
     """
-    x = _floats(x)
+    on_device = _is_cl_array(x)
+    if on_device:
+        import pyopencl.array as cl_array
+
+        queue = x.queue
+        device = queue
+
+        def convert(value):
+            return value
+
+        def empty(shape):
+            return cl_array.empty(queue, shape, np.float32)
+    else:
+        convert, empty = _floats, (lambda shape: np.empty(shape, dtype=np.float32))
+    x = convert(x)
     training = bool(train) or grad_output is not None
     path = None if isinstance(params, dict) else params
     layer = _Layer(op, x.shape, path, _options(op, options, training, True), device)
     if isinstance(params, dict):
         layer.set_parameters({name: _floats(value) for name, value in params.items()})
     named_inputs = {"input": x}
-    named_inputs.update({name: _floats(value) for name, value in (inputs or {}).items()})
+    named_inputs.update({name: convert(value) for name, value in (inputs or {}).items()})
     # Every result comes from the training forward, as `nyquist run --extra`; with eval-mode
     # statistics (see _options) its output is the inference output.
-    results = {name: np.empty(layer.shape(name), dtype=np.float32) for name in layer.names(_Layer.TRAINING_RESULTS)}
-    saved = layer.forward(named_inputs, results, training=True)
+    results = {name: empty(layer.shape(name)) for name in layer.names(_Layer.TRAINING_RESULTS)}
+    forward = layer.forward_cl if on_device else layer.forward
+    saved = forward(named_inputs, results, training=True)
     answer = {"output": results.pop("output"), "extra": results}
     group = layer.names(_Layer.SCALAR_GROUP)
     if training and group:
         answer["extra"][group[0]] = saved.scalars()
     if grad_output is not None:
-        given = {"output": _floats(grad_output)}
-        given.update({name: _floats(value) for name, value in (grad_extra or {}).items()})
+        given = {"output": convert(grad_output)}
+        given.update({name: convert(value) for name, value in (grad_extra or {}).items()})
         wanted = layer.names(_Layer.GRADIENTS)
-        gradients = {name: np.empty(layer.shape(name), dtype=np.float32) for name in wanted}
-        layer.backward(saved, given, grad_scalars or {}, gradients)
+        gradients = {name: empty(layer.shape(name)) for name in wanted}
+        backward = layer.backward_cl if on_device else layer.backward
+        backward(saved, given, grad_scalars or {}, gradients)
         answer["grad_input"] = gradients.pop("input")
         others = [name for name in named_inputs if name != "input" and name in gradients]
         answer["grad_extra"] = {name: gradients.pop(name) for name in others}

@@ -97,3 +97,24 @@ def test_the_documentation_examples_run():
     assert blocks, "docs/python.md has no python example"
     for block in blocks:
         exec(compile(block, page, "exec"), {})
+
+
+def test_pyopencl_arrays_stay_on_the_device():
+    cl = pytest.importorskip("pyopencl")
+    cl_array = pytest.importorskip("pyopencl.array")
+    context = cl.create_some_context(interactive=False)
+    queue = cl.CommandQueue(context)
+    x = random(SHAPE, 6)
+    grad_output = random((2, 3, 5, 5), 7)
+    on_host = nyquist.run("lift-down-pool", x, grad_output=grad_output, kernel=3)
+    on_device = nyquist.run("lift-down-pool", cl_array.to_device(queue, x),
+                            grad_output=cl_array.to_device(queue, grad_output), kernel=3)
+    assert isinstance(on_device["output"], cl_array.Array) and on_device["output"].queue is queue
+    assert np.array_equal(on_device["output"].get(), on_host["output"])
+    assert np.array_equal(on_device["extra"]["hh"].get(), on_host["extra"]["hh"])
+    assert np.array_equal(on_device["grad_input"].get(), on_host["grad_input"])
+    assert np.array_equal(on_device["grad_params"]["update.0.weight"].get(), on_host["grad_params"]["update.0.weight"])
+    # An array at an offset inside a larger buffer.
+    padded = cl_array.to_device(queue, np.concatenate([np.zeros(32, np.float32), x.ravel()]))
+    view = padded[32:].reshape(SHAPE)
+    assert np.array_equal(nyquist.run("blur-pool", view)["output"].get(), nyquist.run("blur-pool", x)["output"])
