@@ -48,7 +48,9 @@ test: build lint-kernels fuzz-smoke c-example python-test
 # whose own name (libNyquistC.so) is what a program linked with -lnyquist loads.
 lib: build
 	@mkdir -p lib
-	@cp "$$($(SWIFT) build --show-bin-path)/libNyquistC.so" lib/
+	@# A new file moved into place: processes that have the old one loaded keep it intact.
+	@cp "$$($(SWIFT) build --show-bin-path)/libNyquistC.so" lib/.libNyquistC.so.new
+	@mv -f lib/.libNyquistC.so.new lib/libNyquistC.so
 	@ln -sf libNyquistC.so lib/libnyquist.so
 	@echo "lib/libnyquist.so: link with -Iinclude -Llib -lnyquist -lOpenCL -Wl,-rpath,<this folder>/lib"
 

@@ -736,7 +736,7 @@ func download(
     _ results: [String: DeviceTensor], to outputs: [(name: String, item: UnsafeMutablePointer<Float>, index: Int)],
     what: String
 ) throws {
-    for output in outputs { try copy(try pick(results, output.name, what: what).toHost(), to: output.item, output.name) }
+    for output in outputs { try pick(results, output.name, what: what).copy(into: output.item) }
 }
 
 /// `nyquist_run_host`: ``nyquist_run`` on host arrays (uploaded, run, the requested results
@@ -751,7 +751,7 @@ public func nyquist_run_host(
         let layer = try unwrap(layer, as: LayerHandle.self, "layer")
         if training != 0, saved == nil { throw ArgumentError(message: "saved is NULL for a training forward") }
         let tensors = try layer.inputs(try named(inputCount, inputNames, inputs, "input").map { ($0.name, $0.item) }) {
-            pointer, shape in try DeviceTensor(try hostTensor(pointer, shape, "input"), on: layer.device)
+            pointer, shape in try DeviceTensor(copying: pointer, shape: shape, on: layer.device)
         }
         let requested = try named(outputCount, outputNames, outputs, "output")
         let (results, state) = try layer.forward(tensors, training: training != 0)
@@ -775,7 +775,7 @@ public func nyquist_backward_run_host(
         let state = try unwrap(saved, as: SavedHandle.self, "saved")
         let tensors = try layer.outputGradients(
             try named(gradientCount, gradientNames, gradients, "result gradient").map { ($0.name, $0.item) }
-        ) { pointer, shape in try DeviceTensor(try hostTensor(pointer, shape, "gradient"), on: layer.device) }
+        ) { pointer, shape in try DeviceTensor(copying: pointer, shape: shape, on: layer.device) }
         let scalars = try namedScalars(scalarCount, scalarNames, scalarGradients)
         let requested = try named(outputCount, outputNames, outputs, "gradient")
         try download(try layer.backward(tensors, scalars: scalars, state), to: requested, what: "gradient")

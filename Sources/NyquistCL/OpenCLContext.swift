@@ -304,6 +304,37 @@ package final class OpenCLContext: @unchecked Sendable {
         state.withLock { $0.statistics.peakLiveBytes = $0.statistics.liveBytes }
     }
 
+    /// Copies `byteCount` bytes at `source` into the start of `buffer` (blocking).
+    package func write(bytes source: UnsafeRawPointer, byteCount: Int, to buffer: OpenCLBuffer) throws {
+        guard byteCount >= 0, byteCount <= buffer.byteCount else {
+            throw OpenCLError(
+                call: "clEnqueueWriteBuffer", code: CL_INVALID_VALUE,
+                detail: "\(byteCount) bytes do not fit a \(buffer.byteCount)-byte buffer")
+        }
+        guard byteCount > 0 else { return }
+        try state.withLock { _ in
+            try check(
+                clEnqueueWriteBuffer(queue, buffer.handle, cl_bool(CL_TRUE), 0, byteCount, source, 0, nil, nil),
+                "clEnqueueWriteBuffer")
+        }
+    }
+
+    /// Copies the first `byteCount` bytes of `buffer` to `destination` (blocking: waits for the
+    /// commands before it).
+    package func read(_ buffer: OpenCLBuffer, into destination: UnsafeMutableRawPointer, byteCount: Int) throws {
+        guard byteCount >= 0, byteCount <= buffer.byteCount else {
+            throw OpenCLError(
+                call: "clEnqueueReadBuffer", code: CL_INVALID_VALUE,
+                detail: "\(byteCount) bytes requested from a \(buffer.byteCount)-byte buffer")
+        }
+        guard byteCount > 0 else { return }
+        try state.withLock { _ in
+            try check(
+                clEnqueueReadBuffer(queue, buffer.handle, cl_bool(CL_TRUE), 0, byteCount, destination, 0, nil, nil),
+                "clEnqueueReadBuffer")
+        }
+    }
+
     /// Copies `values` into `buffer` at element `offset` (blocking, so `values` may go away after).
     package func write(_ values: [Float], to buffer: OpenCLBuffer, offset: Int = 0) throws {
         let bytes = values.count * MemoryLayout<Float>.stride

@@ -103,6 +103,19 @@ public final class DeviceTensor {
         try wrappingDriverErrors { try device.context.write(values, to: buffer) }
     }
 
+    /// Uploads the `shape`'s element count of floats at `values` (a caller's array, read once,
+    /// blocking: it may change or go away after).
+    public convenience init(copying values: UnsafePointer<Float>, shape: [Int], on device: Device) throws {
+        try self.init(shape: shape, on: device)
+        try wrappingDriverErrors { try device.context.write(bytes: values, byteCount: count * 4, to: buffer) }
+    }
+
+    /// Copies the values into the caller's array of ``count`` floats at `destination` (waits for
+    /// the kernels that produce them).
+    public func copy(into destination: UnsafeMutablePointer<Float>) throws {
+        try wrappingDriverErrors { try device.context.read(buffer, into: destination, byteCount: count * 4) }
+    }
+
     /// Copies the values back to the host (waits for the kernels that produce them).
     public func toHost() throws -> HostTensor {
         try HostTensor(shape: shape, values: wrappingDriverErrors { try device.context.read(buffer, count: count) })
