@@ -1,372 +1,758 @@
 #!/usr/bin/env python3
-"""Side-by-side timing of Nyquist's kernels and PyTorch on the same CPU.
+"""Nyquist against PyTorch, side by side in one run, by the host clock on both sides.
 
-Run by hand, not in CI. Installs nothing: it needs `torch`, `kornia` and `antialiased-cnns`
-(pip install torch kornia antialiased-cnns) and says so when they are missing.
+Run by hand, not in CI. Installs nothing: it needs `torch` (and uses `antialiased-cnns` and
+`kornia` for their forms when they are installed; it says which are missing) and a release build
+of nyquist-bench:
 
-    swift run -c release nyquist-bench --batch 8 --shapes resnet,odd --json /tmp/nyquist.json
-    python3 Benchmarks/compare_pytorch.py --nyquist-json /tmp/nyquist.json --batch 8
+    swift build -c release --product nyquist-bench
+    python3 Benchmarks/compare_pytorch.py                       # the full table (minutes to hours)
+    python3 Benchmarks/compare_pytorch.py --shapes 1x64x56x56 --operators blur-pool,max-pool
 
-For every (operator, pass, shape) row of nyquist-bench's JSON that the filters select it times
-the PyTorch version: antialiased_cnns.BlurPool, kornia's MaxBlurPool2D, torch's max/avg pool,
-and plain-PyTorch versions of APS, TIPS, LiftDownPool and AdaptiveBlurPool written from
-/work/shared/SPEC.md (docs/performance.md says how). Forward is inference (torch.no_grad);
-backward is the backward pass alone (the training forward runs before the clock starts, and the
-graph is kept with retain_graph so that it can be repeated). Times are the median of --repeats
-after one warm-up, host clock, torch.set_num_threads(--threads).
+Method (docs/performance.md, Method, says the same):
 
-Peak memory: each measurement runs in a fresh worker process. After a forward and backward on a
-small 1xCx8x8 input (so PyTorch's one-time lazy set-up is not counted), the worker resets the kernel's
-resident-set high-water mark (writing 5 to /proc/self/clear_refs) right before the first call,
-then reports VmHWM after the call minus VmRSS before it: the host memory the call needed beyond
-its inputs (outputs, autograd buffers, temporaries). Nyquist's column is the device memory the
-call allocated beyond what was alive before it (nyquist-bench's "mem MB", from its allocation
-high-water mark); with PoCL the device memory is host memory, but the two methods are not the
-same measurement (RSS counts pages touched, the device counter counts bytes allocated).
+* Nyquist runs in `nyquist-bench --serve`, a child process that times calls of the library's
+  public layers (from the operator registry) on request: the call, then clFinish, by the host
+  clock. It also reports the kernel-only time of the last call of each burst (the sum of its
+  launches' OpenCL profiling-event times), shown as an extra column, never used in the ratio.
+* PyTorch runs in this process: forward = inference (module.eval(), torch.no_grad());
+  training+backward = the training forward with autograd, then backward from a gradient of ones
+  of the main output (plus the regulariser loss where the operator has one, as Nyquist's
+  backward adds it), gradients set to None before each call as an optimiser step would leave
+  them. torch.set_num_threads(--threads).
+* Per row (operator, pass, shape) both sides are warmed up to a steady state: one first call
+  (program builds, allocations, autograd set-up), then calls until at least 5 calls and 0.2 s
+  of calls have passed. Then --rounds rounds alternate bursts: each PyTorch form's burst, then
+  Nyquist's burst, until each side has at least --repeats timed calls. Each burst starts with
+  one untimed call (the first call after the other side ran wakes sleeping worker threads). Only one side runs at a
+  time (the server waits on its pipe while PyTorch runs, and the reverse).
+* Reported: median and quartiles of the timed calls of both sides, and the ratio of the
+  medians PyTorch / Nyquist against the fastest PyTorch form that computes the same function in
+  that pass (above 1: Nyquist is faster). Forms that compute something else (kornia's zero-padded
+  blur; a strided-conv AdaptiveBlurPool in training) are timed or listed for context only.
+* Context measured in the same run: the copy bandwidth of a large torch tensor copy, and
+  Nyquist's copy kernel on the device.
 
-Writes Benchmarks/results/compare-pytorch-<device>.md (or --output).
+PyTorch forms: torch.nn max/avg pool; antialiased_cnns.BlurPool, a separable form written from
+SPEC.md and kornia's BlurPool2D for blur-pool; nn.MaxPool2d(2, 1) + antialiased_cnns.BlurPool
+and kornia's MaxBlurPool2D for max-blur-pool; plain PyTorch written from /work/shared/SPEC.md for
+APS, TIPS (a lean form and the official module's form, which also returns psi and the shifted
+target), LiftDownPool/LiftUpPool and AdaptiveBlurPool (the official module's full-resolution
+form, an exact lean form, and for inference a strided-conv form).
 """
 
 import argparse
 import json
 import math
 import os
+import platform
 import re
+import shlex
 import statistics
 import subprocess
 import sys
 import time
 
-REQUIRED = {"torch": "torch", "kornia": "kornia", "antialiased_cnns": "antialiased-cnns"}
+DEFAULT_SHAPES = "8x64x112x112,8x256x56x56,8x512x28x28,8x1024x14x14,1x64x56x56,1x256x28x28"
+OPERATORS = ["max-pool", "avg-pool", "blur-pool", "max-blur-pool", "aps-pool", "tips-pool", "lift-down-pool",
+             "lift-up-pool", "adaptive-blur-pool"]
+PASSES = ["forward", "training+backward"]
+WARM_UP_CALLS = 5
+WARM_UP_SECONDS = 0.2
+
+# The options both sides use, as nyquist-bench's registry spells them.
+NYQUIST_OPTIONS = {
+    "max-pool": {"kernel": 3, "stride": 2, "pad": 1},
+    "avg-pool": {"kernel": 2},
+    "blur-pool": {"filter-size": 4, "stride": 2, "padding": "reflect"},
+    "max-blur-pool": {"filter-size": 4, "stride": 2, "padding": "reflect"},
+    "aps-pool": {"norm": "l2"},
+    "tips-pool": {"kernel": 3},
+    "lift-down-pool": {"kernel": 5},
+    "lift-up-pool": {"kernel": 5},
+    "adaptive-blur-pool": {"kernel": 3, "stride": 2, "softmax": "joint"},
+}
+
+OPTIONAL = {"antialiased_cnns": "antialiased-cnns", "kornia": "kornia"}
 
 
-def missing_packages():
-    missing = []
-    for module, package in REQUIRED.items():
-        try:
-            __import__(module)
-        except ImportError:
-            missing.append(package)
-    return missing
+def available(module):
+    try:
+        __import__(module)
+        return True
+    except ImportError:
+        return False
 
 
 # ---------------------------------------------------------------------------------------------
-# Plain-PyTorch operators, written from SPEC.md (not from the papers' code).
+# PyTorch forms. Each form is (name, same_function, note, build) where build(shape, training)
+# returns (call, inputs) or raises Unavailable. Plain forms are written from SPEC.md.
 
 
-def build_module(op, channels):
-    import torch
-    import torch.nn.functional as F
+class Unavailable(Exception):
+    pass
 
-    torch.manual_seed(0)
-    if op == "max-pool":
-        return torch.nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-    if op == "avg-pool":
-        return torch.nn.AvgPool2d(kernel_size=2)
-    if op == "blur-pool":
-        import antialiased_cnns
 
-        return antialiased_cnns.BlurPool(channels, filt_size=4, stride=2)
-    if op == "max-blur-pool":
-        import kornia
+def binomial_taps(k):
+    row = [math.comb(k - 1, i) for i in range(k)]
+    return [v / sum(row) for v in row]
 
-        # kornia pads the blur with its own rule (see SPEC.md section 2); sizes match ours.
-        return kornia.filters.MaxBlurPool2D(kernel_size=4, stride=2, max_pool_size=2)
 
-    class APS(torch.nn.Module):
-        """SPEC 5: circular pad odd sizes at bottom/right, one phase per sample by the largest l2 norm."""
+def pads(k):
+    # SPEC 2: floor((k-1)/2) before, ceil((k-1)/2) after (asymmetric for even k).
+    return (k - 1) // 2, k // 2
+
+
+def spec_forms(torch, F):
+    nn = torch.nn
+
+    class SeparableBlur(nn.Module):
+        """SPEC 2 as two depthwise 1-D passes (rows at stride 2, then columns at stride 2)."""
+
+        def __init__(self, channels, k=4, stride=2):
+            super().__init__()
+            taps = torch.tensor(binomial_taps(k))
+            self.register_buffer("rows", taps.view(1, 1, k, 1).repeat(channels, 1, 1, 1))
+            self.register_buffer("cols", taps.view(1, 1, 1, k).repeat(channels, 1, 1, 1))
+            self.k, self.stride, self.channels = k, stride, channels
 
         def forward(self, x):
-            if x.shape[2] % 2 or x.shape[3] % 2:
-                x = F.pad(x, (0, x.shape[3] % 2, 0, x.shape[2] % 2), mode="circular")
+            before, after = pads(self.k)
+            x = F.pad(x, (before, after, before, after), mode="reflect")
+            x = F.conv2d(x, self.rows, stride=(self.stride, 1), groups=self.channels)
+            return F.conv2d(x, self.cols, stride=(1, self.stride), groups=self.channels)
+
+    def circular_even(x):
+        if x.shape[2] % 2 or x.shape[3] % 2:
+            x = F.pad(x, (0, x.shape[3] % 2, 0, x.shape[2] % 2), mode="circular")
+        return x
+
+    class APSStacked(nn.Module):
+        """SPEC 5: the four phases stacked, one phase per sample by the largest l2 norm."""
+
+        def forward(self, x):
+            x = circular_even(x)
             phases = torch.stack([x[:, :, 0::2, 0::2], x[:, :, 1::2, 0::2], x[:, :, 0::2, 1::2], x[:, :, 1::2, 1::2]], 1)
-            norms = phases.detach().flatten(2).norm(dim=2)
-            chosen = norms.argmax(dim=1)
+            chosen = phases.detach().flatten(2).norm(dim=2).argmax(dim=1)
             return phases[torch.arange(x.shape[0]), chosen]
 
-    class TIPS(torch.nn.Module):
-        """SPEC 5: reflect pad odd sizes at top/left, psi = ReLU(depthwise conv), quadrant means,
-        per-channel scale, softmax over the 4 quadrants weights the 4 phases."""
+    class APSView(nn.Module):
+        """SPEC 5 on a (N, C, h, 2, w, 2) view: no copy of the phases, one gather of the chosen one."""
 
-        def __init__(self, channels, k=3):
+        def forward(self, x):
+            x = circular_even(x)
+            n, c, h, w = x.shape
+            x6 = x.unflatten(2, (h // 2, 2)).unflatten(4, (w // 2, 2))
+            with torch.no_grad():
+                # Phase k = row offset + 2 * column offset, so that ties keep the lowest k.
+                norms = x6.square().sum((1, 2, 4)).transpose(1, 2).reshape(n, 4)
+                chosen = norms.argmax(dim=1)
+            return x6[torch.arange(n), :, :, chosen % 2, :, chosen // 2]
+
+    class TIPS(nn.Module):
+        """SPEC 5. lean: the output only. official: the official module's results (output, psi
+        and the shifted target x_t, a random circular shift of the padded input drawn on every
+        call, as the module does in training and evaluation)."""
+
+        def __init__(self, channels, k=3, official=False, max_shift=2):
             super().__init__()
-            self.k = k
-            self.conv1 = torch.nn.Parameter(torch.randn(channels, 1, k, k) * 0.3)
-            self.conv2 = torch.nn.Parameter(torch.ones(channels, 1, 1, 1))
+            self.k, self.official, self.max_shift = k, official, max_shift
+            generator = torch.Generator().manual_seed(0)
+            self.conv1 = nn.Parameter(torch.randn(channels, 1, k, k, generator=generator) * 0.3)
+            self.conv2 = nn.Parameter(torch.ones(channels, 1, 1, 1))
+            self.shifts = torch.Generator().manual_seed(1)
 
         def forward(self, x):
             if x.shape[2] % 2 or x.shape[3] % 2:
                 x = F.pad(x, (x.shape[3] % 2, 0, x.shape[2] % 2, 0), mode="reflect")
-            channels = x.shape[1]
-            psi = F.relu(F.conv2d(x, self.conv1, padding=(self.k - 1) // 2, groups=channels))
-            h, w = x.shape[2] // 2, x.shape[3] // 2
-            q = torch.stack(
-                [psi[:, :, :h, :w].mean((2, 3)), psi[:, :, :h, w:].mean((2, 3)),
-                 psi[:, :, h:, :w].mean((2, 3)), psi[:, :, h:, w:].mean((2, 3))], 2)
-            tau = torch.softmax(q * self.conv2.view(1, channels, 1), dim=2)
-            phases = [x[:, :, 0::2, 0::2], x[:, :, 1::2, 0::2], x[:, :, 0::2, 1::2], x[:, :, 1::2, 1::2]]
-            return sum(tau[:, :, i, None, None] * phases[i] for i in range(4))
+            n, c, h, w = x.shape
+            psi = F.relu(F.conv2d(x, self.conv1, padding=(self.k - 1) // 2, groups=c))
+            quadrants = F.adaptive_avg_pool2d(psi, 2).reshape(n, c, 4)
+            tau = torch.softmax(quadrants * self.conv2.view(1, c, 1), dim=2)
+            # tau_k weights phase k = (row offset r, column offset c) with k = r + 2c.
+            weights = tau.view(n, c, 2, 2).transpose(2, 3).reshape(n, c, 1, 2, 1, 2)
+            y = (x.unflatten(2, (h // 2, 2)).unflatten(4, (w // 2, 2)) * weights).sum((3, 5))
+            if not self.official:
+                return y
+            dy, dx = (int(v) for v in torch.randint(-self.max_shift, self.max_shift + 1, (2,), generator=self.shifts))
+            return y, psi, torch.roll(x, (dy, dx), (2, 3))
 
-    class LiftDown(torch.nn.Module):
-        """SPEC 4: lifting along W then H with shared P and U (depthwise conv K, ReLU, 1x1, Tanh);
-        output = LL + LH + HL + HH."""
+    def lift_branch(channels, k):
+        return nn.Sequential(
+            nn.Conv1d(channels, channels, k, padding=k // 2, groups=channels), nn.ReLU(),
+            nn.Conv1d(channels, channels, 1, groups=channels), nn.Tanh())
+
+    def branch_2d(branch, x, axis):
+        """A lifting branch (Conv1d K, ReLU, Conv1d 1, Tanh) along `axis` (3: W, 2: H) of a 4-D
+        tensor, as depthwise 2-D convolutions with a 1-D kernel: no transposes."""
+        conv, _, pointwise, _ = branch
+        k = conv.weight.shape[2]
+        shape = (1, k) if axis == 3 else (k, 1)
+        padding = (0, k // 2) if axis == 3 else (k // 2, 0)
+        c = x.shape[1]
+        z = F.relu(F.conv2d(x, conv.weight.view(c, 1, *shape), conv.bias, padding=padding, groups=c))
+        return torch.tanh(z * pointwise.weight.view(1, c, 1, 1) + pointwise.bias.view(1, c, 1, 1))
+
+    class LiftDown(nn.Module):
+        """SPEC 4: lifting along W then H with shared P and U; output LL + LH + HL + HH. In
+        training also the regulariser loss lambda_u * sum c_u + lambda_p * sum c_p."""
+
+        def __init__(self, channels, k=5, lambda_u=0.01, lambda_p=0.1):
+            super().__init__()
+            torch.manual_seed(0)
+            self.predict, self.update = lift_branch(channels, k), lift_branch(channels, k)
+            self.lambda_u, self.lambda_p = lambda_u, lambda_p
+
+        def lift(self, x, axis):
+            if x.shape[axis] % 2:
+                x = torch.cat([x, x.narrow(axis, x.shape[axis] - 1, 1)], axis)
+            even, odd = x.unflatten(axis, (-1, 2)).unbind(axis + 1)
+            d = odd - branch_2d(self.predict, even, axis)
+            s = even + branch_2d(self.update, d, axis)
+            cost = self.lambda_u * (s - odd).square().mean() + self.lambda_p * d.square().mean()
+            return s, d, cost
+
+        def forward(self, x):
+            s_h, d_h, cost_h = self.lift(x, 3)
+            ll, lh, cost_l = self.lift(s_h, 2)
+            hl, hh, cost_hh = self.lift(d_h, 2)
+            y = ll + lh + hl + hh
+            return (y, cost_h + cost_l + cost_hh) if self.training else y
+
+    class LiftUp(nn.Module):
+        """SPEC 4, the inverse: vertical liftings undone ((LL, LH) -> s_h, (HL, HH) -> d_h), then
+        the horizontal one; interleaved back to 2h x 2w."""
 
         def __init__(self, channels, k=5):
             super().__init__()
+            torch.manual_seed(0)
+            self.predict, self.update = lift_branch(channels, k), lift_branch(channels, k)
+            # The rebuilt map's size: an odd size drops the sample the forward padded.
+            self.target = None
 
-            def branch():
-                return torch.nn.Sequential(
-                    torch.nn.Conv1d(channels, channels, k, padding=k // 2, groups=channels), torch.nn.ReLU(),
-                    torch.nn.Conv1d(channels, channels, 1, groups=channels), torch.nn.Tanh())
+        def unlift(self, s, d, axis):
+            even = s - branch_2d(self.update, d, axis)
+            odd = d + branch_2d(self.predict, even, axis)
+            return torch.stack([even, odd], axis + 1).flatten(axis, axis + 1)
 
-            self.predict, self.update = branch(), branch()
+        def forward(self, ll, lh, hl, hh):
+            x = self.unlift(self.unlift(ll, lh, 2), self.unlift(hl, hh, 2), 3)
+            return x if self.target is None else x[:, :, : self.target[0], : self.target[1]]
 
-        def lift(self, x, axis):
-            # Move the lifted axis last and fold the other spatial axis into the batch.
-            x = x.transpose(axis, 3) if axis != 3 else x
-            n, c, a, length = x.shape
-            if length % 2:
-                x = torch.cat([x, x[..., -1:]], 3)
-            flat = x.permute(0, 2, 1, 3).reshape(n * a, c, -1)
-            even, odd = flat[..., 0::2], flat[..., 1::2]
-            d = odd - self.predict(even)
-            s = even + self.update(d)
+    class Adaptive(nn.Module):
+        """SPEC 3 (k 3, stride 2, G = gcd(8, C), reflect, joint softmax). official: the official
+        module's form (predictor and filtering at every full-resolution position through unfold,
+        then every s-th row and column kept). exact: the predictor (conv and BatchNorm) at full
+        resolution, so that training takes the same batch statistics, then softmax and filtering
+        at output positions only. strided: the predictor as a strided conv at output positions
+        only (exact in inference; in training its batch statistics differ)."""
 
-            def unflat(t):
-                t = t.reshape(n, a, c, -1).permute(0, 2, 1, 3)
-                return t.transpose(axis, 3) if axis != 3 else t
-
-            return unflat(s), unflat(d)
-
-        def forward(self, x):
-            s_h, d_h = self.lift(x, 3)
-            ll, lh = self.lift(s_h, 2)
-            hl, hh = self.lift(d_h, 2)
-            return ll + lh + hl + hh
-
-    class AdaptiveBlur(torch.nn.Module):
-        """SPEC 3 with the defaults (k 3, stride 2, G gcd(8, C), reflect, joint softmax)."""
-
-        def __init__(self, channels, k=3, stride=2):
+        def __init__(self, channels, form, k=3, stride=2):
             super().__init__()
-            self.k, self.stride = k, stride
+            torch.manual_seed(0)
+            self.k, self.stride, self.form = k, stride, form
             self.groups = math.gcd(8, channels)
-            self.conv = torch.nn.Conv2d(channels, self.groups * k * k, k, bias=False)
-            torch.nn.init.kaiming_normal_(self.conv.weight)
-            self.bn = torch.nn.BatchNorm2d(self.groups * k * k)
+            self.conv = nn.Conv2d(channels, self.groups * k * k, k, bias=False)
+            nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
+            self.bn = nn.BatchNorm2d(self.groups * k * k)
 
         def forward(self, x):
             n, c, h, w = x.shape
             k, s, g = self.k, self.stride, self.groups
             xpad = F.pad(x, (k // 2,) * 4, mode="reflect")
-            if self.training:
-                # BatchNorm statistics over every full-resolution position (SPEC 3).
+            if self.form == "official":
+                weights = torch.softmax(self.bn(self.conv(xpad)), dim=1)
+                patches = F.unfold(xpad, k).view(n, g, c // g, k * k, h, w)
+                y = (patches * weights.unflatten(1, (g, k * k)).unsqueeze(2)).sum(3).flatten(1, 2)
+                return y[:, :, ::s, ::s]
+            if self.form == "exact":
                 z = self.bn(self.conv(xpad))[:, :, ::s, ::s]
             else:
                 z = self.bn(F.conv2d(xpad, self.conv.weight, stride=s))
             weights = torch.softmax(z, dim=1)
             oh, ow = weights.shape[2], weights.shape[3]
-            patches = F.unfold(xpad, k, stride=s)[..., : oh * ow].view(n, g, c // g, k * k, oh, ow)
-            return (patches * weights.view(n, g, 1, k * k, oh, ow)).sum(3).view(n, c, oh, ow)
+            patches = F.unfold(xpad, k, stride=s).view(n, g, c // g, k * k, oh, ow)
+            return (patches * weights.unflatten(1, (g, k * k)).unsqueeze(2)).sum(3).flatten(1, 2)
 
+    return {"SeparableBlur": SeparableBlur, "APSStacked": APSStacked, "APSView": APSView, "TIPS": TIPS,
+            "LiftDown": LiftDown, "LiftUp": LiftUp, "Adaptive": Adaptive}
+
+
+def pytorch_forms(op, torch, F, classes):
+    """(name, same_function, note, make_module(channels)) for each PyTorch form of `op`; the
+    module's forward takes the operator's inputs."""
+    nn = torch.nn
+    have_aa, have_kornia = available("antialiased_cnns"), available("kornia")
+
+    def need(flag, package):
+        if not flag:
+            raise Unavailable(f"{package} is not installed")
+
+    def aa_blur(c):
+        need(have_aa, "antialiased-cnns")
+        import antialiased_cnns
+        return antialiased_cnns.BlurPool(c, filt_size=4, stride=2)
+
+    def kornia_blur(c):
+        need(have_kornia, "kornia")
+        import kornia
+        return kornia.filters.BlurPool2D(kernel_size=4, stride=2)
+
+    def kornia_max_blur(c):
+        need(have_kornia, "kornia")
+        import kornia
+        return kornia.filters.MaxBlurPool2D(kernel_size=4, stride=2, max_pool_size=2)
+
+    kornia_note = "kornia pads with zeros, symmetrically (SPEC.md 2): same cost, other border values; not an anchor"
+    if op == "max-pool":
+        return [("torch.nn.MaxPool2d(3, 2, 1)", True, "", lambda c: nn.MaxPool2d(3, 2, 1))]
+    if op == "avg-pool":
+        return [("torch.nn.AvgPool2d(2)", True, "", lambda c: nn.AvgPool2d(2))]
+    if op == "blur-pool":
+        return [
+            ("antialiased_cnns.BlurPool(C, 4, 2)", True, "", aa_blur),
+            ("separable conv (SPEC.md 2)", True, "", lambda c: classes["SeparableBlur"](c)),
+            ("kornia BlurPool2D(4, 2)", False, kornia_note, kornia_blur),
+        ]
+    if op == "max-blur-pool":
+        return [
+            ("MaxPool2d(2, 1) + antialiased_cnns.BlurPool", True, "",
+             lambda c: nn.Sequential(nn.MaxPool2d(2, 1), aa_blur(c))),
+            ("MaxPool2d(2, 1) + separable conv (SPEC.md 2)", True, "",
+             lambda c: nn.Sequential(nn.MaxPool2d(2, 1), classes["SeparableBlur"](c))),
+            ("kornia MaxBlurPool2D(4, 2, 2)", False, kornia_note, kornia_max_blur),
+        ]
     if op == "aps-pool":
-        return APS()
+        return [("stacked phases (SPEC.md 5)", True, "", lambda c: classes["APSStacked"]()),
+                ("strided view, one gather (SPEC.md 5)", True, "", lambda c: classes["APSView"]())]
     if op == "tips-pool":
-        return TIPS(channels)
+        return [("lean, output only (SPEC.md 5)", True, "", lambda c: classes["TIPS"](c)),
+                ("official module's form: output, psi, x_t (SPEC.md 5)", True, "",
+                 lambda c: classes["TIPS"](c, official=True))]
     if op == "lift-down-pool":
-        return LiftDown(channels)
+        return [("1-D kernels as depthwise conv2d (SPEC.md 4)", True, "", lambda c: classes["LiftDown"](c))]
+    if op == "lift-up-pool":
+        return [("1-D kernels as depthwise conv2d (SPEC.md 4)", True, "", lambda c: classes["LiftUp"](c))]
     if op == "adaptive-blur-pool":
-        return AdaptiveBlur(channels)
-    raise SystemExit(f"compare_pytorch: no PyTorch version of {op}")
+        strided_note = ("same inference output; in training its BatchNorm statistics come from output positions "
+                        "only, a different function: an inference anchor, not a training anchor")
+        return [
+            ("official module's form: full resolution, unfold (SPEC.md 3)", True, "",
+             lambda c: classes["Adaptive"](c, "official")),
+            ("exact lean: full-resolution predictor, filtering at outputs (SPEC.md 3)", True, "",
+             lambda c: classes["Adaptive"](c, "exact")),
+            ("strided conv predictor (SPEC.md 3)", "inference", strided_note,
+             lambda c: classes["Adaptive"](c, "strided")),
+        ]
+    raise Unavailable(f"no PyTorch form of {op}")
 
 
-# ---------------------------------------------------------------------------------------------
-# Worker: one measurement in a fresh process.
-
-
-def memory_kib():
-    status = open("/proc/self/status").read()
-    return {key: int(re.search(key + r":\s+(\d+)", status).group(1)) for key in ("VmRSS", "VmHWM")}
-
-
-def reset_high_water_mark():
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def worker(op, shape, pass_name, repeats, threads):
-    import torch
-
-    torch.set_num_threads(threads)
-    module = build_module(op, shape[1])
-    # One forward and backward on a small input first, so that PyTorch's one-time lazy set-up
-    # (thread pools, autograd engine) is not counted as the measured call's memory.
-    small = torch.rand(1, shape[1], 8, 8, requires_grad=True)
-    module.train()
-    module(small).sum().backward()
-    module.zero_grad(set_to_none=True)
-    x = torch.rand(*shape)
+def make_pytorch_call(torch, module, op, shape, pass_name, device, layout="nchw"):
+    """The call to time: inference under no_grad, or the training forward then backward. With
+    layout channels_last the inputs and the module's 4-D weights are in that memory format."""
+    generator = torch.Generator().manual_seed(0)
+    count = 4 if op == "lift-up-pool" else 1
+    bands = [torch.rand(*shape, generator=generator).to(device) for _ in range(count)]
+    module = module.to(device)
+    if layout == "channels_last":
+        bands = [band.contiguous(memory_format=torch.channels_last) for band in bands]
+        module = module.to(memory_format=torch.channels_last)
+    synchronize = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     if pass_name == "forward":
         module.eval()
 
         def call():
             with torch.no_grad():
-                return module(x)
+                module(*bands)
+            synchronize()
 
-        before = memory_kib()["VmRSS"]
-        exact = reset_high_water_mark()
-        result = call()
-        peak = memory_kib()["VmHWM"] - before
-        del result
-    else:
-        module.train()
-        x.requires_grad_(True)
-        y = module(x)
-        grad = torch.ones_like(y)
+        return call
+    module.train()
+    for band in bands:
+        band.requires_grad_(True)
+    parameters = list(module.parameters())
+    gradient = {}
 
-        def call():
-            x.grad = None
-            for parameter in module.parameters():
-                parameter.grad = None
-            y.backward(grad, retain_graph=True)
+    def call():
+        for tensor in bands + parameters:
+            tensor.grad = None
+        result = module(*bands)
+        loss = None
+        if isinstance(result, tuple):
+            # TIPS's official form: only the output takes a gradient (Nyquist's backward is given
+            # only the output's); LiftDown: the regulariser loss, which Nyquist's backward adds.
+            result, loss = (result[0], result[1]) if op == "lift-down-pool" else (result[0], None)
+        if "ones" not in gradient:
+            gradient["ones"] = torch.ones_like(result)
+        if loss is None:
+            result.backward(gradient["ones"])
+        else:
+            torch.autograd.backward([result, loss], [gradient["ones"], None])
+        synchronize()
 
-        before = memory_kib()["VmRSS"]
-        exact = reset_high_water_mark()
-        call()
-        peak = memory_kib()["VmHWM"] - before
-    call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    print(json.dumps({"ms": statistics.median(times) * 1e3, "peak_bytes": peak * 1024, "exact_peak": exact}))
+    return call
 
 
 # ---------------------------------------------------------------------------------------------
-# Driver.
+# The Nyquist server.
 
 
-def measure(op, shape, pass_name, repeats, threads):
-    command = [sys.executable, os.path.abspath(__file__), "--worker", op, ",".join(map(str, shape)), pass_name,
-               str(repeats), str(threads)]
-    completed = subprocess.run(command, capture_output=True, text=True)
-    if completed.returncode != 0:
-        return None, completed.stderr.strip().splitlines()[-1] if completed.stderr.strip() else "worker failed"
-    return json.loads(completed.stdout.strip().splitlines()[-1]), None
+class Server:
+    def __init__(self, executable, device):
+        command = [executable, "--serve"] + (["--device", device] if device else [])
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def ask(self, request):
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit(f"compare_pytorch: nyquist-bench --serve ended (status {self.process.poll()})")
+        return json.loads(line)
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
 
 
-def megabytes(value):
-    return "-" if value is None else f"{value / 1e6:.1f}"
+# ---------------------------------------------------------------------------------------------
+# Measurement.
+
+
+def spread(samples):
+    ordered = sorted(samples)
+    q1, median, q3 = statistics.quantiles(ordered, n=4, method="inclusive") if len(ordered) > 1 else ordered * 3
+    return median, q1, q3
+
+
+def warm_up(call_seconds, limit):
+    """First call, then calls until WARM_UP_CALLS calls and WARM_UP_SECONDS have passed. Returns
+    the warm-up calls' seconds, or raises TooSlow when one steady call takes more than `limit`."""
+    first = call_seconds()
+    times = []
+    while len(times) < WARM_UP_CALLS or sum(times) < WARM_UP_SECONDS:
+        times.append(call_seconds())
+        if times[-1] > limit:
+            raise TooSlow(f"one call took {times[-1]:.1f} s (first {first:.1f} s), over --max-call-seconds {limit:g}")
+    return times
+
+
+class TooSlow(Exception):
+    pass
+
+
+def torch_seconds(call):
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def measure_row(server, torch, F, classes, op, pass_name, shape, arguments):
+    """Times every PyTorch form and Nyquist on one row, alternating bursts. Returns the row."""
+    channels = shape[1]
+    request = {"op": op, "pass": pass_name, "shape": shape, "options": dict(NYQUIST_OPTIONS[op])}
+    if op == "lift-up-pool":
+        # The row's shape is the map LiftUpPool rebuilds; its inputs are the bands.
+        request["shape"] = [shape[0], shape[1], (shape[2] + 1) // 2, (shape[3] + 1) // 2]
+        request["options"].update({"height": shape[2], "width": shape[3]})
+    row = {"op": op, "pass": pass_name, "shape": "x".join(map(str, shape)), "forms": [], "notes": []}
+
+    forms = []
+    candidates = [(name if layout == "nchw" else f"{name} [channels_last]", layout, same, note, make)
+                  for layout in arguments.layouts for name, same, note, make in pytorch_forms(op, torch, F, classes)]
+    for name, layout, same, note, make in candidates:
+        valid = same is True or (same == "inference" and pass_name == "forward")
+        if same == "inference" and pass_name != "forward":
+            row["forms"].append({"name": name, "same": False, "note": note, "skipped": "not timed in training"})
+            continue
+        try:
+            module = make(channels)
+            if op == "lift-up-pool":
+                module.target = (shape[2], shape[3])
+            call = make_pytorch_call(torch, module, op, request["shape"], pass_name, arguments.torch_device, layout)
+            warm_up(lambda: torch_seconds(call), arguments.max_call_seconds)
+        except Unavailable as error:
+            row["forms"].append({"name": name, "same": valid, "note": note, "skipped": str(error)})
+            continue
+        except (TooSlow, RuntimeError, ValueError) as error:
+            # TooSlow, or PyTorch refusing the shape (reflect padding wider than the map).
+            row["forms"].append({"name": name, "same": valid, "note": note,
+                                 "skipped": str(error).strip().splitlines()[0]})
+            continue
+        forms.append({"name": name, "layout": layout, "same": valid, "note": note, "call": call, "ms": []})
+
+    # Nyquist's warm-up, driven from here so that a call too slow to time is found after one
+    # call instead of after the server's own warm-up.
+    def nyquist_seconds():
+        answer = server.ask(dict(request, calls=1, warmup_calls=0, warmup_seconds=0))
+        if "error" in answer:
+            raise RuntimeError(answer["error"])
+        return answer["host_ms"][0] * 1e-3
+
+    nyquist = {"ms": [], "kernel_ms": [], "launches": None}
+    try:
+        warm_up(nyquist_seconds, arguments.max_call_seconds)
+    except (RuntimeError, TooSlow) as error:
+        row["notes"].append(f"Nyquist: {error}")
+        nyquist = None
+
+    burst = math.ceil(arguments.repeats / arguments.rounds)
+    rounds = math.ceil(arguments.repeats / burst)
+    # Each burst starts with one untimed call: the first call after the other side ran finds
+    # its worker threads asleep and its caches cold (on the PoCL CPU device and on PyTorch's CPU
+    # threads alike): a cost of the switch, not of the operator.
+    for _ in range(rounds):
+        for form in forms:
+            form["call"]()
+            for _ in range(burst):
+                form["ms"].append(torch_seconds(form["call"]) * 1e3)
+        if nyquist is not None:
+            answer = server.ask(dict(request, calls=burst + 1))
+            if "error" in answer:
+                row["notes"].append(f"Nyquist: {answer['error']}")
+                nyquist = None
+                continue
+            nyquist["ms"] += answer["host_ms"][1:]
+            nyquist["kernel_ms"].append(answer["kernel_only_ms"])
+            nyquist["launches"] = answer["launches"]
+    server.ask({"command": "clear"})
+
+    for form in forms:
+        form.pop("call")
+        form["median"], form["q1"], form["q3"] = spread(form["ms"])
+        row["forms"].append(form)
+    row["nyquist"] = nyquist
+    if nyquist is not None:
+        nyquist["median"], nyquist["q1"], nyquist["q3"] = spread(nyquist["ms"])
+        nyquist["kernel_median"] = statistics.median(nyquist["kernel_ms"])
+    for layout in ("nchw", "channels_last"):
+        anchors = [f for f in row["forms"] if f["same"] and "median" in f and f.get("layout") == layout]
+        row["anchor" if layout == "nchw" else "anchor_cl"] = min(anchors, key=lambda f: f["median"]) if anchors else None
+    return row
+
+
+def copy_bandwidth(torch, device, elements=1 << 26):
+    """GB/s (bytes read + written) of dst.copy_(src) on a large tensor, median of 20 after warm-up."""
+    source = torch.rand(elements, device=device)
+    destination = torch.empty_like(source)
+    synchronize = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def call():
+        destination.copy_(source)
+        synchronize()
+
+    warm_up(lambda: torch_seconds(call), float("inf"))
+    median = statistics.median(torch_seconds(call) for _ in range(20))
+    return 8 * elements / median / 1e9
+
+
+# ---------------------------------------------------------------------------------------------
+# Report.
+
+
+def ms(value):
+    return "-" if value is None else f"{value:.3f}"
+
+
+def markdown_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+
+
+def report(rows, context, arguments):
+    main_header = ["op", "pass", "shape", "PyTorch form (fastest same function, NCHW)", "PyTorch ms", "PyTorch q1-q3",
+                   "Nyquist ms", "Nyquist q1-q3", "PyTorch / Nyquist", "Nyquist kernel-only ms (not host clock)",
+                   "PyTorch channels_last ms (fastest form)", "channels_last / Nyquist"]
+    main_rows = []
+    form_rows = []
+    notes = []
+    for row in rows:
+        anchor, nyquist = row["anchor"], row["nyquist"]
+        ratio = anchor["median"] / nyquist["median"] if anchor and nyquist else None
+        last = row["anchor_cl"]
+        last_ratio = last["median"] / nyquist["median"] if last and nyquist else None
+        main_rows.append([
+            row["op"], row["pass"], row["shape"], anchor["name"] if anchor else "-",
+            ms(anchor["median"]) if anchor else "-", f"{ms(anchor['q1'])}-{ms(anchor['q3'])}" if anchor else "-",
+            ms(nyquist["median"]) if nyquist else "-", f"{ms(nyquist['q1'])}-{ms(nyquist['q3'])}" if nyquist else "-",
+            f"{ratio:.2f}x" if ratio else "-", ms(nyquist["kernel_median"]) if nyquist else "-",
+            ms(last["median"]) if last else "-", f"{last_ratio:.2f}x" if last_ratio else "-",
+        ])
+        for form in row["forms"]:
+            timed = "median" in form
+            form_ratio = form["median"] / nyquist["median"] if timed and nyquist else None
+            form_rows.append([
+                row["op"], row["pass"], row["shape"], form["name"], "yes" if form["same"] else "no",
+                ms(form["median"]) if timed else "-", f"{ms(form['q1'])}-{ms(form['q3'])}" if timed else "-",
+                len(form["ms"]) if timed else 0, f"{form_ratio:.2f}x" if form_ratio else "-",
+                form.get("skipped") or form["note"],
+            ])
+        notes += [f"{row['op']} {row['pass']} {row['shape']}: {note}" for note in row["notes"]]
+    lines = [
+        f"# Nyquist vs PyTorch on {context['device']}",
+        "",
+        "Command:",
+        "",
+        "    " + context["command"],
+        "",
+        f"Repository: {context['commit']}. Nyquist device: {context['device_line']}.",
+        f"Host: {context['cpu']}, {os.cpu_count()} logical CPUs; Python {platform.python_version()}; "
+        f"{context['versions']}; torch.set_num_threads({arguments.threads}), PyTorch device {arguments.torch_device}.",
+        "",
+        f"Copy bandwidth in this run (bytes read + written): torch copy_ of a {context['copy_mib']:.0f} MiB tensor "
+        f"{context['torch_copy']:.1f} GB/s; Nyquist's copy kernel (profiling events) {context['nyquist_copy']:.1f} GB/s.",
+        "",
+        "Method: both sides by the host clock, call to completion (Nyquist: the public layer's call then "
+        "clFinish, in nyquist-bench --serve; PyTorch: the module call). Each side warmed up to a steady state "
+        f"(the first call, then at least {WARM_UP_CALLS} calls and {WARM_UP_SECONDS} s of calls), then "
+        f"{arguments.rounds} rounds of alternating bursts (every PyTorch form, then Nyquist) until each has at "
+        f"least {arguments.repeats} timed calls, each burst after one untimed call; median and quartiles "
+        "(q1-q3) of the timed calls. forward = inference "
+        "(PyTorch: eval() and no_grad); training+backward = training forward then backward from a gradient of "
+        "ones of the output (LiftDownPool: plus its regulariser loss, as Nyquist's backward adds it). "
+        "PyTorch / Nyquist > 1 means Nyquist is faster; the ratio uses the fastest PyTorch form that computes "
+        "the same function in that pass. Nyquist kernel-only: the sum of the OpenCL profiling-event times of "
+        "the last call's kernels (median over the bursts): device time without host overhead, not comparable "
+        "with the host-clock columns. The main ratio compares NCHW-contiguous PyTorch forms (the layout "
+        "Nyquist takes, the same input bytes); the channels_last columns give the fastest same-function form "
+        "with its inputs and 4-D weights in channels_last memory format, as a channels_last network keeps "
+        "them (the conversion is not timed). AdaptiveBlurPool's strided-conv form is an inference anchor only: in "
+        "training its BatchNorm statistics come from the output positions, not all positions (SPEC.md 3).",
+        "",
+    ] + markdown_table(main_header, main_rows) + [
+        "",
+        "## Every PyTorch form",
+        "",
+    ] + markdown_table(["op", "pass", "shape", "PyTorch form", "same function", "ms", "q1-q3", "calls",
+                        "PyTorch / Nyquist", "note"], form_rows)
+    if notes or context["missing"]:
+        lines += ["", "## Notes", ""]
+        lines += [f"- not installed: {package} (its forms are skipped)" for package in context["missing"]]
+        lines += [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def git_commit(root):
+    try:
+        commit = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return commit + (" with uncommitted changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown commit"
+
+
+def parse_shape(text):
+    sizes = text.lower().split("x")
+    if len(sizes) != 4 or not all(size.isdigit() and int(size) > 0 for size in sizes):
+        raise argparse.ArgumentTypeError(f"shape {text!r} is not NxCxHxW")
+    return [int(size) for size in sizes]
 
 
 def main():
-    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        _, _, op, shape, pass_name, repeats, threads = sys.argv
-        worker(op, [int(v) for v in shape.split(",")], pass_name, int(repeats), int(threads))
-        return
-
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nyquist-json", required=True, help="nyquist-bench --json output")
-    parser.add_argument("--batch", default="8", help="batch sizes to compare, comma-separated (default 8)")
-    parser.add_argument("--shapes", default="", help="shape names to keep, comma-separated substrings (default all)")
-    parser.add_argument("--operators", default="", help="operators to keep, comma-separated (default all)")
-    parser.add_argument("--passes", default="forward,backward")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads (default: cores)")
+    parser.add_argument("--shapes", default=DEFAULT_SHAPES, help=f"NxCxHxW, comma-separated (default {DEFAULT_SHAPES})")
+    parser.add_argument("--operators", default=",".join(OPERATORS), help="comma-separated (default: all)")
+    parser.add_argument("--passes", default=",".join(PASSES), help="forward,training+backward (default both)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed calls per side and row, at least 20")
+    parser.add_argument("--rounds", type=int, default=4, help="alternating bursts per row (default 4)")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    parser.add_argument("--layouts", default="nchw,channels_last",
+                        help="PyTorch memory formats to time: nchw, channels_last (default both)")
+    parser.add_argument("--max-call-seconds", type=float, default=10.0,
+                        help="skip a side whose warm call takes longer than this (default 10)")
+    parser.add_argument("--device", help="Nyquist device (index or name substring; default as nyquist-bench)")
+    parser.add_argument("--torch-device", default="cpu", help="PyTorch device (default cpu; cuda synchronises)")
+    parser.add_argument("--nyquist-bench", default=os.path.join(root, ".build", "release", "nyquist-bench"))
     parser.add_argument("--output", help="Markdown output (default Benchmarks/results/compare-pytorch-<device>.md)")
     arguments = parser.parse_args()
 
-    missing = missing_packages()
-    if missing:
-        print("compare_pytorch: missing Python packages: " + ", ".join(missing), file=sys.stderr)
-        print("install them with: pip install " + " ".join(missing), file=sys.stderr)
-        sys.exit(1)
-    import torch
-
-    with open(arguments.nyquist_json) as handle:
-        nyquist = json.load(handle)
-    batches = {int(b) for b in arguments.batch.split(",") if b}
-    shape_filters = [s for s in arguments.shapes.split(",") if s]
-    operator_filters = {o for o in arguments.operators.split(",") if o}
-    passes = {p for p in arguments.passes.split(",") if p}
-    rows = [
-        row for row in nyquist["rows"]
-        if row["shape"][0] in batches and row["pass"] in passes
-        and (not operator_filters or row["op"] in operator_filters)
-        and (not shape_filters or any(f in row["shape_name"] for f in shape_filters))
-    ]
-    if not rows:
-        sys.exit("compare_pytorch: no rows of the JSON match the filters")
-
-    table = []
-    for index, row in enumerate(rows, 1):
-        shape = row["shape"]
-        label = f"{row['op']} {row['pass']} {'x'.join(map(str, shape))}"
-        print(f"[{index}/{len(rows)}] {label}", file=sys.stderr, flush=True)
-        result, error = measure(row["op"], shape, row["pass"], arguments.repeats, arguments.threads)
-        torch_ms = result["ms"] if result else None
-        table.append({
-            "op": row["op"], "pass": row["pass"], "shape": "x".join(map(str, shape)),
-            "nyquist_ms": row["ms"], "torch_ms": torch_ms,
-            "ratio": (torch_ms / row["ms"]) if torch_ms else None,
-            "nyquist_bytes": row.get("device_peak_bytes"), "torch_bytes": result["peak_bytes"] if result else None,
-            "note": error or ("" if result["exact_peak"] else "peak from ru_maxrss (clear_refs unavailable)"),
-        })
-
-    header = ["op", "pass", "shape", "Nyquist ms", "PyTorch ms", "PyTorch / Nyquist", "Nyquist mem MB",
-              "PyTorch mem MB", "note"]
-    lines = [header] + [[
-        r["op"], r["pass"], r["shape"], f"{r['nyquist_ms']:.3f}",
-        "-" if r["torch_ms"] is None else f"{r['torch_ms']:.3f}",
-        "-" if r["ratio"] is None else f"{r['ratio']:.2f}x",
-        megabytes(r["nyquist_bytes"]), megabytes(r["torch_bytes"]), r["note"],
-    ] for r in table]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    for line in lines:
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
-
-    device = nyquist.get("device", "device")
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", device).strip("-")
-    output = arguments.output or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                              f"compare-pytorch-{slug}.md")
-    cpu = "unknown CPU"
+    if arguments.repeats < 20:
+        parser.error("--repeats must be at least 20")
+    if arguments.rounds < 1 or arguments.rounds > arguments.repeats:
+        parser.error("--rounds must be from 1 to --repeats")
     try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+        shapes = [parse_shape(text) for text in arguments.shapes.split(",") if text]
+    except argparse.ArgumentTypeError as error:
+        parser.error(str(error))
+    operators = [o for o in arguments.operators.split(",") if o]
+    unknown = [o for o in operators if o not in OPERATORS]
+    if unknown:
+        parser.error(f"unknown operators {', '.join(unknown)}; choose from {', '.join(OPERATORS)}")
+    arguments.layouts = [layout for layout in arguments.layouts.split(",") if layout]
+    if not arguments.layouts or not set(arguments.layouts) <= {"nchw", "channels_last"}:
+        parser.error("--layouts takes nchw, channels_last")
+    passes = [p for p in arguments.passes.split(",") if p]
+    if not set(passes) <= set(PASSES):
+        parser.error(f"--passes takes {', '.join(PASSES)}")
+
+    if not available("torch"):
+        sys.exit("compare_pytorch: torch is not installed (pip install torch); nothing to compare with")
+    missing = [package for module, package in OPTIONAL.items() if not available(module)]
+    for package in missing:
+        print(f"compare_pytorch: {package} is not installed; its forms are skipped (pip install {package})",
+              file=sys.stderr)
+    if not os.access(arguments.nyquist_bench, os.X_OK):
+        sys.exit(f"compare_pytorch: no nyquist-bench at {arguments.nyquist_bench}; build it with "
+                 "`swift build -c release --product nyquist-bench` or pass --nyquist-bench")
+
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(arguments.threads)
+    classes = spec_forms(torch, F)
+    server = Server(arguments.nyquist_bench, arguments.device)
+    info = server.ask({"command": "info"})
+    if "error" in info:
+        sys.exit(f"compare_pytorch: nyquist-bench --serve: {info['error']}")
+
+    copy_elements = 1 << 26
+    torch_copy = copy_bandwidth(torch, arguments.torch_device, copy_elements)
+    nyquist_copy = server.ask({"command": "copy", "shape": [copy_elements], "calls": 20})
+    if "error" in nyquist_copy:
+        sys.exit(f"compare_pytorch: nyquist-bench --serve copy: {nyquist_copy['error']}")
+
+    rows = []
+    total = len(shapes) * len(operators) * len(passes)
+    for shape in shapes:
+        for op in operators:
+            for pass_name in passes:
+                label = f"{op} {pass_name} {'x'.join(map(str, shape))}"
+                print(f"[{len(rows) + 1}/{total}] {label}", file=sys.stderr, flush=True)
+                row = measure_row(server, torch, F, classes, op, pass_name, shape, arguments)
+                rows.append(row)
+                nyquist = row["nyquist"]
+                for key in ("anchor", "anchor_cl"):
+                    if row[key] and nyquist:
+                        print(f"    PyTorch {row[key]['median']:.3f} ms ({row[key]['name']}), Nyquist "
+                              f"{nyquist['median']:.3f} ms, ratio {row[key]['median'] / nyquist['median']:.2f}x",
+                              file=sys.stderr, flush=True)
+    server.close()
+
+    versions = [f"torch {torch.__version__}"]
+    for module in OPTIONAL:
+        if available(module):
+            versions.append(f"{module} {getattr(__import__(module), '__version__', 'unknown version')}")
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    import antialiased_cnns  # noqa: F401  (version below)
-    import kornia
-
-    versions = f"torch {torch.__version__}, kornia {kornia.__version__}"
-    markdown = [
-        f"# Nyquist vs PyTorch on {device}",
-        "",
-        f"CPU: {cpu}, {os.cpu_count()} cores; PyTorch: {versions}, torch.set_num_threads({arguments.threads}).",
-        f"Nyquist: {nyquist.get('device_line', device)}; {nyquist.get('settings', '')}.",
-        "",
-        "Nyquist ms: kernel time from OpenCL profiling events (nyquist-bench, median of repeats).",
-        f"PyTorch ms: host clock, median of {arguments.repeats} after one warm-up; forward under torch.no_grad,",
-        "backward = the backward pass alone (graph built before the clock starts, retain_graph).",
-        "PyTorch / Nyquist > 1 means Nyquist is faster.",
-        "Nyquist mem: device bytes one call allocates beyond what was alive (allocation high-water mark).",
-        "PyTorch mem: VmHWM after the first call minus VmRSS before it, high-water mark reset through",
-        "/proc/self/clear_refs, in a fresh process per row after one call on a 1xCx8x8 input (so that",
-        "PyTorch's lazy set-up is not counted): host memory the call needed beyond its inputs.",
-        "blur-pool = antialiased_cnns.BlurPool (filt_size 4); max-blur-pool = kornia MaxBlurPool2D",
-        "(kernel_size 4, which pads differently, see SPEC.md 2); max/avg pool = torch.nn; aps, tips,",
-        "lift-down and adaptive-blur-pool = plain PyTorch written from SPEC.md in this script.",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" for _ in header) + "|",
-    ] + ["| " + " | ".join(line) + " |" for line in lines[1:]]
-    os.makedirs(os.path.dirname(output), exist_ok=True)
+    context = {
+        "device": info["device"], "device_line": info["device_line"], "command": shlex.join(["python3"] + sys.argv),
+        "commit": git_commit(root), "cpu": cpu, "versions": ", ".join(versions), "missing": missing,
+        "torch_copy": torch_copy, "nyquist_copy": nyquist_copy["gb_per_s"], "copy_mib": copy_elements * 4 / 2**20,
+    }
+    text = report(rows, context, arguments)
+    print(text)
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", info["device"]).strip("-")
+    output = arguments.output or os.path.join(root, "Benchmarks", "results", f"compare-pytorch-{slug}.md")
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with open(output, "w") as handle:
-        handle.write("\n".join(markdown) + "\n")
+        handle.write(text)
     print(f"wrote {output}", file=sys.stderr)
 
 

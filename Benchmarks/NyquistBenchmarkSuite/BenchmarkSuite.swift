@@ -48,6 +48,15 @@ public struct BenchmarkOptions: ParsableArguments {
             """)
     public var host = false
 
+    /// Server mode for side-by-side comparisons.
+    @Flag(
+        help: """
+            Serve timing requests: one JSON request per line on stdin, one JSON answer per line on \
+            stdout (host clock of whole calls and the last call's kernel-only time; used by \
+            Benchmarks/compare_pytorch.py, described in docs/performance.md).
+            """)
+    public var serve = false
+
     /// Per-launch breakdown mode.
     @Flag(help: "Also print each measurement's kernel launches (median ms per kernel name) on stderr.")
     public var launches = false
@@ -102,6 +111,16 @@ public enum BenchmarkSuite {
         let selection = try Selection(options)
         let openCLDevice = try OpenCLDevice.select(options.device)
         let device = try Device(openCLDevice)
+        if options.serve {
+            // stdout carries the protocol alone: no device line, no table.
+            guard !options.host, !options.startup, !options.tune, !options.smoke, options.json == nil, options.markdown == nil
+            else {
+                throw NyquistError(
+                    .invalidConfiguration, "--serve takes only --device; the requests choose operators, shapes and repeats")
+            }
+            ServeBenchmark.run(device: device, write: ServeBenchmark.writeLine)
+            return
+        }
         if options.tune {
             let (path, measurements) = try KernelTuner.tuneAndSave(
                 on: device, repeats: options.smoke ? 1 : max(options.repeats, 1), progress: printProgress)

@@ -117,4 +117,38 @@ struct BenchTests {
             ["bench"] + arguments + ["--json", "b.json"], environment: cacheEnvironment(workspace))
         expectCLIError(outcome, in: workspace, outputs: ["b.json"], mentioning: mentioning)
     }
+
+    @Test("bench --serve answers each request line, errors included, and keeps going")
+    func serve() throws {
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        // Tiny shapes and no timed warm-up: the protocol is checked, never how fast anything is.
+        let request = #"{"op": "blur-pool", "shape": [1, 3, 8, 8], "calls": 2, "warmup_calls": 1, "warmup_seconds": 0}"#
+        let lines = [
+            #"{"command": "info"}"#, request, request, #"{"op": "nonsense-pool", "shape": [1, 3, 8, 8]}"#,
+            #"{"op": "blur-pool", "shape": [1, 3, -8, 8]}"#, "not json",
+            #"{"op": "max-pool", "pass": "training+backward", "shape": [2, 3, 7, 9], "options": {"kernel": 3, "stride": 2, "pad": 1}, "warmup_calls": 0, "warmup_seconds": 0}"#,
+            #"{"command": "clear"}"#,
+        ]
+        let outcome = try CLI.run(
+            ["bench", "--serve"], in: workspace.directory, environment: cacheEnvironment(workspace),
+            timeLimit: 120, standardInput: lines.joined(separator: "\n") + "\n")
+        #expect(outcome.status == 0, "\(outcome)")
+        let answers = try outcome.standardOutput.split(separator: "\n").map { line in
+            try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "\(line)")
+        }
+        try #require(answers.count == lines.count, "one answer per request: \(outcome)")
+        #expect(answers[0]["device"] is String)
+        for (index, answer) in answers.enumerated() where [1, 2, 6].contains(index) {
+            let times = try #require(answer["host_ms"] as? [Double], "\(answer)")
+            #expect(times.count == (index == 6 ? 1 : 2) && times.allSatisfy { $0.isFinite && $0 >= 0 }, "\(answer)")
+            #expect(answer["kernel_only_ms"] is Double, "\(answer)")
+        }
+        #expect(answers[1]["warm_up"] is [String: Any], "the first request for a key warms it up")
+        #expect(answers[2]["warm_up"] is NSNull, "a repeated request reuses the warm layer")
+        #expect((answers[3]["error"] as? String)?.contains("nonsense-pool") == true, "\(answers[3])")
+        #expect((answers[4]["error"] as? String)?.contains("shape") == true, "\(answers[4])")
+        #expect(answers[5]["error"] is String, "\(answers[5])")
+        #expect(answers[7]["cleared"] as? Int == 2, "\(answers[7])")
+    }
 }

@@ -68,7 +68,7 @@ enum CLI {
     /// machine; `timeLimit` kills a child that hangs (``Outcome/timedOut``).
     static func run(
         _ arguments: [String], in directory: URL, environment: [String: String] = [:], executableName: String = "nyquist",
-        addressSpaceLimitKiB: Int? = nil, timeLimit: Double? = nil
+        addressSpaceLimitKiB: Int? = nil, timeLimit: Double? = nil, standardInput: String? = nil
     ) throws -> Outcome {
         let process = Process()
         let executable = try executable(named: executableName)
@@ -87,18 +87,23 @@ enum CLI {
         let temporary = FileManager.default.temporaryDirectory
         let outURL = temporary.appendingPathComponent("nyquist-cli-\(id).stdout")
         let errURL = temporary.appendingPathComponent("nyquist-cli-\(id).stderr")
+        let inURL = temporary.appendingPathComponent("nyquist-cli-\(id).stdin")
         for url in [outURL, errURL] where !FileManager.default.createFile(atPath: url.path, contents: nil) {
             throw HarnessError("cannot create \(url.path)")
+        }
+        if let standardInput, !FileManager.default.createFile(atPath: inURL.path, contents: Data(standardInput.utf8)) {
+            throw HarnessError("cannot create \(inURL.path)")
         }
         defer {
             try? FileManager.default.removeItem(at: outURL)
             try? FileManager.default.removeItem(at: errURL)
+            try? FileManager.default.removeItem(at: inURL)
         }
         let outHandle = try FileHandle(forWritingTo: outURL)
         let errHandle = try FileHandle(forWritingTo: errURL)
         process.standardOutput = outHandle
         process.standardError = errHandle
-        process.standardInput = FileHandle.nullDevice
+        process.standardInput = standardInput == nil ? FileHandle.nullDevice : try FileHandle(forReadingFrom: inURL)
         try process.run()
         var timedOut = false
         if let timeLimit {
