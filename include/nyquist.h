@@ -184,15 +184,25 @@ nyquist_status nyquist_layer_set_parameters(nyquist_layer *layer, size_t count, 
 nyquist_status nyquist_layer_set_parameters_host(nyquist_layer *layer, size_t count, const char *const *names,
                                                  const float *const *values);
 
+/** Flags of nyquist_run_host. */
+enum nyquist_run_flags {
+    NYQUIST_RUN_TRAINING = 1,       /* the training forward (else inference) */
+    NYQUIST_RUN_INPUTS_IN_PLACE = 2 /* training: the caller keeps the inputs valid and unchanged until
+                                       nyquist_saved_release, so a CPU device may read them in place */
+};
+
 /**
- * nyquist_run on host float arrays: the inputs are uploaded, the layer runs on the device, the
- * requested results are read back into `outputs` (each of its result's shape). Blocking.
+ * nyquist_run on host float arrays: the layer runs on the device and the requested results are
+ * read back into `outputs` (each of its result's shape). Blocking. `flags` is a combination of
+ * nyquist_run_flags (0: inference). On a device whose memory is the host's (a CPU device) the
+ * kernels read the inputs in place during an inference call, and during a training forward with
+ * NYQUIST_RUN_INPUTS_IN_PLACE; otherwise the inputs are copied to the device first.
  */
-nyquist_status nyquist_run_host(nyquist_layer *layer, int training, size_t input_count, const char *const *input_names,
+nyquist_status nyquist_run_host(nyquist_layer *layer, int flags, size_t input_count, const char *const *input_names,
                                 const float *const *inputs, size_t output_count, const char *const *output_names,
                                 float *const *outputs, nyquist_saved **saved);
 
-/** nyquist_backward_run on host float arrays. Blocking. */
+/** nyquist_backward_run on host float arrays (a CPU device reads the gradients in place). Blocking. */
 nyquist_status nyquist_backward_run_host(nyquist_layer *layer, const nyquist_saved *saved, size_t gradient_count,
                                          const char *const *gradient_names, const float *const *gradients,
                                          size_t scalar_count, const char *const *scalar_names,

@@ -739,6 +739,22 @@ func download(
     for output in outputs { try pick(results, output.name, what: what).copy(into: output.item) }
 }
 
+/// The flags of `nyquist_run_host`.
+struct RunFlags: OptionSet {
+    let rawValue: Int32
+    static let training = RunFlags(rawValue: 1)
+    static let inputsInPlace = RunFlags(rawValue: 2)
+}
+
+/// A caller's host input as a device tensor: the array itself where the device's memory is the
+/// host's and `inPlace` allows, else a copy.
+func hostInput(_ pointer: UnsafePointer<Float>, _ shape: [Int], inPlace: Bool, _ device: Device) throws -> DeviceTensor {
+    if inPlace, let tensor = try DeviceTensor.inPlace(UnsafeMutablePointer(mutating: pointer), shape: shape, on: device) {
+        return tensor
+    }
+    return try DeviceTensor(copying: pointer, shape: shape, on: device)
+}
+
 /// `nyquist_run_host`: ``nyquist_run`` on host arrays (uploaded, run, the requested results
 /// read back; blocking). See include/nyquist.h.
 @_cdecl("nyquist_run_host")
@@ -749,12 +765,20 @@ public func nyquist_run_host(
 ) -> Int32 {
     guarded {
         let layer = try unwrap(layer, as: LayerHandle.self, "layer")
-        if training != 0, saved == nil { throw ArgumentError(message: "saved is NULL for a training forward") }
+        let flags = RunFlags(rawValue: training)
+        guard flags.isSubset(of: [.training, .inputsInPlace]) else {
+            throw ArgumentError(message: "flags \(training): use NYQUIST_RUN_TRAINING and NYQUIST_RUN_INPUTS_IN_PLACE")
+        }
+        let isTraining = flags.contains(.training)
+        if isTraining, saved == nil { throw ArgumentError(message: "saved is NULL for a training forward") }
+        // Inference only reads the inputs during this blocking call; a training forward's saved
+        // state may read them later, so only when the caller says they stay put.
+        let inPlace = !isTraining || flags.contains(.inputsInPlace)
         let tensors = try layer.inputs(try named(inputCount, inputNames, inputs, "input").map { ($0.name, $0.item) }) {
-            pointer, shape in try DeviceTensor(copying: pointer, shape: shape, on: layer.device)
+            pointer, shape in try hostInput(pointer, shape, inPlace: inPlace, layer.device)
         }
         let requested = try named(outputCount, outputNames, outputs, "output")
-        let (results, state) = try layer.forward(tensors, training: training != 0)
+        let (results, state) = try layer.forward(tensors, training: isTraining)
         if let state { saved?.pointee = handle(state) }
         try download(results, to: requested, what: "result")
     }
@@ -775,7 +799,7 @@ public func nyquist_backward_run_host(
         let state = try unwrap(saved, as: SavedHandle.self, "saved")
         let tensors = try layer.outputGradients(
             try named(gradientCount, gradientNames, gradients, "result gradient").map { ($0.name, $0.item) }
-        ) { pointer, shape in try DeviceTensor(copying: pointer, shape: shape, on: layer.device) }
+        ) { pointer, shape in try hostInput(pointer, shape, inPlace: true, layer.device) }
         let scalars = try namedScalars(scalarCount, scalarNames, scalarGradients)
         let requested = try named(outputCount, outputNames, outputs, "gradient")
         try download(try layer.backward(tensors, scalars: scalars, state), to: requested, what: "gradient")

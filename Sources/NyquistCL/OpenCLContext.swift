@@ -284,6 +284,41 @@ package final class OpenCLContext: @unchecked Sendable {
         return OpenCLBuffer(handle: handle, byteCount: byteCount, context: self, parent: parent, parentOffset: offset)
     }
 
+    /// Whether the device's memory is the host's (`CL_DEVICE_HOST_UNIFIED_MEMORY`: a CPU device),
+    /// so that a buffer over host memory (``hostBackedBuffer(_:byteCount:)``) needs no copy.
+    package var hostUnifiedMemory: Bool {
+        var unified: cl_bool = 0
+        let status = clGetDeviceInfo(
+            device.id, cl_device_info(CL_DEVICE_HOST_UNIFIED_MEMORY), MemoryLayout<cl_bool>.size, &unified, nil)
+        return status == CL_SUCCESS && unified != 0
+    }
+
+    /// A buffer over `byteCount` bytes of the caller's host memory (`CL_MEM_USE_HOST_PTR`): the
+    /// kernels read and write that memory, which must stay valid while the buffer lives.
+    package func hostBackedBuffer(_ memory: UnsafeMutableRawPointer, byteCount: Int) throws -> OpenCLBuffer {
+        var status: cl_int = CL_SUCCESS
+        let handle = clCreateBuffer(
+            context, cl_mem_flags(CL_MEM_READ_WRITE) | cl_mem_flags(CL_MEM_USE_HOST_PTR), byteCount, memory, &status)
+        try check(status, "clCreateBuffer", "\(byteCount) bytes of host memory")
+        guard let handle else { throw OpenCLError(call: "clCreateBuffer", code: CL_INVALID_VALUE) }
+        return OpenCLBuffer(handle: handle, byteCount: byteCount, context: self, counted: false)
+    }
+
+    /// Waits for the commands before it and makes a host-backed buffer's contents visible in its
+    /// host memory (a blocking map and unmap, which OpenCL requires before the host reads memory
+    /// that kernels wrote through `CL_MEM_USE_HOST_PTR`).
+    package func publishToHost(_ buffer: OpenCLBuffer) throws {
+        try state.withLock { _ in
+            var status: cl_int = CL_SUCCESS
+            let mapped = clEnqueueMapBuffer(
+                queue, buffer.handle, cl_bool(CL_TRUE), cl_map_flags(CL_MAP_READ), 0, buffer.byteCount, 0, nil, nil,
+                &status)
+            try check(status, "clEnqueueMapBuffer")
+            try check(clEnqueueUnmapMemObject(queue, buffer.handle, mapped, 0, nil, nil), "clEnqueueUnmapMemObject")
+            try check(clFinish(queue), "clFinish")
+        }
+    }
+
     /// Alignment in bytes that sub-buffer offsets need (`CL_DEVICE_MEM_BASE_ADDR_ALIGN`).
     package var baseAddressAlignment: Int {
         var bits: cl_uint = 0

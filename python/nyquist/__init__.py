@@ -193,13 +193,19 @@ class _Layer:
         _check(_lib.nyquist_layer_set_parameters_host(
             self.handle, len(names), _strings(names), _pointers([values[n] for n in names])))
 
-    def forward(self, inputs, results, training):
+    # nyquist_run_flags.
+    RUN_TRAINING, RUN_INPUTS_IN_PLACE = 1, 2
+
+    def forward(self, inputs, results, training, inputs_in_place=False):
         """Runs the forward on the named inputs into the named results; a training forward
-        returns its saved state (a _Saved), inference None."""
+        returns its saved state (a _Saved), inference None. With `inputs_in_place` the caller
+        keeps the input memory valid and unchanged until the saved state is released (a CPU
+        device then reads it without a copy)."""
         input_names, result_names = list(inputs), list(results)
+        flags = (self.RUN_TRAINING if training else 0) | (self.RUN_INPUTS_IN_PLACE if inputs_in_place else 0)
         saved = _handle()
         _check(_lib.nyquist_run_host(
-            self.handle, 1 if training else 0, len(input_names), _strings(input_names),
+            self.handle, flags, len(input_names), _strings(input_names),
             _pointers([inputs[n] for n in input_names]), len(result_names), _strings(result_names),
             _pointers([results[n] for n in result_names]), ctypes.byref(saved)))
         return _Saved(saved) if training else None

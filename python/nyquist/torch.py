@@ -14,9 +14,10 @@ module it replaces, so that its ``state_dict`` loads unchanged::
 - ``APSPool2d`` (adaptive polyphase sampling; returns the chosen phase indices);
 - ``LiftDownPool2d`` / ``LiftDownPool1d`` / ``LiftUpPool2d`` / ``LiftUpPool1d`` (LiftPool).
 
-Tensors go through the host: a CPU float32 tensor is read and written in place (no copy in
-Python), the library uploads it to the OpenCL device and reads the results back into new CPU
-tensors; tensors elsewhere (CUDA) are copied to the CPU first and the results copied back.
+Tensors go through the host: a contiguous CPU float32 tensor is read in place (no copy; on a
+CPU OpenCL device the kernels read its memory directly, elsewhere the library uploads it) and
+the results are read back into new CPU tensors; tensors elsewhere (CUDA) are copied to the CPU
+first and the results copied back.
 docs/python.md states the cost. Double backward is not supported.
 """
 
@@ -93,10 +94,17 @@ class _Call(torch.autograd.Function):
     @staticmethod
     def forward(ctx, plan, *tensors):
         layer = plan["layer"]
-        inputs = {name: _host(tensor) for name, tensor in zip(plan["inputs"], tensors)}
+        given = tensors[:len(plan["inputs"])]
+        inputs = {name: _host(tensor) for name, tensor in zip(plan["inputs"], given)}
         results = {name: _empty(layer.shape(name)) for name in plan["results"] + plan["constant_results"]}
+        # The saved state reads the inputs in place (a CPU device): they are kept alive here,
+        # and autograd refuses a backward after an in-place change of a saved input.
         saved = layer.forward({n: t.data_ptr() for n, t in inputs.items()},
-                              {n: t.data_ptr() for n, t in results.items()}, training=plan["training"])
+                              {n: t.data_ptr() for n, t in results.items()}, training=plan["training"],
+                              inputs_in_place=True)
+        if plan["training"]:
+            ctx.save_for_backward(*given)
+            ctx.inputs = inputs
         scalars = saved.scalars() if saved is not None else {}
         ctx.plan, ctx.saved = plan, saved
         ctx.device = tensors[0].device
@@ -111,6 +119,7 @@ class _Call(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, *gradients):
         plan = ctx.plan
+        ctx.saved_tensors  # noqa: B018 -- raises if a saved input changed in place since the forward
         if ctx.saved is None:
             raise NyquistError(1, f"{plan['op']}: backward of a forward that ran without gradients")
         layer = plan["layer"]

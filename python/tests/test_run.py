@@ -128,3 +128,28 @@ def test_pyopencl_arrays_stay_on_the_device():
     padded = cl_array.to_device(queue, np.concatenate([np.zeros(32, np.float32), x.ravel()]))
     view = padded[32:].reshape(SHAPE)
     assert np.array_equal(nyquist.run("blur-pool", view)["output"].get(), nyquist.run("blur-pool", x)["output"])
+
+
+def test_lift_up_pool_gradients_match_finite_differences():
+    """lift-up-pool takes four bands, which nyquist.reference cannot feed: its input and band
+    gradients are checked by central differences along a random direction (float32; the step
+    balances rounding against the curvature of tanh and ReLU kinks, as in test_torch)."""
+    bands = {name: random((1, 2, 4, 5), 20 + index) for index, name in enumerate(("ll", "lh", "hl", "hh"))}
+    grad_output = random((1, 2, 8, 10), 30)
+    details = {name: bands[name] for name in ("lh", "hl", "hh")}
+    result = nyquist.run("lift-up-pool", bands["ll"], inputs=details, grad_output=grad_output, kernel=3)
+    gradients = {"ll": result["grad_input"], **result["grad_extra"]}
+    assert set(gradients) == {"ll", "lh", "hl", "hh"}
+    rng = np.random.default_rng(31)
+    directions = {name: rng.standard_normal(value.shape).astype(np.float32) for name, value in bands.items()}
+    step = 2e-3
+
+    def objective(sign):
+        moved = {name: value + sign * step * directions[name] for name, value in bands.items()}
+        output = nyquist.run("lift-up-pool", moved["ll"], inputs={n: moved[n] for n in ("lh", "hl", "hh")},
+                             kernel=3)["output"]
+        return float(np.sum(output.astype(np.float64) * grad_output))
+
+    estimate = (objective(1) - objective(-1)) / (2 * step)
+    analytic = sum(float(np.sum(gradients[name].astype(np.float64) * directions[name])) for name in bands)
+    assert abs(estimate - analytic) <= 2e-3 * max(abs(estimate), 1.0)

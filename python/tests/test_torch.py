@@ -248,3 +248,19 @@ def test_lift_1d_and_misuse():
         nt.BlurPool(3)(torch.randn(1, 4, 8, 8))
     with pytest.raises(ValueError):
         nt.TIPS(3, stride=3)
+
+
+def test_inputs_read_in_place_are_guarded():
+    torch.manual_seed(8)
+    pool = nt.BlurPool(2)
+    x = torch.randn(1, 2, 9, 8, requires_grad=True)
+    hidden = x * 2.0
+    y = pool(hidden)
+    hidden.add_(1.0)  # the saved state reads this memory in the backward
+    with pytest.raises(RuntimeError):
+        y.sum().backward()
+    # A non-contiguous input (copied first) gives the same as its contiguous copy.
+    wide = torch.randn(1, 2, 8, 18)
+    strided = wide[:, :, :, ::2]
+    with torch.no_grad():
+        assert torch.equal(pool(strided), pool(strided.contiguous()))

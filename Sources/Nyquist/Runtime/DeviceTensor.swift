@@ -110,9 +110,31 @@ public final class DeviceTensor {
         try wrappingDriverErrors { try device.context.write(bytes: values, byteCount: count * 4, to: buffer) }
     }
 
+    /// A tensor over the caller's host array at `values` without a copy, where the device's
+    /// memory is the host's (a CPU device; nil elsewhere: copy instead). The kernels read the
+    /// array in place, so it must stay valid and unchanged while the tensor lives (a training
+    /// forward's saved state may keep it).
+    public static func inPlace(_ values: UnsafeMutablePointer<Float>, shape: [Int], on device: Device) throws -> DeviceTensor? {
+        guard device.context.hostUnifiedMemory else { return nil }
+        let count = try HostTensor.elementCount(of: shape)
+        guard count <= maximumDeviceElementCount else {
+            throw NyquistError(.sizeLimit, "tensor \(shape) has \(count) elements; the device limit is 2^31 - 1")
+        }
+        guard count > 0 else { return nil }
+        let buffer = try wrappingDriverErrors { try device.context.hostBackedBuffer(values, byteCount: count * 4) }
+        return try DeviceTensor(shape: shape, buffer: buffer, device: device)
+    }
+
     /// Copies the values into the caller's array of ``count`` floats at `destination` (waits for
     /// the kernels that produce them).
     public func copy(into destination: UnsafeMutablePointer<Float>) throws {
+        // Where the device's memory is the host's, the device's own copy kernel (all cores)
+        // writes the array through a host-backed buffer; a read would copy on one thread.
+        if let target = try DeviceTensor.inPlace(destination, shape: shape, on: device) {
+            try device.copy(self, into: target)
+            try wrappingDriverErrors { try device.context.publishToHost(target.buffer) }
+            return
+        }
         try wrappingDriverErrors { try device.context.read(buffer, into: destination, byteCount: count * 4) }
     }
 
