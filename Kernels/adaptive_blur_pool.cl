@@ -390,13 +390,36 @@ __kernel void adaptive_predictor_full(
     }
 }
 
+// The running statistics after a batch, and their folded scale and shift, each float operation
+// rounded on its own (no contraction into fused multiply-adds): the host folds parameters it
+// loads with the same operations (AdaptiveBlurPool2D.folded), so that a layer saved after
+// training and loaded again gives the same bits.
+inline void running_statistics(int o, float mean, float variance, __global const float *gamma,
+                               __global const float *beta, __global float *running_mean, __global float *running_var,
+                               __global float *running_scale, __global float *running_shift, float momentum,
+                               float unbiased) {
+#pragma OPENCL FP_CONTRACT OFF
+    float kept = 1.0f - momentum;
+    float updated_mean = kept * running_mean[o] + momentum * mean;
+    float updated_var = kept * running_var[o] + momentum * (variance * unbiased);
+    float scale = gamma[o] / sqrt(updated_var + EPSILON);
+    running_mean[o] = updated_mean;
+    running_var[o] = updated_var;
+    running_scale[o] = scale;
+    running_shift[o] = beta[o] - updated_mean * scale;
+}
+
 // Batch mean and biased variance of each predictor channel over N x H x W (two passes), and
-// the folded BatchNorm scale = gamma / sqrt(var + eps), shift = beta - mean * scale.
+// the folded BatchNorm scale = gamma / sqrt(var + eps), shift = beta - mean * scale. Then the
+// running statistics, in place on the device (PyTorch's train mode: momentum, the unbiased
+// batch variance), and their folded scale and shift, which inference reads: the host never
+// waits for the statistics.
 // One work-group of REDUCE items per channel: global (P * REDUCE), local (REDUCE).
 __kernel void adaptive_batch_statistics(
     __global const float *map, __global const float *gamma, __global const float *beta, __global float *mean_out,
     __global float *var_out, __global float *scale_out, __global float *shift_out, int batch, int plane,
-    __local float *scratch) {
+    __local float *scratch, __global float *running_mean, __global float *running_var, __global float *running_scale,
+    __global float *running_shift, float momentum, float unbiased) {
     int o = get_group_id(0);
     int lid = get_local_id(0);
     int count = batch * plane;
@@ -424,6 +447,8 @@ __kernel void adaptive_batch_statistics(
         var_out[o] = variance;
         scale_out[o] = scale;
         shift_out[o] = beta[o] - mean * scale;
+        running_statistics(o, mean, variance, gamma, beta, running_mean, running_var, running_scale, running_shift,
+                           momentum, unbiased);
     }
 }
 

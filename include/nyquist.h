@@ -148,7 +148,11 @@ nyquist_status nyquist_operator_options(const char *op, char *buffer, size_t cap
 /** The names of a training forward's scalar results, comma-separated (as nyquist_layer_names). */
 nyquist_status nyquist_saved_scalar_names(const nyquist_saved *saved, char *buffer, size_t capacity, size_t *needed);
 
-/** A scalar result of a training forward: "fm", "undo" (tips-pool), "c_u", "c_p", "loss" (lift-down-pool). */
+/**
+ * A scalar result of a training forward: "fm", "undo" (tips-pool), "c_u", "c_p", "loss"
+ * (lift-down-pool). The first call for a saved state reads them from the device, waiting for the
+ * forward (which itself did not wait).
+ */
 nyquist_status nyquist_saved_scalar(const nyquist_saved *saved, const char *name, double *value);
 
 /**

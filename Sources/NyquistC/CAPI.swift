@@ -45,11 +45,18 @@ final class LayerHandle {
 final class SavedHandle {
     let layer: ObjectIdentifier
     let saved: SavedState
-    let scalars: [String: Double]
-    init(layer: LayerHandle, saved: SavedState, scalars: [String: Double] = [:]) {
+    /// The training forward's results, whose scalars are read from the device only when the
+    /// caller asks for one (the forward itself does not wait).
+    private let values: OperatorValues<DeviceTensor>?
+    init(layer: LayerHandle, saved: SavedState, values: OperatorValues<DeviceTensor>? = nil) {
         self.layer = ObjectIdentifier(layer)
         self.saved = saved
-        self.scalars = scalars
+        self.values = values
+    }
+
+    /// The scalar results by name (waits for the device the first time).
+    func scalars() throws -> [String: Double] {
+        try values?.scalars ?? [:]
     }
 }
 
@@ -273,7 +280,7 @@ extension LayerHandle {
         if training {
             let (result, state) = try layer.forwardTraining(inputs)
             values = result
-            saved = SavedHandle(layer: self, saved: state, scalars: result.scalars)
+            saved = SavedHandle(layer: self, saved: state, values: result)
         } else {
             values = try layer(inputs)
         }
@@ -613,10 +620,11 @@ public func nyquist_saved_scalar(_ saved: OpaquePointer?, _ name: UnsafePointer<
         let state = try unwrap(saved, as: SavedHandle.self, "saved")
         let name = try string(name, "name")
         guard let value else { throw ArgumentError(message: "value is NULL") }
-        guard let found = state.scalars[name] else {
+        let scalars = try state.scalars()
+        guard let found = scalars[name] else {
             throw NyquistError(
                 .invalidConfiguration,
-                "no scalar '\(name)'; this training forward gave: \(state.scalars.keys.sorted().joined(separator: ", "))")
+                "no scalar '\(name)'; this training forward gave: \(scalars.keys.sorted().joined(separator: ", "))")
         }
         value.pointee = found
     }
@@ -839,6 +847,6 @@ public func nyquist_saved_scalar_names(
 ) -> Int32 {
     guarded {
         let state = try unwrap(saved, as: SavedHandle.self, "saved")
-        try writeNames(state.scalars.keys.sorted(), buffer, capacity, needed)
+        try writeNames(try state.scalars().keys.sorted(), buffer, capacity, needed)
     }
 }

@@ -10,14 +10,25 @@ public struct OperatorValues<Tensor> {
     /// The other results by the names `nyquist run --extra` writes them under (`indices`, `psi`,
     /// `tau`, `ll`, ...).
     public var extras: [String: Tensor] = [:]
-    /// Scalar results by name (TIPS's `fm`, `undo`; LiftPool's `c_u`, `c_p`, `loss`).
-    public var scalars: [String: Double] = [:]
+    /// Scalar results by name (TIPS's `fm`, `undo`; LiftPool's `c_u`, `c_p`, `loss`). A device
+    /// layer's are read back when first asked for, which waits for the device (the call did not).
+    public var scalars: [String: Double] {
+        get throws { try deferredScalars.value() }
+    }
+    private let deferredScalars: Deferred<[String: Double]>
 
     /// Bundles the results.
     public init(output: Tensor, extras: [String: Tensor] = [:], scalars: [String: Double] = [:]) {
         self.output = output
         self.extras = extras
-        self.scalars = scalars
+        deferredScalars = Deferred(value: scalars)
+    }
+
+    /// The results with scalars read when first asked for.
+    init(output: Tensor, extras: [String: Tensor], deferredScalars: Deferred<[String: Double]>) {
+        self.output = output
+        self.extras = extras
+        self.deferredScalars = deferredScalars
     }
 }
 
@@ -231,7 +242,7 @@ extension ErasedLayer where Tensor == DeviceTensor {
 extension OperatorValues where Tensor == DeviceTensor {
     /// The named view of a layer's output.
     init(_ output: some LayerOutput) {
-        self.init(output: output.output, extras: output.extras, scalars: output.scalars)
+        self.init(output: output.output, extras: output.extras, deferredScalars: Deferred(computing: { try output.scalars }))
     }
 }
 

@@ -84,9 +84,8 @@ enum LiftOperators {
             return AnyReferenceLayer(
                 name: name, parameters: { parameters },
                 forward: { inputs in
-                    var values = try run(try ErasedInputs.require(inputs, ErasedInputs.main, operator: name))
-                    values.scalars = [:]
-                    return values
+                    let values = try run(try ErasedInputs.require(inputs, ErasedInputs.main, operator: name))
+                    return OperatorValues(output: values.output, extras: values.extras)
                 },
                 training: { inputs in
                     let x = try ErasedInputs.require(inputs, ErasedInputs.main, operator: name)

@@ -319,7 +319,7 @@ struct Run: ParsableCommand {
                 kernelSeconds: seconds)
             for (name, tensor) in values.extras { computed.extras["\(name).npy"] = try host(tensor) }
             for (name, tensor) in gradients?.extras ?? [:] { computed.extras["grad_\(name).npy"] = try host(tensor) }
-            if training, !values.scalars.isEmpty { computed.scalars = values.scalars }
+            if training, case let scalars = try values.scalars, !scalars.isEmpty { computed.scalars = scalars }
             if let parameters = gradients?.parameters, !parameters.isEmpty {
                 computed.gradParameters = try parameters.mapValues(host)
             }

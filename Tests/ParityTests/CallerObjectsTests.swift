@@ -163,4 +163,58 @@ struct CallerObjectsTests {
         #expect(throws: NyquistError.self) { try device.measure { try device.enqueueEmptyKernel() } }
         #expect(Self.memoryReferences(memory) == references, "refused wraps keep no reference")
     }
+
+    @Test("training forwards with scalar results or running statistics return before the caller's event allows them to run")
+    func trainingForwardsDoNotWait() throws {
+        let caller = try CallerObjects()
+        let device = try Device(wrapping: caller.context, device: caller.device, queue: caller.queue)
+        let shape = [2, 3, 8, 10]
+        let x = try randomTensor(shape, seed: 41)
+        let tips = try TIPSPool2D(channels: 3, on: device)
+        let lift = try LiftDownPool2D(channels: 3, kernelSize: 3, on: device)
+        let expectedLosses = try tips.forwardTraining(try DeviceTensor(x, on: device)).output.losses
+        let expectedRegularisers = try lift.forwardTraining(try DeviceTensor(x, on: device)).output.regularisers
+        // Two identical adaptive layers: one steps off the gate, its twin shows the statistics.
+        let adaptive = try AdaptiveBlurPool2D(channels: 3, on: device)
+        let twin = try AdaptiveBlurPool2D(channels: 3, on: device)
+        _ = try twin.forwardTraining(try DeviceTensor(x, on: device))
+        let expectedStatistics = try twin.hostParameters
+        var status: cl_int = CL_SUCCESS
+        guard let gate = clCreateUserEvent(caller.context, &status), status == CL_SUCCESS else {
+            throw OpenCLError(call: "clCreateUserEvent", code: status)
+        }
+        defer { clReleaseEvent(gate) }
+        let input = try DeviceTensor(x, on: device)
+        // The calls run on another thread; a forward that read its scalars back would wait for
+        // the gate, so the gate opens only after they return, or after a time limit (a failure).
+        final class Call: @unchecked Sendable {
+            var body: (() throws -> (TIPSPool2DOutput, LiftDownPool2DOutput, cl_event?))?
+            var result: Result<(TIPSPool2DOutput, LiftDownPool2DOutput, cl_event?), Error>?
+            let finished = DispatchSemaphore(value: 0)
+        }
+        let call = Call()
+        call.body = {
+            let (outputs, completion) = try device.submit(after: [gate]) {
+                _ = try adaptive.forwardTraining(input)
+                return (try tips.forwardTraining(input).output, try lift.forwardTraining(input).output)
+            }
+            return (outputs.0, outputs.1, completion)
+        }
+        Thread.detachNewThread {
+            call.result = Result { try call.body?() ?? { throw NyquistError(.invalidConfiguration, "no call") }() }
+            call.finished.signal()
+        }
+        let returned = call.finished.wait(timeout: .now() + 20) == .success
+        #expect(returned, "a training forward waited for its wait list (it read a result back)")
+        if let result = call.result, returned, case .success(let (_, _, completion)) = result, let completion {
+            #expect(Self.status(of: completion) != CL_COMPLETE)
+        }
+        clSetUserEventStatus(gate, CL_COMPLETE)
+        if !returned { call.finished.wait() }
+        let (tipsOutput, liftOutput, completion) = try #require(try call.result?.get())
+        if let completion { clReleaseEvent(completion) }
+        #expect(try tipsOutput.losses == expectedLosses)
+        #expect(try liftOutput.regularisers == expectedRegularisers)
+        #expect(try adaptive.hostParameters == expectedStatistics)
+    }
 }

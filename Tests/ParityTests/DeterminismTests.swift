@@ -171,7 +171,7 @@ struct DeterminismTests {
                 let inference = try layer(input).output
                 let shift = MapShift(dy: 1, dx: -2, fill: index == 0 ? .zero : .circular)
                 let (outputs, saved) = try layer.forwardTraining(input, undoShift: shift)
-                let losses = try #require(outputs.losses, "\(label): training forward gives the losses")
+                let losses = try #require(try outputs.losses, "\(label): training forward gives the losses")
                 let psi = try #require(outputs.psi, "\(label): training forward gives psi")
                 let gradOutput = try DeviceTensor(try randomTensor(inference.shape, seed: UInt64(350 + index)), on: device)
                 let gradients = try layer.backward(
@@ -204,7 +204,7 @@ struct DeterminismTests {
                 let pool = try LiftDownPool2D(config, parameters: params, on: device)
                 let label = "\(x.shape)"
                 let (bands, saved) = try pool.forwardTraining(try DeviceTensor(x, on: device))
-                let regularisers = try #require(bands.regularisers, "\(label): training forward gives the regularisers")
+                let regularisers = try #require(try bands.regularisers, "\(label): training forward gives the regularisers")
                 results += try [("output", bands.output), ("LL", bands.ll), ("LH", bands.lh), ("HL", bands.hl), ("HH", bands.hh)]
                     .map { ("\(label) \($0.0)", try bits($0.1)) }
                 results.append(("\(label) regularisers", [regularisers.cu.bitPattern, regularisers.cp.bitPattern]))

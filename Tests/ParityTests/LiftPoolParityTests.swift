@@ -178,7 +178,7 @@ struct LiftPoolParityTests {
                 let x = try randomTensor(shape, seed: UInt64(1500 + index))
                 let (expected, expectedRegularisers) = try Reference.liftDownPool2D(x, params, config)
                 let (bands, saved) = try pool.forwardTraining(try DeviceTensor(x, on: device))
-                let regularisers = try #require(bands.regularisers, "K=\(kernelSize) \(shape): training forward gives regularisers")
+                let regularisers = try #require(try bands.regularisers, "K=\(kernelSize) \(shape): training forward gives regularisers")
                 let forward = Discrepancy(actual: try bands.output.toHost().values, expected: expected.output.values)
                 #expect(forward.within(Self.tolerance), "K=\(kernelSize) \(shape) training output: \(forward)")
                 ParityReport.record(
@@ -243,7 +243,7 @@ struct LiftPoolParityTests {
                 let x = try randomTensor(shape, seed: UInt64(2500 + index))
                 let (_, expectedRegularisers) = try Reference.liftDownPool1D(x, params, config)
                 let (bands, saved) = try pool.forwardTraining(try DeviceTensor(x, on: device))
-                let regularisers = try #require(bands.regularisers, "1-D K=\(kernelSize) \(shape): training forward gives regularisers")
+                let regularisers = try #require(try bands.regularisers, "1-D K=\(kernelSize) \(shape): training forward gives regularisers")
                 let error = abs(regularisers.loss - Double(expectedRegularisers.loss)) / max(Double(expectedRegularisers.loss), 1e-30)
                 #expect(error < 1e-5, "1-D K=\(kernelSize) \(shape) loss: \(regularisers) vs \(expectedRegularisers)")
                 ParityReport.record(

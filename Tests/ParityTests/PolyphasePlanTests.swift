@@ -28,7 +28,7 @@ struct PolyphasePlanTests {
         calls.append {
             // The training forward also reduces and reads back the losses (L_FM and L_undo).
             let (outputs, saved) = try tips.forwardTraining(x, undoShift: MapShift(dy: 1, dx: -2, fill: .zero))
-            #expect(outputs.losses?.undo != nil)
+            #expect(try outputs.losses?.undo != nil)
             _ = try tips.backward(TIPSPool2DOutputGradients(output: outputs.output, lossWeights: weights), saved)
             _ = try tips.backward(TIPSPool2DOutputGradients(output: outputs.output), TIPSPool2DSaved(input: x))
             _ = try tips(x)

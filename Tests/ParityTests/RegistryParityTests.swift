@@ -95,11 +95,13 @@ struct RegistryParityTests {
             guard let actual = deviceTraining.extras[extra] else { continue }
             try compare("training \(extra)", actual, expected, forwardTolerance, floor: inputMagnitude)
         }
+        let deviceScalars = try deviceTraining.scalars
+        let hostScalars = try hostTraining.scalars
         #expect(
-            Set(deviceTraining.scalars.keys) == Set(hostTraining.scalars.keys),
-            "\(label): scalars \(deviceTraining.scalars.keys.sorted()) vs reference \(hostTraining.scalars.keys.sorted())")
-        for (scalar, expected) in hostTraining.scalars {
-            let actual = deviceTraining.scalars[scalar] ?? .nan
+            Set(deviceScalars.keys) == Set(hostScalars.keys),
+            "\(label): scalars \(deviceScalars.keys.sorted()) vs reference \(hostScalars.keys.sorted())")
+        for (scalar, expected) in hostScalars {
+            let actual = deviceScalars[scalar] ?? .nan
             #expect(abs(actual - expected) <= forwardTolerance * max(abs(expected), 1e-3), "\(label) \(scalar): \(actual) vs \(expected)")
         }
         // Backward from one random output gradient.

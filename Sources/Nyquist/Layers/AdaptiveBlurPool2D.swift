@@ -31,8 +31,21 @@ public final class AdaptiveBlurPool2D: Layer {
     /// The device the layer's constants and outputs live on.
     public let device: Device
     /// The learnable parameters and running statistics, host copy (the device tensors of
-    /// ``parameters`` hold the same values).
-    public private(set) var hostParameters: AdaptiveBlurPool2DParameters<Float>
+    /// ``parameters`` hold the same values). A training forward updates the running statistics
+    /// on the device; reading this after one reads them back, which waits for it.
+    public var hostParameters: AdaptiveBlurPool2DParameters<Float> {
+        get throws {
+            if hostStatisticsStale {
+                storedHostParameters.runningMean = try constants.runningMean.toHost()
+                storedHostParameters.runningVar = try constants.runningVar.toHost()
+                hostStatisticsStale = false
+            }
+            return storedHostParameters
+        }
+    }
+    private var storedHostParameters: AdaptiveBlurPool2DParameters<Float>
+    /// Whether the running statistics on the device moved since the host copy was made.
+    var hostStatisticsStale = false
     private(set) var constants: Constants
 
     /// The learnable parameters and running statistics on the device, by PyTorch name.
@@ -85,7 +98,7 @@ public final class AdaptiveBlurPool2D: Layer {
         try parameters.validate(for: configuration)
         self.configuration = configuration
         self.device = device
-        hostParameters = parameters
+        storedHostParameters = parameters
         constants = try Self.upload(parameters, device: device)
     }
 
@@ -93,7 +106,8 @@ public final class AdaptiveBlurPool2D: Layer {
     public func setParameters(_ parameters: AdaptiveBlurPool2DParameters<Float>) throws {
         try parameters.validate(for: configuration)
         constants = try Self.upload(parameters, device: device)
-        hostParameters = parameters
+        storedHostParameters = parameters
+        hostStatisticsStale = false
     }
 
     /// Replaces the parameters with a PyTorch `state_dict`'s (`conv.weight`, `bn.weight`,
@@ -103,29 +117,30 @@ public final class AdaptiveBlurPool2D: Layer {
         try setParameters(AdaptiveBlurPool2DParameters(stateDict: stateDict, configuration: configuration, prefix: ""))
     }
 
-    /// BatchNorm with running statistics folded into y = a * scale + shift, in Double.
+    /// BatchNorm with running statistics folded into y = a * scale + shift, in `Float` with each
+    /// operation rounded on its own, as the training forward's kernel folds the statistics it
+    /// updates (running_statistics in adaptive_blur_pool.cl): loading a layer saved after
+    /// training gives the same bits on a device whose division and square root are correctly
+    /// rounded (CPU devices; GPUs may differ in the last place).
     static func folded(_ parameters: AdaptiveBlurPool2DParameters<Float>) -> (scale: [Float], shift: [Float]) {
-        let epsilon = AdaptiveBlurPool2DConfiguration.epsilon
+        let epsilon = Float(AdaptiveBlurPool2DConfiguration.epsilon)
         let count = parameters.bnWeight.count
         var scale = [Float](repeating: 0, count: count)
         var shift = [Float](repeating: 0, count: count)
         for o in 0..<count {
-            let s = Double(parameters.bnWeight.values[o]) / (Double(parameters.runningVar.values[o]) + epsilon).squareRoot()
-            scale[o] = Float(s)
-            shift[o] = Float(Double(parameters.bnBias.values[o]) - Double(parameters.runningMean.values[o]) * s)
+            let s = parameters.bnWeight.values[o] / (parameters.runningVar.values[o] + epsilon).squareRoot()
+            let product = parameters.runningMean.values[o] * s
+            scale[o] = s
+            shift[o] = parameters.bnBias.values[o] - product
         }
         return (scale, shift)
     }
 
-    /// Replaces the running statistics only (training forward): rewrites the folded scale and
-    /// shift in place, so a training step allocates no new constants.
-    func setRunningStatistics(_ parameters: AdaptiveBlurPool2DParameters<Float>) throws {
-        let (scale, shift) = Self.folded(parameters)
-        try constants.scale.replaceValues(with: scale)
-        try constants.shift.replaceValues(with: shift)
-        try constants.runningMean.replaceValues(with: parameters.runningMean.values)
-        try constants.runningVar.replaceValues(with: parameters.runningVar.values)
-        hostParameters = parameters
+    /// A copy of `tensor` on the device (enqueued, not waited for).
+    func copy(_ tensor: DeviceTensor) throws -> DeviceTensor {
+        let copy = try DeviceTensor(shape: tensor.shape, on: device)
+        try device.copy(tensor, into: copy)
+        return copy
     }
 
     private static func upload(_ parameters: AdaptiveBlurPool2DParameters<Float>, device: Device) throws -> Constants {

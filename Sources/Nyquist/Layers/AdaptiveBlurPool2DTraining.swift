@@ -67,11 +67,12 @@ extension AdaptiveBlurPool2D {
         let scale: DeviceTensor
         let shift: DeviceTensor
         if frozenStatistics {
-            mean = try DeviceTensor(hostParameters.runningMean, on: device)
-            variance = try DeviceTensor(hostParameters.runningVar, on: device)
-            let folded = Self.folded(hostParameters)
-            scale = try DeviceTensor(HostTensor(shape: [p], values: folded.scale), on: device)
-            shift = try DeviceTensor(HostTensor(shape: [p], values: folded.shift), on: device)
+            // Copies on the device: a later batch-statistics forward updates the running
+            // statistics in place, and this step's backward must see them as they were.
+            mean = try copy(constants.runningMean)
+            variance = try copy(constants.runningVar)
+            scale = try copy(constants.scale)
+            shift = try copy(constants.shift)
         } else {
             mean = try DeviceTensor(shape: [p], on: device)
             variance = try DeviceTensor(shape: [p], on: device)
@@ -90,25 +91,14 @@ extension AdaptiveBlurPool2D {
         }.run(
             on: device, input.buffer, constants.weight.buffer, constants.tiledWeight.buffer, map.buffer,
             constants.gamma.buffer, constants.beta.buffer, mean.buffer, variance.buffer, scale.buffer, shift.buffer, output.buffer,
-            (filters ?? output).buffer)
+            (filters ?? output).buffer, constants.runningMean.buffer, constants.runningVar.buffer, constants.scale.buffer,
+            constants.shift.buffer)
         let saved = AdaptiveSavedForBackward(
             input: input, predictor: map, batchMean: mean, batchVariance: variance, batchStatistics: !frozenStatistics,
             scale: scale, shift: shift, constants: constants)
-        if frozenStatistics { return (output, filters, saved) }
-        // Running statistics: P values each way.
-        let batchMean = try mean.toHost().values
-        let batchVariance = try variance.toHost().values
-        let momentum = AdaptiveBlurPool2DConfiguration.momentum
-        let unbiased = Double(positions) / Double(positions - 1)
-        let parameters = hostParameters
-        var updated = parameters
-        for o in 0..<p {
-            updated.runningMean.values[o] = Float(
-                (1 - momentum) * Double(parameters.runningMean.values[o]) + momentum * Double(batchMean[o]))
-            updated.runningVar.values[o] = Float(
-                (1 - momentum) * Double(parameters.runningVar.values[o]) + momentum * Double(batchVariance[o]) * unbiased)
-        }
-        try setRunningStatistics(updated)
+        // The batch statistics moved the running ones on the device; the host copy follows
+        // when read.
+        if !frozenStatistics { hostStatisticsStale = true }
         return (output, filters, saved)
     }
 

@@ -93,7 +93,8 @@ public protocol LayerOutput {
     /// The other tensor results by name (APS `indices`, TIPS `psi` and `tau`, LiftPool's bands).
     var extras: [String: DeviceTensor] { get }
     /// Scalar results by name (TIPS's losses, LiftPool's regularisers), set by training forward.
-    var scalars: [String: Double] { get }
+    /// Reading them waits for the device (the call that produced them did not).
+    var scalars: [String: Double] { get throws }
 }
 
 extension LayerOutput {
@@ -101,6 +102,40 @@ extension LayerOutput {
     public var extras: [String: DeviceTensor] { [:] }
     /// No scalar results.
     public var scalars: [String: Double] { [:] }
+}
+
+/// A value that a call computes on the device and reads back only when asked (a training
+/// forward's losses or regularisers), so that the call itself enqueues without waiting. The
+/// first ``value()`` waits for the device and keeps the result. Not thread-safe: a layer's
+/// results belong to the task that called it.
+public final class Deferred<Value> {
+    private enum State {
+        case pending(() throws -> Value)
+        case ready(Value)
+    }
+
+    private var state: State
+
+    /// A value computed by `compute` at the first ``value()``.
+    package init(computing compute: @escaping () throws -> Value) {
+        state = .pending(compute)
+    }
+
+    /// A value known now.
+    public init(value: Value) {
+        state = .ready(value)
+    }
+
+    /// The value (computed and kept at the first call; a failure is thrown again next time).
+    public func value() throws -> Value {
+        switch state {
+        case .ready(let value): return value
+        case .pending(let compute):
+            let value = try compute()
+            state = .ready(value)
+            return value
+        }
+    }
 }
 
 extension DeviceTensor: LayerOutput {

@@ -57,10 +57,13 @@ public final class LiftDownPool1D: Layer {
         try plan(.trainingForward, shape) {
             CompiledPass(try LiftPlans.down1DTrainingForward(configuration, shape, on: device))
         }.run(on: device, buffers: weights.buffers + [input, bands.s, bands.d, bands.output, partials].map(\.buffer))
-        let sums = pass.regularisers(try partials.toHost().values[...])
+        let lifting = configuration
         let output = LiftDownPool1DOutput(
             output: bands.output, s: bands.s, d: bands.d,
-            regularisers: LiftRegularisers(cu: sums.cu, cp: sums.cp, configuration))
+            deferredRegularisers: Deferred(computing: {
+                let sums = pass.regularisers(try partials.toHost().values[...])
+                return LiftRegularisers(cu: sums.cu, cp: sums.cp, lifting)
+            }))
         return (output, LiftDownPool1DSaved(input: input, bands: output))
     }
 
@@ -126,8 +129,12 @@ public struct LiftDownPool1DOutput: LayerOutput {
     public let s: DeviceTensor
     /// Detail (high) band d.
     public let d: DeviceTensor
-    /// The regularisers of a training forward; nil after inference.
-    public let regularisers: LiftRegularisers?
+    /// The regularisers of a training forward (read back from the device when first read); nil
+    /// after inference.
+    public var regularisers: LiftRegularisers? {
+        get throws { try deferredRegularisers?.value() }
+    }
+    let deferredRegularisers: Deferred<LiftRegularisers>?
 
     /// Allocates the three tensors of `shape` on `device`.
     public init(shape: [Int], on device: Device) throws {
@@ -141,14 +148,23 @@ public struct LiftDownPool1DOutput: LayerOutput {
         self.output = output
         self.s = s
         self.d = d
-        self.regularisers = regularisers
+        deferredRegularisers = regularisers.map { Deferred(value: $0) }
+    }
+
+    init(output: DeviceTensor, s: DeviceTensor, d: DeviceTensor, deferredRegularisers: Deferred<LiftRegularisers>) {
+        self.output = output
+        self.s = s
+        self.d = d
+        self.deferredRegularisers = deferredRegularisers
     }
 
     /// The bands under their names (`s`, `d`).
     public var extras: [String: DeviceTensor] { ["s": s, "d": d] }
 
     /// `c_u`, `c_p` and `loss` after a training forward.
-    public var scalars: [String: Double] { regularisers?.scalars ?? [:] }
+    public var scalars: [String: Double] {
+        get throws { try regularisers?.scalars ?? [:] }
+    }
 }
 
 /// What LiftDownPool1D's backward needs: the input and the bands.

@@ -64,8 +64,8 @@ public final class LiftDownPool2D: Layer {
     /// Training forward: the bands with the regularisers c_u, c_p (each summed over the three
     /// liftings) and loss = lambda_u c_u + lambda_p c_p, and what ``backward(_:_:)`` needs (the
     /// input, s_h, d_h and the bands). The regularisers are reduced on the device in a fixed
-    /// order (per-work-group partial sums, added on the host in `Double`), so reading them
-    /// waits for the forward.
+    /// order (per-work-group partial sums, added on the host in `Double` when first read):
+    /// reading them waits for the forward, the call itself does not.
     public func forwardTraining(_ input: DeviceTensor) throws -> (output: LiftDownPool2DOutput, saved: LiftDownPool2DSaved) {
         let shape = try input.nchw("\(LiftPoolConfiguration.operatorName) input")
         let device = weights.device
@@ -76,8 +76,12 @@ public final class LiftDownPool2D: Layer {
         try plan(.trainingForward, shape) {
             CompiledPass(try LiftPlans.down2DTrainingForward(configuration, shape, on: device))
         }.run(on: device, buffers: weights.buffers + [input, sh, dh].map(\.buffer) + bands.buffers + [partials.buffer])
-        let sums = LiftPlans.regularisers2D(shape, partials: try partials.toHost().values)
-        let output = bands.with(LiftRegularisers(cu: sums.cu, cp: sums.cp, configuration))
+        let lifting = configuration
+        let output = bands.with(
+            Deferred(computing: {
+                let sums = LiftPlans.regularisers2D(shape, partials: try partials.toHost().values)
+                return LiftRegularisers(cu: sums.cu, cp: sums.cp, lifting)
+            }))
         return (output, LiftDownPool2DSaved(input: input, sh: sh, dh: dh, bands: output))
     }
 
@@ -159,8 +163,12 @@ public struct LiftDownPool2DOutput: LayerOutput {
     public let hl: DeviceTensor
     /// d of the column lifting of d_h.
     public let hh: DeviceTensor
-    /// The regularisers of a training forward; nil after inference.
-    public let regularisers: LiftRegularisers?
+    /// The regularisers of a training forward (read back from the device when first read); nil
+    /// after inference.
+    public var regularisers: LiftRegularisers? {
+        get throws { try deferredRegularisers?.value() }
+    }
+    let deferredRegularisers: Deferred<LiftRegularisers>?
 
     /// Allocates the five tensors of `shape` on `device`.
     public init(shape: Shape4D, on device: Device) throws {
@@ -180,12 +188,21 @@ public struct LiftDownPool2DOutput: LayerOutput {
         self.lh = lh
         self.hl = hl
         self.hh = hh
-        self.regularisers = regularisers
+        deferredRegularisers = regularisers.map { Deferred(value: $0) }
+    }
+
+    private init(bands: LiftDownPool2DOutput, regularisers: Deferred<LiftRegularisers>) {
+        output = bands.output
+        ll = bands.ll
+        lh = bands.lh
+        hl = bands.hl
+        hh = bands.hh
+        deferredRegularisers = regularisers
     }
 
     /// The same tensors with the regularisers of a training forward.
-    func with(_ regularisers: LiftRegularisers) -> LiftDownPool2DOutput {
-        LiftDownPool2DOutput(output: output, ll: ll, lh: lh, hl: hl, hh: hh, regularisers: regularisers)
+    func with(_ regularisers: Deferred<LiftRegularisers>) -> LiftDownPool2DOutput {
+        LiftDownPool2DOutput(bands: self, regularisers: regularisers)
     }
 
     /// The bands under their names (`ll`, `lh`, `hl`, `hh`).
@@ -193,7 +210,9 @@ public struct LiftDownPool2DOutput: LayerOutput {
 
     /// `c_u`, `c_p` and `loss` after a training forward (the names of `nyquist run`'s
     /// regularisers.json).
-    public var scalars: [String: Double] { regularisers?.scalars ?? [:] }
+    public var scalars: [String: Double] {
+        get throws { try regularisers?.scalars ?? [:] }
+    }
 
     /// The four bands in LiftUpPool's order: LL, LH, HL, HH.
     public var bands: [DeviceTensor] { [ll, lh, hl, hh] }

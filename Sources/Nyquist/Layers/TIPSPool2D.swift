@@ -102,8 +102,8 @@ public final class TIPSPool2D: Layer {
     /// Training forward: output, psi, tau and the losses, and what backward needs. With
     /// `undoShift` the L_undo target T(x') (x' shifted by it, wrapped or zero-filled) is built
     /// and saved, and L_undo is among the losses. The losses are reduced on the device and read
-    /// back (per-plane partial sums added in Double in a fixed order), so this call waits for
-    /// the forward to finish.
+    /// back (per-plane partial sums added in Double in a fixed order) when first read: this call
+    /// itself enqueues without waiting.
     public func forwardTraining(_ input: DeviceTensor, undoShift: MapShift?) throws -> (
         output: TIPSPool2DOutput, saved: TIPSPool2DSaved
     ) {
@@ -113,9 +113,9 @@ public final class TIPSPool2D: Layer {
         let (outputs, q) = try run(input, inputShape, output: output, keepPsi: true)
         let target = try undoShift.map { try self.target(input, inputShape, $0) }
         let saved = TIPSPool2DSaved(input: input, psi: outputs.psi, tau: outputs.tau, q: q, target: target)
-        let losses = try self.losses(saved, inputShape)
+        let losses = Deferred(computing: { try self.losses(saved, inputShape) })
         return (
-            TIPSPool2DOutput(output: outputs.output, psi: outputs.psi, tau: outputs.tau, losses: losses), saved
+            TIPSPool2DOutput(output: outputs.output, psi: outputs.psi, tau: outputs.tau, deferredLosses: losses), saved
         )
     }
 
@@ -200,7 +200,7 @@ public final class TIPSPool2D: Layer {
         }.run(
             on: device, input.buffer, weights.conv1.buffer, weights.conv2.buffer, output.buffer, tau.buffer, q.buffer,
             psi.buffer)
-        return (TIPSPool2DOutput(output: output, psi: keepPsi ? psi : nil, tau: tau, losses: nil), q)
+        return (TIPSPool2DOutput(output: output, psi: keepPsi ? psi : nil, tau: tau, deferredLosses: nil), q)
     }
 
     /// T(x') for `shift` into a new tensor of x''s shape.
@@ -310,8 +310,12 @@ public struct TIPSPool2DOutput: LayerOutput {
     public let psi: DeviceTensor?
     /// The mixing weights, N x C x 4 (softmax over p0..p3).
     public let tau: DeviceTensor
-    /// L_FM and L_undo; nil after inference.
-    public let losses: TIPSLosses?
+    /// L_FM and L_undo (computed and read back from the device when first read); nil after
+    /// inference.
+    public var losses: TIPSLosses? {
+        get throws { try deferredLosses?.value() }
+    }
+    let deferredLosses: Deferred<TIPSLosses>?
 
     /// psi (when written) and tau.
     public var extras: [String: DeviceTensor] {
@@ -322,6 +326,10 @@ public struct TIPSPool2DOutput: LayerOutput {
 
     /// `fm` and, with a target, `undo` (the names of `nyquist run`'s losses.json).
     public var scalars: [String: Double] {
+        get throws { try scalars(of: losses) }
+    }
+
+    private func scalars(of losses: TIPSLosses?) -> [String: Double] {
         guard let losses else { return [:] }
         var scalars = ["fm": losses.fm]
         if let undo = losses.undo { scalars["undo"] = undo }

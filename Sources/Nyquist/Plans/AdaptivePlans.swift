@@ -44,7 +44,9 @@ extension AdaptiveBlurPool2D {
     /// statistics (unless frozen), then softmax and filtering at the output positions.
     /// Buffers: 0 input, 1 conv.weight, 2 conv.weight repacked for the tiled kernel, 3 the
     /// predictor map, 4 bn.weight, 5 bn.bias, 6 mean, 7 variance, 8 scale, 9 shift (6-9 written
-    /// from the batch, or given when frozen), 10 output, 11 filters (or the output again).
+    /// from the batch, or given when frozen), 10 output, 11 filters (or the output again), 12
+    /// running mean, 13 running variance, 14 and 15 their folded scale and shift (updated in
+    /// place from the batch unless frozen).
     func trainingForwardLaunches(
         _ inputShape: Shape4D, _ outputShape: Shape4D, writeFilters: Bool, frozenStatistics: Bool
     ) throws -> [PreparedLaunch] {
@@ -67,12 +69,15 @@ extension AdaptiveBlurPool2D {
         ]
         if !frozenStatistics {
             let reduce = reduceSize
+            let positions = inputShape.n * inputShape.h * inputShape.w
             launches.append(
                 try context.prepare(
                     "adaptive_batch_statistics", in: program,
                     arguments: [
                         .bound(3), .bound(4), .bound(5), .bound(6), .bound(7), .bound(8), .bound(9), .int(inputShape.n),
-                        .int(inputShape.h * inputShape.w), .local(reduce * 4),
+                        .int(inputShape.h * inputShape.w), .local(reduce * 4), .bound(12), .bound(13), .bound(14),
+                        .bound(15), .float(Float(AdaptiveBlurPool2DConfiguration.momentum)),
+                        .float(Float(Double(positions) / Double(positions - 1))),
                     ],
                     global: [p * reduce], local: [reduce]))
         }

@@ -158,7 +158,7 @@ struct PictureEngine {
         let result = try descriptor.makeLayer(options, inputShape: x.shape, on: device)(DeviceTensor(x, on: device))
         return OperatorValues(
             output: try result.output.toHost(), extras: try result.extras.mapValues { try $0.toHost() },
-            scalars: result.scalars)
+            scalars: try result.scalars)
     }
 }
 
