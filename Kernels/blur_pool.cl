@@ -30,11 +30,18 @@
 //                 elements along W per work item with OpenCL vector types (PoCL's CPU device
 //                 runs the one-element kernels as scalar code: their loads are strided across
 //                 work items)
+//   ROWS_PER_ITEM weighted_window_interior_vector: consecutive output rows per work item
+//                 (1 to 8), sharing the horizontal sums of the padded rows they have in common
 //
 // Work-item mapping: global (columns, rows, planes) of the output (forward) or of the filtered
 // map (backward); each work item computes one element, or OUTPUTS_PER_ITEM consecutive ones
 // along W in the *_vector kernels (global 0 = columns / OUTPUTS_PER_ITEM: the host hands the
 // columns that do not fill a whole vector to the table kernel with the border strips).
+// weighted_window_interior_vector also takes ROWS_PER_ITEM consecutive output rows per item
+// (global 1 = ceil(rows / ROWS_PER_ITEM), the last block moved up to end at the last row), and
+// its folded side item takes the side columns of those rows: R rows of OUTPUTS_PER_ITEM
+// columns per item, so neighbouring items still read neighbouring columns (coalesced on a
+// GPU), and each item computes each padded row's horizontal sums once for all its rows.
 #include "common.h"
 
 // No contraction of a * b + c into fma: the scalar, vector and table kernels must round each
@@ -60,6 +67,9 @@
 #ifndef OUTPUTS_PER_ITEM
 #define OUTPUTS_PER_ITEM 1
 #endif
+#ifndef ROWS_PER_ITEM
+#define ROWS_PER_ITEM 1
+#endif
 // Outputs reading one interior map element per axis: ceil(TAPS / STRIDE).
 #define AFFINE_FAN ((TAPS + STRIDE - 1) / STRIDE)
 #include "window_vector.h"
@@ -81,6 +91,20 @@ inline float map_value(__global const float *image, int row, int col, int width)
 #endif
 }
 
+// Tap row `row` (a row-table entry, -1: zero padding, summed from row 0 and dropped by the
+// caller) of the output column whose column taps read `sources` with `col_weights`.
+inline float window_row_sum(
+    __global const float *image, int row, const int *sources, const float *col_weights, int width) {
+    int safe_row = max(row, 0);
+    float row_sum = 0.0f;
+#pragma unroll
+    for (int v = 0; v < TAPS; ++v) {
+        float value = map_value(image, safe_row, max(sources[v], 0), width);
+        row_sum += col_weights[v] * (sources[v] >= 0 ? value : 0.0f);
+    }
+    return row_sum;
+}
+
 // Output (i, j) of one plane through the axis tables: any position, borders included.
 inline float window_forward_element(
     __global const float *image, __global const int *row_source, __global const float *row_weight,
@@ -94,13 +118,7 @@ inline float window_forward_element(
     float sum = 0.0f;
     for (int u = 0; u < TAPS; ++u) {
         int row = row_source[i * TAPS + u];
-        int safe_row = max(row, 0);
-        float row_sum = 0.0f;
-        for (int v = 0; v < TAPS; ++v) {
-            float value = map_value(image, safe_row, max(sources[v], 0), width);
-            row_sum += col_weights[v] * (sources[v] >= 0 ? value : 0.0f);
-        }
-        sum += row_weight[i * TAPS + u] * (row >= 0 ? row_sum : 0.0f);
+        sum += row_weight[i * TAPS + u] * (row >= 0 ? window_row_sum(image, row, sources, col_weights, width) : 0.0f);
     }
     return sum;
 }
@@ -129,54 +147,121 @@ __kernel void weighted_window_interior(
     y[plane_offset(plane, i, j, out_height, out_width)] = sum;
 }
 
+// Tap row `source_row` (a row-table entry; -1 reads row 0, weighted 0 by the caller) of the
+// vector of outputs whose leftmost tap column is `window`: sum over v of taps[v] * map(row, 2o + v).
+inline VECTOR horizontal_taps(__global const float *window, __constant float *taps, int source_row, int width) {
+    __global const float *row = window + max(source_row, 0) * width;
+#if MAX_MAP
+    // Map element (u, c) is the maximum of x at (u, c), (u, c+1), (u+1, c), (u+1, c+1): the
+    // vertical maxima first, shared by neighbouring taps. Any NaN makes it NaN, so the
+    // order of comparison only matters for ties, which have the same value.
+    VECTOR vertical[TAPS + 1];
+    for (int v = 0; v <= TAPS; ++v) vertical[v] = VECTOR_MAX(STRIDED(row + v), STRIDED(row + width + v));
+#endif
+    VECTOR horizontal = (VECTOR)(0.0f);
+    for (int v = 0; v < TAPS; ++v) {
+#if MAX_MAP
+        VECTOR value = VECTOR_MAX(vertical[v], vertical[v + 1]);
+#else
+        VECTOR value = STRIDED(row + v);
+#endif
+        horizontal += taps[v] * value;
+    }
+    return horizontal;
+}
+
+// The row loop of weighted_window_interior_vector: ROWS_PER_ITEM output rows from first, with
+// HORIZONTAL (an expression of source_row) the tap row sums. horizontal[u] holds tap row u of
+// the current output row; the loops are fully unrolled, so the array lives in registers.
+#define VECTOR_ROWS(HORIZONTAL)                                                                    \
+    VECTOR horizontal[TAPS];                                                                       \
+    _Pragma("unroll") for (int u = 0; u < TAPS; ++u) {                                             \
+        int source_row = row_source[first * TAPS + u];                                             \
+        horizontal[u] = HORIZONTAL;                                                                \
+    }                                                                                              \
+    _Pragma("unroll") for (int r = 0; r < ROWS_PER_ITEM; ++r) {                                    \
+        int i = first + r;                                                                         \
+        if (r > 0) {                                                                               \
+            _Pragma("unroll") for (int u = 0; u < TAPS; ++u) {                                     \
+                int source_row = row_source[i * TAPS + u];                                         \
+                if (u + 2 < TAPS) horizontal[u] = horizontal[u + 2];                               \
+                else horizontal[u] = HORIZONTAL;                                                   \
+            }                                                                                      \
+        }                                                                                          \
+        VECTOR sum = (VECTOR)(0.0f);                                                               \
+        _Pragma("unroll") for (int u = 0; u < TAPS; ++u) {                                         \
+            sum += (row_source[i * TAPS + u] >= 0 ? taps[u] : 0.0f) * horizontal[u];               \
+        }                                                                                          \
+        VSTORE(sum, 0, y + plane_offset(plane, i, j, out_height, out_width));                      \
+    }
+
 // weighted_window_interior with OUTPUTS_PER_ITEM consecutive outputs per work item, STRIDE 2
 // only: each tap's samples along W are the even lanes of one wide load (window_vector.h).
 // Rows come from the row table (row_begin, rows: any rows, border ones included): a row index
 // is the same for the whole vector, so a padded row costs one table read and no gather, and
 // the host needs no launch for the top and bottom strips. Zero-padded rows (-1) read row 0
 // with weight 0, so no load depends on a branch.
+//
+// ROWS_PER_ITEM consecutive output rows per work item (global 1 = ceil(rows / ROWS_PER_ITEM);
+// the last block is moved up to end at the last row, as the last vector is moved left, so
+// the host keeps rows >= ROWS_PER_ITEM). Output row i reads padded rows 2i ... 2i + TAPS - 1,
+// so the next row shares TAPS - 2 of them: the item keeps the horizontal sums of the current
+// row's taps and computes only 2 new ones per further row, about (2 R + TAPS - 2) / (R TAPS)
+// of the horizontal work (the bulk of the arithmetic and of the loads) of one row per item.
+// A padded row maps to one input row whatever the padding mode, so reusing a sum is exact, and
+// every output is still the same expression in the same order (the same bits for every R).
 __kernel void weighted_window_interior_vector(
     __global const float *x, __global float *y, __constant float *taps, __global const int *row_source,
     __global const int *table_row_source, __global const float *row_weight,
     __global const int *col_source, __global const float *col_weight, SIDE_ARGUMENTS,
     int planes, int height, int width, int out_height, int out_width,
     int row_begin, int rows, int col_begin, int cols, int pad_top, int pad_left) {
-    int ii = get_global_id(1);
+    int block = get_global_id(1);
     int plane = get_global_id(2);
-    if (ii >= rows || plane >= planes) return;
-    COMPUTE_FOLDED_SIDES(
-        cols, i, j, y[plane_offset(plane, i, j, out_height, out_width)],
-        window_forward_element(
-            x + plane * height * width, table_row_source, row_weight, col_source, col_weight, i, j, width))
+    if (block * ROWS_PER_ITEM >= rows || plane >= planes) return;
+    // The last block ends at the last row (overlapped rows are written twice with the same bits).
+    int first = row_begin + min(block * ROWS_PER_ITEM, rows - ROWS_PER_ITEM);
+    if (IS_SIDE_ITEM(cols)) {
+        // The side columns through the tables, sharing tap rows between output rows as the
+        // vectors do: window_forward_element's terms in its order, so the same bits.
+        __global const float *image = x + plane * height * width;
+        for (int side = 0; side < side_cols; ++side) {
+            int j = strip_index(side, 0, side_split, side_jump);
+            int sources[TAPS];
+            float col_weights[TAPS];
+#pragma unroll
+            for (int v = 0; v < TAPS; ++v) {
+                sources[v] = col_source[j * TAPS + v];
+                col_weights[v] = col_weight[j * TAPS + v];
+            }
+            float row_sums[TAPS];
+#pragma unroll
+            for (int r = 0; r < ROWS_PER_ITEM; ++r) {
+                int i = first + r;
+#pragma unroll
+                for (int u = 0; u < TAPS; ++u) {
+                    if (r == 0 || u + 2 >= TAPS) {
+                        row_sums[u] = window_row_sum(image, table_row_source[i * TAPS + u], sources, col_weights, width);
+                    } else {
+                        row_sums[u] = row_sums[u + 2];
+                    }
+                }
+                float sum = 0.0f;
+#pragma unroll
+                for (int u = 0; u < TAPS; ++u) {
+                    sum += row_weight[i * TAPS + u] * (table_row_source[i * TAPS + u] >= 0 ? row_sums[u] : 0.0f);
+                }
+                y[plane_offset(plane, i, j, out_height, out_width)] = sum;
+            }
+        }
+        return;
+    }
     if (get_global_id(0) * OUTPUTS_PER_ITEM >= cols) return;
     // The last vector ends at the last column (see LAST_VECTOR_NOTE in window_vector.h).
     int jj = min((int)get_global_id(0) * OUTPUTS_PER_ITEM, cols - OUTPUTS_PER_ITEM);
-    int i = row_begin + ii;
     int j = col_begin + jj;
     __global const float *window = x + plane * height * width + (2 * j - pad_left);
-    VECTOR sum = (VECTOR)(0.0f);
-    for (int u = 0; u < TAPS; ++u) {
-        int source_row = row_source[i * TAPS + u];
-        __global const float *row = window + max(source_row, 0) * width;
-#if MAX_MAP
-        // Map element (u, c) is the maximum of x at (u, c), (u, c+1), (u+1, c), (u+1, c+1): the
-        // vertical maxima first, shared by neighbouring taps. Any NaN makes it NaN, so the
-        // order of comparison only matters for ties, which have the same value.
-        VECTOR vertical[TAPS + 1];
-        for (int v = 0; v <= TAPS; ++v) vertical[v] = VECTOR_MAX(STRIDED(row + v), STRIDED(row + width + v));
-#endif
-        VECTOR horizontal = (VECTOR)(0.0f);
-        for (int v = 0; v < TAPS; ++v) {
-#if MAX_MAP
-            VECTOR value = VECTOR_MAX(vertical[v], vertical[v + 1]);
-#else
-            VECTOR value = STRIDED(row + v);
-#endif
-            horizontal += taps[v] * value;
-        }
-        sum += (source_row >= 0 ? taps[u] : 0.0f) * horizontal;
-    }
-    VSTORE(sum, 0, y + plane_offset(plane, i, j, out_height, out_width));
+    VECTOR_ROWS(horizontal_taps(window, taps, source_row, width))
 }
 
 // Any outputs, through the axis tables. The work items cover `rows` x `cols` positions that are

@@ -28,8 +28,11 @@ struct SeparableWindow {
             maxMap ? .maxBlurForward : .windowForward, width: columns.outputSize, on: device)
         let (perItem, interiorColumns) = Self.vectorColumns(
             columnTables.interior, columns.stride == 2 ? parameters.outputsPerItem : 1)
+        let knobRows = parameters.rowsPerItem ?? WindowKnobs.defaultRowsPerItem(isGPU: device.info.isGPU)
+        let rowsPerItem = perItem > 1 ? max(1, min(knobRows, rows.outputSize)) : 1
         var defines = ["TAPS": rows.taps.count, "MAX_MAP": maxMap ? 1 : 0, "STRIDE": rows.stride]
         if perItem > 1 { defines["OUTPUTS_PER_ITEM"] = perItem }
+        if rowsPerItem > 1 { defines["ROWS_PER_ITEM"] = rowsPerItem }
         let program = try device.program("blur_pool.cl", defines: defines)
         // The vector kernel reads rows through the row table, so it covers every row and
         // leaves only the left and right strips to the table kernel.
@@ -47,7 +50,8 @@ struct SeparableWindow {
             ],
             shape: [.int(planes), .int(inputHeight), .int(inputWidth), .int(rows.outputSize), .int(columns.outputSize)],
             planes: planes, interior: (perItem > 1 ? 0..<rows.outputSize : rowTables.interior, interiorColumns),
-            extent: (rows.outputSize, columns.outputSize), outputsPerItem: perItem, parameters: parameters)
+            extent: (rows.outputSize, columns.outputSize), outputsPerItem: perItem, rowsPerItem: rowsPerItem,
+            parameters: parameters)
     }
 
     /// The launches of gradMap = adjoint of the window applied to gradOutput (gradMap has the
@@ -110,12 +114,13 @@ struct SeparableWindow {
     /// Kernels/window_vector.h), which leaves one launch. Kernel arguments: `buffers`, then
     /// `interiorExtras` (interior) or `tables`, then (vector kernels only) `tables` and the
     /// side-column remapping, then `shape`, then the interior range and pads or the strip
-    /// remappings.
+    /// remappings. `rowsPerItem` (the forward vector kernel's ROWS_PER_ITEM, at most the
+    /// interior's rows) divides the launch's rows.
     func splitLaunches(
         on device: Device, program: OpenCLProgram, kernels: (interior: String, tables: String),
         buffers: [LaunchArgument], interiorExtras: [LaunchArgument], tables: [LaunchArgument], shape: [LaunchArgument],
         planes: Int, interior: (rows: Range<Int>, columns: Range<Int>), extent: (rows: Int, columns: Int),
-        outputsPerItem: Int, parameters: WindowKnobs
+        outputsPerItem: Int, rowsPerItem: Int = 1, parameters: WindowKnobs
     ) throws -> [PreparedLaunch] {
         var launches: [PreparedLaunch] = []
         func launchTables(rows: Remap, columns: Remap) throws {
@@ -143,7 +148,7 @@ struct SeparableWindow {
             vectorKernel
             ? try tables + [.int(fold ? sideColumns.count : 0), .int(sideColumns.split), .int(sideColumns.jump)] : []
         let vectors = (interior.columns.count + outputsPerItem - 1) / outputsPerItem
-        let global = [vectors + (fold ? 1 : 0), interior.rows.count, planes]
+        let global = [vectors + (fold ? 1 : 0), (interior.rows.count + rowsPerItem - 1) / rowsPerItem, planes]
         launches.append(
             try device.context.prepare(
                 kernels.interior, in: program,

@@ -19,12 +19,20 @@ package struct WindowKnobs: LaunchKnobs {
     /// (false); nil: the device type's default (``foldsSidesByDefault(isGPU:)``), so that
     /// entries written before this knob existed still read.
     package var foldedSides: Bool?
+    /// Forward vector kernel (window-forward, max-blur-forward) only: consecutive output rows
+    /// per work item, 1 to 8, which share the horizontal sums of the padded rows they have in
+    /// common (Kernels/blur_pool.cl); nil: ``defaultRowsPerItem(isGPU:)``. Maps with fewer
+    /// output rows take as many as they have.
+    package var rowsPerItem: Int?
 
     /// Bundles the knobs.
-    package init(outputsPerItem: Int, localSize: [Int]? = nil, foldedSides: Bool? = nil) {
+    package init(
+        outputsPerItem: Int, localSize: [Int]? = nil, foldedSides: Bool? = nil, rowsPerItem: Int? = nil
+    ) {
         self.outputsPerItem = outputsPerItem
         self.localSize = localSize
         self.foldedSides = foldedSides
+        self.rowsPerItem = rowsPerItem
     }
 
     package static var families: [String] { WindowLaunch.allCases.map(\.rawValue) }
@@ -33,26 +41,35 @@ package struct WindowKnobs: LaunchKnobs {
     /// work items, 16 x 4 tiles, or up to 64 x 8 (each clamped to the launch); the vector ones
     /// (2, 4, 8) both with the side columns folded into the vector kernel and with a separate
     /// strip launch.
-    package static let candidates: [WindowKnobs] = [1, 2, 4, 8].flatMap { perItem in
-        [nil, [64, 1, 1], [16, 4, 1], [64, 8, 1]].flatMap { local in
-            (perItem > 1 ? [false, true] : [false]).map {
-                WindowKnobs(outputsPerItem: perItem, localSize: local, foldedSides: $0)
+    /// The forward vector kernels also with 2, 4 and 7 rows per item (in 64 x 8 groups with
+    /// folded sides); every other candidate has one row per item.
+    package static let candidates: [WindowKnobs] =
+        [1, 2, 4, 8].flatMap { perItem in
+            [nil, [64, 1, 1], [16, 4, 1], [64, 8, 1]].flatMap { local in
+                (perItem > 1 ? [false, true] : [false]).map {
+                    WindowKnobs(outputsPerItem: perItem, localSize: local, foldedSides: $0, rowsPerItem: 1)
+                }
             }
         }
-    }
+        + [4, 8].flatMap { perItem in
+            [2, 4, 7].map {
+                WindowKnobs(outputsPerItem: perItem, localSize: [64, 8, 1], foldedSides: true, rowsPerItem: $0)
+            }
+        }
 
     /// One default for every window family (the families differ in what they tune to, not in
     /// where they start). CPU devices (PoCL): vectors of 8 outputs along W (4 on narrow maps,
     /// where 8 would leave most columns to the border kernel), since PoCL runs the one-element
     /// kernels as scalar code, and work-groups of up to 64 x 8 vectors (the driver's choice is
-    /// much slower for the backward on large maps). GPUs: vectors of 2 outputs in 64 x 8
-    /// groups, the choice closest to the best candidate in every window family and shape class
-    /// when tuned on an NVIDIA H200 (docs/performance.md, "GPU figures").
+    /// much slower for the backward on large maps), 7 rows per forward item. GPUs: vectors of 2
+    /// outputs in 64 x 8 groups, one row per item, the choice closest to the best candidate in
+    /// every window family and shape class when tuned on an NVIDIA H200 (docs/performance.md,
+    /// "GPU figures").
     package static func builtIn(shapeClass: String, on device: Device) -> WindowKnobs {
         let isGPU = device.info.isGPU
         return WindowKnobs(
             outputsPerItem: isGPU ? 2 : shapeClass == "narrow" ? 4 : 8, localSize: [64, 8, 1],
-            foldedSides: foldsSidesByDefault(isGPU: isGPU))
+            foldedSides: foldsSidesByDefault(isGPU: isGPU), rowsPerItem: defaultRowsPerItem(isGPU: isGPU))
     }
 
     /// Whether the vector kernels compute the side columns themselves when the knobs leave it
@@ -62,11 +79,22 @@ package struct WindowKnobs: LaunchKnobs {
     /// figures were measured with (folding is unmeasured there; `--tune` times both).
     static func foldsSidesByDefault(isGPU: Bool) -> Bool { !isGPU }
 
-    package var isUsable: Bool { [1, 2, 4, 8].contains(outputsPerItem) && WorkGroupKnob.isUsable(localSize) }
+    /// Rows per forward vector item when the knobs leave it open. CPUs (PoCL): 7, which divides
+    /// the output heights of the ResNet stages (56, 28, 14, 7), cuts the horizontal work per
+    /// output row from 4 tap rows to about 2.3 (k 4) and amortises each item's table reads and
+    /// side columns; it beat 1, 2 and 4 on 1x64x56x56 (commit message of this change). GPUs: 1,
+    /// the configuration the H200 figures were measured with (`--tune` times the candidates).
+    static func defaultRowsPerItem(isGPU: Bool) -> Int { isGPU ? 1 : 7 }
+
+    package var isUsable: Bool {
+        [1, 2, 4, 8].contains(outputsPerItem) && WorkGroupKnob.isUsable(localSize)
+            && (rowsPerItem.map { (1...8).contains($0) } ?? true)
+    }
 
     package var description: String {
         var parts = ["outputsPerItem \(outputsPerItem)", "local " + (localSize.map { "\($0)" } ?? "driver")]
         if let foldedSides { parts.append(foldedSides ? "folded sides" : "separate sides") }
+        if let rowsPerItem { parts.append("rows \(rowsPerItem)") }
         return parts.joined(separator: ", ")
     }
 
