@@ -25,9 +25,10 @@ KINDS = ("strided", "max", "avg", "blur", "maxblur", "adaptive-joint", "adaptive
 WIDTHS = (32, 64, 96, 128)
 
 
-def conv_block(inputs, outputs, stride=1):
-    return nn.Sequential(nn.Conv2d(inputs, outputs, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(outputs),
-                         nn.ReLU(inplace=False))
+def conv_block(inputs, outputs, stride=1, padding="zeros"):
+    return nn.Sequential(
+        nn.Conv2d(inputs, outputs, 3, stride=stride, padding=1, bias=False, padding_mode=padding),
+        nn.BatchNorm2d(outputs), nn.ReLU(inplace=False))
 
 
 class Downsample(nn.Module):
@@ -75,20 +76,21 @@ class Downsample(nn.Module):
 
 class Net(nn.Module):
     """The CNN with downsampling `kind`; `downsamplings` are the three pooling modules (empty
-    for strided)."""
+    for strided). `padding` is the convolutions' ('zeros', or 'circular' as the APS paper uses
+    for its exact circular-shift invariance)."""
 
-    def __init__(self, kind, classes=10, in_channels=1):
+    def __init__(self, kind, classes=10, in_channels=1, padding="zeros"):
         super().__init__()
         self.kind = kind
-        layers = [conv_block(in_channels, WIDTHS[0])]
+        layers = [conv_block(in_channels, WIDTHS[0], padding=padding)]
         self.downsamplings = nn.ModuleList()
         for before, after in zip(WIDTHS, WIDTHS[1:]):
             if kind == "strided":
-                layers.append(conv_block(before, after, stride=2))
+                layers.append(conv_block(before, after, stride=2, padding=padding))
             else:
                 pool = Downsample(kind, before)
                 self.downsamplings.append(pool)
-                layers += [pool, conv_block(before, after)]
+                layers += [pool, conv_block(before, after, padding=padding)]
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(WIDTHS[-1], classes)
 

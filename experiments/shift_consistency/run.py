@@ -95,11 +95,11 @@ def maximum_sampling_bias(net, images):
     return found
 
 
-def train(kind, seed, train_set, test_set, epochs, batch=64, log=print):
+def train(kind, seed, train_set, test_set, epochs, batch=64, padding="zeros", log=print):
     torch.manual_seed(seed)
     np.random.seed(seed)  # TIPS draws its L_undo shifts from NumPy's generator
     rng = np.random.default_rng(seed)
-    net = model.Net(kind)
+    net = model.Net(kind, padding=padding)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     images, labels = (torch.from_numpy(array) for array in train_set)
     steps = epochs * (len(images) // batch)
@@ -127,7 +127,7 @@ def train(kind, seed, train_set, test_set, epochs, batch=64, log=print):
     test_images, test_labels = (torch.from_numpy(array) for array in test_set)
     accuracy = float((predictions(net, test_images) == test_labels).float().mean())
     return {
-        "kind": kind, "seed": seed, "epochs": epochs, "accuracy": accuracy,
+        "kind": kind, "seed": seed, "epochs": epochs, "padding": padding, "accuracy": accuracy,
         "circular_consistency": consistency(net, test_images, True, np.random.default_rng(seed + 1000)),
         "standard_consistency": consistency(net, test_images, False, np.random.default_rng(seed + 1000)),
         "maximum_sampling_bias": maximum_sampling_bias(net, test_images),
@@ -142,6 +142,8 @@ def main():
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--train-size", type=int, default=6000)
     parser.add_argument("--test-size", type=int, default=2000)
+    parser.add_argument("--padding", default="zeros", choices=("zeros", "circular"),
+                        help="the convolutions' padding (circular: as the APS paper, for exact circular invariance)")
     parser.add_argument("--output", default=os.path.join(HERE, "results.json"))
     arguments = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("THREADS", "2")))
@@ -151,7 +153,8 @@ def main():
     records = []
     for kind in arguments.kinds.split(","):
         for seed in (int(s) for s in arguments.seeds.split(",")):
-            record = train(kind, seed, train_set, test_set, arguments.epochs, log=lambda text: print(text, flush=True))
+            record = train(kind, seed, train_set, test_set, arguments.epochs, padding=arguments.padding,
+                           log=lambda text: print(text, flush=True))
             records.append(record)
             print(json.dumps(record), flush=True)
             with open(arguments.output, "w") as handle:
