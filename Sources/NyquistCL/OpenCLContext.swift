@@ -286,12 +286,7 @@ package final class OpenCLContext: @unchecked Sendable {
 
     /// Whether the device's memory is the host's (`CL_DEVICE_HOST_UNIFIED_MEMORY`: a CPU device),
     /// so that a buffer over host memory (``hostBackedBuffer(_:byteCount:)``) needs no copy.
-    package var hostUnifiedMemory: Bool {
-        var unified: cl_bool = 0
-        let status = clGetDeviceInfo(
-            device.id, cl_device_info(CL_DEVICE_HOST_UNIFIED_MEMORY), MemoryLayout<cl_bool>.size, &unified, nil)
-        return status == CL_SUCCESS && unified != 0
-    }
+    package var hostUnifiedMemory: Bool { device.hostUnifiedMemory }  // queried once per device
 
     /// A buffer over `byteCount` bytes of the caller's host memory (`CL_MEM_USE_HOST_PTR`): the
     /// kernels read and write that memory, which must stay valid while the buffer lives.
@@ -339,17 +334,20 @@ package final class OpenCLContext: @unchecked Sendable {
         state.withLock { $0.statistics.peakLiveBytes = $0.statistics.liveBytes }
     }
 
-    /// Copies `byteCount` bytes at `source` into the start of `buffer` (blocking).
-    package func write(bytes source: UnsafeRawPointer, byteCount: Int, to buffer: OpenCLBuffer) throws {
-        guard byteCount >= 0, byteCount <= buffer.byteCount else {
+    /// Copies `byteCount` bytes at `source` into `buffer` at `byteOffset` (blocking, so the
+    /// source may change or go away after).
+    package func write(bytes source: UnsafeRawPointer, byteCount: Int, to buffer: OpenCLBuffer, byteOffset: Int = 0)
+        throws
+    {
+        guard byteCount >= 0, byteOffset >= 0, byteOffset + byteCount <= buffer.byteCount else {
             throw OpenCLError(
                 call: "clEnqueueWriteBuffer", code: CL_INVALID_VALUE,
-                detail: "\(byteCount) bytes do not fit a \(buffer.byteCount)-byte buffer")
+                detail: "\(byteCount) bytes at \(byteOffset) do not fit a \(buffer.byteCount)-byte buffer")
         }
         guard byteCount > 0 else { return }
         try state.withLock { _ in
             try check(
-                clEnqueueWriteBuffer(queue, buffer.handle, cl_bool(CL_TRUE), 0, byteCount, source, 0, nil, nil),
+                clEnqueueWriteBuffer(queue, buffer.handle, cl_bool(CL_TRUE), byteOffset, byteCount, source, 0, nil, nil),
                 "clEnqueueWriteBuffer")
         }
     }
@@ -372,53 +370,26 @@ package final class OpenCLContext: @unchecked Sendable {
 
     /// Copies `values` into `buffer` at element `offset` (blocking, so `values` may go away after).
     package func write(_ values: [Float], to buffer: OpenCLBuffer, offset: Int = 0) throws {
-        let bytes = values.count * MemoryLayout<Float>.stride
-        guard offset >= 0, (offset * 4 + bytes) <= buffer.byteCount else {
-            throw OpenCLError(
-                call: "clEnqueueWriteBuffer", code: CL_INVALID_VALUE,
-                detail: "\(values.count) floats at \(offset) do not fit a \(buffer.byteCount)-byte buffer")
-        }
-        guard bytes > 0 else { return }
-        try state.withLock { _ in
-            try values.withUnsafeBytes { raw in
-                try check(
-                    clEnqueueWriteBuffer(queue, buffer.handle, cl_bool(CL_TRUE), offset * 4, bytes, raw.baseAddress, 0, nil, nil),
-                    "clEnqueueWriteBuffer")
-            }
-        }
+        try write(bytesOf: values, to: buffer, byteOffset: offset * MemoryLayout<Float>.stride)
     }
 
-    /// Copies raw bytes (e.g. `Int32` tables) into `buffer` (blocking).
-    package func write<T>(bytesOf values: [T], to buffer: OpenCLBuffer) throws {
-        let bytes = values.count * MemoryLayout<T>.stride
-        guard bytes <= buffer.byteCount else {
-            throw OpenCLError(call: "clEnqueueWriteBuffer", code: CL_INVALID_VALUE, detail: "\(bytes) bytes do not fit")
-        }
-        guard bytes > 0 else { return }
-        try state.withLock { _ in
-            try values.withUnsafeBytes { raw in
-                try check(
-                    clEnqueueWriteBuffer(queue, buffer.handle, cl_bool(CL_TRUE), 0, bytes, raw.baseAddress, 0, nil, nil),
-                    "clEnqueueWriteBuffer")
-            }
+    /// Copies raw bytes (e.g. `Int32` tables) into `buffer` at `byteOffset` (blocking).
+    package func write<T>(bytesOf values: [T], to buffer: OpenCLBuffer, byteOffset: Int = 0) throws {
+        try values.withUnsafeBytes { raw in
+            guard let base = raw.baseAddress else { return }
+            try write(bytes: base, byteCount: raw.count, to: buffer, byteOffset: byteOffset)
         }
     }
 
     /// Reads `count` floats from `buffer` (blocking; waits for the commands before it).
     package func read(_ buffer: OpenCLBuffer, count: Int) throws -> [Float] {
-        guard count >= 0, count * 4 <= buffer.byteCount else {
-            throw OpenCLError(
-                call: "clEnqueueReadBuffer", code: CL_INVALID_VALUE,
-                detail: "\(count) floats requested from a \(buffer.byteCount)-byte buffer")
+        guard count >= 0 else {
+            throw OpenCLError(call: "clEnqueueReadBuffer", code: CL_INVALID_VALUE, detail: "\(count) floats requested")
         }
         var values = [Float](repeating: 0, count: count)
-        guard count > 0 else { return values }
-        try state.withLock { _ in
-            try values.withUnsafeMutableBytes { raw in
-                try check(
-                    clEnqueueReadBuffer(queue, buffer.handle, cl_bool(CL_TRUE), 0, count * 4, raw.baseAddress, 0, nil, nil),
-                    "clEnqueueReadBuffer")
-            }
+        try values.withUnsafeMutableBytes { raw in
+            guard let base = raw.baseAddress else { return }
+            try read(buffer, into: base, byteCount: raw.count)
         }
         return values
     }

@@ -40,6 +40,9 @@ public struct OpenCLDevice: Sendable, CustomStringConvertible {
     public let maxAllocationSize: Int
     /// `CL_DEVICE_MAX_COMPUTE_UNITS`.
     public let computeUnits: Int
+    /// `CL_DEVICE_HOST_UNIFIED_MEMORY`: the device's memory is the host's (a CPU device), so
+    /// host arrays can be used in place.
+    package let hostUnifiedMemory: Bool
 
     public var description: String {
         "[\(index)] \(name) (\(typeName), \(platformName), driver \(driverVersion))"
@@ -152,6 +155,8 @@ public struct OpenCLDevice: Sendable, CustomStringConvertible {
         globalMemorySize = Int(try Self.value(id, cl_device_info(CL_DEVICE_GLOBAL_MEM_SIZE)) as cl_ulong)
         maxAllocationSize = Int(try Self.value(id, cl_device_info(CL_DEVICE_MAX_MEM_ALLOC_SIZE)) as cl_ulong)
         computeUnits = Int(try Self.value(id, cl_device_info(CL_DEVICE_MAX_COMPUTE_UNITS)) as cl_uint)
+        // Deprecated in OpenCL 2.0: a driver that no longer answers is treated as not unified.
+        hostUnifiedMemory = ((try? Self.value(id, cl_device_info(CL_DEVICE_HOST_UNIFIED_MEMORY)) as cl_bool) ?? 0) != 0
     }
 
     /// The device of a caller's `cl_device_id` (its index among ``all()``, or -1 when it is not

@@ -99,8 +99,12 @@ enum AdaptiveOperator {
                         // change in place with the next one).
                         extras["batch_mean"] = saved.batchMean
                         extras["batch_var"] = saved.batchVariance
-                        extras["running_mean"] = try deviceCopy(layer.parameters["bn.running_mean"], device)
-                        extras["running_var"] = try deviceCopy(layer.parameters["bn.running_var"], device)
+                        for (name, key) in [("running_mean", "bn.running_mean"), ("running_var", "bn.running_var")] {
+                            guard let statistic = layer.parameters[key] else {
+                                throw NyquistError(.invalidParameters, "adaptive-blur-pool: \(key) is missing")
+                            }
+                            extras[name] = try device.copy(statistic)
+                        }
                     }
                     return (OperatorValues(output: output, extras: extras), saved)
                 },
@@ -149,10 +153,3 @@ enum AdaptiveOperator {
         })
 }
 
-/// A copy of `tensor` made on the device (enqueued, not waited for).
-private func deviceCopy(_ tensor: DeviceTensor?, _ device: Device) throws -> DeviceTensor {
-    guard let tensor else { throw NyquistError(.invalidParameters, "adaptive-blur-pool: a running statistic is missing") }
-    let copy = try DeviceTensor(shape: tensor.shape, on: device)
-    try device.copy(tensor, into: copy)
-    return copy
-}

@@ -41,38 +41,32 @@ public struct OperatorOptions: Sendable, Hashable {
 
     /// The integer option `name`, or nil when not given.
     func int(_ name: String) throws -> Int? {
+        try parsed(name, "a whole number") { Int($0) }
+    }
+
+    /// The option `name` read by `parse`, nil when not given; an option `parse` refuses is an
+    /// error saying it must be `requirement`.
+    private func parsed<Value>(_ name: String, _ requirement: String, _ parse: (String) -> Value?) throws -> Value? {
         guard let text = values[name] else { return nil }
-        guard let value = Int(text) else {
-            throw NyquistError(.invalidConfiguration, "option --\(name) must be a whole number, got '\(text)'")
+        guard let value = parse(text) else {
+            throw NyquistError(.invalidConfiguration, "option --\(name) must be \(requirement), got '\(text)'")
         }
         return value
     }
 
     /// The unsigned integer option `name` (a seed), or `fallback` when not given.
     func seed(_ name: String, _ fallback: UInt64) throws -> UInt64 {
-        guard let text = values[name] else { return fallback }
-        guard let value = UInt64(text) else {
-            throw NyquistError(.invalidConfiguration, "option --\(name) must be a whole number >= 0, got '\(text)'")
-        }
-        return value
+        try parsed(name, "a whole number >= 0") { UInt64($0) } ?? fallback
     }
 
     /// The real option `name`, or `fallback` when not given; must be finite.
     func double(_ name: String, _ fallback: Double) throws -> Double {
-        guard let text = values[name] else { return fallback }
-        guard let value = Double(text), value.isFinite else {
-            throw NyquistError(.invalidConfiguration, "option --\(name) must be a finite number, got '\(text)'")
-        }
-        return value
+        try parsed(name, "a finite number") { Double($0).flatMap { $0.isFinite ? $0 : nil } } ?? fallback
     }
 
     /// The yes/no option `name` (`true` or `false`), or `fallback` when not given.
     func flag(_ name: String, _ fallback: Bool) throws -> Bool {
-        guard let text = values[name] else { return fallback }
-        guard let value = Bool(text) else {
-            throw NyquistError(.invalidConfiguration, "option --\(name) must be true or false, got '\(text)'")
-        }
-        return value
+        try parsed(name, "true or false") { Bool($0) } ?? fallback
     }
 
     /// The option `name` as one of `Choice`'s raw values, or `fallback` when not given.

@@ -136,12 +136,6 @@ public final class AdaptiveBlurPool2D: Layer {
         return (scale, shift)
     }
 
-    /// A copy of `tensor` on the device (enqueued, not waited for).
-    func copy(_ tensor: DeviceTensor) throws -> DeviceTensor {
-        let copy = try DeviceTensor(shape: tensor.shape, on: device)
-        try device.copy(tensor, into: copy)
-        return copy
-    }
 
     private static func upload(_ parameters: AdaptiveBlurPool2DParameters<Float>, device: Device) throws -> Constants {
         let count = parameters.bnWeight.count

@@ -69,10 +69,10 @@ extension AdaptiveBlurPool2D {
         if frozenStatistics {
             // Copies on the device: a later batch-statistics forward updates the running
             // statistics in place, and this step's backward must see them as they were.
-            mean = try copy(constants.runningMean)
-            variance = try copy(constants.runningVar)
-            scale = try copy(constants.scale)
-            shift = try copy(constants.shift)
+            mean = try device.copy(constants.runningMean)
+            variance = try device.copy(constants.runningVar)
+            scale = try device.copy(constants.scale)
+            shift = try device.copy(constants.shift)
         } else {
             mean = try DeviceTensor(shape: [p], on: device)
             variance = try DeviceTensor(shape: [p], on: device)

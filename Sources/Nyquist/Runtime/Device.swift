@@ -187,6 +187,13 @@ extension Device {
         }.run(on: self)
     }
 
+    /// A new tensor holding a copy of `source`, made on the device (enqueued, not waited for).
+    public func copy(_ source: DeviceTensor) throws -> DeviceTensor {
+        let destination = try DeviceTensor(shape: source.shape, on: self)
+        try copy(source, into: destination)
+        return destination
+    }
+
     /// Copies `source` into `destination` with the bandwidth-baseline kernel (Kernels/copy.cl);
     /// the benchmarks time it to get the device's practical memory roofline.
     public func copy(_ source: DeviceTensor, into destination: DeviceTensor) throws {
